@@ -1,0 +1,10 @@
+//! ocfd: a Diameter Gy online charging function.
+//!
+//! Layers (see DESIGN.md §3): `diameter` is the sans-IO protocol core (codec, dictionary, peer
+//! state machine); `transport` moves bytes over TCP and SCTP; `server` drives connections;
+//! `config` is the strict TOML configuration.
+
+pub mod config;
+pub mod diameter;
+pub mod server;
+pub mod transport;
