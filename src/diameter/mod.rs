@@ -2,6 +2,7 @@
 //! and the peer state machine. Nothing here does I/O or reads the clock.
 
 pub mod avp;
+pub mod base;
 pub mod codes;
 pub mod dictionary;
 pub mod dump;

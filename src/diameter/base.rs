@@ -1,0 +1,185 @@
+//! Building the base protocol's messages (RFC 6733 §5): CER/CEA, DWR/DWA, DPR/DPA, and answers
+//! that report an error (§7.2), straight into an output buffer.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+
+use super::avp::Avp;
+use super::codes::{ResultCode, application, avp as c, command};
+use super::error::DiameterError;
+use super::header::{CommandFlags, Header};
+use super::message::{Message, find};
+use super::types::Address;
+use super::MessageWriter;
+
+/// Who we are, as advertised in CER/CEA and every answer.
+#[derive(Clone, Debug)]
+pub struct LocalIdentity {
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Host-IP-Address values; the driver fills in the connection's local address(es).
+    pub host_ip_addresses: Vec<IpAddr>,
+    pub vendor_id: u32,
+    pub product_name: String,
+    pub firmware_revision: u32,
+    pub origin_state_id: u32,
+    /// Auth-Application-Ids we support (4 for credit control).
+    pub auth_application_ids: Vec<u32>,
+    /// Supported-Vendor-Id values (10415 for 3GPP).
+    pub supported_vendor_ids: Vec<u32>,
+}
+
+impl LocalIdentity {
+    fn origin(&self, w: &mut MessageWriter) {
+        w.identity(c::ORIGIN_HOST, &self.origin_host);
+        w.identity(c::ORIGIN_REALM, &self.origin_realm);
+    }
+
+    /// The capabilities AVPs shared by CER and CEA.
+    fn capabilities(&self, w: &mut MessageWriter, vendor_specific: bool) {
+        for ip in &self.host_ip_addresses {
+            w.address(c::HOST_IP_ADDRESS, &Address::Ip(*ip));
+        }
+        w.u32(c::VENDOR_ID, self.vendor_id);
+        w.utf8(c::PRODUCT_NAME, &self.product_name);
+        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        for v in &self.supported_vendor_ids {
+            w.u32(c::SUPPORTED_VENDOR_ID, *v);
+        }
+        for app in &self.auth_application_ids {
+            w.u32(c::AUTH_APPLICATION_ID, *app);
+        }
+        if vendor_specific {
+            // Echo the 3GPP way of naming the application for peers that used it.
+            for app in &self.auth_application_ids {
+                for v in &self.supported_vendor_ids {
+                    let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
+                    w.u32(c::VENDOR_ID, *v);
+                    w.u32(c::AUTH_APPLICATION_ID, *app);
+                    w.end_group(g);
+                }
+            }
+        }
+        w.u32(c::FIRMWARE_REVISION, self.firmware_revision);
+    }
+
+    pub fn write_cer(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
+        let mut h = Header::request(command::CAPABILITIES_EXCHANGE, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        h.flags = CommandFlags(CommandFlags::REQUEST);
+        let mut w = MessageWriter::new(out, &h);
+        self.origin(&mut w);
+        self.capabilities(&mut w, false);
+        w.finish();
+    }
+
+    /// CEA with `result`; for an error, Error-Message and Failed-AVP as given.
+    pub fn write_cea(&self, out: &mut BytesMut, req: &Header, result: ResultCode, err: Option<&DiameterError>, vendor_specific: bool) {
+        let mut h = req.answer();
+        if result.is_protocol_error() {
+            h.flags.0 |= CommandFlags::ERROR;
+        }
+        let mut w = MessageWriter::new(out, &h);
+        w.u32(c::RESULT_CODE, result.code());
+        self.origin(&mut w);
+        self.capabilities(&mut w, vendor_specific);
+        if let Some(e) = err {
+            error_avps(&mut w, e);
+        }
+        w.finish();
+    }
+
+    pub fn write_dwr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
+        let mut h = Header::request(command::DEVICE_WATCHDOG, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        h.flags = CommandFlags(CommandFlags::REQUEST);
+        let mut w = MessageWriter::new(out, &h);
+        self.origin(&mut w);
+        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        w.finish();
+    }
+
+    pub fn write_dwa(&self, out: &mut BytesMut, req: &Header) {
+        let mut w = MessageWriter::new(out, &req.answer());
+        w.u32(c::RESULT_CODE, ResultCode::Success.code());
+        self.origin(&mut w);
+        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        w.finish();
+    }
+
+    pub fn write_dpr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32, cause: u32) {
+        let mut h = Header::request(command::DISCONNECT_PEER, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        h.flags = CommandFlags(CommandFlags::REQUEST);
+        let mut w = MessageWriter::new(out, &h);
+        self.origin(&mut w);
+        w.u32(c::DISCONNECT_CAUSE, cause);
+        w.finish();
+    }
+
+    pub fn write_dpa(&self, out: &mut BytesMut, req: &Header) {
+        let mut w = MessageWriter::new(out, &req.answer());
+        w.u32(c::RESULT_CODE, ResultCode::Success.code());
+        self.origin(&mut w);
+        w.finish();
+    }
+
+    /// An answer reporting `err` to a request (RFC 6733 §7.2): Session-Id echoed first, our
+    /// origin, Result-Code, Error-Message, Failed-AVP, Proxy-Info echoed; E bit for 3xxx.
+    /// For credit control, the AVPs a CCA requires are echoed too (RFC 4006 §3.2) when the
+    /// request carried them.
+    pub fn write_error_answer(&self, out: &mut BytesMut, req: &Header, req_avps: &[Avp], err: &DiameterError) {
+        let mut h = req.answer();
+        if err.result_code.is_protocol_error() {
+            h.flags.0 |= CommandFlags::ERROR;
+        }
+        let mut w = MessageWriter::new(out, &h);
+        if let Some(sid) = find(req_avps, c::SESSION_ID) {
+            w.avp(sid);
+        }
+        w.u32(c::RESULT_CODE, err.result_code.code());
+        self.origin(&mut w);
+        if req.command_code == command::CREDIT_CONTROL && !err.result_code.is_protocol_error() {
+            for k in [c::AUTH_APPLICATION_ID, c::CC_REQUEST_TYPE, c::CC_REQUEST_NUMBER] {
+                if let Some(a) = find(req_avps, k).filter(|a| a.data.len() == 4) {
+                    w.avp(a);
+                }
+            }
+        }
+        error_avps(&mut w, err);
+        for p in req_avps.iter().filter(|a| a.is(c::PROXY_INFO)) {
+            w.avp(p);
+        }
+        w.finish();
+    }
+}
+
+/// Error-Message and Failed-AVP for an error.
+fn error_avps(w: &mut MessageWriter, err: &DiameterError) {
+    if !err.message.is_empty() {
+        w.utf8(c::ERROR_MESSAGE, &err.message);
+    }
+    if let Some(failed) = &err.failed_avp {
+        let g = w.begin_group(c::FAILED_AVP);
+        w.raw(failed);
+        w.end_group(g);
+    }
+}
+
+/// The Application-Ids a CER or CEA advertises (plain and inside Vendor-Specific-Application-Id),
+/// and whether any were named the vendor-specific way.
+pub fn advertised_applications(msg: &Message) -> (Vec<u32>, bool) {
+    let mut apps = Vec::new();
+    let mut vendor_specific = false;
+    for a in &msg.avps {
+        if a.is(c::AUTH_APPLICATION_ID) || a.is(c::ACCT_APPLICATION_ID) {
+            apps.extend(a.u32().ok());
+        } else if a.is(c::VENDOR_SPECIFIC_APPLICATION_ID) {
+            vendor_specific = true;
+            for child in a.children().flatten() {
+                if child.is(c::AUTH_APPLICATION_ID) || child.is(c::ACCT_APPLICATION_ID) {
+                    apps.extend(child.u32().ok());
+                }
+            }
+        }
+    }
+    (apps, vendor_specific)
+}
