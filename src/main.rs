@@ -1,1 +1,171 @@
-fn main(){}
+//! ocfd: the online charging function daemon. Thin: parse the command line, load and check the
+//! configuration (exit 64 before binding anything if it is bad), set up logging and the
+//! runtime, run the server until SIGTERM or SIGINT.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ocf::config::{Config, LogFormat};
+use ocf::diameter::dictionary::Dictionary;
+use ocf::diameter::dump;
+use ocf::server::Server;
+
+/// EX_USAGE from sysexits.h: the configuration or command line is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "ocfd", version, about = "Diameter Gy online charging function for shared enterprise quotas")]
+struct Cli {
+    /// Configuration file (TOML). Without it ocfd serves the embedded default: Origin-Host
+    /// ocfd.localdomain on TCP 127.0.0.1:3868, state in ./ocfd-data.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration and dictionaries, print the result and exit (0 good, 64 bad).
+    #[arg(long)]
+    check_config: bool,
+    /// Diameter TCP listen address (ip:port), replacing the configured ones; repeat for several.
+    #[arg(long = "listen", value_name = "IP:PORT")]
+    listen: Vec<String>,
+    /// Diameter SCTP endpoint ("ip[,ip...]:port", several addresses = multi-homed), replacing
+    /// the configured ones; repeat for several.
+    #[arg(long = "listen-sctp", value_name = "IPS:PORT")]
+    listen_sctp: Vec<String>,
+    /// State directory (journal, snapshots, usage records).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Log level or tracing filter (e.g. info, debug, ocf=debug).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a human-readable dump of Diameter messages given as hex (from a capture); reads
+    /// standard input when HEX is "-" or absent.
+    Decode {
+        /// Hex octets; spaces and colons are ignored.
+        hex: Vec<String>,
+        /// Extra dictionary directory, as diameter.dictionary_dir.
+        #[arg(long, value_name = "DIR")]
+        dictionary_dir: Option<PathBuf>,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        cfg.diameter.listen_tcp = cli.listen.clone();
+    }
+    if !cli.listen_sctp.is_empty() {
+        cfg.diameter.listen_sctp = cli.listen_sctp.clone();
+    }
+    if let Some(d) = &cli.state_dir {
+        cfg.state_dir = d.clone();
+    }
+    if let Some(l) = &cli.log_level {
+        cfg.log.level = l.clone();
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let dict = Dictionary::load(dir)?;
+    let text = if hex.is_empty() || hex == ["-"] {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        hex.join("")
+    };
+    let bytes = dump::parse_hex(&text).map_err(anyhow::Error::msg)?;
+    print!("{}", dump::render(&dict, &bytes));
+    Ok(())
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&cfg.log.level);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+fn serve(cfg: Config) -> anyhow::Result<()> {
+    // Every peer is a file descriptor; take what the hard limit allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open file limit");
+    }
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state directory {}", cfg.state_dir.display()))?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        rt.worker_threads(cfg.worker_threads);
+    }
+    let rt = rt.enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers are installed here, before the listeners announce themselves, so a SIGTERM
+        // that follows readiness at once still stops the server cleanly.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let server = Server::bind(&cfg)?;
+        server
+            .run(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            })
+            .await;
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Decode { hex, dictionary_dir }) = &cli.command {
+        return match decode(hex, dictionary_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ocfd decode: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ocfd: bad configuration: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        println!("ocfd: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    match serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ocfd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

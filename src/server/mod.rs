@@ -1,1 +1,181 @@
-//! stub
+//! The daemon's shell: binds the listeners, runs one driver task per connection, and on
+//! shutdown stops accepting, sends DPR to every peer and waits (bounded) for them to go.
+
+mod connection;
+pub mod dispatch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::diameter::base::LocalIdentity;
+use crate::diameter::codes::{VENDOR_3GPP, application};
+use crate::diameter::dictionary::{Dictionary, DictionaryError};
+use crate::diameter::peer::PeerConfig;
+use crate::transport::sctp::SctpListener;
+use crate::transport::tcp;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("dictionary: {0}")]
+    Dictionary(#[from] DictionaryError),
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Listen { transport: &'static str, addr: String, source: std::io::Error },
+}
+
+/// Settings every connection driver reads.
+pub(crate) struct Shared {
+    pub peer: Arc<PeerConfig>,
+    pub max_message_bytes: usize,
+    pub partial_message_timeout: Duration,
+    pub seeds: AtomicU64,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    tcp: Vec<TcpListener>,
+    sctp: Vec<SctpListener>,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+}
+
+/// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.
+fn firmware_revision() -> u32 {
+    let v: Vec<u32> = env!("CARGO_PKG_VERSION").split('.').filter_map(|p| p.parse().ok()).collect();
+    v.first().copied().unwrap_or(0) * 10000 + v.get(1).copied().unwrap_or(0) * 100 + v.get(2).copied().unwrap_or(0)
+}
+
+impl Server {
+    /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
+    pub fn bind(config: &Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let dictionary = Arc::new(Dictionary::load(config.diameter.dictionary_dir.as_deref())?);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = &config.diameter;
+        let identity = LocalIdentity {
+            origin_host: d.origin_host.clone(),
+            origin_realm: d.origin_realm.clone(),
+            host_ip_addresses: vec![],
+            vendor_id: d.vendor_id,
+            product_name: d.product_name.clone(),
+            firmware_revision: firmware_revision(),
+            origin_state_id: now.as_secs() as u32,
+            auth_application_ids: vec![application::CREDIT_CONTROL],
+            supported_vendor_ids: vec![VENDOR_3GPP],
+        };
+        let peer = Arc::new(PeerConfig {
+            identity,
+            dictionary,
+            watchdog: config.watchdog(),
+            handshake_timeout: Duration::from_secs(d.handshake_timeout_s),
+            dpa_timeout: Duration::from_secs(d.dpa_timeout_s),
+            allowed_peers: if d.allowed_peers.is_empty() { None } else { Some(d.allowed_peers.clone()) },
+        });
+        let mut tcp_listeners = Vec::new();
+        for addr in config.tcp_listeners()? {
+            let l = tcp::listen(addr).map_err(|source| ServerError::Listen { transport: "tcp", addr: addr.to_string(), source })?;
+            tcp_listeners.push(l);
+        }
+        let mut sctp_listeners = Vec::new();
+        for ep in config.sctp_listeners()? {
+            let l = SctpListener::bind(&ep).map_err(|source| ServerError::Listen {
+                transport: "sctp",
+                addr: format!("{:?}:{}", ep.addresses, ep.port),
+                source,
+            })?;
+            sctp_listeners.push(l);
+        }
+        Ok(Server {
+            tcp: tcp_listeners,
+            sctp: sctp_listeners,
+            shared: Arc::new(Shared {
+                peer,
+                max_message_bytes: d.max_message_bytes,
+                partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
+                seeds: AtomicU64::new(now.as_nanos() as u64),
+            }),
+            shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
+        })
+    }
+
+    /// Bound addresses, as (transport, address).
+    pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut v: Vec<_> = self.tcp.iter().filter_map(|l| l.local_addr().ok()).map(|a| ("tcp", a)).collect();
+        for l in &self.sctp {
+            v.extend(l.local_addrs().into_iter().map(|a| ("sctp", a)));
+        }
+        v
+    }
+
+    /// Serves until `shutdown` completes, then disconnects every peer with DPR (REBOOTING) and
+    /// waits for their DPAs, at most the DPA timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        for (transport, addr) in self.local_addrs() {
+            info!(transport, %addr, "listening");
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tracker = TaskTracker::new();
+        let mut accept_tasks = Vec::new();
+        for listener in self.tcp {
+            let (shared, stop, conns) = (self.shared.clone(), stop_rx.clone(), tracker.clone());
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, remote)) => {
+                            if let Err(e) = tcp::configure(&stream) {
+                                warn!(%remote, error = %e, "cannot configure connection");
+                            }
+                            let local: Vec<_> = stream.local_addr().map(|a| vec![a.ip()]).unwrap_or_default();
+                            let seed = shared.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                            conns.spawn(connection::drive(stream, remote, local, seed, shared.clone(), stop.clone()));
+                        }
+                        Err(e) => accept_failed(e).await,
+                    }
+                }
+            }));
+        }
+        for listener in self.sctp {
+            let (shared, stop, conns) = (self.shared.clone(), stop_rx.clone(), tracker.clone());
+            accept_tasks.push(tokio::spawn(async move {
+                let local: Vec<_> = listener.local_addrs().iter().map(|a| a.ip()).collect();
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, remote)) => {
+                            let seed = shared.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                            conns.spawn(connection::drive(stream, remote, local.clone(), seed, shared.clone(), stop.clone()));
+                        }
+                        Err(e) => accept_failed(e).await,
+                    }
+                }
+            }));
+        }
+        shutdown.await;
+        info!("shutting down: no new connections, DPR to every peer");
+        for t in &accept_tasks {
+            t.abort();
+        }
+        let _ = stop_tx.send(true);
+        tracker.close();
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
+            warn!("some peers did not disconnect in time");
+        }
+        info!("stopped");
+    }
+}
+
+/// Out of file descriptors or similar: log and pause briefly rather than spin.
+async fn accept_failed(e: std::io::Error) {
+    warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

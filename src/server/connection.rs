@@ -1,0 +1,145 @@
+//! One task per connection: read into a buffer, cut whole frames, let the peer state machine
+//! handle them, answer application requests, and write everything one read produced in one
+//! write. Loops until the peer is closed, the socket ends, or a half-sent message stalls.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::{Shared, dispatch};
+use crate::diameter::codes::DisconnectCause;
+use crate::diameter::frame::{self, FrameError};
+use crate::diameter::header::HEADER_LEN;
+use crate::diameter::peer::{Event, Peer};
+
+/// Bytes asked of the socket per read; large enough that a pipelining peer's burst arrives in
+/// a few reads.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the front of the read buffer holds.
+enum Cut {
+    Frame(Bytes),
+    Error(FrameError, [u8; HEADER_LEN]),
+    Incomplete,
+}
+
+fn cut(buf: &mut BytesMut, max: usize) -> Cut {
+    let mut head = [0u8; HEADER_LEN];
+    match frame::check(buf, max) {
+        Ok(Some(len)) if buf.len() >= len => Cut::Frame(buf.split_to(len).freeze()),
+        Ok(_) => Cut::Incomplete,
+        // Delimited but misaligned: skip the whole frame once it is here.
+        Err(FrameError::Unaligned(len)) if buf.len() >= len as usize => {
+            head.copy_from_slice(&buf[..HEADER_LEN]);
+            buf.advance(len as usize);
+            Cut::Error(FrameError::Unaligned(len), head)
+        }
+        Err(FrameError::Unaligned(_)) => Cut::Incomplete,
+        Err(e) => {
+            head.copy_from_slice(&buf[..HEADER_LEN]);
+            Cut::Error(e, head)
+        }
+    }
+}
+
+pub(crate) async fn drive<S>(
+    mut stream: S,
+    remote: SocketAddr,
+    local: Vec<IpAddr>,
+    seed: u64,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut peer = Peer::responder(shared.peer.clone(), &local, Instant::now(), seed);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    // When the oldest unfinished message started arriving.
+    let mut partial_since: Option<Instant> = None;
+    let mut stopping = *stop.borrow();
+    if stopping {
+        return;
+    }
+    debug!(%remote, "connection accepted");
+    loop {
+        // Answer events (application requests) into the same output buffer.
+        while let Some(ev) = peer.poll_event() {
+            match ev {
+                Event::Opened { origin_host, origin_realm } => info!(%remote, %origin_host, %origin_realm, "peer open"),
+                Event::Request(msg) => {
+                    let identity = peer.identity().clone();
+                    dispatch::answer(&identity, peer.transmit(), &msg);
+                }
+                Event::Answer(_) => {}
+                Event::Closed(reason) => info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed"),
+            }
+        }
+        if !peer.transmit().is_empty() {
+            let out = peer.transmit().split();
+            if let Err(e) = stream.write_all(&out).await {
+                debug!(%remote, error = %e, "write failed");
+                break;
+            }
+        }
+        if peer.is_closed() {
+            let _ = stream.shutdown().await;
+            break;
+        }
+        let partial_deadline = partial_since.map(|t| t + shared.partial_message_timeout);
+        let deadline = [peer.poll_timeout(), partial_deadline].into_iter().flatten().min();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        rbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = stream.read_buf(&mut rbuf) => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        debug!(%remote, buffered = rbuf.len(), "connection ended by peer");
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                let now = Instant::now();
+                loop {
+                    match cut(&mut rbuf, shared.max_message_bytes) {
+                        Cut::Frame(f) => peer.handle_frame(now, f),
+                        Cut::Error(e, head) => {
+                            debug!(%remote, error = ?e, "bad message header");
+                            peer.handle_frame_error(&head, e);
+                            if e.is_fatal() {
+                                break;
+                            }
+                        }
+                        Cut::Incomplete => break,
+                    }
+                    if peer.is_closed() {
+                        break;
+                    }
+                }
+                partial_since = if rbuf.is_empty() { None } else { partial_since.or(Some(now)) };
+            }
+            _ = sleep => {
+                let now = Instant::now();
+                if partial_deadline.is_some_and(|d| now >= d) {
+                    info!(%remote, buffered = rbuf.len(), "closing: message left half sent");
+                    break;
+                }
+                peer.handle_timeout(now);
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
+            }
+        }
+    }
+    debug!(%remote, "connection closed");
+}
