@@ -103,7 +103,10 @@ impl Default for DiameterConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -118,24 +121,42 @@ pub struct SctpEndpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, reason: reason.into() }
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Parses `ip[,ip...]:port` (IPv6 in brackets).
 pub fn parse_sctp_endpoint(s: &str) -> Result<SctpEndpoint, String> {
-    let (addrs, port) = s.rsplit_once(':').ok_or_else(|| format!("'{s}' is not ip[,ip...]:port"))?;
-    let port = port.parse::<u16>().map_err(|_| format!("'{port}' is not a port"))?;
+    let (addrs, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}' is not ip[,ip...]:port"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("'{port}' is not a port"))?;
     let addresses = addrs
         .split(',')
-        .map(|a| a.trim().trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>())
+        .map(|a| {
+            a.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| format!("'{addrs}' is not a list of IP addresses"))?;
     Ok(SctpEndpoint { addresses, port })
@@ -148,8 +169,14 @@ fn is_fqdn(s: &str) -> bool {
 impl Config {
     /// Reads and validates a file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
         Ok(cfg)
     }
 
@@ -163,34 +190,57 @@ impl Config {
             return Err(invalid("diameter.origin_realm", "must be a realm name"));
         }
         if d.listen_tcp.is_empty() && d.listen_sctp.is_empty() {
-            return Err(invalid("diameter.listen_tcp", "at least one TCP or SCTP listener is needed"));
+            return Err(invalid(
+                "diameter.listen_tcp",
+                "at least one TCP or SCTP listener is needed",
+            ));
         }
         self.tcp_listeners()?;
         self.sctp_listeners()?;
         if d.watchdog_s < 6 {
-            return Err(invalid("diameter.watchdog_s", "RFC 3539 requires at least 6 seconds"));
+            return Err(invalid(
+                "diameter.watchdog_s",
+                "RFC 3539 requires at least 6 seconds",
+            ));
         }
         for (field, v) in [
             ("diameter.handshake_timeout_s", d.handshake_timeout_s),
             ("diameter.dpa_timeout_s", d.dpa_timeout_s),
-            ("diameter.partial_message_timeout_s", d.partial_message_timeout_s),
+            (
+                "diameter.partial_message_timeout_s",
+                d.partial_message_timeout_s,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
         if !(1024..=16 * 1024 * 1024).contains(&d.max_message_bytes) {
-            return Err(invalid("diameter.max_message_bytes", "must be between 1024 and 16777216"));
+            return Err(invalid(
+                "diameter.max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         if let Some(p) = d.allowed_peers.iter().find(|p| !is_fqdn(p)) {
-            return Err(invalid("diameter.allowed_peers", format!("'{p}' is not an FQDN")));
+            return Err(invalid(
+                "diameter.allowed_peers",
+                format!("'{p}' is not an FQDN"),
+            ));
         }
         if let Some(dir) = &d.dictionary_dir {
             crate::diameter::dictionary::Dictionary::load(Some(dir))
                 .map_err(|e| invalid("diameter.dictionary_dir", e.to_string()))?;
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            return Err(invalid("log.level", format!("'{}' is not a level or filter", self.log.level)));
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return Err(invalid(
+                "log.level",
+                format!("'{}' is not a level or filter", self.log.level),
+            ));
         }
         Ok(())
     }
@@ -199,7 +249,10 @@ impl Config {
         self.diameter
             .listen_tcp
             .iter()
-            .map(|s| s.parse::<SocketAddr>().map_err(|_| invalid("diameter.listen_tcp", format!("'{s}' is not ip:port"))))
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| invalid("diameter.listen_tcp", format!("'{s}' is not ip:port")))
+            })
             .collect()
     }
 
@@ -225,7 +278,10 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.diameter.origin_host, "ocfd.localdomain");
-        assert_eq!(c.tcp_listeners().unwrap(), vec!["127.0.0.1:3868".parse().unwrap()]);
+        assert_eq!(
+            c.tcp_listeners().unwrap(),
+            vec!["127.0.0.1:3868".parse().unwrap()]
+        );
         assert_eq!(c.state_dir, PathBuf::from("./ocfd-data"));
     }
 
@@ -233,14 +289,25 @@ mod tests {
     fn shipped_example_parses_to_the_defaults() {
         let c: Config = toml::from_str(include_str!("../systemd/ocfd.toml")).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.diameter, DiameterConfig { listen_tcp: c.diameter.listen_tcp.clone(), ..Default::default() });
+        assert_eq!(
+            c.diameter,
+            DiameterConfig {
+                listen_tcp: c.diameter.listen_tcp.clone(),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
     fn strictness() {
         assert!(toml::from_str::<Config>("[diameter]\norigin_hots = \"x\"\n").is_err());
         let c: Config = toml::from_str("[diameter]\nwatchdog_s = 5\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("diameter.watchdog_s"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("diameter.watchdog_s")
+        );
         let c: Config = toml::from_str("[diameter]\nlisten_tcp = [\"localhost\"]\n").unwrap();
         assert!(c.validate().is_err());
         let c: Config = toml::from_str("[diameter]\norigin_host = \"no spaces please\"\n").unwrap();
@@ -251,9 +318,15 @@ mod tests {
     fn sctp_endpoints() {
         assert_eq!(
             parse_sctp_endpoint("127.0.0.1,127.0.0.2:3868").unwrap(),
-            SctpEndpoint { addresses: vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()], port: 3868 }
+            SctpEndpoint {
+                addresses: vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+                port: 3868
+            }
         );
-        assert_eq!(parse_sctp_endpoint("[::1]:3868").unwrap().addresses, vec!["::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            parse_sctp_endpoint("[::1]:3868").unwrap().addresses,
+            vec!["::1".parse::<IpAddr>().unwrap()]
+        );
         assert!(parse_sctp_endpoint("127.0.0.1").is_err());
         assert!(parse_sctp_endpoint("x:1").is_err());
     }

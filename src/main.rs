@@ -17,7 +17,11 @@ use ocf::server::Server;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "ocfd", version, about = "Diameter Gy online charging function for shared enterprise quotas")]
+#[command(
+    name = "ocfd",
+    version,
+    about = "Diameter Gy online charging function for shared enterprise quotas"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it ocfd serves the embedded default: Origin-Host
     /// ocfd.localdomain on TCP 127.0.0.1:3868, state in ./ocfd-data.
@@ -99,7 +103,9 @@ fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&cfg.log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -139,7 +145,11 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Decode { hex, dictionary_dir }) = &cli.command {
+    if let Some(Command::Decode {
+        hex,
+        dictionary_dir,
+    }) = &cli.command
+    {
         return match decode(hex, dictionary_dir.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -23,7 +23,10 @@ fn cer_with(host: &str, omit_origin_host: bool, extra: &[u8]) -> BytesMut {
         w.identity(c::ORIGIN_HOST, host);
     }
     w.identity(c::ORIGIN_REALM, &id.origin_realm);
-    w.address(c::HOST_IP_ADDRESS, &ocf::diameter::types::Address::Ip(id.host_ip_addresses[0]));
+    w.address(
+        c::HOST_IP_ADDRESS,
+        &ocf::diameter::types::Address::Ip(id.host_ip_addresses[0]),
+    );
     w.u32(c::VENDOR_ID, 0);
     w.utf8(c::PRODUCT_NAME, "bad-input");
     w.u32(c::AUTH_APPLICATION_ID, 4);
@@ -50,7 +53,16 @@ fn answer_to(d: &mut Daemon, bytes: &[u8], closes: bool) -> Message {
 }
 
 fn header(version: u8, len: u32, flags: u8, code: u32) -> Vec<u8> {
-    let mut v = vec![version, (len >> 16) as u8, (len >> 8) as u8, len as u8, flags, (code >> 16) as u8, (code >> 8) as u8, code as u8];
+    let mut v = vec![
+        version,
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        flags,
+        (code >> 16) as u8,
+        (code >> 8) as u8,
+        code as u8,
+    ];
     v.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78]);
     v
 }
@@ -108,7 +120,11 @@ fn length_not_a_multiple_of_4_is_5015_and_the_connection_goes_on() {
 #[test]
 fn avp_length_below_8_is_5014() {
     let mut d = Daemon::start("");
-    let m = answer_to(&mut d, &cer_with("gw.localdomain", false, &[0, 0, 0x03, 0xe7, 0x40, 0, 0, 4]), true);
+    let m = answer_to(
+        &mut d,
+        &cer_with("gw.localdomain", false, &[0, 0, 0x03, 0xe7, 0x40, 0, 0, 4]),
+        true,
+    );
     assert_eq!(result_code(&m), 5014);
     assert_eq!(m.header.command_code, 257);
     let f = failed_avp(&m);
@@ -119,7 +135,15 @@ fn avp_length_below_8_is_5014() {
 #[test]
 fn avp_running_past_the_message_is_5014() {
     let mut d = Daemon::start("");
-    let m = answer_to(&mut d, &cer_with("gw.localdomain", false, &[0, 0, 0x01, 0x0b, 0, 0, 0, 200, 0, 0, 0, 1]), true);
+    let m = answer_to(
+        &mut d,
+        &cer_with(
+            "gw.localdomain",
+            false,
+            &[0, 0, 0x01, 0x0b, 0, 0, 0, 200, 0, 0, 0, 1],
+        ),
+        true,
+    );
     assert_eq!(result_code(&m), 5014);
     assert_eq!(failed_avp(&m).code, 267);
     d.assert_serving();
@@ -129,12 +153,18 @@ fn avp_running_past_the_message_is_5014() {
 fn grouped_avp_whose_children_overflow_it_is_5014() {
     let mut d = Daemon::start("");
     // Vendor-Specific-Application-Id (260, 20 octets) holding Vendor-Id claiming 40 octets.
-    let group = [0, 0, 1, 4, 0x40, 0, 0, 20, 0, 0, 1, 10, 0x40, 0, 0, 40, 0, 0, 0x28, 0xaf];
+    let group = [
+        0, 0, 1, 4, 0x40, 0, 0, 20, 0, 0, 1, 10, 0x40, 0, 0, 40, 0, 0, 0x28, 0xaf,
+    ];
     let m = answer_to(&mut d, &cer_with("gw.localdomain", false, &group), true);
     assert_eq!(result_code(&m), 5014);
     let f = failed_avp(&m);
     assert_eq!(f.code, 260, "Failed-AVP names the group");
-    assert_eq!(f.children().next().unwrap().unwrap().code, 266, "and the child inside it");
+    assert_eq!(
+        f.children().next().unwrap().unwrap().code,
+        266,
+        "and the child inside it"
+    );
     d.assert_serving();
 }
 
@@ -162,7 +192,13 @@ fn cer_without_origin_host_is_5005() {
 fn repeated_origin_host_is_5009() {
     let mut d = Daemon::start("");
     let mut extra = BytesMut::new();
-    ocf::diameter::Avp::new(264, 0x40, 0, bytes::Bytes::from_static(b"second.localdomain")).encode(&mut extra);
+    ocf::diameter::Avp::new(
+        264,
+        0x40,
+        0,
+        bytes::Bytes::from_static(b"second.localdomain"),
+    )
+    .encode(&mut extra);
     let m = answer_to(&mut d, &cer_with("gw.localdomain", false, &extra), true);
     assert_eq!(result_code(&m), 5009);
     d.assert_serving();
@@ -196,7 +232,10 @@ fn answer_without_a_request_is_dropped_silently() {
     conn.send(&dwr);
     // The first thing back is the DWA to our DWR: nothing was sent for the stray answer.
     let m = conn.expect_frame();
-    assert_eq!((m.header.command_code, m.header.hop_by_hop, result_code(&m)), (280, 0x4242, 2001));
+    assert_eq!(
+        (m.header.command_code, m.header.hop_by_hop, result_code(&m)),
+        (280, 0x4242, 2001)
+    );
     d.assert_serving();
 }
 
@@ -209,7 +248,14 @@ fn request_with_e_bit_is_3008() {
     dwr[4] |= 0x20;
     conn.send(&dwr);
     let m = conn.expect_frame();
-    assert_eq!((result_code(&m), m.header.flags.is_error(), m.header.hop_by_hop), (3008, true, 0x99));
+    assert_eq!(
+        (
+            result_code(&m),
+            m.header.flags.is_error(),
+            m.header.hop_by_hop
+        ),
+        (3008, true, 0x99)
+    );
     d.assert_serving();
 }
 
@@ -242,7 +288,11 @@ fn unsupported_command_application_and_realm() {
         let m = conn.expect_frame();
         assert_eq!(result_code(&m), want);
         assert_eq!(m.header.flags.is_error(), e_bit);
-        assert_eq!(m.session_id().unwrap().utf8().unwrap(), "gw.localdomain;1;1", "Session-Id echoed");
+        assert_eq!(
+            m.session_id().unwrap().utf8().unwrap(),
+            "gw.localdomain;1;1",
+            "Session-Id echoed"
+        );
     }
     d.assert_serving();
 }
@@ -275,7 +325,10 @@ fn half_a_message_then_silence_is_closed_after_the_timeout() {
     let start = Instant::now();
     conn.send(&dwr[..dwr.len() / 2]);
     conn.expect_closed();
-    assert!(start.elapsed() >= Duration::from_millis(900), "closed before the timeout");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
     d.wait_log("message left half sent");
     d.assert_serving();
 }
@@ -296,11 +349,22 @@ fn a_thousand_idle_connections_do_not_block_service_and_are_reaped() {
 fn shutdown_sends_dpr_and_exits_cleanly() {
     let mut d = Daemon::start("");
     let mut conn = open_conn(&d);
-    let ok = std::process::Command::new("kill").arg("-TERM").arg(d.pid().to_string()).status().unwrap();
+    let ok = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(d.pid().to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
     let dpr = conn.expect_frame();
-    assert_eq!((dpr.header.command_code, dpr.header.flags.is_request()), (282, true));
-    assert_eq!(dpr.find(c::DISCONNECT_CAUSE).unwrap().u32().unwrap(), 0, "REBOOTING");
+    assert_eq!(
+        (dpr.header.command_code, dpr.header.flags.is_request()),
+        (282, true)
+    );
+    assert_eq!(
+        dpr.find(c::DISCONNECT_CAUSE).unwrap().u32().unwrap(),
+        0,
+        "REBOOTING"
+    );
     let mut dpa = BytesMut::new();
     identity("gw.localdomain").write_dpa(&mut dpa, &dpr.header);
     conn.send(&dpa);

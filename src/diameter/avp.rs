@@ -56,11 +56,20 @@ pub const fn padded(len: usize) -> usize {
 
 impl Avp {
     pub fn new(code: u32, flags: u8, vendor_id: u32, data: Bytes) -> Self {
-        Avp { code, flags: AvpFlags(flags), vendor_id, data }
+        Avp {
+            code,
+            flags: AvpFlags(flags),
+            vendor_id,
+            data,
+        }
     }
 
     pub fn header_len(&self) -> usize {
-        if self.flags.is_vendor() { AVP_VENDOR_HEADER_LEN } else { AVP_HEADER_LEN }
+        if self.flags.is_vendor() {
+            AVP_VENDOR_HEADER_LEN
+        } else {
+            AVP_HEADER_LEN
+        }
     }
 
     /// AVP Length as written on the wire (header + data, no padding).
@@ -75,7 +84,13 @@ impl Avp {
 
     /// Appends the AVP with its padding.
     pub fn encode(&self, out: &mut BytesMut) {
-        put_header(out, self.code, self.flags.0, self.vendor_id, self.data.len());
+        put_header(
+            out,
+            self.code,
+            self.flags.0,
+            self.vendor_id,
+            self.data.len(),
+        );
         out.put_slice(&self.data);
         put_padding(out, self.data.len());
     }
@@ -94,7 +109,9 @@ impl Avp {
 
     /// Decodes all children, wrapping any error so that Failed-AVP names this group too.
     pub fn decode_children(&self) -> Result<Vec<Avp>, DiameterError> {
-        self.children().collect::<Result<Vec<_>, _>>().map_err(|e| self.wrap_error(e))
+        self.children()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.wrap_error(e))
     }
 
     /// Wraps a child's Failed-AVP in this group's header, as RFC 6733 §7.5 allows, so the peer
@@ -102,7 +119,13 @@ impl Avp {
     pub fn wrap_error(&self, mut err: DiameterError) -> DiameterError {
         if let Some(inner) = err.failed_avp.take() {
             let mut out = BytesMut::with_capacity(self.header_len() + inner.len());
-            put_header(&mut out, self.code, self.flags.0, self.vendor_id, inner.len());
+            put_header(
+                &mut out,
+                self.code,
+                self.flags.0,
+                self.vendor_id,
+                inner.len(),
+            );
             out.put_slice(&inner);
             put_padding(&mut out, inner.len());
             err.failed_avp = Some(out.freeze());
@@ -114,7 +137,11 @@ impl Avp {
 /// Writes an AVP header for `data_len` octets of data.
 pub fn put_header(out: &mut BytesMut, code: u32, flags: u8, vendor_id: u32, data_len: usize) {
     let vendor = flags & AvpFlags::VENDOR != 0;
-    let header = if vendor { AVP_VENDOR_HEADER_LEN } else { AVP_HEADER_LEN };
+    let header = if vendor {
+        AVP_VENDOR_HEADER_LEN
+    } else {
+        AVP_HEADER_LEN
+    };
     out.put_u32(code);
     out.put_u32((u32::from(flags) << 24) | ((header + data_len) as u32 & 0x00ff_ffff));
     if vendor {
@@ -140,9 +167,20 @@ fn raw_header(input: &[u8]) -> IResult<&[u8], RawHeader> {
     let (input, code) = be_u32(input)?;
     let (input, flags) = be_u8(input)?;
     let (input, length) = be_u24(input)?;
-    let (input, vendor_id) =
-        if flags & AvpFlags::VENDOR != 0 { be_u32(input)? } else { (input, 0) };
-    Ok((input, RawHeader { code, flags, length, vendor_id }))
+    let (input, vendor_id) = if flags & AvpFlags::VENDOR != 0 {
+        be_u32(input)?
+    } else {
+        (input, 0)
+    };
+    Ok((
+        input,
+        RawHeader {
+            code,
+            flags,
+            length,
+            vendor_id,
+        },
+    ))
 }
 
 /// Failed-AVP content for an AVP whose length cannot be trusted: its header (zero-filled up to
@@ -150,7 +188,11 @@ fn raw_header(input: &[u8]) -> IResult<&[u8], RawHeader> {
 fn bad_length_avp(raw: &[u8]) -> Bytes {
     let mut hdr = [0u8; AVP_VENDOR_HEADER_LEN];
     let vendor = raw.get(4).is_some_and(|f| f & AvpFlags::VENDOR != 0);
-    let hlen = if vendor { AVP_VENDOR_HEADER_LEN } else { AVP_HEADER_LEN };
+    let hlen = if vendor {
+        AVP_VENDOR_HEADER_LEN
+    } else {
+        AVP_HEADER_LEN
+    };
     let n = raw.len().min(hlen);
     hdr[..n].copy_from_slice(&raw[..n]);
     // Length field: header only, so the Failed-AVP itself is well formed.
@@ -168,7 +210,11 @@ pub struct AvpIter {
 
 impl AvpIter {
     pub fn new(buf: Bytes) -> Self {
-        AvpIter { buf, pos: 0, failed: false }
+        AvpIter {
+            buf,
+            pos: 0,
+            failed: false,
+        }
     }
 
     fn fail(&mut self, err: DiameterError) -> Option<Result<Avp, DiameterError>> {
@@ -187,22 +233,35 @@ impl Iterator for AvpIter {
         let rest = &self.buf[self.pos..];
         let Ok((_, raw)) = raw_header(rest) else {
             return self.fail(
-                DiameterError::new(ResultCode::InvalidAvpLength, "AVP header runs past its container")
-                    .with_avp(bad_length_avp(rest)),
+                DiameterError::new(
+                    ResultCode::InvalidAvpLength,
+                    "AVP header runs past its container",
+                )
+                .with_avp(bad_length_avp(rest)),
             );
         };
-        let hlen = if raw.flags & AvpFlags::VENDOR != 0 { AVP_VENDOR_HEADER_LEN } else { AVP_HEADER_LEN };
+        let hlen = if raw.flags & AvpFlags::VENDOR != 0 {
+            AVP_VENDOR_HEADER_LEN
+        } else {
+            AVP_HEADER_LEN
+        };
         let len = raw.length as usize;
         if len < hlen {
             return self.fail(
-                DiameterError::new(ResultCode::InvalidAvpLength, "AVP Length shorter than its header")
-                    .with_avp(bad_length_avp(rest)),
+                DiameterError::new(
+                    ResultCode::InvalidAvpLength,
+                    "AVP Length shorter than its header",
+                )
+                .with_avp(bad_length_avp(rest)),
             );
         }
         if len > rest.len() {
             return self.fail(
-                DiameterError::new(ResultCode::InvalidAvpLength, "AVP Length runs past its container")
-                    .with_avp(bad_length_avp(rest)),
+                DiameterError::new(
+                    ResultCode::InvalidAvpLength,
+                    "AVP Length runs past its container",
+                )
+                .with_avp(bad_length_avp(rest)),
             );
         }
         let start = self.pos + hlen;
@@ -210,7 +269,12 @@ impl Iterator for AvpIter {
         // Some peers leave out the padding of the last AVP in a group; accept that (the data
         // itself fits), but never let padding overlap a following AVP.
         self.pos += padded(len).min(rest.len());
-        Some(Ok(Avp { code: raw.code, flags: AvpFlags(raw.flags), vendor_id: raw.vendor_id, data }))
+        Some(Ok(Avp {
+            code: raw.code,
+            flags: AvpFlags(raw.flags),
+            vendor_id: raw.vendor_id,
+            data,
+        }))
     }
 }
 
@@ -228,13 +292,18 @@ mod tests {
             ),
             (
                 Avp::new(264, 0x40, 0, Bytes::from_static(b"abcde")),
-                vec![0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0],
+                vec![
+                    0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0,
+                ],
             ),
             (
                 Avp::new(869, 0xc0, 10415, Bytes::from_static(&[0, 0, 0, 1])),
                 vec![0, 0, 3, 0x65, 0xc0, 0, 0, 16, 0, 0, 0x28, 0xaf, 0, 0, 0, 1],
             ),
-            (Avp::new(1, 0, 0, Bytes::new()), vec![0, 0, 0, 1, 0, 0, 0, 8]),
+            (
+                Avp::new(1, 0, 0, Bytes::new()),
+                vec![0, 0, 0, 1, 0, 0, 0, 8],
+            ),
         ];
         for (avp, wire) in cases {
             let mut out = BytesMut::new();
@@ -248,7 +317,9 @@ mod tests {
 
     #[test]
     fn decode_shares_the_frame() {
-        let wire = Bytes::from(vec![0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]);
+        let wire = Bytes::from(vec![
+            0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0,
+        ]);
         let avp = AvpIter::new(wire.clone()).next().unwrap().unwrap();
         // Same memory, not a copy.
         assert_eq!(avp.data.as_ptr(), wire[8..].as_ptr());
@@ -257,16 +328,27 @@ mod tests {
     #[test]
     fn bad_lengths_are_5014_with_failed_avp() {
         let cases: &[&[u8]] = &[
-            &[0, 0, 1, 8, 0x40, 0, 0, 4],             // length < header
+            &[0, 0, 1, 8, 0x40, 0, 0, 4],              // length < header
             &[0, 0, 1, 8, 0x40, 0, 0, 40, 1, 2, 3, 4], // past the container
             &[0, 0, 1, 8, 0x40, 0],                    // header cut short
             &[0, 0, 1, 8, 0xc0, 0, 0, 10, 0, 0],       // vendor header cut short
         ];
         for wire in cases {
-            let err = AvpIter::new(Bytes::copy_from_slice(wire)).next().unwrap().unwrap_err();
+            let err = AvpIter::new(Bytes::copy_from_slice(wire))
+                .next()
+                .unwrap()
+                .unwrap_err();
             assert_eq!(err.result_code, ResultCode::InvalidAvpLength, "{wire:?}");
             let failed = err.failed_avp.unwrap();
-            assert_eq!(&failed[..4], &wire[..4.min(wire.len())].iter().copied().chain([0; 4]).take(4).collect::<Vec<_>>()[..]);
+            assert_eq!(
+                &failed[..4],
+                &wire[..4.min(wire.len())]
+                    .iter()
+                    .copied()
+                    .chain([0; 4])
+                    .take(4)
+                    .collect::<Vec<_>>()[..]
+            );
             // The Failed-AVP content is itself a well-formed AVP.
             assert!(AvpIter::new(failed).next().unwrap().is_ok());
         }
@@ -279,7 +361,10 @@ mod tests {
         let group = Avp::new(260, 0x40, 0, Bytes::copy_from_slice(&child_bad));
         let err = group.decode_children().unwrap_err();
         assert_eq!(err.result_code, ResultCode::InvalidAvpLength);
-        let outer = AvpIter::new(err.failed_avp.unwrap()).next().unwrap().unwrap();
+        let outer = AvpIter::new(err.failed_avp.unwrap())
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(outer.code, 260);
         let inner = outer.children().next().unwrap().unwrap();
         assert_eq!(inner.code, 266);

@@ -5,13 +5,13 @@ use std::net::IpAddr;
 
 use bytes::BytesMut;
 
+use super::MessageWriter;
 use super::avp::Avp;
 use super::codes::{ResultCode, application, avp as c, command};
 use super::error::DiameterError;
 use super::header::{CommandFlags, Header};
 use super::message::{Message, find};
 use super::types::Address;
-use super::MessageWriter;
 
 /// Who we are, as advertised in CER/CEA and every answer.
 #[derive(Clone, Debug)]
@@ -65,7 +65,12 @@ impl LocalIdentity {
     }
 
     pub fn write_cer(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
-        let mut h = Header::request(command::CAPABILITIES_EXCHANGE, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        let mut h = Header::request(
+            command::CAPABILITIES_EXCHANGE,
+            application::COMMON_MESSAGES,
+            hop_by_hop,
+            end_to_end,
+        );
         h.flags = CommandFlags(CommandFlags::REQUEST);
         let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
@@ -74,7 +79,14 @@ impl LocalIdentity {
     }
 
     /// CEA with `result`; for an error, Error-Message and Failed-AVP as given.
-    pub fn write_cea(&self, out: &mut BytesMut, req: &Header, result: ResultCode, err: Option<&DiameterError>, vendor_specific: bool) {
+    pub fn write_cea(
+        &self,
+        out: &mut BytesMut,
+        req: &Header,
+        result: ResultCode,
+        err: Option<&DiameterError>,
+        vendor_specific: bool,
+    ) {
         let mut h = req.answer();
         if result.is_protocol_error() {
             h.flags.0 |= CommandFlags::ERROR;
@@ -90,7 +102,12 @@ impl LocalIdentity {
     }
 
     pub fn write_dwr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
-        let mut h = Header::request(command::DEVICE_WATCHDOG, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        let mut h = Header::request(
+            command::DEVICE_WATCHDOG,
+            application::COMMON_MESSAGES,
+            hop_by_hop,
+            end_to_end,
+        );
         h.flags = CommandFlags(CommandFlags::REQUEST);
         let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
@@ -107,7 +124,12 @@ impl LocalIdentity {
     }
 
     pub fn write_dpr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32, cause: u32) {
-        let mut h = Header::request(command::DISCONNECT_PEER, application::COMMON_MESSAGES, hop_by_hop, end_to_end);
+        let mut h = Header::request(
+            command::DISCONNECT_PEER,
+            application::COMMON_MESSAGES,
+            hop_by_hop,
+            end_to_end,
+        );
         h.flags = CommandFlags(CommandFlags::REQUEST);
         let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
@@ -126,7 +148,13 @@ impl LocalIdentity {
     /// origin, Result-Code, Error-Message, Failed-AVP, Proxy-Info echoed; E bit for 3xxx.
     /// For credit control, the AVPs a CCA requires are echoed too (RFC 4006 §3.2) when the
     /// request carried them.
-    pub fn write_error_answer(&self, out: &mut BytesMut, req: &Header, req_avps: &[Avp], err: &DiameterError) {
+    pub fn write_error_answer(
+        &self,
+        out: &mut BytesMut,
+        req: &Header,
+        req_avps: &[Avp],
+        err: &DiameterError,
+    ) {
         let mut h = req.answer();
         if err.result_code.is_protocol_error() {
             h.flags.0 |= CommandFlags::ERROR;
@@ -138,7 +166,11 @@ impl LocalIdentity {
         w.u32(c::RESULT_CODE, err.result_code.code());
         self.origin(&mut w);
         if req.command_code == command::CREDIT_CONTROL && !err.result_code.is_protocol_error() {
-            for k in [c::AUTH_APPLICATION_ID, c::CC_REQUEST_TYPE, c::CC_REQUEST_NUMBER] {
+            for k in [
+                c::AUTH_APPLICATION_ID,
+                c::CC_REQUEST_TYPE,
+                c::CC_REQUEST_NUMBER,
+            ] {
                 if let Some(a) = find(req_avps, k).filter(|a| a.data.len() == 4) {
                     w.avp(a);
                 }

@@ -199,15 +199,43 @@ impl ResultCode {
     pub fn from_code(code: u32) -> Option<Self> {
         use ResultCode::*;
         const ALL: &[ResultCode] = &[
-            Success, LimitedSuccess, CommandUnsupported, UnableToDeliver, RealmNotServed, TooBusy,
-            LoopDetected, RedirectIndication, ApplicationUnsupported, InvalidHdrBits,
-            InvalidAvpBits, UnknownPeer, AuthenticationRejected, OutOfSpace, ElectionLost,
-            EndUserServiceDenied, CreditControlNotApplicable, CreditLimitReached, AvpUnsupported,
-            UnknownSessionId, AuthorizationRejected, InvalidAvpValue, MissingAvp,
-            ResourcesExceeded, ContradictingAvps, AvpNotAllowed, AvpOccursTooManyTimes,
-            NoCommonApplication, UnsupportedVersion, UnableToComply, InvalidBitInHeader,
-            InvalidAvpLength, InvalidMessageLength, InvalidAvpBitCombo, NoCommonSecurity,
-            UserUnknown, RatingFailed,
+            Success,
+            LimitedSuccess,
+            CommandUnsupported,
+            UnableToDeliver,
+            RealmNotServed,
+            TooBusy,
+            LoopDetected,
+            RedirectIndication,
+            ApplicationUnsupported,
+            InvalidHdrBits,
+            InvalidAvpBits,
+            UnknownPeer,
+            AuthenticationRejected,
+            OutOfSpace,
+            ElectionLost,
+            EndUserServiceDenied,
+            CreditControlNotApplicable,
+            CreditLimitReached,
+            AvpUnsupported,
+            UnknownSessionId,
+            AuthorizationRejected,
+            InvalidAvpValue,
+            MissingAvp,
+            ResourcesExceeded,
+            ContradictingAvps,
+            AvpNotAllowed,
+            AvpOccursTooManyTimes,
+            NoCommonApplication,
+            UnsupportedVersion,
+            UnableToComply,
+            InvalidBitInHeader,
+            InvalidAvpLength,
+            InvalidMessageLength,
+            InvalidAvpBitCombo,
+            NoCommonSecurity,
+            UserUnknown,
+            RatingFailed,
         ];
         ALL.iter().copied().find(|r| r.code() == code)
     }
@@ -245,7 +273,10 @@ mod tests {
                 assert_eq!(rc.is_protocol_error(), (3000..4000).contains(&code));
             }
         }
-        assert_eq!(ResultCode::from_code(4012), Some(ResultCode::CreditLimitReached));
+        assert_eq!(
+            ResultCode::from_code(4012),
+            Some(ResultCode::CreditLimitReached)
+        );
         assert_eq!(ResultCode::from_code(9999), None);
     }
 

@@ -25,8 +25,14 @@ use super::types::{AvpType, Value};
 /// The built-in dictionary files, in load order.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("base.xml", include_str!("../../dictionaries/base.xml")),
-    ("credit-control.xml", include_str!("../../dictionaries/credit-control.xml")),
-    ("3gpp-gy.xml", include_str!("../../dictionaries/3gpp-gy.xml")),
+    (
+        "credit-control.xml",
+        include_str!("../../dictionaries/credit-control.xml"),
+    ),
+    (
+        "3gpp-gy.xml",
+        include_str!("../../dictionaries/3gpp-gy.xml"),
+    ),
 ];
 
 /// How deep Grouped AVPs are checked; deeper nesting is refused rather than recursed into.
@@ -58,7 +64,10 @@ pub struct AvpDef {
 
 impl AvpDef {
     pub fn enum_name(&self, value: i32) -> Option<&str> {
-        self.enums.binary_search_by_key(&value, |(v, _)| *v).ok().map(|i| self.enums[i].1.as_str())
+        self.enums
+            .binary_search_by_key(&value, |(v, _)| *v)
+            .ok()
+            .map(|i| self.enums[i].1.as_str())
     }
 
     /// Flags we set when sending this AVP.
@@ -138,7 +147,12 @@ struct Pos<'a> {
 impl Pos<'_> {
     fn err(&self, node: roxmltree::Node, reason: impl Into<String>) -> DictionaryError {
         let p = self.doc.text_pos_at(node.range().start);
-        DictionaryError { file: self.file.to_owned(), line: p.row, column: p.col, reason: reason.into() }
+        DictionaryError {
+            file: self.file.to_owned(),
+            line: p.row,
+            column: p.col,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -167,11 +181,24 @@ struct Loader {
     vendors: BTreeMap<u32, String>,
 }
 
-fn attr<'a>(pos: &Pos, node: roxmltree::Node<'a, 'a>, name: &str) -> Result<&'a str, DictionaryError> {
-    node.attribute(name).ok_or_else(|| pos.err(node, format!("<{}> needs a '{name}' attribute", node.tag_name().name())))
+fn attr<'a>(
+    pos: &Pos,
+    node: roxmltree::Node<'a, 'a>,
+    name: &str,
+) -> Result<&'a str, DictionaryError> {
+    node.attribute(name).ok_or_else(|| {
+        pos.err(
+            node,
+            format!("<{}> needs a '{name}' attribute", node.tag_name().name()),
+        )
+    })
 }
 
-fn num<T: std::str::FromStr>(pos: &Pos, node: roxmltree::Node, name: &str) -> Result<Option<T>, DictionaryError> {
+fn num<T: std::str::FromStr>(
+    pos: &Pos,
+    node: roxmltree::Node,
+    name: &str,
+) -> Result<Option<T>, DictionaryError> {
     match node.attribute(name) {
         None => Ok(None),
         Some(v) => v
@@ -213,7 +240,12 @@ impl Loader {
     fn read(&mut self, file: &str, text: &str) -> Result<(), DictionaryError> {
         let doc = roxmltree::Document::parse(text).map_err(|e| {
             let p = e.pos();
-            DictionaryError { file: file.to_owned(), line: p.row, column: p.col, reason: e.to_string() }
+            DictionaryError {
+                file: file.to_owned(),
+                line: p.row,
+                column: p.col,
+                reason: e.to_string(),
+            }
         })?;
         let pos = Pos { file, doc: &doc };
         let root = doc.root_element();
@@ -225,16 +257,21 @@ impl Loader {
         for node in root.children().filter(|n| n.is_element()) {
             match node.tag_name().name() {
                 "vendor" => {
-                    let id = num::<u32>(&pos, node, "id")?.ok_or_else(|| pos.err(node, "<vendor> needs 'id'"))?;
-                    self.vendors.insert(id, attr(&pos, node, "name")?.to_owned());
+                    let id = num::<u32>(&pos, node, "id")?
+                        .ok_or_else(|| pos.err(node, "<vendor> needs 'id'"))?;
+                    self.vendors
+                        .insert(id, attr(&pos, node, "name")?.to_owned());
                 }
                 "application" => {
-                    let id = num::<u32>(&pos, node, "id")?.ok_or_else(|| pos.err(node, "<application> needs 'id'"))?;
-                    self.applications.insert(id, attr(&pos, node, "name")?.to_owned());
+                    let id = num::<u32>(&pos, node, "id")?
+                        .ok_or_else(|| pos.err(node, "<application> needs 'id'"))?;
+                    self.applications
+                        .insert(id, attr(&pos, node, "name")?.to_owned());
                 }
                 "avp" => {
                     let name = attr(&pos, node, "name")?.to_owned();
-                    let code = num::<u32>(&pos, node, "code")?.ok_or_else(|| pos.err(node, "<avp> needs 'code'"))?;
+                    let code = num::<u32>(&pos, node, "code")?
+                        .ok_or_else(|| pos.err(node, "<avp> needs 'code'"))?;
                     let vendor_id = num::<u32>(&pos, node, "vendor")?.unwrap_or(0);
                     let ty_name = attr(&pos, node, "type")?;
                     let ty = AvpType::from_name(ty_name)
@@ -243,19 +280,30 @@ impl Loader {
                         "must" => FlagRule::Must,
                         "may" => FlagRule::May,
                         "mustnot" => FlagRule::MustNot,
-                        other => return Err(pos.err(node, format!("'mandatory' must be must, may or mustnot, not '{other}'"))),
+                        other => {
+                            return Err(pos.err(
+                                node,
+                                format!("'mandatory' must be must, may or mustnot, not '{other}'"),
+                            ));
+                        }
                     };
                     let closed_values = match node.attribute("values").unwrap_or("open") {
                         "open" => false,
                         "closed" => true,
-                        other => return Err(pos.err(node, format!("'values' must be open or closed, not '{other}'"))),
+                        other => {
+                            return Err(pos.err(
+                                node,
+                                format!("'values' must be open or closed, not '{other}'"),
+                            ));
+                        }
                     };
                     if !names_here.insert(name.clone()) || !codes_here.insert((code, vendor_id)) {
                         return Err(pos.err(node, format!("AVP '{name}' ({code}, vendor {vendor_id}) is defined twice in this file")));
                     }
                     let mut enums = Vec::new();
                     for e in node.children().filter(|n| n.has_tag_name("enum")) {
-                        let v = num::<i32>(&pos, e, "code")?.ok_or_else(|| pos.err(e, "<enum> needs 'code'"))?;
+                        let v = num::<i32>(&pos, e, "code")?
+                            .ok_or_else(|| pos.err(e, "<enum> needs 'code'"))?;
                         enums.push((v, attr(&pos, e, "name")?.to_owned()));
                     }
                     if !enums.is_empty() && ty != AvpType::Enumerated {
@@ -270,14 +318,26 @@ impl Loader {
                     } else {
                         None
                     };
-                    let def = AvpDef { name, code, vendor_id, ty, mandatory, closed_values, enums, group: None };
+                    let def = AvpDef {
+                        name,
+                        code,
+                        vendor_id,
+                        ty,
+                        mandatory,
+                        closed_values,
+                        enums,
+                        group: None,
+                    };
                     // A later file replaces an earlier definition with the same name or code.
-                    self.avps.retain(|(d, _)| d.name != def.name && (d.code, d.vendor_id) != (code, vendor_id));
+                    self.avps.retain(|(d, _)| {
+                        d.name != def.name && (d.code, d.vendor_id) != (code, vendor_id)
+                    });
                     self.avps.push((def, group));
                 }
                 "command" => {
                     let name = attr(&pos, node, "name")?.to_owned();
-                    let code = num::<u32>(&pos, node, "code")?.ok_or_else(|| pos.err(node, "<command> needs 'code'"))?;
+                    let code = num::<u32>(&pos, node, "code")?
+                        .ok_or_else(|| pos.err(node, "<command> needs 'code'"))?;
                     let app = num::<u32>(&pos, node, "application")?;
                     let mut request = None;
                     let mut answer = None;
@@ -285,7 +345,11 @@ impl Loader {
                         match part.tag_name().name() {
                             "request" => request = Some(rules(&pos, part)?),
                             "answer" => answer = Some(rules(&pos, part)?),
-                            other => return Err(pos.err(part, format!("unexpected <{other}> in <command>"))),
+                            other => {
+                                return Err(
+                                    pos.err(part, format!("unexpected <{other}> in <command>"))
+                                );
+                            }
                         }
                     }
                     let (Some(request), Some(answer)) = (request, answer) else {
@@ -301,7 +365,11 @@ impl Loader {
     }
 
     fn finish(self) -> Result<Dictionary, DictionaryError> {
-        let mut dict = Dictionary { applications: self.applications, vendors: self.vendors, ..Default::default() };
+        let mut dict = Dictionary {
+            applications: self.applications,
+            vendors: self.vendors,
+            ..Default::default()
+        };
         let mut groups = Vec::new();
         for (i, (def, group)) in self.avps.into_iter().enumerate() {
             dict.index.insert((def.code, def.vendor_id), i);
@@ -309,8 +377,13 @@ impl Loader {
             dict.avps.push(def);
             groups.push(group);
         }
-        let resolve = |names: &HashMap<String, usize>, raw: RawRuleSet| -> Result<RuleSet, DictionaryError> {
-            let mut set = RuleSet { rules: Vec::with_capacity(raw.rules.len()), any: raw.any };
+        let resolve = |names: &HashMap<String, usize>,
+                       raw: RawRuleSet|
+         -> Result<RuleSet, DictionaryError> {
+            let mut set = RuleSet {
+                rules: Vec::with_capacity(raw.rules.len()),
+                any: raw.any,
+            };
             for r in raw.rules {
                 let Some(&avp) = names.get(&r.avp) else {
                     return Err(DictionaryError {
@@ -320,7 +393,11 @@ impl Loader {
                         reason: format!("rule names AVP '{}', which no dictionary defines", r.avp),
                     });
                 };
-                set.rules.push(Rule { avp, min: r.min, max: r.max });
+                set.rules.push(Rule {
+                    avp,
+                    min: r.min,
+                    max: r.max,
+                });
             }
             Ok(set)
         };
@@ -332,7 +409,16 @@ impl Loader {
         for (name, code, application_id, req, ans) in self.commands {
             let request = resolve(&dict.names, req)?;
             let answer = resolve(&dict.names, ans)?;
-            dict.commands.insert(code, CommandDef { name, code, application_id, request, answer });
+            dict.commands.insert(
+                code,
+                CommandDef {
+                    name,
+                    code,
+                    application_id,
+                    request,
+                    answer,
+                },
+            );
         }
         Ok(dict)
     }
@@ -403,7 +489,10 @@ impl Dictionary {
             self.check_avp(a, 0)?;
         }
         let Some(cmd) = self.command(msg.header.command_code) else {
-            return Err(DiameterError::new(ResultCode::CommandUnsupported, "command is not supported"));
+            return Err(DiameterError::new(
+                ResultCode::CommandUnsupported,
+                "command is not supported",
+            ));
         };
         if msg.header.flags.is_request() {
             self.check_rules(&cmd.request, &msg.avps)
@@ -417,12 +506,19 @@ impl Dictionary {
 
     fn check_avp(&self, a: &Avp, depth: usize) -> Result<(), DiameterError> {
         if a.flags.0 & AvpFlags::RESERVED != 0 {
-            return Err(DiameterError::new(ResultCode::InvalidAvpBits, "AVP has reserved flag bits set").with_avp(a.to_bytes()));
+            return Err(DiameterError::new(
+                ResultCode::InvalidAvpBits,
+                "AVP has reserved flag bits set",
+            )
+            .with_avp(a.to_bytes()));
         }
         let Some(def) = self.avp(a.code, a.vendor_id) else {
             if a.flags.is_mandatory() {
-                return Err(DiameterError::new(ResultCode::AvpUnsupported, "AVP with the M bit is not supported")
-                    .with_avp(a.to_bytes()));
+                return Err(DiameterError::new(
+                    ResultCode::AvpUnsupported,
+                    "AVP with the M bit is not supported",
+                )
+                .with_avp(a.to_bytes()));
             }
             return Ok(());
         };
@@ -432,20 +528,27 @@ impl Dictionary {
         if def.closed_values && a.flags.is_mandatory() {
             let v = super::types::decode_i32(&a.data).unwrap_or(i32::MIN);
             if def.enum_name(v).is_none() {
-                return Err(DiameterError::new(ResultCode::InvalidAvpValue, "enumerated value is not defined")
-                    .with_avp(a.to_bytes()));
+                return Err(DiameterError::new(
+                    ResultCode::InvalidAvpValue,
+                    "enumerated value is not defined",
+                )
+                .with_avp(a.to_bytes()));
             }
         }
         if let Some(group) = &def.group {
             if depth >= MAX_DEPTH {
-                return Err(DiameterError::new(ResultCode::InvalidAvpValue, "Grouped AVPs nested too deeply")
-                    .with_avp(a.to_bytes()));
+                return Err(DiameterError::new(
+                    ResultCode::InvalidAvpValue,
+                    "Grouped AVPs nested too deeply",
+                )
+                .with_avp(a.to_bytes()));
             }
             let children = a.decode_children()?;
             for c in &children {
                 self.check_avp(c, depth + 1).map_err(|e| a.wrap_error(e))?;
             }
-            self.check_rules(group, &children).map_err(|e| a.wrap_error(e))?;
+            self.check_rules(group, &children)
+                .map_err(|e| a.wrap_error(e))?;
         }
         Ok(())
     }
@@ -466,22 +569,31 @@ impl Dictionary {
                 Some(p) => {
                     counts[p] += 1;
                     if set.rules[p].max.is_some_and(|m| counts[p] > m) {
-                        return Err(DiameterError::new(ResultCode::AvpOccursTooManyTimes, "AVP occurs too many times")
-                            .with_avp(a.to_bytes()));
+                        return Err(DiameterError::new(
+                            ResultCode::AvpOccursTooManyTimes,
+                            "AVP occurs too many times",
+                        )
+                        .with_avp(a.to_bytes()));
                     }
                 }
                 None if set.any => {}
                 None => {
-                    return Err(DiameterError::new(ResultCode::AvpNotAllowed, "AVP is not allowed here")
-                        .with_avp(a.to_bytes()));
+                    return Err(DiameterError::new(
+                        ResultCode::AvpNotAllowed,
+                        "AVP is not allowed here",
+                    )
+                    .with_avp(a.to_bytes()));
                 }
             }
         }
         for (rule, &n) in set.rules.iter().zip(counts.iter()) {
             if n < rule.min {
                 let def = &self.avps[rule.avp];
-                return Err(DiameterError::new(ResultCode::MissingAvp, format!("missing AVP {}", def.name))
-                    .with_avp(def.example()));
+                return Err(DiameterError::new(
+                    ResultCode::MissingAvp,
+                    format!("missing AVP {}", def.name),
+                )
+                .with_avp(def.example()));
             }
         }
         Ok(())
@@ -493,10 +605,16 @@ impl Dictionary {
 pub fn check_header_bits(msg: &Message) -> Result<(), DiameterError> {
     let f = msg.header.flags;
     if f.0 & CommandFlags::RESERVED != 0 {
-        return Err(DiameterError::new(ResultCode::InvalidHdrBits, "reserved command flag bits are set"));
+        return Err(DiameterError::new(
+            ResultCode::InvalidHdrBits,
+            "reserved command flag bits are set",
+        ));
     }
     if f.is_request() && f.is_error() {
-        return Err(DiameterError::new(ResultCode::InvalidHdrBits, "a request must not have the E bit set"));
+        return Err(DiameterError::new(
+            ResultCode::InvalidHdrBits,
+            "a request must not have the E bit set",
+        ));
     }
     Ok(())
 }
@@ -518,12 +636,27 @@ mod tests {
     fn code_constants_match_the_dictionary_files() {
         let d = dict();
         for k in codes::avp::ALL {
-            let def = d.avp_by_name(k.name).unwrap_or_else(|| panic!("{} not in the dictionaries", k.name));
-            assert_eq!((def.code, def.vendor_id), (k.code, k.vendor_id), "{}", k.name);
-            assert_eq!(def.mandatory == FlagRule::Must, k.mandatory, "M bit of {}", k.name);
+            let def = d
+                .avp_by_name(k.name)
+                .unwrap_or_else(|| panic!("{} not in the dictionaries", k.name));
+            assert_eq!(
+                (def.code, def.vendor_id),
+                (k.code, k.vendor_id),
+                "{}",
+                k.name
+            );
+            assert_eq!(
+                def.mandatory == FlagRule::Must,
+                k.mandatory,
+                "M bit of {}",
+                k.name
+            );
         }
         for (code, name) in [
-            (codes::command::CAPABILITIES_EXCHANGE, "Capabilities-Exchange"),
+            (
+                codes::command::CAPABILITIES_EXCHANGE,
+                "Capabilities-Exchange",
+            ),
             (codes::command::DEVICE_WATCHDOG, "Device-Watchdog"),
             (codes::command::DISCONNECT_PEER, "Disconnect-Peer"),
             (codes::command::CREDIT_CONTROL, "Credit-Control"),
@@ -532,7 +665,10 @@ mod tests {
         ] {
             assert_eq!(d.command(code).unwrap().name, name);
         }
-        assert_eq!(d.application_name(codes::application::CREDIT_CONTROL), Some("Diameter Credit-Control"));
+        assert_eq!(
+            d.application_name(codes::application::CREDIT_CONTROL),
+            Some("Diameter Credit-Control")
+        );
         assert_eq!(d.vendor_name(codes::VENDOR_3GPP), Some("3GPP"));
     }
 
@@ -541,7 +677,10 @@ mod tests {
         let mut w = MessageWriter::new(&mut buf, &Header::request(257, 0, 1, 1));
         w.identity(c::ORIGIN_HOST, "gw.example.net");
         w.identity(c::ORIGIN_REALM, "example.net");
-        w.address(c::HOST_IP_ADDRESS, &Address::Ip("10.0.0.1".parse().unwrap()));
+        w.address(
+            c::HOST_IP_ADDRESS,
+            &Address::Ip("10.0.0.1".parse().unwrap()),
+        );
         w.u32(c::VENDOR_ID, 0);
         w.utf8(c::PRODUCT_NAME, "test");
         extra(&mut w);
@@ -551,32 +690,74 @@ mod tests {
 
     #[test]
     fn valid_cer_passes() {
-        dict().validate(&cer(|w| w.u32(c::AUTH_APPLICATION_ID, 4))).unwrap();
+        dict()
+            .validate(&cer(|w| w.u32(c::AUTH_APPLICATION_ID, 4)))
+            .unwrap();
     }
 
     #[test]
     fn rule_and_avp_errors() {
         let d = dict();
-        let dup = d.validate(&cer(|w| w.identity(c::ORIGIN_HOST, "again.example.net"))).unwrap_err();
+        let dup = d
+            .validate(&cer(|w| w.identity(c::ORIGIN_HOST, "again.example.net")))
+            .unwrap_err();
         assert_eq!(dup.result_code, ResultCode::AvpOccursTooManyTimes);
-        assert_eq!(Message::decode(Bytes::from([&[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &dup.failed_avp.clone().unwrap()[..]].concat())).is_ok(), true);
+        let second = avp::AvpIter::new(dup.failed_avp.clone().unwrap())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            &second.data[..],
+            b"again.example.net",
+            "Failed-AVP is the instance past the maximum"
+        );
 
-        let unknown = d.validate(&cer(|w| w.bytes(crate::diameter::AvpCode { name: "x", code: 9999, vendor_id: 0, mandatory: true }, b"zz"))).unwrap_err();
+        let unknown = d
+            .validate(&cer(|w| {
+                w.bytes(
+                    crate::diameter::AvpCode {
+                        name: "x",
+                        code: 9999,
+                        vendor_id: 0,
+                        mandatory: true,
+                    },
+                    b"zz",
+                )
+            }))
+            .unwrap_err();
         assert_eq!(unknown.result_code, ResultCode::AvpUnsupported);
         // Without the M bit an unknown AVP is ignored.
-        d.validate(&cer(|w| w.bytes(crate::diameter::AvpCode { name: "x", code: 9999, vendor_id: 0, mandatory: false }, b"zz"))).unwrap();
+        d.validate(&cer(|w| {
+            w.bytes(
+                crate::diameter::AvpCode {
+                    name: "x",
+                    code: 9999,
+                    vendor_id: 0,
+                    mandatory: false,
+                },
+                b"zz",
+            )
+        }))
+        .unwrap();
 
-        let bad_len = d.validate(&cer(|w| w.bytes(c::ORIGIN_STATE_ID, &[1, 2]))).unwrap_err();
+        let bad_len = d
+            .validate(&cer(|w| w.bytes(c::ORIGIN_STATE_ID, &[1, 2])))
+            .unwrap_err();
         assert_eq!(bad_len.result_code, ResultCode::InvalidAvpLength);
 
-        let bad_group = d.validate(&cer(|w| {
-            let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
-            w.u32(c::AUTH_APPLICATION_ID, 4);
-            w.end_group(g);
-        })).unwrap_err();
+        let bad_group = d
+            .validate(&cer(|w| {
+                let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
+                w.u32(c::AUTH_APPLICATION_ID, 4);
+                w.end_group(g);
+            }))
+            .unwrap_err();
         assert_eq!(bad_group.result_code, ResultCode::MissingAvp);
         // Failed-AVP: the group wrapping an example Vendor-Id.
-        let outer = avp::AvpIter::new(bad_group.failed_avp.unwrap()).next().unwrap().unwrap();
+        let outer = avp::AvpIter::new(bad_group.failed_avp.unwrap())
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(outer.code, 260);
         let inner = outer.children().next().unwrap().unwrap();
         assert_eq!((inner.code, inner.data.len()), (266, 4));
@@ -588,9 +769,14 @@ mod tests {
         let mut w = MessageWriter::new(&mut buf, &Header::request(280, 0, 1, 1));
         w.identity(c::ORIGIN_REALM, "example.net");
         w.finish();
-        let e = dict().validate(&Message::decode(buf.freeze()).unwrap()).unwrap_err();
+        let e = dict()
+            .validate(&Message::decode(buf.freeze()).unwrap())
+            .unwrap_err();
         assert_eq!(e.result_code, ResultCode::MissingAvp);
-        let ex = avp::AvpIter::new(e.failed_avp.unwrap()).next().unwrap().unwrap();
+        let ex = avp::AvpIter::new(e.failed_avp.unwrap())
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!((ex.code, ex.flags.0, ex.data.len()), (264, 0x40, 0));
     }
 
@@ -604,15 +790,27 @@ mod tests {
         w.u32(c::DISCONNECT_CAUSE, 7);
         w.finish();
         let mut msg = Message::decode(buf.freeze()).unwrap();
-        assert_eq!(d.validate(&msg).unwrap_err().result_code, ResultCode::InvalidAvpValue);
+        assert_eq!(
+            d.validate(&msg).unwrap_err().result_code,
+            ResultCode::InvalidAvpValue
+        );
         msg.header.flags.0 |= CommandFlags::ERROR;
-        assert_eq!(d.validate(&msg).unwrap_err().result_code, ResultCode::InvalidHdrBits);
+        assert_eq!(
+            d.validate(&msg).unwrap_err().result_code,
+            ResultCode::InvalidHdrBits
+        );
         msg.header.flags.0 = CommandFlags::REQUEST | 0x01;
-        assert_eq!(d.validate(&msg).unwrap_err().result_code, ResultCode::InvalidHdrBits);
+        assert_eq!(
+            d.validate(&msg).unwrap_err().result_code,
+            ResultCode::InvalidHdrBits
+        );
         msg.header.command_code = 999;
         msg.header.flags.0 = CommandFlags::REQUEST;
         msg.avps.retain(|a| a.code != 273);
-        assert_eq!(d.validate(&msg).unwrap_err().result_code, ResultCode::CommandUnsupported);
+        assert_eq!(
+            d.validate(&msg).unwrap_err().result_code,
+            ResultCode::CommandUnsupported
+        );
     }
 
     #[test]
@@ -620,10 +818,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ocfd-dict-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cases = [
-            ("<dictionary>\n  <avp name=\"X\" code=\"1\" type=\"Nope\"/>\n</dictionary>", ":2:3: unknown data format 'Nope'"),
-            ("<dictionary>\n<avp name=\"X\" code=\"70000\" type=\"Grouped\">\n <rule avp=\"Nobody\"/>\n</avp>\n</dictionary>", ":3:2: rule names AVP 'Nobody'"),
-            ("<dictionary>\n<avp name=\"X\" code==\"1\"/></dictionary>", ":2:"),
-            ("<dictionary><avp name=\"X\" code=\"1\" type=\"UTF8String\"/><avp name=\"X\" code=\"2\" type=\"UTF8String\"/></dictionary>", "defined twice"),
+            (
+                "<dictionary>\n  <avp name=\"X\" code=\"1\" type=\"Nope\"/>\n</dictionary>",
+                ":2:3: unknown data format 'Nope'",
+            ),
+            (
+                "<dictionary>\n<avp name=\"X\" code=\"70000\" type=\"Grouped\">\n <rule avp=\"Nobody\"/>\n</avp>\n</dictionary>",
+                ":3:2: rule names AVP 'Nobody'",
+            ),
+            (
+                "<dictionary>\n<avp name=\"X\" code==\"1\"/></dictionary>",
+                ":2:",
+            ),
+            (
+                "<dictionary><avp name=\"X\" code=\"1\" type=\"UTF8String\"/><avp name=\"X\" code=\"2\" type=\"UTF8String\"/></dictionary>",
+                "defined twice",
+            ),
         ];
         for (text, want) in cases {
             let path = dir.join("vendor.xml");
@@ -649,7 +859,10 @@ mod tests {
         let d = Dictionary::load(Some(&dir)).unwrap();
         let f = d.avp(1, 99999).unwrap();
         assert_eq!(f.enum_name(1), Some("VANILLA"));
-        assert_eq!(d.avp_by_name("Product-Name").unwrap().mandatory, FlagRule::May);
+        assert_eq!(
+            d.avp_by_name("Product-Name").unwrap().mandatory,
+            FlagRule::May
+        );
         // Rules naming a replaced AVP still resolve to it.
         d.validate(&cer(|_| {})).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

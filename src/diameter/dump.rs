@@ -40,7 +40,11 @@ pub fn render(dict: &Dictionary, data: &[u8]) -> String {
         let len = match frame::check(&rest, usize::MAX) {
             Ok(Some(len)) if len <= rest.len() => len,
             Ok(Some(len)) => {
-                let _ = writeln!(out, "! message declares {len} octets but only {} remain", rest.len());
+                let _ = writeln!(
+                    out,
+                    "! message declares {len} octets but only {} remain",
+                    rest.len()
+                );
                 return out;
             }
             Ok(None) => {
@@ -56,7 +60,10 @@ pub fn render(dict: &Dictionary, data: &[u8]) -> String {
         match Message::decode(frame) {
             Ok(msg) => render_message(dict, &msg, &mut out),
             Err(fail) => {
-                let msg = Message { header: fail.header, avps: fail.avps };
+                let msg = Message {
+                    header: fail.header,
+                    avps: fail.avps,
+                };
                 render_message(dict, &msg, &mut out);
                 let _ = writeln!(out, "! {}", fail.error);
             }
@@ -67,13 +74,22 @@ pub fn render(dict: &Dictionary, data: &[u8]) -> String {
 
 fn render_message(dict: &Dictionary, msg: &Message, out: &mut String) {
     let h = &msg.header;
-    let cmd = dict.command(h.command_code).map(|c| c.name.as_str()).unwrap_or("unknown command");
-    let kind = if h.flags.is_request() { "Request" } else { "Answer" };
+    let cmd = dict
+        .command(h.command_code)
+        .map(|c| c.name.as_str())
+        .unwrap_or("unknown command");
+    let kind = if h.flags.is_request() {
+        "Request"
+    } else {
+        "Answer"
+    };
     let mut flags = String::new();
     for (bit, c) in [(0x80, 'R'), (0x40, 'P'), (0x20, 'E'), (0x10, 'T')] {
         flags.push(if h.flags.0 & bit != 0 { c } else { '-' });
     }
-    let app = dict.application_name(h.application_id).unwrap_or("unknown application");
+    let app = dict
+        .application_name(h.application_id)
+        .unwrap_or("unknown application");
     let _ = writeln!(
         out,
         "{cmd}-{kind} (code {}) flags {flags} length {} application {} ({app}) hop-by-hop {:#010x} end-to-end {:#010x}",
@@ -93,11 +109,20 @@ fn render_avp(dict: &Dictionary, a: &Avp, depth: usize, out: &mut String) {
         flags.push(if a.flags.0 & bit != 0 { c } else { '-' });
     }
     let vendor = if a.flags.is_vendor() {
-        format!(" vendor {} ({})", a.vendor_id, dict.vendor_name(a.vendor_id).unwrap_or("?"))
+        format!(
+            " vendor {} ({})",
+            a.vendor_id,
+            dict.vendor_name(a.vendor_id).unwrap_or("?")
+        )
     } else {
         String::new()
     };
-    let _ = write!(out, "{indent}{name} ({}) {flags}{vendor} len {}", a.code, a.wire_len());
+    let _ = write!(
+        out,
+        "{indent}{name} ({}) {flags}{vendor} len {}",
+        a.code,
+        a.wire_len()
+    );
     let Some(def) = def else {
         let _ = writeln!(out, " = 0x{}", types::hex(&a.data));
         return;
@@ -120,12 +145,16 @@ fn render_avp(dict: &Dictionary, a: &Avp, depth: usize, out: &mut String) {
     }
     let text = match Value::decode(def.ty, &a.data) {
         Ok(Value::OctetString(b)) => match std::str::from_utf8(&b) {
-            Ok(s) if !s.is_empty() && s.chars().all(|c| !c.is_control()) => format!("0x{} \"{s}\"", types::hex(&b)),
+            Ok(s) if !s.is_empty() && s.chars().all(|c| !c.is_control()) => {
+                format!("0x{} \"{s}\"", types::hex(&b))
+            }
             _ => format!("0x{}", types::hex(&b)),
         },
         Ok(Value::Enumerated(v)) => format!("{v} ({})", def.enum_name(v).unwrap_or("?")),
         Ok(Value::Time(t)) => format!("{t} (unix {})", time_to_unix(t)),
-        Ok(Value::UTF8String(s) | Value::DiameterIdentity(s) | Value::IPFilterRule(s)) => format!("\"{s}\""),
+        Ok(Value::UTF8String(s) | Value::DiameterIdentity(s) | Value::IPFilterRule(s)) => {
+            format!("\"{s}\"")
+        }
         Ok(Value::DiameterURI(u)) => u.to_string(),
         Ok(Value::Address(addr)) => addr.to_string(),
         Ok(Value::Unsigned32(v)) => v.to_string(),
@@ -151,14 +180,25 @@ mod tests {
         let mut buf = bytes::BytesMut::new();
         let mut w = MessageWriter::new(&mut buf, &Header::request(257, 0, 1, 2));
         w.identity(c::ORIGIN_HOST, "gw.example");
-        w.address(c::HOST_IP_ADDRESS, &types::Address::Ip("10.0.0.1".parse().unwrap()));
+        w.address(
+            c::HOST_IP_ADDRESS,
+            &types::Address::Ip("10.0.0.1".parse().unwrap()),
+        );
         let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
         w.u32(c::VENDOR_ID, 10415);
         w.u32(c::AUTH_APPLICATION_ID, 4);
         w.end_group(g);
         w.u32(c::DISCONNECT_CAUSE, 2);
         w.u32(c::REPORTING_REASON, 77);
-        w.bytes(crate::diameter::AvpCode { name: "x", code: 7777, vendor_id: 0, mandatory: false }, &[1, 2]);
+        w.bytes(
+            crate::diameter::AvpCode {
+                name: "x",
+                code: 7777,
+                vendor_id: 0,
+                mandatory: false,
+            },
+            &[1, 2],
+        );
         w.finish();
         let hex = types::hex(&buf);
         let d = Dictionary::builtin().unwrap();
@@ -184,6 +224,12 @@ mod tests {
         assert!(parse_hex("zz").is_err());
         let d = Dictionary::builtin().unwrap();
         assert!(render(&d, &[2, 0, 0, 20]).contains('!'));
-        assert!(render(&d, &[1, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).contains("unknown command"));
+        assert!(
+            render(
+                &d,
+                &[1, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            )
+            .contains("unknown command")
+        );
     }
 }

@@ -46,7 +46,13 @@ impl<'a> MessageWriter<'a> {
 
     /// Writes an AVP whose data is `data`.
     pub fn bytes(&mut self, code: AvpCode, data: &[u8]) {
-        avp::put_header(self.buf, code.code, flags_for(code), code.vendor_id, data.len());
+        avp::put_header(
+            self.buf,
+            code.code,
+            flags_for(code),
+            code.vendor_id,
+            data.len(),
+        );
         self.buf.put_slice(data);
         avp::put_padding(self.buf, data.len());
     }

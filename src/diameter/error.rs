@@ -20,7 +20,11 @@ pub struct DiameterError {
 
 impl DiameterError {
     pub fn new(result_code: ResultCode, message: impl Into<Cow<'static, str>>) -> Self {
-        DiameterError { result_code, failed_avp: None, message: message.into() }
+        DiameterError {
+            result_code,
+            failed_avp: None,
+            message: message.into(),
+        }
     }
 
     pub fn with_avp(mut self, failed_avp: Bytes) -> Self {

@@ -34,7 +34,9 @@ impl FrameError {
     pub fn reason(self) -> &'static str {
         match self {
             FrameError::UnsupportedVersion(_) => "Diameter version is not 1",
-            FrameError::BadLength(_) => "message length below 20 octets or above the configured maximum",
+            FrameError::BadLength(_) => {
+                "message length below 20 octets or above the configured maximum"
+            }
             FrameError::Unaligned(_) => "message length is not a multiple of 4",
         }
     }
@@ -75,12 +77,18 @@ mod tests {
         assert_eq!(check(&hdr(1, 20)[..19], 64), Ok(None));
         assert_eq!(check(&hdr(1, 20), 64), Ok(Some(20)));
         assert_eq!(check(&hdr(1, 64), 64), Ok(Some(64)));
-        assert_eq!(check(&hdr(2, 20), 64), Err(FrameError::UnsupportedVersion(2)));
+        assert_eq!(
+            check(&hdr(2, 20), 64),
+            Err(FrameError::UnsupportedVersion(2))
+        );
         assert_eq!(check(&hdr(1, 12), 64), Err(FrameError::BadLength(12)));
         assert_eq!(check(&hdr(1, 68), 64), Err(FrameError::BadLength(68)));
         assert_eq!(check(&hdr(1, 22), 64), Err(FrameError::Unaligned(22)));
         assert!(FrameError::BadLength(1).is_fatal());
         assert!(!FrameError::Unaligned(22).is_fatal());
-        assert_eq!(FrameError::UnsupportedVersion(2).result_code(), ResultCode::UnsupportedVersion);
+        assert_eq!(
+            FrameError::UnsupportedVersion(2).result_code(),
+            ResultCode::UnsupportedVersion
+        );
     }
 }

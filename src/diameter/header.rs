@@ -54,7 +54,12 @@ pub struct Header {
 
 impl Header {
     /// A header for a new request; `length` is filled in by the encoder.
-    pub fn request(command_code: u32, application_id: u32, hop_by_hop: u32, end_to_end: u32) -> Self {
+    pub fn request(
+        command_code: u32,
+        application_id: u32,
+        hop_by_hop: u32,
+        end_to_end: u32,
+    ) -> Self {
         Header {
             version: VERSION,
             length: 0,
@@ -150,8 +155,8 @@ mod tests {
                     end_to_end: 0,
                 },
                 [
-                    1, 0xff, 0xff, 0xfc, 0x60, 0, 1, 0x10, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0,
-                    0, 0,
+                    1, 0xff, 0xff, 0xfc, 0x60, 0, 1, 0x10, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0,
+                    0, 0, 0,
                 ],
             ),
         ];
@@ -171,7 +176,10 @@ mod tests {
         req.flags.0 |= CommandFlags::RETRANSMIT;
         let ans = req.answer();
         assert_eq!(ans.flags.0, CommandFlags::PROXIABLE);
-        assert_eq!((ans.hop_by_hop, ans.end_to_end, ans.command_code), (7, 9, 280));
+        assert_eq!(
+            (ans.hop_by_hop, ans.end_to_end, ans.command_code),
+            (7, 9, 280)
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl Message {
                 return Err(Box::new(DecodeFailure {
                     header: Header::request(0, 0, 0, 0),
                     avps: Vec::new(),
-                    error: DiameterError::new(ResultCode::InvalidMessageLength, "message shorter than its header"),
+                    error: DiameterError::new(
+                        ResultCode::InvalidMessageLength,
+                        "message shorter than its header",
+                    ),
                 }));
             }
         };
@@ -45,14 +48,23 @@ impl Message {
         for avp in AvpIter::new(body) {
             match avp {
                 Ok(avp) => avps.push(avp),
-                Err(error) => return Err(Box::new(DecodeFailure { header, avps, error })),
+                Err(error) => {
+                    return Err(Box::new(DecodeFailure {
+                        header,
+                        avps,
+                        error,
+                    }));
+                }
             }
         }
         Ok(Message { header, avps })
     }
 
     pub fn new(header: Header) -> Self {
-        Message { header, avps: Vec::new() }
+        Message {
+            header,
+            avps: Vec::new(),
+        }
     }
 
     /// Encodes the message, computing its length.
@@ -130,7 +142,10 @@ mod tests {
         let mut w = MessageWriter::new(&mut buf, &Header::request(257, 0, 1, 2));
         w.identity(avp::ORIGIN_HOST, "gw.example.net");
         w.identity(avp::ORIGIN_REALM, "example.net");
-        w.address(avp::HOST_IP_ADDRESS, &types::Address::Ip("10.1.2.3".parse().unwrap()));
+        w.address(
+            avp::HOST_IP_ADDRESS,
+            &types::Address::Ip("10.1.2.3".parse().unwrap()),
+        );
         w.u32(avp::VENDOR_ID, 10415);
         w.utf8(avp::PRODUCT_NAME, "pgw");
         let g = w.begin_group(avp::VENDOR_SPECIFIC_APPLICATION_ID);
@@ -146,10 +161,19 @@ mod tests {
         let frame = sample();
         let msg = Message::decode(frame.clone()).unwrap();
         assert_eq!(msg.avps.len(), 6);
-        assert_eq!(msg.find(avp::ORIGIN_HOST).unwrap().identity().unwrap(), "gw.example.net");
+        assert_eq!(
+            msg.find(avp::ORIGIN_HOST).unwrap().identity().unwrap(),
+            "gw.example.net"
+        );
         let vsai = msg.find(avp::VENDOR_SPECIFIC_APPLICATION_ID).unwrap();
         let kids = vsai.decode_children().unwrap();
-        assert_eq!(find(&kids, avp::AUTH_APPLICATION_ID).unwrap().u32().unwrap(), 4);
+        assert_eq!(
+            find(&kids, avp::AUTH_APPLICATION_ID)
+                .unwrap()
+                .u32()
+                .unwrap(),
+            4
+        );
         assert_eq!(msg.to_bytes(), frame);
     }
 
@@ -173,7 +197,13 @@ mod tests {
     }
 
     fn arb_avp() -> impl Strategy<Value = Avp> {
-        (any::<u32>(), any::<bool>(), any::<bool>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..24))
+        (
+            any::<u32>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..24),
+        )
             .prop_map(|(code, v, m, vendor, data)| {
                 let flags = if v { 0x80 } else { 0 } | if m { 0x40 } else { 0 };
                 Avp::new(code, flags, if v { vendor } else { 0 }, Bytes::from(data))

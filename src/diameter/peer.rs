@@ -90,7 +90,10 @@ pub enum CloseReason {
 /// What the upper layer needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Opened { origin_host: String, origin_realm: String },
+    Opened {
+        origin_host: String,
+        origin_realm: String,
+    },
     /// A valid application request (for example a CCR), to be answered by the upper layer.
     Request(Message),
     /// An answer to a request sent with [`Peer::send_request`].
@@ -124,7 +127,12 @@ const MAX_PENDING: usize = 65536;
 
 impl Peer {
     /// A connection we accepted: wait for CER.
-    pub fn responder(config: Arc<PeerConfig>, local_addrs: &[IpAddr], now: Instant, seed: u64) -> Peer {
+    pub fn responder(
+        config: Arc<PeerConfig>,
+        local_addrs: &[IpAddr],
+        now: Instant,
+        seed: u64,
+    ) -> Peer {
         let mut p = Peer::new(config, Role::Responder, local_addrs, seed);
         p.state = State::WaitCer;
         p.deadline = Some(now + p.config.handshake_timeout);
@@ -132,7 +140,12 @@ impl Peer {
     }
 
     /// A connection we opened: send CER.
-    pub fn initiator(config: Arc<PeerConfig>, local_addrs: &[IpAddr], now: Instant, seed: u64) -> Peer {
+    pub fn initiator(
+        config: Arc<PeerConfig>,
+        local_addrs: &[IpAddr],
+        now: Instant,
+        seed: u64,
+    ) -> Peer {
         let mut p = Peer::new(config, Role::Initiator, local_addrs, seed);
         p.state = State::WaitCea;
         p.deadline = Some(now + p.config.handshake_timeout);
@@ -204,14 +217,19 @@ impl Peer {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Closed { None } else { self.deadline }
+        if self.state == State::Closed {
+            None
+        } else {
+            self.deadline
+        }
     }
 
     fn next_ids(&mut self, command_code: u32) -> (u32, u32) {
         let hbh = self.next_hop_by_hop;
         self.next_hop_by_hop = self.next_hop_by_hop.wrapping_add(1);
         let e2e = self.next_end_to_end;
-        self.next_end_to_end = (self.next_end_to_end & 0xfff0_0000) | (self.next_end_to_end.wrapping_add(1) & 0x000f_ffff);
+        self.next_end_to_end = (self.next_end_to_end & 0xfff0_0000)
+            | (self.next_end_to_end.wrapping_add(1) & 0x000f_ffff);
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }
@@ -249,7 +267,8 @@ impl Peer {
         match self.state {
             State::Open => {
                 let (hbh, e2e) = self.next_ids(command::DISCONNECT_PEER);
-                self.identity.write_dpr(&mut self.out, hbh, e2e, cause as u32);
+                self.identity
+                    .write_dpr(&mut self.out, hbh, e2e, cause as u32);
                 self.state = State::Closing;
                 self.deadline = Some(now + self.config.dpa_timeout);
             }
@@ -259,7 +278,9 @@ impl Peer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(deadline) = self.deadline else { return };
+        let Some(deadline) = self.deadline else {
+            return;
+        };
         if now < deadline {
             return;
         }
@@ -329,10 +350,17 @@ impl Peer {
     /// Answers a request with an error; a failed CER also ends the connection.
     fn reject(&mut self, h: &Header, avps: &[super::avp::Avp], err: &DiameterError) {
         if h.command_code == command::CAPABILITIES_EXCHANGE && self.state == State::WaitCer {
-            self.identity.write_cea(&mut self.out, h, err.result_code, Some(err), self.vendor_specific);
+            self.identity.write_cea(
+                &mut self.out,
+                h,
+                err.result_code,
+                Some(err),
+                self.vendor_specific,
+            );
             self.close(CloseReason::HandshakeFailed(err.result_code.code()));
         } else {
-            self.identity.write_error_answer(&mut self.out, h, avps, err);
+            self.identity
+                .write_error_answer(&mut self.out, h, avps, err);
             if matches!(self.state, State::WaitCer | State::WaitCea) {
                 self.close(CloseReason::ProtocolError(err.result_code));
             }
@@ -348,18 +376,32 @@ impl Peer {
         match self.state {
             State::WaitCer => {
                 if h.command_code != command::CAPABILITIES_EXCHANGE {
-                    let e = DiameterError::new(ResultCode::UnableToComply, "CER expected before anything else");
+                    let e = DiameterError::new(
+                        ResultCode::UnableToComply,
+                        "CER expected before anything else",
+                    );
                     return self.reject(&h, &msg.avps, &e);
                 }
                 self.handle_cer(now, &msg);
             }
             State::WaitCea => {
-                let e = DiameterError::new(ResultCode::UnableToComply, "capabilities exchange in progress");
+                let e = DiameterError::new(
+                    ResultCode::UnableToComply,
+                    "capabilities exchange in progress",
+                );
                 self.reject(&h, &msg.avps, &e);
             }
             State::Open | State::Closing => {
-                if !is_base && !self.identity.auth_application_ids.contains(&h.application_id) {
-                    let e = DiameterError::new(ResultCode::ApplicationUnsupported, "application is not supported");
+                if !is_base
+                    && !self
+                        .identity
+                        .auth_application_ids
+                        .contains(&h.application_id)
+                {
+                    let e = DiameterError::new(
+                        ResultCode::ApplicationUnsupported,
+                        "application is not supported",
+                    );
                     return self.reject(&h, &msg.avps, &e);
                 }
                 if let Err(e) = self.config.dictionary.validate(&msg) {
@@ -369,15 +411,23 @@ impl Peer {
                     (true, command::DEVICE_WATCHDOG) => self.identity.write_dwa(&mut self.out, &h),
                     (true, command::DISCONNECT_PEER) => {
                         self.identity.write_dpa(&mut self.out, &h);
-                        let cause = find(&msg.avps, c::DISCONNECT_CAUSE).and_then(|a| a.u32().ok()).unwrap_or(0);
+                        let cause = find(&msg.avps, c::DISCONNECT_CAUSE)
+                            .and_then(|a| a.u32().ok())
+                            .unwrap_or(0);
                         self.close(CloseReason::PeerDisconnected(cause));
                     }
                     (true, command::CAPABILITIES_EXCHANGE) => {
-                        let e = DiameterError::new(ResultCode::UnableToComply, "capabilities already exchanged");
+                        let e = DiameterError::new(
+                            ResultCode::UnableToComply,
+                            "capabilities already exchanged",
+                        );
                         self.reject(&h, &msg.avps, &e);
                     }
                     (true, _) => {
-                        let e = DiameterError::new(ResultCode::CommandUnsupported, "command is not supported");
+                        let e = DiameterError::new(
+                            ResultCode::CommandUnsupported,
+                            "command is not supported",
+                        );
                         self.reject(&h, &msg.avps, &e);
                     }
                     (false, _) => {
@@ -395,15 +445,27 @@ impl Peer {
     /// Destination-Realm must be ours (3003) and Destination-Host, if present, us (3002).
     fn check_destination(&self, msg: &Message) -> Result<(), DiameterError> {
         if let Some(realm) = msg.find(c::DESTINATION_REALM) {
-            if !realm.data.eq_ignore_ascii_case(self.identity.origin_realm.as_bytes()) {
-                return Err(DiameterError::new(ResultCode::RealmNotServed, "Destination-Realm is not served here")
-                    .with_avp(realm.to_bytes()));
+            if !realm
+                .data
+                .eq_ignore_ascii_case(self.identity.origin_realm.as_bytes())
+            {
+                return Err(DiameterError::new(
+                    ResultCode::RealmNotServed,
+                    "Destination-Realm is not served here",
+                )
+                .with_avp(realm.to_bytes()));
             }
         }
         if let Some(host) = msg.find(c::DESTINATION_HOST) {
-            if !host.data.eq_ignore_ascii_case(self.identity.origin_host.as_bytes()) {
-                return Err(DiameterError::new(ResultCode::UnableToDeliver, "Destination-Host is not this host")
-                    .with_avp(host.to_bytes()));
+            if !host
+                .data
+                .eq_ignore_ascii_case(self.identity.origin_host.as_bytes())
+            {
+                return Err(DiameterError::new(
+                    ResultCode::UnableToDeliver,
+                    "Destination-Host is not this host",
+                )
+                .with_avp(host.to_bytes()));
             }
         }
         Ok(())
@@ -414,27 +476,53 @@ impl Peer {
         if let Err(e) = self.config.dictionary.validate(msg) {
             return self.reject(&h, &msg.avps, &e);
         }
-        let host = find(&msg.avps, c::ORIGIN_HOST).and_then(|a| a.identity().ok()).unwrap_or_default().to_owned();
-        let realm = find(&msg.avps, c::ORIGIN_REALM).and_then(|a| a.identity().ok()).unwrap_or_default().to_owned();
+        let host = find(&msg.avps, c::ORIGIN_HOST)
+            .and_then(|a| a.identity().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let realm = find(&msg.avps, c::ORIGIN_REALM)
+            .and_then(|a| a.identity().ok())
+            .unwrap_or_default()
+            .to_owned();
         let (apps, vendor_specific) = advertised_applications(msg);
         self.vendor_specific = vendor_specific;
         if let Some(allowed) = &self.config.allowed_peers {
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
-                let e = DiameterError::new(ResultCode::UnknownPeer, "Origin-Host is not an allowed peer");
+                let e = DiameterError::new(
+                    ResultCode::UnknownPeer,
+                    "Origin-Host is not an allowed peer",
+                );
                 return self.reject(&h, &msg.avps, &e);
             }
         }
-        let common = apps.iter().any(|a| *a == application::RELAY || self.identity.auth_application_ids.contains(a));
+        let common = apps
+            .iter()
+            .any(|a| *a == application::RELAY || self.identity.auth_application_ids.contains(a));
         if !common {
-            let e = DiameterError::new(ResultCode::NoCommonApplication, "no common application (credit control is 4)");
+            let e = DiameterError::new(
+                ResultCode::NoCommonApplication,
+                "no common application (credit control is 4)",
+            );
             return self.reject(&h, &msg.avps, &e);
         }
-        let inband: Vec<u32> = msg.find_all(c::INBAND_SECURITY_ID).filter_map(|a| a.u32().ok()).collect();
+        let inband: Vec<u32> = msg
+            .find_all(c::INBAND_SECURITY_ID)
+            .filter_map(|a| a.u32().ok())
+            .collect();
         if !inband.is_empty() && !inband.contains(&0) {
-            let e = DiameterError::new(ResultCode::NoCommonSecurity, "in-band TLS is not offered; use a TLS port");
+            let e = DiameterError::new(
+                ResultCode::NoCommonSecurity,
+                "in-band TLS is not offered; use a TLS port",
+            );
             return self.reject(&h, &msg.avps, &e);
         }
-        self.identity.write_cea(&mut self.out, &h, ResultCode::Success, None, vendor_specific);
+        self.identity.write_cea(
+            &mut self.out,
+            &h,
+            ResultCode::Success,
+            None,
+            vendor_specific,
+        );
         self.open(now, host, realm);
     }
 
@@ -444,12 +532,19 @@ impl Peer {
         self.watchdog = Watchdog::Okay;
         self.watchdog_pending = false;
         self.set_watchdog(now);
-        self.events.push_back(Event::Opened { origin_host: host, origin_realm: realm });
+        self.events.push_back(Event::Opened {
+            origin_host: host,
+            origin_realm: realm,
+        });
     }
 
     fn handle_answer(&mut self, now: Instant, msg: Message) {
         let h = msg.header;
-        let Some(i) = self.pending.iter().position(|&(hbh, code)| hbh == h.hop_by_hop && code == h.command_code) else {
+        let Some(i) = self
+            .pending
+            .iter()
+            .position(|&(hbh, code)| hbh == h.hop_by_hop && code == h.command_code)
+        else {
             // RFC 6733 §6.2: an answer that matches no pending request is discarded.
             return;
         };
@@ -460,13 +555,23 @@ impl Peer {
                 let validated = self.config.dictionary.validate(&msg);
                 match (result, validated) {
                     (Some(2001), Ok(())) => {
-                        let host = find(&msg.avps, c::ORIGIN_HOST).and_then(|a| a.identity().ok()).unwrap_or_default().to_owned();
-                        let realm = find(&msg.avps, c::ORIGIN_REALM).and_then(|a| a.identity().ok()).unwrap_or_default().to_owned();
+                        let host = find(&msg.avps, c::ORIGIN_HOST)
+                            .and_then(|a| a.identity().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let realm = find(&msg.avps, c::ORIGIN_REALM)
+                            .and_then(|a| a.identity().ok())
+                            .unwrap_or_default()
+                            .to_owned();
                         self.open(now, host, realm);
                     }
-                    (Some(code), _) if code != 2001 => self.close(CloseReason::HandshakeFailed(code)),
+                    (Some(code), _) if code != 2001 => {
+                        self.close(CloseReason::HandshakeFailed(code))
+                    }
                     (_, Err(e)) => self.close(CloseReason::HandshakeFailed(e.result_code.code())),
-                    (None, Ok(())) => self.close(CloseReason::HandshakeFailed(ResultCode::MissingAvp.code())),
+                    (None, Ok(())) => {
+                        self.close(CloseReason::HandshakeFailed(ResultCode::MissingAvp.code()))
+                    }
                     (Some(code), Ok(())) => self.close(CloseReason::HandshakeFailed(code)),
                 }
             }

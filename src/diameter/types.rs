@@ -55,7 +55,9 @@ impl AvpType {
     /// Fixed data length, for the types that have one.
     pub fn fixed_len(self) -> Option<usize> {
         match self {
-            Self::Integer32 | Self::Unsigned32 | Self::Float32 | Self::Time | Self::Enumerated => Some(4),
+            Self::Integer32 | Self::Unsigned32 | Self::Float32 | Self::Time | Self::Enumerated => {
+                Some(4)
+            }
             Self::Integer64 | Self::Unsigned64 | Self::Float64 => Some(8),
             _ => None,
         }
@@ -120,7 +122,10 @@ pub fn decode_identity(data: &[u8]) -> Result<&str, TypeError> {
     if data.is_empty() {
         return Err(TypeError::Value("DiameterIdentity is empty"));
     }
-    if !data.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+    if !data
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
         return Err(TypeError::Value("DiameterIdentity is not an FQDN"));
     }
     // Checked ASCII above, so this cannot fail; map anyway rather than unwrap.
@@ -227,15 +232,29 @@ pub fn decode_uri(data: &[u8]) -> Result<DiameterUri, TypeError> {
     let mut parts = rest.split(';');
     let authority = parts.next().unwrap_or_default();
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| TypeError::Value("DiameterURI port is not a number"))?)),
+        Some((h, p)) => (
+            h,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| TypeError::Value("DiameterURI port is not a number"))?,
+            ),
+        ),
         None => (authority, None),
     };
     decode_identity(host.as_bytes()).map_err(|_| BAD)?;
-    let mut uri = DiameterUri { secure, fqdn: host.to_owned(), port, transport: None, protocol: None };
+    let mut uri = DiameterUri {
+        secure,
+        fqdn: host.to_owned(),
+        port,
+        transport: None,
+        protocol: None,
+    };
     for param in parts {
         match param.split_once('=') {
             Some(("transport", t @ ("tcp" | "sctp" | "udp"))) => uri.transport = Some(t.to_owned()),
-            Some(("protocol", p @ ("diameter" | "radius" | "tacacs+"))) => uri.protocol = Some(p.to_owned()),
+            Some(("protocol", p @ ("diameter" | "radius" | "tacacs+"))) => {
+                uri.protocol = Some(p.to_owned())
+            }
             _ => return Err(TypeError::Value("DiameterURI has an unknown parameter")),
         }
     }
@@ -244,7 +263,12 @@ pub fn decode_uri(data: &[u8]) -> Result<DiameterUri, TypeError> {
 
 impl fmt::Display for DiameterUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", if self.secure { "aaas" } else { "aaa" }, self.fqdn)?;
+        write!(
+            f,
+            "{}://{}",
+            if self.secure { "aaas" } else { "aaa" },
+            self.fqdn
+        )?;
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }
@@ -261,13 +285,16 @@ impl fmt::Display for DiameterUri {
 /// IPFilterRule (RFC 6733 §4.3.1): `action dir proto from src to dst [options]`. Checked for its
 /// grammar's skeleton; the rule itself is passed through as text.
 pub fn decode_ipfilter(data: &[u8]) -> Result<&str, TypeError> {
-    const BAD: TypeError = TypeError::Value("IPFilterRule is not 'permit|deny in|out proto from .. to ..'");
+    const BAD: TypeError =
+        TypeError::Value("IPFilterRule is not 'permit|deny in|out proto from .. to ..'");
     let s = std::str::from_utf8(data).map_err(|_| BAD)?;
     let words: Vec<&str> = s.split_ascii_whitespace().collect();
     let ok = words.len() >= 7
         && matches!(words[0], "permit" | "deny")
         && matches!(words[1], "in" | "out")
-        && (words[2] == "ip" || words[2].parse::<u8>().is_ok() || words[2].chars().all(|c| c.is_ascii_alphanumeric()))
+        && (words[2] == "ip"
+            || words[2].parse::<u8>().is_ok()
+            || words[2].chars().all(|c| c.is_ascii_alphanumeric()))
         && words[3] == "from"
         && words[5..].contains(&"to");
     if ok { Ok(s) } else { Err(BAD) }
@@ -341,7 +368,9 @@ impl Value {
             Value::Float32(v) => out.put_f32(*v),
             Value::Float64(v) => out.put_f64(*v),
             Value::Address(a) => a.encode(out),
-            Value::UTF8String(s) | Value::DiameterIdentity(s) | Value::IPFilterRule(s) => out.put_slice(s.as_bytes()),
+            Value::UTF8String(s) | Value::DiameterIdentity(s) | Value::IPFilterRule(s) => {
+                out.put_slice(s.as_bytes())
+            }
             Value::DiameterURI(u) => out.put_slice(u.to_string().as_bytes()),
         }
     }
@@ -379,27 +408,105 @@ mod tests {
             protocol: Some("diameter".into()),
         };
         let table: Vec<(AvpType, Value, Vec<u8>)> = vec![
-            (AvpType::OctetString, Value::OctetString(Bytes::from_static(&[0, 0xff, 7])), vec![0, 0xff, 7]),
-            (AvpType::OctetString, Value::OctetString(Bytes::new()), vec![]),
-            (AvpType::Integer32, Value::Integer32(-2), vec![0xff, 0xff, 0xff, 0xfe]),
-            (AvpType::Integer32, Value::Integer32(i32::MAX), vec![0x7f, 0xff, 0xff, 0xff]),
+            (
+                AvpType::OctetString,
+                Value::OctetString(Bytes::from_static(&[0, 0xff, 7])),
+                vec![0, 0xff, 7],
+            ),
+            (
+                AvpType::OctetString,
+                Value::OctetString(Bytes::new()),
+                vec![],
+            ),
+            (
+                AvpType::Integer32,
+                Value::Integer32(-2),
+                vec![0xff, 0xff, 0xff, 0xfe],
+            ),
+            (
+                AvpType::Integer32,
+                Value::Integer32(i32::MAX),
+                vec![0x7f, 0xff, 0xff, 0xff],
+            ),
             (AvpType::Integer64, Value::Integer64(-1), vec![0xff; 8]),
-            (AvpType::Integer64, Value::Integer64(1 << 40), vec![0, 0, 1, 0, 0, 0, 0, 0]),
-            (AvpType::Unsigned32, Value::Unsigned32(2001), vec![0, 0, 7, 0xd1]),
-            (AvpType::Unsigned32, Value::Unsigned32(u32::MAX), vec![0xff; 4]),
-            (AvpType::Unsigned64, Value::Unsigned64(10 * 1024 * 1024), vec![0, 0, 0, 0, 0, 0xa0, 0, 0]),
-            (AvpType::Float32, Value::Float32(1.5), vec![0x3f, 0xc0, 0, 0]),
-            (AvpType::Float64, Value::Float64(-2.0), vec![0xc0, 0, 0, 0, 0, 0, 0, 0]),
-            (AvpType::Grouped, Value::Grouped(Bytes::from_static(&[0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf])), vec![0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf]),
-            (AvpType::Address, Value::Address(Address::Ip("127.0.0.1".parse().unwrap())), vec![0, 1, 127, 0, 0, 1]),
-            (AvpType::Address, Value::Address(Address::Ip("::1".parse().unwrap())), [&[0u8, 2][..], &[0; 15], &[1]].concat()),
-            (AvpType::Address, Value::Address(Address::Other(8, Bytes::from_static(b"15551000000"))), [&[0u8, 8][..], b"15551000000"].concat()),
-            (AvpType::Time, Value::Time(0xe8b2_5a00), vec![0xe8, 0xb2, 0x5a, 0x00]),
-            (AvpType::UTF8String, Value::UTF8String("grüß".into()), "grüß".as_bytes().to_vec()),
-            (AvpType::DiameterIdentity, Value::DiameterIdentity("ocfd.localdomain".into()), b"ocfd.localdomain".to_vec()),
-            (AvpType::DiameterURI, Value::DiameterURI(uri), b"aaa://ocs.example.net:3868;transport=sctp;protocol=diameter".to_vec()),
+            (
+                AvpType::Integer64,
+                Value::Integer64(1 << 40),
+                vec![0, 0, 1, 0, 0, 0, 0, 0],
+            ),
+            (
+                AvpType::Unsigned32,
+                Value::Unsigned32(2001),
+                vec![0, 0, 7, 0xd1],
+            ),
+            (
+                AvpType::Unsigned32,
+                Value::Unsigned32(u32::MAX),
+                vec![0xff; 4],
+            ),
+            (
+                AvpType::Unsigned64,
+                Value::Unsigned64(10 * 1024 * 1024),
+                vec![0, 0, 0, 0, 0, 0xa0, 0, 0],
+            ),
+            (
+                AvpType::Float32,
+                Value::Float32(1.5),
+                vec![0x3f, 0xc0, 0, 0],
+            ),
+            (
+                AvpType::Float64,
+                Value::Float64(-2.0),
+                vec![0xc0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            (
+                AvpType::Grouped,
+                Value::Grouped(Bytes::from_static(&[
+                    0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf,
+                ])),
+                vec![0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf],
+            ),
+            (
+                AvpType::Address,
+                Value::Address(Address::Ip("127.0.0.1".parse().unwrap())),
+                vec![0, 1, 127, 0, 0, 1],
+            ),
+            (
+                AvpType::Address,
+                Value::Address(Address::Ip("::1".parse().unwrap())),
+                [&[0u8, 2][..], &[0; 15], &[1]].concat(),
+            ),
+            (
+                AvpType::Address,
+                Value::Address(Address::Other(8, Bytes::from_static(b"15551000000"))),
+                [&[0u8, 8][..], b"15551000000"].concat(),
+            ),
+            (
+                AvpType::Time,
+                Value::Time(0xe8b2_5a00),
+                vec![0xe8, 0xb2, 0x5a, 0x00],
+            ),
+            (
+                AvpType::UTF8String,
+                Value::UTF8String("grüß".into()),
+                "grüß".as_bytes().to_vec(),
+            ),
+            (
+                AvpType::DiameterIdentity,
+                Value::DiameterIdentity("ocfd.localdomain".into()),
+                b"ocfd.localdomain".to_vec(),
+            ),
+            (
+                AvpType::DiameterURI,
+                Value::DiameterURI(uri),
+                b"aaa://ocs.example.net:3868;transport=sctp;protocol=diameter".to_vec(),
+            ),
             (AvpType::Enumerated, Value::Enumerated(3), vec![0, 0, 0, 3]),
-            (AvpType::IPFilterRule, Value::IPFilterRule("permit out ip from any to 10.0.0.1".into()), b"permit out ip from any to 10.0.0.1".to_vec()),
+            (
+                AvpType::IPFilterRule,
+                Value::IPFilterRule("permit out ip from any to 10.0.0.1".into()),
+                b"permit out ip from any to 10.0.0.1".to_vec(),
+            ),
         ];
         for (ty, value, bytes) in table {
             assert_eq!(enc(&value), bytes, "encode {value:?}");
@@ -412,28 +519,85 @@ mod tests {
     #[test]
     fn invalid_values_have_their_result_codes() {
         let table: Vec<(AvpType, Vec<u8>, ResultCode)> = vec![
-            (AvpType::Unsigned32, vec![0, 0, 1], ResultCode::InvalidAvpLength),
-            (AvpType::Unsigned64, vec![0; 4], ResultCode::InvalidAvpLength),
+            (
+                AvpType::Unsigned32,
+                vec![0, 0, 1],
+                ResultCode::InvalidAvpLength,
+            ),
+            (
+                AvpType::Unsigned64,
+                vec![0; 4],
+                ResultCode::InvalidAvpLength,
+            ),
             (AvpType::Integer32, vec![0; 5], ResultCode::InvalidAvpLength),
             (AvpType::Float64, vec![0; 7], ResultCode::InvalidAvpLength),
             (AvpType::Time, vec![], ResultCode::InvalidAvpLength),
-            (AvpType::Enumerated, vec![0; 2], ResultCode::InvalidAvpLength),
+            (
+                AvpType::Enumerated,
+                vec![0; 2],
+                ResultCode::InvalidAvpLength,
+            ),
             (AvpType::Address, vec![0], ResultCode::InvalidAvpLength),
-            (AvpType::Address, vec![0, 1, 127, 0, 0], ResultCode::InvalidAvpLength),
-            (AvpType::Address, vec![0, 2, 0, 0], ResultCode::InvalidAvpLength),
-            (AvpType::Address, vec![0, 0, 1, 2, 3, 4], ResultCode::InvalidAvpValue),
-            (AvpType::UTF8String, vec![0xc3, 0x28], ResultCode::InvalidAvpValue),
-            (AvpType::DiameterIdentity, vec![], ResultCode::InvalidAvpValue),
-            (AvpType::DiameterIdentity, b"a b".to_vec(), ResultCode::InvalidAvpValue),
-            (AvpType::DiameterURI, b"http://x".to_vec(), ResultCode::InvalidAvpValue),
-            (AvpType::DiameterURI, b"aaa://x:99999".to_vec(), ResultCode::InvalidAvpValue),
-            (AvpType::DiameterURI, b"aaa://x;transport=carrier-pigeon".to_vec(), ResultCode::InvalidAvpValue),
-            (AvpType::IPFilterRule, b"allow everything".to_vec(), ResultCode::InvalidAvpValue),
+            (
+                AvpType::Address,
+                vec![0, 1, 127, 0, 0],
+                ResultCode::InvalidAvpLength,
+            ),
+            (
+                AvpType::Address,
+                vec![0, 2, 0, 0],
+                ResultCode::InvalidAvpLength,
+            ),
+            (
+                AvpType::Address,
+                vec![0, 0, 1, 2, 3, 4],
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::UTF8String,
+                vec![0xc3, 0x28],
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::DiameterIdentity,
+                vec![],
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::DiameterIdentity,
+                b"a b".to_vec(),
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::DiameterURI,
+                b"http://x".to_vec(),
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::DiameterURI,
+                b"aaa://x:99999".to_vec(),
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::DiameterURI,
+                b"aaa://x;transport=carrier-pigeon".to_vec(),
+                ResultCode::InvalidAvpValue,
+            ),
+            (
+                AvpType::IPFilterRule,
+                b"allow everything".to_vec(),
+                ResultCode::InvalidAvpValue,
+            ),
         ];
         for (ty, bytes, code) in table {
             let err = Value::decode(ty, &Bytes::from(bytes.clone())).unwrap_err();
             assert_eq!(err.result_code(), code, "{ty:?} {bytes:?}");
-            assert_eq!(Value::check(ty, &Bytes::from(bytes)).unwrap_err().result_code(), code);
+            assert_eq!(
+                Value::check(ty, &Bytes::from(bytes))
+                    .unwrap_err()
+                    .result_code(),
+                code
+            );
         }
     }
 

@@ -70,13 +70,18 @@ pub(crate) async fn drive<S>(
         // Answer events (application requests) into the same output buffer.
         while let Some(ev) = peer.poll_event() {
             match ev {
-                Event::Opened { origin_host, origin_realm } => info!(%remote, %origin_host, %origin_realm, "peer open"),
+                Event::Opened {
+                    origin_host,
+                    origin_realm,
+                } => info!(%remote, %origin_host, %origin_realm, "peer open"),
                 Event::Request(msg) => {
                     let identity = peer.identity().clone();
                     dispatch::answer(&identity, peer.transmit(), &msg);
                 }
                 Event::Answer(_) => {}
-                Event::Closed(reason) => info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed"),
+                Event::Closed(reason) => {
+                    info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
+                }
             }
         }
         if !peer.transmit().is_empty() {
@@ -91,7 +96,10 @@ pub(crate) async fn drive<S>(
             break;
         }
         let partial_deadline = partial_since.map(|t| t + shared.partial_message_timeout);
-        let deadline = [peer.poll_timeout(), partial_deadline].into_iter().flatten().min();
+        let deadline = [peer.poll_timeout(), partial_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,

@@ -10,6 +10,9 @@ use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
 
 pub fn answer(identity: &LocalIdentity, out: &mut bytes::BytesMut, request: &Message) {
-    let e = DiameterError::new(ResultCode::UnableToComply, "credit control is not enabled on this server");
+    let e = DiameterError::new(
+        ResultCode::UnableToComply,
+        "credit control is not enabled on this server",
+    );
     identity.write_error_answer(out, &request.header, &request.avps, &e);
 }

@@ -31,7 +31,11 @@ pub enum ServerError {
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {transport} {addr}: {source}")]
-    Listen { transport: &'static str, addr: String, source: std::io::Error },
+    Listen {
+        transport: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Settings every connection driver reads.
@@ -52,8 +56,13 @@ pub struct Server {
 
 /// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.
 fn firmware_revision() -> u32 {
-    let v: Vec<u32> = env!("CARGO_PKG_VERSION").split('.').filter_map(|p| p.parse().ok()).collect();
-    v.first().copied().unwrap_or(0) * 10000 + v.get(1).copied().unwrap_or(0) * 100 + v.get(2).copied().unwrap_or(0)
+    let v: Vec<u32> = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    v.first().copied().unwrap_or(0) * 10000
+        + v.get(1).copied().unwrap_or(0) * 100
+        + v.get(2).copied().unwrap_or(0)
 }
 
 impl Server {
@@ -61,7 +70,9 @@ impl Server {
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
         config.validate()?;
         let dictionary = Arc::new(Dictionary::load(config.diameter.dictionary_dir.as_deref())?);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let d = &config.diameter;
         let identity = LocalIdentity {
             origin_host: d.origin_host.clone(),
@@ -80,11 +91,19 @@ impl Server {
             watchdog: config.watchdog(),
             handshake_timeout: Duration::from_secs(d.handshake_timeout_s),
             dpa_timeout: Duration::from_secs(d.dpa_timeout_s),
-            allowed_peers: if d.allowed_peers.is_empty() { None } else { Some(d.allowed_peers.clone()) },
+            allowed_peers: if d.allowed_peers.is_empty() {
+                None
+            } else {
+                Some(d.allowed_peers.clone())
+            },
         });
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
-            let l = tcp::listen(addr).map_err(|source| ServerError::Listen { transport: "tcp", addr: addr.to_string(), source })?;
+            let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
+                transport: "tcp",
+                addr: addr.to_string(),
+                source,
+            })?;
             tcp_listeners.push(l);
         }
         let mut sctp_listeners = Vec::new();
@@ -111,7 +130,12 @@ impl Server {
 
     /// Bound addresses, as (transport, address).
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
-        let mut v: Vec<_> = self.tcp.iter().filter_map(|l| l.local_addr().ok()).map(|a| ("tcp", a)).collect();
+        let mut v: Vec<_> = self
+            .tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| ("tcp", a))
+            .collect();
         for l in &self.sctp {
             v.extend(l.local_addrs().into_iter().map(|a| ("sctp", a)));
         }
@@ -136,9 +160,21 @@ impl Server {
                             if let Err(e) = tcp::configure(&stream) {
                                 warn!(%remote, error = %e, "cannot configure connection");
                             }
-                            let local: Vec<_> = stream.local_addr().map(|a| vec![a.ip()]).unwrap_or_default();
-                            let seed = shared.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                            conns.spawn(connection::drive(stream, remote, local, seed, shared.clone(), stop.clone()));
+                            let local: Vec<_> = stream
+                                .local_addr()
+                                .map(|a| vec![a.ip()])
+                                .unwrap_or_default();
+                            let seed = shared
+                                .seeds
+                                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                            conns.spawn(connection::drive(
+                                stream,
+                                remote,
+                                local,
+                                seed,
+                                shared.clone(),
+                                stop.clone(),
+                            ));
                         }
                         Err(e) => accept_failed(e).await,
                     }
@@ -152,8 +188,17 @@ impl Server {
                 loop {
                     match listener.accept().await {
                         Ok((stream, remote)) => {
-                            let seed = shared.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                            conns.spawn(connection::drive(stream, remote, local.clone(), seed, shared.clone(), stop.clone()));
+                            let seed = shared
+                                .seeds
+                                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                            conns.spawn(connection::drive(
+                                stream,
+                                remote,
+                                local.clone(),
+                                seed,
+                                shared.clone(),
+                                stop.clone(),
+                            ));
                         }
                         Err(e) => accept_failed(e).await,
                     }
@@ -167,7 +212,10 @@ impl Server {
         }
         let _ = stop_tx.send(true);
         tracker.close();
-        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("some peers did not disconnect in time");
         }
         info!("stopped");

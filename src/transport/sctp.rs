@@ -39,16 +39,28 @@ fn setsockopt<T>(sock: &Socket, name: libc::c_int, value: &T, len: usize) -> io:
     // SAFETY: `value` points to `len` readable bytes for the duration of the call and the fd is
     // open (borrowed from `sock`).
     let rc = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), IPPROTO_SCTP, name, (value as *const T).cast(), len as libc::socklen_t)
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            IPPROTO_SCTP,
+            name,
+            (value as *const T).cast(),
+            len as libc::socklen_t,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Packs a socket address the way the SCTP socket options expect (sockaddr_in / sockaddr_in6),
 /// mapping IPv4 into IPv6 on IPv6 sockets.
 fn pack_sockaddr(out: &mut Vec<u8>, addr: SocketAddr, v6_socket: bool) {
     let addr = match addr {
-        SocketAddr::V4(a) if v6_socket => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+        SocketAddr::V4(a) if v6_socket => {
+            SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+        }
         a => a,
     };
     match addr {
@@ -86,7 +98,10 @@ fn unpack_sockaddrs(mut buf: &[u8], count: usize) -> Vec<SocketAddr> {
             let mut o = [0u8; 16];
             o.copy_from_slice(&buf[8..24]);
             let ip = Ipv6Addr::from(o);
-            let ip = ip.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(ip));
+            let ip = ip
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(ip));
             out.push(SocketAddr::new(ip, port));
             buf = &buf[28..];
         } else {
@@ -122,7 +137,9 @@ pub fn is_supported() -> bool {
 }
 
 fn bind_all(sock: &Socket, addrs: &[SocketAddr], v6: bool) -> io::Result<()> {
-    let first = addrs.first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no SCTP address"))?;
+    let first = addrs
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no SCTP address"))?;
     let mut packed = Vec::new();
     pack_sockaddr(&mut packed, *first, v6);
     let first: SocketAddr = if v6 {
@@ -134,7 +151,11 @@ fn bind_all(sock: &Socket, addrs: &[SocketAddr], v6: bool) -> io::Result<()> {
         *first
     };
     sock.bind(&SockAddr::from(first))?;
-    let port = sock.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(0);
+    let port = sock
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .unwrap_or(0);
     if addrs.len() > 1 {
         // The extra addresses share the port the first one got.
         let mut extra = Vec::new();
@@ -149,8 +170,19 @@ fn bind_all(sock: &Socket, addrs: &[SocketAddr], v6: bool) -> io::Result<()> {
 fn configure(sock: &Socket) -> io::Result<()> {
     let one: libc::c_int = 1;
     setsockopt(sock, SCTP_NODELAY, &one, std::mem::size_of::<libc::c_int>())?;
-    let info = SndInfo { snd_sid: 0, snd_flags: 0, snd_ppid: DIAMETER_PPID.to_be(), snd_context: 0, snd_assoc_id: 0 };
-    setsockopt(sock, SCTP_DEFAULT_SNDINFO, &info, std::mem::size_of::<SndInfo>())?;
+    let info = SndInfo {
+        snd_sid: 0,
+        snd_flags: 0,
+        snd_ppid: DIAMETER_PPID.to_be(),
+        snd_context: 0,
+        snd_assoc_id: 0,
+    };
+    setsockopt(
+        sock,
+        SCTP_DEFAULT_SNDINFO,
+        &info,
+        std::mem::size_of::<SndInfo>(),
+    )?;
     sock.set_nonblocking(true)
 }
 
@@ -167,17 +199,32 @@ impl SctpListener {
         let v6 = ep.addresses.iter().any(IpAddr::is_ipv6);
         let sock = new_socket(v6)?;
         sock.set_reuse_address(true)?;
-        let addrs: Vec<SocketAddr> = ep.addresses.iter().map(|ip| SocketAddr::new(*ip, ep.port)).collect();
+        let addrs: Vec<SocketAddr> = ep
+            .addresses
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, ep.port))
+            .collect();
         bind_all(&sock, &addrs, v6)?;
         sock.listen(super::tcp::BACKLOG)?;
         sock.set_nonblocking(true)?;
-        let port = sock.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(ep.port);
-        Ok(SctpListener { fd: register(sock)?, port, addresses: ep.addresses.clone() })
+        let port = sock
+            .local_addr()?
+            .as_socket()
+            .map(|a| a.port())
+            .unwrap_or(ep.port);
+        Ok(SctpListener {
+            fd: register(sock)?,
+            port,
+            addresses: ep.addresses.clone(),
+        })
     }
 
     /// The local addresses, all on one port.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addresses.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect()
+        self.addresses
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.port))
+            .collect()
     }
 
     pub async fn accept(&self) -> io::Result<(SctpStream, SocketAddr)> {
@@ -186,8 +233,15 @@ impl SctpListener {
             match guard.try_io(|fd| fd.get_ref().accept()) {
                 Ok(Ok((sock, addr))) => {
                     configure(&sock)?;
-                    let peer = addr.as_socket().unwrap_or_else(|| SocketAddr::new(IpAddr::V4(0.into()), 0));
-                    return Ok((SctpStream { fd: register(sock)? }, peer));
+                    let peer = addr
+                        .as_socket()
+                        .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(0.into()), 0));
+                    return Ok((
+                        SctpStream {
+                            fd: register(sock)?,
+                        },
+                        peer,
+                    ));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
@@ -212,7 +266,9 @@ impl SctpStream {
         }
         configure(&sock)?;
         let target = match remote {
-            SocketAddr::V4(a) if v6 => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+            SocketAddr::V4(a) if v6 => {
+                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
             a => a,
         };
         match sock.connect(&SockAddr::from(target)) {
@@ -247,7 +303,10 @@ impl SctpStream {
             return Err(io::Error::last_os_error());
         }
         let count = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        Ok(unpack_sockaddrs(&buf[8..(len as usize).min(buf.len())], count))
+        Ok(unpack_sockaddrs(
+            &buf[8..(len as usize).min(buf.len())],
+            count,
+        ))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -255,16 +314,20 @@ impl SctpStream {
             .get_ref()
             .local_addr()?
             .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "not an IP socket"))
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 }
 
 impl AsyncRead for SctpStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| (&*fd.get_ref()).read(unfilled)) {
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -277,10 +340,14 @@ impl AsyncRead for SctpStream {
 }
 
 impl AsyncWrite for SctpStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            match guard.try_io(|fd| (&*fd.get_ref()).write(data)) {
+            match guard.try_io(|fd| fd.get_ref().write(data)) {
                 Ok(r) => return Poll::Ready(r),
                 Err(_would_block) => continue,
             }
@@ -302,7 +369,10 @@ mod tests {
 
     #[test]
     fn sockaddrs_pack_and_unpack() {
-        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:3868".parse().unwrap(), "[::1]:3869".parse().unwrap()];
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:3868".parse().unwrap(),
+            "[::1]:3869".parse().unwrap(),
+        ];
         let mut buf = Vec::new();
         for a in &addrs {
             pack_sockaddr(&mut buf, *a, false);

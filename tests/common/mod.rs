@@ -17,16 +17,175 @@ use ocf::diameter::{Message, frame};
 /// Upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub struct Daemon {
+/// A child process whose stdout and stderr lines are collected as they come.
+pub struct Watched {
     pub child: Child,
-    pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Watched {
+    pub fn spawn(name: &str, mut cmd: Command) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for pipe in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let (sink, tx) = (logs.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Watched {
+            child,
+            logs,
+            lines,
+            name: name.into(),
+        }
+    }
+
+    /// Waits (bounded by `limit`) for an output line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(l) = self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+        {
+            return l.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no output line with {needle:?} within {limit:?}; output:\n{}",
+                    self.name,
+                    self.logs.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Like [`Self::wait_for`] but says whether the line came instead of failing.
+    pub fn saw_within(&mut self, needle: &str, limit: Duration) -> bool {
+        if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits (bounded) until `n` output lines contain `needle`.
+    pub fn wait_count(&mut self, needle: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+            < n
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!(
+                    "{}: fewer than {n} lines with {needle:?} within {limit:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} {}", self.name);
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails with a clear message when a tool the test needs is not installed.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: this interop test needs it (apt-get install {package}); .ci/run installs it"
+    );
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real ocfd binary on 127.0.0.1 port 0.
+pub struct Daemon {
+    pub proc: Watched,
+    pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
-    /// Starts ocfd with `extra_toml` appended to a config that listens on 127.0.0.1:0.
+    /// Starts ocfd with `diameter_toml` added to the [diameter] table of a config that listens
+    /// on 127.0.0.1:0.
     pub fn start(diameter_toml: &str) -> Daemon {
         Self::start_with(diameter_toml, &[])
     }
@@ -42,68 +201,45 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocfd"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ocfd");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let mut d = Daemon { child, addr: "127.0.0.1:1".parse().unwrap(), logs, lines, _dir: dir };
-        let line = d.wait_log("listening transport=\"tcp\"");
-        let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
-        d.addr = addr.parse().unwrap();
-        d
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocfd"));
+        cmd.arg("--config").arg(&cfg).args(args);
+        let mut proc = Watched::spawn("ocfd", cmd);
+        let line = proc.wait_for("listening transport=\"tcp\"", WAIT);
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        Daemon {
+            proc,
+            addr: addr.parse().unwrap(),
+            _dir: dir,
+        }
     }
 
-    /// Waits (bounded) for a log line containing `needle` and returns it.
     pub fn wait_log(&mut self, needle: &str) -> String {
-        if let Some(l) = self.logs.lock().unwrap().iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within {WAIT:?}; logs:\n{}", self.logs.lock().unwrap().join("\n")),
-            }
-        }
+        self.proc.wait_for(needle, WAIT)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.child.id()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "ocfd did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.signal("TERM");
+        self.proc.wait_exit(WAIT)
     }
 
     /// Still running (has not crashed).
     pub fn assert_alive(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_none(), "ocfd exited; logs:\n{}", self.logs.lock().unwrap().join("\n"));
+        assert!(
+            self.proc.child.try_wait().unwrap().is_none(),
+            "ocfd exited; logs:\n{}",
+            self.proc.output()
+        );
     }
 
     /// A fresh connection completes CER/CEA with 2001.
@@ -112,13 +248,6 @@ impl Daemon {
         let mut conn = Conn::connect(self.addr);
         let cea = conn.handshake("check.localdomain");
         assert_eq!(result_code(&cea), 2001);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -164,7 +293,10 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
         s.set_nodelay(true).unwrap();
-        Conn { s, buf: BytesMut::new() }
+        Conn {
+            s,
+            buf: BytesMut::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -178,7 +310,9 @@ impl Conn {
             if let Ok(Some(len)) = frame::check(&self.buf, 1 << 24) {
                 if self.buf.len() >= len {
                     let f: Bytes = self.buf.split_to(len).freeze();
-                    return Read_::Frame(Message::decode(f).expect("ocfd sent a malformed message"));
+                    return Read_::Frame(
+                        Message::decode(f).expect("ocfd sent a malformed message"),
+                    );
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -190,7 +324,14 @@ impl Conn {
             match self.s.read(&mut chunk) {
                 Ok(0) => return Read_::Closed,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Read_::Timeout,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Read_::Timeout;
+                }
                 Err(_) => return Read_::Closed,
             }
         }

@@ -89,7 +89,8 @@ impl Pair {
                 for f in frames(&mut s2c) {
                     moved = true;
                     let h = parse_header(&f).unwrap().1;
-                    self.wire.push((false, h.command_code, h.flags.is_request()));
+                    self.wire
+                        .push((false, h.command_code, h.flags.is_request()));
                     self.client.handle_frame(self.now, f);
                 }
             }
@@ -103,7 +104,10 @@ impl Pair {
     fn advance(&mut self, by: Duration) {
         let until = self.now + by;
         loop {
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
@@ -151,11 +155,17 @@ fn capabilities_exchange_opens_both_sides() {
     assert_eq!(p.wire, vec![(true, 257, true), (false, 257, false)]);
     assert_eq!(
         events(&mut p.server),
-        vec![Event::Opened { origin_host: "gw.localdomain".into(), origin_realm: "localdomain".into() }]
+        vec![Event::Opened {
+            origin_host: "gw.localdomain".into(),
+            origin_realm: "localdomain".into()
+        }]
     );
     assert_eq!(
         events(&mut p.client),
-        vec![Event::Opened { origin_host: "ocfd.localdomain".into(), origin_realm: "localdomain".into() }]
+        vec![Event::Opened {
+            origin_host: "ocfd.localdomain".into(),
+            origin_realm: "localdomain".into()
+        }]
     );
     assert_eq!(p.server.remote_host(), Some("gw.localdomain"));
 }
@@ -170,7 +180,10 @@ fn cea_carries_the_capabilities() {
         let mut w = MessageWriter::new(b, &h);
         w.identity(c::ORIGIN_HOST, &id.origin_host);
         w.identity(c::ORIGIN_REALM, &id.origin_realm);
-        w.address(c::HOST_IP_ADDRESS, &crate::diameter::types::Address::Ip(LOCAL[0]));
+        w.address(
+            c::HOST_IP_ADDRESS,
+            &crate::diameter::types::Address::Ip(LOCAL[0]),
+        );
         w.u32(c::VENDOR_ID, 0);
         w.utf8(c::PRODUCT_NAME, "x");
         let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
@@ -182,10 +195,19 @@ fn cea_carries_the_capabilities() {
     .unwrap();
     assert_eq!((cea.header.hop_by_hop, cea.header.end_to_end), (5, 6));
     assert_eq!(result_code(&cea), 2001);
-    assert_eq!(cea.find(c::HOST_IP_ADDRESS).unwrap().address().unwrap(), crate::diameter::types::Address::Ip(LOCAL[0]));
-    assert_eq!(cea.find(c::SUPPORTED_VENDOR_ID).unwrap().u32().unwrap(), 10415);
+    assert_eq!(
+        cea.find(c::HOST_IP_ADDRESS).unwrap().address().unwrap(),
+        crate::diameter::types::Address::Ip(LOCAL[0])
+    );
+    assert_eq!(
+        cea.find(c::SUPPORTED_VENDOR_ID).unwrap().u32().unwrap(),
+        10415
+    );
     assert_eq!(cea.find(c::AUTH_APPLICATION_ID).unwrap().u32().unwrap(), 4);
-    assert!(cea.find(c::VENDOR_SPECIFIC_APPLICATION_ID).is_some(), "echoes the 3GPP form");
+    assert!(
+        cea.find(c::VENDOR_SPECIFIC_APPLICATION_ID).is_some(),
+        "echoes the 3GPP form"
+    );
     assert!(cea.find(c::ORIGIN_STATE_ID).is_some() && cea.find(c::FIRMWARE_REVISION).is_some());
     Dictionary::builtin().unwrap().validate(&cea).unwrap();
 }
@@ -211,7 +233,10 @@ fn watchdogs_flow_both_ways_over_time() {
     p.advance(Duration::from_secs(3600));
     let from_client = p.wire.iter().filter(|w| w.0 && w.1 == 280 && w.2).count();
     let from_server = p.wire.iter().filter(|w| !w.0 && w.1 == 280 && w.2).count();
-    assert!(from_client > 0 && from_server > 0, "client {from_client}, server {from_server}");
+    assert!(
+        from_client > 0 && from_server > 0,
+        "client {from_client}, server {from_server}"
+    );
 }
 
 #[test]
@@ -241,8 +266,14 @@ fn disconnect_sends_dpr_and_closes_on_dpa() {
     p.client.disconnect(p.now, DisconnectCause::Rebooting);
     assert_eq!(p.client.state(), State::Closing);
     p.pump();
-    assert_eq!(events(&mut p.server), vec![Event::Closed(CloseReason::PeerDisconnected(0))]);
-    assert_eq!(events(&mut p.client), vec![Event::Closed(CloseReason::Disconnected)]);
+    assert_eq!(
+        events(&mut p.server),
+        vec![Event::Closed(CloseReason::PeerDisconnected(0))]
+    );
+    assert_eq!(
+        events(&mut p.client),
+        vec![Event::Closed(CloseReason::Disconnected)]
+    );
     assert!(p.wire.ends_with(&[(true, 282, true), (false, 282, false)]));
 }
 
@@ -252,7 +283,10 @@ fn missing_dpa_times_out() {
     p.server_silent = true;
     p.client.disconnect(p.now, DisconnectCause::Busy);
     p.advance(Duration::from_secs(6));
-    assert_eq!(events(&mut p.client).last(), Some(&Event::Closed(CloseReason::DpaTimeout)));
+    assert_eq!(
+        events(&mut p.client).last(),
+        Some(&Event::Closed(CloseReason::DpaTimeout))
+    );
 }
 
 #[test]
@@ -262,7 +296,10 @@ fn no_cer_in_time_closes() {
     s.handle_timeout(now + Duration::from_secs(9));
     assert!(!s.is_closed());
     s.handle_timeout(now + Duration::from_secs(10));
-    assert_eq!(events(&mut s), vec![Event::Closed(CloseReason::HandshakeTimeout)]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Closed(CloseReason::HandshakeTimeout)]
+    );
 }
 
 #[test]
@@ -271,8 +308,14 @@ fn no_common_application_is_5010() {
     client_cfg.identity.auth_application_ids = vec![16777238];
     let mut p = Pair::new(Arc::new(client_cfg), config("ocfd.localdomain"));
     p.pump();
-    assert_eq!(events(&mut p.server), vec![Event::Closed(CloseReason::HandshakeFailed(5010))]);
-    assert_eq!(events(&mut p.client), vec![Event::Closed(CloseReason::HandshakeFailed(5010))]);
+    assert_eq!(
+        events(&mut p.server),
+        vec![Event::Closed(CloseReason::HandshakeFailed(5010))]
+    );
+    assert_eq!(
+        events(&mut p.client),
+        vec![Event::Closed(CloseReason::HandshakeFailed(5010))]
+    );
 }
 
 #[test]
@@ -282,7 +325,10 @@ fn unknown_peer_is_3010_with_e_bit() {
     let mut s = Peer::responder(Arc::new(server_cfg), &LOCAL, Instant::now(), 1);
     let mut c = Peer::initiator(config("gw.localdomain"), &LOCAL, Instant::now(), 1);
     let mut cer = c.transmit().split();
-    let cea = ask(&mut s, Instant::now(), |b| b.extend_from_slice(&frames(&mut cer)[0])).unwrap();
+    let cea = ask(&mut s, Instant::now(), |b| {
+        b.extend_from_slice(&frames(&mut cer)[0])
+    })
+    .unwrap();
     assert_eq!(result_code(&cea), 3010);
     assert!(cea.header.flags.is_error());
     assert!(s.is_closed());
