@@ -113,8 +113,8 @@ pub struct Peer {
     rng: fastrand::Rng,
     next_hop_by_hop: u32,
     next_end_to_end: u32,
-    /// Requests we sent and await answers to: (Hop-by-Hop, Command-Code).
-    pending: VecDeque<(u32, u32)>,
+    /// Requests we sent and await answers to: (Hop-by-Hop, Command-Code, sent for the caller).
+    pending: VecDeque<(u32, u32, bool)>,
     /// Whether the peer named the application the 3GPP way (echoed in CEA).
     vendor_specific: bool,
     remote_host: Option<String>,
@@ -225,6 +225,10 @@ impl Peer {
     }
 
     fn next_ids(&mut self, command_code: u32) -> (u32, u32) {
+        self.track(command_code, false)
+    }
+
+    fn track(&mut self, command_code: u32, for_caller: bool) -> (u32, u32) {
         let hbh = self.next_hop_by_hop;
         self.next_hop_by_hop = self.next_hop_by_hop.wrapping_add(1);
         let e2e = self.next_end_to_end;
@@ -233,14 +237,14 @@ impl Peer {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }
-        self.pending.push_back((hbh, command_code));
+        self.pending.push_back((hbh, command_code, for_caller));
         (hbh, e2e)
     }
 
     /// Reserves identifiers for an application request the caller writes into
     /// [`Self::transmit`]; its answer comes back as [`Event::Answer`].
     pub fn send_request(&mut self, command_code: u32) -> (u32, u32) {
-        self.next_ids(command_code)
+        self.track(command_code, true)
     }
 
     fn jittered_tw(&mut self) -> Duration {
@@ -543,12 +547,16 @@ impl Peer {
         let Some(i) = self
             .pending
             .iter()
-            .position(|&(hbh, code)| hbh == h.hop_by_hop && code == h.command_code)
+            .position(|&(hbh, code, _)| hbh == h.hop_by_hop && code == h.command_code)
         else {
             // RFC 6733 §6.2: an answer that matches no pending request is discarded.
             return;
         };
-        self.pending.remove(i);
+        let for_caller = self.pending.remove(i).is_some_and(|p| p.2);
+        if for_caller {
+            self.events.push_back(Event::Answer(msg));
+            return;
+        }
         let result = find(&msg.avps, c::RESULT_CODE).and_then(|a| a.u32().ok());
         match (self.state, h.command_code) {
             (State::WaitCea, command::CAPABILITIES_EXCHANGE) => {
@@ -575,9 +583,8 @@ impl Peer {
                     (Some(code), Ok(())) => self.close(CloseReason::HandshakeFailed(code)),
                 }
             }
-            (_, command::DEVICE_WATCHDOG) => {}
             (State::Closing, command::DISCONNECT_PEER) => self.close(CloseReason::Disconnected),
-            (State::Open | State::Closing, _) => self.events.push_back(Event::Answer(msg)),
+            // Our own DWA needs nothing more: receiving it already reset the watchdog.
             _ => {}
         }
     }

@@ -1,0 +1,230 @@
+//! One Diameter client connection driven by the initiator side of [`ocf::diameter::peer::Peer`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ocf::diameter::base::LocalIdentity;
+use ocf::diameter::codes::{DisconnectCause, VENDOR_3GPP, application};
+use ocf::diameter::dictionary::Dictionary;
+use ocf::diameter::frame;
+use ocf::diameter::message::Message;
+use ocf::diameter::peer::{CloseReason, Event, Peer, PeerConfig};
+use ocf::transport::sctp::SctpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Tw for the client's own watchdog.
+    pub watchdog: Duration,
+    /// How long to wait for the CEA, an answer, or the DPA.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            origin_host: "loadtest.localdomain".into(),
+            origin_realm: "localdomain".into(),
+            watchdog: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed: {0:?}")]
+    Closed(Option<CloseReason>),
+    #[error("dictionary: {0}")]
+    Dictionary(#[from] ocf::diameter::dictionary::DictionaryError),
+}
+
+/// A byte stream the client can drive (TCP or SCTP).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An open Diameter connection.
+pub struct Client {
+    stream: Box<dyn Stream>,
+    peer: Peer,
+    rbuf: BytesMut,
+    timeout: Duration,
+    /// The server's Origin-Host and Origin-Realm from the CEA.
+    pub server_host: String,
+    pub server_realm: String,
+}
+
+fn peer_config(cfg: &ClientConfig, local: IpAddr) -> Result<Arc<PeerConfig>, ClientError> {
+    Ok(Arc::new(PeerConfig {
+        identity: LocalIdentity {
+            origin_host: cfg.origin_host.clone(),
+            origin_realm: cfg.origin_realm.clone(),
+            host_ip_addresses: vec![local],
+            vendor_id: 0,
+            product_name: "ocf-loadtest".into(),
+            firmware_revision: 1,
+            origin_state_id: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+            auth_application_ids: vec![application::CREDIT_CONTROL],
+            supported_vendor_ids: vec![VENDOR_3GPP],
+        },
+        dictionary: Arc::new(Dictionary::builtin()?),
+        watchdog: cfg.watchdog,
+        handshake_timeout: cfg.timeout,
+        dpa_timeout: cfg.timeout,
+        allowed_peers: None,
+    }))
+}
+
+impl Client {
+    /// Connects over TCP and completes CER/CEA.
+    pub async fn connect_tcp(
+        server: SocketAddr,
+        cfg: &ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let s = tokio::time::timeout(cfg.timeout, TcpStream::connect(server))
+            .await
+            .map_err(|_| ClientError::Timeout(cfg.timeout))??;
+        s.set_nodelay(true)?;
+        let local = s.local_addr()?.ip();
+        Self::handshake(Box::new(s), local, cfg).await
+    }
+
+    /// Connects over SCTP (binding `local` addresses for multi-homing) and completes CER/CEA.
+    pub async fn connect_sctp(
+        server: SocketAddr,
+        local: &[IpAddr],
+        cfg: &ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let s = tokio::time::timeout(cfg.timeout, SctpStream::connect(server, local))
+            .await
+            .map_err(|_| ClientError::Timeout(cfg.timeout))??;
+        let ip = s.local_addr()?.ip();
+        Self::handshake(Box::new(s), ip, cfg).await
+    }
+
+    async fn handshake(
+        stream: Box<dyn Stream>,
+        local: IpAddr,
+        cfg: &ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let config = peer_config(cfg, local)?;
+        let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        let peer = Peer::initiator(config, &[local], Instant::now(), seed);
+        let mut c = Client {
+            stream,
+            peer,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            timeout: cfg.timeout,
+            server_host: String::new(),
+            server_realm: String::new(),
+        };
+        loop {
+            match c.next_event().await? {
+                Event::Opened {
+                    origin_host,
+                    origin_realm,
+                } => {
+                    c.server_host = origin_host;
+                    c.server_realm = origin_realm;
+                    return Ok(c);
+                }
+                Event::Closed(r) => return Err(ClientError::Closed(Some(r))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Flushes pending output, then reads until the state machine has an event (answering
+    /// watchdogs on the way).
+    async fn next_event(&mut self) -> Result<Event, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if !self.peer.transmit().is_empty() {
+                let out = self.peer.transmit().split();
+                self.stream.write_all(&out).await?;
+            }
+            if let Some(ev) = self.peer.poll_event() {
+                return Ok(ev);
+            }
+            if self.peer.is_closed() {
+                return Err(ClientError::Closed(None));
+            }
+            let wake = self
+                .peer
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                n = self.stream.read_buf(&mut self.rbuf) => {
+                    if n? == 0 {
+                        return Err(ClientError::Closed(None));
+                    }
+                    let now = Instant::now();
+                    while let Ok(Some(len)) = frame::check(&self.rbuf, 16 << 20) {
+                        if self.rbuf.len() < len {
+                            break;
+                        }
+                        let f = self.rbuf.split_to(len).freeze();
+                        self.peer.handle_frame(now, f);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(ClientError::Timeout(self.timeout));
+                    }
+                    self.peer.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Sends a request written by `build` (given the buffer, Hop-by-Hop and End-to-End ids)
+    /// and waits for its answer.
+    pub async fn request(
+        &mut self,
+        command_code: u32,
+        build: impl FnOnce(&mut BytesMut, u32, u32),
+    ) -> Result<Message, ClientError> {
+        let (hbh, e2e) = self.peer.send_request(command_code);
+        build(self.peer.transmit(), hbh, e2e);
+        loop {
+            match self.next_event().await? {
+                Event::Answer(m) if m.header.hop_by_hop == hbh => return Ok(m),
+                Event::Closed(r) => return Err(ClientError::Closed(Some(r))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Our identity as sent in requests.
+    pub fn identity(&self) -> &LocalIdentity {
+        self.peer.identity()
+    }
+
+    /// Sends DPR and waits for the DPA (bounded).
+    pub async fn disconnect(mut self) -> Result<(), ClientError> {
+        self.peer
+            .disconnect(Instant::now(), DisconnectCause::Rebooting);
+        loop {
+            match self.next_event().await {
+                Ok(Event::Closed(CloseReason::Disconnected)) => return Ok(()),
+                Ok(Event::Closed(r)) => return Err(ClientError::Closed(Some(r))),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
