@@ -1,12 +1,12 @@
 //! AVPs (RFC 6733 §4): header with V/M/P flags and optional Vendor-Id, data, padding to 32 bits.
 //!
-//! Decoding borrows from the frame: each [`Avp`] holds a [`Bytes`] view of its data, never a copy.
-//! Grouped AVPs keep their data as one view and are parsed on demand with [`Avp::children`],
+//! Decoding borrows from the frame: an [`Avp`] is a view whose data is a slice of the frame's
+//! `Bytes` (held by the [`super::Message`]), never a copy and not even a reference-count bump.
+//! Grouped AVPs keep their data as one slice and are parsed on demand with [`Avp::children`],
 //! which walks a bounded sub-slice that must be consumed exactly.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::IResult;
-use nom::number::complete::{be_u8, be_u24, be_u32};
 
 use super::codes::ResultCode;
 use super::error::DiameterError;
@@ -38,15 +38,15 @@ pub const AVP_HEADER_LEN: usize = 8;
 /// AVP header length with a Vendor-Id.
 pub const AVP_VENDOR_HEADER_LEN: usize = 12;
 
-/// One decoded AVP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Avp {
+/// One decoded AVP, borrowed from its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avp<'a> {
     pub code: u32,
     pub flags: AvpFlags,
     /// 0 when the V bit is clear.
     pub vendor_id: u32,
     /// The data, without header or padding.
-    pub data: Bytes,
+    pub data: &'a [u8],
 }
 
 /// Rounds up to the next multiple of 4.
@@ -54,8 +54,8 @@ pub const fn padded(len: usize) -> usize {
     (len + 3) & !3
 }
 
-impl Avp {
-    pub fn new(code: u32, flags: u8, vendor_id: u32, data: Bytes) -> Self {
+impl<'a> Avp<'a> {
+    pub fn new(code: u32, flags: u8, vendor_id: u32, data: &'a [u8]) -> Self {
         Avp {
             code,
             flags: AvpFlags(flags),
@@ -91,7 +91,7 @@ impl Avp {
             self.vendor_id,
             self.data.len(),
         );
-        out.put_slice(&self.data);
+        out.put_slice(self.data);
         put_padding(out, self.data.len());
     }
 
@@ -103,15 +103,16 @@ impl Avp {
     }
 
     /// The children of a Grouped AVP.
-    pub fn children(&self) -> AvpIter {
-        AvpIter::new(self.data.clone())
+    pub fn children(&self) -> AvpIter<'a> {
+        AvpIter::new(self.data)
     }
 
     /// Decodes all children, wrapping any error so that Failed-AVP names this group too.
-    pub fn decode_children(&self) -> Result<Vec<Avp>, DiameterError> {
-        self.children()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.wrap_error(e))
+    pub fn decode_children(&self) -> Result<Vec<Avp<'a>>, DiameterError> {
+        let mut it = self.children();
+        let kids: Vec<_> = it.by_ref().collect();
+        it.finish().map_err(|e| self.wrap_error(e))?;
+        Ok(kids)
     }
 
     /// Wraps a child's Failed-AVP in this group's header, as RFC 6733 §7.5 allows, so the peer
@@ -163,22 +164,39 @@ struct RawHeader {
     vendor_id: u32,
 }
 
+/// Reads an AVP header: code, flags, 24-bit length and, with the V bit, Vendor-Id.
+#[inline]
 fn raw_header(input: &[u8]) -> IResult<&[u8], RawHeader> {
-    let (input, code) = be_u32(input)?;
-    let (input, flags) = be_u8(input)?;
-    let (input, length) = be_u24(input)?;
-    let (input, vendor_id) = if flags & AvpFlags::VENDOR != 0 {
-        be_u32(input)?
-    } else {
-        (input, 0)
-    };
+    let short = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Eof));
+    let fixed: &[u8; 8] = input
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(short)?;
+    let code = u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]);
+    let flags = fixed[4];
+    let length = u32::from_be_bytes([0, fixed[5], fixed[6], fixed[7]]);
+    if flags & AvpFlags::VENDOR == 0 {
+        return Ok((
+            &input[8..],
+            RawHeader {
+                code,
+                flags,
+                length,
+                vendor_id: 0,
+            },
+        ));
+    }
+    let v: &[u8; 4] = input
+        .get(8..12)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(short)?;
     Ok((
-        input,
+        &input[12..],
         RawHeader {
             code,
             flags,
             length,
-            vendor_id,
+            vendor_id: u32::from_be_bytes(*v),
         },
     ))
 }
@@ -200,45 +218,67 @@ fn bad_length_avp(raw: &[u8]) -> Bytes {
     Bytes::copy_from_slice(&hdr[..hlen])
 }
 
-/// Iterates over the AVPs in a buffer (a message body or a Grouped AVP's data). Yields an error
-/// and then stops if an AVP is malformed; the buffer must be consumed exactly.
-pub struct AvpIter {
-    buf: Bytes,
+/// Iterates over the AVPs in a buffer (a message body or a Grouped AVP's data). A malformed AVP
+/// ends the iteration and is reported by [`AvpIter::finish`] (or [`AvpIter::error`]): the
+/// well-formed path carries no error value, which keeps walking a message cheap.
+pub struct AvpIter<'a> {
+    buf: &'a [u8],
     pos: usize,
-    failed: bool,
+    error: Option<Box<DiameterError>>,
 }
 
-impl AvpIter {
-    pub fn new(buf: Bytes) -> Self {
+impl<'a> AvpIter<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
         AvpIter {
             buf,
             pos: 0,
-            failed: false,
+            error: None,
         }
     }
 
-    fn fail(&mut self, err: DiameterError) -> Option<Result<Avp, DiameterError>> {
-        self.failed = true;
-        Some(Err(err))
+    /// Offset of the next AVP within the buffer.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The error that ended the iteration early, if any.
+    pub fn error(&self) -> Option<&DiameterError> {
+        self.error.as_deref()
+    }
+
+    /// Whether the buffer was consumed exactly, without a malformed AVP.
+    pub fn finish(self) -> Result<(), DiameterError> {
+        match self.error {
+            None => Ok(()),
+            Some(e) => Err(*e),
+        }
+    }
+
+    /// A malformed AVP at the current position: 5014 with its header as Failed-AVP. Kept out
+    /// of line so the well-formed path stays small.
+    #[cold]
+    #[inline(never)]
+    fn bad_length(&mut self, why: &'static str) -> Option<Avp<'a>> {
+        let rest = &self.buf[self.pos..];
+        self.error = Some(Box::new(
+            DiameterError::new(ResultCode::InvalidAvpLength, why).with_avp(bad_length_avp(rest)),
+        ));
+        self.pos = self.buf.len();
+        None
     }
 }
 
-impl Iterator for AvpIter {
-    type Item = Result<Avp, DiameterError>;
+impl<'a> Iterator for AvpIter<'a> {
+    type Item = Avp<'a>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.pos >= self.buf.len() {
+    #[inline]
+    fn next(&mut self) -> Option<Avp<'a>> {
+        if self.pos >= self.buf.len() {
             return None;
         }
         let rest = &self.buf[self.pos..];
         let Ok((_, raw)) = raw_header(rest) else {
-            return self.fail(
-                DiameterError::new(
-                    ResultCode::InvalidAvpLength,
-                    "AVP header runs past its container",
-                )
-                .with_avp(bad_length_avp(rest)),
-            );
+            return self.bad_length("AVP header runs past its container");
         };
         let hlen = if raw.flags & AvpFlags::VENDOR != 0 {
             AVP_VENDOR_HEADER_LEN
@@ -247,34 +287,21 @@ impl Iterator for AvpIter {
         };
         let len = raw.length as usize;
         if len < hlen {
-            return self.fail(
-                DiameterError::new(
-                    ResultCode::InvalidAvpLength,
-                    "AVP Length shorter than its header",
-                )
-                .with_avp(bad_length_avp(rest)),
-            );
+            return self.bad_length("AVP Length shorter than its header");
         }
         if len > rest.len() {
-            return self.fail(
-                DiameterError::new(
-                    ResultCode::InvalidAvpLength,
-                    "AVP Length runs past its container",
-                )
-                .with_avp(bad_length_avp(rest)),
-            );
+            return self.bad_length("AVP Length runs past its container");
         }
-        let start = self.pos + hlen;
-        let data = self.buf.slice(start..self.pos + len);
+        let data = &rest[hlen..len];
         // Some peers leave out the padding of the last AVP in a group; accept that (the data
         // itself fits), but never let padding overlap a following AVP.
         self.pos += padded(len).min(rest.len());
-        Some(Ok(Avp {
+        Some(Avp {
             code: raw.code,
             flags: AvpFlags(raw.flags),
             vendor_id: raw.vendor_id,
             data,
-        }))
+        })
     }
 }
 
@@ -287,30 +314,27 @@ mod tests {
         // (avp, wire bytes incl. padding)
         let cases: Vec<(Avp, Vec<u8>)> = vec![
             (
-                Avp::new(268, 0x40, 0, Bytes::from_static(&[0, 0, 7, 0xd1])),
+                Avp::new(268, 0x40, 0, &[0, 0, 7, 0xd1]),
                 vec![0, 0, 1, 12, 0x40, 0, 0, 12, 0, 0, 7, 0xd1],
             ),
             (
-                Avp::new(264, 0x40, 0, Bytes::from_static(b"abcde")),
+                Avp::new(264, 0x40, 0, b"abcde"),
                 vec![
                     0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0,
                 ],
             ),
             (
-                Avp::new(869, 0xc0, 10415, Bytes::from_static(&[0, 0, 0, 1])),
+                Avp::new(869, 0xc0, 10415, &[0, 0, 0, 1]),
                 vec![0, 0, 3, 0x65, 0xc0, 0, 0, 16, 0, 0, 0x28, 0xaf, 0, 0, 0, 1],
             ),
-            (
-                Avp::new(1, 0, 0, Bytes::new()),
-                vec![0, 0, 0, 1, 0, 0, 0, 8],
-            ),
+            (Avp::new(1, 0, 0, &[]), vec![0, 0, 0, 1, 0, 0, 0, 8]),
         ];
         for (avp, wire) in cases {
             let mut out = BytesMut::new();
             avp.encode(&mut out);
             assert_eq!(&out[..], &wire[..], "encode {avp:?}");
-            let mut it = AvpIter::new(Bytes::from(wire.clone()));
-            assert_eq!(it.next().unwrap().unwrap(), avp);
+            let mut it = AvpIter::new(&wire);
+            assert_eq!(it.next().unwrap(), avp);
             assert!(it.next().is_none());
         }
     }
@@ -320,7 +344,7 @@ mod tests {
         let wire = Bytes::from(vec![
             0, 0, 1, 8, 0x40, 0, 0, 13, b'a', b'b', b'c', b'd', b'e', 0, 0, 0,
         ]);
-        let avp = AvpIter::new(wire.clone()).next().unwrap().unwrap();
+        let avp = AvpIter::new(&wire).next().unwrap();
         // Same memory, not a copy.
         assert_eq!(avp.data.as_ptr(), wire[8..].as_ptr());
     }
@@ -334,10 +358,9 @@ mod tests {
             &[0, 0, 1, 8, 0xc0, 0, 0, 10, 0, 0],       // vendor header cut short
         ];
         for wire in cases {
-            let err = AvpIter::new(Bytes::copy_from_slice(wire))
-                .next()
-                .unwrap()
-                .unwrap_err();
+            let mut it = AvpIter::new(wire);
+            assert!(it.next().is_none());
+            let err = it.finish().unwrap_err();
             assert_eq!(err.result_code, ResultCode::InvalidAvpLength, "{wire:?}");
             let failed = err.failed_avp.unwrap();
             assert_eq!(
@@ -350,7 +373,7 @@ mod tests {
                     .collect::<Vec<_>>()[..]
             );
             // The Failed-AVP content is itself a well-formed AVP.
-            assert!(AvpIter::new(failed).next().unwrap().is_ok());
+            assert!(AvpIter::new(&failed).next().is_some());
         }
     }
 
@@ -358,15 +381,13 @@ mod tests {
     fn group_error_is_wrapped_in_the_parent() {
         // Vendor-Specific-Application-Id holding a child whose length overflows the group.
         let child_bad = [0u8, 0, 1, 10, 0x40, 0, 0, 20, 0, 0, 0, 4];
-        let group = Avp::new(260, 0x40, 0, Bytes::copy_from_slice(&child_bad));
+        let group = Avp::new(260, 0x40, 0, &child_bad);
         let err = group.decode_children().unwrap_err();
         assert_eq!(err.result_code, ResultCode::InvalidAvpLength);
-        let outer = AvpIter::new(err.failed_avp.unwrap())
-            .next()
-            .unwrap()
-            .unwrap();
+        let failed = err.failed_avp.unwrap();
+        let outer = AvpIter::new(&failed).next().unwrap();
         assert_eq!(outer.code, 260);
-        let inner = outer.children().next().unwrap().unwrap();
+        let inner = outer.children().next().unwrap();
         assert_eq!(inner.code, 266);
     }
 }

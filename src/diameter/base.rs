@@ -6,11 +6,10 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 
 use super::MessageWriter;
-use super::avp::Avp;
 use super::codes::{ResultCode, application, avp as c, command};
 use super::error::DiameterError;
 use super::header::{CommandFlags, Header};
-use super::message::{Message, find};
+use super::message::Message;
 use super::types::Address;
 
 /// Who we are, as advertised in CER/CEA and every answer.
@@ -148,37 +147,33 @@ impl LocalIdentity {
     /// origin, Result-Code, Error-Message, Failed-AVP, Proxy-Info echoed; E bit for 3xxx.
     /// For credit control, the AVPs a CCA requires are echoed too (RFC 4006 §3.2) when the
     /// request carried them.
-    pub fn write_error_answer(
-        &self,
-        out: &mut BytesMut,
-        req: &Header,
-        req_avps: &[Avp],
-        err: &DiameterError,
-    ) {
-        let mut h = req.answer();
+    pub fn write_error_answer(&self, out: &mut BytesMut, req: &Message, err: &DiameterError) {
+        let mut h = req.header.answer();
         if err.result_code.is_protocol_error() {
             h.flags.0 |= CommandFlags::ERROR;
         }
         let mut w = MessageWriter::new(out, &h);
-        if let Some(sid) = find(req_avps, c::SESSION_ID) {
-            w.avp(sid);
+        if let Some(sid) = req.session_id() {
+            w.avp(&sid);
         }
         w.u32(c::RESULT_CODE, err.result_code.code());
         self.origin(&mut w);
-        if req.command_code == command::CREDIT_CONTROL && !err.result_code.is_protocol_error() {
+        if req.header.command_code == command::CREDIT_CONTROL
+            && !err.result_code.is_protocol_error()
+        {
             for k in [
                 c::AUTH_APPLICATION_ID,
                 c::CC_REQUEST_TYPE,
                 c::CC_REQUEST_NUMBER,
             ] {
-                if let Some(a) = find(req_avps, k).filter(|a| a.data.len() == 4) {
-                    w.avp(a);
+                if let Some(a) = req.find(k).filter(|a| a.data.len() == 4) {
+                    w.avp(&a);
                 }
             }
         }
         error_avps(&mut w, err);
-        for p in req_avps.iter().filter(|a| a.is(c::PROXY_INFO)) {
-            w.avp(p);
+        for p in req.find_all(c::PROXY_INFO) {
+            w.avp(&p);
         }
         w.finish();
     }
@@ -201,12 +196,12 @@ fn error_avps(w: &mut MessageWriter, err: &DiameterError) {
 pub fn advertised_applications(msg: &Message) -> (Vec<u32>, bool) {
     let mut apps = Vec::new();
     let mut vendor_specific = false;
-    for a in &msg.avps {
+    for a in msg.avps() {
         if a.is(c::AUTH_APPLICATION_ID) || a.is(c::ACCT_APPLICATION_ID) {
             apps.extend(a.u32().ok());
         } else if a.is(c::VENDOR_SPECIFIC_APPLICATION_ID) {
             vendor_specific = true;
-            for child in a.children().flatten() {
+            for child in a.children() {
                 if child.is(c::AUTH_APPLICATION_ID) || child.is(c::ACCT_APPLICATION_ID) {
                     apps.extend(child.u32().ok());
                 }

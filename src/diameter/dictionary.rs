@@ -35,6 +35,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// IETF AVP codes below this are looked up in a dense table.
+const IETF_DENSE: usize = 1024;
+
 /// How deep Grouped AVPs are checked; deeper nesting is refused rather than recursed into.
 const MAX_DEPTH: usize = 16;
 
@@ -122,7 +125,10 @@ pub struct CommandDef {
 #[derive(Clone, Debug, Default)]
 pub struct Dictionary {
     avps: Vec<AvpDef>,
-    index: HashMap<(u32, u32), usize>,
+    /// IETF AVPs (vendor 0) with small codes: index + 1 by code, 0 when undefined.
+    ietf: Vec<u32>,
+    /// Every AVP, sorted by (vendor, code), for the rest.
+    sorted: Vec<((u32, u32), usize)>,
     names: HashMap<String, usize>,
     commands: HashMap<u32, CommandDef>,
     applications: BTreeMap<u32, String>,
@@ -371,8 +377,16 @@ impl Loader {
             ..Default::default()
         };
         let mut groups = Vec::new();
-        for (i, (def, group)) in self.avps.into_iter().enumerate() {
-            dict.index.insert((def.code, def.vendor_id), i);
+        let mut defs = self.avps;
+        defs.sort_by_key(|(d, _)| (d.vendor_id, d.code));
+        for (i, (def, group)) in defs.into_iter().enumerate() {
+            dict.sorted.push(((def.vendor_id, def.code), i));
+            if def.vendor_id == 0 && (def.code as usize) < IETF_DENSE {
+                if dict.ietf.len() <= def.code as usize {
+                    dict.ietf.resize(def.code as usize + 1, 0);
+                }
+                dict.ietf[def.code as usize] = i as u32 + 1;
+            }
             dict.names.insert(def.name.clone(), i);
             dict.avps.push(def);
             groups.push(group);
@@ -406,6 +420,7 @@ impl Loader {
                 dict.avps[i].group = Some(resolve(&dict.names, raw)?);
             }
         }
+        dict.sorted.sort_unstable_by_key(|(k, _)| *k);
         for (name, code, application_id, req, ans) in self.commands {
             let request = resolve(&dict.names, req)?;
             let answer = resolve(&dict.names, ans)?;
@@ -457,8 +472,22 @@ impl Dictionary {
         loader.finish()
     }
 
+    /// The index of an AVP's definition.
+    fn lookup(&self, code: u32, vendor_id: u32) -> Option<usize> {
+        if vendor_id == 0 && (code as usize) < IETF_DENSE {
+            return match self.ietf.get(code as usize) {
+                Some(&i) if i > 0 => Some(i as usize - 1),
+                _ => None,
+            };
+        }
+        self.sorted
+            .binary_search_by_key(&(vendor_id, code), |(k, _)| *k)
+            .ok()
+            .map(|i| self.sorted[i].1)
+    }
+
     pub fn avp(&self, code: u32, vendor_id: u32) -> Option<&AvpDef> {
-        self.index.get(&(code, vendor_id)).map(|&i| &self.avps[i])
+        self.lookup(code, vendor_id).map(|i| &self.avps[i])
     }
 
     pub fn avp_by_name(&self, name: &str) -> Option<&AvpDef> {
@@ -481,30 +510,34 @@ impl Dictionary {
         self.avps.len()
     }
 
-    /// Checks a decoded message against RFC 6733 §3 (header bits) and the dictionary: every
-    /// AVP and, for a known command, the command's rules. An unknown command is 3001.
+    /// Checks a decoded message against RFC 6733 §3 (header bits) and the dictionary: an
+    /// unknown command is 3001; then every AVP and the command's rules.
     pub fn validate(&self, msg: &Message) -> Result<(), DiameterError> {
         check_header_bits(msg)?;
-        for a in &msg.avps {
-            self.check_avp(a, 0)?;
-        }
         let Some(cmd) = self.command(msg.header.command_code) else {
             return Err(DiameterError::new(
                 ResultCode::CommandUnsupported,
                 "command is not supported",
             ));
         };
-        if msg.header.flags.is_request() {
-            self.check_rules(&cmd.request, &msg.avps)
+        let rules = if msg.header.flags.is_request() {
+            Some(&cmd.request)
         } else if msg.header.flags.is_error() {
             // Error answers follow RFC 6733 §7.2, not the command's answer rules.
-            Ok(())
+            None
         } else {
-            self.check_rules(&cmd.answer, &msg.avps)
+            Some(&cmd.answer)
+        };
+        let mut counts = Counts::new(rules);
+        for a in msg.avps() {
+            let def = self.lookup(a.code, a.vendor_id);
+            self.check_avp(&a, def, 0)?;
+            counts.add(def, &a)?;
         }
+        counts.finish(self)
     }
 
-    fn check_avp(&self, a: &Avp, depth: usize) -> Result<(), DiameterError> {
+    fn check_avp(&self, a: &Avp, def: Option<usize>, depth: usize) -> Result<(), DiameterError> {
         if a.flags.0 & AvpFlags::RESERVED != 0 {
             return Err(DiameterError::new(
                 ResultCode::InvalidAvpBits,
@@ -512,7 +545,7 @@ impl Dictionary {
             )
             .with_avp(a.to_bytes()));
         }
-        let Some(def) = self.avp(a.code, a.vendor_id) else {
+        let Some(def) = def.map(|i| &self.avps[i]) else {
             if a.flags.is_mandatory() {
                 return Err(DiameterError::new(
                     ResultCode::AvpUnsupported,
@@ -522,11 +555,11 @@ impl Dictionary {
             }
             return Ok(());
         };
-        if let Err(e) = Value::check(def.ty, &a.data) {
+        if let Err(e) = Value::check(def.ty, a.data) {
             return Err(DiameterError::new(e.result_code(), e.reason()).with_avp(a.to_bytes()));
         }
         if def.closed_values && a.flags.is_mandatory() {
-            let v = super::types::decode_i32(&a.data).unwrap_or(i32::MIN);
+            let v = super::types::decode_i32(a.data).unwrap_or(i32::MIN);
             if def.enum_name(v).is_none() {
                 return Err(DiameterError::new(
                     ResultCode::InvalidAvpValue,
@@ -543,52 +576,76 @@ impl Dictionary {
                 )
                 .with_avp(a.to_bytes()));
             }
-            let children = a.decode_children()?;
-            for c in &children {
-                self.check_avp(c, depth + 1).map_err(|e| a.wrap_error(e))?;
+            let mut counts = Counts::new(Some(group));
+            let mut children = a.children();
+            for child in children.by_ref() {
+                let cdef = self.lookup(child.code, child.vendor_id);
+                self.check_avp(&child, cdef, depth + 1)
+                    .map_err(|e| a.wrap_error(e))?;
+                counts.add(cdef, &child).map_err(|e| a.wrap_error(e))?;
             }
-            self.check_rules(group, &children)
-                .map_err(|e| a.wrap_error(e))?;
+            children.finish().map_err(|e| a.wrap_error(e))?;
+            counts.finish(self).map_err(|e| a.wrap_error(e))?;
         }
         Ok(())
     }
+}
 
-    fn check_rules(&self, set: &RuleSet, avps: &[Avp]) -> Result<(), DiameterError> {
-        let mut counts = [0u32; 64];
-        let mut many = Vec::new();
-        let counts: &mut [u32] = if set.rules.len() <= counts.len() {
-            &mut counts[..set.rules.len()]
+/// Occurrences of each rule's AVP while a message or group is walked.
+struct Counts<'r> {
+    set: Option<&'r RuleSet>,
+    small: [u32; 32],
+    large: Vec<u32>,
+}
+
+impl<'r> Counts<'r> {
+    fn new(set: Option<&'r RuleSet>) -> Self {
+        let n = set.map_or(0, |s| s.rules.len());
+        Counts {
+            set,
+            small: [0; 32],
+            large: if n > 32 { vec![0; n] } else { Vec::new() },
+        }
+    }
+
+    fn slot(&mut self, i: usize) -> &mut u32 {
+        if self.large.is_empty() {
+            &mut self.small[i]
         } else {
-            many.resize(set.rules.len(), 0);
-            &mut many
-        };
-        for a in avps {
-            let def = self.index.get(&(a.code, a.vendor_id));
-            let pos = def.and_then(|&d| set.rules.iter().position(|r| r.avp == d));
-            match pos {
-                Some(p) => {
-                    counts[p] += 1;
-                    if set.rules[p].max.is_some_and(|m| counts[p] > m) {
-                        return Err(DiameterError::new(
-                            ResultCode::AvpOccursTooManyTimes,
-                            "AVP occurs too many times",
-                        )
-                        .with_avp(a.to_bytes()));
-                    }
-                }
-                None if set.any => {}
-                None => {
+            &mut self.large[i]
+        }
+    }
+
+    /// Counts one AVP: 5009 past its maximum, 5008 if the rules do not admit it.
+    fn add(&mut self, def: Option<usize>, a: &Avp) -> Result<(), DiameterError> {
+        let Some(set) = self.set else { return Ok(()) };
+        match def.and_then(|d| set.rules.iter().position(|r| r.avp == d)) {
+            Some(p) => {
+                let n = self.slot(p);
+                *n += 1;
+                if set.rules[p].max.is_some_and(|m| *n > m) {
                     return Err(DiameterError::new(
-                        ResultCode::AvpNotAllowed,
-                        "AVP is not allowed here",
+                        ResultCode::AvpOccursTooManyTimes,
+                        "AVP occurs too many times",
                     )
                     .with_avp(a.to_bytes()));
                 }
+                Ok(())
             }
+            None if set.any => Ok(()),
+            None => Err(
+                DiameterError::new(ResultCode::AvpNotAllowed, "AVP is not allowed here")
+                    .with_avp(a.to_bytes()),
+            ),
         }
-        for (rule, &n) in set.rules.iter().zip(counts.iter()) {
-            if n < rule.min {
-                let def = &self.avps[rule.avp];
+    }
+
+    /// 5005 for the first rule whose minimum was not met, with an example AVP.
+    fn finish(mut self, dict: &Dictionary) -> Result<(), DiameterError> {
+        let Some(set) = self.set else { return Ok(()) };
+        for (i, rule) in set.rules.iter().enumerate() {
+            if *self.slot(i) < rule.min {
+                let def = &dict.avps[rule.avp];
                 return Err(DiameterError::new(
                     ResultCode::MissingAvp,
                     format!("missing AVP {}", def.name),
@@ -702,13 +759,10 @@ mod tests {
             .validate(&cer(|w| w.identity(c::ORIGIN_HOST, "again.example.net")))
             .unwrap_err();
         assert_eq!(dup.result_code, ResultCode::AvpOccursTooManyTimes);
-        let second = avp::AvpIter::new(dup.failed_avp.clone().unwrap())
-            .next()
-            .unwrap()
-            .unwrap();
+        let failed = dup.failed_avp.clone().unwrap();
+        let second = avp::AvpIter::new(&failed).next().unwrap();
         assert_eq!(
-            &second.data[..],
-            b"again.example.net",
+            second.data, b"again.example.net",
             "Failed-AVP is the instance past the maximum"
         );
 
@@ -754,12 +808,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(bad_group.result_code, ResultCode::MissingAvp);
         // Failed-AVP: the group wrapping an example Vendor-Id.
-        let outer = avp::AvpIter::new(bad_group.failed_avp.unwrap())
-            .next()
-            .unwrap()
-            .unwrap();
+        let failed = bad_group.failed_avp.unwrap();
+        let outer = avp::AvpIter::new(&failed).next().unwrap();
         assert_eq!(outer.code, 260);
-        let inner = outer.children().next().unwrap().unwrap();
+        let inner = outer.children().next().unwrap();
         assert_eq!((inner.code, inner.data.len()), (266, 4));
     }
 
@@ -773,10 +825,8 @@ mod tests {
             .validate(&Message::decode(buf.freeze()).unwrap())
             .unwrap_err();
         assert_eq!(e.result_code, ResultCode::MissingAvp);
-        let ex = avp::AvpIter::new(e.failed_avp.unwrap())
-            .next()
-            .unwrap()
-            .unwrap();
+        let failed = e.failed_avp.unwrap();
+        let ex = avp::AvpIter::new(&failed).next().unwrap();
         assert_eq!((ex.code, ex.flags.0, ex.data.len()), (264, 0x40, 0));
     }
 
@@ -806,7 +856,6 @@ mod tests {
         );
         msg.header.command_code = 999;
         msg.header.flags.0 = CommandFlags::REQUEST;
-        msg.avps.retain(|a| a.code != 273);
         assert_eq!(
             d.validate(&msg).unwrap_err().result_code,
             ResultCode::CommandUnsupported

@@ -60,11 +60,7 @@ pub fn render(dict: &Dictionary, data: &[u8]) -> String {
         match Message::decode(frame) {
             Ok(msg) => render_message(dict, &msg, &mut out),
             Err(fail) => {
-                let msg = Message {
-                    header: fail.header,
-                    avps: fail.avps,
-                };
-                render_message(dict, &msg, &mut out);
+                render_message(dict, &fail.partial, &mut out);
                 let _ = writeln!(out, "! {}", fail.error);
             }
         }
@@ -95,8 +91,8 @@ fn render_message(dict: &Dictionary, msg: &Message, out: &mut String) {
         "{cmd}-{kind} (code {}) flags {flags} length {} application {} ({app}) hop-by-hop {:#010x} end-to-end {:#010x}",
         h.command_code, h.length, h.application_id, h.hop_by_hop, h.end_to_end
     );
-    for a in &msg.avps {
-        render_avp(dict, a, 1, out);
+    for a in msg.avps() {
+        render_avp(dict, &a, 1, out);
     }
 }
 
@@ -124,7 +120,7 @@ fn render_avp(dict: &Dictionary, a: &Avp, depth: usize, out: &mut String) {
         a.wire_len()
     );
     let Some(def) = def else {
-        let _ = writeln!(out, " = 0x{}", types::hex(&a.data));
+        let _ = writeln!(out, " = 0x{}", types::hex(a.data));
         return;
     };
     if def.ty == AvpType::Grouped {
@@ -133,17 +129,16 @@ fn render_avp(dict: &Dictionary, a: &Avp, depth: usize, out: &mut String) {
             let _ = writeln!(out, "{indent}  ! nested too deeply");
             return;
         }
-        for child in AvpIter::new(a.data.clone()) {
-            match child {
-                Ok(c) => render_avp(dict, &c, depth + 1, out),
-                Err(e) => {
-                    let _ = writeln!(out, "{indent}  ! {e}");
-                }
-            }
+        let mut children = AvpIter::new(a.data);
+        for c in children.by_ref() {
+            render_avp(dict, &c, depth + 1, out);
+        }
+        if let Some(e) = children.error() {
+            let _ = writeln!(out, "{indent}  ! {e}");
         }
         return;
     }
-    let text = match Value::decode(def.ty, &a.data) {
+    let text = match Value::decode(def.ty, a.data) {
         Ok(Value::OctetString(b)) => match std::str::from_utf8(&b) {
             Ok(s) if !s.is_empty() && s.chars().all(|c| !c.is_control()) => {
                 format!("0x{} \"{s}\"", types::hex(&b))
@@ -164,7 +159,7 @@ fn render_avp(dict: &Dictionary, a: &Avp, depth: usize, out: &mut String) {
         Ok(Value::Float32(v)) => v.to_string(),
         Ok(Value::Float64(v)) => v.to_string(),
         Ok(Value::Grouped(_)) => String::new(),
-        Err(e) => format!("0x{} ! {}", types::hex(&a.data), e.reason()),
+        Err(e) => format!("0x{} ! {}", types::hex(a.data), e.reason()),
     };
     let _ = writeln!(out, " = {text}");
 }

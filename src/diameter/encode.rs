@@ -82,7 +82,7 @@ impl<'a> MessageWriter<'a> {
     }
 
     /// Copies an AVP as decoded (echoing Session-Id, Proxy-Info, Failed-AVP contents).
-    pub fn avp(&mut self, avp: &Avp) {
+    pub fn avp(&mut self, avp: &Avp<'_>) {
         avp.encode(self.buf);
     }
 

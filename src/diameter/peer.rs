@@ -18,8 +18,8 @@ use super::codes::{DisconnectCause, ResultCode, application, avp as c, command};
 use super::dictionary::{self, Dictionary};
 use super::error::DiameterError;
 use super::frame::FrameError;
-use super::header::{Header, parse_header};
-use super::message::{Message, find};
+use super::header::parse_header;
+use super::message::Message;
 
 /// RFC 3539 §3.4.1: Tw may not be set below 6 seconds.
 pub const MIN_WATCHDOG: Duration = Duration::from_secs(6);
@@ -314,7 +314,8 @@ impl Peer {
         if let Ok((_, h)) = parse_header(head) {
             if h.flags.is_request() {
                 let e = DiameterError::new(err.result_code(), err.reason());
-                self.identity.write_error_answer(&mut self.out, &h, &[], &e);
+                self.identity
+                    .write_error_answer(&mut self.out, &Message::header_only(h), &e);
             }
         }
         if err.is_fatal() {
@@ -330,8 +331,8 @@ impl Peer {
         let msg = match Message::decode(frame) {
             Ok(m) => m,
             Err(fail) => {
-                if fail.header.flags.is_request() {
-                    self.reject(&fail.header, &fail.avps, &fail.error);
+                if fail.partial.header.flags.is_request() {
+                    self.reject(&fail.partial, &fail.error);
                 }
                 return;
             }
@@ -352,19 +353,19 @@ impl Peer {
     }
 
     /// Answers a request with an error; a failed CER also ends the connection.
-    fn reject(&mut self, h: &Header, avps: &[super::avp::Avp], err: &DiameterError) {
-        if h.command_code == command::CAPABILITIES_EXCHANGE && self.state == State::WaitCer {
+    fn reject(&mut self, req: &Message, err: &DiameterError) {
+        if req.header.command_code == command::CAPABILITIES_EXCHANGE && self.state == State::WaitCer
+        {
             self.identity.write_cea(
                 &mut self.out,
-                h,
+                &req.header,
                 err.result_code,
                 Some(err),
                 self.vendor_specific,
             );
             self.close(CloseReason::HandshakeFailed(err.result_code.code()));
         } else {
-            self.identity
-                .write_error_answer(&mut self.out, h, avps, err);
+            self.identity.write_error_answer(&mut self.out, req, err);
             if matches!(self.state, State::WaitCer | State::WaitCea) {
                 self.close(CloseReason::ProtocolError(err.result_code));
             }
@@ -375,7 +376,7 @@ impl Peer {
         let h = msg.header;
         let is_base = h.application_id == application::COMMON_MESSAGES;
         if let Err(e) = dictionary::check_header_bits(&msg) {
-            return self.reject(&h, &msg.avps, &e);
+            return self.reject(&msg, &e);
         }
         match self.state {
             State::WaitCer => {
@@ -384,7 +385,7 @@ impl Peer {
                         ResultCode::UnableToComply,
                         "CER expected before anything else",
                     );
-                    return self.reject(&h, &msg.avps, &e);
+                    return self.reject(&msg, &e);
                 }
                 self.handle_cer(now, &msg);
             }
@@ -393,7 +394,7 @@ impl Peer {
                     ResultCode::UnableToComply,
                     "capabilities exchange in progress",
                 );
-                self.reject(&h, &msg.avps, &e);
+                self.reject(&msg, &e);
             }
             State::Open | State::Closing => {
                 if !is_base
@@ -406,16 +407,17 @@ impl Peer {
                         ResultCode::ApplicationUnsupported,
                         "application is not supported",
                     );
-                    return self.reject(&h, &msg.avps, &e);
+                    return self.reject(&msg, &e);
                 }
                 if let Err(e) = self.config.dictionary.validate(&msg) {
-                    return self.reject(&h, &msg.avps, &e);
+                    return self.reject(&msg, &e);
                 }
                 match (is_base, h.command_code) {
                     (true, command::DEVICE_WATCHDOG) => self.identity.write_dwa(&mut self.out, &h),
                     (true, command::DISCONNECT_PEER) => {
                         self.identity.write_dpa(&mut self.out, &h);
-                        let cause = find(&msg.avps, c::DISCONNECT_CAUSE)
+                        let cause = msg
+                            .find(c::DISCONNECT_CAUSE)
                             .and_then(|a| a.u32().ok())
                             .unwrap_or(0);
                         self.close(CloseReason::PeerDisconnected(cause));
@@ -425,18 +427,18 @@ impl Peer {
                             ResultCode::UnableToComply,
                             "capabilities already exchanged",
                         );
-                        self.reject(&h, &msg.avps, &e);
+                        self.reject(&msg, &e);
                     }
                     (true, _) => {
                         let e = DiameterError::new(
                             ResultCode::CommandUnsupported,
                             "command is not supported",
                         );
-                        self.reject(&h, &msg.avps, &e);
+                        self.reject(&msg, &e);
                     }
                     (false, _) => {
                         if let Err(e) = self.check_destination(&msg) {
-                            return self.reject(&h, &msg.avps, &e);
+                            return self.reject(&msg, &e);
                         }
                         self.events.push_back(Event::Request(msg));
                     }
@@ -478,13 +480,15 @@ impl Peer {
     fn handle_cer(&mut self, now: Instant, msg: &Message) {
         let h = msg.header;
         if let Err(e) = self.config.dictionary.validate(msg) {
-            return self.reject(&h, &msg.avps, &e);
+            return self.reject(msg, &e);
         }
-        let host = find(&msg.avps, c::ORIGIN_HOST)
+        let host = msg
+            .find(c::ORIGIN_HOST)
             .and_then(|a| a.identity().ok())
             .unwrap_or_default()
             .to_owned();
-        let realm = find(&msg.avps, c::ORIGIN_REALM)
+        let realm = msg
+            .find(c::ORIGIN_REALM)
             .and_then(|a| a.identity().ok())
             .unwrap_or_default()
             .to_owned();
@@ -496,7 +500,7 @@ impl Peer {
                     ResultCode::UnknownPeer,
                     "Origin-Host is not an allowed peer",
                 );
-                return self.reject(&h, &msg.avps, &e);
+                return self.reject(msg, &e);
             }
         }
         let common = apps
@@ -507,7 +511,7 @@ impl Peer {
                 ResultCode::NoCommonApplication,
                 "no common application (credit control is 4)",
             );
-            return self.reject(&h, &msg.avps, &e);
+            return self.reject(msg, &e);
         }
         let inband: Vec<u32> = msg
             .find_all(c::INBAND_SECURITY_ID)
@@ -518,7 +522,7 @@ impl Peer {
                 ResultCode::NoCommonSecurity,
                 "in-band TLS is not offered; use a TLS port",
             );
-            return self.reject(&h, &msg.avps, &e);
+            return self.reject(msg, &e);
         }
         self.identity.write_cea(
             &mut self.out,
@@ -557,17 +561,19 @@ impl Peer {
             self.events.push_back(Event::Answer(msg));
             return;
         }
-        let result = find(&msg.avps, c::RESULT_CODE).and_then(|a| a.u32().ok());
+        let result = msg.find(c::RESULT_CODE).and_then(|a| a.u32().ok());
         match (self.state, h.command_code) {
             (State::WaitCea, command::CAPABILITIES_EXCHANGE) => {
                 let validated = self.config.dictionary.validate(&msg);
                 match (result, validated) {
                     (Some(2001), Ok(())) => {
-                        let host = find(&msg.avps, c::ORIGIN_HOST)
+                        let host = msg
+                            .find(c::ORIGIN_HOST)
                             .and_then(|a| a.identity().ok())
                             .unwrap_or_default()
                             .to_owned();
-                        let realm = find(&msg.avps, c::ORIGIN_REALM)
+                        let realm = msg
+                            .find(c::ORIGIN_REALM)
                             .and_then(|a| a.identity().ok())
                             .unwrap_or_default()
                             .to_owned();

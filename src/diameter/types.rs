@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use super::codes::ResultCode;
 
@@ -137,7 +137,7 @@ pub fn decode_identity(data: &[u8]) -> Result<&str, TypeError> {
 pub enum Address {
     Ip(IpAddr),
     /// Another address family (e.g. 8 = E.164), kept as octets.
-    Other(u16, Bytes),
+    Other(u16, Vec<u8>),
 }
 
 impl Address {
@@ -168,7 +168,7 @@ impl fmt::Display for Address {
     }
 }
 
-pub fn decode_address(data: &Bytes) -> Result<Address, TypeError> {
+pub fn decode_address(data: &[u8]) -> Result<Address, TypeError> {
     if data.len() < 2 {
         return Err(TypeError::Length);
     }
@@ -178,7 +178,7 @@ pub fn decode_address(data: &Bytes) -> Result<Address, TypeError> {
         1 => Ok(Address::Ip(IpAddr::V4(Ipv4Addr::from(fixed::<4>(rest)?)))),
         2 => Ok(Address::Ip(IpAddr::V6(Ipv6Addr::from(fixed::<16>(rest)?)))),
         0 | 65535 => Err(TypeError::Value("Address family is reserved")),
-        _ => Ok(Address::Other(family, data.slice(2..))),
+        _ => Ok(Address::Other(family, rest.to_vec())),
     }
 }
 
@@ -303,7 +303,7 @@ pub fn decode_ipfilter(data: &[u8]) -> Result<&str, TypeError> {
 /// A typed value, for generic decoding (message dumps, round-trip tests).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    OctetString(Bytes),
+    OctetString(Vec<u8>),
     Integer32(i32),
     Integer64(i64),
     Unsigned32(u32),
@@ -311,7 +311,7 @@ pub enum Value {
     Float32(f32),
     Float64(f64),
     /// Grouped data is kept raw here; children are decoded as AVPs.
-    Grouped(Bytes),
+    Grouped(Vec<u8>),
     Address(Address),
     Time(u32),
     UTF8String(String),
@@ -322,16 +322,16 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn decode(ty: AvpType, data: &Bytes) -> Result<Value, TypeError> {
+    pub fn decode(ty: AvpType, data: &[u8]) -> Result<Value, TypeError> {
         Ok(match ty {
-            AvpType::OctetString => Value::OctetString(data.clone()),
+            AvpType::OctetString => Value::OctetString(data.to_vec()),
             AvpType::Integer32 => Value::Integer32(decode_i32(data)?),
             AvpType::Integer64 => Value::Integer64(decode_i64(data)?),
             AvpType::Unsigned32 => Value::Unsigned32(decode_u32(data)?),
             AvpType::Unsigned64 => Value::Unsigned64(decode_u64(data)?),
             AvpType::Float32 => Value::Float32(decode_f32(data)?),
             AvpType::Float64 => Value::Float64(decode_f64(data)?),
-            AvpType::Grouped => Value::Grouped(data.clone()),
+            AvpType::Grouped => Value::Grouped(data.to_vec()),
             AvpType::Address => Value::Address(decode_address(data)?),
             AvpType::Time => Value::Time(decode_u32(data)?),
             AvpType::UTF8String => Value::UTF8String(decode_utf8(data)?.to_owned()),
@@ -343,7 +343,7 @@ impl Value {
     }
 
     /// Checks that `data` is a valid value of `ty` without building the value.
-    pub fn check(ty: AvpType, data: &Bytes) -> Result<(), TypeError> {
+    pub fn check(ty: AvpType, data: &[u8]) -> Result<(), TypeError> {
         match ty {
             AvpType::OctetString | AvpType::Grouped => Ok(()),
             AvpType::UTF8String => decode_utf8(data).map(drop),
@@ -410,14 +410,10 @@ mod tests {
         let table: Vec<(AvpType, Value, Vec<u8>)> = vec![
             (
                 AvpType::OctetString,
-                Value::OctetString(Bytes::from_static(&[0, 0xff, 7])),
+                Value::OctetString(vec![0, 0xff, 7]),
                 vec![0, 0xff, 7],
             ),
-            (
-                AvpType::OctetString,
-                Value::OctetString(Bytes::new()),
-                vec![],
-            ),
+            (AvpType::OctetString, Value::OctetString(vec![]), vec![]),
             (
                 AvpType::Integer32,
                 Value::Integer32(-2),
@@ -461,9 +457,7 @@ mod tests {
             ),
             (
                 AvpType::Grouped,
-                Value::Grouped(Bytes::from_static(&[
-                    0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf,
-                ])),
+                Value::Grouped(vec![0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf]),
                 vec![0, 0, 1, 10, 0x40, 0, 0, 12, 0, 0, 0x28, 0xaf],
             ),
             (
@@ -478,7 +472,7 @@ mod tests {
             ),
             (
                 AvpType::Address,
-                Value::Address(Address::Other(8, Bytes::from_static(b"15551000000"))),
+                Value::Address(Address::Other(8, b"15551000000".to_vec())),
                 [&[0u8, 8][..], b"15551000000"].concat(),
             ),
             (
@@ -510,9 +504,9 @@ mod tests {
         ];
         for (ty, value, bytes) in table {
             assert_eq!(enc(&value), bytes, "encode {value:?}");
-            let decoded = Value::decode(ty, &Bytes::from(bytes.clone())).unwrap();
+            let decoded = Value::decode(ty, &bytes).unwrap();
             assert_eq!(decoded, value, "decode {ty:?}");
-            assert_eq!(Value::check(ty, &Bytes::from(bytes)), Ok(()));
+            assert_eq!(Value::check(ty, &bytes), Ok(()));
         }
     }
 
@@ -590,14 +584,9 @@ mod tests {
             ),
         ];
         for (ty, bytes, code) in table {
-            let err = Value::decode(ty, &Bytes::from(bytes.clone())).unwrap_err();
+            let err = Value::decode(ty, &bytes).unwrap_err();
             assert_eq!(err.result_code(), code, "{ty:?} {bytes:?}");
-            assert_eq!(
-                Value::check(ty, &Bytes::from(bytes))
-                    .unwrap_err()
-                    .result_code(),
-                code
-            );
+            assert_eq!(Value::check(ty, &bytes).unwrap_err().result_code(), code);
         }
     }
 
@@ -610,11 +599,16 @@ mod tests {
         assert_eq!(time_to_unix(0), 2_085_978_496);
         assert_eq!(unix_to_time(2_085_978_496), Some(0));
         assert_eq!(unix_to_time(-10_000_000_000), None);
+        // The range is 1968-01-20 03:14:08 .. 2104-02-26 09:42:24 (exclusive).
+        assert_eq!(unix_to_time(-61_505_152), Some(0x8000_0000));
+        assert_eq!(unix_to_time(-61_505_153), None);
+        assert_eq!(unix_to_time(4_233_462_143), Some(0x7fff_ffff));
+        assert_eq!(unix_to_time(4_233_462_144), None);
     }
 
     proptest! {
         #[test]
-        fn time_round_trips(unix in -63_000_000i64..4_000_000_000i64) {
+        fn time_round_trips(unix in -61_505_152i64..4_233_462_144) {
             let t = unix_to_time(unix).unwrap();
             prop_assert_eq!(time_to_unix(t), unix);
         }
@@ -627,23 +621,23 @@ mod tests {
                 (AvpType::Integer32, Value::Integer32(c)),
                 (AvpType::Integer64, Value::Integer64(d)),
             ] {
-                prop_assert_eq!(Value::decode(ty, &Bytes::from(enc(&v))).unwrap(), v);
+                prop_assert_eq!(Value::decode(ty, &enc(&v)).unwrap(), v);
             }
-            let f = Value::decode(AvpType::Float64, &Bytes::from(enc(&Value::Float64(e)))).unwrap();
+            let f = Value::decode(AvpType::Float64, &enc(&Value::Float64(e))).unwrap();
             prop_assert_eq!(enc(&f), enc(&Value::Float64(e)));
         }
 
         #[test]
         fn utf8_round_trips(s in "\\PC*") {
             let v = Value::UTF8String(s);
-            prop_assert_eq!(Value::decode(AvpType::UTF8String, &Bytes::from(enc(&v))).unwrap(), v);
+            prop_assert_eq!(Value::decode(AvpType::UTF8String, &enc(&v)).unwrap(), v);
         }
 
         #[test]
         fn addresses_round_trip(v4: [u8; 4], v6: [u8; 16]) {
             for a in [Address::Ip(Ipv4Addr::from(v4).into()), Address::Ip(Ipv6Addr::from(v6).into())] {
                 let v = Value::Address(a);
-                prop_assert_eq!(Value::decode(AvpType::Address, &Bytes::from(enc(&v))).unwrap(), v);
+                prop_assert_eq!(Value::decode(AvpType::Address, &enc(&v)).unwrap(), v);
             }
         }
 
@@ -653,12 +647,11 @@ mod tests {
                 AvpType::Unsigned64, AvpType::Float32, AvpType::Float64, AvpType::Grouped, AvpType::Address,
                 AvpType::Time, AvpType::UTF8String, AvpType::DiameterIdentity, AvpType::DiameterURI,
                 AvpType::Enumerated, AvpType::IPFilterRule];
-            let data = Bytes::from(data);
             let ty = types[ty_i];
             if let Ok(v) = Value::decode(ty, &data) {
                 // What decodes re-encodes to the same octets (URIs are canonical text).
                 if ty != AvpType::DiameterURI {
-                    prop_assert_eq!(enc(&v), data.to_vec());
+                    prop_assert_eq!(enc(&v), data);
                 }
             }
         }

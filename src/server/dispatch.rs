@@ -14,5 +14,5 @@ pub fn answer(identity: &LocalIdentity, out: &mut bytes::BytesMut, request: &Mes
         ResultCode::UnableToComply,
         "credit control is not enabled on this server",
     );
-    identity.write_error_answer(out, &request.header, &request.avps, &e);
+    identity.write_error_answer(out, request, &e);
 }

@@ -2,8 +2,8 @@
 //! time advances only by [`Pair::advance`], so every test is deterministic.
 
 use super::*;
-use crate::diameter::MessageWriter;
 use crate::diameter::frame;
+use crate::diameter::{Header, MessageWriter};
 
 fn identity(host: &str) -> LocalIdentity {
     LocalIdentity {
