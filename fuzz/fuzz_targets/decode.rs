@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(&data[..len]);
     let Ok(msg) = Message::decode(frame.clone()) else { return };
     let _ = DICT.validate(&msg);
-    for avp in &msg.avps {
+    for avp in msg.avps() {
         let _ = avp.decode_children();
     }
 
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     // The input with the padding after each top-level AVP set to zero.
     let mut canonical = frame.to_vec();
     let mut at = HEADER_LEN;
-    for avp in &msg.avps {
+    for avp in msg.avps() {
         let end = at + avp.wire_len();
         let padded_end = (at + padded(avp.wire_len())).min(canonical.len());
         canonical[end.min(padded_end)..padded_end].fill(0);

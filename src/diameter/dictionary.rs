@@ -185,6 +185,8 @@ struct Loader {
     commands: Vec<(String, u32, Option<u32>, RawRuleSet, RawRuleSet)>,
     applications: BTreeMap<u32, String>,
     vendors: BTreeMap<u32, String>,
+    /// Names of replaced definitions, which keep pointing at their replacement: (old, new).
+    aliases: Vec<(String, String)>,
 }
 
 fn attr<'a>(
@@ -334,7 +336,13 @@ impl Loader {
                         enums,
                         group: None,
                     };
-                    // A later file replaces an earlier definition with the same name or code.
+                    // A later file replaces an earlier definition with the same name or code;
+                    // rules that named the old one follow to the new one.
+                    for (old, _) in &self.avps {
+                        if (old.code, old.vendor_id) == (code, vendor_id) && old.name != def.name {
+                            self.aliases.push((old.name.clone(), def.name.clone()));
+                        }
+                    }
                     self.avps.retain(|(d, _)| {
                         d.name != def.name && (d.code, d.vendor_id) != (code, vendor_id)
                     });
@@ -415,6 +423,11 @@ impl Loader {
             }
             Ok(set)
         };
+        for (old, new) in &self.aliases {
+            if let Some(&i) = dict.names.get(new) {
+                dict.names.entry(old.clone()).or_insert(i);
+            }
+        }
         for (i, group) in groups.into_iter().enumerate() {
             if let Some(raw) = group {
                 dict.avps[i].group = Some(resolve(&dict.names, raw)?);
