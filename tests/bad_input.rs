@@ -371,12 +371,23 @@ fn shutdown_sends_dpr_and_exits_cleanly() {
 fn several_listeners_on_ipv4_and_ipv6() {
     let mut d = Daemon::start_with("", &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
     let v6 = d.wait_log("listening transport=\"tcp\" addr=[::1]:");
-    let addr: std::net::SocketAddr = v6.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let addr: std::net::SocketAddr = v6
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut conn = Conn::connect(addr);
     let cea = conn.handshake("gw6.localdomain");
     assert_eq!(result_code(&cea), 2001);
     // Host-IP-Address is the address the peer reached us on.
     let ip = cea.find(c::HOST_IP_ADDRESS).unwrap().address().unwrap();
-    assert_eq!(ip, ocf::diameter::types::Address::Ip("::1".parse().unwrap()));
+    assert_eq!(
+        ip,
+        ocf::diameter::types::Address::Ip("::1".parse().unwrap())
+    );
     d.assert_serving();
 }

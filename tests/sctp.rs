@@ -71,8 +71,16 @@ fn multihomed_capabilities_exchange_watchdog_and_disconnect() {
         let id = common::identity("gw.localdomain");
         let mut out = BytesMut::new();
         id.write_cer(&mut out, 1, 1);
+        s.enable_rcvinfo().unwrap();
         s.write_all(&out).await.unwrap();
-        let mut buf = BytesMut::new();
+        // The CEA comes as one SCTP message with the Diameter payload protocol identifier.
+        let mut first = vec![0u8; 65536];
+        let (n, ppid) = tokio::time::timeout(LIMIT, s.recv_with_ppid(&mut first))
+            .await
+            .expect("CEA in time")
+            .unwrap();
+        assert_eq!(ppid, Some(46), "PPID of the CEA");
+        let mut buf = BytesMut::from(&first[..n]);
         let cea = read_message(&mut s, &mut buf).await;
         assert_eq!(common::result_code(&cea), 2001);
         let ips: Vec<Address> = cea

@@ -22,8 +22,25 @@ const SCTP_NODELAY: libc::c_int = 3;
 const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
 const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
 const SCTP_GET_PEER_ADDRS: libc::c_int = 108;
+const SCTP_RECVRCVINFO: libc::c_int = 32;
+/// cmsg type of `struct sctp_rcvinfo` (RFC 6458 §5.3.5).
+const SCTP_RCVINFO: libc::c_int = 3;
 /// IANA payload protocol identifier for Diameter over SCTP.
 pub const DIAMETER_PPID: u32 = 46;
+
+/// `struct sctp_rcvinfo` (RFC 6458 §5.3.5).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RcvInfo {
+    rcv_sid: u16,
+    rcv_ssn: u16,
+    rcv_flags: u16,
+    rcv_ppid: u32,
+    rcv_tsn: u32,
+    rcv_cumtsn: u32,
+    rcv_context: u32,
+    rcv_assoc_id: i32,
+}
 
 /// `struct sctp_sndinfo` (RFC 6458 §5.3.4).
 #[repr(C)]
@@ -309,6 +326,30 @@ impl SctpStream {
         ))
     }
 
+    /// Asks the kernel to report, with each message received through [`Self::recv_with_ppid`],
+    /// the payload protocol identifier the peer sent it with.
+    pub fn enable_rcvinfo(&self) -> io::Result<()> {
+        let one: libc::c_int = 1;
+        setsockopt(
+            self.fd.get_ref(),
+            SCTP_RECVRCVINFO,
+            &one,
+            std::mem::size_of::<libc::c_int>(),
+        )
+    }
+
+    /// Receives one SCTP message (or its first `buf.len()` octets) and the payload protocol
+    /// identifier it carried, when [`Self::enable_rcvinfo`] was called.
+    pub async fn recv_with_ppid(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recvmsg_ppid(fd.get_ref(), buf)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd
             .get_ref()
@@ -316,6 +357,41 @@ impl SctpStream {
             .as_socket()
             .ok_or_else(|| io::Error::other("not an IP socket"))
     }
+}
+
+/// recvmsg(2) with room for one `sctp_rcvinfo` control message.
+fn recvmsg_ppid(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` refers to live buffers of the stated lengths for the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ppid = None;
+    // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the CMSG macros walk it
+    // within those bounds, and the data of an SCTP_RCVINFO message is a `sctp_rcvinfo`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == IPPROTO_SCTP && (*cmsg).cmsg_type == SCTP_RCVINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RcvInfo>());
+                ppid = Some(u32::from_be(info.rcv_ppid));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, ppid))
 }
 
 impl AsyncRead for SctpStream {
