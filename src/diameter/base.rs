@@ -64,14 +64,10 @@ impl LocalIdentity {
     }
 
     pub fn write_cer(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
-        let mut h = Header::request(
-            command::CAPABILITIES_EXCHANGE,
-            application::COMMON_MESSAGES,
-            hop_by_hop,
-            end_to_end,
+        let mut w = MessageWriter::new(
+            out,
+            &peer_request(command::CAPABILITIES_EXCHANGE, hop_by_hop, end_to_end),
         );
-        h.flags = CommandFlags(CommandFlags::REQUEST);
-        let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
         self.capabilities(&mut w, false);
         w.finish();
@@ -101,14 +97,10 @@ impl LocalIdentity {
     }
 
     pub fn write_dwr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32) {
-        let mut h = Header::request(
-            command::DEVICE_WATCHDOG,
-            application::COMMON_MESSAGES,
-            hop_by_hop,
-            end_to_end,
+        let mut w = MessageWriter::new(
+            out,
+            &peer_request(command::DEVICE_WATCHDOG, hop_by_hop, end_to_end),
         );
-        h.flags = CommandFlags(CommandFlags::REQUEST);
-        let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
         w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
         w.finish();
@@ -123,14 +115,10 @@ impl LocalIdentity {
     }
 
     pub fn write_dpr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32, cause: u32) {
-        let mut h = Header::request(
-            command::DISCONNECT_PEER,
-            application::COMMON_MESSAGES,
-            hop_by_hop,
-            end_to_end,
+        let mut w = MessageWriter::new(
+            out,
+            &peer_request(command::DISCONNECT_PEER, hop_by_hop, end_to_end),
         );
-        h.flags = CommandFlags(CommandFlags::REQUEST);
-        let mut w = MessageWriter::new(out, &h);
         self.origin(&mut w);
         w.u32(c::DISCONNECT_CAUSE, cause);
         w.finish();
@@ -177,6 +165,18 @@ impl LocalIdentity {
         }
         w.finish();
     }
+}
+
+/// The header of a request between peers (CER, DWR, DPR): R set, not proxiable (RFC 6733 §5).
+fn peer_request(command_code: u32, hop_by_hop: u32, end_to_end: u32) -> Header {
+    let mut h = Header::request(
+        command_code,
+        application::COMMON_MESSAGES,
+        hop_by_hop,
+        end_to_end,
+    );
+    h.flags = CommandFlags(CommandFlags::REQUEST);
+    h
 }
 
 /// Error-Message and Failed-AVP for an error.

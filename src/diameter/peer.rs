@@ -450,28 +450,26 @@ impl Peer {
 
     /// Destination-Realm must be ours (3003) and Destination-Host, if present, us (3002).
     fn check_destination(&self, msg: &Message) -> Result<(), DiameterError> {
-        if let Some(realm) = msg.find(c::DESTINATION_REALM) {
-            if !realm
-                .data
-                .eq_ignore_ascii_case(self.identity.origin_realm.as_bytes())
+        let checks = [
+            (
+                c::DESTINATION_REALM,
+                &self.identity.origin_realm,
+                ResultCode::RealmNotServed,
+                "Destination-Realm is not served here",
+            ),
+            (
+                c::DESTINATION_HOST,
+                &self.identity.origin_host,
+                ResultCode::UnableToDeliver,
+                "Destination-Host is not this host",
+            ),
+        ];
+        for (code, ours, result, why) in checks {
+            if let Some(a) = msg
+                .find(code)
+                .filter(|a| !a.data.eq_ignore_ascii_case(ours.as_bytes()))
             {
-                return Err(DiameterError::new(
-                    ResultCode::RealmNotServed,
-                    "Destination-Realm is not served here",
-                )
-                .with_avp(realm.to_bytes()));
-            }
-        }
-        if let Some(host) = msg.find(c::DESTINATION_HOST) {
-            if !host
-                .data
-                .eq_ignore_ascii_case(self.identity.origin_host.as_bytes())
-            {
-                return Err(DiameterError::new(
-                    ResultCode::UnableToDeliver,
-                    "Destination-Host is not this host",
-                )
-                .with_avp(host.to_bytes()));
+                return Err(DiameterError::new(result, why).with_avp(a.to_bytes()));
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ mod connection;
 pub mod dispatch;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +44,34 @@ pub(crate) struct Shared {
     pub max_message_bytes: usize,
     pub partial_message_timeout: Duration,
     pub seeds: AtomicU64,
+}
+
+impl Shared {
+    /// Starts the driver task of an accepted connection; `local` are the addresses it is
+    /// reachable on (Host-IP-Address in the CEA).
+    fn spawn<S>(
+        self: &Arc<Self>,
+        tasks: &TaskTracker,
+        stream: S,
+        remote: SocketAddr,
+        local: Vec<IpAddr>,
+        stop: &watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Distinct seeds per connection for identifiers and watchdog jitter (Weyl sequence).
+        let seed = self
+            .seeds
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        tasks.spawn(connection::drive(
+            stream,
+            remote,
+            local,
+            seed,
+            self.clone(),
+            stop.clone(),
+        ));
+    }
 }
 
 /// A bound, not yet running server.
@@ -164,17 +192,7 @@ impl Server {
                                 .local_addr()
                                 .map(|a| vec![a.ip()])
                                 .unwrap_or_default();
-                            let seed = shared
-                                .seeds
-                                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                            conns.spawn(connection::drive(
-                                stream,
-                                remote,
-                                local,
-                                seed,
-                                shared.clone(),
-                                stop.clone(),
-                            ));
+                            shared.spawn(&conns, stream, remote, local, &stop);
                         }
                         Err(e) => accept_failed(e).await,
                     }
@@ -188,17 +206,7 @@ impl Server {
                 loop {
                     match listener.accept().await {
                         Ok((stream, remote)) => {
-                            let seed = shared
-                                .seeds
-                                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                            conns.spawn(connection::drive(
-                                stream,
-                                remote,
-                                local.clone(),
-                                seed,
-                                shared.clone(),
-                                stop.clone(),
-                            ));
+                            shared.spawn(&conns, stream, remote, local.clone(), &stop)
                         }
                         Err(e) => accept_failed(e).await,
                     }
