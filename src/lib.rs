@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod diameter;
+pub mod ledger;
 pub mod server;
 pub mod transport;
