@@ -301,7 +301,7 @@ fn concurrent_operations_keep_the_invariant_and_add_up() {
                 })
             })
             .collect();
-        let mut committed = vec![0u64; 16];
+        let mut committed = [0u64; 16];
         for th in threads {
             for (i, u) in th.join().unwrap().into_iter().enumerate() {
                 committed[i] += u;
