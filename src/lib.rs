@@ -4,6 +4,7 @@
 //! state machine); `transport` moves bytes over TCP and SCTP; `server` drives connections;
 //! `config` is the strict TOML configuration.
 
+pub mod charging;
 pub mod config;
 pub mod diameter;
 pub mod ledger;

@@ -276,7 +276,8 @@ fn unsupported_command_application_and_realm() {
         (ccr(4, 999, "localdomain"), 3001, true),
         (ccr(16777238, 272, "localdomain"), 3007, true),
         (ccr(4, 272, "elsewhere.example"), 3003, true),
-        (ccr(4, 272, "localdomain"), 5012, false),
+        // A valid CCR for nobody the server knows.
+        (ccr(4, 272, "localdomain"), 5030, false),
     ] {
         conn.send(&bytes);
         let m = conn.expect_frame();

@@ -205,6 +205,12 @@ impl Peer {
         &self.identity
     }
 
+    /// Our identity and the output buffer at once, for writing answers without a copy of the
+    /// identity.
+    pub fn identity_and_transmit(&mut self) -> (&LocalIdentity, &mut BytesMut) {
+        (&self.identity, &mut self.out)
+    }
+
     /// Bytes to send. The driver writes them and clears the buffer (or takes them with
     /// `split()`); answers of one read batch accumulate here for a single write.
     pub fn transmit(&mut self) -> &mut BytesMut {

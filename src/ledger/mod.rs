@@ -53,6 +53,9 @@ pub struct Counter {
     pub reserved: u64,
     /// When the current period ends (Unix seconds); `used` starts again from zero then.
     pub period_end: i64,
+    /// Money counters charged by a tariff: the octets rated in this period. The money used is
+    /// always derived from this total, so rounding never accumulates.
+    pub rated: u128,
 }
 
 impl Counter {
@@ -64,6 +67,7 @@ impl Counter {
             used: 0,
             reserved: 0,
             period_end: i64::MIN,
+            rated: 0,
         }
     }
 
@@ -79,6 +83,7 @@ impl Counter {
         if now >= self.period_end {
             if self.period_end != i64::MIN {
                 self.used = 0;
+                self.rated = 0;
             }
             self.period_end = period::period_end(self.period, tz, now);
         }
@@ -198,6 +203,36 @@ impl Tree {
     /// Returns a reservation unused (expiry, termination without usage).
     pub fn release(&mut self, node: u32, unit: Unit, reserved: u64, now: i64) {
         self.commit(node, unit, reserved, 0, now);
+    }
+
+    /// Gives back `amount` units of usage (a refund), never below zero.
+    pub fn refund(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
+        self.each_counter(node, unit, now, |c| c.used = c.used.saturating_sub(amount));
+    }
+
+    /// Money accounts: returns `reserved` money units and charges `octets` at `price` (money
+    /// units per octet as numerator/denominator). Each money counter charges
+    /// ceil(rated × price) in total, so the sum of charges is exact whatever the split.
+    pub fn commit_rated(
+        &mut self,
+        node: u32,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) {
+        let (num, den) = price;
+        if den == 0 {
+            return;
+        }
+        let cost = |rated: u128| (rated * num).div_ceil(den);
+        self.each_counter(node, Unit::Money, now, |c| {
+            let before = cost(c.rated);
+            c.rated = c.rated.saturating_add(u128::from(octets));
+            let delta = u64::try_from(cost(c.rated) - before).unwrap_or(u64::MAX);
+            c.reserved = c.reserved.saturating_sub(reserved);
+            c.used = c.used.saturating_add(delta);
+        });
     }
 
     /// The smallest headroom for `unit` along the path (u64::MAX: unlimited).

@@ -323,3 +323,29 @@ fn concurrent_operations_keep_the_invariant_and_add_up() {
         assert!(m.used[0] > 0, "the threads did charge something");
     }
 }
+
+#[test]
+fn rated_money_is_exact_whatever_the_split() {
+    // 0.01 per MiB in 10^-9 units: 10^7 per 2^20 octets.
+    let price = (10_000_000u128, 1_048_576u128);
+    let mut a = Tree::new("alice", TimeZone::UTC);
+    let n = a.add(
+        "alice",
+        None,
+        vec![Counter::new(Unit::Money, Period::Total, 5_000_000_000)],
+    );
+    // 4.5 MiB in 3 reports of odd sizes and 1000 tiny ones.
+    let mut b = a.clone();
+    for chunk in [1_000_001u64, 2_000_003, 1_718_588] {
+        a.commit_rated(n, 0, chunk, price, NOW);
+    }
+    let total: u64 = 4 * 1_048_576 + 524_288;
+    assert_eq!(1_000_001 + 2_000_003 + 1_718_588, total);
+    for _ in 0..1000 {
+        b.commit_rated(n, 0, total / 1000, price, NOW);
+    }
+    b.commit_rated(n, 0, total % 1000, price, NOW);
+    // 4.5 MiB at 0.01/MiB = 0.045 exactly, however it was reported.
+    assert_eq!(a.nodes[0].counters[0].used, 45_000_000);
+    assert_eq!(b.nodes[0].counters[0].used, 45_000_000);
+}

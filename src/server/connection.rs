@@ -75,8 +75,8 @@ pub(crate) async fn drive<S>(
                     origin_realm,
                 } => info!(%remote, %origin_host, %origin_realm, "peer open"),
                 Event::Request(msg) => {
-                    let identity = peer.identity().clone();
-                    dispatch::answer(&identity, peer.transmit(), &msg);
+                    let (identity, out) = peer.identity_and_transmit();
+                    dispatch::answer(&shared.engine, identity, out, &msg);
                 }
                 Event::Answer(_) => {}
                 Event::Closed(reason) => {

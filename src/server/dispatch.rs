@@ -1,18 +1,37 @@
-//! Answers to application requests that passed the base protocol's checks.
-//!
-//! Credit control itself (RFC 4006 sessions against the ledger) is not part of this build: a
-//! CCR is answered DIAMETER_UNABLE_TO_COMPLY (5012) with an Error-Message saying so, so a
-//! gateway fails over to another OCS instead of waiting.
+//! Answers to application requests that passed the base protocol's checks: credit control
+//! goes to the charging engine; anything else in application 4 is 3001.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::charging::Engine;
 use crate::diameter::base::LocalIdentity;
-use crate::diameter::codes::ResultCode;
+use crate::diameter::codes::{ResultCode, application, command};
 use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
 
-pub fn answer(identity: &LocalIdentity, out: &mut bytes::BytesMut, request: &Message) {
-    let e = DiameterError::new(
-        ResultCode::UnableToComply,
-        "credit control is not enabled on this server",
-    );
-    identity.write_error_answer(out, request, &e);
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn answer(
+    engine: &Engine,
+    identity: &LocalIdentity,
+    out: &mut bytes::BytesMut,
+    request: &Message,
+) {
+    let h = &request.header;
+    if h.application_id == application::CREDIT_CONTROL && h.command_code == command::CREDIT_CONTROL
+    {
+        engine.credit_control(identity, request, unix_now(), out);
+    } else {
+        let e = DiameterError::new(
+            ResultCode::CommandUnsupported,
+            "command is not supported in this application",
+        );
+        identity.write_error_answer(out, request, &e);
+    }
 }

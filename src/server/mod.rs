@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::charging::{ChargingConfig, Engine};
 use crate::config::Config;
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{VENDOR_3GPP, application};
@@ -41,6 +42,7 @@ pub enum ServerError {
 /// Settings every connection driver reads.
 pub(crate) struct Shared {
     pub peer: Arc<PeerConfig>,
+    pub engine: Arc<Engine>,
     pub max_message_bytes: usize,
     pub partial_message_timeout: Duration,
     pub seeds: AtomicU64,
@@ -125,6 +127,8 @@ impl Server {
                 Some(d.allowed_peers.clone())
             },
         });
+        let (ledger, directory) = crate::charging::tenant::default_tenant();
+        let engine = Arc::new(Engine::new(ledger, directory, ChargingConfig::default()));
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
@@ -148,6 +152,7 @@ impl Server {
             sctp: sctp_listeners,
             shared: Arc::new(Shared {
                 peer,
+                engine,
                 max_message_bytes: d.max_message_bytes,
                 partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
@@ -213,7 +218,29 @@ impl Server {
                 }
             }));
         }
+        // Supervision: expired reservations return to the pool, silent sessions are closed.
+        let engine = self.shared.engine.clone();
+        let supervisor = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let engine = engine.clone();
+                let now = dispatch::unix_now();
+                let sup = tokio::task::spawn_blocking(move || engine.supervise(now))
+                    .await
+                    .unwrap_or_default();
+                if sup.expired_reservations > 0 || sup.closed_sessions > 0 {
+                    info!(
+                        expired = sup.expired_reservations,
+                        closed = sup.closed_sessions,
+                        "supervision"
+                    );
+                }
+            }
+        });
         shutdown.await;
+        supervisor.abort();
         info!("shutting down: no new connections, DPR to every peer");
         for t in &accept_tasks {
             t.abort();

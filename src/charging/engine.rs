@@ -1,0 +1,557 @@
+//! The credit-control server (RFC 4006 §5 and §6, TS 32.299 §6.3): turns a CCR into ledger
+//! operations and a CCA. Sans-IO: `now` (Unix seconds) comes from the caller.
+
+use bytes::BytesMut;
+use tracing::info;
+
+use crate::diameter::base::LocalIdentity;
+use crate::diameter::codes::{ResultCode, avp as c};
+use crate::diameter::error::DiameterError;
+use crate::diameter::message::Message;
+use crate::ledger::{AccountRef, Ledger, Unit};
+
+use super::answer::{EventAnswer, MsccAnswer, write_cca};
+use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
+use super::session::{Held, Session, Sessions, unit_index};
+use super::tenant::{Directory, Policy};
+
+/// Charging settings that are not per tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChargingConfig {
+    /// Added to Validity-Time before a reservation returns to the pool by itself (RFC 4006 Tcc
+    /// leaves the gateway time to report).
+    pub reservation_grace_s: u32,
+    /// How long a terminated session's last answer is kept for retransmissions.
+    pub linger_s: u32,
+}
+
+impl Default for ChargingConfig {
+    fn default() -> Self {
+        ChargingConfig {
+            reservation_grace_s: 30,
+            linger_s: 60,
+        }
+    }
+}
+
+/// What a supervision pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Supervision {
+    pub expired_reservations: usize,
+    pub closed_sessions: usize,
+}
+
+pub struct Engine {
+    ledger: Ledger,
+    directory: Directory,
+    sessions: Sessions,
+    config: ChargingConfig,
+}
+
+/// The unit a request asks for: time, service-specific units, else octets.
+fn requested_unit(u: &Units) -> Unit {
+    if u.time.is_some() {
+        Unit::Seconds
+    } else if u.events.is_some() {
+        Unit::Events
+    } else {
+        Unit::Octets
+    }
+}
+
+fn requested_amount(u: &Units, unit: Unit) -> Option<u64> {
+    match unit {
+        Unit::Octets => u.octets(),
+        Unit::Seconds => u.time.map(u64::from),
+        Unit::Events | Unit::Money => u.events,
+    }
+}
+
+fn slice(policy: &Policy, unit: Unit) -> u64 {
+    match unit {
+        Unit::Octets => policy.slice_octets,
+        Unit::Seconds => policy.slice_seconds,
+        Unit::Events | Unit::Money => policy.slice_events,
+    }
+}
+
+impl Engine {
+    pub fn new(ledger: Ledger, directory: Directory, config: ChargingConfig) -> Self {
+        Engine {
+            ledger,
+            directory,
+            sessions: Sessions::default(),
+            config,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Open (not terminated) sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn lookup(&self, cr: &CreditRequest) -> Option<AccountRef> {
+        cr.subscriptions
+            .iter()
+            .find_map(|(kind, id)| self.directory.lookup(*kind, id))
+    }
+
+    /// Answers one CCR (already checked by the base protocol and the dictionary) into `out`.
+    pub fn credit_control(
+        &self,
+        identity: &LocalIdentity,
+        req: &Message,
+        now: i64,
+        out: &mut BytesMut,
+    ) {
+        let cr = match CreditRequest::read(req) {
+            Ok(cr) => cr,
+            Err(e) => return identity.write_error_answer(out, req, &e),
+        };
+        let mut shard = self.sessions.lock(cr.session_id);
+        if let Some(s) = shard.get(cr.session_id) {
+            if s.last_number == cr.request_number && s.last_type == cr.request_type as u8 {
+                // A retransmission (T flag or not): the same answer, charged once.
+                return replay(out, &s.last_answer, req);
+            }
+            if s.terminated && cr.request_type != RequestType::Initial {
+                let e = DiameterError::new(
+                    ResultCode::UnknownSessionId,
+                    "the credit-control session has ended",
+                );
+                return identity.write_error_answer(out, req, &e);
+            }
+            if cr.request_number <= s.last_number || cr.request_type == RequestType::Initial {
+                let e = DiameterError::new(
+                    ResultCode::InvalidAvpValue,
+                    "CC-Request-Number is not after the last one handled",
+                )
+                .with_avp(
+                    req.find(c::CC_REQUEST_NUMBER)
+                        .map(|a| a.to_bytes())
+                        .unwrap_or_default(),
+                );
+                return identity.write_error_answer(out, req, &e);
+            }
+        }
+        let start = out.len();
+        match cr.request_type {
+            RequestType::Initial | RequestType::Event => {
+                let Some(account) = self.lookup(&cr) else {
+                    let e = DiameterError::new(
+                        ResultCode::UserUnknown,
+                        "no subscriber with these Subscription-Ids",
+                    );
+                    return identity.write_error_answer(out, req, &e);
+                };
+                let mut session = Session {
+                    account,
+                    last_number: cr.request_number,
+                    last_type: cr.request_type as u8,
+                    last_answer: Vec::new(),
+                    held: Vec::new(),
+                    deadline: now,
+                    terminated: cr.request_type == RequestType::Event,
+                    started: now,
+                    charged: [0; 4],
+                };
+                if cr.request_type == RequestType::Event {
+                    self.event(identity, req, &cr, &mut session, now, out);
+                    session.deadline = now + i64::from(self.config.linger_s);
+                } else {
+                    self.session_step(identity, req, &cr, &mut session, now, out);
+                }
+                session.last_answer = out[start..].to_vec();
+                shard.insert(cr.session_id.into(), session);
+            }
+            RequestType::Update | RequestType::Termination => {
+                let Some(session) = shard.get_mut(cr.session_id) else {
+                    let e = DiameterError::new(
+                        ResultCode::UnknownSessionId,
+                        "no credit-control session with this Session-Id",
+                    );
+                    return identity.write_error_answer(out, req, &e);
+                };
+                session.last_number = cr.request_number;
+                session.last_type = cr.request_type as u8;
+                self.session_step(identity, req, &cr, session, now, out);
+                session.last_answer = out[start..].to_vec();
+                if session.terminated {
+                    log_usage(cr.session_id, session, now, "terminated");
+                }
+            }
+        }
+    }
+
+    /// INITIAL, UPDATE or TERMINATION on a session: settle reported usage, then grant.
+    fn session_step(
+        &self,
+        identity: &LocalIdentity,
+        req: &Message,
+        cr: &CreditRequest,
+        s: &mut Session,
+        now: i64,
+        out: &mut BytesMut,
+    ) {
+        let policy = self.directory.policy(s.account.tree);
+        let terminating = cr.request_type == RequestType::Termination;
+        let mut answers = Vec::with_capacity(cr.mscc.len());
+        for m in &cr.mscc {
+            self.settle(s, m, policy, now);
+            let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
+            if !terminating && !m.is_final() {
+                if let Some(requested) = &m.requested {
+                    self.grant(s, m, requested, policy, now, &mut a);
+                }
+            }
+            answers.push(a);
+        }
+        if terminating {
+            // Anything not reported is returned.
+            for h in s.held.drain(..) {
+                self.ledger.release(s.account, h.unit, h.reserved, now);
+            }
+            s.terminated = true;
+            s.deadline = now + i64::from(self.config.linger_s);
+        } else {
+            s.deadline = now
+                + i64::from(policy.validity_time_s)
+                + i64::from(self.config.reservation_grace_s);
+        }
+        let result = command_result(&answers, cr.multiple_services);
+        write_cca(
+            identity,
+            out,
+            req,
+            result,
+            &answers,
+            cr.multiple_services,
+            &EventAnswer::default(),
+        );
+    }
+
+    /// Charges the usage an MSCC reports against what was held for its service, and returns
+    /// what is left of the reservation.
+    fn settle(&self, s: &mut Session, m: &Mscc, policy: &Policy, now: i64) {
+        let key = (m.rating_group, m.service_identifier);
+        let mut held: Vec<Held> = Vec::new();
+        s.held.retain(|h| {
+            let mine = (h.rating_group, h.service_identifier) == key;
+            if mine {
+                held.push(*h);
+            }
+            !mine
+        });
+        // Every kind of unit reported is charged; the reservation of that kind is settled by
+        // the first report and what is left of it goes back.
+        let mut used = [0u64; 3];
+        for u in &m.used {
+            used[0] = used[0].saturating_add(u.units.octets().unwrap_or(0));
+            used[1] = used[1].saturating_add(u64::from(u.units.time.unwrap_or(0)));
+            used[2] = used[2].saturating_add(u.units.events.unwrap_or(0));
+        }
+        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        for (i, unit) in [Unit::Octets, Unit::Seconds, Unit::Events]
+            .into_iter()
+            .enumerate()
+        {
+            let reserved_unit = if tariff.is_some() && unit == Unit::Octets {
+                Unit::Money
+            } else {
+                unit
+            };
+            let reserved: u64 = held
+                .iter()
+                .filter(|h| h.unit == reserved_unit)
+                .map(|h| h.reserved)
+                .sum();
+            if used[i] == 0 && reserved == 0 {
+                continue;
+            }
+            match (tariff, unit) {
+                (Some(price), Unit::Octets) => {
+                    if let Some(mut t) = self.ledger.lock(s.account.tree) {
+                        let before = t.nodes[s.account.node as usize]
+                            .counters
+                            .iter()
+                            .find(|c| c.unit == Unit::Money)
+                            .map(|c| c.used);
+                        t.commit_rated(s.account.node, reserved, used[i], price, now);
+                        let after = t.nodes[s.account.node as usize]
+                            .counters
+                            .iter()
+                            .find(|c| c.unit == Unit::Money)
+                            .map(|c| c.used);
+                        if let (Some(b), Some(a)) = (before, after) {
+                            s.charged[unit_index(Unit::Money)] += a.saturating_sub(b);
+                        }
+                    }
+                }
+                _ => self.ledger.commit(s.account, unit, reserved, used[i], now),
+            }
+            s.charged[i] += used[i];
+        }
+        // Reservations of a kind not reported (none here) would be released; a money
+        // reservation with no octets reported was settled above with used = 0.
+    }
+
+    /// Reserves the next grant for an MSCC.
+    fn grant(
+        &self,
+        s: &mut Session,
+        m: &Mscc,
+        requested: &Units,
+        policy: &Policy,
+        now: i64,
+        a: &mut MsccAnswer,
+    ) {
+        let unit = requested_unit(requested);
+        let want = requested_amount(requested, unit)
+            .unwrap_or(u64::MAX)
+            .min(slice(policy, unit));
+        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        let (granted, reserved, last) = match (tariff, unit) {
+            (Some((num, den)), Unit::Octets) => {
+                // Money accounts: reserve the money the octets cost, grant what it buys.
+                let money =
+                    u64::try_from((u128::from(want) * num).div_ceil(den)).unwrap_or(u64::MAX);
+                let g = self.ledger.reserve(s.account, Unit::Money, money, now);
+                // One unit less than bought, so that rounding up when it is charged stays
+                // inside the reservation.
+                let octets = if g.granted == money {
+                    want
+                } else {
+                    u64::try_from(u128::from(g.granted.saturating_sub(1)) * den / num).unwrap_or(0)
+                };
+                if octets == 0 && g.granted > 0 {
+                    self.ledger.release(s.account, Unit::Money, g.granted, now);
+                    (0, 0, true)
+                } else {
+                    (octets, g.granted, g.last)
+                }
+            }
+            (Some(_), _) => {
+                a.result = ResultCode::RatingFailed;
+                return;
+            }
+            (None, _) => {
+                let g = self.ledger.reserve(s.account, unit, want, now);
+                (g.granted, g.granted, g.last)
+            }
+        };
+        if granted == 0 {
+            a.result = ResultCode::CreditLimitReached;
+            return;
+        }
+        s.held.push(Held {
+            rating_group: m.rating_group,
+            service_identifier: m.service_identifier,
+            unit: if tariff.is_some() { Unit::Money } else { unit },
+            reserved,
+            granted,
+            expires: now
+                + i64::from(policy.validity_time_s)
+                + i64::from(self.config.reservation_grace_s),
+        });
+        a.granted = Some((unit, granted));
+        a.validity_time = Some(policy.validity_time_s);
+        let threshold = granted.saturating_mul(u64::from(policy.threshold_percent)) / 100;
+        a.threshold = Some(u32::try_from(threshold).unwrap_or(u32::MAX));
+        if policy.quota_holding_time_s > 0 {
+            a.quota_holding_time = Some(policy.quota_holding_time_s);
+        }
+        if last {
+            a.final_unit = Some(policy.final_unit_action.clone());
+        }
+    }
+
+    /// EVENT requests (RFC 4006 §6.3 - §6.5): one-shot debit, refund, balance check, price.
+    fn event(
+        &self,
+        identity: &LocalIdentity,
+        req: &Message,
+        cr: &CreditRequest,
+        s: &mut Session,
+        now: i64,
+        out: &mut BytesMut,
+    ) {
+        let policy = self.directory.policy(s.account.tree);
+        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        let action = cr
+            .requested_action
+            .unwrap_or(RequestedAction::DirectDebiting);
+        let mut answers = Vec::new();
+        let mut extra = EventAnswer::default();
+        let mut result = ResultCode::Success;
+        for m in &cr.mscc {
+            let requested = m.requested.unwrap_or_default();
+            let unit = requested_unit(&requested);
+            let amount = requested_amount(&requested, unit).unwrap_or(1);
+            // Money accounts count octets as money.
+            let (ledger_unit, ledger_amount) = match (tariff, unit) {
+                (Some((num, den)), Unit::Octets) => (
+                    Unit::Money,
+                    u64::try_from((u128::from(amount) * num).div_ceil(den)).unwrap_or(u64::MAX),
+                ),
+                (Some(_), _) => {
+                    result = ResultCode::RatingFailed;
+                    answers.push(MsccAnswer::new(
+                        m.rating_group,
+                        m.service_identifier,
+                        ResultCode::RatingFailed,
+                    ));
+                    continue;
+                }
+                (None, _) => (unit, amount),
+            };
+            let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
+            match action {
+                RequestedAction::DirectDebiting => {
+                    // All or nothing: an event is not delivered in part.
+                    let g = self
+                        .ledger
+                        .reserve(s.account, ledger_unit, ledger_amount, now);
+                    if g.granted < ledger_amount {
+                        self.ledger.release(s.account, ledger_unit, g.granted, now);
+                        a.result = ResultCode::CreditLimitReached;
+                        result = ResultCode::CreditLimitReached;
+                    } else {
+                        match (tariff, unit) {
+                            (Some(price), Unit::Octets) => {
+                                if let Some(mut t) = self.ledger.lock(s.account.tree) {
+                                    t.commit_rated(s.account.node, g.granted, amount, price, now);
+                                }
+                            }
+                            _ => self.ledger.commit(
+                                s.account,
+                                ledger_unit,
+                                g.granted,
+                                ledger_amount,
+                                now,
+                            ),
+                        }
+                        s.charged[unit_index(ledger_unit)] += ledger_amount;
+                        a.granted = Some((unit, amount));
+                    }
+                }
+                RequestedAction::RefundAccount => {
+                    if let Some(mut t) = self.ledger.lock(s.account.tree) {
+                        t.refund(s.account.node, ledger_unit, ledger_amount, now);
+                    }
+                    a.granted = Some((unit, amount));
+                }
+                RequestedAction::CheckBalance => {
+                    let free = self
+                        .ledger
+                        .lock(s.account.tree)
+                        .map_or(0, |mut t| t.headroom(s.account.node, ledger_unit, now));
+                    extra.check_balance = Some(if free >= ledger_amount { 0 } else { 1 });
+                }
+                RequestedAction::PriceEnquiry => match (&policy.tariff, unit) {
+                    (Some(t), Unit::Octets) => {
+                        // Exact: price × amount / per_octets, as Value-Digits × 10^Exponent.
+                        let cost = t.price * rust_decimal::Decimal::from(amount)
+                            / rust_decimal::Decimal::from(t.per_octets);
+                        let cost = cost.normalize();
+                        let digits = i64::try_from(cost.mantissa()).unwrap_or(i64::MAX);
+                        extra.cost = Some((digits, -(cost.scale() as i32), t.currency_code));
+                    }
+                    _ => {
+                        a.result = ResultCode::RatingFailed;
+                        result = ResultCode::RatingFailed;
+                    }
+                },
+            }
+            answers.push(a);
+        }
+        write_cca(
+            identity,
+            out,
+            req,
+            result,
+            &answers,
+            cr.multiple_services,
+            &extra,
+        );
+    }
+
+    /// Returns expired reservations to the pool and closes sessions nobody reported on in time;
+    /// forgets terminated sessions once their answers need not be kept.
+    pub fn supervise(&self, now: i64) -> Supervision {
+        let mut sup = Supervision::default();
+        for i in 0..self.sessions.shard_count() {
+            let mut shard = self.sessions.lock_index(i);
+            shard.retain(|id, s| {
+                let ledger = &self.ledger;
+                let account = s.account;
+                let before = s.held.len();
+                s.held.retain(|h| {
+                    let keep = h.expires > now;
+                    if !keep {
+                        ledger.release(account, h.unit, h.reserved, now);
+                    }
+                    keep
+                });
+                sup.expired_reservations += before - s.held.len();
+                if now < s.deadline {
+                    return true;
+                }
+                if !s.terminated {
+                    for h in s.held.drain(..) {
+                        ledger.release(account, h.unit, h.reserved, now);
+                    }
+                    log_usage(id, s, now, "supervision timeout");
+                    sup.closed_sessions += 1;
+                }
+                false
+            });
+        }
+        sup
+    }
+}
+
+/// The command-level Result-Code: success if any service succeeded; otherwise the services'
+/// common failure (4012 when nothing could be granted anywhere).
+fn command_result(answers: &[MsccAnswer], multiple_services: bool) -> ResultCode {
+    if answers.is_empty() || answers.iter().any(|a| a.result == ResultCode::Success) {
+        return ResultCode::Success;
+    }
+    if !multiple_services || answers.iter().all(|a| a.result == answers[0].result) {
+        return answers[0].result;
+    }
+    ResultCode::CreditLimitReached
+}
+
+/// Sends the cached answer again with the retransmission's identifiers.
+fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
+    let start = out.len();
+    out.extend_from_slice(answer);
+    if out.len() >= start + 20 {
+        out[start + 12..start + 16].copy_from_slice(&req.header.hop_by_hop.to_be_bytes());
+        out[start + 16..start + 20].copy_from_slice(&req.header.end_to_end.to_be_bytes());
+    }
+}
+
+/// One line per session end until the journal's usage records exist.
+fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) {
+    info!(
+        session_id,
+        tree = s.account.tree,
+        node = s.account.node,
+        octets = s.charged[0],
+        seconds = s.charged[1],
+        events = s.charged[2],
+        money = s.charged[3],
+        duration_s = now - s.started,
+        outcome,
+        "usage"
+    );
+}

@@ -1,0 +1,10 @@
+//! Credit control (RFC 4006 / RFC 8506 with 3GPP TS 32.299 Gy): CCRs become ledger
+//! reservations and commits, answered with grants, thresholds and Final-Unit-Indications.
+
+pub mod answer;
+pub mod engine;
+pub mod request;
+pub mod session;
+pub mod tenant;
+
+pub use engine::{ChargingConfig, Engine};

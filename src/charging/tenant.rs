@@ -1,0 +1,286 @@
+//! Who is who: subscribers (by MSISDN, IMSI, NAI or SIP URI) mapped to accounts in the ledger,
+//! and each tree's charging policy (grant size, validity, thresholds, what happens at the limit,
+//! and for money accounts the tariff). Includes the embedded default tenant of DESIGN.md §7.
+
+use std::collections::HashMap;
+
+use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
+
+use crate::ledger::{AccountRef, Counter, Ledger, Period, Tree, Unit};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+pub const TIB: u64 = 1024 * GIB;
+
+/// What the gateway is told to do once the last units are used (RFC 4006 §5.6.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalUnitAction {
+    Terminate,
+    /// Redirect the user's traffic, e.g. to an approval page.
+    Redirect {
+        address_type: u32,
+        address: String,
+    },
+    /// Let only the traffic the filters allow through.
+    RestrictAccess {
+        filter_ids: Vec<String>,
+        rules: Vec<String>,
+    },
+}
+
+/// A price for money accounts: `price` (in the currency) per `per_octets` octets, exact as a
+/// rational number of ledger money units per octet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tariff {
+    pub price: Decimal,
+    pub per_octets: u64,
+    pub currency_code: u32,
+}
+
+impl Tariff {
+    /// Price per octet as a fraction (numerator, denominator) in ledger money units
+    /// (10^-MONEY_SCALE of the currency). `None` if the price has more decimals than that.
+    pub fn per_octet(&self) -> Option<(u128, u128)> {
+        let scaled = self.price * Decimal::from(10u64.pow(crate::ledger::MONEY_SCALE));
+        if scaled.fract() != Decimal::ZERO || scaled.is_sign_negative() || self.per_octets == 0 {
+            return None;
+        }
+        use rust_decimal::prelude::ToPrimitive;
+        Some((scaled.to_u128()?, u128::from(self.per_octets)))
+    }
+}
+
+/// How one tree is charged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Largest grant per MSCC and request, per unit.
+    pub slice_octets: u64,
+    pub slice_seconds: u64,
+    pub slice_events: u64,
+    /// Validity-Time of a grant, seconds.
+    pub validity_time_s: u32,
+    /// Volume-/Time-Quota-Threshold as a percentage of the grant.
+    pub threshold_percent: u32,
+    /// Quota-Holding-Time, seconds (0: not sent).
+    pub quota_holding_time_s: u32,
+    pub final_unit_action: FinalUnitAction,
+    /// For money accounts: the data tariff (any rating group). `None`: the limits are in units.
+    pub tariff: Option<Tariff>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            slice_octets: 10 * MIB,
+            slice_seconds: 3600,
+            slice_events: 100,
+            validity_time_s: 600,
+            threshold_percent: 20,
+            quota_holding_time_s: 0,
+            final_unit_action: FinalUnitAction::Terminate,
+            tariff: None,
+        }
+    }
+}
+
+/// Subscription-Id-Type values (RFC 4006 §8.47).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubscriptionType {
+    E164,
+    Imsi,
+    SipUri,
+    Nai,
+    Private,
+}
+
+impl SubscriptionType {
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => Self::E164,
+            1 => Self::Imsi,
+            2 => Self::SipUri,
+            3 => Self::Nai,
+            4 => Self::Private,
+            _ => return None,
+        })
+    }
+}
+
+/// Subscribers to accounts, and each tree's policy.
+#[derive(Default)]
+pub struct Directory {
+    numbers: HashMap<(SubscriptionType, u64), AccountRef>,
+    names: HashMap<(SubscriptionType, String), AccountRef>,
+    policies: Vec<Policy>,
+}
+
+impl Directory {
+    /// Registers a subscription identity for an account.
+    pub fn add(&mut self, kind: SubscriptionType, id: &str, at: AccountRef) {
+        match (kind, id.parse::<u64>()) {
+            (SubscriptionType::E164 | SubscriptionType::Imsi, Ok(n)) if !id.starts_with('+') => {
+                self.numbers.insert((kind, n), at);
+            }
+            _ => {
+                self.names.insert((kind, id.to_ascii_lowercase()), at);
+            }
+        }
+    }
+
+    /// Finds the account of a subscription identity. Leading zeros matter for IMSIs, so they
+    /// are compared as numbers only when both have the same length.
+    pub fn lookup(&self, kind: SubscriptionType, id: &str) -> Option<AccountRef> {
+        if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
+            let digits = id.strip_prefix('+').unwrap_or(id);
+            if let Ok(n) = digits.parse::<u64>() {
+                return self.numbers.get(&(kind, n)).copied();
+            }
+        }
+        self.names.get(&(kind, id.to_ascii_lowercase())).copied()
+    }
+
+    pub fn set_policy(&mut self, tree: u32, policy: Policy) {
+        let i = tree as usize;
+        if self.policies.len() <= i {
+            self.policies.resize(i + 1, Policy::default());
+        }
+        self.policies[i] = policy;
+    }
+
+    pub fn policy(&self, tree: u32) -> &Policy {
+        static DEFAULT: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+        self.policies
+            .get(tree as usize)
+            .unwrap_or_else(|| DEFAULT.get_or_init(Policy::default))
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.numbers.len() + self.names.len()
+    }
+}
+
+/// Device n of the default enterprise: MSISDN 15551000000+n, IMSI "00101" + n in 10 digits.
+pub fn default_device_ids(n: u64) -> (String, String) {
+    (format!("{}", 15_551_000_000 + n), format!("00101{n:010}"))
+}
+
+/// The embedded default tenant (DESIGN.md §7): enterprise `acme` with three cost centres and
+/// 10,000 devices, and consumer `alice` with 5.00 EUR prepaid at 0.01 EUR per MiB.
+pub fn default_tenant() -> (Ledger, Directory) {
+    let mut ledger = Ledger::new();
+    let mut dir = Directory::default();
+    let month = |limit| vec![Counter::new(Unit::Octets, Period::Month, limit)];
+
+    let mut acme = Tree::new("acme", TimeZone::UTC);
+    let root = acme.add("acme", None, month(TIB));
+    let centres = [
+        ("engineering", 500 * GIB, 0..5000u64, 50 * GIB),
+        ("sales", 100 * GIB, 5000..8000, 5 * GIB),
+        ("iot", GIB, 8000..10000, 10 * MIB),
+    ];
+    let mut devices = Vec::new();
+    for (name, limit, range, device_limit) in centres {
+        let cc = acme.add(name, Some(root), month(limit));
+        for n in range {
+            let (msisdn, _) = default_device_ids(n);
+            let node = acme.add(msisdn, Some(cc), month(device_limit));
+            devices.push((n, node));
+        }
+    }
+    let acme_id = ledger.add_tree(acme);
+    for (n, node) in devices {
+        let (msisdn, imsi) = default_device_ids(n);
+        let at = AccountRef {
+            tree: acme_id,
+            node,
+        };
+        dir.add(SubscriptionType::E164, &msisdn, at);
+        dir.add(SubscriptionType::Imsi, &imsi, at);
+    }
+    dir.set_policy(acme_id, Policy::default());
+
+    let mut alice = Tree::new("alice", TimeZone::UTC);
+    let five_eur = 5 * 10u64.pow(crate::ledger::MONEY_SCALE);
+    let node = alice.add(
+        "alice",
+        None,
+        vec![Counter::new(Unit::Money, Period::Total, five_eur)],
+    );
+    let alice_id = ledger.add_tree(alice);
+    let at = AccountRef {
+        tree: alice_id,
+        node,
+    };
+    dir.add(SubscriptionType::E164, "15559990001", at);
+    dir.add(SubscriptionType::Imsi, "001019990000001", at);
+    dir.set_policy(
+        alice_id,
+        Policy {
+            tariff: Some(Tariff {
+                price: Decimal::new(1, 2),
+                per_octets: MIB,
+                currency_code: 978,
+            }),
+            ..Policy::default()
+        },
+    );
+    (ledger, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tenant_is_design_section_7() {
+        let (ledger, dir) = default_tenant();
+        assert_eq!(ledger.tree_count(), 2);
+        let eng0 = dir.lookup(SubscriptionType::E164, "15551000000").unwrap();
+        assert_eq!(
+            dir.lookup(SubscriptionType::Imsi, "001010000000000"),
+            Some(eng0)
+        );
+        let iot_last = dir.lookup(SubscriptionType::E164, "15551009999").unwrap();
+        assert_eq!(
+            dir.lookup(SubscriptionType::Imsi, "001010000009999"),
+            Some(iot_last)
+        );
+        assert_eq!(dir.lookup(SubscriptionType::E164, "15551010000"), None);
+        assert_eq!(
+            dir.lookup(SubscriptionType::E164, "+15559990001")
+                .map(|a| a.tree),
+            Some(1)
+        );
+        let t = ledger.lock(0).unwrap();
+        assert_eq!(t.names(eng0.node), ["acme", "engineering", "15551000000"]);
+        assert_eq!(t.names(iot_last.node), ["acme", "iot", "15551009999"]);
+        let limit = |n: u32| t.nodes[n as usize].counters[0].limit;
+        assert_eq!(limit(0), TIB);
+        assert_eq!(limit(t.find(&["acme", "sales"]).unwrap()), 100 * GIB);
+        assert_eq!(
+            limit(t.find(&["acme", "sales", "15551005000"]).unwrap()),
+            5 * GIB
+        );
+        assert_eq!(limit(iot_last.node), 10 * MIB);
+        assert_eq!(dir.policy(0).slice_octets, 10 * MIB);
+    }
+
+    #[test]
+    fn tariff_is_an_exact_fraction() {
+        let t = Tariff {
+            price: Decimal::new(1, 2),
+            per_octets: MIB,
+            currency_code: 978,
+        };
+        // 0.01 EUR = 10^7 nano-EUR per 2^20 octets.
+        assert_eq!(t.per_octet(), Some((10_000_000, 1_048_576)));
+        let too_fine = Tariff {
+            price: Decimal::new(1, 12),
+            per_octets: 1,
+            currency_code: 978,
+        };
+        assert_eq!(too_fine.per_octet(), None);
+    }
+}
