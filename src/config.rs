@@ -13,6 +13,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub diameter: DiameterConfig,
+    pub charging: ChargingSection,
     /// Directory for the journal, snapshots and usage records.
     pub state_dir: PathBuf,
     /// Tokio worker threads; 0 means one per CPU core.
@@ -53,6 +54,28 @@ pub struct DiameterConfig {
     pub dictionary_dir: Option<PathBuf>,
 }
 
+/// Credit control.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChargingSection {
+    /// Validity-Time of grants, seconds, for tenants that set none (the embedded default).
+    pub validity_time_s: u32,
+    /// Seconds added to Validity-Time before an unreported reservation returns to the pool.
+    pub reservation_grace_s: u32,
+    /// Seconds a finished session's last answer is kept to answer retransmissions.
+    pub linger_s: u32,
+}
+
+impl Default for ChargingSection {
+    fn default() -> Self {
+        ChargingSection {
+            validity_time_s: 600,
+            reservation_grace_s: 30,
+            linger_s: 60,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +97,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             diameter: DiameterConfig::default(),
+            charging: ChargingSection::default(),
             state_dir: PathBuf::from("./ocfd-data"),
             worker_threads: 0,
             log: LogConfig::default(),
@@ -230,6 +254,9 @@ impl Config {
         if let Some(dir) = &d.dictionary_dir {
             crate::diameter::dictionary::Dictionary::load(Some(dir))
                 .map_err(|e| invalid("diameter.dictionary_dir", e.to_string()))?;
+        }
+        if self.charging.validity_time_s == 0 {
+            return Err(invalid("charging.validity_time_s", "must be at least 1"));
         }
         if self
             .log

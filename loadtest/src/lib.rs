@@ -7,3 +7,4 @@
 //! way), and disconnect with DPR.
 
 pub mod client;
+pub mod gy;

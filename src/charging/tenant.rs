@@ -149,6 +149,13 @@ impl Directory {
         self.policies[i] = policy;
     }
 
+    /// Sets the Validity-Time of every tree's policy (the embedded tenant's is configurable).
+    pub fn set_default_validity(&mut self, seconds: u32) {
+        for p in &mut self.policies {
+            p.validity_time_s = seconds;
+        }
+    }
+
     pub fn policy(&self, tree: u32) -> &Policy {
         static DEFAULT: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
         self.policies

@@ -127,8 +127,13 @@ impl Server {
                 Some(d.allowed_peers.clone())
             },
         });
-        let (ledger, directory) = crate::charging::tenant::default_tenant();
-        let engine = Arc::new(Engine::new(ledger, directory, ChargingConfig::default()));
+        let (ledger, mut directory) = crate::charging::tenant::default_tenant();
+        directory.set_default_validity(config.charging.validity_time_s);
+        let charging = ChargingConfig {
+            reservation_grace_s: config.charging.reservation_grace_s,
+            linger_s: config.charging.linger_s,
+        };
+        let engine = Arc::new(Engine::new(ledger, directory, charging));
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
