@@ -58,12 +58,16 @@ pub struct DiameterConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChargingSection {
-    /// Validity-Time of grants, seconds, for tenants that set none (the embedded default).
+    /// Validity-Time of the embedded default tenant's grants, seconds.
     pub validity_time_s: u32,
     /// Seconds added to Validity-Time before an unreported reservation returns to the pool.
     pub reservation_grace_s: u32,
     /// Seconds a finished session's last answer is kept to answer retransmissions.
     pub linger_s: u32,
+    /// Serve the embedded default tenant (acme and alice, DESIGN.md §7).
+    pub embedded_tenant: bool,
+    /// Provisioning files (docs/provisioning.md) loaded at start, in order.
+    pub tenant_files: Vec<PathBuf>,
 }
 
 impl Default for ChargingSection {
@@ -72,6 +76,8 @@ impl Default for ChargingSection {
             validity_time_s: 600,
             reservation_grace_s: 30,
             linger_s: 60,
+            embedded_tenant: true,
+            tenant_files: vec![],
         }
     }
 }

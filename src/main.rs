@@ -52,6 +52,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Provisioning files: generate a synthetic one for load tests, or check one.
+    Tenants {
+        #[command(subcommand)]
+        action: TenantsAction,
+    },
     /// Print a human-readable dump of Diameter messages given as hex (from a capture); reads
     /// standard input when HEX is "-" or absent.
     Decode {
@@ -61,6 +66,73 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dictionary_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum TenantsAction {
+    /// Write a provisioning file with many enterprises sharing many devices (device ranges:
+    /// MSISDNs from 155520000000, IMSIs from 001020000000000).
+    Generate {
+        #[arg(long, default_value_t = 1000)]
+        enterprises: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        devices: u64,
+        /// Output file (standard output if absent).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Load provisioning files as ocfd would and report what they hold.
+    Check { files: Vec<PathBuf> },
+}
+
+fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
+    match action {
+        TenantsAction::Generate {
+            enterprises,
+            devices,
+            out,
+        } => {
+            anyhow::ensure!(*enterprises >= 1, "--enterprises must be at least 1");
+            anyhow::ensure!(
+                *devices <= ocf::charging::provisioning::MAX_DEVICES,
+                "--devices is at most {}",
+                ocf::charging::provisioning::MAX_DEVICES
+            );
+            let text = ocf::charging::provisioning::generate(*enterprises, *devices);
+            match out {
+                Some(path) => std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+        TenantsAction::Check { files } => {
+            let mut ledger = ocf::ledger::Ledger::new();
+            let mut dir = ocf::charging::tenant::Directory::default();
+            for f in files {
+                let n = ocf::charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
+                println!("{}: {n} tenants", f.display());
+            }
+            println!(
+                "{} tenants, {} subscription ids",
+                ledger.tree_count(),
+                dir.subscriber_count()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Loads the provisioning files once, as a check (exit 64 if one is bad).
+fn check_tenant_files(cfg: &Config) -> anyhow::Result<()> {
+    let (mut ledger, mut dir) = if cfg.charging.embedded_tenant {
+        ocf::charging::tenant::default_tenant()
+    } else {
+        Default::default()
+    };
+    for f in &cfg.charging.tenant_files {
+        ocf::charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
+    }
+    Ok(())
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -145,18 +217,29 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Decode {
-        hex,
-        dictionary_dir,
-    }) = &cli.command
-    {
-        return match decode(hex, dictionary_dir.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ocfd decode: {e:#}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+    match &cli.command {
+        Some(Command::Tenants { action }) => {
+            return match tenants(action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ocfd tenants: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Some(Command::Decode {
+            hex,
+            dictionary_dir,
+        }) => {
+            return match decode(hex, dictionary_dir.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ocfd decode: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        None => {}
     }
     let cfg = match load_config(&cli) {
         Ok(c) => c,
@@ -166,6 +249,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        if let Err(e) = check_tenant_files(&cfg) {
+            eprintln!("ocfd: bad configuration: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         println!("ocfd: configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -173,7 +260,21 @@ fn main() -> ExitCode {
     match serve(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Bad provisioning or dictionaries are configuration errors: nothing was bound.
+            use ocf::server::ServerError;
+            let config_error = matches!(
+                e.downcast_ref::<ServerError>(),
+                Some(
+                    ServerError::Provisioning(_)
+                        | ServerError::Dictionary(_)
+                        | ServerError::Config(_)
+                )
+            );
             tracing::error!("{e:#}");
+            if config_error {
+                eprintln!("ocfd: bad configuration: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             eprintln!("ocfd: {e:#}");
             ExitCode::FAILURE
         }

@@ -207,7 +207,11 @@ impl Engine {
         for m in &cr.mscc {
             self.settle(s, m, policy, now);
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
-            if !terminating && !m.is_final() {
+            if m.rating_group
+                .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
+            {
+                a.result = ResultCode::EndUserServiceDenied;
+            } else if !terminating && !m.is_final() {
                 if let Some(requested) = &m.requested {
                     self.grant(s, m, requested, policy, now, &mut a);
                 }

@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod engine;
+pub mod provisioning;
 pub mod request;
 pub mod session;
 pub mod tenant;

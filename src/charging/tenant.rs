@@ -68,6 +68,8 @@ pub struct Policy {
     pub final_unit_action: FinalUnitAction,
     /// For money accounts: the data tariff (any rating group). `None`: the limits are in units.
     pub tariff: Option<Tariff>,
+    /// Rating groups this tree may not use: 4010 END_USER_SERVICE_DENIED.
+    pub denied_rating_groups: Vec<u32>,
 }
 
 impl Default for Policy {
@@ -81,6 +83,7 @@ impl Default for Policy {
             quota_holding_time_s: 0,
             final_unit_action: FinalUnitAction::Terminate,
             tariff: None,
+            denied_rating_groups: Vec::new(),
         }
     }
 }
@@ -149,7 +152,8 @@ impl Directory {
         self.policies[i] = policy;
     }
 
-    /// Sets the Validity-Time of every tree's policy (the embedded tenant's is configurable).
+    /// Sets the Validity-Time of every tree's policy so far (the embedded tenant's is
+    /// configurable; provisioning files set their own).
     pub fn set_default_validity(&mut self, seconds: u32) {
         for p in &mut self.policies {
             p.validity_time_s = seconds;

@@ -31,6 +31,8 @@ pub enum ServerError {
     Dictionary(#[from] DictionaryError),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("provisioning: {0}")]
+    Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
     #[error("cannot listen on {transport} {addr}: {source}")]
     Listen {
         transport: &'static str,
@@ -127,8 +129,16 @@ impl Server {
                 Some(d.allowed_peers.clone())
             },
         });
-        let (ledger, mut directory) = crate::charging::tenant::default_tenant();
+        let (mut ledger, mut directory) = if config.charging.embedded_tenant {
+            crate::charging::tenant::default_tenant()
+        } else {
+            Default::default()
+        };
         directory.set_default_validity(config.charging.validity_time_s);
+        for file in &config.charging.tenant_files {
+            let n = crate::charging::provisioning::load_file(file, &mut ledger, &mut directory)?;
+            info!(file = %file.display(), tenants = n, "provisioned");
+        }
         let charging = ChargingConfig {
             reservation_grace_s: config.charging.reservation_grace_s,
             linger_s: config.charging.linger_s,

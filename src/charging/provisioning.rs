@@ -1,0 +1,579 @@
+//! Tenants from a file (TOML), loaded at start beside (or instead of) the embedded default.
+//! The format is documented in `docs/provisioning.md`; errors name the file, the tenant and the
+//! node. Device ranges keep files for millions of devices small, and
+//! [`generate`] writes such a file for load tests.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::tenant::{Directory, FinalUnitAction, Policy, SubscriptionType, Tariff};
+use crate::ledger::{AccountRef, Counter, Ledger, MONEY_SCALE, Period, Tree, Unit};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    tenant: Vec<TenantSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantSpec {
+    name: String,
+    #[serde(default = "utc")]
+    time_zone: String,
+    #[serde(default)]
+    policy: PolicySpec,
+    #[serde(default)]
+    node: Vec<NodeSpec>,
+    #[serde(default)]
+    devices: Vec<RangeSpec>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    slice_octets: Option<Amount>,
+    slice_seconds: Option<u64>,
+    slice_events: Option<u64>,
+    validity_time_s: Option<u32>,
+    threshold_percent: Option<u32>,
+    quota_holding_time_s: Option<u32>,
+    /// terminate | redirect | restrict
+    final_unit_action: Option<String>,
+    /// For redirect: the address, and its type: ipv4 | ipv6 | url | sip (default url).
+    redirect_address: Option<String>,
+    redirect_address_type: Option<String>,
+    /// For restrict: Filter-Id values and IPFilterRule texts.
+    #[serde(default)]
+    filter_ids: Vec<String>,
+    #[serde(default)]
+    restriction_rules: Vec<String>,
+    /// Rating groups this tenant may not use (4010 END_USER_SERVICE_DENIED).
+    #[serde(default)]
+    denied_rating_groups: Vec<u32>,
+    tariff: Option<TariffSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TariffSpec {
+    price: Decimal,
+    per_octets: Amount,
+    #[serde(default = "eur")]
+    currency_code: u32,
+}
+
+fn eur() -> u32 {
+    978
+}
+
+/// A quantity: a number, or a string with a unit ("10 MiB", "1 TiB", "5.00" for money).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSpec {
+    unit: Unit,
+    #[serde(default = "month")]
+    period: Period,
+    amount: Amount,
+}
+
+fn month() -> Period {
+    Period::Month
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSpec {
+    /// Names from the root, separated by '/': "globex", "globex/finance", ...
+    path: String,
+    #[serde(default)]
+    limits: Vec<LimitSpec>,
+    msisdn: Option<String>,
+    imsi: Option<String>,
+    nai: Option<String>,
+    sip_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeSpec {
+    /// The node the devices hang under.
+    parent: String,
+    /// First MSISDN; device k has msisdn_from + k (and is named so).
+    msisdn_from: u64,
+    count: u64,
+    /// First IMSI (15 digits); device k has imsi_from + k.
+    imsi_from: Option<u64>,
+    #[serde(default)]
+    limits: Vec<LimitSpec>,
+}
+
+/// A provisioning file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct ProvisioningError {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Devices per file at most, so a typo in a count cannot exhaust memory.
+pub const MAX_DEVICES: u64 = 20_000_000;
+
+fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
+    let text = match a {
+        Amount::Number(n) if unit != Unit::Money => return Ok(*n),
+        Amount::Number(n) => n.to_string(),
+        Amount::Text(t) => t.trim().to_owned(),
+    };
+    if unit == Unit::Money {
+        let d: Decimal = text
+            .parse()
+            .map_err(|_| format!("'{text}' is not an amount of money"))?;
+        let scaled = d * Decimal::from(10u64.pow(MONEY_SCALE));
+        if scaled.is_sign_negative() || scaled.fract() != Decimal::ZERO {
+            return Err(format!(
+                "'{text}' has more than {MONEY_SCALE} decimals or is negative"
+            ));
+        }
+        use rust_decimal::prelude::ToPrimitive;
+        return scaled
+            .to_u64()
+            .ok_or_else(|| format!("'{text}' is too large"));
+    }
+    let (num, suffix) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    let mult = match suffix.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}' (use KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+fn counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
+    limits
+        .iter()
+        .map(|l| {
+            Ok(Counter::new(
+                l.unit,
+                l.period,
+                parse_amount(&l.amount, l.unit)?,
+            ))
+        })
+        .collect()
+}
+
+fn policy(spec: &PolicySpec) -> Result<Policy, String> {
+    let mut p = Policy::default();
+    if let Some(s) = &spec.slice_octets {
+        p.slice_octets = parse_amount(s, Unit::Octets)?;
+    }
+    if let Some(s) = spec.slice_seconds {
+        p.slice_seconds = s;
+    }
+    if let Some(s) = spec.slice_events {
+        p.slice_events = s;
+    }
+    if let Some(v) = spec.validity_time_s {
+        p.validity_time_s = v;
+    }
+    if let Some(t) = spec.threshold_percent {
+        if t > 100 {
+            return Err("threshold_percent must be at most 100".into());
+        }
+        p.threshold_percent = t;
+    }
+    if let Some(q) = spec.quota_holding_time_s {
+        p.quota_holding_time_s = q;
+    }
+    p.final_unit_action = match spec.final_unit_action.as_deref().unwrap_or("terminate") {
+        "terminate" => FinalUnitAction::Terminate,
+        "redirect" => {
+            let address = spec
+                .redirect_address
+                .clone()
+                .ok_or("redirect needs redirect_address")?;
+            let address_type = match spec.redirect_address_type.as_deref().unwrap_or("url") {
+                "ipv4" => 0,
+                "ipv6" => 1,
+                "url" => 2,
+                "sip" => 3,
+                other => {
+                    return Err(format!(
+                        "redirect_address_type '{other}': use ipv4, ipv6, url or sip"
+                    ));
+                }
+            };
+            FinalUnitAction::Redirect {
+                address_type,
+                address,
+            }
+        }
+        "restrict" => {
+            if spec.filter_ids.is_empty() && spec.restriction_rules.is_empty() {
+                return Err("restrict needs filter_ids or restriction_rules".into());
+            }
+            for r in &spec.restriction_rules {
+                crate::diameter::types::decode_ipfilter(r.as_bytes())
+                    .map_err(|e| format!("restriction rule '{r}': {}", e.reason()))?;
+            }
+            FinalUnitAction::RestrictAccess {
+                filter_ids: spec.filter_ids.clone(),
+                rules: spec.restriction_rules.clone(),
+            }
+        }
+        other => {
+            return Err(format!(
+                "final_unit_action '{other}': use terminate, redirect or restrict"
+            ));
+        }
+    };
+    p.denied_rating_groups = spec.denied_rating_groups.clone();
+    if let Some(t) = &spec.tariff {
+        let tariff = Tariff {
+            price: t.price,
+            per_octets: parse_amount(&t.per_octets, Unit::Octets)?,
+            currency_code: t.currency_code,
+        };
+        if tariff.per_octet().is_none() {
+            return Err(format!(
+                "tariff price {} has more than {MONEY_SCALE} decimals or per_octets is 0",
+                t.price
+            ));
+        }
+        p.tariff = Some(tariff);
+    }
+    Ok(p)
+}
+
+/// Adds the tenants of a provisioning text to the ledger and directory.
+pub fn load_str(
+    file: &str,
+    text: &str,
+    ledger: &mut Ledger,
+    dir: &mut Directory,
+) -> Result<usize, ProvisioningError> {
+    let err = |reason: String| ProvisioningError {
+        file: file.to_owned(),
+        reason,
+    };
+    let parsed: File = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    let mut devices_total = 0u64;
+    for t in &parsed.tenant {
+        let terr = |reason: String| err(format!("tenant '{}': {reason}", t.name));
+        let tz = TimeZone::get(&t.time_zone)
+            .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?;
+        let pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
+        let mut tree = Tree::new(t.name.clone(), tz);
+        let mut by_path: HashMap<String, u32> = HashMap::new();
+        let mut subs: Vec<(SubscriptionType, String, u32)> = Vec::new();
+        for n in &t.node {
+            let nerr = |reason: String| terr(format!("node '{}': {reason}", n.path));
+            let (parent, name) =
+                match n.path.rsplit_once('/') {
+                    Some((p, name)) => (
+                        Some(*by_path.get(p).ok_or_else(|| {
+                            nerr(format!("parent '{p}' is not defined above it"))
+                        })?),
+                        name,
+                    ),
+                    None => (None, n.path.as_str()),
+                };
+            if parent.is_none() && !by_path.is_empty() {
+                return Err(nerr("a tenant has one root; give the full path".into()));
+            }
+            if name.is_empty() || by_path.contains_key(&n.path) {
+                return Err(nerr("empty or repeated path".into()));
+            }
+            if n.path.split('/').count() > crate::ledger::MAX_DEPTH {
+                return Err(nerr(format!(
+                    "deeper than {} levels",
+                    crate::ledger::MAX_DEPTH
+                )));
+            }
+            let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
+            by_path.insert(n.path.clone(), id);
+            for (kind, v) in [
+                (SubscriptionType::E164, &n.msisdn),
+                (SubscriptionType::Imsi, &n.imsi),
+                (SubscriptionType::Nai, &n.nai),
+                (SubscriptionType::SipUri, &n.sip_uri),
+            ] {
+                if let Some(v) = v {
+                    subs.push((kind, v.clone(), id));
+                }
+            }
+        }
+        for r in &t.devices {
+            let rerr = |reason: String| terr(format!("devices under '{}': {reason}", r.parent));
+            let parent = *by_path
+                .get(&r.parent)
+                .ok_or_else(|| rerr("parent is not a node of this tenant".into()))?;
+            devices_total = devices_total.saturating_add(r.count);
+            if devices_total > MAX_DEVICES {
+                return Err(rerr(format!("more than {MAX_DEVICES} devices in one file")));
+            }
+            let limits = counters(&r.limits).map_err(&rerr)?;
+            for k in 0..r.count {
+                let msisdn = r
+                    .msisdn_from
+                    .checked_add(k)
+                    .ok_or_else(|| rerr("MSISDN range overflows".into()))?;
+                let id = tree.add(msisdn.to_string(), Some(parent), limits.clone());
+                subs.push((SubscriptionType::E164, msisdn.to_string(), id));
+                if let Some(imsi) = r.imsi_from {
+                    subs.push((SubscriptionType::Imsi, format!("{:015}", imsi + k), id));
+                }
+            }
+        }
+        if tree.nodes.is_empty() {
+            return Err(terr("has no nodes".into()));
+        }
+        let tree_id = ledger.add_tree(tree);
+        for (kind, id, node) in subs {
+            if dir.lookup(kind, &id).is_some() {
+                return Err(terr(format!("subscription {id} is already provisioned")));
+            }
+            dir.add(
+                kind,
+                &id,
+                AccountRef {
+                    tree: tree_id,
+                    node,
+                },
+            );
+        }
+        dir.set_policy(tree_id, pol);
+    }
+    Ok(parsed.tenant.len())
+}
+
+/// Reads a provisioning file.
+pub fn load_file(
+    path: &Path,
+    ledger: &mut Ledger,
+    dir: &mut Directory,
+) -> Result<usize, ProvisioningError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ProvisioningError {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    load_str(&path.display().to_string(), &text, ledger, dir)
+}
+
+/// Writes a synthetic provisioning file: `enterprises` tenants sharing `devices` devices, each
+/// with three cost centres, MSISDNs from 1 555 2000 0000 and IMSIs from 001 02 0000000000.
+pub fn generate(enterprises: u64, devices: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Generated by `ocfd tenants generate --enterprises {enterprises} --devices {devices}`."
+    );
+    let per = devices / enterprises.max(1);
+    let mut next = 0u64;
+    for e in 0..enterprises {
+        let count = if e + 1 == enterprises {
+            devices - next
+        } else {
+            per
+        };
+        let name = format!("ent{e:05}");
+        let _ = writeln!(out, "\n[[tenant]]\nname = \"{name}\"\n");
+        let _ = writeln!(
+            out,
+            "[[tenant.node]]\npath = \"{name}\"\nlimits = [{{ unit = \"octets\", period = \"month\", amount = \"100 TiB\" }}]"
+        );
+        let thirds = [count / 3, count / 3, count - 2 * (count / 3)];
+        for (i, cc) in ["engineering", "sales", "iot"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "\n[[tenant.node]]\npath = \"{name}/{cc}\"\nlimits = [{{ unit = \"octets\", period = \"month\", amount = \"50 TiB\" }}]"
+            );
+            if thirds[i] > 0 {
+                let _ = writeln!(
+                    out,
+                    "\n[[tenant.devices]]\nparent = \"{name}/{cc}\"\nmsisdn_from = {}\nimsi_from = {}\ncount = {}\nlimits = [{{ unit = \"octets\", period = \"month\", amount = \"1 TiB\" }}]",
+                    155_520_000_000_u64 + next,
+                    1_020_000_000_000_u64 + next,
+                    thirds[i]
+                );
+            }
+            next += thirds[i];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charging::tenant::MIB;
+
+    const SAMPLE: &str = r#"
+[[tenant]]
+name = "globex"
+time_zone = "Europe/London"
+[tenant.policy]
+slice_octets = "5 MiB"
+final_unit_action = "redirect"
+redirect_address = "http://approve.globex.example/"
+denied_rating_groups = [666]
+
+[[tenant.node]]
+path = "globex"
+limits = [{ unit = "octets", period = "month", amount = "1 GiB" }, { unit = "octets", period = "day", amount = "100 MiB" }]
+
+[[tenant.node]]
+path = "globex/finance"
+limits = [{ unit = "octets", amount = "500 MiB" }]
+
+[[tenant.node]]
+path = "globex/finance/ceo"
+msisdn = "447700900001"
+nai = "ceo@globex.example"
+limits = [{ unit = "octets", amount = "50 MiB" }]
+
+[[tenant.devices]]
+parent = "globex/finance"
+msisdn_from = 447700900100
+imsi_from = 234150000000100
+count = 3
+limits = [{ unit = "octets", amount = 1048576 }]
+
+[[tenant]]
+name = "bob"
+[tenant.policy]
+tariff = { price = "0.02", per_octets = "1 MiB" }
+[[tenant.node]]
+path = "bob"
+msisdn = "447700900999"
+limits = [{ unit = "money", period = "total", amount = "2.50" }]
+"#;
+
+    #[test]
+    fn sample_loads() {
+        let mut ledger = Ledger::new();
+        let mut dir = Directory::default();
+        assert_eq!(
+            load_str("sample.toml", SAMPLE, &mut ledger, &mut dir).unwrap(),
+            2
+        );
+        let ceo = dir
+            .lookup(SubscriptionType::Nai, "CEO@globex.example")
+            .unwrap();
+        assert_eq!(
+            dir.lookup(SubscriptionType::E164, "447700900001"),
+            Some(ceo)
+        );
+        let d2 = dir
+            .lookup(SubscriptionType::Imsi, "234150000000102")
+            .unwrap();
+        assert_eq!(dir.lookup(SubscriptionType::E164, "447700900102"), Some(d2));
+        let t = ledger.lock(0).unwrap();
+        assert_eq!(t.names(d2.node), ["globex", "finance", "447700900102"]);
+        assert_eq!(t.nodes[0].counters.len(), 2);
+        assert_eq!(t.nodes[d2.node as usize].counters[0].limit, MIB);
+        let p = dir.policy(0);
+        assert_eq!(p.slice_octets, 5 * MIB);
+        assert_eq!(p.denied_rating_groups, vec![666]);
+        assert!(
+            matches!(&p.final_unit_action, FinalUnitAction::Redirect { address_type: 2, address } if address.contains("approve"))
+        );
+        drop(t);
+        let bob = ledger.lock(1).unwrap();
+        assert_eq!(bob.nodes[0].counters[0].limit, 2_500_000_000);
+        assert!(dir.policy(1).tariff.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file_tenant_and_node() {
+        let cases = [
+            ("[[tenant]]\nname = \"x\"\nbogus = 1\n", "unknown field"),
+            (
+                "[[tenant]]\nname = \"x\"\ntime_zone = \"Mars/Olympus\"\n[[tenant.node]]\npath = \"x\"\n",
+                "tenant 'x': time zone 'Mars/Olympus'",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x/y\"\n",
+                "tenant 'x': node 'x/y': parent 'x' is not defined",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\nlimits = [{ unit = \"octets\", amount = \"3 PiB\" }]\n",
+                "unknown unit 'PiB'",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[tenant.policy]\nfinal_unit_action = \"redirect\"\n[[tenant.node]]\npath = \"x\"\n",
+                "redirect needs redirect_address",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\nmsisdn = \"15551000000\"\n",
+                "subscription 15551000000 is already provisioned",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.devices]]\nparent = \"x\"\nmsisdn_from = 1\ncount = 99999999999\n",
+                "more than",
+            ),
+        ];
+        for (text, want) in cases {
+            let (mut ledger, mut dir) = crate::charging::tenant::default_tenant();
+            let e = load_str("t.toml", text, &mut ledger, &mut dir)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("t.toml: "), "{e}");
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn generated_files_load() {
+        let text = generate(10, 1000);
+        let mut ledger = Ledger::new();
+        let mut dir = Directory::default();
+        assert_eq!(
+            load_str("gen.toml", &text, &mut ledger, &mut dir).unwrap(),
+            10
+        );
+        assert_eq!(ledger.tree_count(), 10);
+        assert_eq!(dir.subscriber_count(), 2000);
+        assert!(dir.lookup(SubscriptionType::E164, "155520000999").is_some());
+        assert!(
+            dir.lookup(SubscriptionType::Imsi, "001020000000999")
+                .is_some()
+        );
+        assert!(dir.lookup(SubscriptionType::E164, "155520001000").is_none());
+    }
+}
