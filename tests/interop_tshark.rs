@@ -1,5 +1,6 @@
 //! Wireshark's Diameter dissector (tshark) reads every byte ocfd sends in a captured exchange:
-//! CER/CEA, DWR/DWA, a CCR answered with an error carrying Error-Message and Failed-AVP, an
+//! CER/CEA, DWR/DWA, a CCR/CCA with a Multiple-Services-Credit-Control grant and
+//! Final-Unit-Indication, an
 //! E-bit protocol error, and the DPR/DPA of a shutdown. The capture must show every message
 //! and no malformed packet or expert warning/error.
 
@@ -83,8 +84,24 @@ fn tshark_dissects_our_bytes_without_complaint() {
     id.write_dwr(&mut dwr, 2, 2);
     conn.send(&dwr);
     assert_eq!(result_code(&conn.expect_frame()), 2001);
-    conn.send(&ccr("localdomain", 3));
-    assert_eq!(result_code(&conn.expect_frame()), 2001);
+    // A Gy CCR with an MSCC: the answer carries GSU, Validity-Time, FUI and the 3GPP
+    // Volume-Quota-Threshold. (The RSU names an amount: Wireshark warns on an empty one,
+    // which RFC 4006 allows.)
+    let mut gy = BytesMut::new();
+    ocf_loadtest::gy::CcrSpec::new("gw.localdomain;gy;1", ocf_loadtest::gy::INITIAL, 0)
+        .msisdn("15551008000")
+        .mscc(ocf_loadtest::gy::MsccSpec {
+            rating_group: Some(1),
+            requested_octets: Some(Some(20 << 20)),
+            ..Default::default()
+        })
+        .write(&mut gy, 3, 3);
+    conn.send(&gy);
+    let cca = ocf_loadtest::gy::CcaResult::read(&conn.expect_frame());
+    assert_eq!(
+        (cca.result_code, cca.mscc[0].final_unit_action),
+        (2001, Some(0))
+    );
     conn.send(&ccr("elsewhere.example", 4));
     let realm = conn.expect_frame();
     assert_eq!(result_code(&realm), 3003);
@@ -136,7 +153,8 @@ fn tshark_dissects_our_bytes_without_complaint() {
         vec!["280", "1", ""],
         vec!["280", "0", "2001"],
         vec!["272", "1", ""],
-        vec!["272", "0", "2001"],
+        // Command-level and MSCC-level Result-Code.
+        vec!["272", "0", "2001,2001"],
         vec!["272", "1", ""],
         vec!["272", "0", "3003"],
         vec!["282", "1", ""],
