@@ -282,22 +282,9 @@ impl Engine {
             }
             match (tariff, unit) {
                 (Some(price), Unit::Octets) => {
-                    if let Some(mut t) = self.ledger.lock(s.account.tree) {
-                        let before = t.nodes[s.account.node as usize]
-                            .counters
-                            .iter()
-                            .find(|c| c.unit == Unit::Money)
-                            .map(|c| c.used);
-                        t.commit_rated(s.account.node, reserved, used[i], price, now);
-                        let after = t.nodes[s.account.node as usize]
-                            .counters
-                            .iter()
-                            .find(|c| c.unit == Unit::Money)
-                            .map(|c| c.used);
-                        if let (Some(b), Some(a)) = (before, after) {
-                            s.charged[unit_index(Unit::Money)] += a.saturating_sub(b);
-                        }
-                    }
+                    s.charged[unit_index(Unit::Money)] += self
+                        .ledger
+                        .commit_rated(s.account, reserved, used[i], price, now);
                 }
                 _ => self.ledger.commit(s.account, unit, reserved, used[i], now),
             }
@@ -430,9 +417,8 @@ impl Engine {
                     } else {
                         match (tariff, unit) {
                             (Some(price), Unit::Octets) => {
-                                if let Some(mut t) = self.ledger.lock(s.account.tree) {
-                                    t.commit_rated(s.account.node, g.granted, amount, price, now);
-                                }
+                                self.ledger
+                                    .commit_rated(s.account, g.granted, amount, price, now);
                             }
                             _ => self.ledger.commit(
                                 s.account,

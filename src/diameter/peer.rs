@@ -486,16 +486,7 @@ impl Peer {
         if let Err(e) = self.config.dictionary.validate(msg) {
             return self.reject(msg, &e);
         }
-        let host = msg
-            .find(c::ORIGIN_HOST)
-            .and_then(|a| a.identity().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let realm = msg
-            .find(c::ORIGIN_REALM)
-            .and_then(|a| a.identity().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let (host, realm) = origin(msg);
         let (apps, vendor_specific) = advertised_applications(msg);
         self.vendor_specific = vendor_specific;
         if let Some(allowed) = &self.config.allowed_peers {
@@ -571,16 +562,7 @@ impl Peer {
                 let validated = self.config.dictionary.validate(&msg);
                 match (result, validated) {
                     (Some(2001), Ok(())) => {
-                        let host = msg
-                            .find(c::ORIGIN_HOST)
-                            .and_then(|a| a.identity().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let realm = msg
-                            .find(c::ORIGIN_REALM)
-                            .and_then(|a| a.identity().ok())
-                            .unwrap_or_default()
-                            .to_owned();
+                        let (host, realm) = origin(&msg);
                         self.open(now, host, realm);
                     }
                     (Some(code), _) if code != 2001 => {
@@ -598,6 +580,17 @@ impl Peer {
             _ => {}
         }
     }
+}
+
+/// Origin-Host and Origin-Realm of a validated CER or CEA.
+fn origin(msg: &Message) -> (String, String) {
+    let get = |k| {
+        msg.find(k)
+            .and_then(|a| a.identity().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (get(c::ORIGIN_HOST), get(c::ORIGIN_REALM))
 }
 
 #[cfg(test)]

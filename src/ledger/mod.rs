@@ -213,6 +213,7 @@ impl Tree {
     /// Money accounts: returns `reserved` money units and charges `octets` at `price` (money
     /// units per octet as numerator/denominator). Each money counter charges
     /// ceil(rated × price) in total, so the sum of charges is exact whatever the split.
+    /// Returns the money charged at the first money counter on the path (the account's own).
     pub fn commit_rated(
         &mut self,
         node: u32,
@@ -220,19 +221,22 @@ impl Tree {
         octets: u64,
         price: (u128, u128),
         now: i64,
-    ) {
+    ) -> u64 {
         let (num, den) = price;
         if den == 0 {
-            return;
+            return 0;
         }
         let cost = |rated: u128| (rated * num).div_ceil(den);
+        let mut charged = None;
         self.each_counter(node, Unit::Money, now, |c| {
             let before = cost(c.rated);
             c.rated = c.rated.saturating_add(u128::from(octets));
             let delta = u64::try_from(cost(c.rated) - before).unwrap_or(u64::MAX);
             c.reserved = c.reserved.saturating_sub(reserved);
             c.used = c.used.saturating_add(delta);
+            charged.get_or_insert(delta);
         });
+        charged.unwrap_or(0)
     }
 
     /// The smallest headroom for `unit` along the path (u64::MAX: unlimited).
@@ -305,6 +309,20 @@ impl Ledger {
 
     pub fn release(&self, at: AccountRef, unit: Unit, reserved: u64, now: i64) {
         self.commit(at, unit, reserved, 0, now);
+    }
+
+    /// See [`Tree::commit_rated`].
+    pub fn commit_rated(
+        &self,
+        at: AccountRef,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) -> u64 {
+        self.lock(at.tree).map_or(0, |mut t| {
+            t.commit_rated(at.node, reserved, octets, price, now)
+        })
     }
 }
 
