@@ -2,7 +2,7 @@
 //! operations and a CCA. Sans-IO: `now` (Unix seconds) comes from the caller.
 
 use bytes::BytesMut;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
@@ -530,8 +530,23 @@ fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
     }
 }
 
-/// One line per session end until the journal's usage records exist.
+/// One line per session end until the journal's usage records exist: at debug for sessions
+/// the gateway ended (one per session, too many for info at full load), at info for those
+/// supervision had to close.
 fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) {
+    if s.terminated {
+        debug!(
+            session_id,
+            tree = s.account.tree,
+            node = s.account.node,
+            octets = s.charged[0],
+            money = s.charged[3],
+            duration_s = now - s.started,
+            outcome,
+            "usage"
+        );
+        return;
+    }
     info!(
         session_id,
         tree = s.account.tree,
