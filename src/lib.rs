@@ -7,6 +7,7 @@
 pub mod charging;
 pub mod config;
 pub mod diameter;
+pub mod journal;
 pub mod ledger;
 pub mod server;
 pub mod transport;

@@ -1,0 +1,5 @@
+//! Persistence beside the hot path (DESIGN.md §6): a journal of ledger mutations in
+//! append-only, checksummed segment files.
+
+pub mod record;
+pub mod segment;

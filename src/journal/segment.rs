@@ -1,0 +1,273 @@
+//! Segment files: `journal/<first sequence, 20 digits>.seg`, each a 16-octet header
+//! (`OCFJ`, format version u32le = 1, first sequence u64le) followed by records
+//! ([`super::record`]). Segments are append-only; a new one starts when the current one passes
+//! its size limit.
+//!
+//! Reading tells a torn tail (the last write of a crashed process: an incomplete record, or
+//! zeros, at the end of the last segment) from corruption (anything else that does not read
+//! back: a bad checksum before the end, a gap in sequence numbers, a broken segment header),
+//! which stops recovery with the file and offset.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::record::{self, Next, Record};
+
+pub const MAGIC: &[u8; 4] = b"OCFJ";
+pub const VERSION: u32 = 1;
+pub const SEGMENT_HEADER: usize = 16;
+
+/// The path of the segment starting at `first`.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// Segment files in `dir`, by first sequence.
+pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut v = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let path = e?.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if let Some(first) = name
+                    .strip_suffix(".seg")
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    v.push((first, path));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn header(first: u64) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..8].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..].copy_from_slice(&first.to_le_bytes());
+    h
+}
+
+/// Where and why the journal cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{file}: offset {offset}: {reason}")]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{file}: {source}")]
+    Io { file: PathBuf, source: io::Error },
+}
+
+/// What reading found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    pub records: u64,
+    pub last_sequence: Option<u64>,
+    /// A torn tail that was cut off: (file, offset it was truncated to, octets dropped).
+    pub truncated: Option<(PathBuf, u64, u64)>,
+}
+
+/// Reads every record with a sequence number above `after`, in order, passing each to `f`.
+/// A torn tail of the last segment is truncated when `repair` is set (the normal start-up);
+/// without it, the tail is only reported.
+pub fn read_all(
+    dir: &Path,
+    after: u64,
+    repair: bool,
+    mut f: impl FnMut(&Record),
+) -> Result<ReadSummary, ReadError> {
+    let segments = list(dir).map_err(|source| ReadError::Io {
+        file: dir.into(),
+        source,
+    })?;
+    let mut summary = ReadSummary::default();
+    let mut expected: Option<u64> = None;
+    let count = segments.len();
+    for (i, (first, path)) in segments.into_iter().enumerate() {
+        let last_segment = i + 1 == count;
+        let io_err = |source| ReadError::Io {
+            file: path.clone(),
+            source,
+        };
+        let data = fs::read(&path).map_err(io_err)?;
+        let corrupt = |offset: usize, reason: String| ReadError::Corrupt {
+            file: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        if data.len() < SEGMENT_HEADER {
+            if last_segment && data.iter().all(|&b| b == 0)
+                || last_segment && header(first).starts_with(&data)
+            {
+                // Created but never written: nothing to read.
+                if repair {
+                    fs::remove_file(&path).map_err(io_err)?;
+                }
+                summary.truncated = Some((path.clone(), 0, data.len() as u64));
+                break;
+            }
+            return Err(corrupt(0, "segment header cut short".into()));
+        }
+        if data[..SEGMENT_HEADER] != header(first) {
+            return Err(corrupt(
+                0,
+                "segment header does not match its name (magic, version, first sequence)".into(),
+            ));
+        }
+        if let Some(e) = expected {
+            if e != first {
+                return Err(corrupt(
+                    0,
+                    format!("sequence gap: expected {e}, segment starts at {first}"),
+                ));
+            }
+        }
+        expected = Some(first);
+        let mut pos = SEGMENT_HEADER;
+        while pos < data.len() {
+            match record::next(&data[pos..]) {
+                Next::Record(r, len) => {
+                    if Some(r.sequence) != expected {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "sequence {} where {} was expected",
+                                r.sequence,
+                                expected.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                    expected = Some(r.sequence + 1);
+                    if r.sequence > after {
+                        f(&r);
+                        summary.records += 1;
+                    }
+                    summary.last_sequence = Some(r.sequence);
+                    pos += len;
+                }
+                Next::Incomplete | Next::Corrupt(_)
+                    if last_segment && is_torn_tail(&data[pos..]) =>
+                {
+                    let dropped = (data.len() - pos) as u64;
+                    if repair {
+                        let file = OpenOptions::new().write(true).open(&path).map_err(io_err)?;
+                        file.set_len(pos as u64).map_err(io_err)?;
+                        file.sync_all().map_err(io_err)?;
+                    }
+                    summary.truncated = Some((path.clone(), pos as u64, dropped));
+                    break;
+                }
+                Next::Incomplete => {
+                    return Err(corrupt(
+                        pos,
+                        "record cut short before the end of the journal".into(),
+                    ));
+                }
+                Next::Corrupt(why) => return Err(corrupt(pos, why.into())),
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The end of the last segment after a crash: zeros (a file system that extended the file
+/// before the data reached it), a record cut short (its length, in range, runs past the end),
+/// or one last record whose checksum fails with nothing but zeros after it. Anything else,
+/// such as a length out of range or a bad record followed by data, is corruption.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let Some(head) = rest.first_chunk::<{ record::FRAME_HEADER }>() else {
+        return true;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if !(record::BODY_HEADER + 1..=record::MAX_BODY).contains(&len) {
+        return false;
+    }
+    let end = record::FRAME_HEADER + len;
+    end > rest.len() || rest[end..].iter().all(|&b| b == 0)
+}
+
+/// Appends records to the current segment, starting a new one past `segment_bytes`.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    segment_bytes: u64,
+    next_sequence: u64,
+}
+
+impl SegmentWriter {
+    /// Opens the journal for appending after `last_sequence` (0: empty journal), in the last
+    /// segment if there is one.
+    pub fn open(dir: &Path, next_sequence: u64, segment_bytes: u64) -> io::Result<SegmentWriter> {
+        fs::create_dir_all(dir)?;
+        let segments = list(dir)?;
+        let (file, size) = match segments.last() {
+            Some((_, path)) => {
+                let file = OpenOptions::new().append(true).open(path)?;
+                let size = file.metadata()?.len();
+                (file, size)
+            }
+            None => Self::create(dir, next_sequence)?,
+        };
+        Ok(SegmentWriter {
+            dir: dir.into(),
+            file,
+            size,
+            segment_bytes,
+            next_sequence,
+        })
+    }
+
+    fn create(dir: &Path, first: u64) -> io::Result<(File, u64)> {
+        let path = segment_path(dir, first);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        file.write_all(&header(first))?;
+        file.sync_all()?;
+        // The new name must survive a crash too.
+        File::open(dir)?.sync_all()?;
+        Ok((file, SEGMENT_HEADER as u64))
+    }
+
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Writes encoded records (whose sequences start at `next_sequence`, `count` of them) in
+    /// one write, first starting a new segment if this one is full.
+    pub fn append(&mut self, encoded: &[u8], count: u64) -> io::Result<()> {
+        if self.size >= self.segment_bytes {
+            self.file.sync_data()?;
+            let (file, size) = Self::create(&self.dir, self.next_sequence)?;
+            self.file = file;
+            self.size = size;
+        }
+        self.file.write_all(encoded)?;
+        self.size += encoded.len() as u64;
+        self.next_sequence += count;
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests;
