@@ -107,9 +107,7 @@ pub fn read_all(
             reason,
         };
         if data.len() < SEGMENT_HEADER {
-            if last_segment && data.iter().all(|&b| b == 0)
-                || last_segment && header(first).starts_with(&data)
-            {
+            if last_segment && (data.iter().all(|&b| b == 0) || header(first).starts_with(&data)) {
                 // Created but never written: nothing to read.
                 if repair {
                     fs::remove_file(&path).map_err(io_err)?;
