@@ -14,6 +14,7 @@ use serde::Deserialize;
 pub struct Config {
     pub diameter: DiameterConfig,
     pub charging: ChargingSection,
+    pub journal: JournalSection,
     /// Directory for the journal, snapshots and usage records.
     pub state_dir: PathBuf,
     /// Tokio worker threads; 0 means one per CPU core.
@@ -82,6 +83,36 @@ impl Default for ChargingSection {
     }
 }
 
+/// The journal of ledger changes under `state_dir/journal`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// Keep a journal (without it, balances start from zero at every start).
+    pub enabled: bool,
+    /// When answers leave: `async` (at once; synced every sync_interval_ms), `write` (after the
+    /// write reached the file: survives a crash of ocfd) or `fsync` (after it is on disk:
+    /// survives power loss).
+    pub durability: crate::journal::writer::Durability,
+    /// In async mode, how often written records are synced to disk, milliseconds.
+    pub sync_interval_ms: u64,
+    /// Size at which a new segment file starts, MiB.
+    pub segment_mib: u64,
+    /// Records that may wait for the writer; past three quarters, requests get 3004 TOO_BUSY.
+    pub queue_records: usize,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            enabled: true,
+            durability: crate::journal::writer::Durability::Async,
+            sync_interval_ms: 100,
+            segment_mib: 64,
+            queue_records: 65536,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -104,6 +135,7 @@ impl Default for Config {
         Config {
             diameter: DiameterConfig::default(),
             charging: ChargingSection::default(),
+            journal: JournalSection::default(),
             state_dir: PathBuf::from("./ocfd-data"),
             worker_threads: 0,
             log: LogConfig::default(),
@@ -260,6 +292,15 @@ impl Config {
         if let Some(dir) = &d.dictionary_dir {
             crate::diameter::dictionary::Dictionary::load(Some(dir))
                 .map_err(|e| invalid("diameter.dictionary_dir", e.to_string()))?;
+        }
+        if self.journal.segment_mib == 0
+            || self.journal.queue_records < 16
+            || self.journal.sync_interval_ms == 0
+        {
+            return Err(invalid(
+                "journal",
+                "segment_mib and sync_interval_ms must be at least 1, queue_records at least 16",
+            ));
         }
         if self.charging.validity_time_s == 0 {
             return Err(invalid("charging.validity_time_s", "must be at least 1"));

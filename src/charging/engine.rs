@@ -8,9 +8,15 @@ use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
 use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use crate::journal::record::Op;
+use crate::journal::writer::Journal;
 use crate::ledger::{AccountRef, Ledger, Unit};
 
 use super::answer::{EventAnswer, MsccAnswer, write_cca};
+use super::recorder::{Outstanding, Recorder, Recovered};
 use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
 use super::session::{Held, Session, Sessions, unit_index};
 use super::tenant::{Directory, Policy};
@@ -41,11 +47,22 @@ pub struct Supervision {
     pub closed_sessions: usize,
 }
 
+/// Where an answer goes: who we are, the request, and the output buffer.
+struct Reply<'a> {
+    identity: &'a LocalIdentity,
+    req: &'a Message,
+    out: &'a mut BytesMut,
+}
+
 pub struct Engine {
     ledger: Ledger,
     directory: Directory,
     sessions: Sessions,
     config: ChargingConfig,
+    journal: Option<Journal>,
+    next_reservation: AtomicU64,
+    /// Reservations found open in the journal at start: counted until they expire.
+    outstanding: Mutex<Vec<Outstanding>>,
 }
 
 /// The unit a request asks for: time, service-specific units, else octets.
@@ -82,6 +99,29 @@ impl Engine {
             directory,
             sessions: Sessions::default(),
             config,
+            journal: None,
+            next_reservation: AtomicU64::new(1),
+            outstanding: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Journals every ledger change from now on, continuing after what `recovered` found.
+    pub fn with_journal(mut self, journal: Journal, recovered: Recovered) -> Self {
+        self.journal = Some(journal);
+        self.next_reservation = AtomicU64::new(recovered.next_reservation);
+        self.outstanding = Mutex::new(recovered.outstanding);
+        self
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Hands a request's records to the journal; returns the sequence to wait for (0: none).
+    fn journal_ops(&self, now: i64, ops: Vec<Op>) -> u64 {
+        match &self.journal {
+            Some(j) => j.append(now, ops),
+            None => 0,
         }
     }
 
@@ -105,12 +145,37 @@ impl Engine {
     }
 
     /// Answers one CCR (already checked by the base protocol and the dictionary) into `out`.
+    /// Returns the journal sequence the answer must wait for (per the durability mode), or 0.
     pub fn credit_control(
         &self,
         identity: &LocalIdentity,
         req: &Message,
         now: i64,
         out: &mut BytesMut,
+    ) -> u64 {
+        if let Some(j) = &self.journal {
+            if j.admit().is_err() {
+                // The writer is behind: refuse before anything is charged (RFC 6733 3004).
+                let e = DiameterError::new(
+                    ResultCode::TooBusy,
+                    "the charging journal is behind; try again",
+                );
+                identity.write_error_answer(out, req, &e);
+                return 0;
+            }
+        }
+        let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
+        self.answer_ccr(identity, req, now, out, &mut rec);
+        self.journal_ops(now, rec.ops)
+    }
+
+    fn answer_ccr(
+        &self,
+        identity: &LocalIdentity,
+        req: &Message,
+        now: i64,
+        out: &mut BytesMut,
+        rec: &mut Recorder,
     ) {
         let cr = match CreditRequest::read(req) {
             Ok(cr) => cr,
@@ -164,10 +229,10 @@ impl Engine {
                     charged: [0; 4],
                 };
                 if cr.request_type == RequestType::Event {
-                    self.event(identity, req, &cr, &mut session, now, out);
+                    self.event(Reply { identity, req, out }, &cr, &mut session, now, rec);
                     session.deadline = now + i64::from(self.config.linger_s);
                 } else {
-                    self.session_step(identity, req, &cr, &mut session, now, out);
+                    self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec);
                 }
                 session.last_answer = out[start..].to_vec();
                 shard.insert(cr.session_id.into(), session);
@@ -182,7 +247,7 @@ impl Engine {
                 };
                 session.last_number = cr.request_number;
                 session.last_type = cr.request_type as u8;
-                self.session_step(identity, req, &cr, session, now, out);
+                self.session_step(Reply { identity, req, out }, &cr, session, now, rec);
                 session.last_answer = out[start..].to_vec();
                 if session.terminated {
                     log_usage(cr.session_id, session, now, "terminated");
@@ -194,34 +259,32 @@ impl Engine {
     /// INITIAL, UPDATE or TERMINATION on a session: settle reported usage, then grant.
     fn session_step(
         &self,
-        identity: &LocalIdentity,
-        req: &Message,
+        reply: Reply<'_>,
         cr: &CreditRequest,
         s: &mut Session,
         now: i64,
-        out: &mut BytesMut,
+        rec: &mut Recorder,
     ) {
+        let Reply { identity, req, out } = reply;
         let policy = self.directory.policy(s.account.tree);
         let terminating = cr.request_type == RequestType::Termination;
         let mut answers = Vec::with_capacity(cr.mscc.len());
         for m in &cr.mscc {
-            self.settle(s, m, policy, now);
+            self.settle(s, m, policy, now, rec);
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
             if m.rating_group
                 .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
             {
                 a.result = ResultCode::EndUserServiceDenied;
             } else if !terminating && !m.is_final() {
-                if let Some(requested) = &m.requested {
-                    self.grant(s, m, requested, policy, now, &mut a);
-                }
+                self.grant(s, m, now, &mut a, rec);
             }
             answers.push(a);
         }
         if terminating {
             // Anything not reported is returned.
             for h in s.held.drain(..) {
-                self.ledger.release(s.account, h.unit, h.reserved, now);
+                rec.release(h.id, s.account, h.unit, h.reserved, now);
             }
             s.terminated = true;
             s.deadline = now + i64::from(self.config.linger_s);
@@ -244,7 +307,7 @@ impl Engine {
 
     /// Charges the usage an MSCC reports against what was held for its service, and returns
     /// what is left of the reservation.
-    fn settle(&self, s: &mut Session, m: &Mscc, policy: &Policy, now: i64) {
+    fn settle(&self, s: &mut Session, m: &Mscc, policy: &Policy, now: i64, rec: &mut Recorder) {
         let key = (m.rating_group, m.service_identifier);
         let mut held: Vec<Held> = Vec::new();
         s.held.retain(|h| {
@@ -277,16 +340,20 @@ impl Engine {
                 .filter(|h| h.unit == reserved_unit)
                 .map(|h| h.reserved)
                 .sum();
+            // One reservation per service and unit: the grant replaced any earlier one.
+            let id = held
+                .iter()
+                .find(|h| h.unit == reserved_unit)
+                .map_or(0, |h| h.id);
             if used[i] == 0 && reserved == 0 {
                 continue;
             }
             match (tariff, unit) {
                 (Some(price), Unit::Octets) => {
-                    s.charged[unit_index(Unit::Money)] += self
-                        .ledger
-                        .commit_rated(s.account, reserved, used[i], price, now);
+                    s.charged[unit_index(Unit::Money)] +=
+                        rec.commit_rated(id, s.account, reserved, used[i], price, now);
                 }
-                _ => self.ledger.commit(s.account, unit, reserved, used[i], now),
+                _ => rec.commit(id, s.account, unit, reserved, used[i], now),
             }
             s.charged[i] += used[i];
         }
@@ -295,26 +362,24 @@ impl Engine {
     }
 
     /// Reserves the next grant for an MSCC.
-    fn grant(
-        &self,
-        s: &mut Session,
-        m: &Mscc,
-        requested: &Units,
-        policy: &Policy,
-        now: i64,
-        a: &mut MsccAnswer,
-    ) {
+    fn grant(&self, s: &mut Session, m: &Mscc, now: i64, a: &mut MsccAnswer, rec: &mut Recorder) {
+        let Some(requested) = &m.requested else {
+            return;
+        };
+        let policy = self.directory.policy(s.account.tree);
+        let expires =
+            now + i64::from(policy.validity_time_s) + i64::from(self.config.reservation_grace_s);
         let unit = requested_unit(requested);
         let want = requested_amount(requested, unit)
             .unwrap_or(u64::MAX)
             .min(slice(policy, unit));
         let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
-        let (granted, reserved, last) = match (tariff, unit) {
+        let (granted, reserved, last, id) = match (tariff, unit) {
             (Some((num, den)), Unit::Octets) => {
                 // Money accounts: reserve the money the octets cost, grant what it buys.
                 let money =
                     u64::try_from((u128::from(want) * num).div_ceil(den)).unwrap_or(u64::MAX);
-                let g = self.ledger.reserve(s.account, Unit::Money, money, now);
+                let (g, id) = rec.reserve(s.account, Unit::Money, money, now, expires);
                 // One unit less than bought, so that rounding up when it is charged stays
                 // inside the reservation.
                 let octets = if g.granted == money {
@@ -323,10 +388,10 @@ impl Engine {
                     u64::try_from(u128::from(g.granted.saturating_sub(1)) * den / num).unwrap_or(0)
                 };
                 if octets == 0 && g.granted > 0 {
-                    self.ledger.release(s.account, Unit::Money, g.granted, now);
-                    (0, 0, true)
+                    rec.release(id, s.account, Unit::Money, g.granted, now);
+                    (0, 0, true, 0)
                 } else {
-                    (octets, g.granted, g.last)
+                    (octets, g.granted, g.last, id)
                 }
             }
             (Some(_), _) => {
@@ -334,8 +399,8 @@ impl Engine {
                 return;
             }
             (None, _) => {
-                let g = self.ledger.reserve(s.account, unit, want, now);
-                (g.granted, g.granted, g.last)
+                let (g, id) = rec.reserve(s.account, unit, want, now, expires);
+                (g.granted, g.granted, g.last, id)
             }
         };
         if granted == 0 {
@@ -343,14 +408,13 @@ impl Engine {
             return;
         }
         s.held.push(Held {
+            id,
             rating_group: m.rating_group,
             service_identifier: m.service_identifier,
             unit: if tariff.is_some() { Unit::Money } else { unit },
             reserved,
             granted,
-            expires: now
-                + i64::from(policy.validity_time_s)
-                + i64::from(self.config.reservation_grace_s),
+            expires,
         });
         a.granted = Some((unit, granted));
         a.validity_time = Some(policy.validity_time_s);
@@ -367,13 +431,13 @@ impl Engine {
     /// EVENT requests (RFC 4006 §6.3 - §6.5): one-shot debit, refund, balance check, price.
     fn event(
         &self,
-        identity: &LocalIdentity,
-        req: &Message,
+        reply: Reply<'_>,
         cr: &CreditRequest,
         s: &mut Session,
         now: i64,
-        out: &mut BytesMut,
+        rec: &mut Recorder,
     ) {
+        let Reply { identity, req, out } = reply;
         let policy = self.directory.policy(s.account.tree);
         let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
         let action = cr
@@ -407,20 +471,20 @@ impl Engine {
             match action {
                 RequestedAction::DirectDebiting => {
                     // All or nothing: an event is not delivered in part.
-                    let g = self
-                        .ledger
-                        .reserve(s.account, ledger_unit, ledger_amount, now);
+                    let (g, id) = rec.reserve(s.account, ledger_unit, ledger_amount, now, now);
                     if g.granted < ledger_amount {
-                        self.ledger.release(s.account, ledger_unit, g.granted, now);
+                        if id != 0 {
+                            rec.release(id, s.account, ledger_unit, g.granted, now);
+                        }
                         a.result = ResultCode::CreditLimitReached;
                         result = ResultCode::CreditLimitReached;
                     } else {
                         match (tariff, unit) {
                             (Some(price), Unit::Octets) => {
-                                self.ledger
-                                    .commit_rated(s.account, g.granted, amount, price, now);
+                                rec.commit_rated(id, s.account, g.granted, amount, price, now);
                             }
-                            _ => self.ledger.commit(
+                            _ => rec.commit(
+                                id,
                                 s.account,
                                 ledger_unit,
                                 g.granted,
@@ -433,9 +497,7 @@ impl Engine {
                     }
                 }
                 RequestedAction::RefundAccount => {
-                    if let Some(mut t) = self.ledger.lock(s.account.tree) {
-                        t.refund(s.account.node, ledger_unit, ledger_amount, now);
-                    }
+                    rec.refund(s.account, ledger_unit, ledger_amount, now);
                     a.granted = Some((unit, amount));
                 }
                 RequestedAction::CheckBalance => {
@@ -477,16 +539,28 @@ impl Engine {
     /// forgets terminated sessions once their answers need not be kept.
     pub fn supervise(&self, now: i64) -> Supervision {
         let mut sup = Supervision::default();
+        let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
+        {
+            // Reservations open at the last stop: spent until they expire, then returned.
+            let mut left = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+            left.retain(|o| {
+                let keep = o.expires > now;
+                if !keep {
+                    rec.release(o.id, o.account, o.unit, o.amount, now);
+                    sup.expired_reservations += 1;
+                }
+                keep
+            });
+        }
         for i in 0..self.sessions.shard_count() {
             let mut shard = self.sessions.lock_index(i);
             shard.retain(|id, s| {
-                let ledger = &self.ledger;
                 let account = s.account;
                 let before = s.held.len();
                 s.held.retain(|h| {
                     let keep = h.expires > now;
                     if !keep {
-                        ledger.release(account, h.unit, h.reserved, now);
+                        rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     keep
                 });
@@ -496,7 +570,7 @@ impl Engine {
                 }
                 if !s.terminated {
                     for h in s.held.drain(..) {
-                        ledger.release(account, h.unit, h.reserved, now);
+                        rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
                     sup.closed_sessions += 1;
@@ -504,6 +578,7 @@ impl Engine {
                 false
             });
         }
+        self.journal_ops(now, rec.ops);
         sup
     }
 }

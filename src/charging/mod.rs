@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod engine;
 pub mod provisioning;
+pub mod recorder;
 pub mod request;
 pub mod session;
 pub mod tenant;

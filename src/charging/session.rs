@@ -13,6 +13,8 @@ use crate::ledger::{AccountRef, Unit};
 /// Units reserved for one service (rating group / service identifier) of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
+    /// The reservation's id in the journal.
+    pub id: u64,
     pub rating_group: Option<u32>,
     pub service_identifier: Option<u32>,
     /// The unit the ledger counts the reservation in (Money for tariffed accounts).

@@ -21,7 +21,18 @@
 //!
 //! `time` is the `now` the operation ran with, so replay reproduces period boundaries.
 
-use crate::ledger::{AccountRef, Unit};
+/// An account as the journal names it: tree and node indices. (The journal sits below the
+/// ledger and knows none of its types; the charging layer converts.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub tree: u32,
+    pub node: u32,
+}
+
+/// Unit codes: 0 octets, 1 seconds, 2 events, 3 money.
+pub type UnitCode = u8;
+/// Highest unit code.
+pub const MAX_UNIT: UnitCode = 3;
 
 /// Header octets before the body: length and CRC.
 pub const FRAME_HEADER: usize = 8;
@@ -35,34 +46,34 @@ pub const MAX_BODY: usize = 256;
 pub enum Op {
     Reserve {
         reservation: u64,
-        account: AccountRef,
-        unit: Unit,
+        account: Account,
+        unit: UnitCode,
         amount: u64,
         expires: i64,
     },
     Commit {
         reservation: u64,
-        account: AccountRef,
-        unit: Unit,
+        account: Account,
+        unit: UnitCode,
         reserved: u64,
         used: u64,
     },
     CommitRated {
         reservation: u64,
-        account: AccountRef,
+        account: Account,
         reserved: u64,
         octets: u64,
         price: (u128, u128),
     },
     Release {
         reservation: u64,
-        account: AccountRef,
-        unit: Unit,
+        account: Account,
+        unit: UnitCode,
         amount: u64,
     },
     Refund {
-        account: AccountRef,
-        unit: Unit,
+        account: Account,
+        unit: UnitCode,
         amount: u64,
     },
 }
@@ -73,25 +84,6 @@ pub struct Record {
     pub sequence: u64,
     pub time: i64,
     pub op: Op,
-}
-
-fn unit_code(u: Unit) -> u8 {
-    match u {
-        Unit::Octets => 0,
-        Unit::Seconds => 1,
-        Unit::Events => 2,
-        Unit::Money => 3,
-    }
-}
-
-fn unit_from(c: u8) -> Option<Unit> {
-    Some(match c {
-        0 => Unit::Octets,
-        1 => Unit::Seconds,
-        2 => Unit::Events,
-        3 => Unit::Money,
-        _ => return None,
-    })
 }
 
 struct Out<'a>(&'a mut Vec<u8>);
@@ -112,7 +104,7 @@ impl Out<'_> {
     fn u128(&mut self, v: u128) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn account(&mut self, a: AccountRef) {
+    fn account(&mut self, a: Account) {
         self.u32(a.tree);
         self.u32(a.node);
     }
@@ -141,14 +133,14 @@ impl In<'_> {
     fn u128(&mut self) -> Option<u128> {
         self.take().map(u128::from_le_bytes)
     }
-    fn account(&mut self) -> Option<AccountRef> {
-        Some(AccountRef {
+    fn account(&mut self) -> Option<Account> {
+        Some(Account {
             tree: self.u32()?,
             node: self.u32()?,
         })
     }
-    fn unit(&mut self) -> Option<Unit> {
-        unit_from(self.u8()?)
+    fn unit(&mut self) -> Option<UnitCode> {
+        self.u8().filter(|u| *u <= MAX_UNIT)
     }
 }
 
@@ -171,7 +163,7 @@ impl Record {
                 o.u8(1);
                 o.u64(reservation);
                 o.account(account);
-                o.u8(unit_code(unit));
+                o.u8(unit);
                 o.u64(amount);
                 o.i64(expires);
             }
@@ -185,7 +177,7 @@ impl Record {
                 o.u8(2);
                 o.u64(reservation);
                 o.account(account);
-                o.u8(unit_code(unit));
+                o.u8(unit);
                 o.u64(reserved);
                 o.u64(used);
             }
@@ -213,7 +205,7 @@ impl Record {
                 o.u8(4);
                 o.u64(reservation);
                 o.account(account);
-                o.u8(unit_code(unit));
+                o.u8(unit);
                 o.u64(amount);
             }
             Op::Refund {
@@ -223,7 +215,7 @@ impl Record {
             } => {
                 o.u8(5);
                 o.account(account);
-                o.u8(unit_code(unit));
+                o.u8(unit);
                 o.u64(amount);
             }
         }
@@ -320,7 +312,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const A: AccountRef = AccountRef { tree: 3, node: 77 };
+    const A: Account = Account { tree: 3, node: 77 };
 
     /// Frozen bytes: version 1 must decode these exactly, forever.
     #[test]
@@ -331,7 +323,7 @@ mod tests {
             op: Op::Commit {
                 reservation: 9,
                 account: A,
-                unit: Unit::Octets,
+                unit: 0,
                 reserved: 10,
                 used: 4,
             },
@@ -351,13 +343,8 @@ mod tests {
     }
 
     pub fn arb_op() -> impl Strategy<Value = Op> {
-        let acc = (any::<u32>(), any::<u32>()).prop_map(|(tree, node)| AccountRef { tree, node });
-        let unit = prop_oneof![
-            Just(Unit::Octets),
-            Just(Unit::Seconds),
-            Just(Unit::Events),
-            Just(Unit::Money)
-        ];
+        let acc = (any::<u32>(), any::<u32>()).prop_map(|(tree, node)| Account { tree, node });
+        let unit = 0u8..=MAX_UNIT;
         prop_oneof![
             (
                 any::<u64>(),

@@ -276,14 +276,14 @@ fn sync(segments: &mut SegmentWriter, p: &Progress) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::record::Account;
     use crate::journal::segment::read_all;
-    use crate::ledger::{AccountRef, Unit};
 
     fn op(n: u64) -> Op {
         Op::Release {
             reservation: n,
-            account: AccountRef { tree: 0, node: 1 },
-            unit: Unit::Octets,
+            account: Account { tree: 0, node: 1 },
+            unit: 0,
             amount: n,
         }
     }

@@ -205,6 +205,14 @@ impl Tree {
         self.commit(node, unit, reserved, 0, now);
     }
 
+    /// Adds `amount` to the reserved units on the path as it is, without sizing (replaying a
+    /// journal: the grant was sized when it was made).
+    pub fn add_reserved(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
+        self.each_counter(node, unit, now, |c| {
+            c.reserved = c.reserved.saturating_add(amount)
+        });
+    }
+
     /// Gives back `amount` units of usage (a refund), never below zero.
     pub fn refund(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
         self.each_counter(node, unit, now, |c| c.used = c.used.saturating_sub(amount));

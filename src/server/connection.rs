@@ -62,6 +62,8 @@ pub(crate) async fn drive<S>(
     // When the oldest unfinished message started arriving.
     let mut partial_since: Option<Instant> = None;
     let mut stopping = *stop.borrow();
+    // The journal sequence this batch's answers wait for.
+    let mut wait_for = 0u64;
     if stopping {
         return;
     }
@@ -76,13 +78,23 @@ pub(crate) async fn drive<S>(
                 } => info!(%remote, %origin_host, %origin_realm, "peer open"),
                 Event::Request(msg) => {
                     let (identity, out) = peer.identity_and_transmit();
-                    dispatch::answer(&shared.engine, identity, out, &msg);
+                    wait_for = wait_for.max(dispatch::answer(&shared.engine, identity, out, &msg));
                 }
                 Event::Answer(_) => {}
                 Event::Closed(reason) => {
                     info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
                 }
             }
+        }
+        if wait_for > 0 {
+            // Write and fsync modes: the answers leave once their records are durable.
+            if let Some(j) = shared.engine.journal() {
+                if !j.is_durable(wait_for) {
+                    let mut durable = shared.durable.clone();
+                    let _ = durable.wait_for(|d| *d >= wait_for).await;
+                }
+            }
+            wait_for = 0;
         }
         if !peer.transmit().is_empty() {
             let out = peer.transmit().split();

@@ -17,21 +17,24 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Answers one application request; returns the journal sequence the answer must wait for
+/// (0: none).
 pub fn answer(
     engine: &Engine,
     identity: &LocalIdentity,
     out: &mut bytes::BytesMut,
     request: &Message,
-) {
+) -> u64 {
     let h = &request.header;
     if h.application_id == application::CREDIT_CONTROL && h.command_code == command::CREDIT_CONTROL
     {
-        engine.credit_control(identity, request, unix_now(), out);
+        engine.credit_control(identity, request, unix_now(), out)
     } else {
         let e = DiameterError::new(
             ResultCode::CommandUnsupported,
             "command is not supported in this application",
         );
         identity.write_error_answer(out, request, &e);
+        0
     }
 }

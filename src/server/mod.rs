@@ -31,6 +31,8 @@ pub enum ServerError {
     Dictionary(#[from] DictionaryError),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("journal: {0} (docs/durability.md says how to recover)")]
+    Journal(#[from] crate::journal::segment::ReadError),
     #[error("provisioning: {0}")]
     Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
     #[error("cannot listen on {transport} {addr}: {source}")]
@@ -45,6 +47,8 @@ pub enum ServerError {
 pub(crate) struct Shared {
     pub peer: Arc<PeerConfig>,
     pub engine: Arc<Engine>,
+    /// The highest journal sequence as durable as answers need (write or fsync mode).
+    pub durable: watch::Receiver<u64>,
     pub max_message_bytes: usize,
     pub partial_message_timeout: Duration,
     pub seeds: AtomicU64,
@@ -143,7 +147,48 @@ impl Server {
             reservation_grace_s: config.charging.reservation_grace_s,
             linger_s: config.charging.linger_s,
         };
-        let engine = Arc::new(Engine::new(ledger, directory, charging));
+        let mut engine = Engine::new(ledger, directory, charging);
+        let (durable_tx, durable_rx) = watch::channel(0u64);
+        if config.journal.enabled {
+            let dir = config.state_dir.join("journal");
+            let recovered = crate::charging::recorder::replay(engine.ledger(), &dir, 0)?;
+            let s = &recovered.summary;
+            info!(
+                records = s.records,
+                last_sequence = s.last_sequence.unwrap_or(0),
+                outstanding_reservations = recovered.outstanding.len(),
+                "journal replayed"
+            );
+            if let Some((file, offset, dropped)) = &s.truncated {
+                warn!(file = %file.display(), offset, dropped, "journal: torn last record cut off");
+            }
+            let jc = &config.journal;
+            let durability = jc.durability;
+            let on_progress: crate::journal::writer::OnProgress = Box::new(move |p| {
+                use std::sync::atomic::Ordering;
+                let durable = match durability {
+                    crate::journal::writer::Durability::Fsync => p.synced.load(Ordering::Acquire),
+                    _ => p.written.load(Ordering::Acquire),
+                };
+                durable_tx.send_replace(durable);
+            });
+            let journal = crate::journal::writer::Journal::start(
+                crate::journal::writer::JournalConfig {
+                    dir: dir.clone(),
+                    durability,
+                    sync_interval: Duration::from_millis(jc.sync_interval_ms),
+                    segment_bytes: jc.segment_mib << 20,
+                    capacity: jc.queue_records,
+                },
+                s.last_sequence.unwrap_or(0),
+                Some(on_progress),
+            )
+            .map_err(|source| {
+                ServerError::Journal(crate::journal::segment::ReadError::Io { file: dir, source })
+            })?;
+            engine = engine.with_journal(journal, recovered);
+        }
+        let engine = Arc::new(engine);
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
@@ -168,6 +213,7 @@ impl Server {
             shared: Arc::new(Shared {
                 peer,
                 engine,
+                durable: durable_rx,
                 max_message_bytes: d.max_message_bytes,
                 partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
@@ -267,6 +313,12 @@ impl Server {
             .is_err()
         {
             warn!("some peers did not disconnect in time");
+        }
+        if self.shared.engine.journal().is_some() {
+            // Everything charged is written and synced before the process ends.
+            let engine = self.shared.engine.clone();
+            let _ = tokio::task::spawn_blocking(move || engine.journal().map(|j| j.close())).await;
+            info!("journal closed");
         }
         info!("stopped");
     }

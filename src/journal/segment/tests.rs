@@ -3,8 +3,8 @@
 //! of what was written, and anything but a tail is reported as corruption.
 
 use super::*;
+use crate::journal::record::Account;
 use crate::journal::record::Op;
-use crate::ledger::{AccountRef, Unit};
 
 fn rec(sequence: u64) -> Record {
     Record {
@@ -12,8 +12,8 @@ fn rec(sequence: u64) -> Record {
         time: 1_000 + sequence as i64,
         op: Op::Commit {
             reservation: sequence,
-            account: AccountRef { tree: 1, node: 2 },
-            unit: Unit::Octets,
+            account: Account { tree: 1, node: 2 },
+            unit: 0,
             reserved: 10,
             used: sequence,
         },

@@ -1,0 +1,248 @@
+//! Ledger operations that leave a journal record: every mutation the engine makes goes through
+//! a [`Recorder`], which applies it and notes the record; the request's records go to the
+//! journal in one batch. [`replay`] applies a journal to a freshly provisioned ledger.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::journal::record::{Account, Op};
+use crate::journal::segment::{self, ReadError, ReadSummary};
+use crate::ledger::{AccountRef, Grant, Ledger, Unit};
+
+pub fn unit_code(u: Unit) -> u8 {
+    match u {
+        Unit::Octets => 0,
+        Unit::Seconds => 1,
+        Unit::Events => 2,
+        Unit::Money => 3,
+    }
+}
+
+pub fn unit_from(c: u8) -> Unit {
+    match c {
+        0 => Unit::Octets,
+        1 => Unit::Seconds,
+        2 => Unit::Events,
+        _ => Unit::Money,
+    }
+}
+
+fn acc(a: AccountRef) -> Account {
+    Account {
+        tree: a.tree,
+        node: a.node,
+    }
+}
+
+fn at(a: Account) -> AccountRef {
+    AccountRef {
+        tree: a.tree,
+        node: a.node,
+    }
+}
+
+/// Applies ledger operations and notes their journal records.
+pub struct Recorder<'a> {
+    ledger: &'a Ledger,
+    ids: &'a AtomicU64,
+    pub ops: Vec<Op>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(ledger: &'a Ledger, ids: &'a AtomicU64) -> Self {
+        Recorder {
+            ledger,
+            ids,
+            ops: Vec::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        self.ledger
+    }
+
+    /// Reserves up to `want`; returns the grant and its reservation id (0 if nothing).
+    pub fn reserve(
+        &mut self,
+        a: AccountRef,
+        unit: Unit,
+        want: u64,
+        now: i64,
+        expires: i64,
+    ) -> (Grant, u64) {
+        let g = self.ledger.reserve(a, unit, want, now);
+        if g.granted == 0 {
+            return (g, 0);
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.ops.push(Op::Reserve {
+            reservation: id,
+            account: acc(a),
+            unit: unit_code(unit),
+            amount: g.granted,
+            expires,
+        });
+        (g, id)
+    }
+
+    pub fn commit(
+        &mut self,
+        id: u64,
+        a: AccountRef,
+        unit: Unit,
+        reserved: u64,
+        used: u64,
+        now: i64,
+    ) {
+        self.ledger.commit(a, unit, reserved, used, now);
+        self.ops.push(Op::Commit {
+            reservation: id,
+            account: acc(a),
+            unit: unit_code(unit),
+            reserved,
+            used,
+        });
+    }
+
+    pub fn commit_rated(
+        &mut self,
+        id: u64,
+        a: AccountRef,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) -> u64 {
+        let charged = self.ledger.commit_rated(a, reserved, octets, price, now);
+        self.ops.push(Op::CommitRated {
+            reservation: id,
+            account: acc(a),
+            reserved,
+            octets,
+            price,
+        });
+        charged
+    }
+
+    pub fn release(&mut self, id: u64, a: AccountRef, unit: Unit, amount: u64, now: i64) {
+        self.ledger.release(a, unit, amount, now);
+        self.ops.push(Op::Release {
+            reservation: id,
+            account: acc(a),
+            unit: unit_code(unit),
+            amount,
+        });
+    }
+
+    pub fn refund(&mut self, a: AccountRef, unit: Unit, amount: u64, now: i64) {
+        if let Some(mut t) = self.ledger.lock(a.tree) {
+            t.refund(a.node, unit, amount, now);
+        }
+        self.ops.push(Op::Refund {
+            account: acc(a),
+            unit: unit_code(unit),
+            amount,
+        });
+    }
+}
+
+/// A reservation that was outstanding when the journal ends (the process stopped before it
+/// was settled): its units stay counted until it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    pub id: u64,
+    pub account: AccountRef,
+    pub unit: Unit,
+    pub amount: u64,
+    pub expires: i64,
+}
+
+/// What replay found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub summary: ReadSummary,
+    /// The next reservation id to hand out.
+    pub next_reservation: u64,
+    pub outstanding: Vec<Outstanding>,
+}
+
+/// Applies the journal in `dir` (records after `after`) to `ledger`, which must be provisioned
+/// as it was when the records were written. Truncates a torn tail; stops at corruption.
+pub fn replay(ledger: &Ledger, dir: &Path, after: u64) -> Result<Recovered, ReadError> {
+    let mut open: HashMap<u64, Outstanding> = HashMap::new();
+    let mut max_id = 0u64;
+    let summary = segment::read_all(dir, after, true, |r| {
+        let now = r.time;
+        match r.op {
+            Op::Reserve {
+                reservation,
+                account,
+                unit,
+                amount,
+                expires,
+            } => {
+                let u = unit_from(unit);
+                if let Some(mut t) = ledger.lock(account.tree) {
+                    t.add_reserved(account.node, u, amount, now);
+                }
+                max_id = max_id.max(reservation);
+                open.insert(
+                    reservation,
+                    Outstanding {
+                        id: reservation,
+                        account: at(account),
+                        unit: u,
+                        amount,
+                        expires,
+                    },
+                );
+            }
+            Op::Commit {
+                reservation,
+                account,
+                unit,
+                reserved,
+                used,
+            } => {
+                ledger.commit(at(account), unit_from(unit), reserved, used, now);
+                open.remove(&reservation);
+            }
+            Op::CommitRated {
+                reservation,
+                account,
+                reserved,
+                octets,
+                price,
+            } => {
+                ledger.commit_rated(at(account), reserved, octets, price, now);
+                open.remove(&reservation);
+            }
+            Op::Release {
+                reservation,
+                account,
+                unit,
+                amount,
+            } => {
+                ledger.release(at(account), unit_from(unit), amount, now);
+                open.remove(&reservation);
+            }
+            Op::Refund {
+                account,
+                unit,
+                amount,
+            } => {
+                if let Some(mut t) = ledger.lock(account.tree) {
+                    t.refund(account.node, unit_from(unit), amount, now);
+                }
+            }
+        }
+    })?;
+    let mut outstanding: Vec<Outstanding> = open.into_values().collect();
+    outstanding.sort_by_key(|o| o.id);
+    Ok(Recovered {
+        summary,
+        next_reservation: max_id + 1,
+        outstanding,
+    })
+}
