@@ -191,7 +191,11 @@ impl Daemon {
     }
 
     pub fn start_with(diameter_toml: &str, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), diameter_toml, args)
+    }
+
+    /// Starts ocfd with its state in `dir` (kept across restarts by [`Daemon::into_dir`]).
+    pub fn start_in(dir: tempfile::TempDir, diameter_toml: &str, args: &[&str]) -> Daemon {
         let cfg = dir.path().join("ocfd.toml");
         std::fs::write(
             &cfg,
@@ -217,6 +221,19 @@ impl Daemon {
             addr: addr.parse().unwrap(),
             _dir: dir,
         }
+    }
+
+    /// Stops the process (SIGKILL unless it already exited) and keeps its state directory.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        self.proc.signal("KILL");
+        self.proc.wait_exit(WAIT);
     }
 
     pub fn wait_log(&mut self, needle: &str) -> String {

@@ -1,0 +1,267 @@
+//! Persistence end to end: balances survive a clean restart and a SIGKILL; reservations open at
+//! a crash stay spent until they expire; in fsync mode every acknowledged usage survives
+//! repeated SIGKILLs at arbitrary points; a corrupt journal stops startup with file and offset.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use ocf_loadtest::gy::{CcaResult, CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
+
+const MIB: u64 = 1024 * 1024;
+
+fn rsu() -> MsccSpec {
+    MsccSpec {
+        rating_group: Some(1),
+        requested_octets: Some(None),
+        ..Default::default()
+    }
+}
+
+fn report(used: u64, more: bool) -> MsccSpec {
+    MsccSpec {
+        rating_group: Some(1),
+        used_octets: Some(used),
+        requested_octets: if more { Some(None) } else { None },
+        ..Default::default()
+    }
+}
+
+struct Gw {
+    conn: Conn,
+    hop: u32,
+}
+
+impl Gw {
+    fn open(d: &Daemon) -> Gw {
+        let mut conn = Conn::connect(d.addr);
+        assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);
+        Gw { conn, hop: 0 }
+    }
+
+    /// Sends a CCR; `None` if the connection dropped before the answer (a crash).
+    fn try_ask(&mut self, spec: &CcrSpec) -> Option<CcaResult> {
+        let mut b = BytesMut::new();
+        self.hop += 1;
+        spec.write(&mut b, self.hop, self.hop);
+        if std::io::Write::write_all(&mut self.conn.s, &b).is_err() {
+            return None;
+        }
+        match self.conn.read(WAIT) {
+            Read_::Frame(m) => Some(CcaResult::read(&m)),
+            _ => None,
+        }
+    }
+
+    fn ask(&mut self, spec: &CcrSpec) -> CcaResult {
+        self.try_ask(spec).expect("answer")
+    }
+}
+
+fn device(n: u64) -> String {
+    format!("{}", 15_551_000_000 + n)
+}
+
+const FSYNC: &str =
+    "[journal]\ndurability = \"fsync\"\n[charging]\nvalidity_time_s = 2\nreservation_grace_s = 1\n";
+
+#[test]
+fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire() {
+    let mut d = Daemon::start(FSYNC);
+    let mut gw = Gw::open(&d);
+    // Device 8000 uses its whole 10 MiB; the session ends cleanly.
+    gw.ask(
+        &CcrSpec::new("a;1", INITIAL, 0)
+            .msisdn(&device(8000))
+            .mscc(rsu()),
+    );
+    assert_eq!(
+        gw.ask(&CcrSpec::new("a;1", UPDATE, 1).mscc(report(10 * MIB, true)))
+            .result_code,
+        4012
+    );
+    gw.ask(&CcrSpec::new("a;1", TERMINATION, 2).mscc(report(0, false)));
+    // Device 8001 holds a 10 MiB reservation when the process is killed.
+    assert_eq!(
+        gw.ask(
+            &CcrSpec::new("b;1", INITIAL, 0)
+                .msisdn(&device(8001))
+                .mscc(rsu())
+        )
+        .mscc[0]
+            .granted_octets,
+        Some(10 * MIB)
+    );
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), FSYNC, &[]);
+    let replayed = d.wait_log("journal replayed");
+    assert!(
+        replayed.contains("outstanding_reservations=1"),
+        "{replayed}"
+    );
+    let mut gw = Gw::open(&d);
+    assert_eq!(
+        gw.ask(
+            &CcrSpec::new("a;2", INITIAL, 0)
+                .msisdn(&device(8000))
+                .mscc(rsu())
+        )
+        .result_code,
+        4012,
+        "usage survived"
+    );
+    assert_eq!(
+        gw.ask(
+            &CcrSpec::new("b;2", INITIAL, 0)
+                .msisdn(&device(8001))
+                .mscc(rsu())
+        )
+        .result_code,
+        4012,
+        "the open reservation still counts"
+    );
+    // Once it expires, supervision returns it.
+    d.wait_log("supervision expired=");
+    assert_eq!(
+        gw.ask(
+            &CcrSpec::new("b;3", INITIAL, 0)
+                .msisdn(&device(8001))
+                .mscc(rsu())
+        )
+        .mscc[0]
+            .granted_octets,
+        Some(10 * MIB)
+    );
+    // A clean stop and start keeps everything too.
+    assert!(d.terminate().success());
+    let d = Daemon::start_in(d.into_dir(), FSYNC, &[]);
+    let mut gw = Gw::open(&d);
+    assert_eq!(
+        gw.ask(
+            &CcrSpec::new("a;3", INITIAL, 0)
+                .msisdn(&device(8000))
+                .mscc(rsu())
+        )
+        .result_code,
+        4012
+    );
+}
+
+#[test]
+fn acknowledged_usage_survives_sigkill_at_random_points() {
+    let mut dir = tempfile::tempdir().unwrap();
+    // Acknowledged usage per device (devices 8100..8120, 10 MiB each).
+    let mut acked = [0u64; 20];
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut session = 0u32;
+    for round in 0..5 {
+        let mut d = Daemon::start_in(dir, FSYNC, &[]);
+        let mut gw = Gw::open(&d);
+        // Before anything new: nothing acknowledged was lost. A device's next grant can never
+        // exceed its limit less what it was acknowledged to have used.
+        for (k, used) in acked.iter().enumerate() {
+            session += 1;
+            let r = gw.ask(
+                &CcrSpec::new(format!("chk;{session}"), INITIAL, 0)
+                    .msisdn(&device(8100 + k as u64))
+                    .mscc(rsu()),
+            );
+            let g = r.mscc[0].granted_octets.unwrap_or(0);
+            assert!(
+                g + used <= 10 * MIB,
+                "round {round} device {k}: granted {g} + acknowledged {used} > 10 MiB"
+            );
+            gw.try_ask(
+                &CcrSpec::new(format!("chk;{session}"), TERMINATION, 1).mscc(report(0, false)),
+            );
+        }
+        // Load, then a SIGKILL at a random point of it (from another thread).
+        let pid = d.pid();
+        let delay = Duration::from_millis(rng.u64(20..300));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        });
+        'load: for _ in 0..200 {
+            let k = rng.usize(..20);
+            session += 1;
+            let sid = format!("load;{session}");
+            let Some(i) = gw.try_ask(
+                &CcrSpec::new(&sid, INITIAL, 0)
+                    .msisdn(&device(8100 + k as u64))
+                    .mscc(rsu()),
+            ) else {
+                break 'load;
+            };
+            let g = i.mscc[0].granted_octets.unwrap_or(0);
+            let used = g / 2;
+            match gw.try_ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(used, false))) {
+                Some(t) if t.result_code == 2001 => acked[k] += used,
+                Some(_) => {}
+                None => break 'load,
+            }
+        }
+        killer.join().unwrap();
+        d.proc.wait_exit(WAIT);
+        dir = d.into_dir();
+    }
+    // A final start checks the journal once more.
+    let d = Daemon::start_in(dir, FSYNC, &[]);
+    let mut gw = Gw::open(&d);
+    for (k, used) in acked.iter().enumerate() {
+        let r = gw.ask(
+            &CcrSpec::new(format!("final;{k}"), INITIAL, 0)
+                .msisdn(&device(8100 + k as u64))
+                .mscc(rsu()),
+        );
+        let g = r.mscc[0].granted_octets.unwrap_or(0);
+        assert!(
+            g + used <= 10 * MIB,
+            "device {k}: granted {g} + acknowledged {used} > 10 MiB"
+        );
+    }
+    assert!(acked.iter().sum::<u64>() > 0, "some usage was acknowledged");
+}
+
+#[test]
+fn a_corrupt_journal_stops_startup_with_file_and_offset() {
+    let mut d = Daemon::start(FSYNC);
+    let mut gw = Gw::open(&d);
+    for k in 0..10 {
+        gw.ask(
+            &CcrSpec::new(format!("c;{k}"), INITIAL, 0)
+                .msisdn(&device(8200 + k))
+                .mscc(rsu()),
+        );
+    }
+    assert!(d.terminate().success());
+    let dir = d.into_dir();
+    let seg = std::fs::read_dir(dir.path().join("state/journal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&seg).unwrap();
+    data[16 + 30] ^= 0x40; // inside the first record
+    std::fs::write(&seg, &data).unwrap();
+    let cfg = dir.path().join("ocfd.toml");
+    let mut p = Watched::spawn("ocfd", {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ocfd"));
+        c.arg("--config").arg(&cfg);
+        c
+    });
+    let status = p.wait_exit(WAIT);
+    assert!(!status.success());
+    let out = p.output();
+    assert!(
+        out.contains(&format!("{}: offset 16: checksum mismatch", seg.display())),
+        "{out}"
+    );
+    assert!(!out.contains("listening"), "{out}");
+}
