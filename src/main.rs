@@ -52,6 +52,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The journal under the state directory (--state-dir or the config's state_dir).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Provisioning files: generate a synthetic one for load tests, or check one.
     Tenants {
         #[command(subcommand)]
@@ -69,6 +74,15 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum JournalAction {
+    /// Read the journal and report what it holds (a torn last record is cut off).
+    Check,
+    /// After corruption: keep the journal up to the first bad record, move the damaged segment
+    /// and all later ones to journal/quarantine-<time>/. What followed is lost.
+    Repair,
+}
+
+#[derive(Subcommand)]
 enum TenantsAction {
     /// Write a provisioning file with many enterprises sharing many devices (device ranges:
     /// MSISDNs from 155520000000, IMSIs from 001020000000000).
@@ -83,6 +97,43 @@ enum TenantsAction {
     },
     /// Load provisioning files as ocfd would and report what they hold.
     Check { files: Vec<PathBuf> },
+}
+
+fn journal(cli: &Cli, action: &JournalAction) -> anyhow::Result<()> {
+    let cfg = load_config(cli)?;
+    let dir = cfg.state_dir.join("journal");
+    match action {
+        JournalAction::Check => {
+            let s = ocf::journal::segment::read_all(&dir, 0, true, |_| {})?;
+            println!(
+                "{}: {} records, last sequence {}",
+                dir.display(),
+                s.records,
+                s.last_sequence.unwrap_or(0)
+            );
+            if let Some((file, offset, dropped)) = s.truncated {
+                println!(
+                    "cut a torn last record: {} at {offset} ({dropped} octets)",
+                    file.display()
+                );
+            }
+        }
+        JournalAction::Repair => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            match ocf::journal::segment::cut_at_corruption(&dir, now)? {
+                None => println!("{}: no corruption found; nothing changed", dir.display()),
+                Some((file, offset)) => println!(
+                    "cut {} at offset {offset}; the damaged and later segments are in {}",
+                    file.display(),
+                    dir.join(format!("quarantine-{now}")).display()
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
@@ -224,6 +275,15 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("ocfd tenants: {e:#}");
                     ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Some(Command::Journal { action }) => {
+            return match journal(&cli, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ocfd journal: {e:#}");
+                    ExitCode::FAILURE
                 }
             };
         }

@@ -264,4 +264,24 @@ fn a_corrupt_journal_stops_startup_with_file_and_offset() {
         "{out}"
     );
     assert!(!out.contains("listening"), "{out}");
+    // The documented way out: keep what precedes the damage, set the rest aside, start.
+    let repair = std::process::Command::new(env!("CARGO_BIN_EXE_ocfd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["journal", "repair"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&repair.stdout);
+    assert!(
+        repair.status.success() && text.contains("at offset 16"),
+        "{text}"
+    );
+    let d = Daemon::start_in(dir, FSYNC, &[]);
+    let mut gw = Gw::open(&d);
+    let r = gw.ask(
+        &CcrSpec::new("after", INITIAL, 0)
+            .msisdn(&device(8300))
+            .mscc(rsu()),
+    );
+    assert_eq!(r.mscc[0].granted_octets, Some(10 * MIB));
 }

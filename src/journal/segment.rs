@@ -198,6 +198,48 @@ fn is_torn_tail(rest: &[u8]) -> bool {
     end > rest.len() || rest[end..].iter().all(|&b| b == 0)
 }
 
+/// Recovery from corruption, for an operator who accepts losing what follows it: reads the
+/// journal, and at the first corrupt record moves the damaged segment (as it was) and every
+/// later one into `quarantine-<unix time>/`, then writes the damaged segment back cut at the
+/// corrupt record. Returns where it cut, or `None` if the journal read cleanly.
+pub fn cut_at_corruption(dir: &Path, now: i64) -> Result<Option<(PathBuf, u64)>, ReadError> {
+    let (file, offset) = match read_all(dir, 0, true, |_| {}) {
+        Ok(_) => return Ok(None),
+        Err(ReadError::Corrupt { file, offset, .. }) => (file, offset),
+        Err(e) => return Err(e),
+    };
+    let io = |source| ReadError::Io {
+        file: file.clone(),
+        source,
+    };
+    let quarantine = dir.join(format!("quarantine-{now}"));
+    fs::create_dir_all(&quarantine).map_err(io)?;
+    let mut moving = false;
+    for (first, path) in list(dir).map_err(io)? {
+        if path == file {
+            moving = true;
+            let data = fs::read(&path).map_err(io)?;
+            let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+            fs::rename(&path, quarantine.join(name)).map_err(io)?;
+            // Cut before its first record, the segment keeps only a (fresh) header: the next
+            // record continues its sequence.
+            let mut out = File::create(&path).map_err(io)?;
+            if (offset as usize) < SEGMENT_HEADER {
+                out.write_all(&header(first)).map_err(io)?;
+            } else {
+                out.write_all(&data[..(offset as usize).min(data.len())])
+                    .map_err(io)?;
+            }
+            out.sync_all().map_err(io)?;
+        } else if moving {
+            let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+            fs::rename(&path, quarantine.join(name)).map_err(io)?;
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(Some((file, offset)))
+}
+
 /// Appends records to the current segment, starting a new one past `segment_bytes`.
 pub struct SegmentWriter {
     dir: PathBuf,

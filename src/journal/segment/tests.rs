@@ -186,3 +186,28 @@ fn an_empty_directory_reads_as_nothing() {
     assert!(got.is_empty());
     assert_eq!(s, ReadSummary::default());
 }
+
+#[test]
+fn cutting_at_corruption_keeps_what_precedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 300, 10, 2048);
+    let segs = list(dir.path()).unwrap();
+    let mut data = fs::read(&segs[1].1).unwrap();
+    data[SEGMENT_HEADER + 200] ^= 1;
+    fs::write(&segs[1].1, &data).unwrap();
+    assert!(read(dir.path(), true).is_err());
+    let (file, offset) = cut_at_corruption(dir.path(), 42).unwrap().unwrap();
+    assert_eq!(file, segs[1].1);
+    let (got, _) = read(dir.path(), true).unwrap();
+    // Everything before the corrupt record, in order, and nothing after it.
+    assert!(!got.is_empty());
+    assert_eq!(got, (1..=got.len() as u64).map(rec).collect::<Vec<_>>());
+    assert!(offset > SEGMENT_HEADER as u64);
+    // The damaged and later segments are kept aside, untouched.
+    let kept = fs::read_dir(dir.path().join("quarantine-42"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, segs.len() - 1);
+    // Clean now: nothing more to cut.
+    assert_eq!(cut_at_corruption(dir.path(), 43).unwrap(), None);
+}
