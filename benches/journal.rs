@@ -21,11 +21,28 @@ fn write_journal(dir: &std::path::Path) {
         let node = 2 + (seq % 9_000) as u32;
         let account = Account { tree: 0, node };
         let op = if seq % 2 == 1 {
-            Op::Reserve { reservation: seq, account, unit: 0, amount: 1 << 20, expires: 2_000_000_000 }
+            Op::Reserve {
+                reservation: seq,
+                account,
+                unit: 0,
+                amount: 1 << 20,
+                expires: 2_000_000_000,
+            }
         } else {
-            Op::Commit { reservation: seq - 1, account, unit: 0, reserved: 1 << 20, used: 1000 }
+            Op::Commit {
+                reservation: seq - 1,
+                account,
+                unit: 0,
+                reserved: 1 << 20,
+                used: 1000,
+            }
         };
-        Record { sequence: seq, time: 1_795_000_000, op }.encode(&mut buf);
+        Record {
+            sequence: seq,
+            time: 1_795_000_000,
+            op,
+        }
+        .encode(&mut buf);
         pending += 1;
         seq += 1;
         if buf.len() > (1 << 20) - 256 {
@@ -58,7 +75,13 @@ fn bench(c: &mut Criterion) {
     let rec = Record {
         sequence: 1,
         time: 1,
-        op: Op::Commit { reservation: 1, account: Account { tree: 0, node: 5 }, unit: 0, reserved: 10, used: 5 },
+        op: Op::Commit {
+            reservation: 1,
+            account: Account { tree: 0, node: 5 },
+            unit: 0,
+            reserved: 10,
+            used: 5,
+        },
     };
     let mut buf = Vec::with_capacity(4096);
     c.bench_function("journal/encode_record", |b| {

@@ -99,6 +99,12 @@ pub struct JournalSection {
     pub segment_mib: u64,
     /// Records that may wait for the writer; past three quarters, requests get 3004 TOO_BUSY.
     pub queue_records: usize,
+    /// Write usage records (JSON lines under state_dir/usage) at every session end.
+    pub usage_records: bool,
+    /// Also write a usage record for every UPDATE that reports usage (marked interim).
+    pub usage_interim: bool,
+    /// Size at which a new usage file starts, MiB.
+    pub usage_file_mib: u64,
 }
 
 impl Default for JournalSection {
@@ -109,6 +115,9 @@ impl Default for JournalSection {
             sync_interval_ms: 100,
             segment_mib: 64,
             queue_records: 65536,
+            usage_records: true,
+            usage_interim: false,
+            usage_file_mib: 64,
         }
     }
 }

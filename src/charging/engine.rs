@@ -12,14 +12,15 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use crate::journal::record::Op;
+use crate::journal::usage::UsageLog;
 use crate::journal::writer::Journal;
 use crate::ledger::{AccountRef, Ledger, Unit};
 
 use super::answer::{EventAnswer, MsccAnswer, write_cca};
 use super::recorder::{Outstanding, Recorder, Recovered};
 use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
-use super::session::{Held, Session, Sessions, unit_index};
-use super::tenant::{Directory, Policy};
+use super::session::{Held, ServiceUsage, Session, Sessions, unit_index};
+use super::tenant::{Directory, Policy, SubscriptionType};
 
 /// Charging settings that are not per tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Engine {
     sessions: Sessions,
     config: ChargingConfig,
     journal: Option<Journal>,
+    usage: Option<UsageLog>,
+    usage_interim: bool,
     next_reservation: AtomicU64,
     /// Reservations found open in the journal at start: counted until they expire.
     outstanding: Mutex<Vec<Outstanding>>,
@@ -100,6 +103,8 @@ impl Engine {
             sessions: Sessions::default(),
             config,
             journal: None,
+            usage: None,
+            usage_interim: false,
             next_reservation: AtomicU64::new(1),
             outstanding: Mutex::new(Vec::new()),
         }
@@ -115,6 +120,66 @@ impl Engine {
 
     pub fn journal(&self) -> Option<&Journal> {
         self.journal.as_ref()
+    }
+
+    /// Writes usage records (one JSON line per session end; per update too if `interim`).
+    pub fn with_usage(mut self, log: UsageLog, interim: bool) -> Self {
+        self.usage = Some(log);
+        self.usage_interim = interim;
+        self
+    }
+
+    pub fn usage_log(&self) -> Option<&UsageLog> {
+        self.usage.as_ref()
+    }
+
+    /// One usage record: who, which account, what each service used, when, how it ended.
+    fn record_usage(
+        &self,
+        session_id: &str,
+        s: &Session,
+        services: &[ServiceUsage],
+        now: i64,
+        outcome: &str,
+        interim: bool,
+    ) {
+        let Some(log) = &self.usage else { return };
+        let account = self
+            .ledger
+            .lock(s.account.tree)
+            .map(|t| t.names(s.account.node).join("/"))
+            .unwrap_or_default();
+        let money = |units: u64| {
+            rust_decimal::Decimal::new(
+                i64::try_from(units).unwrap_or(i64::MAX),
+                crate::ledger::MONEY_SCALE,
+            )
+            .to_string()
+        };
+        let services: Vec<serde_json::Value> = services
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "rating_group": u.rating_group,
+                    "service_identifier": u.service_identifier,
+                    "octets": u.units[0],
+                    "seconds": u.units[1],
+                    "events": u.units[2],
+                    "money": money(u.units[3]),
+                })
+            })
+            .collect();
+        let record = serde_json::json!({
+            "session_id": session_id,
+            "subscriber": &*s.subscriber,
+            "account": account,
+            "services": services,
+            "start": s.started,
+            "end": now,
+            "interim": interim,
+            "outcome": outcome,
+        });
+        log.write(record.to_string());
     }
 
     /// Hands a request's records to the journal; returns the sequence to wait for (0: none).
@@ -138,10 +203,19 @@ impl Engine {
         self.sessions.len()
     }
 
-    fn lookup(&self, cr: &CreditRequest) -> Option<AccountRef> {
-        cr.subscriptions
-            .iter()
-            .find_map(|(kind, id)| self.directory.lookup(*kind, id))
+    /// The account of the first provisioned Subscription-Id, and that id as `type:data`.
+    fn lookup(&self, cr: &CreditRequest) -> Option<(AccountRef, Box<str>)> {
+        cr.subscriptions.iter().find_map(|(kind, id)| {
+            let at = self.directory.lookup(*kind, id)?;
+            let label = match kind {
+                SubscriptionType::E164 => "e164",
+                SubscriptionType::Imsi => "imsi",
+                SubscriptionType::SipUri => "sip",
+                SubscriptionType::Nai => "nai",
+                SubscriptionType::Private => "private",
+            };
+            Some((at, format!("{label}:{id}").into_boxed_str()))
+        })
     }
 
     /// Answers one CCR (already checked by the base protocol and the dictionary) into `out`.
@@ -210,7 +284,7 @@ impl Engine {
         let start = out.len();
         match cr.request_type {
             RequestType::Initial | RequestType::Event => {
-                let Some(account) = self.lookup(&cr) else {
+                let Some((account, subscriber)) = self.lookup(&cr) else {
                     let e = DiameterError::new(
                         ResultCode::UserUnknown,
                         "no subscriber with these Subscription-Ids",
@@ -226,11 +300,20 @@ impl Engine {
                     deadline: now,
                     terminated: cr.request_type == RequestType::Event,
                     started: now,
-                    charged: [0; 4],
+                    subscriber,
+                    services: Vec::new(),
                 };
                 if cr.request_type == RequestType::Event {
                     self.event(Reply { identity, req, out }, &cr, &mut session, now, rec);
                     session.deadline = now + i64::from(self.config.linger_s);
+                    self.record_usage(
+                        cr.session_id,
+                        &session,
+                        &session.services,
+                        now,
+                        "event",
+                        false,
+                    );
                 } else {
                     self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec);
                 }
@@ -247,10 +330,25 @@ impl Engine {
                 };
                 session.last_number = cr.request_number;
                 session.last_type = cr.request_type as u8;
+                let before = self.usage_interim.then(|| session.services.clone());
                 self.session_step(Reply { identity, req, out }, &cr, session, now, rec);
                 session.last_answer = out[start..].to_vec();
                 if session.terminated {
                     log_usage(cr.session_id, session, now, "terminated");
+                    self.record_usage(
+                        cr.session_id,
+                        session,
+                        &session.services,
+                        now,
+                        "terminated",
+                        false,
+                    );
+                } else if let Some(before) = before {
+                    // Interim record: what this update reported.
+                    let delta = usage_delta(&before, &session.services);
+                    if !delta.is_empty() {
+                        self.record_usage(cr.session_id, session, &delta, now, "interim", true);
+                    }
                 }
             }
         }
@@ -350,12 +448,12 @@ impl Engine {
             }
             match (tariff, unit) {
                 (Some(price), Unit::Octets) => {
-                    s.charged[unit_index(Unit::Money)] +=
-                        rec.commit_rated(id, s.account, reserved, used[i], price, now);
+                    let money = rec.commit_rated(id, s.account, reserved, used[i], price, now);
+                    s.charge(key, unit_index(Unit::Money), money);
                 }
                 _ => rec.commit(id, s.account, unit, reserved, used[i], now),
             }
-            s.charged[i] += used[i];
+            s.charge(key, i, used[i]);
         }
         // Reservations of a kind not reported (none here) would be released; a money
         // reservation with no octets reported was settled above with used = 0.
@@ -479,20 +577,26 @@ impl Engine {
                         a.result = ResultCode::CreditLimitReached;
                         result = ResultCode::CreditLimitReached;
                     } else {
+                        let service = (m.rating_group, m.service_identifier);
                         match (tariff, unit) {
                             (Some(price), Unit::Octets) => {
-                                rec.commit_rated(id, s.account, g.granted, amount, price, now);
+                                let money =
+                                    rec.commit_rated(id, s.account, g.granted, amount, price, now);
+                                s.charge(service, unit_index(Unit::Octets), amount);
+                                s.charge(service, unit_index(Unit::Money), money);
                             }
-                            _ => rec.commit(
-                                id,
-                                s.account,
-                                ledger_unit,
-                                g.granted,
-                                ledger_amount,
-                                now,
-                            ),
+                            _ => {
+                                rec.commit(
+                                    id,
+                                    s.account,
+                                    ledger_unit,
+                                    g.granted,
+                                    ledger_amount,
+                                    now,
+                                );
+                                s.charge(service, unit_index(ledger_unit), ledger_amount);
+                            }
                         }
-                        s.charged[unit_index(ledger_unit)] += ledger_amount;
                         a.granted = Some((unit, amount));
                     }
                 }
@@ -573,6 +677,7 @@ impl Engine {
                         rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
+                    self.record_usage(id, s, &s.services, now, "supervision timeout", false);
                     sup.closed_sessions += 1;
                 }
                 false
@@ -581,6 +686,23 @@ impl Engine {
         self.journal_ops(now, rec.ops);
         sup
     }
+}
+
+/// What each service used between two snapshots of a session's usage.
+fn usage_delta(before: &[ServiceUsage], after: &[ServiceUsage]) -> Vec<ServiceUsage> {
+    after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| {
+                (b.rating_group, b.service_identifier) == (a.rating_group, a.service_identifier)
+            });
+            let mut d = *a;
+            for k in 0..4 {
+                d.units[k] = a.units[k].saturating_sub(b.map_or(0, |b| b.units[k]));
+            }
+            (d.units != [0; 4]).then_some(d)
+        })
+        .collect()
 }
 
 /// The command-level Result-Code: success if any service succeeded; otherwise the services'
@@ -609,13 +731,13 @@ fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
 /// the gateway ended (one per session, too many for info at full load), at info for those
 /// supervision had to close.
 fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) {
+    let [octets, seconds, events, money] = s.totals();
     if s.terminated {
         debug!(
             session_id,
-            tree = s.account.tree,
-            node = s.account.node,
-            octets = s.charged[0],
-            money = s.charged[3],
+            subscriber = &*s.subscriber,
+            octets,
+            money,
             duration_s = now - s.started,
             outcome,
             "usage"
@@ -624,12 +746,11 @@ fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) {
     }
     info!(
         session_id,
-        tree = s.account.tree,
-        node = s.account.node,
-        octets = s.charged[0],
-        seconds = s.charged[1],
-        events = s.charged[2],
-        money = s.charged[3],
+        subscriber = &*s.subscriber,
+        octets,
+        seconds,
+        events,
+        money,
         duration_s = now - s.started,
         outcome,
         "usage"

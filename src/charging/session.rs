@@ -40,8 +40,55 @@ pub struct Session {
     /// Terminated: kept only to answer retransmissions until `deadline`.
     pub terminated: bool,
     pub started: i64,
-    /// Units charged over the session's life, per unit kind (octets, seconds, events, money).
-    pub charged: [u64; 4],
+    /// The subscription that named the account, e.g. `e164:15551008000`.
+    pub subscriber: Box<str>,
+    /// Units charged over the session's life, per service.
+    pub services: Vec<ServiceUsage>,
+}
+
+/// Units charged to one service (rating group / service identifier) of a session, per unit
+/// kind: octets, seconds, events, money (ledger units).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceUsage {
+    pub rating_group: Option<u32>,
+    pub service_identifier: Option<u32>,
+    pub units: [u64; 4],
+}
+
+impl Session {
+    /// Adds `amount` of unit kind `unit` (see [`unit_index`]) to a service's usage.
+    pub fn charge(&mut self, service: (Option<u32>, Option<u32>), unit: usize, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        let i = match self
+            .services
+            .iter()
+            .position(|s| (s.rating_group, s.service_identifier) == service)
+        {
+            Some(i) => i,
+            None => {
+                self.services.push(ServiceUsage {
+                    rating_group: service.0,
+                    service_identifier: service.1,
+                    units: [0; 4],
+                });
+                self.services.len() - 1
+            }
+        };
+        self.services[i].units[unit] = self.services[i].units[unit].saturating_add(amount);
+    }
+
+    /// Units charged over the session, per unit kind.
+    pub fn totals(&self) -> [u64; 4] {
+        let mut t = [0u64; 4];
+        for s in &self.services {
+            for (k, v) in s.units.iter().enumerate() {
+                t[k] = t[k].saturating_add(*v);
+            }
+        }
+        t
+    }
 }
 
 pub fn unit_index(u: Unit) -> usize {

@@ -3,4 +3,5 @@
 
 pub mod record;
 pub mod segment;
+pub mod usage;
 pub mod writer;

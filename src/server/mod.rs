@@ -188,6 +188,18 @@ impl Server {
             })?;
             engine = engine.with_journal(journal, recovered);
         }
+        if config.journal.usage_records {
+            let dir = config.state_dir.join("usage");
+            let log =
+                crate::journal::usage::UsageLog::start(&dir, config.journal.usage_file_mib << 20)
+                    .map_err(|source| {
+                    ServerError::Journal(crate::journal::segment::ReadError::Io {
+                        file: dir,
+                        source,
+                    })
+                })?;
+            engine = engine.with_usage(log, config.journal.usage_interim);
+        }
         let engine = Arc::new(engine);
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
@@ -314,12 +326,18 @@ impl Server {
         {
             warn!("some peers did not disconnect in time");
         }
-        if self.shared.engine.journal().is_some() {
-            // Everything charged is written and synced before the process ends.
-            let engine = self.shared.engine.clone();
-            let _ = tokio::task::spawn_blocking(move || engine.journal().map(|j| j.close())).await;
-            info!("journal closed");
-        }
+        // Everything charged is written and synced before the process ends.
+        let engine = self.shared.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(j) = engine.journal() {
+                j.close();
+            }
+            if let Some(u) = engine.usage_log() {
+                u.close();
+            }
+        })
+        .await;
+        info!("journal closed");
         info!("stopped");
     }
 }

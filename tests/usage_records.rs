@@ -1,0 +1,173 @@
+//! Usage records reconcile with the ledger: after a run of sessions (ended by the gateway, by
+//! supervision, and one-shot events), the records' usage summed per account is exactly what
+//! the ledger holds as used, for octets and for money.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use ocf::charging::tenant::default_tenant;
+use ocf::charging::{ChargingConfig, Engine};
+use ocf::diameter::Message;
+use ocf::diameter::base::LocalIdentity;
+use ocf::journal::usage::{UsageLog, files};
+use ocf::ledger::Unit;
+use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
+
+const NOW: i64 = 1_795_000_000;
+
+fn identity() -> LocalIdentity {
+    LocalIdentity {
+        origin_host: "ocfd.localdomain".into(),
+        origin_realm: "localdomain".into(),
+        host_ip_addresses: vec!["127.0.0.1".parse().unwrap()],
+        vendor_id: 0,
+        product_name: "ocfd".into(),
+        firmware_revision: 1,
+        origin_state_id: 1,
+        auth_application_ids: vec![4],
+        supported_vendor_ids: vec![10415],
+    }
+}
+
+fn ask(engine: &Engine, spec: &CcrSpec, now: i64) -> CcaResult {
+    let mut b = BytesMut::new();
+    spec.write(&mut b, 1, 1);
+    let req = Message::decode(b.freeze()).unwrap();
+    let mut out = BytesMut::new();
+    engine.credit_control(&identity(), &req, now, &mut out);
+    CcaResult::read(&Message::decode(out.freeze()).unwrap())
+}
+
+fn mscc(rg: u32, used: Option<u64>, more: bool) -> MsccSpec {
+    MsccSpec {
+        rating_group: Some(rg),
+        used_octets: used,
+        requested_octets: if more { Some(None) } else { None },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn usage_records_sum_to_the_ledger_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, directory) = default_tenant();
+    let engine = Engine::new(ledger, directory, ChargingConfig::default())
+        .with_usage(UsageLog::start(dir.path(), 4096).unwrap(), false);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let subscribers: Vec<String> = (0..12)
+        .map(|k| format!("{}", 15_551_008_400u64 + k))
+        .chain(["15559990001".to_string(), "15551000001".to_string()])
+        .collect();
+    for n in 0..120 {
+        let who = &subscribers[rng.usize(..subscribers.len())];
+        let sid = format!("s;{n}");
+        let rg = rng.u32(1..4);
+        let i = ask(
+            &engine,
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(who)
+                .mscc(mscc(rg, None, true)),
+            NOW,
+        );
+        let mut held = i.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
+        let updates = rng.u32(0..3);
+        for u in 0..updates {
+            let used = rng.u64(0..=held);
+            let r = ask(
+                &engine,
+                &CcrSpec::new(&sid, UPDATE, u + 1).mscc(mscc(rg, Some(used), true)),
+                NOW,
+            );
+            held = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
+        }
+        match rng.u8(..3) {
+            // Ended by the gateway.
+            0 | 1 => {
+                let used = rng.u64(0..=held);
+                ask(
+                    &engine,
+                    &CcrSpec::new(&sid, TERMINATION, updates + 1).mscc(mscc(rg, Some(used), false)),
+                    NOW,
+                );
+            }
+            // Left open: supervision closes it below.
+            _ => {}
+        }
+    }
+    for n in 0..10 {
+        let mut e = CcrSpec::new(format!("e;{n}"), EVENT, 0)
+            .msisdn(&subscribers[n % subscribers.len()])
+            .mscc(MsccSpec {
+                rating_group: Some(9),
+                requested_octets: Some(Some(100_000)),
+                ..Default::default()
+            });
+        e.requested_action = Some(0);
+        ask(&engine, &e, NOW);
+    }
+    let sup = engine.supervise(NOW + 100_000);
+    assert!(
+        sup.closed_sessions > 0,
+        "some sessions were closed by supervision"
+    );
+    engine.usage_log().unwrap().close();
+
+    // Sum the records per account.
+    let mut octets: HashMap<String, u64> = HashMap::new();
+    let mut money: HashMap<String, rust_decimal::Decimal> = HashMap::new();
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for f in files(dir.path()).unwrap() {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(r["interim"], false);
+            let account = r["account"].as_str().unwrap().to_owned();
+            *outcomes
+                .entry(r["outcome"].as_str().unwrap().into())
+                .or_default() += 1;
+            assert!(r["subscriber"].as_str().unwrap().starts_with("e164:"));
+            for s in r["services"].as_array().unwrap() {
+                *octets.entry(account.clone()).or_default() += s["octets"].as_u64().unwrap();
+                *money.entry(account.clone()).or_default() += s["money"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap();
+            }
+        }
+    }
+    assert!(outcomes.len() == 3, "{outcomes:?}");
+    // Compare with the ledger: every device and alice.
+    let mut checked = 0;
+    for tree in 0..engine.ledger().tree_count() as u32 {
+        let t = engine.ledger().lock(tree).unwrap();
+        for (i, node) in t.nodes.iter().enumerate() {
+            let path = t.names(i as u32).join("/");
+            for c in &node.counters {
+                let (expect, got) = match c.unit {
+                    Unit::Octets if path.split('/').count() == 3 => {
+                        (c.used, octets.get(&path).copied().unwrap_or(0))
+                    }
+                    Unit::Money => {
+                        use rust_decimal::prelude::ToPrimitive;
+                        let m = money.get(&path).copied().unwrap_or_default()
+                            * rust_decimal::Decimal::from(1_000_000_000u64);
+                        assert!(
+                            path != "alice" || c.used > 0,
+                            "alice was charged in this run"
+                        );
+                        (c.used, m.to_u64().unwrap())
+                    }
+                    _ => continue,
+                };
+                assert_eq!(
+                    got, expect,
+                    "{path}: records say {got}, ledger says {expect}"
+                );
+                if expect > 0 {
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "accounts with usage checked: {checked}");
+}
