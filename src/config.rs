@@ -105,6 +105,8 @@ pub struct JournalSection {
     pub usage_interim: bool,
     /// Size at which a new usage file starts, MiB.
     pub usage_file_mib: u64,
+    /// Seconds between snapshots (also taken at every clean stop); 0: only at stops.
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for JournalSection {
@@ -118,6 +120,7 @@ impl Default for JournalSection {
             usage_records: true,
             usage_interim: false,
             usage_file_mib: 64,
+            snapshot_interval_s: 300,
         }
     }
 }

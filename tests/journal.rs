@@ -285,3 +285,60 @@ fn a_corrupt_journal_stops_startup_with_file_and_offset() {
     );
     assert_eq!(r.mscc[0].granted_octets, Some(10 * MIB));
 }
+
+#[test]
+fn snapshots_at_stop_and_on_a_timer_keep_balances_and_trim_the_journal() {
+    let every_second = format!("{FSYNC}[journal]\nsnapshot_interval_s = 1\nsegment_mib = 1\n");
+    // The [journal] table appears twice in that text: keep one.
+    let cfg = every_second
+        .replacen("[journal]\ndurability = \"fsync\"\n", "", 1)
+        .replace("[journal]\n", "[journal]\ndurability = \"fsync\"\n");
+    let mut d = Daemon::start(&cfg);
+    let mut gw = Gw::open(&d);
+    gw.ask(
+        &CcrSpec::new("s;1", INITIAL, 0)
+            .msisdn(&device(8400))
+            .mscc(rsu()),
+    );
+    gw.ask(&CcrSpec::new("s;1", TERMINATION, 1).mscc(report(6 * MIB, false)));
+    // A timed snapshot, then a kill: snapshot plus the journal after it.
+    d.wait_log("snapshot written");
+    gw.ask(
+        &CcrSpec::new("s;2", INITIAL, 0)
+            .msisdn(&device(8401))
+            .mscc(rsu()),
+    );
+    gw.ask(&CcrSpec::new("s;2", TERMINATION, 1).mscc(report(7 * MIB, false)));
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), &cfg, &[]);
+    d.wait_log("snapshot loaded");
+    let mut gw = Gw::open(&d);
+    let a = gw.ask(
+        &CcrSpec::new("s;3", INITIAL, 0)
+            .msisdn(&device(8400))
+            .mscc(rsu()),
+    );
+    let b = gw.ask(
+        &CcrSpec::new("s;4", INITIAL, 0)
+            .msisdn(&device(8401))
+            .mscc(rsu()),
+    );
+    assert_eq!(a.mscc[0].granted_octets, Some(4 * MIB));
+    assert_eq!(b.mscc[0].granted_octets, Some(3 * MIB));
+    gw.ask(&CcrSpec::new("s;3", TERMINATION, 1).mscc(report(0, false)));
+    gw.ask(&CcrSpec::new("s;4", TERMINATION, 1).mscc(report(0, false)));
+    // A clean stop snapshots everything; the restart replays nothing.
+    assert!(d.terminate().success());
+    let out = d.proc.output();
+    assert!(out.contains("snapshot written"), "{out}");
+    let mut d = Daemon::start_in(d.into_dir(), &cfg, &[]);
+    let replayed = d.wait_log("journal replayed");
+    assert!(replayed.contains("records=0"), "{replayed}");
+    let mut gw = Gw::open(&d);
+    let c = gw.ask(
+        &CcrSpec::new("s;5", INITIAL, 0)
+            .msisdn(&device(8400))
+            .mscc(rsu()),
+    );
+    assert_eq!(c.mscc[0].granted_octets, Some(4 * MIB), "still 6 MiB used");
+}

@@ -8,8 +8,8 @@ use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
 use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, RwLock};
 
 use crate::journal::record::Op;
 use crate::journal::usage::UsageLog;
@@ -20,6 +20,7 @@ use super::answer::{EventAnswer, MsccAnswer, write_cca};
 use super::recorder::{Outstanding, Recorder, Recovered};
 use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
 use super::session::{Held, ServiceUsage, Session, Sessions, unit_index};
+use super::snapshot::SnapshotInfo;
 use super::tenant::{Directory, Policy, SubscriptionType};
 
 /// Charging settings that are not per tree.
@@ -61,6 +62,10 @@ pub struct Engine {
     sessions: Sessions,
     config: ChargingConfig,
     journal: Option<Journal>,
+    /// Held (shared) by every request from its first ledger change until its records are
+    /// queued; a snapshot holds it exclusively, so the ledger it copies is exactly the effect
+    /// of the records up to the sequence it names.
+    gate: RwLock<()>,
     usage: Option<UsageLog>,
     usage_interim: bool,
     next_reservation: AtomicU64,
@@ -103,6 +108,7 @@ impl Engine {
             sessions: Sessions::default(),
             config,
             journal: None,
+            gate: RwLock::new(()),
             usage: None,
             usage_interim: false,
             next_reservation: AtomicU64::new(1),
@@ -238,9 +244,51 @@ impl Engine {
                 return 0;
             }
         }
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
         self.answer_ccr(identity, req, now, out, &mut rec);
         self.journal_ops(now, rec.ops)
+    }
+
+    /// Takes a snapshot of the ledger and writes it to `path` (atomically). Returns the journal
+    /// sequence it includes; segments wholly at or below it may be removed.
+    pub fn snapshot(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        let data = {
+            let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            let sequence = self.journal.as_ref().map_or(0, |j| {
+                j.progress()
+                    .queued
+                    .load(std::sync::atomic::Ordering::Acquire)
+            });
+            // Reservations still open, in sessions and from before the last start.
+            let mut outstanding = self
+                .outstanding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for i in 0..self.sessions.shard_count() {
+                for s in self.sessions.lock_index(i).values() {
+                    outstanding.extend(s.held.iter().map(|h| Outstanding {
+                        id: h.id,
+                        account: s.account,
+                        unit: h.unit,
+                        amount: h.reserved,
+                        expires: h.expires,
+                    }));
+                }
+            }
+            let info = SnapshotInfo {
+                sequence,
+                next_reservation: self
+                    .next_reservation
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                outstanding,
+                fingerprint: super::snapshot::fingerprint(&self.ledger),
+            };
+            (super::snapshot::encode(&self.ledger, &info), sequence)
+        };
+        super::snapshot::write_atomically(path, &data.0)?;
+        Ok(data.1)
     }
 
     fn answer_ccr(
@@ -642,6 +690,7 @@ impl Engine {
     /// Returns expired reservations to the pool and closes sessions nobody reported on in time;
     /// forgets terminated sessions once their answers need not be kept.
     pub fn supervise(&self, now: i64) -> Supervision {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut sup = Supervision::default();
         let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
         {

@@ -7,6 +7,7 @@ pub mod provisioning;
 pub mod recorder;
 pub mod request;
 pub mod session;
+pub mod snapshot;
 pub mod tenant;
 
 pub use engine::{ChargingConfig, Engine};

@@ -169,9 +169,14 @@ pub struct Recovered {
 
 /// Applies the journal in `dir` (records after `after`) to `ledger`, which must be provisioned
 /// as it was when the records were written. Truncates a torn tail; stops at corruption.
-pub fn replay(ledger: &Ledger, dir: &Path, after: u64) -> Result<Recovered, ReadError> {
-    let mut open: HashMap<u64, Outstanding> = HashMap::new();
-    let mut max_id = 0u64;
+pub fn replay(
+    ledger: &Ledger,
+    dir: &Path,
+    after: u64,
+    open_before: Vec<Outstanding>,
+) -> Result<Recovered, ReadError> {
+    let mut max_id = open_before.iter().map(|o| o.id).max().unwrap_or(0);
+    let mut open: HashMap<u64, Outstanding> = open_before.into_iter().map(|o| (o.id, o)).collect();
     let summary = segment::read_all(dir, after, true, |r| {
         let now = r.time;
         match r.op {

@@ -123,7 +123,9 @@ pub fn read_all(
                 "segment header does not match its name (magic, version, first sequence)".into(),
             ));
         }
-        if let Some(e) = expected {
+        // A segment that starts at or before what the caller already has (a snapshot) may
+        // follow a gap: the records in between were in the snapshot, not in the journal.
+        if let Some(e) = expected.filter(|_| first > after + 1) {
             if e != first {
                 return Err(corrupt(
                     0,
@@ -253,9 +255,20 @@ impl SegmentWriter {
     /// Opens the journal for appending after `last_sequence` (0: empty journal), in the last
     /// segment if there is one.
     pub fn open(dir: &Path, next_sequence: u64, segment_bytes: u64) -> io::Result<SegmentWriter> {
+        Self::open_with(dir, next_sequence, segment_bytes, false)
+    }
+
+    /// As [`Self::open`]; with `fresh`, a new segment starts at `next_sequence` (after a
+    /// snapshot that includes records the journal lost).
+    pub fn open_with(
+        dir: &Path,
+        next_sequence: u64,
+        segment_bytes: u64,
+        fresh: bool,
+    ) -> io::Result<SegmentWriter> {
         fs::create_dir_all(dir)?;
         let segments = list(dir)?;
-        let (file, size) = match segments.last() {
+        let (file, size) = match segments.last().filter(|_| !fresh) {
             Some((_, path)) => {
                 let file = OpenOptions::new().append(true).open(path)?;
                 let size = file.metadata()?.len();

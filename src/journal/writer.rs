@@ -74,12 +74,21 @@ pub struct Busy;
 
 impl Journal {
     /// Starts the writer, appending after `last_sequence`.
+    /// Starts the writer, appending after `last_sequence`. With `fresh_segment`, the next
+    /// records start a new segment (the journal's own last record is behind `last_sequence`,
+    /// which a snapshot covered).
     pub fn start(
         config: JournalConfig,
         last_sequence: u64,
+        fresh_segment: bool,
         on_progress: Option<OnProgress>,
     ) -> std::io::Result<Journal> {
-        let segments = SegmentWriter::open(&config.dir, last_sequence + 1, config.segment_bytes)?;
+        let segments = SegmentWriter::open_with(
+            &config.dir,
+            last_sequence + 1,
+            config.segment_bytes,
+            fresh_segment,
+        )?;
         let (tx, rx) = bounded(config.capacity.max(1));
         let progress = Arc::new(Progress::default());
         for p in [&progress.queued, &progress.written, &progress.synced] {
@@ -301,7 +310,7 @@ mod tests {
     #[test]
     fn appended_records_are_written_in_order_and_close_flushes() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start(config(dir.path(), Durability::Async), 0, None).unwrap();
+        let j = Journal::start(config(dir.path(), Durability::Async), 0, false, None).unwrap();
         let mut last = 0;
         for n in 1..=3000u64 {
             last = j.append(n as i64, vec![op(n), op(n)]);
@@ -317,7 +326,7 @@ mod tests {
     #[test]
     fn concurrent_appenders_keep_the_file_contiguous() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start(config(dir.path(), Durability::Write), 0, None).unwrap();
+        let j = Journal::start(config(dir.path(), Durability::Write), 0, false, None).unwrap();
         std::thread::scope(|s| {
             for t in 0..4u64 {
                 let j = &j;
@@ -347,7 +356,7 @@ mod tests {
                     p.synced.load(Ordering::Acquire),
                 ));
             });
-            let j = Journal::start(config(dir.path(), mode), 10, Some(cb)).unwrap();
+            let j = Journal::start(config(dir.path(), mode), 10, false, Some(cb)).unwrap();
             let seq = j.append(5, vec![op(1)]);
             assert_eq!(seq, 11, "continues after the last sequence");
             // Wait (bounded) for the writer to report it.
@@ -367,7 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path(), Durability::Async);
         cfg.capacity = 4;
-        let j = Journal::start(cfg, 0, None).unwrap();
+        let j = Journal::start(cfg, 0, false, None).unwrap();
         assert_eq!(j.admit(), Ok(()));
         j.close();
         // With the writer gone nothing is admitted.

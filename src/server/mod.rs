@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::charging::{ChargingConfig, Engine};
+use crate::charging::{ChargingConfig, Engine, snapshot};
 use crate::config::Config;
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{VENDOR_3GPP, application};
@@ -33,6 +33,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("journal: {0} (docs/durability.md says how to recover)")]
     Journal(#[from] crate::journal::segment::ReadError),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
     #[error("provisioning: {0}")]
     Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
     #[error("cannot listen on {transport} {addr}: {source}")]
@@ -84,6 +86,8 @@ impl Shared {
 
 /// A bound, not yet running server.
 pub struct Server {
+    /// Where snapshots go and the journal lives (None: no journal).
+    persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
     sctp: Vec<SctpListener>,
     shared: Arc<Shared>,
@@ -151,7 +155,48 @@ impl Server {
         let (durable_tx, durable_rx) = watch::channel(0u64);
         if config.journal.enabled {
             let dir = config.state_dir.join("journal");
-            let recovered = crate::charging::recorder::replay(engine.ledger(), &dir, 0)?;
+            let snapshot_path = config.state_dir.join("snapshot");
+            let (after, open, snap_next, changed) = match std::fs::read(&snapshot_path) {
+                Ok(data) => {
+                    let (info, dropped) = snapshot::apply(engine.ledger(), &data, &snapshot_path)?;
+                    info!(
+                        sequence = info.sequence,
+                        dropped_counters = dropped,
+                        "snapshot loaded"
+                    );
+                    let changed = info.fingerprint != snapshot::fingerprint(engine.ledger());
+                    (
+                        info.sequence,
+                        info.outstanding,
+                        info.next_reservation,
+                        changed,
+                    )
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, Vec::new(), 1, false),
+                Err(source) => {
+                    return Err(ServerError::Snapshot(snapshot::SnapshotError::Io {
+                        file: snapshot_path,
+                        source,
+                    }));
+                }
+            };
+            if changed {
+                // Journal records name accounts by index, which a provisioning change moves.
+                let mut later = 0u64;
+                crate::journal::segment::read_all(&dir, after, false, |_| later += 1)?;
+                if later > 0 {
+                    return Err(ServerError::Snapshot(snapshot::SnapshotError::Corrupt {
+                        file: snapshot_path,
+                        reason: format!(
+                            "the provisioning changed since this snapshot and the journal has {later} records after it; \
+                             start once with the previous provisioning (a clean stop takes a snapshot), then change it"
+                        ),
+                    }));
+                }
+            }
+            let mut recovered =
+                crate::charging::recorder::replay(engine.ledger(), &dir, after, open)?;
+            recovered.next_reservation = recovered.next_reservation.max(snap_next);
             let s = &recovered.summary;
             info!(
                 records = s.records,
@@ -180,7 +225,8 @@ impl Server {
                     segment_bytes: jc.segment_mib << 20,
                     capacity: jc.queue_records,
                 },
-                s.last_sequence.unwrap_or(0),
+                s.last_sequence.unwrap_or(0).max(after),
+                after > s.last_sequence.unwrap_or(0),
                 Some(on_progress),
             )
             .map_err(|source| {
@@ -219,7 +265,15 @@ impl Server {
             })?;
             sctp_listeners.push(l);
         }
+        let persistence = config.journal.enabled.then(|| {
+            (
+                config.state_dir.join("snapshot"),
+                config.state_dir.join("journal"),
+                Duration::from_secs(config.journal.snapshot_interval_s),
+            )
+        });
         Ok(Server {
+            persistence,
             tcp: tcp_listeners,
             sctp: sctp_listeners,
             shared: Arc::new(Shared {
@@ -312,8 +366,31 @@ impl Server {
                 }
             }
         });
+        // Periodic snapshots keep replay short and let old segments go.
+        let snapshots =
+            self.persistence
+                .clone()
+                .filter(|p| !p.2.is_zero())
+                .map(|(path, dir, every)| {
+                    let engine = self.shared.engine.clone();
+                    tokio::spawn(async move {
+                        let mut tick =
+                            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                        loop {
+                            tick.tick().await;
+                            let (engine, path, dir) = (engine.clone(), path.clone(), dir.clone());
+                            let _ = tokio::task::spawn_blocking(move || {
+                                snapshot_now(&engine, &path, &dir)
+                            })
+                            .await;
+                        }
+                    })
+                });
         shutdown.await;
         supervisor.abort();
+        if let Some(s) = &snapshots {
+            s.abort();
+        }
         info!("shutting down: no new connections, DPR to every peer");
         for t in &accept_tasks {
             t.abort();
@@ -326,9 +403,13 @@ impl Server {
         {
             warn!("some peers did not disconnect in time");
         }
-        // Everything charged is written and synced before the process ends.
+        // Everything charged is in a snapshot or written and synced before the process ends.
         let engine = self.shared.engine.clone();
+        let persistence = self.persistence.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            if let Some((path, dir, _)) = &persistence {
+                snapshot_now(&engine, path, dir);
+            }
             if let Some(j) = engine.journal() {
                 j.close();
             }
@@ -339,6 +420,17 @@ impl Server {
         .await;
         info!("journal closed");
         info!("stopped");
+    }
+}
+
+/// Takes a snapshot and removes the journal segments it covers.
+fn snapshot_now(engine: &Engine, path: &std::path::Path, journal: &std::path::Path) {
+    match engine.snapshot(path) {
+        Ok(sequence) => match snapshot::remove_covered_segments(journal, sequence) {
+            Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
+            Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
+        },
+        Err(e) => warn!(error = %e, path = %path.display(), "snapshot failed"),
     }
 }
 
