@@ -1,6 +1,7 @@
-//! Usage records reconcile with the ledger: after a run of sessions (ended by the gateway, by
-//! supervision, and one-shot events), the records' usage summed per account is exactly what
-//! the ledger holds as used, for octets and for money.
+//! The charging engine with its persistence, in process: usage records reconcile with the
+//! ledger (after sessions ended by the gateway, by supervision, and one-shot events, the
+//! records' usage summed per account is exactly what the ledger holds as used, for octets and
+//! money), and a journal that cannot keep up makes requests 3004 before anything is charged.
 
 use std::collections::HashMap;
 
@@ -170,4 +171,56 @@ fn usage_records_sum_to_the_ledger_per_account() {
         }
     }
     assert!(checked >= 10, "accounts with usage checked: {checked}");
+}
+
+/// A journal that cannot take more (here: its writer has stopped) makes a CCR 3004
+/// DIAMETER_TOO_BUSY with the E bit, and nothing is charged.
+#[test]
+fn a_journal_that_cannot_keep_up_refuses_before_charging() {
+    use ocf::journal::writer::{Durability, Journal, JournalConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, directory) = default_tenant();
+    let journal = Journal::start(
+        JournalConfig {
+            dir: dir.path().into(),
+            durability: Durability::Async,
+            sync_interval: std::time::Duration::from_millis(100),
+            segment_bytes: 1 << 20,
+            capacity: 64,
+        },
+        0,
+        false,
+        None,
+    )
+    .unwrap();
+    let engine = Engine::new(ledger, directory, ChargingConfig::default())
+        .with_journal(journal, Default::default());
+    let ok = ask(
+        &engine,
+        &CcrSpec::new("b;1", INITIAL, 0)
+            .msisdn("15551008500")
+            .mscc(mscc(1, None, true)),
+        NOW,
+    );
+    assert_eq!(ok.result_code, 2001);
+    engine.journal().unwrap().close();
+    let mut b = BytesMut::new();
+    CcrSpec::new("b;2", INITIAL, 0)
+        .msisdn("15551008501")
+        .mscc(mscc(1, None, true))
+        .write(&mut b, 1, 1);
+    let mut out = BytesMut::new();
+    engine.credit_control(
+        &identity(),
+        &Message::decode(b.freeze()).unwrap(),
+        NOW,
+        &mut out,
+    );
+    let answer = Message::decode(out.freeze()).unwrap();
+    assert!(answer.header.flags.is_error());
+    assert_eq!(CcaResult::read(&answer).result_code, 3004);
+    // Nothing was reserved for the refused request's device.
+    let t = engine.ledger().lock(0).unwrap();
+    let node = t.find(&["acme", "iot", "15551008501"]).unwrap();
+    assert_eq!(t.nodes[node as usize].counters[0].reserved, 0);
 }
