@@ -15,6 +15,7 @@ pub struct Config {
     pub diameter: DiameterConfig,
     pub charging: ChargingSection,
     pub journal: JournalSection,
+    pub admin: AdminSection,
     /// Directory for the journal, snapshots and usage records.
     pub state_dir: PathBuf,
     /// Tokio worker threads; 0 means one per CPU core.
@@ -125,6 +126,22 @@ impl Default for JournalSection {
     }
 }
 
+/// The admin HTTP listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// ip:port for /metrics and /health; absent: no admin listener.
+    pub listen: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: Some("127.0.0.1:8868".into()),
+        }
+    }
+}
+
 /// Logging.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +165,7 @@ impl Default for Config {
             diameter: DiameterConfig::default(),
             charging: ChargingSection::default(),
             journal: JournalSection::default(),
+            admin: AdminSection::default(),
             state_dir: PathBuf::from("./ocfd-data"),
             worker_threads: 0,
             log: LogConfig::default(),

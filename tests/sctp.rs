@@ -46,6 +46,9 @@ fn multihomed_capabilities_exchange_watchdog_and_disconnect() {
         let mut cfg = Config::default();
         cfg.diameter.listen_tcp = vec![];
         cfg.diameter.listen_sctp = vec!["127.0.0.1,127.0.0.2:0".into()];
+        cfg.admin.listen = None;
+        cfg.journal.enabled = false;
+        cfg.journal.usage_records = false;
         let server = Server::bind(&cfg).expect("bind SCTP");
         let addrs: Vec<SocketAddr> = server.local_addrs().into_iter().map(|(_, a)| a).collect();
         assert_eq!(addrs.len(), 2, "{addrs:?}");

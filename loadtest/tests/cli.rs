@@ -15,6 +15,9 @@ fn reports_round_trips_against_ocfd() {
         .unwrap();
     let mut cfg = Config::default();
     cfg.diameter.listen_tcp = vec!["127.0.0.1:0".into()];
+    cfg.admin.listen = Some("127.0.0.1:0".into());
+    let state = tempfile::tempdir().unwrap();
+    cfg.state_dir = state.path().to_path_buf();
     let server = rt.block_on(async { Server::bind(&cfg) }).unwrap();
     let addr = server.local_addrs()[0].1;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

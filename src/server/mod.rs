@@ -1,6 +1,7 @@
 //! The daemon's shell: binds the listeners, runs one driver task per connection, and on
 //! shutdown stops accepting, sends DPR to every peer and waits (bounded) for them to go.
 
+pub mod admin;
 mod connection;
 pub mod dispatch;
 
@@ -86,6 +87,7 @@ impl Shared {
 
 /// A bound, not yet running server.
 pub struct Server {
+    admin: Option<TcpListener>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -272,7 +274,23 @@ impl Server {
                 Duration::from_secs(config.journal.snapshot_interval_s),
             )
         });
+        let admin = match &config.admin.listen {
+            Some(addr) => {
+                let addr: SocketAddr = addr.parse().map_err(|_| ServerError::Listen {
+                    transport: "http",
+                    addr: addr.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
+                })?;
+                Some(tcp::listen(addr).map_err(|source| ServerError::Listen {
+                    transport: "http",
+                    addr: addr.to_string(),
+                    source,
+                })?)
+            }
+            None => None,
+        };
         Ok(Server {
+            admin,
             persistence,
             tcp: tcp_listeners,
             sctp: sctp_listeners,
@@ -289,6 +307,11 @@ impl Server {
     }
 
     /// Bound addresses, as (transport, address).
+    /// The admin HTTP address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut v: Vec<_> = self
             .tcp
@@ -345,18 +368,29 @@ impl Server {
                 }
             }));
         }
-        // Supervision: expired reservations return to the pool, silent sessions are closed.
+        let admin = self.admin.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                info!(transport = "http", %addr, "listening");
+            }
+            tokio::spawn(admin::serve(l))
+        });
+        // Supervision: expired reservations return to the pool, silent sessions are closed,
+        // gauges are refreshed.
         let engine = self.shared.engine.clone();
+        let gauges = admin::Gauges::new();
         let supervisor = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let engine_for_gauges = engine.clone();
                 let engine = engine.clone();
                 let now = dispatch::unix_now();
                 let sup = tokio::task::spawn_blocking(move || engine.supervise(now))
                     .await
                     .unwrap_or_default();
+                gauges.refresh(&engine_for_gauges);
+                tracing::debug!("supervision tick");
                 if sup.expired_reservations > 0 || sup.closed_sessions > 0 {
                     info!(
                         expired = sup.expired_reservations,
@@ -388,6 +422,9 @@ impl Server {
                 });
         shutdown.await;
         supervisor.abort();
+        if let Some(a) = &admin {
+            a.abort();
+        }
         if let Some(s) = &snapshots {
             s.abort();
         }

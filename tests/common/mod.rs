@@ -200,7 +200,7 @@ impl Daemon {
         std::fs::write(
             &cfg,
             format!(
-                "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"debug\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\n{diameter_toml}\n",
+                "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\n{diameter_toml}\n",
                 dir.path().join("state").display()
             ),
         )

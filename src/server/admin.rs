@@ -1,0 +1,100 @@
+//! The admin HTTP listener (127.0.0.1:8868 by default): Prometheus metrics on `/metrics` and a
+//! liveness answer on `/health`. Metrics are gauges refreshed by the supervision tick, so the
+//! hot path pays nothing for them.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::routing::get;
+use metrics::Gauge;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::charging::Engine;
+
+/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+/// Pre-built gauge handles.
+pub struct Gauges {
+    journal_lag: Gauge,
+    journal_written: Gauge,
+    journal_synced: Gauge,
+    journal_errors: Gauge,
+    sessions: Gauge,
+}
+
+impl Gauges {
+    pub fn new() -> Self {
+        let _ = prometheus();
+        metrics::describe_gauge!(
+            "ocfd_journal_lag_records",
+            "Journal records queued but not yet written"
+        );
+        metrics::describe_gauge!(
+            "ocfd_journal_written_sequence",
+            "Last journal sequence written to the file"
+        );
+        metrics::describe_gauge!(
+            "ocfd_journal_synced_sequence",
+            "Last journal sequence synced to disk"
+        );
+        metrics::describe_gauge!(
+            "ocfd_journal_errors",
+            "Journal write or sync failures since start"
+        );
+        metrics::describe_gauge!("ocfd_sessions_open", "Open credit-control sessions");
+        Gauges {
+            journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
+            journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
+            journal_synced: metrics::gauge!("ocfd_journal_synced_sequence"),
+            journal_errors: metrics::gauge!("ocfd_journal_errors"),
+            sessions: metrics::gauge!("ocfd_sessions_open"),
+        }
+    }
+
+    /// Refreshes every gauge from the engine (called by the supervision tick).
+    pub fn refresh(&self, engine: &Engine) {
+        if let Some(j) = engine.journal() {
+            let p = j.progress();
+            self.journal_lag.set(j.lag() as f64);
+            self.journal_written
+                .set(p.written.load(Ordering::Relaxed) as f64);
+            self.journal_synced
+                .set(p.synced.load(Ordering::Relaxed) as f64);
+            self.journal_errors
+                .set(p.errors.load(Ordering::Relaxed) as f64);
+        }
+        self.sessions.set(engine.session_count() as f64);
+    }
+}
+
+impl Default for Gauges {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The admin routes.
+pub fn router() -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async { prometheus().map(|h| h.render()).unwrap_or_default() }),
+        )
+        .route("/health", get(|| async { "ok\n" }))
+}
+
+/// Serves the admin routes on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    if let Err(e) = axum::serve(listener, router()).await {
+        tracing::warn!(error = %e, ?addr, "admin listener stopped");
+    }
+}
