@@ -12,6 +12,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::journal::le::LeReader;
 use crate::ledger::{AccountRef, Ledger, Period};
 
 use super::recorder::{Outstanding, unit_code, unit_from};
@@ -124,43 +125,6 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (h, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*h)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_le_bytes)
-    }
-    fn u128(&mut self) -> Option<u128> {
-        self.take().map(u128::from_le_bytes)
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.u16()? as usize;
-        if self.0.len() < n {
-            return None;
-        }
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8(s.to_vec()).ok()
-    }
-}
-
 /// Applies a snapshot to a freshly provisioned ledger, matching accounts by tree name and node
 /// path; counters of accounts no longer provisioned are dropped (and counted in the result).
 pub fn apply(
@@ -179,7 +143,7 @@ pub fn apply(
     if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
         return Err(corrupt("checksum mismatch"));
     }
-    let mut r = Reader(&body[4..]);
+    let mut r = LeReader::new(&body[4..]);
     let short = || corrupt("cut short");
     if r.u32().ok_or_else(short)? != VERSION {
         return Err(corrupt("unknown snapshot version"));
@@ -273,7 +237,7 @@ pub fn apply(
             });
         }
     }
-    if !r.0.is_empty() {
+    if !r.is_empty() {
         return Err(corrupt("trailing data"));
     }
     Ok((

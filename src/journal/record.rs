@@ -21,6 +21,8 @@
 //!
 //! `time` is the `now` the operation ran with, so replay reproduces period boundaries.
 
+use super::le::LeReader;
+
 /// An account as the journal names it: tree and node indices. (The journal sits below the
 /// ledger and knows none of its types; the charging layer converts.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,37 +112,30 @@ impl Out<'_> {
     }
 }
 
-struct In<'a>(&'a [u8]);
+/// Reads the fields of a record body.
+struct In<'a>(LeReader<'a>);
 
 impl In<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
     fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
+        self.0.u8()
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
+        self.0.u64()
     }
     fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_le_bytes)
+        self.0.i64()
     }
     fn u128(&mut self) -> Option<u128> {
-        self.take().map(u128::from_le_bytes)
+        self.0.u128()
     }
     fn account(&mut self) -> Option<Account> {
         Some(Account {
-            tree: self.u32()?,
-            node: self.u32()?,
+            tree: self.0.u32()?,
+            node: self.0.u32()?,
         })
     }
     fn unit(&mut self) -> Option<UnitCode> {
-        self.u8().filter(|u| *u <= MAX_UNIT)
+        self.0.u8().filter(|u| *u <= MAX_UNIT)
     }
 }
 
@@ -227,7 +222,7 @@ impl Record {
 
     /// Decodes a body whose CRC has been checked. `None`: not a record of this version.
     pub fn decode_body(body: &[u8]) -> Option<Record> {
-        let mut i = In(body);
+        let mut i = In(LeReader::new(body));
         let sequence = i.u64()?;
         let time = i.i64()?;
         let op = match i.u8()? {
