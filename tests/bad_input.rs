@@ -372,15 +372,7 @@ fn shutdown_sends_dpr_and_exits_cleanly() {
 fn several_listeners_on_ipv4_and_ipv6() {
     let mut d = Daemon::start_with("", &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
     let v6 = d.wait_log("listening transport=\"tcp\" addr=[::1]:");
-    let addr: std::net::SocketAddr = v6
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = logged_addr(&v6);
     let mut conn = Conn::connect(addr);
     let cea = conn.handshake("gw6.localdomain");
     assert_eq!(result_code(&cea), 2001);

@@ -27,15 +27,7 @@ fn get(addr: SocketAddr, path: &str) -> String {
 fn metrics_show_the_journal_lag_and_sessions() {
     let mut d = Daemon::start("");
     let line = d.wait_log("listening transport=\"http\"");
-    let addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = logged_addr(&line);
     assert!(get(addr, "/health").ends_with("ok\n"));
     let mut conn = Conn::connect(d.addr);
     assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);

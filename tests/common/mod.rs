@@ -167,6 +167,17 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// The address in a `listening ... addr=IP:PORT` log line.
+pub fn logged_addr(line: &str) -> SocketAddr {
+    let field = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next());
+    field
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -209,16 +220,9 @@ impl Daemon {
         cmd.arg("--config").arg(&cfg).args(args);
         let mut proc = Watched::spawn("ocfd", cmd);
         let line = proc.wait_for("listening transport=\"tcp\"", WAIT);
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
         Daemon {
             proc,
-            addr: addr.parse().unwrap(),
+            addr: logged_addr(&line),
             _dir: dir,
         }
     }
