@@ -24,6 +24,8 @@ pub struct ClientConfig {
     pub watchdog: Duration,
     /// How long to wait for the CEA, an answer, or the DPA.
     pub timeout: Duration,
+    /// Auth-Application-Id advertised in the CER (4: credit control).
+    pub auth_application_id: u32,
 }
 
 impl Default for ClientConfig {
@@ -33,6 +35,7 @@ impl Default for ClientConfig {
             origin_realm: "localdomain".into(),
             watchdog: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
+            auth_application_id: application::CREDIT_CONTROL,
         }
     }
 }
@@ -77,7 +80,7 @@ fn peer_config(cfg: &ClientConfig, local: IpAddr) -> Result<Arc<PeerConfig>, Cli
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as u32)
                 .unwrap_or(1),
-            auth_application_ids: vec![application::CREDIT_CONTROL],
+            auth_application_ids: vec![cfg.auth_application_id],
             supported_vendor_ids: vec![VENDOR_3GPP],
         },
         dictionary: Arc::new(Dictionary::builtin()?),
@@ -207,6 +210,12 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// The connection, its state machine and any bytes read past the CEA, for a driver of its
+    /// own (the load generator).
+    pub fn into_parts(self) -> (Box<dyn Stream>, Peer, BytesMut) {
+        (self.stream, self.peer, self.rbuf)
     }
 
     /// Our identity as sent in requests.

@@ -1,22 +1,63 @@
-//! ocf-loadtest: connects to a Diameter credit-control server and checks that it speaks the base
-//! protocol: CER/CEA, then a bounded number of pipelined-free DWR/DWA round trips timed one by
-//! one, then DPR/DPA. Load generation with CCR sessions builds on this client.
+//! ocf-loadtest: a Diameter Gy load generator for any credit-control server.
+//!
+//! `run` drives sessions or events at an open-loop rate or with a closed-loop window and
+//! reports throughput, HDR latency percentiles per request type and Result-Codes;
+//! `watchdog` times DWR/DWA round trips one by one; `responder` is a do-nothing Gy server that
+//! measures the generator's own ceiling.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use ocf::diameter::codes::{avp, command};
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use ocf::diameter::codes::{application, avp, command};
 use ocf_loadtest::client::{Client, ClientConfig};
+use ocf_loadtest::load::{self, LoadConfig, Model, Transport};
+use ocf_loadtest::plan::{Kind, MAX_MSCC, Plan, Scenario, Subscribers};
+use ocf_loadtest::stats::{Median, PerKind, RunReport};
 
 #[derive(Parser)]
 #[command(
     name = "ocf-loadtest",
     version,
-    about = "Diameter Gy client for testing charging servers"
+    about = "Diameter Gy load generator and test client for charging servers"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run credit-control load and report throughput and latency.
+    Run(Box<RunArgs>),
+    /// Time DWR/DWA round trips one at a time.
+    Watchdog {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Number of round trips (at most 1,000,000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        count: u32,
+    },
+    /// A Gy server that answers every CCR with a fixed grant and does nothing else; for
+    /// measuring the generator's own ceiling.
+    Responder {
+        #[arg(long, default_value = "127.0.0.1:3869")]
+        listen: SocketAddr,
+        /// Runtime worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ConnArgs {
     /// Server address (ip:port).
     #[arg(long, default_value = "127.0.0.1:3868")]
     server: SocketAddr,
@@ -32,31 +73,293 @@ struct Cli {
     /// Our Origin-Realm.
     #[arg(long, default_value = "localdomain")]
     origin_realm: String,
-    /// Number of DWR/DWA round trips to time (at most 1,000,000).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    watchdogs: u32,
-    /// Seconds to wait for any one answer.
+    /// Auth-Application-Id in the CER and in requests.
+    #[arg(long, default_value_t = application::CREDIT_CONTROL)]
+    auth_application_id: u32,
+    /// Seconds to wait for the CEA, a DWA or the DPA.
     #[arg(long, default_value_t = 10)]
     timeout_s: u64,
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = ClientConfig {
-        origin_host: cli.origin_host,
-        origin_realm: cli.origin_realm,
-        timeout: Duration::from_secs(cli.timeout_s),
-        ..Default::default()
+impl ConnArgs {
+    fn client(&self) -> ClientConfig {
+        ClientConfig {
+            origin_host: self.origin_host.clone(),
+            origin_realm: self.origin_realm.clone(),
+            timeout: Duration::from_secs(self.timeout_s),
+            auth_application_id: self.auth_application_id,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Destination-Realm in requests (default: the server's Origin-Realm from its CEA).
+    #[arg(long)]
+    destination_realm: Option<String>,
+    /// Destination-Host in requests (default: none).
+    #[arg(long)]
+    destination_host: Option<String>,
+    #[arg(long, default_value = "32251@3gpp.org")]
+    service_context_id: String,
+
+    /// What each session is: `session` (CCR-I, --updates × CCR-U, CCR-T) or `event`.
+    #[arg(long, default_value = "session", value_parser = ["session", "event"])]
+    scenario: String,
+    /// CCR-UPDATEs per session, each reporting the last grant as used.
+    #[arg(long, default_value_t = 2)]
+    updates: u32,
+    /// Rating-Group of each MSCC, comma-separated (one MSCC per value).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    rating_groups: Vec<u32>,
+    /// Octets asked for in each Requested-Service-Unit.
+    #[arg(long, default_value_t = 1 << 20)]
+    request_octets: u64,
+    /// Subscribers as FIRST:COUNT of consecutive MSISDNs (default: the engineering devices of
+    /// ocfd's embedded tenant).
+    #[arg(
+        long,
+        default_value = "15551000000:5000",
+        conflicts_with = "subscribers_file"
+    )]
+    subscribers: String,
+    /// Subscribers from a provisioning file (as written by `ocfd tenants generate`).
+    #[arg(long)]
+    subscribers_file: Option<PathBuf>,
+    /// Milliseconds between an answer and the session's next request.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+
+    /// Connections.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Open loop: requests per second over all connections (latency from the intended send
+    /// time).
+    #[arg(long, conflicts_with = "sessions")]
+    rate: Option<f64>,
+    /// Closed loop: sessions per connection, each with one request outstanding (the default,
+    /// with 64, when no --rate is given).
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Seconds of linear ramp up to the rate (or the session count).
+    #[arg(long, default_value_t = 0.0)]
+    ramp_s: f64,
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Stop after this many requests in all (sessions still open are then ended with
+    /// CCR-TERMINATE).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Cap on unanswered requests per connection.
+    #[arg(long, default_value_t = 100_000)]
+    max_outstanding: usize,
+    /// Resend an unanswered request with the T flag after this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    retransmit_ms: u64,
+    /// Retransmissions per request at most.
+    #[arg(long, default_value_t = 1)]
+    max_retransmits: u32,
+    /// Milliseconds after which an unanswered request counts as a timeout.
+    #[arg(long, default_value_t = 5000)]
+    answer_timeout_ms: u64,
+    /// Open-loop pacer period in microseconds.
+    #[arg(long, default_value_t = 50)]
+    tick_us: u64,
+    /// Seconds of warm-up run before the measured runs (not reported).
+    #[arg(long, default_value_t = 0.0)]
+    warmup_s: f64,
+    /// Measured runs; with more than one, the medians are reported too.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Write every second's latency histograms (per request type) to this HdrHistogram log.
+    #[arg(long)]
+    hdr_log: Option<PathBuf>,
+    /// No live line each second.
+    #[arg(long)]
+    quiet: bool,
+    /// Exit with status 2 when the error rate of any run is above this fraction.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn plan_of(a: &RunArgs) -> Result<Plan, BoxError> {
+    let subscribers = match &a.subscribers_file {
+        Some(p) => Subscribers::from_provisioning(p)?,
+        None => Subscribers::parse_range(&a.subscribers)?,
     };
-    let mut client = if cli.sctp {
-        Client::connect_sctp(cli.server, &cli.sctp_local, &cfg).await?
+    if a.rating_groups.is_empty() || a.rating_groups.len() > MAX_MSCC {
+        return Err(format!("--rating-groups takes 1 to {MAX_MSCC} values").into());
+    }
+    Ok(Plan {
+        origin_host: a.conn.origin_host.clone(),
+        origin_realm: a.conn.origin_realm.clone(),
+        destination_realm: a.destination_realm.clone(),
+        destination_host: a.destination_host.clone(),
+        service_context_id: a.service_context_id.clone(),
+        auth_application_id: a.conn.auth_application_id,
+        scenario: if a.scenario == "event" {
+            Scenario::Event
+        } else {
+            Scenario::Session { updates: a.updates }
+        },
+        rating_groups: a.rating_groups.clone(),
+        requested_octets: a.request_octets,
+        subscribers,
+        think: Duration::from_millis(a.think_ms),
+    })
+}
+
+fn secs(s: f64, what: &str) -> Result<Duration, BoxError> {
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{what}: {s} is not a duration").into())
+}
+
+fn load_of(a: &RunArgs) -> Result<LoadConfig, BoxError> {
+    let model = match (a.rate, a.sessions) {
+        (Some(r), _) if !(r > 0.0 && r.is_finite()) => {
+            return Err("--rate must be above 0".into());
+        }
+        (Some(rate), _) => Model::Open { rate },
+        (None, s) => Model::Closed {
+            sessions: s.unwrap_or(64).max(1),
+        },
+    };
+    if a.connections == 0 || a.connections > 10_000 {
+        return Err("--connections takes 1 to 10000".into());
+    }
+    Ok(LoadConfig {
+        server: a.conn.server,
+        transport: if a.conn.sctp {
+            Transport::Sctp(a.conn.sctp_local.clone())
+        } else {
+            Transport::Tcp
+        },
+        client: a.conn.client(),
+        connections: a.connections,
+        model,
+        ramp: secs(a.ramp_s, "--ramp-s")?,
+        duration: Some(secs(a.duration_s, "--duration-s")?),
+        requests: a.requests,
+        max_outstanding: a.max_outstanding.max(1),
+        retransmit: (a.retransmit_ms > 0).then(|| Duration::from_millis(a.retransmit_ms)),
+        max_retransmits: a.max_retransmits,
+        answer_timeout: Duration::from_millis(a.answer_timeout_ms.max(1)),
+        tick: Duration::from_micros(a.tick_us.max(1)),
+        live: !a.quiet,
+    })
+}
+
+async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
+    let plan = Arc::new(plan_of(&a)?);
+    let cfg = load_of(&a)?;
+    let mut log_file = match &a.hdr_log {
+        Some(p) => Some(BufWriter::new(
+            File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut serializer = V2DeflateSerializer::new();
+    let mut writer = match log_file.as_mut() {
+        Some(f) => Some(
+            IntervalLogWriterBuilder::new()
+                .add_comment("ocf-loadtest latency in nanoseconds, tagged by request type")
+                .with_start_time(std::time::SystemTime::now())
+                .begin_log_with(f, &mut serializer)?,
+        ),
+        None => None,
+    };
+    let mut log_error = None;
+    let mut offset = Duration::ZERO;
+    if a.warmup_s > 0.0 {
+        let mut warm = cfg.clone();
+        warm.duration = Some(secs(a.warmup_s, "--warmup-s")?);
+        warm.requests = None;
+        let r = load::run_once(Arc::new(warm), plan.clone(), 0, None).await?;
+        eprintln!(
+            "warm-up: {:.0} answers/s, p99 {:.1} µs",
+            r.answers_per_s, r.latency.p99_us
+        );
+    }
+    let cfg = Arc::new(cfg);
+    let mut reports = Vec::new();
+    for run in 1..=a.runs.max(1) {
+        let mut sink = |start: Duration, len: Duration, kind: Kind, pk: &PerKind| {
+            if let Some(w) = writer.as_mut() {
+                let tag = Tag::new(kind.name());
+                if let Err(e) = w.write_histogram(&pk.latency, offset + start, len, tag) {
+                    log_error = Some(format!("{e:?}"));
+                }
+            }
+        };
+        let r = load::run_once(cfg.clone(), plan.clone(), run, Some(&mut sink)).await?;
+        offset += Duration::from_secs_f64(r.duration_s) + Duration::from_secs(1);
+        if !a.json {
+            println!("run {run}: {}", r.text());
+        }
+        reports.push(r);
+    }
+    drop(writer);
+    if let Some(mut f) = log_file {
+        f.flush()?;
+    }
+    if let Some(e) = log_error {
+        return Err(format!("writing the HdrHistogram log: {e}").into());
+    }
+    let median = Median::of(&reports);
+    if a.json {
+        let doc = serde_json::json!({ "runs": reports, "median": median });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if reports.len() > 1 {
+        let l = &median.latency;
+        println!(
+            "median of {} runs: {:.0} answers/s, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, \
+             p99.9 {:.1} µs, max {:.1} µs, error rate {:.4}",
+            median.runs,
+            median.answers_per_s,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            median.error_rate
+        );
+    }
+    let ok = reports
+        .iter()
+        .all(|r: &RunReport| r.error_rate <= a.max_error_rate && r.connection_failures.is_empty());
+    if !ok {
+        eprintln!(
+            "ocf-loadtest: error rate above {} (or a connection failed)",
+            a.max_error_rate
+        );
+    }
+    Ok(ok)
+}
+
+async fn watchdog(conn: ConnArgs, count: u32) -> Result<bool, BoxError> {
+    let cfg = conn.client();
+    let mut client = if conn.sctp {
+        Client::connect_sctp(conn.server, &conn.sctp_local, &cfg).await?
     } else {
-        Client::connect_tcp(cli.server, &cfg).await?
+        Client::connect_tcp(conn.server, &cfg).await?
     };
     println!("open: {} ({})", client.server_host, client.server_realm);
     let id = client.identity().clone();
-    let mut rtts = Vec::with_capacity(cli.watchdogs as usize);
+    let mut rtts = Vec::with_capacity(count as usize);
     let start = Instant::now();
-    for _ in 0..cli.watchdogs {
+    for _ in 0..count {
         let t = Instant::now();
         let dwa = client
             .request(command::DEVICE_WATCHDOG, |b, hbh, e2e| {
@@ -85,12 +388,18 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     client.disconnect().await?;
     println!("disconnected");
-    Ok(())
+    Ok(true)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let threads = match &cli.command {
+        Cmd::Run(a) => a.threads,
+        Cmd::Responder { threads, .. } => *threads,
+        Cmd::Watchdog { .. } => 1,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.clamp(1, 64))
         .enable_all()
         .build()
     {
@@ -100,11 +409,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Run(a) => run_load(*a).await,
+            Cmd::Watchdog { conn, count } => watchdog(conn, count).await,
+            Cmd::Responder { listen, .. } => responder(listen).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
         Err(e) => {
             eprintln!("ocf-loadtest: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn responder(listen: SocketAddr) -> Result<bool, BoxError> {
+    ocf_loadtest::responder::run(listen).await?;
+    Ok(true)
 }

@@ -1,13 +1,28 @@
-//! The ocf-loadtest binary end to end against an ocfd server running in this process on
-//! 127.0.0.1 port 0.
+//! The ocf-loadtest binary end to end: against an ocfd server running in this process on
+//! 127.0.0.1 port 0, and against small servers of the test's own that answer only
+//! retransmissions or nothing at all.
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output};
 
+use bytes::BytesMut;
 use ocf::config::Config;
+use ocf::diameter::base::LocalIdentity;
+use ocf::diameter::codes::{ResultCode, application, command};
+use ocf::diameter::header::parse_header;
+use ocf::diameter::{CommandFlags, Message};
 use ocf::server::Server;
 
-#[test]
-fn reports_round_trips_against_ocfd() {
+struct InProcess {
+    rt: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<()>,
+    _state: tempfile::TempDir,
+}
+
+fn start_ocfd() -> InProcess {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -24,24 +39,49 @@ fn reports_round_trips_against_ocfd() {
     let running = rt.spawn(server.run(async {
         let _ = stopped.await;
     }));
+    InProcess {
+        rt,
+        addr,
+        stop,
+        running,
+        _state: state,
+    }
+}
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ocf-loadtest"))
-        .args([
-            "--server",
-            &addr.to_string(),
-            "--watchdogs",
-            "200",
-            "--timeout-s",
-            "10",
-        ])
+impl InProcess {
+    fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.rt.block_on(self.running).unwrap();
+    }
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocf-loadtest"))
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+#[test]
+fn watchdog_round_trips_against_ocfd() {
+    let d = start_ocfd();
+    let addr = d.addr.to_string();
+    let out = loadtest(&["watchdog", "--server", &addr, "--count", "200"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out));
     assert!(
         stdout.contains("open: ocfd.localdomain (localdomain)"),
         "{stdout}"
@@ -50,13 +90,241 @@ fn reports_round_trips_against_ocfd() {
     assert!(stdout.contains("disconnected"), "{stdout}");
 
     // A server that is not there: a clear failure, not a hang.
-    let out = Command::new(env!("CARGO_BIN_EXE_ocf-loadtest"))
-        .args(["--server", "127.0.0.1:1", "--timeout-s", "5"])
-        .output()
-        .unwrap();
+    let out = loadtest(&["watchdog", "--server", "127.0.0.1:1", "--timeout-s", "5"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ocf-loadtest:"));
+    d.stop();
+}
 
-    stop.send(()).unwrap();
-    rt.block_on(running).unwrap();
+#[test]
+fn closed_loop_sessions_with_several_mscc_are_counted_exactly() {
+    let d = start_ocfd();
+    let addr = d.addr.to_string();
+    let hdr = tempfile::NamedTempFile::new().unwrap();
+    // 3 connections × 4 sessions of I, 2 × U, T; two MSCCs each; 600 requests in all, then the
+    // open sessions are ended with CCR-T.
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--connections",
+        "3",
+        "--sessions",
+        "4",
+        "--updates",
+        "2",
+        "--rating-groups",
+        "10,20",
+        "--requests",
+        "600",
+        "--duration-s",
+        "60",
+        "--json",
+        "--hdr-log",
+        hdr.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    let sent = r["sent"].as_u64().unwrap();
+    assert!((600..=612).contains(&sent), "{r}");
+    assert_eq!(r["answers"], sent);
+    assert_eq!(r["error_rate"], 0.0);
+    let by = &r["by_type"];
+    let i = by["initial"]["answers"].as_u64().unwrap();
+    // Every session that started also ended, and each had its two updates unless the run
+    // ended it early.
+    assert_eq!(by["termination"]["answers"].as_u64().unwrap(), i, "{by}");
+    assert!(by["update"]["answers"].as_u64().unwrap() <= 2 * i);
+    for t in ["initial", "update", "termination"] {
+        assert_eq!(by[t]["result_codes"]["2001"], by[t]["answers"], "{t}: {by}");
+        assert!(by[t]["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["connection_failures"].as_array().unwrap().is_empty());
+    // The log holds interval histograms tagged by request type.
+    let log = std::fs::read_to_string(hdr.path()).unwrap();
+    assert!(log.contains("Tag=initial,"), "{log}");
+    assert!(log.contains("Tag=termination,"), "{log}");
+    d.stop();
+}
+
+#[test]
+fn open_loop_events_meet_their_rate_and_failures_set_the_exit_status() {
+    let d = start_ocfd();
+    let addr = d.addr.to_string();
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--scenario",
+        "event",
+        "--rate",
+        "2000",
+        "--ramp-s",
+        "0.5",
+        "--duration-s",
+        "1.5",
+        "--request-octets",
+        "1000",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    // Half a second of ramp (500 requests) and one second at 2000/s.
+    let sent = r["sent"].as_u64().unwrap();
+    assert!((2300..=2600).contains(&sent), "{sent}");
+    assert_eq!(r["by_type"]["event"]["result_codes"]["2001"], sent);
+
+    // Subscribers ocfd does not know: 5030 for every session, so exit status 2.
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--subscribers",
+        "19990000000:10",
+        "--requests",
+        "50",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("5030×50"), "{stdout}");
+    d.stop();
+}
+
+/// A server of the test's own: CER/CEA and DPR/DPA, and for CCRs only the copies that carry
+/// the T flag are answered (with a bare 2001).
+fn retransmission_only_server() -> (SocketAddr, std::thread::JoinHandle<(u32, u32)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let id = LocalIdentity {
+            origin_host: "t.localdomain".into(),
+            origin_realm: "localdomain".into(),
+            host_ip_addresses: vec![addr.ip()],
+            vendor_id: 0,
+            product_name: "t".into(),
+            firmware_revision: 1,
+            origin_state_id: 1,
+            auth_application_ids: vec![application::CREDIT_CONTROL],
+            supported_vendor_ids: vec![],
+        };
+        let (mut plain, mut marked) = (0, 0);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return (plain, marked);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= 20 {
+                let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..len).collect();
+                let (_, h) = parse_header(&frame).unwrap();
+                let mut out = BytesMut::new();
+                match h.command_code {
+                    command::CAPABILITIES_EXCHANGE => {
+                        id.write_cea(&mut out, &h, ResultCode::Success, None, false)
+                    }
+                    command::DISCONNECT_PEER => id.write_dpa(&mut out, &h),
+                    command::CREDIT_CONTROL if h.flags.0 & CommandFlags::RETRANSMIT == 0 => {
+                        plain += 1
+                    }
+                    command::CREDIT_CONTROL => {
+                        marked += 1;
+                        let m = Message::decode(frame.into()).unwrap();
+                        let e = ocf::diameter::DiameterError::new(ResultCode::Success, "");
+                        let mut w = BytesMut::new();
+                        id.write_error_answer(&mut w, &m, &e);
+                        out = w;
+                    }
+                    _ => {}
+                }
+                s.write_all(&out).unwrap();
+            }
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn unanswered_requests_are_retransmitted_with_the_t_flag() {
+    let (addr, server) = retransmission_only_server();
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr.to_string(),
+        "--scenario",
+        "event",
+        "--sessions",
+        "5",
+        "--requests",
+        "20",
+        "--retransmit-ms",
+        "30",
+        "--answer-timeout-ms",
+        "5000",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    assert_eq!(r["sent"], 20);
+    assert_eq!(r["retransmits"], 20);
+    assert_eq!(r["answers"], 20);
+    assert_eq!(r["timeouts"], 0);
+    assert_eq!(server.join().unwrap(), (20, 20));
+}
+
+#[test]
+fn silence_is_counted_as_timeouts() {
+    // CCRs without the T flag are never answered: with no retransmission, all time out.
+    let (addr, server) = retransmission_only_server();
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr.to_string(),
+        "--sessions",
+        "5",
+        "--requests",
+        "5",
+        "--answer-timeout-ms",
+        "200",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    assert_eq!(
+        (r["sent"].as_u64(), r["timeouts"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(r["error_rate"], 1.0);
+    assert_eq!(server.join().unwrap(), (5, 0));
+
+    // A server that accepts but never answers the CER: a clear failure, not a hang.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let _keep = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr.to_string(),
+        "--requests",
+        "5",
+        "--timeout-s",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out)
+    );
 }

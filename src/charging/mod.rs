@@ -10,4 +10,4 @@ pub mod session;
 pub mod snapshot;
 pub mod tenant;
 
-pub use engine::{ChargingConfig, Engine};
+pub use engine::{CcrBatch, ChargingConfig, Engine};

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 
@@ -114,8 +116,8 @@ impl SubscriptionType {
 /// Subscribers to accounts, and each tree's policy.
 #[derive(Default)]
 pub struct Directory {
-    numbers: HashMap<(SubscriptionType, u64), AccountRef>,
-    names: HashMap<(SubscriptionType, String), AccountRef>,
+    numbers: HashMap<(SubscriptionType, u64), AccountRef, RandomState>,
+    names: HashMap<(SubscriptionType, String), AccountRef, RandomState>,
     policies: Vec<Policy>,
 }
 

@@ -4,7 +4,7 @@
 //! callback (the server turns it into a wake-up for connections waiting on durability).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ pub struct Progress {
     pub errors: AtomicU64,
 }
 
-/// A batch of records from one request.
+/// A batch of records from the requests of one read (or one supervision pass).
 struct Batch {
     first: u64,
     time: i64,
@@ -65,6 +65,8 @@ pub struct Journal {
     progress: Arc<Progress>,
     capacity: usize,
     durability: Durability,
+    /// Set once `close` began: nothing more is admitted.
+    closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -104,6 +106,7 @@ impl Journal {
             progress,
             capacity: config.capacity.max(1),
             durability: config.durability,
+            closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -124,17 +127,18 @@ impl Journal {
             .saturating_sub(p.written.load(Ordering::Relaxed))
     }
 
-    /// Whether a request may start: the channel has room for it. Checked before anything is
-    /// charged, so a refused request changes nothing.
+    /// Whether a request may start: fewer than three quarters of the capacity are queued and
+    /// unwritten. Checked before anything is charged, so a refused request changes nothing.
+    /// Lock-free: it runs for every request.
     pub fn admit(&self) -> Result<(), Busy> {
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some((tx, _)) if tx.len() < self.capacity * 3 / 4 => Ok(()),
-            _ => Err(Busy),
+        if self.closed.load(Ordering::Acquire) || self.lag() >= (self.capacity * 3 / 4) as u64 {
+            Err(Busy)
+        } else {
+            Ok(())
         }
     }
 
-    /// Hands one request's records to the writer and returns the sequence of the last (0 for
+    /// Hands a batch of records to the writer and returns the sequence of the last (0 for
     /// none). Sequences are assigned here, under a short lock, so the file is in order.
     pub fn append(&self, time: i64, ops: Vec<Op>) -> u64 {
         if ops.is_empty() {
@@ -147,8 +151,8 @@ impl Journal {
         let first = *next;
         let n = ops.len() as u64;
         let batch = Batch { first, time, ops };
-        // Admission kept a quarter of the channel free; if it is full anyway, wait for room
-        // rather than lose a record of something already charged.
+        // Admission kept the queue short; if the channel is full anyway, wait for room rather
+        // than lose a record of something already charged.
         let sent = match tx.try_send(batch) {
             Ok(()) => true,
             Err(TrySendError::Full(b)) => tx.send(b).is_ok(),
@@ -175,6 +179,7 @@ impl Journal {
 
     /// Writes and syncs everything queued, then stops the thread (bounded by the queue).
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(tx);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -69,21 +69,28 @@ pub(crate) async fn drive<S>(
     }
     debug!(%remote, "connection accepted");
     loop {
-        // Answer events (application requests) into the same output buffer.
-        while let Some(ev) = peer.poll_event() {
-            match ev {
-                Event::Opened {
-                    origin_host,
-                    origin_realm,
-                } => info!(%remote, %origin_host, %origin_realm, "peer open"),
-                Event::Request(msg) => {
-                    let (identity, out) = peer.identity_and_transmit();
-                    wait_for = wait_for.max(dispatch::answer(&shared.engine, identity, out, &msg));
+        // Answer events (application requests) into the same output buffer, as one batch;
+        // the batch (it holds the snapshot gate) ends before anything is awaited.
+        {
+            let mut batch = None;
+            while let Some(ev) = peer.poll_event() {
+                match ev {
+                    Event::Opened {
+                        origin_host,
+                        origin_realm,
+                    } => info!(%remote, %origin_host, %origin_realm, "peer open"),
+                    Event::Request(msg) => {
+                        let (identity, out) = peer.identity_and_transmit();
+                        dispatch::answer(&shared.engine, &mut batch, identity, out, &msg);
+                    }
+                    Event::Answer(_) => {}
+                    Event::Closed(reason) => {
+                        info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
+                    }
                 }
-                Event::Answer(_) => {}
-                Event::Closed(reason) => {
-                    info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
-                }
+            }
+            if let Some(b) = batch.take() {
+                wait_for = b.finish();
             }
         }
         if wait_for > 0 {

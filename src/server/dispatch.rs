@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::charging::Engine;
+use crate::charging::{CcrBatch, Engine};
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, application, command};
 use crate::diameter::error::DiameterError;
@@ -17,24 +17,26 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Answers one application request; returns the journal sequence the answer must wait for
-/// (0: none).
-pub fn answer(
-    engine: &Engine,
+/// Answers one application request. Credit control joins `batch` (started on the first
+/// request of a read), which the caller finishes once the read is answered.
+pub fn answer<'e>(
+    engine: &'e Engine,
+    batch: &mut Option<CcrBatch<'e>>,
     identity: &LocalIdentity,
     out: &mut bytes::BytesMut,
     request: &Message,
-) -> u64 {
+) {
     let h = &request.header;
     if h.application_id == application::CREDIT_CONTROL && h.command_code == command::CREDIT_CONTROL
     {
-        engine.credit_control(identity, request, unix_now(), out)
+        batch
+            .get_or_insert_with(|| engine.batch(unix_now()))
+            .credit_control(identity, request, out);
     } else {
         let e = DiameterError::new(
             ResultCode::CommandUnsupported,
             "command is not supported in this application",
         );
         identity.write_error_answer(out, request, &e);
-        0
     }
 }

@@ -1,0 +1,822 @@
+//! The load generator: N connections, each driven by one task that pipelines requests, matches
+//! answers by Hop-by-Hop Identifier and times them.
+//!
+//! Open loop: request k of a connection is *intended* at a fixed time (rate, optional linear
+//! ramp) and its latency is measured from that time, so a server stall shows up in full
+//! instead of slowing the generator down (no coordinated omission). A pacer thread with fine
+//! sleeps wakes the connections; tokio's millisecond timer would add up to 1 ms of error.
+//! Closed loop: a fixed number of sessions per connection, each with at most one request
+//! outstanding.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ocf::diameter::avp::AvpIter;
+use ocf::diameter::codes::{DisconnectCause, ResultCode, avp as c, command};
+use ocf::diameter::error::DiameterError;
+use ocf::diameter::frame;
+use ocf::diameter::header::{HEADER_LEN, parse_header};
+use ocf::diameter::peer::{CloseReason, Event, Peer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+
+use crate::client::{Client, ClientConfig, Stream};
+use crate::plan::{Kind, MAX_MSCC, Plan, Scenario, Scratch, SessionState};
+use crate::stats::{PerKind, RunReport, Stats, merged};
+
+/// Largest answer accepted.
+const MAX_ANSWER: usize = 1 << 20;
+/// How often unanswered requests are checked for retransmission and timeout.
+const SCAN_EVERY: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Tcp,
+    /// SCTP, binding these local addresses (multi-homing) if any.
+    Sctp(Vec<IpAddr>),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Model {
+    /// Requests per second over all connections.
+    Open { rate: f64 },
+    /// Sessions per connection, each with one request outstanding at a time.
+    Closed { sessions: usize },
+}
+
+/// How to run the load.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub server: SocketAddr,
+    pub transport: Transport,
+    pub client: ClientConfig,
+    pub connections: usize,
+    pub model: Model,
+    /// Linear ramp from zero to the full rate (open) or session count (closed).
+    pub ramp: Duration,
+    /// Stop after this long ...
+    pub duration: Option<Duration>,
+    /// ... or after this many requests in all (whichever comes first).
+    pub requests: Option<u64>,
+    /// Cap on unanswered requests per connection; an open-loop sender waits (and the wait
+    /// counts in the latency) rather than pass it.
+    pub max_outstanding: usize,
+    /// Resend an unanswered request with the T flag after this long.
+    pub retransmit: Option<Duration>,
+    pub max_retransmits: u32,
+    /// Give up on a request after this long (a timeout).
+    pub answer_timeout: Duration,
+    /// Pacer period in open loop.
+    pub tick: Duration,
+    /// Print one line per second to stderr.
+    pub live: bool,
+}
+
+/// Receives each second's interval histograms: (offset from the start, length, type, histogram).
+pub type IntervalSink<'a> = dyn FnMut(Duration, Duration, Kind, &PerKind) + 'a;
+
+/// Open-loop schedule of one connection: cumulative requests n(t) = r·t²/2T during a ramp of
+/// length T, then r·T/2 + r·(t − T).
+#[derive(Clone, Copy, Debug)]
+struct Pacing {
+    t0: Instant,
+    rate: f64,
+    ramp: f64,
+}
+
+impl Pacing {
+    /// How many requests are due by `now`.
+    fn due(&self, now: Instant) -> u64 {
+        let t = now.saturating_duration_since(self.t0).as_secs_f64();
+        let n = if t < self.ramp {
+            self.rate * t * t / (2.0 * self.ramp)
+        } else {
+            self.rate * self.ramp / 2.0 + self.rate * (t - self.ramp)
+        };
+        n as u64 + 1
+    }
+
+    /// When request `k` (from 0) is intended.
+    fn intended(&self, k: u64) -> Instant {
+        let k = k as f64;
+        let ramped = self.rate * self.ramp / 2.0;
+        let t = if k < ramped {
+            (2.0 * self.ramp * k / self.rate).sqrt()
+        } else {
+            self.ramp + (k - ramped) / self.rate
+        };
+        self.t0 + Duration::from_secs_f64(t)
+    }
+}
+
+/// One request awaiting its answer.
+struct Slot {
+    intended: Instant,
+    first_sent: Instant,
+    last_sent: Instant,
+    session: u32,
+    kind: Kind,
+    end_to_end: u32,
+    retransmits: u32,
+}
+
+/// Counts gathered during one pass of a connection's loop, applied to the shared [`Stats`]
+/// under one lock.
+#[derive(Default)]
+struct Batch {
+    sent: [u64; 4],
+    answers: Vec<(Kind, Duration, u32)>,
+    retransmits: u64,
+    timeouts: u64,
+    protocol_errors: u64,
+    late: u64,
+    last_answer: Option<Instant>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.sent == [0; 4]
+            && self.answers.is_empty()
+            && self.retransmits + self.timeouts + self.protocol_errors + self.late == 0
+    }
+}
+
+/// What all connections of a run share.
+struct RunShared {
+    stats: Mutex<Stats>,
+    last_answer: Mutex<Option<Instant>>,
+}
+
+impl RunShared {
+    fn flush(&self, b: &mut Batch) {
+        if b.is_empty() {
+            return;
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            for k in Kind::ALL {
+                s.kinds[k as usize].sent += b.sent[k as usize];
+            }
+            for &(kind, lat, rc) in &b.answers {
+                s.answered(kind, lat, rc);
+            }
+            s.retransmits += b.retransmits;
+            s.timeouts += b.timeouts;
+            s.protocol_errors += b.protocol_errors;
+            s.late_answers += b.late;
+        }
+        if let Some(t) = b.last_answer {
+            if let Ok(mut l) = self.last_answer.lock() {
+                *l = Some(l.map_or(t, |x| x.max(t)));
+            }
+        }
+        b.sent = [0; 4];
+        b.answers.clear();
+        b.retransmits = 0;
+        b.timeouts = 0;
+        b.protocol_errors = 0;
+        b.late = 0;
+        b.last_answer = None;
+    }
+}
+
+/// Result-Code and per-MSCC grants of a CCA, read straight from the frame.
+fn read_cca(frame: &[u8], plan: &Plan, granted: &mut [u64; MAX_MSCC]) -> Option<u32> {
+    let mut rc = None;
+    *granted = [0; MAX_MSCC];
+    let mut next = 0;
+    for a in AvpIter::new(frame.get(HEADER_LEN..)?) {
+        if a.is(c::RESULT_CODE) {
+            rc = a.u32().ok();
+        } else if a.is(c::MULTIPLE_SERVICES_CREDIT_CONTROL) {
+            let (mut rg, mut octets) = (None, 0);
+            for m in a.children() {
+                if m.is(c::RATING_GROUP) {
+                    rg = m.u32().ok();
+                } else if m.is(c::GRANTED_SERVICE_UNIT) {
+                    for g in m.children() {
+                        if g.is(c::CC_TOTAL_OCTETS) {
+                            octets = g.u64().unwrap_or(0);
+                        }
+                    }
+                }
+            }
+            let i = rg
+                .and_then(|rg| plan.rating_groups.iter().position(|&x| x == rg))
+                .unwrap_or(next);
+            if let Some(g) = granted.get_mut(i) {
+                *g = octets;
+            }
+            next += 1;
+        }
+    }
+    rc
+}
+
+/// Why a connection's task ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connection {0}: {1}")]
+    Lost(usize, String),
+}
+
+struct Conn {
+    id: usize,
+    plan: Arc<Plan>,
+    cfg: Arc<LoadConfig>,
+    shared: Arc<RunShared>,
+    destination_realm: String,
+    session_prefix: String,
+    peer: Peer,
+    scratch: Scratch,
+    sessions: Vec<SessionState>,
+    /// Whether each session is to end with its next request.
+    ending: Vec<bool>,
+    free: Vec<u32>,
+    /// Sessions waiting for their next request, by the time it may go.
+    ready: VecDeque<(Instant, u32)>,
+    /// Unanswered requests; index = Hop-by-Hop − `base_hbh`.
+    inflight: VecDeque<Option<Slot>>,
+    base_hbh: u32,
+    live: usize,
+    next_e2e: u32,
+    serial: u64,
+    /// Requests this connection may still start (`u64::MAX`: no count).
+    quota: u64,
+    /// First sends so far (open loop: the schedule index).
+    sent: u64,
+    stopping: bool,
+    disconnecting: bool,
+    batch: Batch,
+}
+
+impl Conn {
+    fn session_count(&self) -> usize {
+        self.sessions.len() - self.free.len()
+    }
+
+    fn new_session(&mut self) -> u32 {
+        let serial = self.serial;
+        self.serial += 1;
+        let conns = self.cfg.connections as u64;
+        let state = SessionState {
+            serial,
+            subscriber: serial * conns + self.id as u64,
+            next_number: 0,
+            granted: [0; MAX_MSCC],
+        };
+        match self.free.pop() {
+            Some(i) => {
+                self.sessions[i as usize] = state;
+                self.ending[i as usize] = false;
+                i
+            }
+            None => {
+                self.sessions.push(state);
+                self.ending.push(false);
+                (self.sessions.len() - 1) as u32
+            }
+        }
+    }
+
+    fn end_session(&mut self, i: u32) {
+        self.free.push(i);
+    }
+
+    fn kind_of(&self, i: u32) -> Kind {
+        if self.ending[i as usize] {
+            Kind::Termination
+        } else {
+            self.plan.next_kind(&self.sessions[i as usize])
+        }
+    }
+
+    fn write(&mut self, i: u32, kind: Kind, hbh: u32, e2e: u32, retransmit: bool) {
+        let s = &self.sessions[i as usize];
+        self.plan.write_ccr(
+            self.peer.transmit(),
+            &mut self.scratch,
+            &self.destination_realm,
+            &self.session_prefix,
+            s,
+            kind,
+            (hbh, e2e),
+            retransmit,
+        );
+    }
+
+    fn send(&mut self, i: u32, intended: Instant, now: Instant) {
+        let kind = self.kind_of(i);
+        let hbh = self.base_hbh.wrapping_add(self.inflight.len() as u32);
+        let e2e = self.next_e2e;
+        self.next_e2e = self.next_e2e.wrapping_add(1);
+        self.write(i, kind, hbh, e2e, false);
+        self.inflight.push_back(Some(Slot {
+            intended,
+            first_sent: now,
+            last_sent: now,
+            session: i,
+            kind,
+            end_to_end: e2e,
+            retransmits: 0,
+        }));
+        self.live += 1;
+        self.quota = self.quota.saturating_sub(1);
+        self.batch.sent[kind as usize] += 1;
+    }
+
+    fn pop_done(&mut self) {
+        while matches!(self.inflight.front(), Some(None)) {
+            self.inflight.pop_front();
+            self.base_hbh = self.base_hbh.wrapping_add(1);
+        }
+    }
+
+    /// The next session to send for: one whose think time is over, else a new one.
+    fn next_session(&mut self, now: Instant) -> Option<u32> {
+        match self.ready.front() {
+            Some(&(at, i)) if at <= now => {
+                self.ready.pop_front();
+                Some(i)
+            }
+            _ if self.stopping || self.quota == 0 => None,
+            _ => Some(self.new_session()),
+        }
+    }
+
+    /// Sends whatever the load model says is due.
+    fn generate(&mut self, now: Instant, pacing: Option<&Pacing>, window: usize) {
+        if self.stopping {
+            // Sessions that wait end now.
+            while let Some((_, i)) = self.ready.pop_front() {
+                if self.sessions[i as usize].next_number > 0 {
+                    self.ending[i as usize] = true;
+                    self.send(i, now, now);
+                } else {
+                    self.end_session(i);
+                }
+            }
+            return;
+        }
+        match pacing {
+            Some(p) => {
+                let due = p.due(now);
+                while self.sent < due && self.live < self.cfg.max_outstanding {
+                    let Some(i) = self.next_session(now) else {
+                        break;
+                    };
+                    let intended = p.intended(self.sent);
+                    self.sent += 1;
+                    self.send(i, intended, now);
+                }
+            }
+            None => {
+                while let Some(&(at, i)) = self.ready.front() {
+                    if at > now || self.quota == 0 {
+                        break;
+                    }
+                    self.ready.pop_front();
+                    self.send(i, now, now);
+                }
+                while self.session_count() < window && self.quota > 0 {
+                    let i = self.new_session();
+                    self.send(i, now, now);
+                }
+            }
+        }
+    }
+
+    fn on_answer(&mut self, frame: &[u8], hbh: u32, now: Instant) {
+        let idx = hbh.wrapping_sub(self.base_hbh) as usize;
+        let Some(entry) = self.inflight.get_mut(idx) else {
+            self.batch.protocol_errors += 1;
+            return;
+        };
+        let Some(slot) = entry.take() else {
+            // Timed out already, or the answer to a retransmission that was answered.
+            self.batch.late += 1;
+            return;
+        };
+        self.live -= 1;
+        let i = slot.session;
+        let mut granted = [0u64; MAX_MSCC];
+        let rc = read_cca(frame, &self.plan, &mut granted).unwrap_or(0);
+        self.batch
+            .answers
+            .push((slot.kind, now.saturating_duration_since(slot.intended), rc));
+        self.batch.last_answer = Some(now);
+        let success = (2000..3000).contains(&rc);
+        match slot.kind {
+            Kind::Initial | Kind::Update if success => {
+                let s = &mut self.sessions[i as usize];
+                s.granted = granted;
+                s.next_number += 1;
+                if self.stopping {
+                    self.ending[i as usize] = true;
+                    self.send(i, now, now);
+                } else {
+                    self.ready.push_back((now + self.plan.think, i));
+                }
+            }
+            _ => self.end_session(i),
+        }
+        self.pop_done();
+    }
+
+    /// Retransmits (T flag) and times out unanswered requests.
+    fn scan(&mut self, now: Instant) {
+        let check_after = match self.cfg.retransmit {
+            Some(r) => r.min(self.cfg.answer_timeout),
+            None => self.cfg.answer_timeout,
+        };
+        for idx in 0..self.inflight.len() {
+            let Some(slot) = &self.inflight[idx] else {
+                continue;
+            };
+            if now.saturating_duration_since(slot.first_sent) < check_after {
+                break;
+            }
+            let hbh = self.base_hbh.wrapping_add(idx as u32);
+            if now.saturating_duration_since(slot.first_sent) >= self.cfg.answer_timeout {
+                let i = slot.session;
+                self.inflight[idx] = None;
+                self.live -= 1;
+                self.batch.timeouts += 1;
+                self.end_session(i);
+                continue;
+            }
+            let resend = self.cfg.retransmit.is_some_and(|r| {
+                now.saturating_duration_since(slot.last_sent) >= r
+                    && slot.retransmits < self.cfg.max_retransmits
+            });
+            if resend {
+                let (i, kind, e2e) = (slot.session, slot.kind, slot.end_to_end);
+                self.write(i, kind, hbh, e2e, true);
+                if let Some(s) = self.inflight[idx].as_mut() {
+                    s.retransmits += 1;
+                    s.last_sent = now;
+                }
+                self.batch.retransmits += 1;
+            }
+        }
+        self.pop_done();
+    }
+
+    /// Requests from the server (Re-Auth and the like) are not part of a load run: 3001.
+    fn refuse(&mut self, msg: &ocf::diameter::Message) {
+        let e = DiameterError::new(
+            ResultCode::CommandUnsupported,
+            "ocf-loadtest answers no server-initiated requests",
+        );
+        let (identity, out) = self.peer.identity_and_transmit();
+        identity.write_error_answer(out, msg, &e);
+    }
+}
+
+/// Runs one connection until its share of the load is done, then DPR/DPA.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut conn: Conn,
+    mut stream: Box<dyn Stream>,
+    mut rbuf: BytesMut,
+    pacing: Option<Pacing>,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    window_full: usize,
+) -> Result<(), ConnError> {
+    let start = Instant::now();
+    let mut next_scan = start + SCAN_EVERY;
+    let lost = |id: usize, why: String| ConnError::Lost(id, why);
+    loop {
+        let now = Instant::now();
+        if !conn.stopping && (*stop.borrow() || conn.quota == 0) {
+            conn.stopping = true;
+        }
+        let window = if conn.cfg.ramp.is_zero() {
+            window_full
+        } else {
+            let f =
+                now.saturating_duration_since(start).as_secs_f64() / conn.cfg.ramp.as_secs_f64();
+            ((window_full as f64 * f.min(1.0)) as usize).max(1)
+        };
+        conn.generate(now, pacing.as_ref(), window);
+        if now >= next_scan {
+            conn.scan(now);
+            next_scan = now + SCAN_EVERY;
+        }
+        if conn.stopping && !conn.disconnecting && conn.live == 0 && conn.ready.is_empty() {
+            conn.disconnecting = true;
+            conn.peer.disconnect(now, DisconnectCause::Rebooting);
+        }
+        conn.shared.flush(&mut conn.batch);
+        if !conn.peer.transmit().is_empty() {
+            let out = conn.peer.transmit().split();
+            if let Err(e) = stream.write_all(&out).await {
+                conn.batch.protocol_errors += conn.live as u64;
+                conn.shared.flush(&mut conn.batch);
+                return Err(lost(conn.id, format!("write: {e}")));
+            }
+        }
+        while let Some(ev) = conn.peer.poll_event() {
+            match ev {
+                Event::Closed(CloseReason::Disconnected) if conn.disconnecting => return Ok(()),
+                Event::Closed(r) => {
+                    conn.batch.protocol_errors += conn.live as u64 + 1;
+                    conn.shared.flush(&mut conn.batch);
+                    return Err(lost(conn.id, format!("closed: {r:?}")));
+                }
+                Event::Request(m) => conn.refuse(&m),
+                Event::Answer(_) | Event::Opened { .. } => {}
+            }
+        }
+        if !conn.peer.transmit().is_empty() {
+            continue;
+        }
+        let mut wake = next_scan;
+        if let Some(t) = conn.peer.poll_timeout() {
+            wake = wake.min(t);
+        }
+        if let (None, Some(&(at, _))) = (&pacing, conn.ready.front()) {
+            wake = wake.min(at);
+        }
+        if pacing.is_none() && !conn.cfg.ramp.is_zero() && window < window_full {
+            wake = wake.min(now + SCAN_EVERY);
+        }
+        rbuf.reserve(64 * 1024);
+        tokio::select! {
+            n = stream.read_buf(&mut rbuf) => {
+                let n = n.map_err(|e| lost(conn.id, format!("read: {e}")))?;
+                if n == 0 {
+                    conn.batch.protocol_errors += conn.live as u64 + 1;
+                    conn.shared.flush(&mut conn.batch);
+                    return Err(lost(conn.id, "the server closed the connection".into()));
+                }
+                let now = Instant::now();
+                loop {
+                    match frame::check(&rbuf, MAX_ANSWER) {
+                        Ok(Some(len)) if rbuf.len() >= len => {
+                            let f: Bytes = rbuf.split_to(len).freeze();
+                            let is_cca = parse_header(&f).is_ok_and(|(_, h)| {
+                                !h.flags.is_request() && h.command_code == command::CREDIT_CONTROL
+                            });
+                            if is_cca {
+                                let hbh = u32::from_be_bytes([f[12], f[13], f[14], f[15]]);
+                                conn.on_answer(&f, hbh, now);
+                            } else {
+                                conn.peer.handle_frame(now, f);
+                            }
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            conn.batch.protocol_errors += conn.live as u64 + 1;
+                            conn.shared.flush(&mut conn.batch);
+                            return Err(lost(conn.id, format!("bad frame: {}", e.reason())));
+                        }
+                    }
+                }
+            }
+            _ = notify.notified(), if pacing.is_some() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {
+                conn.peer.handle_timeout(Instant::now());
+            }
+            _ = stop.changed(), if !conn.stopping => {}
+        }
+    }
+}
+
+/// Lets this thread's sleeps end within a microsecond or so of their deadline (Linux keeps
+/// 50 µs of slack by default), without `unsafe`.
+fn fine_timer_slack() {
+    let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1000");
+}
+
+/// Opens the connections (CER/CEA each), runs the load, drains and disconnects.
+pub async fn run_once(
+    cfg: Arc<LoadConfig>,
+    plan: Arc<Plan>,
+    run: u32,
+    sink: Option<&mut IntervalSink<'_>>,
+) -> Result<RunReport, Box<dyn std::error::Error + Send + Sync>> {
+    let mut opened = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections {
+        let client = match &cfg.transport {
+            Transport::Tcp => Client::connect_tcp(cfg.server, &cfg.client).await?,
+            Transport::Sctp(local) => Client::connect_sctp(cfg.server, local, &cfg.client).await?,
+        };
+        opened.push(client);
+    }
+    let shared = Arc::new(RunShared {
+        stats: Mutex::new(Stats::default()),
+        last_answer: Mutex::new(None),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let t0 = Instant::now() + Duration::from_millis(1);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let n = cfg.connections as u64;
+    let mut tasks = Vec::new();
+    let mut notifies = Vec::new();
+    for (id, client) in opened.into_iter().enumerate() {
+        let destination_realm = plan
+            .destination_realm
+            .clone()
+            .unwrap_or_else(|| client.server_realm.clone());
+        let (stream, peer, rbuf) = client.into_parts();
+        let quota = match cfg.requests {
+            Some(total) => total / n + u64::from((id as u64) < total % n),
+            None => u64::MAX,
+        };
+        let (pacing, window) = match cfg.model {
+            Model::Open { rate } => (
+                Some(Pacing {
+                    t0,
+                    rate: rate / n as f64,
+                    ramp: cfg.ramp.as_secs_f64(),
+                }),
+                0,
+            ),
+            Model::Closed { sessions } => (None, sessions),
+        };
+        let conn = Conn {
+            id,
+            plan: plan.clone(),
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            destination_realm,
+            session_prefix: format!("{};{nonce};{run}.{id};", plan.origin_host),
+            peer,
+            scratch: Scratch::default(),
+            sessions: Vec::new(),
+            ending: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            inflight: VecDeque::new(),
+            base_hbh: fastrand::u32(..),
+            live: 0,
+            next_e2e: fastrand::u32(..),
+            serial: 0,
+            quota,
+            sent: 0,
+            stopping: false,
+            disconnecting: false,
+            batch: Batch::default(),
+        };
+        let notify = Arc::new(Notify::new());
+        notifies.push(notify.clone());
+        tasks.push(tokio::spawn(drive(
+            conn,
+            stream,
+            rbuf,
+            pacing,
+            notify,
+            stop_rx.clone(),
+            window,
+        )));
+    }
+    let pacer_stop = Arc::new(AtomicBool::new(false));
+    let pacer = matches!(cfg.model, Model::Open { .. }).then(|| {
+        let stop = pacer_stop.clone();
+        let tick = cfg.tick;
+        std::thread::spawn(move || {
+            fine_timer_slack();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                for n in &notifies {
+                    n.notify_one();
+                }
+            }
+        })
+    });
+
+    // Report each second until the duration is over and every connection has finished.
+    let mut sink = sink;
+    let end = cfg.duration.map(|d| t0 + d);
+    let mut last = t0;
+    let mut second = 0u64;
+    let drain_limit = cfg.answer_timeout + cfg.client.timeout + Duration::from_secs(5);
+    let mut hard_end: Option<Instant> = None;
+    loop {
+        let all_done = tasks.iter().all(|t| t.is_finished());
+        let now = Instant::now();
+        let mut next = last + Duration::from_secs(1);
+        if let Some(e) = end {
+            if now >= e && hard_end.is_none() {
+                let _ = stop_tx.send(true);
+                hard_end = Some(now + drain_limit);
+            }
+            if hard_end.is_none() {
+                next = next.min(e);
+            }
+        }
+        if hard_end.is_none() && cfg.duration.is_none() {
+            hard_end = Some(now + Duration::from_secs(24 * 3600));
+        }
+        if now >= last + Duration::from_secs(1) || all_done {
+            second += 1;
+            let interval = match shared.stats.lock() {
+                Ok(mut s) => {
+                    let iv = s.take_interval();
+                    let out = s.outstanding();
+                    let errs = s.timeouts + s.protocol_errors + s.failed_answers();
+                    if cfg.live {
+                        let h = merged(&iv);
+                        let secs = now.saturating_duration_since(last).as_secs_f64().max(1e-3);
+                        eprintln!(
+                            "{second:>4}s {:>9.0} answers/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {errs}  outstanding {out}",
+                            h.len() as f64 / secs,
+                            h.value_at_quantile(0.5) as f64 / 1000.0,
+                            h.value_at_quantile(0.99) as f64 / 1000.0,
+                        );
+                    }
+                    iv
+                }
+                Err(_) => Default::default(),
+            };
+            if let Some(sink) = sink.as_mut() {
+                for k in Kind::ALL {
+                    let pk = &interval[k as usize];
+                    if pk.answers > 0 {
+                        sink(
+                            last.saturating_duration_since(t0),
+                            now.saturating_duration_since(last),
+                            k,
+                            pk,
+                        );
+                    }
+                }
+            }
+            last = now;
+        }
+        if all_done {
+            break;
+        }
+        if hard_end.is_some_and(|h| now >= h) {
+            for t in &tasks {
+                t.abort();
+            }
+            break;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+    }
+    pacer_stop.store(true, Ordering::Relaxed);
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(e) if e.is_cancelled() => failures.push("drain timed out".into()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let stats = shared.stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let last_answer = shared.last_answer.lock().ok().and_then(|l| *l);
+    let duration = last_answer.unwrap_or(last).saturating_duration_since(t0);
+    let mut report = RunReport::new(&stats, duration);
+    report.connection_failures = failures;
+    Ok(report)
+}
+
+/// Whether the scenario runs sessions (for the report).
+pub fn is_session(plan: &Plan) -> bool {
+    matches!(plan.scenario, Scenario::Session { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_inverts_its_schedule() {
+        let t0 = Instant::now();
+        for ramp in [0.0, 2.0] {
+            let p = Pacing {
+                t0,
+                rate: 1000.0,
+                ramp,
+            };
+            for k in [0u64, 1, 10, 999, 1000, 5000] {
+                let at = p.intended(k);
+                assert_eq!(
+                    p.due(at + Duration::from_nanos(100)),
+                    k + 1,
+                    "ramp {ramp} k {k}"
+                );
+            }
+        }
+        let p = Pacing {
+            t0,
+            rate: 1000.0,
+            ramp: 0.0,
+        };
+        assert_eq!(p.due(t0 + Duration::from_secs(3)), 3001);
+    }
+}

@@ -1,0 +1,329 @@
+//! Counters and HDR latency histograms of a run, per request type, and the reports made from
+//! them (text and JSON).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::plan::Kind;
+
+/// Highest latency a histogram holds (ns); anything slower is clamped to it.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+fn histogram() -> Histogram<u64> {
+    // Bounds are constants that are known to be valid.
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// Everything counted for one request type.
+#[derive(Clone)]
+pub struct PerKind {
+    /// Requests sent, not counting retransmissions.
+    pub sent: u64,
+    pub answers: u64,
+    pub latency: Histogram<u64>,
+    /// Command-level Result-Code (0: none in the answer) → count.
+    pub result_codes: BTreeMap<u32, u64>,
+}
+
+impl Default for PerKind {
+    fn default() -> Self {
+        PerKind {
+            sent: 0,
+            answers: 0,
+            latency: histogram(),
+            result_codes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Shared by the connections of a run (behind a mutex taken once per read batch).
+#[derive(Clone, Default)]
+pub struct Stats {
+    pub kinds: [PerKind; 4],
+    /// Latency of every answer since the last [`Stats::take_interval`], per type.
+    pub interval: [PerKind; 4],
+    pub retransmits: u64,
+    pub timeouts: u64,
+    /// Undecodable answers, answers to nothing we sent, connections lost mid-run.
+    pub protocol_errors: u64,
+    /// Answers that came after their request had timed out.
+    pub late_answers: u64,
+}
+
+impl Stats {
+    pub fn sent(&mut self, kind: Kind) {
+        self.kinds[kind as usize].sent += 1;
+    }
+
+    pub fn answered(&mut self, kind: Kind, latency: Duration, result_code: u32) {
+        let ns = (latency.as_nanos() as u64).clamp(1, MAX_LATENCY_NS);
+        for k in [
+            &mut self.kinds[kind as usize],
+            &mut self.interval[kind as usize],
+        ] {
+            k.answers += 1;
+            let _ = k.latency.record(ns);
+            *k.result_codes.entry(result_code).or_default() += 1;
+        }
+    }
+
+    pub fn answers(&self) -> u64 {
+        self.kinds.iter().map(|k| k.answers).sum()
+    }
+
+    pub fn sent_total(&self) -> u64 {
+        self.kinds.iter().map(|k| k.sent).sum()
+    }
+
+    /// Requests sent and neither answered nor timed out yet.
+    pub fn outstanding(&self) -> u64 {
+        self.sent_total()
+            .saturating_sub(self.answers())
+            .saturating_sub(self.timeouts)
+    }
+
+    /// Answers whose command-level Result-Code is not a success (2xxx).
+    pub fn failed_answers(&self) -> u64 {
+        self.kinds
+            .iter()
+            .flat_map(|k| k.result_codes.iter())
+            .filter(|(rc, _)| !(2000..3000).contains(*rc))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Takes the per-type interval counts, leaving empty ones.
+    pub fn take_interval(&mut self) -> [PerKind; 4] {
+        std::mem::take(&mut self.interval)
+    }
+}
+
+/// All types merged into one histogram.
+pub fn merged(kinds: &[PerKind; 4]) -> Histogram<u64> {
+    let mut h = histogram();
+    for k in kinds {
+        let _ = h.add(&k.latency);
+    }
+    h
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.50)),
+            p90_us: us(h.value_at_quantile(0.90)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+/// One request type in a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindReport {
+    pub sent: u64,
+    pub answers: u64,
+    pub latency: Latency,
+    pub result_codes: BTreeMap<String, u64>,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub duration_s: f64,
+    pub sent: u64,
+    pub answers: u64,
+    pub answers_per_s: f64,
+    pub retransmits: u64,
+    pub timeouts: u64,
+    pub protocol_errors: u64,
+    pub late_answers: u64,
+    /// Answers with a command-level Result-Code other than 2xxx.
+    pub failed_answers: u64,
+    /// (timeouts + protocol errors + failed answers) / requests sent.
+    pub error_rate: f64,
+    pub latency: Latency,
+    pub by_type: BTreeMap<&'static str, KindReport>,
+    /// Connections that ended other than by DPR/DPA, and why.
+    pub connection_failures: Vec<String>,
+}
+
+impl RunReport {
+    pub fn new(s: &Stats, duration: Duration) -> RunReport {
+        let secs = duration.as_secs_f64().max(1e-9);
+        let sent = s.sent_total();
+        let bad = s.timeouts + s.protocol_errors + s.failed_answers();
+        let mut by_type = BTreeMap::new();
+        for kind in Kind::ALL {
+            let k = &s.kinds[kind as usize];
+            if k.sent == 0 && k.answers == 0 {
+                continue;
+            }
+            by_type.insert(
+                kind.name(),
+                KindReport {
+                    sent: k.sent,
+                    answers: k.answers,
+                    latency: Latency::of(&k.latency),
+                    result_codes: k
+                        .result_codes
+                        .iter()
+                        .map(|(rc, n)| (rc.to_string(), *n))
+                        .collect(),
+                },
+            );
+        }
+        RunReport {
+            duration_s: secs,
+            sent,
+            answers: s.answers(),
+            answers_per_s: s.answers() as f64 / secs,
+            retransmits: s.retransmits,
+            timeouts: s.timeouts,
+            protocol_errors: s.protocol_errors,
+            late_answers: s.late_answers,
+            failed_answers: s.failed_answers(),
+            error_rate: if sent == 0 {
+                0.0
+            } else {
+                bad as f64 / sent as f64
+            },
+            latency: Latency::of(&merged(&s.kinds)),
+            by_type,
+            connection_failures: Vec::new(),
+        }
+    }
+
+    /// A human-readable summary.
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "{} answers in {:.2} s: {:.0}/s; sent {}, retransmitted {}, timeouts {}, \
+             protocol errors {}, failed answers {} (error rate {:.4})\n",
+            self.answers,
+            self.duration_s,
+            self.answers_per_s,
+            self.sent,
+            self.retransmits,
+            self.timeouts,
+            self.protocol_errors,
+            self.failed_answers,
+            self.error_rate
+        );
+        t.push_str(&format!(
+            "  {:<12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  result codes\n",
+            "type", "answers", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+        ));
+        let row = |name: &str, l: &Latency, codes: String| {
+            format!(
+                "  {:<12} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}\n",
+                name, l.count, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, codes
+            )
+        };
+        for (name, k) in &self.by_type {
+            let codes: Vec<String> = k
+                .result_codes
+                .iter()
+                .map(|(rc, n)| format!("{rc}×{n}"))
+                .collect();
+            t.push_str(&row(name, &k.latency, codes.join(" ")));
+        }
+        t.push_str(&row("all", &self.latency, String::new()));
+        for f in &self.connection_failures {
+            t.push_str(&format!("  connection failure: {f}\n"));
+        }
+        t
+    }
+}
+
+/// The median of each run's throughput and latency percentiles.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Median {
+    pub runs: usize,
+    pub answers_per_s: f64,
+    pub latency: Latency,
+    pub error_rate: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Median {
+    pub fn of(runs: &[RunReport]) -> Median {
+        let m = |f: &dyn Fn(&RunReport) -> f64| median(runs.iter().map(f).collect());
+        Median {
+            runs: runs.len(),
+            answers_per_s: m(&|r| r.answers_per_s),
+            latency: Latency {
+                count: m(&|r| r.latency.count as f64) as u64,
+                p50_us: m(&|r| r.latency.p50_us),
+                p90_us: m(&|r| r.latency.p90_us),
+                p99_us: m(&|r| r.latency.p99_us),
+                p999_us: m(&|r| r.latency.p999_us),
+                max_us: m(&|r| r.latency.max_us),
+            },
+            error_rate: m(&|r| r.error_rate),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_error_rates() {
+        let mut s = Stats::default();
+        for i in 0..100u64 {
+            s.sent(Kind::Initial);
+            s.answered(
+                Kind::Initial,
+                Duration::from_micros(i + 1),
+                if i < 90 { 2001 } else { 5030 },
+            );
+        }
+        s.sent(Kind::Update);
+        s.timeouts += 1;
+        let r = RunReport::new(&s, Duration::from_secs(2));
+        assert_eq!((r.sent, r.answers, r.failed_answers), (101, 100, 10));
+        assert!((r.error_rate - 11.0 / 101.0).abs() < 1e-12);
+        assert!((r.answers_per_s - 50.0).abs() < 1e-9);
+        assert!((r.latency.p50_us - 50.0).abs() < 0.1, "{:?}", r.latency);
+        assert_eq!(r.by_type["initial"].result_codes["5030"], 10);
+        assert_eq!(s.outstanding(), 0);
+        let mut a = r.clone();
+        let mut b = r.clone();
+        a.answers_per_s = 10.0;
+        b.answers_per_s = 30.0;
+        assert_eq!(Median::of(&[a, r, b]).answers_per_s, 30.0);
+    }
+}
