@@ -142,6 +142,7 @@ impl Engine {
     /// One usage record: who, which account, what each service used, when, how it ended.
     fn record_usage(
         &self,
+        rec: &mut Recorder,
         session_id: &str,
         s: &Session,
         services: &[ServiceUsage],
@@ -150,24 +151,26 @@ impl Engine {
         interim: bool,
     ) {
         use std::fmt::Write as _;
-        let Some(log) = &self.usage else { return };
+        if self.usage.is_none() {
+            return;
+        }
         // Written by hand: building a serde_json::Value per session end cost a tenth of a
         // worker's time under load. Keys are in sorted order, as serde_json writes them.
-        let mut line = String::with_capacity(256);
+        let line = &mut rec.usage;
         line.push_str("{\"account\":\"");
         if let Some(t) = self.ledger.lock(s.account.tree) {
             for (i, name) in t.names(s.account.node).iter().enumerate() {
                 if i > 0 {
                     line.push('/');
                 }
-                json_escape(&mut line, name);
+                json_escape(line, name);
             }
         }
         let _ = write!(
             line,
             "\",\"end\":{now},\"interim\":{interim},\"outcome\":\""
         );
-        json_escape(&mut line, outcome);
+        json_escape(line, outcome);
         line.push_str("\",\"services\":[");
         let opt = |v: Option<u32>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
         for (i, u) in services.iter().enumerate() {
@@ -187,15 +190,18 @@ impl Engine {
             );
         }
         line.push_str("],\"session_id\":\"");
-        json_escape(&mut line, session_id);
+        json_escape(line, session_id);
         let _ = write!(line, "\",\"start\":{},\"subscriber\":\"", s.started);
-        json_escape(&mut line, &s.subscriber);
-        line.push_str("\"}");
-        log.write(line);
+        json_escape(line, &s.subscriber);
+        line.push_str("\"}\n");
     }
 
-    /// Hands a request's records to the journal; returns the sequence to wait for (0: none).
-    fn journal_ops(&self, now: i64, ops: Vec<Op>) -> u64 {
+    /// Hands a batch's records to the journal and its usage records to the usage log;
+    /// returns the journal sequence to wait for (0: none).
+    fn journal_ops(&self, now: i64, ops: Vec<Op>, usage: String) -> u64 {
+        if let (Some(log), false) = (&self.usage, usage.is_empty()) {
+            log.write(usage);
+        }
         match &self.journal {
             Some(j) => j.append(now, ops),
             None => 0,
@@ -360,6 +366,7 @@ impl Engine {
                     self.event(Reply { identity, req, out }, &cr, &mut session, now, rec);
                     session.deadline = now + i64::from(self.config.linger_s);
                     self.record_usage(
+                        rec,
                         cr.session_id,
                         &session,
                         &session.services,
@@ -389,6 +396,7 @@ impl Engine {
                 if session.terminated {
                     log_usage(cr.session_id, session, now, "terminated");
                     self.record_usage(
+                        rec,
                         cr.session_id,
                         session,
                         &session.services,
@@ -400,7 +408,15 @@ impl Engine {
                     // Interim record: what this update reported.
                     let delta = usage_delta(&before, &session.services);
                     if !delta.is_empty() {
-                        self.record_usage(cr.session_id, session, &delta, now, "interim", true);
+                        self.record_usage(
+                            rec,
+                            cr.session_id,
+                            session,
+                            &delta,
+                            now,
+                            "interim",
+                            true,
+                        );
                     }
                 }
             }
@@ -731,13 +747,21 @@ impl Engine {
                         rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
-                    self.record_usage(id, s, &s.services, now, "supervision timeout", false);
+                    self.record_usage(
+                        &mut rec,
+                        id,
+                        s,
+                        &s.services,
+                        now,
+                        "supervision timeout",
+                        false,
+                    );
                     sup.closed_sessions += 1;
                 }
                 false
             });
         }
-        self.journal_ops(now, rec.ops);
+        self.journal_ops(now, rec.ops, rec.usage);
         sup
     }
 }
@@ -804,7 +828,7 @@ impl CcrBatch<'_> {
         let CcrBatch {
             engine, rec, now, ..
         } = self;
-        engine.journal_ops(now, rec.ops)
+        engine.journal_ops(now, rec.ops, rec.usage)
     }
 }
 

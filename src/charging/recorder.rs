@@ -47,6 +47,8 @@ pub struct Recorder<'a> {
     ledger: &'a Ledger,
     ids: &'a AtomicU64,
     pub ops: Vec<Op>,
+    /// Usage records (JSON lines) to hand to the usage log with the batch.
+    pub usage: String,
 }
 
 impl<'a> Recorder<'a> {
@@ -55,6 +57,7 @@ impl<'a> Recorder<'a> {
             ledger,
             ids,
             ops: Vec::new(),
+            usage: String::new(),
         }
     }
 

@@ -73,7 +73,8 @@ impl UsageLog {
         })
     }
 
-    /// Queues one record (a JSON object without the newline).
+    /// Queues records: one or more JSON objects, each ending in a newline (the engine hands
+    /// over the records of a whole read batch at once).
     pub fn write(&self, line: String) {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = guard.as_ref() {
@@ -141,7 +142,6 @@ fn run(rx: Receiver<String>, dir: PathBuf, mut index: u64, rotate_bytes: u64) {
                 }
             }
             buf.push_str(&line);
-            buf.push('\n');
         }
         write(&mut file, &mut buf, &mut size);
         if last_sync.elapsed() >= Duration::from_secs(1) {
@@ -171,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UsageLog::start(dir.path(), 1000).unwrap();
         for n in 0..500 {
-            log.write(format!("{{\"n\":{n}}}"));
+            log.write(format!("{{\"n\":{n}}}\n"));
         }
         log.close();
         let files = files(dir.path()).unwrap();
@@ -188,7 +188,7 @@ mod tests {
         );
         // A restart continues in a new file after the last one.
         let log = UsageLog::start(dir.path(), 1000).unwrap();
-        log.write("{}".into());
+        log.write("{}\n".into());
         log.close();
         let again = super::files(dir.path()).unwrap();
         assert_eq!(again.len(), files.len() + 1);
