@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ocf::diameter::avp::AvpIter;
 use ocf::diameter::codes::{DisconnectCause, ResultCode, avp as c, command};
 use ocf::diameter::error::DiameterError;
@@ -30,6 +30,11 @@ use crate::stats::{PerKind, RunReport, Stats, merged};
 
 /// Largest answer accepted.
 const MAX_ANSWER: usize = 1 << 20;
+/// Requests generated per pass of a connection's loop at most, and the unwritten output above
+/// which none are: the loop keeps reading answers while it writes, so a server that answers
+/// only as fast as it can write never deadlocks against us.
+const GEN_BATCH: usize = 2048;
+const HIGH_WATER: usize = 512 * 1024;
 /// How often unanswered requests are checked for retransmission and timeout.
 const SCAN_EVERY: Duration = Duration::from_millis(10);
 
@@ -251,6 +256,8 @@ struct Conn {
     stopping: bool,
     disconnecting: bool,
     batch: Batch,
+    /// Requests this pass may still generate.
+    budget: usize,
 }
 
 impl Conn {
@@ -325,6 +332,7 @@ impl Conn {
         }));
         self.live += 1;
         self.quota = self.quota.saturating_sub(1);
+        self.budget = self.budget.saturating_sub(1);
         self.batch.sent[kind as usize] += 1;
     }
 
@@ -351,7 +359,10 @@ impl Conn {
     fn generate(&mut self, now: Instant, pacing: Option<&Pacing>, window: usize) {
         if self.stopping {
             // Sessions that wait end now.
-            while let Some((_, i)) = self.ready.pop_front() {
+            while self.budget > 0 {
+                let Some((_, i)) = self.ready.pop_front() else {
+                    break;
+                };
                 if self.sessions[i as usize].next_number > 0 {
                     self.ending[i as usize] = true;
                     self.send(i, now, now);
@@ -364,7 +375,7 @@ impl Conn {
         match pacing {
             Some(p) => {
                 let due = p.due(now);
-                while self.sent < due && self.live < self.cfg.max_outstanding {
+                while self.sent < due && self.live < self.cfg.max_outstanding && self.budget > 0 {
                     let Some(i) = self.next_session(now) else {
                         break;
                     };
@@ -375,13 +386,13 @@ impl Conn {
             }
             None => {
                 while let Some(&(at, i)) = self.ready.front() {
-                    if at > now || self.quota == 0 {
+                    if at > now || self.quota == 0 || self.budget == 0 {
                         break;
                     }
                     self.ready.pop_front();
                     self.send(i, now, now);
                 }
-                while self.session_count() < window && self.quota > 0 {
+                while self.session_count() < window && self.quota > 0 && self.budget > 0 {
                     let i = self.new_session();
                     self.send(i, now, now);
                 }
@@ -480,7 +491,7 @@ impl Conn {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     mut conn: Conn,
-    mut stream: Box<dyn Stream>,
+    stream: Box<dyn Stream>,
     mut rbuf: BytesMut,
     pacing: Option<Pacing>,
     notify: Arc<Notify>,
@@ -490,7 +501,15 @@ async fn drive(
     let start = Instant::now();
     let mut next_scan = start + SCAN_EVERY;
     let lost = |id: usize, why: String| ConnError::Lost(id, why);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Written by the select below, a part at a time.
+    let mut pending = BytesMut::with_capacity(HIGH_WATER);
     loop {
+        conn.budget = if pending.len() < HIGH_WATER {
+            GEN_BATCH
+        } else {
+            0
+        };
         let now = Instant::now();
         if !conn.stopping && (*stop.borrow() || conn.quota == 0) {
             conn.stopping = true;
@@ -512,14 +531,6 @@ async fn drive(
             conn.peer.disconnect(now, DisconnectCause::Rebooting);
         }
         conn.shared.flush(&mut conn.batch);
-        if !conn.peer.transmit().is_empty() {
-            let out = conn.peer.transmit().split();
-            if let Err(e) = stream.write_all(&out).await {
-                conn.batch.protocol_errors += conn.live as u64;
-                conn.shared.flush(&mut conn.batch);
-                return Err(lost(conn.id, format!("write: {e}")));
-            }
-        }
         while let Some(ev) = conn.peer.poll_event() {
             match ev {
                 Event::Closed(CloseReason::Disconnected) if conn.disconnecting => return Ok(()),
@@ -533,7 +544,8 @@ async fn drive(
             }
         }
         if !conn.peer.transmit().is_empty() {
-            continue;
+            pending.extend_from_slice(conn.peer.transmit());
+            conn.peer.transmit().clear();
         }
         let mut wake = next_scan;
         if let Some(t) = conn.peer.poll_timeout() {
@@ -547,7 +559,17 @@ async fn drive(
         }
         rbuf.reserve(64 * 1024);
         tokio::select! {
-            n = stream.read_buf(&mut rbuf) => {
+            w = wr.write(&pending), if !pending.is_empty() => {
+                match w {
+                    Ok(n) if n > 0 => pending.advance(n),
+                    Ok(_) | Err(_) => {
+                        conn.batch.protocol_errors += conn.live as u64 + 1;
+                        conn.shared.flush(&mut conn.batch);
+                        return Err(lost(conn.id, "write failed".into()));
+                    }
+                }
+            }
+            n = rd.read_buf(&mut rbuf) => {
                 let n = n.map_err(|e| lost(conn.id, format!("read: {e}")))?;
                 if n == 0 {
                     conn.batch.protocol_errors += conn.live as u64 + 1;
@@ -665,6 +687,7 @@ pub async fn run_once(
             stopping: false,
             disconnecting: false,
             batch: Batch::default(),
+            budget: 0,
         };
         let notify = Arc::new(Notify::new());
         notifies.push(notify.clone());

@@ -378,7 +378,7 @@ impl Engine {
                     self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec);
                 }
                 session.last_answer = out[start..].to_vec();
-                shard.insert(cr.session_id.into(), session);
+                shard.insert(cr.session_id.into(), Box::new(session));
             }
             RequestType::Update | RequestType::Termination => {
                 let Some(session) = shard.get_mut(cr.session_id) else {
@@ -574,6 +574,9 @@ impl Engine {
             a.result = ResultCode::CreditLimitReached;
             return;
         }
+        // One more at a time: a Vec would round up to four, and a million sessions each
+        // holding one reservation pay for that.
+        s.held.reserve_exact(1);
         s.held.push(Held {
             id,
             rating_group: m.rating_group,

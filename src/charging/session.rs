@@ -68,6 +68,7 @@ impl Session {
         {
             Some(i) => i,
             None => {
+                self.services.reserve_exact(1);
                 self.services.push(ServiceUsage {
                     rating_group: service.0,
                     service_identifier: service.1,
@@ -103,8 +104,9 @@ pub fn unit_index(u: Unit) -> usize {
 const SHARDS: usize = 64;
 
 /// SipHash was a tenth of the server's time under load; Session-Ids come from authenticated
-/// peers, and foldhash is still seeded per process.
-type SessionMap = HashMap<Box<str>, Session, foldhash::fast::RandomState>;
+/// peers, and foldhash is still seeded per process. Sessions are boxed: a table grows by
+/// doubling, and empty buckets of a pointer cost far less than empty sessions.
+type SessionMap = HashMap<Box<str>, Box<Session>, foldhash::fast::RandomState>;
 
 /// All sessions.
 pub struct Sessions {
