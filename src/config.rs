@@ -50,6 +50,10 @@ pub struct DiameterConfig {
     pub partial_message_timeout_s: u64,
     /// Largest accepted message, in bytes; longer ones get 5015 and the connection is closed.
     pub max_message_bytes: usize,
+    /// Overload: a credit-control request still unanswered this many microseconds after the
+    /// read that brought it is answered 3004 DIAMETER_TOO_BUSY without being charged, so
+    /// what is admitted keeps a bounded latency (0: never shed).
+    pub overload_queue_us: u64,
     /// If not empty, only these Origin-Hosts may connect; others get 3010 UNKNOWN_PEER.
     pub allowed_peers: Vec<String>,
     /// Directory of extra dictionary `*.xml` files, loaded after the built-in ones.
@@ -187,6 +191,7 @@ impl Default for DiameterConfig {
             dpa_timeout_s: 5,
             partial_message_timeout_s: 30,
             max_message_bytes: crate::diameter::frame::DEFAULT_MAX_MESSAGE_LEN,
+            overload_queue_us: 2000,
             allowed_peers: vec![],
             dictionary_dir: None,
         }

@@ -723,6 +723,7 @@ pub async fn run_once(
     let mut second = 0u64;
     let drain_limit = cfg.answer_timeout + cfg.client.timeout + Duration::from_secs(5);
     let mut hard_end: Option<Instant> = None;
+    let mut interval: [PerKind; 4] = Default::default();
     loop {
         let all_done = tasks.iter().all(|t| t.is_finished());
         let now = Instant::now();
@@ -741,25 +742,27 @@ pub async fn run_once(
         }
         if now >= last + Duration::from_secs(1) || all_done {
             second += 1;
-            let interval = match shared.stats.lock() {
+            // Only a swap under the lock: the connections flush into it.
+            let (out, errs) = match shared.stats.lock() {
                 Ok(mut s) => {
-                    let iv = s.take_interval();
-                    let out = s.outstanding();
-                    let errs = s.timeouts + s.protocol_errors + s.failed_answers();
-                    if cfg.live {
-                        let h = merged(&iv);
-                        let secs = now.saturating_duration_since(last).as_secs_f64().max(1e-3);
-                        eprintln!(
-                            "{second:>4}s {:>9.0} answers/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {errs}  outstanding {out}",
-                            h.len() as f64 / secs,
-                            h.value_at_quantile(0.5) as f64 / 1000.0,
-                            h.value_at_quantile(0.99) as f64 / 1000.0,
-                        );
-                    }
-                    iv
+                    s.swap_interval(&mut interval);
+                    (
+                        s.outstanding(),
+                        s.timeouts + s.protocol_errors + s.failed_answers(),
+                    )
                 }
-                Err(_) => Default::default(),
+                Err(_) => (0, 0),
             };
+            if cfg.live {
+                let h = merged(&interval);
+                let secs = now.saturating_duration_since(last).as_secs_f64().max(1e-3);
+                eprintln!(
+                    "{second:>4}s {:>9.0} answers/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {errs}  outstanding {out}",
+                    h.len() as f64 / secs,
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                );
+            }
             if let Some(sink) = sink.as_mut() {
                 for k in Kind::ALL {
                     let pk = &interval[k as usize];
@@ -772,6 +775,12 @@ pub async fn run_once(
                         );
                     }
                 }
+            }
+            for pk in &mut interval {
+                pk.answers = 0;
+                pk.sent = 0;
+                pk.latency.reset();
+                pk.result_codes.clear();
             }
             last = now;
         }

@@ -339,11 +339,18 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
     let ok = reports
         .iter()
         .all(|r: &RunReport| r.error_rate <= a.max_error_rate && r.connection_failures.is_empty());
-    if !ok {
-        eprintln!(
-            "ocf-loadtest: error rate above {} (or a connection failed)",
-            a.max_error_rate
-        );
+    for (i, r) in reports.iter().enumerate() {
+        if r.error_rate > a.max_error_rate {
+            eprintln!(
+                "ocf-loadtest: run {}: error rate {:.4} is above {}",
+                i + 1,
+                r.error_rate,
+                a.max_error_rate
+            );
+        }
+        for f in &r.connection_failures {
+            eprintln!("ocf-loadtest: run {}: {f}", i + 1);
+        }
     }
     Ok(ok)
 }

@@ -42,6 +42,9 @@ impl Default for ChargingConfig {
     }
 }
 
+/// A supervision pass is made in this many parts.
+const SUPERVISION_PARTS: usize = 16;
+
 /// What a supervision pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Supervision {
@@ -140,6 +143,7 @@ impl Engine {
     }
 
     /// One usage record: who, which account, what each service used, when, how it ended.
+    #[allow(clippy::too_many_arguments)]
     fn record_usage(
         &self,
         rec: &mut Recorder,
@@ -219,6 +223,11 @@ impl Engine {
     /// Open (not terminated) sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Open sessions as counted by the last supervision pass (cheap; up to a pass old).
+    pub fn session_count_supervised(&self) -> usize {
+        self.sessions.open_counted()
     }
 
     /// The account of the first provisioned Subscription-Id, and that id as `type:data`.
@@ -714,6 +723,25 @@ impl Engine {
     /// Returns expired reservations to the pool and closes sessions nobody reported on in time;
     /// forgets terminated sessions once their answers need not be kept.
     pub fn supervise(&self, now: i64) -> Supervision {
+        self.supervise_shards(now, 0..self.sessions.shard_count())
+    }
+
+    /// Session shards per supervision pass of [`Engine::supervise_part`].
+    pub fn supervision_parts(&self) -> usize {
+        SUPERVISION_PARTS
+    }
+
+    /// One part of a supervision pass: the sessions of shards `part`·n/parts up to the next
+    /// part. Spreading a pass over a second keeps its work (a walk of every session) from
+    /// stalling requests all at once.
+    pub fn supervise_part(&self, now: i64, part: usize) -> Supervision {
+        let n = self.sessions.shard_count();
+        let each = n.div_ceil(SUPERVISION_PARTS);
+        let first = (part % SUPERVISION_PARTS) * each;
+        self.supervise_shards(now, first..(first + each).min(n))
+    }
+
+    fn supervise_shards(&self, now: i64, shards: std::ops::Range<usize>) -> Supervision {
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut sup = Supervision::default();
         let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
@@ -729,8 +757,9 @@ impl Engine {
                 keep
             });
         }
-        for i in 0..self.sessions.shard_count() {
+        for i in shards {
             let mut shard = self.sessions.lock_index(i);
+            let mut open = 0;
             shard.retain(|id, s| {
                 let account = s.account;
                 let before = s.held.len();
@@ -743,6 +772,7 @@ impl Engine {
                 });
                 sup.expired_reservations += before - s.held.len();
                 if now < s.deadline {
+                    open += usize::from(!s.terminated);
                     return true;
                 }
                 if !s.terminated {
@@ -763,6 +793,7 @@ impl Engine {
                 }
                 false
             });
+            self.sessions.set_open(i, open);
         }
         self.journal_ops(now, rec.ops, rec.usage);
         sup

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
@@ -111,6 +112,9 @@ type SessionMap = HashMap<Box<str>, Box<Session>, foldhash::fast::RandomState>;
 /// All sessions.
 pub struct Sessions {
     shards: Vec<CachePadded<Mutex<SessionMap>>>,
+    /// Open sessions per shard as last counted by supervision (a count that costs the hot
+    /// path nothing and a full walk never).
+    open: Vec<AtomicUsize>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -120,6 +124,7 @@ impl Default for Sessions {
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
                 .collect(),
+            open: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             hasher: Default::default(),
         }
     }
@@ -147,6 +152,7 @@ impl Sessions {
         self.lock_shard(i)
     }
 
+    /// Open (not terminated) sessions, counted now (a walk of every session).
     pub fn len(&self) -> usize {
         (0..SHARDS)
             .map(|i| {
@@ -160,5 +166,17 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Notes shard `i`'s open sessions (supervision counts them on its walk).
+    pub fn set_open(&self, i: usize, n: usize) {
+        if let Some(c) = self.open.get(i) {
+            c.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Open sessions as of each shard's last supervision.
+    pub fn open_counted(&self) -> usize {
+        self.open.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }

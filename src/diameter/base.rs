@@ -167,6 +167,46 @@ impl LocalIdentity {
     }
 }
 
+impl LocalIdentity {
+    /// Answers the request in `frame` with 3004 DIAMETER_TOO_BUSY (E bit), echoing its
+    /// Session-Id and Proxy-Info, without decoding or validating the rest: under overload
+    /// refusing must cost far less than answering. Returns false (writing nothing) when the
+    /// frame's AVPs cannot be walked; the full path then answers with the right error.
+    pub fn write_busy_answer(&self, out: &mut BytesMut, frame: &[u8]) -> bool {
+        let Ok((body, req)) = super::header::parse_header(frame) else {
+            return false;
+        };
+        let mut it = super::avp::AvpIter::new(body);
+        let (mut session, mut proxies) = (None, 0);
+        for a in it.by_ref() {
+            if a.is(c::SESSION_ID) && session.is_none() {
+                session = Some(a);
+            } else if a.is(c::PROXY_INFO) {
+                proxies += 1;
+            }
+        }
+        if it.error().is_some() {
+            return false;
+        }
+        let mut h = req.answer();
+        h.flags.0 |= CommandFlags::ERROR;
+        let mut w = MessageWriter::new(out, &h);
+        if let Some(sid) = session {
+            w.avp(&sid);
+        }
+        w.u32(c::RESULT_CODE, ResultCode::TooBusy.code());
+        self.origin(&mut w);
+        w.utf8(c::ERROR_MESSAGE, "overloaded; try again later");
+        if proxies > 0 {
+            for p in super::avp::AvpIter::new(body).filter(|a| a.is(c::PROXY_INFO)) {
+                w.avp(&p);
+            }
+        }
+        w.finish();
+        true
+    }
+}
+
 /// The header of a request between peers (CER, DWR, DPR): R set, not proxiable (RFC 6733 §5).
 fn peer_request(command_code: u32, hop_by_hop: u32, end_to_end: u32) -> Header {
     let mut h = Header::request(

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::routing::get;
-use metrics::Gauge;
+use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::charging::Engine;
@@ -28,6 +28,7 @@ pub struct Gauges {
     journal_synced: Gauge,
     journal_errors: Gauge,
     sessions: Gauge,
+    shed: Counter,
 }
 
 impl Gauges {
@@ -50,17 +51,23 @@ impl Gauges {
             "Journal write or sync failures since start"
         );
         metrics::describe_gauge!("ocfd_sessions_open", "Open credit-control sessions");
+        metrics::describe_counter!(
+            "ocfd_overload_shed_total",
+            "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
+        );
         Gauges {
             journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
             journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
             journal_synced: metrics::gauge!("ocfd_journal_synced_sequence"),
             journal_errors: metrics::gauge!("ocfd_journal_errors"),
             sessions: metrics::gauge!("ocfd_sessions_open"),
+            shed: metrics::counter!("ocfd_overload_shed_total"),
         }
     }
 
     /// Refreshes every gauge from the engine (called by the supervision tick).
-    pub fn refresh(&self, engine: &Engine) {
+    pub fn refresh(&self, engine: &Engine, shed: u64) {
+        self.shed.absolute(shed);
         if let Some(j) = engine.journal() {
             let p = j.progress();
             self.journal_lag.set(j.lag() as f64);
@@ -71,7 +78,7 @@ impl Gauges {
             self.journal_errors
                 .set(p.errors.load(Ordering::Relaxed) as f64);
         }
-        self.sessions.set(engine.session_count() as f64);
+        self.sessions.set(engine.session_count_supervised() as f64);
     }
 }
 

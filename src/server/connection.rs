@@ -17,9 +17,13 @@ use crate::diameter::frame::{self, FrameError};
 use crate::diameter::header::HEADER_LEN;
 use crate::diameter::peer::{Event, Peer};
 
-/// Bytes asked of the socket per read; large enough that a pipelining peer's burst arrives in
-/// a few reads.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read: large enough that one read takes in what a pipelining
+/// peer sent while the last batch was answered, so the queue is here, where overload shedding
+/// sees it, and not in the kernel.
+const READ_CHUNK: usize = 256 * 1024;
+/// How many frames pass between looks at the clock for overload shedding; the first this many
+/// of every read are always answered, so a connection always makes progress.
+const SHED_CHECK_EVERY: u32 = 16;
 
 /// What the front of the read buffer holds.
 enum Cut {
@@ -43,6 +47,40 @@ fn cut(buf: &mut BytesMut, max: usize) -> Cut {
         Err(e) => {
             head.copy_from_slice(&buf[..HEADER_LEN]);
             Cut::Error(e, head)
+        }
+    }
+}
+
+/// Whether a frame is a credit-control request (what overload shedding may refuse).
+fn is_credit_control_request(frame: &[u8]) -> bool {
+    frame.len() >= HEADER_LEN
+        && frame[4] & 0x80 != 0
+        && frame[5..8] == [0, 1, 16]
+        && frame[8..12] == 4u32.to_be_bytes()
+}
+
+/// Handles what the peer state machine has for the upper layer: logs opens and closes and
+/// answers application requests, credit control joining `batch`.
+fn answer_events<'e>(
+    peer: &mut Peer,
+    engine: &'e crate::charging::Engine,
+    batch: &mut Option<crate::charging::CcrBatch<'e>>,
+    remote: SocketAddr,
+) {
+    while let Some(ev) = peer.poll_event() {
+        match ev {
+            Event::Opened {
+                origin_host,
+                origin_realm,
+            } => info!(%remote, %origin_host, %origin_realm, "peer open"),
+            Event::Request(msg) => {
+                let (identity, out) = peer.identity_and_transmit();
+                dispatch::answer(engine, batch, identity, out, &msg);
+            }
+            Event::Answer(_) => {}
+            Event::Closed(reason) => {
+                info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
+            }
         }
     }
 }
@@ -73,24 +111,9 @@ pub(crate) async fn drive<S>(
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            while let Some(ev) = peer.poll_event() {
-                match ev {
-                    Event::Opened {
-                        origin_host,
-                        origin_realm,
-                    } => info!(%remote, %origin_host, %origin_realm, "peer open"),
-                    Event::Request(msg) => {
-                        let (identity, out) = peer.identity_and_transmit();
-                        dispatch::answer(&shared.engine, &mut batch, identity, out, &msg);
-                    }
-                    Event::Answer(_) => {}
-                    Event::Closed(reason) => {
-                        info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
-                    }
-                }
-            }
+            answer_events(&mut peer, &shared.engine, &mut batch, remote);
             if let Some(b) = batch.take() {
-                wait_for = b.finish();
+                wait_for = wait_for.max(b.finish());
             }
         }
         if wait_for > 0 {
@@ -136,9 +159,31 @@ pub(crate) async fn drive<S>(
                     Ok(_) => {}
                 }
                 let now = Instant::now();
+                // Requests are answered as they are cut, so the clock says how long the rest
+                // of this read has waited; past the overload budget, credit-control requests
+                // are refused (3004) at a fraction of the cost of answering them.
+                let shed_at = shared.overload_queue.map(|d| now + d);
+                let (mut frames, mut shedding, mut shed) = (0u32, false, 0u64);
+                let mut batch = None;
                 loop {
                     match cut(&mut rbuf, shared.max_message_bytes) {
-                        Cut::Frame(f) => peer.handle_frame(now, f),
+                        Cut::Frame(f) => {
+                            if let Some(at) = shed_at {
+                                if !shedding && frames > 0 && frames % SHED_CHECK_EVERY == 0 {
+                                    shedding = Instant::now() >= at;
+                                }
+                                frames += 1;
+                                if shedding && peer.is_open() && is_credit_control_request(&f) {
+                                    let (identity, out) = peer.identity_and_transmit();
+                                    if identity.write_busy_answer(out, &f) {
+                                        shed += 1;
+                                        continue;
+                                    }
+                                }
+                            }
+                            peer.handle_frame(now, f);
+                            answer_events(&mut peer, &shared.engine, &mut batch, remote);
+                        }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");
                             peer.handle_frame_error(&head, e);
@@ -151,6 +196,13 @@ pub(crate) async fn drive<S>(
                     if peer.is_closed() {
                         break;
                     }
+                }
+                if let Some(b) = batch.take() {
+                    wait_for = wait_for.max(b.finish());
+                }
+                if shed > 0 {
+                    shared.shed.fetch_add(shed, std::sync::atomic::Ordering::Relaxed);
+                    debug!(%remote, shed, "overloaded: requests answered 3004");
                 }
                 partial_since = if rbuf.is_empty() { None } else { partial_since.or(Some(now)) };
             }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::charging::engine::Supervision;
 use crate::charging::{ChargingConfig, Engine, snapshot};
 use crate::config::Config;
 use crate::diameter::base::LocalIdentity;
@@ -54,6 +55,10 @@ pub(crate) struct Shared {
     pub durable: watch::Receiver<u64>,
     pub max_message_bytes: usize,
     pub partial_message_timeout: Duration,
+    /// See `diameter.overload_queue_us` (None: never shed).
+    pub overload_queue: Option<Duration>,
+    /// Credit-control requests answered 3004 by overload shedding.
+    pub shed: Arc<AtomicU64>,
     pub seeds: AtomicU64,
 }
 
@@ -300,6 +305,9 @@ impl Server {
                 durable: durable_rx,
                 max_message_bytes: d.max_message_bytes,
                 partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
+                overload_queue: (d.overload_queue_us > 0)
+                    .then(|| Duration::from_micros(d.overload_queue_us)),
+                shed: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
@@ -378,26 +386,32 @@ impl Server {
         // gauges are refreshed.
         let engine = self.shared.engine.clone();
         let gauges = admin::Gauges::new();
+        let shed = self.shared.shed.clone();
         let supervisor = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // A pass a second, in parts spread over it.
+            let parts = engine.supervision_parts();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / parts as u32);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            let mut sum = Supervision::default();
+            for part in (0..parts).cycle() {
                 tick.tick().await;
-                let engine_for_gauges = engine.clone();
-                let engine = engine.clone();
                 let now = dispatch::unix_now();
-                let sup = tokio::task::spawn_blocking(move || engine.supervise(now))
-                    .await
-                    .unwrap_or_default();
-                gauges.refresh(&engine_for_gauges);
+                let sup = engine.supervise_part(now, part);
+                sum.expired_reservations += sup.expired_reservations;
+                sum.closed_sessions += sup.closed_sessions;
+                if part + 1 < parts {
+                    continue;
+                }
+                gauges.refresh(&engine, shed.load(Ordering::Relaxed));
                 tracing::debug!("supervision tick");
-                if sup.expired_reservations > 0 || sup.closed_sessions > 0 {
+                if sum.expired_reservations > 0 || sum.closed_sessions > 0 {
                     info!(
-                        expired = sup.expired_reservations,
-                        closed = sup.closed_sessions,
+                        expired = sum.expired_reservations,
+                        closed = sum.closed_sessions,
                         "supervision"
                     );
                 }
+                sum = Supervision::default();
             }
         });
         // Periodic snapshots keep replay short and let old segments go.
