@@ -420,7 +420,13 @@ impl Conn {
             .push((slot.kind, now.saturating_duration_since(slot.intended), rc));
         self.batch.last_answer = Some(now);
         let success = (2000..3000).contains(&rc);
+        // 3004 TOO_BUSY charged nothing: a gateway tries the same update or termination again
+        // later rather than abandon a session the server still holds.
+        let busy = rc == ResultCode::TooBusy.code();
         match slot.kind {
+            Kind::Update | Kind::Termination if busy => {
+                self.ready.push_back((now + self.plan.think, i));
+            }
             Kind::Initial | Kind::Update if success => {
                 let s = &mut self.sessions[i as usize];
                 s.granted = granted;

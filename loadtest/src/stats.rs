@@ -54,6 +54,9 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Answers that came after their request had timed out.
     pub late_answers: u64,
+    /// Latency of the answers with a success Result-Code (2xxx) only: what an overloaded
+    /// server admitted, as opposed to what it refused.
+    pub success_latency: Option<Histogram<u64>>,
 }
 
 impl Stats {
@@ -63,6 +66,12 @@ impl Stats {
 
     pub fn answered(&mut self, kind: Kind, latency: Duration, result_code: u32) {
         let ns = (latency.as_nanos() as u64).clamp(MIN_LATENCY_NS, MAX_LATENCY_NS);
+        if (2000..3000).contains(&result_code) {
+            let _ = self
+                .success_latency
+                .get_or_insert_with(histogram)
+                .record(ns);
+        }
         for k in [
             &mut self.kinds[kind as usize],
             &mut self.interval[kind as usize],
@@ -167,6 +176,8 @@ pub struct RunReport {
     /// (timeouts + protocol errors + failed answers) / requests sent.
     pub error_rate: f64,
     pub latency: Latency,
+    /// Latency of the answers with a 2xxx Result-Code only.
+    pub success_latency: Latency,
     pub by_type: BTreeMap<&'static str, KindReport>,
     /// Connections that ended other than by DPR/DPA, and why.
     pub connection_failures: Vec<String>,
@@ -213,6 +224,11 @@ impl RunReport {
                 bad as f64 / sent as f64
             },
             latency: Latency::of(&merged(&s.kinds)),
+            success_latency: s
+                .success_latency
+                .as_ref()
+                .map(Latency::of)
+                .unwrap_or_default(),
             by_type,
             connection_failures: Vec::new(),
         }
@@ -252,6 +268,9 @@ impl RunReport {
             t.push_str(&row(name, &k.latency, codes.join(" ")));
         }
         t.push_str(&row("all", &self.latency, String::new()));
+        if self.success_latency.count != self.latency.count {
+            t.push_str(&row("2xxx only", &self.success_latency, String::new()));
+        }
         for f in &self.connection_failures {
             t.push_str(&format!("  connection failure: {f}\n"));
         }
