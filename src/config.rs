@@ -68,7 +68,9 @@ pub struct ChargingSection {
     pub validity_time_s: u32,
     /// Seconds added to Validity-Time before an unreported reservation returns to the pool.
     pub reservation_grace_s: u32,
-    /// Seconds a finished session's last answer is kept to answer retransmissions.
+    /// Seconds a finished session's last answer is kept to answer retransmissions (a gateway
+    /// retransmits within its Tx timer, 10 s by RFC 4006's recommendation). About 300 bytes
+    /// per session ended in that time.
     pub linger_s: u32,
     /// Serve the embedded default tenant (acme and alice, DESIGN.md §7).
     pub embedded_tenant: bool,
@@ -81,7 +83,7 @@ impl Default for ChargingSection {
         ChargingSection {
             validity_time_s: 600,
             reservation_grace_s: 30,
-            linger_s: 60,
+            linger_s: 15,
             embedded_tenant: true,
             tenant_files: vec![],
         }

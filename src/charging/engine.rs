@@ -37,7 +37,7 @@ impl Default for ChargingConfig {
     fn default() -> Self {
         ChargingConfig {
             reservation_grace_s: 30,
-            linger_s: 60,
+            linger_s: 15,
         }
     }
 }
@@ -225,11 +225,6 @@ impl Engine {
         self.sessions.len()
     }
 
-    /// Open sessions as counted by the last supervision pass (cheap; up to a pass old).
-    pub fn session_count_supervised(&self) -> usize {
-        self.sessions.open_counted()
-    }
-
     /// The account of the first provisioned Subscription-Id, and that id as `type:data`.
     fn lookup(&self, cr: &CreditRequest) -> Option<(AccountRef, Box<str>)> {
         cr.subscriptions.iter().find_map(|(kind, id)| {
@@ -287,7 +282,7 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             for i in 0..self.sessions.shard_count() {
-                for s in self.sessions.lock_index(i).values() {
+                for s in self.sessions.lock_index(i).open.values() {
                     outstanding.extend(s.held.iter().map(|h| Outstanding {
                         id: h.id,
                         account: s.account,
@@ -324,19 +319,26 @@ impl Engine {
             Err(e) => return identity.write_error_answer(out, req, &e),
         };
         let mut shard = self.sessions.lock(cr.session_id);
-        if let Some(s) = shard.get(cr.session_id) {
-            if s.last_number == cr.request_number && s.last_type == cr.request_type as u8 {
+        let seen = match shard.open.get(cr.session_id) {
+            Some(s) => Some((s.last_number, s.last_type, &s.last_answer[..], false)),
+            None => shard
+                .ended
+                .get(cr.session_id)
+                .map(|e| (e.last_number, e.last_type, &e.last_answer[..], true)),
+        };
+        if let Some((last_number, last_type, last_answer, ended)) = seen {
+            if last_number == cr.request_number && last_type == cr.request_type as u8 {
                 // A retransmission (T flag or not): the same answer, charged once.
-                return replay(out, &s.last_answer, req);
+                return replay(out, last_answer, req);
             }
-            if s.terminated && cr.request_type != RequestType::Initial {
+            if ended && cr.request_type != RequestType::Initial {
                 let e = DiameterError::new(
                     ResultCode::UnknownSessionId,
                     "the credit-control session has ended",
                 );
                 return identity.write_error_answer(out, req, &e);
             }
-            if cr.request_number <= s.last_number || cr.request_type == RequestType::Initial {
+            if cr.request_number <= last_number || cr.request_type == RequestType::Initial {
                 let e = DiameterError::new(
                     ResultCode::InvalidAvpValue,
                     "CC-Request-Number is not after the last one handled",
@@ -387,10 +389,14 @@ impl Engine {
                     self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec);
                 }
                 session.last_answer = out[start..].to_vec();
-                shard.insert(cr.session_id.into(), Box::new(session));
+                if session.terminated {
+                    shard.end(cr.session_id, &session, session.deadline);
+                } else {
+                    shard.open.insert(cr.session_id.into(), Box::new(session));
+                }
             }
             RequestType::Update | RequestType::Termination => {
-                let Some(session) = shard.get_mut(cr.session_id) else {
+                let Some(session) = shard.open.get_mut(cr.session_id) else {
                     let e = DiameterError::new(
                         ResultCode::UnknownSessionId,
                         "no credit-control session with this Session-Id",
@@ -413,6 +419,9 @@ impl Engine {
                         "terminated",
                         false,
                     );
+                    if let Some(s) = shard.open.remove(cr.session_id) {
+                        shard.end(cr.session_id, &s, s.deadline);
+                    }
                 } else if let Some(before) = before {
                     // Interim record: what this update reported.
                     let delta = usage_delta(&before, &session.services);
@@ -759,8 +768,8 @@ impl Engine {
         }
         for i in shards {
             let mut shard = self.sessions.lock_index(i);
-            let mut open = 0;
-            shard.retain(|id, s| {
+            shard.expire_ended(now);
+            shard.open.retain(|id, s| {
                 let account = s.account;
                 let before = s.held.len();
                 s.held.retain(|h| {
@@ -772,7 +781,6 @@ impl Engine {
                 });
                 sup.expired_reservations += before - s.held.len();
                 if now < s.deadline {
-                    open += usize::from(!s.terminated);
                     return true;
                 }
                 if !s.terminated {
@@ -793,7 +801,6 @@ impl Engine {
                 }
                 false
             });
-            self.sessions.set_open(i, open);
         }
         self.journal_ops(now, rec.ops, rec.usage);
         sup

@@ -3,9 +3,9 @@
 //! or expire. Sharded by Session-Id so that sessions of different gateways rarely share a lock.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
 
@@ -109,12 +109,64 @@ const SHARDS: usize = 64;
 /// doubling, and empty buckets of a pointer cost far less than empty sessions.
 type SessionMap = HashMap<Box<str>, Box<Session>, foldhash::fast::RandomState>;
 
+/// What is left of a finished session while it lingers: enough to answer a retransmission
+/// of its last request and to refuse anything else.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub last_number: u32,
+    pub last_type: u8,
+    pub last_answer: Box<[u8]>,
+    pub deadline: i64,
+}
+
+/// One shard: open sessions, which supervision walks, and ended ones, which it does not: they
+/// leave in the order they ended (the linger time is the same for all), so expiring them costs
+/// nothing per second for those that stay. A busy server ends tens of thousands of sessions a
+/// second; walking them all every second stalled requests.
+#[derive(Default)]
+pub struct ShardMaps {
+    pub open: SessionMap,
+    pub ended: HashMap<Arc<str>, Ended, foldhash::fast::RandomState>,
+    ended_order: VecDeque<(i64, Arc<str>)>,
+}
+
+impl ShardMaps {
+    /// Keeps what a retransmission needs of a session that ended, until `deadline`.
+    pub fn end(&mut self, session_id: &str, s: &Session, deadline: i64) {
+        let key: Arc<str> = Arc::from(session_id);
+        self.ended_order.push_back((deadline, key.clone()));
+        self.ended.insert(
+            key,
+            Ended {
+                last_number: s.last_number,
+                last_type: s.last_type,
+                last_answer: s.last_answer.clone().into_boxed_slice(),
+                deadline,
+            },
+        );
+    }
+
+    /// Forgets ended sessions whose linger time is over; returns how many.
+    pub fn expire_ended(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        while let Some((deadline, _)) = self.ended_order.front() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((deadline, key)) = self.ended_order.pop_front() {
+                if self.ended.get(&key).is_some_and(|e| e.deadline <= deadline) {
+                    self.ended.remove(&key);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
 /// All sessions.
 pub struct Sessions {
-    shards: Vec<CachePadded<Mutex<SessionMap>>>,
-    /// Open sessions per shard as last counted by supervision (a count that costs the hot
-    /// path nothing and a full walk never).
-    open: Vec<AtomicUsize>,
+    shards: Vec<CachePadded<Mutex<ShardMaps>>>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -122,15 +174,14 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
+                .map(|_| CachePadded::new(Mutex::new(ShardMaps::default())))
                 .collect(),
-            open: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             hasher: Default::default(),
         }
     }
 }
 
-pub type Shard<'a> = MutexGuard<'a, SessionMap>;
+pub type Shard<'a> = MutexGuard<'a, ShardMaps>;
 
 impl Sessions {
     /// The shard holding `session_id`, locked.
@@ -152,31 +203,12 @@ impl Sessions {
         self.lock_shard(i)
     }
 
-    /// Open (not terminated) sessions, counted now (a walk of every session).
+    /// Open sessions.
     pub fn len(&self) -> usize {
-        (0..SHARDS)
-            .map(|i| {
-                self.lock_shard(i)
-                    .values()
-                    .filter(|s| !s.terminated)
-                    .count()
-            })
-            .sum()
+        (0..SHARDS).map(|i| self.lock_shard(i).open.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Notes shard `i`'s open sessions (supervision counts them on its walk).
-    pub fn set_open(&self, i: usize, n: usize) {
-        if let Some(c) = self.open.get(i) {
-            c.store(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Open sessions as of each shard's last supervision.
-    pub fn open_counted(&self) -> usize {
-        self.open.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }

@@ -78,7 +78,7 @@ impl Gauges {
             self.journal_errors
                 .set(p.errors.load(Ordering::Relaxed) as f64);
         }
-        self.sessions.set(engine.session_count_supervised() as f64);
+        self.sessions.set(engine.session_count() as f64);
     }
 }
 
