@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
 use crate::client::{Client, ClientConfig, Stream};
-use crate::plan::{Kind, MAX_MSCC, Plan, Scenario, Scratch, SessionState};
+use crate::plan::{Kind, MAX_MSCC, Plan, Scratch, SessionState};
 use crate::stats::{PerKind, RunReport, Stats, merged};
 
 /// Largest answer accepted.
@@ -821,11 +821,6 @@ pub async fn run_once(
     let mut report = RunReport::new(&stats, duration);
     report.connection_failures = failures;
     Ok(report)
-}
-
-/// Whether the scenario runs sessions (for the report).
-pub fn is_session(plan: &Plan) -> bool {
-    matches!(plan.scenario, Scenario::Session { .. })
 }
 
 #[cfg(test)]

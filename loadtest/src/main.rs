@@ -195,6 +195,13 @@ struct RunArgs {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Prints to standard output; a closed pipe (`| head`) is not an error worth a panic.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn plan_of(a: &RunArgs) -> Result<Plan, BoxError> {
     let subscribers = match &a.subscribers_file {
         Some(p) => Subscribers::from_provisioning(p)?,
@@ -306,7 +313,7 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
         let r = load::run_once(cfg.clone(), plan.clone(), run, Some(&mut sink)).await?;
         offset += Duration::from_secs_f64(r.duration_s) + Duration::from_secs(1);
         if !a.json {
-            println!("run {run}: {}", r.text());
+            out!("run {run}: {}", r.text());
         }
         reports.push(r);
     }
@@ -320,10 +327,10 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
     let median = Median::of(&reports);
     if a.json {
         let doc = serde_json::json!({ "runs": reports, "median": median });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!("{}", serde_json::to_string_pretty(&doc)?);
     } else if reports.len() > 1 {
         let l = &median.latency;
-        println!(
+        out!(
             "median of {} runs: {:.0} answers/s, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, \
              p99.9 {:.1} µs, max {:.1} µs, error rate {:.4}",
             median.runs,
@@ -362,7 +369,7 @@ async fn watchdog(conn: ConnArgs, count: u32) -> Result<bool, BoxError> {
     } else {
         Client::connect_tcp(conn.server, &cfg).await?
     };
-    println!("open: {} ({})", client.server_host, client.server_realm);
+    out!("open: {} ({})", client.server_host, client.server_realm);
     let id = client.identity().clone();
     let mut rtts = Vec::with_capacity(count as usize);
     let start = Instant::now();
@@ -383,7 +390,7 @@ async fn watchdog(conn: ConnArgs, count: u32) -> Result<bool, BoxError> {
         let total = start.elapsed();
         rtts.sort();
         let pct = |p: f64| rtts[((rtts.len() as f64 - 1.0) * p) as usize];
-        println!(
+        out!(
             "{} DWR/DWA in {:.3} s: {:.0}/s, p50 {:?}, p99 {:?}, max {:?}",
             rtts.len(),
             total.as_secs_f64(),
@@ -394,7 +401,7 @@ async fn watchdog(conn: ConnArgs, count: u32) -> Result<bool, BoxError> {
         );
     }
     client.disconnect().await?;
-    println!("disconnected");
+    out!("disconnected");
     Ok(true)
 }
 

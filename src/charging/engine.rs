@@ -390,7 +390,7 @@ impl Engine {
                 }
                 session.last_answer = out[start..].to_vec();
                 if session.terminated {
-                    shard.end(cr.session_id, &session, session.deadline);
+                    shard.end(cr.session_id, session);
                 } else {
                     shard.open.insert(cr.session_id.into(), Box::new(session));
                 }
@@ -420,7 +420,7 @@ impl Engine {
                         false,
                     );
                     if let Some(s) = shard.open.remove(cr.session_id) {
-                        shard.end(cr.session_id, &s, s.deadline);
+                        shard.end(cr.session_id, *s);
                     }
                 } else if let Some(before) = before {
                     // Interim record: what this update reported.

@@ -131,17 +131,17 @@ pub struct ShardMaps {
 }
 
 impl ShardMaps {
-    /// Keeps what a retransmission needs of a session that ended, until `deadline`.
-    pub fn end(&mut self, session_id: &str, s: &Session, deadline: i64) {
+    /// Keeps what a retransmission needs of a session that ended, until its deadline.
+    pub fn end(&mut self, session_id: &str, s: Session) {
         let key: Arc<str> = Arc::from(session_id);
-        self.ended_order.push_back((deadline, key.clone()));
+        self.ended_order.push_back((s.deadline, key.clone()));
         self.ended.insert(
             key,
             Ended {
                 last_number: s.last_number,
                 last_type: s.last_type,
-                last_answer: s.last_answer.clone().into_boxed_slice(),
-                deadline,
+                last_answer: s.last_answer.into_boxed_slice(),
+                deadline: s.deadline,
             },
         );
     }
