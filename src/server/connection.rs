@@ -60,13 +60,15 @@ fn is_credit_control_request(frame: &[u8]) -> bool {
 }
 
 /// Handles what the peer state machine has for the upper layer: logs opens and closes and
-/// answers application requests, credit control joining `batch`.
+/// answers application requests, credit control joining `batch`. Returns how many requests
+/// it answered.
 fn answer_events<'e>(
     peer: &mut Peer,
     engine: &'e crate::charging::Engine,
     batch: &mut Option<crate::charging::CcrBatch<'e>>,
     remote: SocketAddr,
-) {
+) -> u64 {
+    let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
         match ev {
             Event::Opened {
@@ -76,12 +78,30 @@ fn answer_events<'e>(
             Event::Request(msg) => {
                 let (identity, out) = peer.identity_and_transmit();
                 dispatch::answer(engine, batch, identity, out, &msg);
+                answered += 1;
             }
             Event::Answer(_) => {}
             Event::Closed(reason) => {
                 info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
             }
         }
+    }
+    answered
+}
+
+/// Counts a connection for as long as its driver runs.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Counted {
+    fn new(c: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(c.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -106,14 +126,20 @@ pub(crate) async fn drive<S>(
         return;
     }
     debug!(%remote, "connection accepted");
+    let _counted = Counted::new(&shared.connections);
     loop {
         // Answer events (application requests) into the same output buffer, as one batch;
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            answer_events(&mut peer, &shared.engine, &mut batch, remote);
+            let n = answer_events(&mut peer, &shared.engine, &mut batch, remote);
             if let Some(b) = batch.take() {
                 wait_for = wait_for.max(b.finish());
+            }
+            if n > 0 {
+                shared
+                    .requests
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if wait_for > 0 {
@@ -163,7 +189,7 @@ pub(crate) async fn drive<S>(
                 // of this read has waited; past the overload budget, credit-control requests
                 // are refused (3004) at a fraction of the cost of answering them.
                 let shed_at = shared.overload_queue.map(|d| now + d);
-                let (mut frames, mut shedding, mut shed) = (0u32, false, 0u64);
+                let (mut frames, mut shedding, mut shed, mut answered) = (0u32, false, 0u64, 0u64);
                 let mut batch = None;
                 loop {
                     match cut(&mut rbuf, shared.max_message_bytes) {
@@ -182,7 +208,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answer_events(&mut peer, &shared.engine, &mut batch, remote);
+                            answered += answer_events(&mut peer, &shared.engine, &mut batch, remote);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");
@@ -200,6 +226,7 @@ pub(crate) async fn drive<S>(
                 if let Some(b) = batch.take() {
                     wait_for = wait_for.max(b.finish());
                 }
+                shared.requests.fetch_add(answered + shed, std::sync::atomic::Ordering::Relaxed);
                 if shed > 0 {
                     shared.shed.fetch_add(shed, std::sync::atomic::Ordering::Relaxed);
                     debug!(%remote, shed, "overloaded: requests answered 3004");

@@ -4,12 +4,13 @@
 pub mod admin;
 mod connection;
 pub mod dispatch;
+mod systemd;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -59,6 +60,9 @@ pub(crate) struct Shared {
     pub overload_queue: Option<Duration>,
     /// Credit-control requests answered 3004 by overload shedding.
     pub shed: Arc<AtomicU64>,
+    /// Connections being served, and application requests answered (for STATUS=).
+    pub connections: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
     pub seeds: AtomicU64,
 }
 
@@ -161,6 +165,9 @@ impl Server {
         let mut engine = Engine::new(ledger, directory, charging);
         let (durable_tx, durable_rx) = watch::channel(0u64);
         if config.journal.enabled {
+            // Recovery reads the snapshot and replays the journal: tell systemd it may take
+            // longer than the unit's start timeout.
+            systemd::extend_timeout(Duration::from_secs(120));
             let dir = config.state_dir.join("journal");
             let snapshot_path = config.state_dir.join("snapshot");
             let (after, open, snap_next, changed) = match std::fs::read(&snapshot_path) {
@@ -308,6 +315,8 @@ impl Server {
                 overload_queue: (d.overload_queue_us > 0)
                     .then(|| Duration::from_micros(d.overload_queue_us)),
                 shed: Arc::new(AtomicU64::new(0)),
+                connections: Arc::new(AtomicU64::new(0)),
+                requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
@@ -387,7 +396,32 @@ impl Server {
         let engine = self.shared.engine.clone();
         let gauges = admin::Gauges::new();
         let shed = self.shared.shed.clone();
+        let (connections, requests) = (
+            self.shared.connections.clone(),
+            self.shared.requests.clone(),
+        );
+        let status = {
+            let (connections, requests, engine) =
+                (connections.clone(), requests.clone(), engine.clone());
+            let mut last = (Instant::now(), requests.load(Ordering::Relaxed));
+            move || {
+                let (now, n) = (Instant::now(), requests.load(Ordering::Relaxed));
+                let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
+                let rate = (n - last.1) as f64 / secs;
+                last = (now, n);
+                format!(
+                    "peers {}, sessions {}, {rate:.0} requests/s",
+                    connections.load(Ordering::Relaxed),
+                    engine.session_count()
+                )
+            }
+        };
+        let mut status = status;
+        systemd::ready(&status());
+        let watchdog_every = systemd::watchdog_interval();
         let supervisor = tokio::spawn(async move {
+            let mut live = Liveness::default();
+            let mut last_ping = Instant::now();
             // A pass a second, in parts spread over it.
             let parts = engine.supervision_parts();
             let mut tick = tokio::time::interval(Duration::from_secs(1) / parts as u32);
@@ -399,10 +433,22 @@ impl Server {
                 let sup = engine.supervise_part(now, part);
                 sum.expired_reservations += sup.expired_reservations;
                 sum.closed_sessions += sup.closed_sessions;
+                // WATCHDOG=1 only from here: the runtime ran this tick, supervision got every
+                // lock it needed, and the journal writer is not stuck.
+                if let Some(every) = watchdog_every {
+                    if last_ping.elapsed() >= every {
+                        match live.check(&engine, every) {
+                            Ok(()) => systemd::watchdog(),
+                            Err(why) => warn!(why, "withholding the systemd watchdog"),
+                        }
+                        last_ping = Instant::now();
+                    }
+                }
                 if part + 1 < parts {
                     continue;
                 }
                 gauges.refresh(&engine, shed.load(Ordering::Relaxed));
+                systemd::status(&status());
                 tracing::debug!("supervision tick");
                 if sum.expired_reservations > 0 || sum.closed_sessions > 0 {
                     info!(
@@ -435,6 +481,10 @@ impl Server {
                     })
                 });
         shutdown.await;
+        systemd::stopping(&format!(
+            "stopping: DPR to {} peers",
+            connections.load(Ordering::Relaxed)
+        ));
         supervisor.abort();
         if let Some(a) = &admin {
             a.abort();
@@ -489,4 +539,33 @@ fn snapshot_now(engine: &Engine, path: &std::path::Path, journal: &std::path::Pa
 async fn accept_failed(e: std::io::Error) {
     warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The liveness check behind WATCHDOG=1: the journal writer must not sit on unwritten records
+/// for longer than a watchdog interval.
+#[derive(Default)]
+struct Liveness {
+    /// The written sequence last seen, and since when it has not moved while records waited.
+    written: u64,
+    stuck_since: Option<Instant>,
+}
+
+impl Liveness {
+    fn check(&mut self, engine: &Engine, limit: Duration) -> Result<(), &'static str> {
+        let Some(j) = engine.journal() else {
+            return Ok(());
+        };
+        let written = j.progress().written.load(Ordering::Acquire);
+        if j.lag() == 0 || written != self.written {
+            self.written = written;
+            self.stuck_since = None;
+            return Ok(());
+        }
+        let since = *self.stuck_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > limit {
+            Err("the journal writer has not written for a watchdog interval")
+        } else {
+            Ok(())
+        }
+    }
 }

@@ -207,6 +207,16 @@ impl Daemon {
 
     /// Starts ocfd with its state in `dir` (kept across restarts by [`Daemon::into_dir`]).
     pub fn start_in(dir: tempfile::TempDir, diameter_toml: &str, args: &[&str]) -> Daemon {
+        Self::start_in_env(dir, diameter_toml, args, &[])
+    }
+
+    /// [`Daemon::start_in`] with extra environment variables.
+    pub fn start_in_env(
+        dir: tempfile::TempDir,
+        diameter_toml: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let cfg = dir.path().join("ocfd.toml");
         std::fs::write(
             &cfg,
@@ -218,6 +228,7 @@ impl Daemon {
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocfd"));
         cmd.arg("--config").arg(&cfg).args(args);
+        cmd.envs(env.iter().copied());
         let mut proc = Watched::spawn("ocfd", cmd);
         let line = proc.wait_for("listening transport=\"tcp\"", WAIT);
         Daemon {

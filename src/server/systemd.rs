@@ -1,0 +1,42 @@
+//! The systemd notify protocol (sd_notify(3)) for a `Type=notify` unit: EXTEND_TIMEOUT_USEC
+//! while the journal is recovered, READY=1 once every listener is bound and the journal is
+//! recovered, STATUS= every second (peers, sessions, CCR/s), WATCHDOG=1 while the liveness
+//! check passes, STOPPING=1 when shutdown begins. Without NOTIFY_SOCKET every call does
+//! nothing.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "systemd notification failed");
+    }
+}
+
+/// Startup may take this much longer (journal replay of a large state).
+pub fn extend_timeout(by: Duration) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    notify(&[NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+pub fn stopping(status: &str) {
+    notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
+}
+
+/// How often to send WATCHDOG=1: half the unit's WatchdogSec, if it set one for us.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|d| d / 2)
+}
+
+pub fn watchdog() {
+    notify(&[NotifyState::Watchdog]);
+}
