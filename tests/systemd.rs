@@ -81,3 +81,45 @@ fn ready_status_watchdog_and_stopping_in_order() {
         assert!(!m.contains("WATCHDOG=1") && !m.contains("READY=1"), "{m}");
     }
 }
+
+/// The shipped unit passes `systemd-analyze verify` (with ExecStart pointed at the binary
+/// under test, since verify checks that it exists), and keeps its hardening.
+#[test]
+fn the_unit_file_verifies_and_is_hardened() {
+    require_tool("systemd-analyze", "systemd");
+    let unit = include_str!("../systemd/ocfd.service");
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "User=ocfd",
+        "StateDirectory=ocfd",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "LimitNOFILE=",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ocfd.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/ocfd", env!("CARGO_BIN_EXE_ocfd")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("ocfd.service"),
+        "verify has something to say about the unit: {said}"
+    );
+}
