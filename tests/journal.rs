@@ -123,7 +123,7 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
         "the open reservation still counts"
     );
     // Once it expires, supervision returns it.
-    d.wait_log("supervision expired=");
+    d.wait_log("supervision expired=1");
     assert_eq!(
         gw.ask(
             &CcrSpec::new("b;3", INITIAL, 0)
