@@ -178,16 +178,9 @@ fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the provisioning files once, as a check (exit 64 if one is bad).
+/// Imports the provisioning once, on an empty tree, as a check (exit 64 if it is refused).
 fn check_tenant_files(cfg: &Config) -> anyhow::Result<()> {
-    let (mut ledger, mut dir) = if cfg.charging.embedded_tenant {
-        ocf::charging::tenant::default_tenant()
-    } else {
-        Default::default()
-    };
-    for f in &cfg.charging.tenant_files {
-        ocf::charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
-    }
+    ocf::server::recovery::check_provisioning(cfg)?;
     Ok(())
 }
 
@@ -331,6 +324,7 @@ fn main() -> ExitCode {
                 e.downcast_ref::<ServerError>(),
                 Some(
                     ServerError::Provisioning(_)
+                        | ServerError::Import(_)
                         | ServerError::Dictionary(_)
                         | ServerError::Config(_)
                 )

@@ -156,7 +156,9 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
     let (ledger, dir) = tenant::default_tenant();
     let (after, open) = match std::fs::read(state.join("snapshot")) {
         Ok(data) => {
-            let (info, _) = snapshot::apply(&ledger, &data, &state.join("snapshot")).unwrap();
+            let path = state.join("snapshot");
+            let header = snapshot::header(&data, &path).unwrap();
+            let (info, _) = snapshot::apply(&ledger, header, &path, false).unwrap();
             (info.sequence, info.outstanding)
         }
         Err(_) => (0, Vec::new()),
@@ -167,7 +169,7 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         let e = e.unwrap();
         std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
     }
-    recorder::replay(&ledger, copy.path(), after, open).unwrap();
+    recorder::replay(&ledger, copy.path(), after, open, |_| {}).unwrap();
     for t in 0..ledger.tree_count() as u32 {
         let tree = ledger.lock(t).unwrap();
         for (i, n) in tree.nodes.iter().enumerate() {

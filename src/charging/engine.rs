@@ -9,7 +9,9 @@ use crate::diameter::codes::{ResultCode, avp as c};
 use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use arc_swap::ArcSwap;
 
 use crate::journal::record::Op;
 use crate::journal::usage::UsageLog;
@@ -60,20 +62,37 @@ struct Reply<'a> {
 }
 
 pub struct Engine {
-    ledger: Ledger,
-    directory: Directory,
-    sessions: Sessions,
+    pub(super) ledger: Ledger,
+    /// Subscription ids to accounts; written only by account changes (rare, see
+    /// [`super::changes`]), read at session start.
+    directory: RwLock<Directory>,
+    /// Each tree's policy, swapped whole by a change so requests never wait for one.
+    policies: ArcSwap<Vec<Arc<Policy>>>,
+    /// Account changes, one at a time: the imported provisioning and the change log.
+    pub(super) changes: Mutex<super::changes::ChangeState>,
+    /// Changes made so far (the change log's length), counted under the gate.
+    pub(super) changes_applied: AtomicU64,
+    pub(super) sessions: Sessions,
     config: ChargingConfig,
-    journal: Option<Journal>,
+    pub(super) journal: Option<Journal>,
     /// Held (shared) by every request from its first ledger change until its records are
     /// queued; a snapshot holds it exclusively, so the ledger it copies is exactly the effect
     /// of the records up to the sequence it names.
-    gate: RwLock<()>,
+    pub(super) gate: RwLock<()>,
     usage: Option<UsageLog>,
     usage_interim: bool,
     next_reservation: AtomicU64,
     /// Reservations found open in the journal at start: counted until they expire.
     outstanding: Mutex<Vec<Outstanding>>,
+}
+
+/// A tree's policy (the default for a tree without one).
+fn policy_of(policies: &[Arc<Policy>], tree: u32) -> &Policy {
+    static DEFAULT: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    policies
+        .get(tree as usize)
+        .map(|p| &**p)
+        .unwrap_or_else(|| DEFAULT.get_or_init(Policy::default))
 }
 
 /// The unit a request asks for: time, service-specific units, else octets.
@@ -104,10 +123,18 @@ fn slice(policy: &Policy, unit: Unit) -> u64 {
 }
 
 impl Engine {
-    pub fn new(ledger: Ledger, directory: Directory, config: ChargingConfig) -> Self {
+    pub fn new(ledger: Ledger, mut directory: Directory, config: ChargingConfig) -> Self {
+        let policies = directory
+            .take_policies()
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         Engine {
             ledger,
-            directory,
+            directory: RwLock::new(directory),
+            policies: ArcSwap::from_pointee(policies),
+            changes: Mutex::new(Default::default()),
+            changes_applied: AtomicU64::new(0),
             sessions: Sessions::default(),
             config,
             journal: None,
@@ -216,8 +243,22 @@ impl Engine {
         &self.ledger
     }
 
-    pub fn directory(&self) -> &Directory {
-        &self.directory
+    /// The subscription directory, read-locked: never hold it across a request.
+    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every tree's policy, as of now.
+    pub fn policies(&self) -> Arc<Vec<Arc<Policy>>> {
+        self.policies.load_full()
+    }
+
+    pub(super) fn set_policies(&self, policies: Vec<Arc<Policy>>) {
+        self.policies.store(Arc::new(policies));
     }
 
     /// Open (not terminated) sessions.
@@ -227,8 +268,9 @@ impl Engine {
 
     /// The account of the first provisioned Subscription-Id, and that id as `type:data`.
     fn lookup(&self, cr: &CreditRequest) -> Option<(AccountRef, Box<str>)> {
+        let directory = self.directory();
         cr.subscriptions.iter().find_map(|(kind, id)| {
-            let at = self.directory.lookup(*kind, id)?;
+            let at = directory.lookup(*kind, id)?;
             let label = match kind {
                 SubscriptionType::E164 => "e164",
                 SubscriptionType::Imsi => "imsi",
@@ -299,6 +341,7 @@ impl Engine {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 outstanding,
                 fingerprint: super::snapshot::fingerprint(&self.ledger),
+                changes: self.changes_applied(),
             };
             (super::snapshot::encode(&self.ledger, &info), sequence)
         };
@@ -451,7 +494,8 @@ impl Engine {
         rec: &mut Recorder,
     ) {
         let Reply { identity, req, out } = reply;
-        let policy = self.directory.policy(s.account.tree);
+        let policies = self.policies.load();
+        let policy = policy_of(&policies, s.account.tree);
         let terminating = cr.request_type == RequestType::Termination;
         let mut answers = Vec::with_capacity(cr.mscc.len());
         for m in &cr.mscc {
@@ -551,7 +595,8 @@ impl Engine {
         let Some(requested) = &m.requested else {
             return;
         };
-        let policy = self.directory.policy(s.account.tree);
+        let policies = self.policies.load();
+        let policy = policy_of(&policies, s.account.tree);
         let expires =
             now + i64::from(policy.validity_time_s) + i64::from(self.config.reservation_grace_s);
         let unit = requested_unit(requested);
@@ -626,7 +671,8 @@ impl Engine {
         rec: &mut Recorder,
     ) {
         let Reply { identity, req, out } = reply;
-        let policy = self.directory.policy(s.account.tree);
+        let policies = self.policies.load();
+        let policy = policy_of(&policies, s.account.tree);
         let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
         let action = cr
             .requested_action

@@ -2,6 +2,7 @@
 //! reservations and commits, answered with grants, thresholds and Final-Unit-Indications.
 
 pub mod answer;
+pub mod changes;
 pub mod engine;
 pub mod provisioning;
 pub mod recorder;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::tenant::{Directory, FinalUnitAction, Policy, SubscriptionType, Tariff};
 use crate::ledger::{AccountRef, Counter, Ledger, MONEY_SCALE, Period, Tree, Unit};
@@ -21,56 +21,56 @@ struct File {
     tenant: Vec<TenantSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct TenantSpec {
-    name: String,
+pub struct TenantSpec {
+    pub name: String,
     #[serde(default = "utc")]
-    time_zone: String,
+    pub time_zone: String,
     #[serde(default)]
-    policy: PolicySpec,
+    pub policy: PolicySpec,
     #[serde(default)]
-    node: Vec<NodeSpec>,
+    pub node: Vec<NodeSpec>,
     #[serde(default)]
-    devices: Vec<RangeSpec>,
+    pub devices: Vec<RangeSpec>,
 }
 
 fn utc() -> String {
     "UTC".into()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct PolicySpec {
-    slice_octets: Option<Amount>,
-    slice_seconds: Option<u64>,
-    slice_events: Option<u64>,
-    validity_time_s: Option<u32>,
-    threshold_percent: Option<u32>,
-    quota_holding_time_s: Option<u32>,
+pub struct PolicySpec {
+    pub slice_octets: Option<Amount>,
+    pub slice_seconds: Option<u64>,
+    pub slice_events: Option<u64>,
+    pub validity_time_s: Option<u32>,
+    pub threshold_percent: Option<u32>,
+    pub quota_holding_time_s: Option<u32>,
     /// terminate | redirect | restrict
-    final_unit_action: Option<String>,
+    pub final_unit_action: Option<String>,
     /// For redirect: the address, and its type: ipv4 | ipv6 | url | sip (default url).
-    redirect_address: Option<String>,
-    redirect_address_type: Option<String>,
+    pub redirect_address: Option<String>,
+    pub redirect_address_type: Option<String>,
     /// For restrict: Filter-Id values and IPFilterRule texts.
     #[serde(default)]
-    filter_ids: Vec<String>,
+    pub filter_ids: Vec<String>,
     #[serde(default)]
-    restriction_rules: Vec<String>,
+    pub restriction_rules: Vec<String>,
     /// Rating groups this tenant may not use (4010 END_USER_SERVICE_DENIED).
     #[serde(default)]
-    denied_rating_groups: Vec<u32>,
-    tariff: Option<TariffSpec>,
+    pub denied_rating_groups: Vec<u32>,
+    pub tariff: Option<TariffSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct TariffSpec {
-    price: Decimal,
-    per_octets: Amount,
+pub struct TariffSpec {
+    pub price: Decimal,
+    pub per_octets: Amount,
     #[serde(default = "eur")]
-    currency_code: u32,
+    pub currency_code: u32,
 }
 
 fn eur() -> u32 {
@@ -78,51 +78,51 @@ fn eur() -> u32 {
 }
 
 /// A quantity: a number, or a string with a unit ("10 MiB", "1 TiB", "5.00" for money).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize)]
 #[serde(untagged)]
-enum Amount {
+pub enum Amount {
     Number(u64),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct LimitSpec {
-    unit: Unit,
+pub struct LimitSpec {
+    pub unit: Unit,
     #[serde(default = "month")]
-    period: Period,
-    amount: Amount,
+    pub period: Period,
+    pub amount: Amount,
 }
 
 fn month() -> Period {
     Period::Month
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct NodeSpec {
+pub struct NodeSpec {
     /// Names from the root, separated by '/': "globex", "globex/finance", ...
-    path: String,
+    pub path: String,
     #[serde(default)]
-    limits: Vec<LimitSpec>,
-    msisdn: Option<String>,
-    imsi: Option<String>,
-    nai: Option<String>,
-    sip_uri: Option<String>,
+    pub limits: Vec<LimitSpec>,
+    pub msisdn: Option<String>,
+    pub imsi: Option<String>,
+    pub nai: Option<String>,
+    pub sip_uri: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RangeSpec {
+pub struct RangeSpec {
     /// The node the devices hang under.
-    parent: String,
+    pub parent: String,
     /// First MSISDN; device k has msisdn_from + k (and is named so).
-    msisdn_from: u64,
-    count: u64,
+    pub msisdn_from: u64,
+    pub count: u64,
     /// First IMSI (15 digits); device k has imsi_from + k.
-    imsi_from: Option<u64>,
+    pub imsi_from: Option<u64>,
     #[serde(default)]
-    limits: Vec<LimitSpec>,
+    pub limits: Vec<LimitSpec>,
 }
 
 /// A provisioning file that cannot be used.
@@ -280,7 +280,142 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     Ok(p)
 }
 
-/// Adds the tenants of a provisioning text to the ledger and directory.
+/// Reads the tenants of a provisioning text, checking only its syntax; [`build_tenant`]
+/// checks the rest.
+pub fn parse(file: &str, text: &str) -> Result<Vec<TenantSpec>, ProvisioningError> {
+    let parsed: File = toml::from_str(text).map_err(|e| ProvisioningError {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(parsed.tenant)
+}
+
+/// Subscription ids of one node, by kind.
+pub type Subscriptions = Vec<(SubscriptionType, String)>;
+
+/// A tenant as built from its spec: the tree, each node's subscription ids, and the policy.
+pub struct BuiltTenant {
+    pub tree: Tree,
+    pub subscriptions: Vec<(u32, Subscriptions)>,
+    pub policy: Policy,
+}
+
+/// Builds one tenant from its spec, checking everything about it; errors name the tenant and
+/// the node. `devices_total` counts devices across a whole import, against [`MAX_DEVICES`].
+pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTenant, String> {
+    let terr = |reason: String| format!("tenant '{}': {reason}", t.name);
+    if t.name.is_empty() || t.name.contains('/') {
+        return Err(terr("a tenant name is not empty and has no '/'".into()));
+    }
+    let tz = TimeZone::get(&t.time_zone)
+        .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?;
+    let pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
+    let mut tree = Tree::new(t.name.clone(), tz);
+    let mut by_path: HashMap<String, u32> = HashMap::new();
+    let mut subscriptions = Vec::new();
+    for n in &t.node {
+        let nerr = |reason: String| terr(format!("node '{}': {reason}", n.path));
+        let (parent, name) = match n.path.rsplit_once('/') {
+            Some((p, name)) => (
+                Some(
+                    *by_path
+                        .get(p)
+                        .ok_or_else(|| nerr(format!("parent '{p}' is not defined above it")))?,
+                ),
+                name,
+            ),
+            None => (None, n.path.as_str()),
+        };
+        if parent.is_none() && (!by_path.is_empty() || n.path != t.name) {
+            return Err(nerr(
+                "a tenant has one root, named as the tenant; give the full path".into(),
+            ));
+        }
+        if name.is_empty() || by_path.contains_key(&n.path) {
+            return Err(nerr("empty or repeated path".into()));
+        }
+        if n.path.split('/').count() > crate::ledger::MAX_DEPTH {
+            return Err(nerr(format!(
+                "deeper than {} levels",
+                crate::ledger::MAX_DEPTH
+            )));
+        }
+        let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
+        by_path.insert(n.path.clone(), id);
+        let subs = node_subscriptions(n);
+        if !subs.is_empty() {
+            subscriptions.push((id, subs));
+        }
+    }
+    for r in &t.devices {
+        let rerr = |reason: String| terr(format!("devices under '{}': {reason}", r.parent));
+        let parent = *by_path
+            .get(&r.parent)
+            .ok_or_else(|| rerr("parent is not a node of this tenant".into()))?;
+        if r.parent.split('/').count() >= crate::ledger::MAX_DEPTH {
+            return Err(rerr(format!(
+                "devices would be deeper than {} levels",
+                crate::ledger::MAX_DEPTH
+            )));
+        }
+        *devices_total = devices_total.saturating_add(r.count);
+        if *devices_total > MAX_DEVICES {
+            return Err(rerr(format!(
+                "more than {MAX_DEVICES} devices in one import"
+            )));
+        }
+        let limits = counters(&r.limits).map_err(&rerr)?;
+        for k in 0..r.count {
+            let msisdn = r
+                .msisdn_from
+                .checked_add(k)
+                .ok_or_else(|| rerr("MSISDN range overflows".into()))?;
+            let id = tree.add(msisdn.to_string(), Some(parent), limits.clone());
+            let mut subs = vec![(SubscriptionType::E164, msisdn.to_string())];
+            if let Some(imsi) = r.imsi_from {
+                let imsi = imsi
+                    .checked_add(k)
+                    .ok_or_else(|| rerr("IMSI range overflows".into()))?;
+                subs.push((SubscriptionType::Imsi, format!("{imsi:015}")));
+            }
+            subscriptions.push((id, subs));
+        }
+    }
+    if tree.nodes.is_empty() {
+        return Err(terr("has no nodes".into()));
+    }
+    Ok(BuiltTenant {
+        tree,
+        subscriptions,
+        policy: pol,
+    })
+}
+
+/// The subscription ids a node spec names.
+pub fn node_subscriptions(n: &NodeSpec) -> Subscriptions {
+    [
+        (SubscriptionType::E164, &n.msisdn),
+        (SubscriptionType::Imsi, &n.imsi),
+        (SubscriptionType::Nai, &n.nai),
+        (SubscriptionType::SipUri, &n.sip_uri),
+    ]
+    .into_iter()
+    .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v.clone())))
+    .collect()
+}
+
+/// Parses the limits of a node spec into counters.
+pub fn limits_to_counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
+    counters(limits)
+}
+
+/// Parses a policy spec.
+pub fn policy_from_spec(spec: &PolicySpec) -> Result<Policy, String> {
+    policy(spec)
+}
+
+/// Adds the tenants of a provisioning text to the ledger and directory (offline: checks and
+/// tools; the server imports through [`crate::charging::changes`]).
 pub fn load_str(
     file: &str,
     text: &str,
@@ -291,95 +426,39 @@ pub fn load_str(
         file: file.to_owned(),
         reason,
     };
-    let parsed: File = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    let tenants = parse(file, text)?;
     let mut devices_total = 0u64;
-    for t in &parsed.tenant {
-        let terr = |reason: String| err(format!("tenant '{}': {reason}", t.name));
-        let tz = TimeZone::get(&t.time_zone)
-            .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?;
-        let pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
-        let mut tree = Tree::new(t.name.clone(), tz);
-        let mut by_path: HashMap<String, u32> = HashMap::new();
-        let mut subs: Vec<(SubscriptionType, String, u32)> = Vec::new();
-        for n in &t.node {
-            let nerr = |reason: String| terr(format!("node '{}': {reason}", n.path));
-            let (parent, name) =
-                match n.path.rsplit_once('/') {
-                    Some((p, name)) => (
-                        Some(*by_path.get(p).ok_or_else(|| {
-                            nerr(format!("parent '{p}' is not defined above it"))
-                        })?),
-                        name,
-                    ),
-                    None => (None, n.path.as_str()),
-                };
-            if parent.is_none() && !by_path.is_empty() {
-                return Err(nerr("a tenant has one root; give the full path".into()));
-            }
-            if name.is_empty() || by_path.contains_key(&n.path) {
-                return Err(nerr("empty or repeated path".into()));
-            }
-            if n.path.split('/').count() > crate::ledger::MAX_DEPTH {
-                return Err(nerr(format!(
-                    "deeper than {} levels",
-                    crate::ledger::MAX_DEPTH
-                )));
-            }
-            let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
-            by_path.insert(n.path.clone(), id);
-            for (kind, v) in [
-                (SubscriptionType::E164, &n.msisdn),
-                (SubscriptionType::Imsi, &n.imsi),
-                (SubscriptionType::Nai, &n.nai),
-                (SubscriptionType::SipUri, &n.sip_uri),
-            ] {
-                if let Some(v) = v {
-                    subs.push((kind, v.clone(), id));
+    for t in &tenants {
+        let built = build_tenant(t, &mut devices_total).map_err(&err)?;
+        if ledger.find_tree(&t.name).is_some() {
+            return Err(err(format!("tenant '{}' is defined twice", t.name)));
+        }
+        for (_, subs) in &built.subscriptions {
+            for (kind, id) in subs {
+                if dir.lookup(*kind, id).is_some() {
+                    return Err(err(format!(
+                        "tenant '{}': subscription {id} is already provisioned",
+                        t.name
+                    )));
                 }
             }
         }
-        for r in &t.devices {
-            let rerr = |reason: String| terr(format!("devices under '{}': {reason}", r.parent));
-            let parent = *by_path
-                .get(&r.parent)
-                .ok_or_else(|| rerr("parent is not a node of this tenant".into()))?;
-            devices_total = devices_total.saturating_add(r.count);
-            if devices_total > MAX_DEVICES {
-                return Err(rerr(format!("more than {MAX_DEVICES} devices in one file")));
-            }
-            let limits = counters(&r.limits).map_err(&rerr)?;
-            for k in 0..r.count {
-                let msisdn = r
-                    .msisdn_from
-                    .checked_add(k)
-                    .ok_or_else(|| rerr("MSISDN range overflows".into()))?;
-                let id = tree.add(msisdn.to_string(), Some(parent), limits.clone());
-                subs.push((SubscriptionType::E164, msisdn.to_string(), id));
-                if let Some(imsi) = r.imsi_from {
-                    subs.push((SubscriptionType::Imsi, format!("{:015}", imsi + k), id));
-                }
+        let tree_id = ledger.add_tree(built.tree);
+        for (node, subs) in built.subscriptions {
+            for (kind, id) in subs {
+                dir.add(
+                    kind,
+                    &id,
+                    AccountRef {
+                        tree: tree_id,
+                        node,
+                    },
+                );
             }
         }
-        if tree.nodes.is_empty() {
-            return Err(terr("has no nodes".into()));
-        }
-        let tree_id = ledger.add_tree(tree);
-        for (kind, id, node) in subs {
-            if dir.lookup(kind, &id).is_some() {
-                return Err(terr(format!("subscription {id} is already provisioned")));
-            }
-            dir.add(
-                kind,
-                &id,
-                AccountRef {
-                    tree: tree_id,
-                    node,
-                },
-            );
-        }
-        dir.set_policy(tree_id, pol);
+        dir.set_policy(tree_id, built.policy);
     }
-    Ok(parsed.tenant.len())
+    Ok(tenants.len())
 }
 
 /// Reads a provisioning file.

@@ -177,10 +177,13 @@ pub fn replay(
     dir: &Path,
     after: u64,
     open_before: Vec<Outstanding>,
+    mut before: impl FnMut(u64),
 ) -> Result<Recovered, ReadError> {
     let mut max_id = open_before.iter().map(|o| o.id).max().unwrap_or(0);
     let mut open: HashMap<u64, Outstanding> = open_before.into_iter().map(|o| (o.id, o)).collect();
     let summary = segment::read_all(dir, after, true, |r| {
+        // Account changes logged before this record take effect first.
+        before(r.sequence);
         let now = r.time;
         match r.op {
             Op::Reserve {

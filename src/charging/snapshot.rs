@@ -3,9 +3,15 @@
 //! synced, renamed over `state_dir/snapshot`, and the directory synced, so a crash leaves
 //! either the old snapshot or the new one. Format version 1, checksummed.
 //!
-//! Accounts are matched by tree name and node path on loading, so a snapshot survives a change
-//! of provisioning; journal records (which name accounts by index) can only be replayed on top
-//! of it if the provisioning is unchanged, which a fingerprint checks.
+//! A snapshot names how many account changes (the change log, `journal::changes`) it includes.
+//! On loading, those changes are replayed first; if the tree they build has the snapshot's
+//! fingerprint, accounts are matched by index. Otherwise (a version 1 snapshot, from before the
+//! change log, or a tree that was rebuilt differently) they are matched by tree name and node
+//! path, and journal records (which name accounts by index) can only be replayed on top if
+//! nothing moved.
+//!
+//! Version 2 adds `changes:u64` after the fingerprint; version 1 is read as `changes = 1`
+//! (the provisioning it was taken with).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -18,7 +24,7 @@ use crate::ledger::{AccountRef, Ledger, Period};
 use super::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// What a snapshot holds besides the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub struct SnapshotInfo {
     pub outstanding: Vec<Outstanding>,
     /// Fingerprint of the provisioning (tree and node names and shape) it was taken with.
     pub fingerprint: u64,
+    /// Account changes it includes: the first `changes` of the change log.
+    pub changes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +78,11 @@ pub fn fingerprint(ledger: &Ledger) -> u64 {
         let Some(tree) = ledger.lock(t) else { continue };
         eat(tree.name.as_bytes());
         eat(&[0xff]);
+        eat(&[u8::from(tree.removed)]);
         for n in &tree.nodes {
             eat(n.name.as_bytes());
             eat(&n.parent.unwrap_or(u32::MAX).to_le_bytes());
+            eat(&[u8::from(n.removed)]);
         }
     }
     h
@@ -92,6 +102,7 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
     out.extend_from_slice(&info.sequence.to_le_bytes());
     out.extend_from_slice(&info.next_reservation.to_le_bytes());
     out.extend_from_slice(&info.fingerprint.to_le_bytes());
+    out.extend_from_slice(&info.changes.to_le_bytes());
     out.extend_from_slice(&(ledger.tree_count() as u32).to_le_bytes());
     for t in 0..ledger.tree_count() as u32 {
         let Some(tree) = ledger.lock(t) else { continue };
@@ -125,13 +136,14 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
     out
 }
 
-/// Applies a snapshot to a freshly provisioned ledger, matching accounts by tree name and node
-/// path; counters of accounts no longer provisioned are dropped (and counted in the result).
-pub fn apply(
-    ledger: &Ledger,
-    data: &[u8],
-    file: &Path,
-) -> Result<(SnapshotInfo, usize), SnapshotError> {
+/// The checked body of a snapshot and its header, before any account is read.
+pub struct Header<'a> {
+    pub info: SnapshotInfo,
+    rest: LeReader<'a>,
+}
+
+/// Checks a snapshot's checksum and reads its header.
+pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
         file: file.into(),
         reason: reason.into(),
@@ -145,22 +157,72 @@ pub fn apply(
     }
     let mut r = LeReader::new(&body[4..]);
     let short = || corrupt("cut short");
-    if r.u32().ok_or_else(short)? != VERSION {
+    let version = r.u32().ok_or_else(short)?;
+    if version != 1 && version != VERSION {
         return Err(corrupt("unknown snapshot version"));
     }
     let sequence = r.u64().ok_or_else(short)?;
     let next_reservation = r.u64().ok_or_else(short)?;
     let fingerprint = r.u64().ok_or_else(short)?;
+    let changes = if version == 1 {
+        1
+    } else {
+        r.u64().ok_or_else(short)?
+    };
+    Ok(Header {
+        info: SnapshotInfo {
+            sequence,
+            next_reservation,
+            outstanding: Vec::new(),
+            fingerprint,
+            changes,
+        },
+        rest: r,
+    })
+}
+
+/// Applies a snapshot to the ledger. `by_index`: the ledger was rebuilt to the very tree the
+/// snapshot was taken of (the fingerprints match), so accounts are matched by index; else by
+/// tree name and node path, and counters of accounts no longer there are dropped (and
+/// counted in the result).
+pub fn apply(
+    ledger: &Ledger,
+    header: Header<'_>,
+    file: &Path,
+    by_index: bool,
+) -> Result<(SnapshotInfo, usize), SnapshotError> {
+    let corrupt = |reason: &str| SnapshotError::Corrupt {
+        file: file.into(),
+        reason: reason.into(),
+    };
+    let short = || corrupt("cut short");
+    let Header { info, rest: mut r } = header;
+    let SnapshotInfo {
+        sequence,
+        next_reservation,
+        fingerprint,
+        changes,
+        ..
+    } = info;
     let trees: HashMap<String, u32> = (0..ledger.tree_count() as u32)
-        .filter_map(|t| ledger.lock(t).map(|g| (g.name.clone(), t)))
+        .filter_map(|t| {
+            ledger
+                .lock(t)
+                .filter(|g| !g.removed)
+                .map(|g| (g.name.clone(), t))
+        })
         .collect();
     let mut dropped = 0usize;
     // Snapshot tree index -> current tree index, and per tree snapshot node -> current node.
     let mut tree_map: Vec<Option<u32>> = Vec::new();
     let mut node_maps: Vec<Vec<Option<u32>>> = Vec::new();
-    for _ in 0..r.u32().ok_or_else(short)? {
+    for tree_index in 0..r.u32().ok_or_else(short)? {
         let name = r.str().ok_or_else(short)?;
-        let current = trees.get(&name).copied();
+        let current = if by_index {
+            Some(tree_index).filter(|&t| (t as usize) < ledger.tree_count())
+        } else {
+            trees.get(&name).copied()
+        };
         let mut guard = current.and_then(|t| ledger.lock(t));
         // (current parent, name) -> current node, for matching by path.
         let children: HashMap<(u32, String), u32> = guard
@@ -169,6 +231,7 @@ pub fn apply(
                 g.nodes
                     .iter()
                     .enumerate()
+                    .filter(|(_, n)| !n.removed)
                     .map(|(i, n)| ((n.parent.unwrap_or(u32::MAX), n.name.clone()), i as u32))
                     .collect()
             })
@@ -182,7 +245,15 @@ pub fn apply(
             } else {
                 map.get(parent as usize).copied().flatten()
             };
-            let cur = cur_parent.and_then(|p| children.get(&(p, node_name)).copied());
+            let index = map.len() as u32;
+            let cur = if by_index {
+                guard
+                    .as_ref()
+                    .filter(|g| (index as usize) < g.nodes.len())
+                    .map(|_| index)
+            } else {
+                cur_parent.and_then(|p| children.get(&(p, node_name)).copied())
+            };
             map.push(cur);
             for _ in 0..r.u8().ok_or_else(short)? {
                 let unit = unit_from(r.u8().ok_or_else(short)?);
@@ -246,6 +317,7 @@ pub fn apply(
             next_reservation,
             outstanding,
             fingerprint,
+            changes,
         },
         dropped,
     ))
@@ -287,6 +359,10 @@ mod tests {
     use crate::charging::tenant::default_tenant;
     use crate::ledger::Unit;
 
+    fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
+        header(d, Path::new("s")).and_then(|h| apply(l, h, Path::new("s"), by_index))
+    }
+
     #[test]
     fn snapshot_round_trips_and_matches_accounts_by_name() {
         let (ledger, dir) = default_tenant();
@@ -316,12 +392,24 @@ mod tests {
                 expires: 5,
             }],
             fingerprint: fingerprint(&ledger),
+            changes: 3,
         };
         let data = encode(&ledger, &info);
 
         let (fresh, _) = default_tenant();
-        let (back, dropped) = apply(&fresh, &data, Path::new("s")).unwrap();
-        assert_eq!((back.clone(), dropped), (info.clone(), 0));
+        for by_index in [true, false] {
+            let (fresh, _) = default_tenant();
+            let (back, dropped) = load(&fresh, &data, by_index).unwrap();
+            assert_eq!((back.clone(), dropped), (info.clone(), 0));
+            for t in 0..2 {
+                let (a, b) = (ledger.lock(t).unwrap(), fresh.lock(t).unwrap());
+                for (x, y) in a.nodes.iter().zip(&b.nodes) {
+                    assert_eq!(x.counters, y.counters);
+                }
+            }
+        }
+        let (back, _) = load(&fresh, &data, false).unwrap();
+        assert_eq!(back, info);
         for t in 0..2 {
             let (a, b) = (ledger.lock(t).unwrap(), fresh.lock(t).unwrap());
             for (x, y) in a.nodes.iter().zip(&b.nodes) {
@@ -332,7 +420,7 @@ mod tests {
 
         // A changed provisioning: alice first, acme second, an extra tenant. Accounts are found
         // by name; the fingerprint tells the change.
-        let mut other = Ledger::new();
+        let other = Ledger::new();
         let mut alice_tree = crate::ledger::Tree::new("alice", jiff::tz::TimeZone::UTC);
         alice_tree.add(
             "alice",
@@ -343,7 +431,7 @@ mod tests {
         let (acme_only, _) = default_tenant();
         let acme = acme_only.lock(0).unwrap().clone();
         other.add_tree(acme);
-        let (back2, dropped2) = apply(&other, &data, Path::new("s")).unwrap();
+        let (back2, dropped2) = load(&other, &data, false).unwrap();
         assert_eq!(dropped2, 0);
         assert_ne!(fingerprint(&other), info.fingerprint);
         assert_eq!(
@@ -365,12 +453,9 @@ mod tests {
             let mut d = data.clone();
             d[i] ^= 1;
             let (fresh, _) = default_tenant();
-            assert!(
-                apply(&fresh, &d, Path::new("s")).is_err(),
-                "flipped byte {i}"
-            );
+            assert!(load(&fresh, &d, false).is_err(), "flipped byte {i}");
         }
         let (fresh, _) = default_tenant();
-        assert!(apply(&fresh, &data[..data.len() - 10], Path::new("s")).is_err());
+        assert!(load(&fresh, &data[..data.len() - 10], false).is_err());
     }
 }

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 
-use crate::ledger::{AccountRef, Counter, Ledger, Period, Tree, Unit};
+use crate::ledger::{AccountRef, Ledger};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
@@ -169,6 +168,42 @@ impl Directory {
             .unwrap_or_else(|| DEFAULT.get_or_init(Policy::default))
     }
 
+    /// Drops every subscription id bound to an account `gone` says is gone.
+    pub fn unbind_where(&mut self, gone: impl Fn(AccountRef) -> bool) {
+        self.numbers.retain(|_, at| !gone(*at));
+        self.names.retain(|_, at| !gone(*at));
+    }
+
+    /// The subscription ids bound to an account (a scan: for the admin API, not the hot path).
+    pub fn bindings_of(&self, at: AccountRef) -> Vec<(SubscriptionType, String)> {
+        let mut out: Vec<(SubscriptionType, String)> = self
+            .numbers
+            .iter()
+            .filter(|(_, a)| **a == at)
+            .map(|((kind, n), _)| {
+                let text = match kind {
+                    // IMSIs keep their leading zeros: 15 digits (MCC+MNC+MSIN).
+                    SubscriptionType::Imsi => format!("{n:015}"),
+                    _ => n.to_string(),
+                };
+                (*kind, text)
+            })
+            .chain(
+                self.names
+                    .iter()
+                    .filter(|(_, a)| **a == at)
+                    .map(|((kind, id), _)| (*kind, id.clone())),
+            )
+            .collect();
+        out.sort_by_key(|(kind, id)| (*kind as u8, id.clone()));
+        out
+    }
+
+    /// Hands the policies over (the engine keeps them where they can be swapped live).
+    pub fn take_policies(&mut self) -> Vec<Policy> {
+        std::mem::take(&mut self.policies)
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.numbers.len() + self.names.len()
     }
@@ -179,66 +214,47 @@ pub fn default_device_ids(n: u64) -> (String, String) {
     (format!("{}", 15_551_000_000 + n), format!("00101{n:010}"))
 }
 
-/// The embedded default tenant (DESIGN.md §7): enterprise `acme` with three cost centres and
-/// 10,000 devices, and consumer `alice` with 5.00 EUR prepaid at 0.01 EUR per MiB.
+/// The embedded default tenant (DESIGN.md §7) as a provisioning text, so that it is imported,
+/// changed and reloaded like any file: enterprise `acme` with three cost centres and 10,000
+/// devices, and consumer `alice` with 5.00 EUR prepaid at 0.01 EUR per MiB. `validity_time_s`
+/// is `charging.validity_time_s`.
+pub fn embedded_text(validity_time_s: u32) -> String {
+    format!(
+        r#"[[tenant]]
+name = "acme"
+policy = {{ validity_time_s = {validity_time_s} }}
+node = [
+  {{ path = "acme", limits = [{{ unit = "octets", period = "month", amount = "1 TiB" }}] }},
+  {{ path = "acme/engineering", limits = [{{ unit = "octets", amount = "500 GiB" }}] }},
+  {{ path = "acme/sales", limits = [{{ unit = "octets", amount = "100 GiB" }}] }},
+  {{ path = "acme/iot", limits = [{{ unit = "octets", amount = "1 GiB" }}] }},
+]
+devices = [
+  {{ parent = "acme/engineering", msisdn_from = 15551000000, imsi_from = 1010000000000, count = 5000, limits = [{{ unit = "octets", amount = "50 GiB" }}] }},
+  {{ parent = "acme/sales", msisdn_from = 15551005000, imsi_from = 1010000005000, count = 3000, limits = [{{ unit = "octets", amount = "5 GiB" }}] }},
+  {{ parent = "acme/iot", msisdn_from = 15551008000, imsi_from = 1010000008000, count = 2000, limits = [{{ unit = "octets", amount = "10 MiB" }}] }},
+]
+
+[[tenant]]
+name = "alice"
+policy = {{ validity_time_s = {validity_time_s}, tariff = {{ price = "0.01", per_octets = "1 MiB", currency_code = 978 }} }}
+node = [
+  {{ path = "alice", msisdn = "15559990001", imsi = "001019990000001", limits = [{{ unit = "money", period = "total", amount = "5.00" }}] }},
+]
+"#
+    )
+}
+
+/// The embedded default tenant built on its own (tests, tools, benchmarks).
 pub fn default_tenant() -> (Ledger, Directory) {
     let mut ledger = Ledger::new();
     let mut dir = Directory::default();
-    let month = |limit| vec![Counter::new(Unit::Octets, Period::Month, limit)];
-
-    let mut acme = Tree::new("acme", TimeZone::UTC);
-    let root = acme.add("acme", None, month(TIB));
-    let centres = [
-        ("engineering", 500 * GIB, 0..5000u64, 50 * GIB),
-        ("sales", 100 * GIB, 5000..8000, 5 * GIB),
-        ("iot", GIB, 8000..10000, 10 * MIB),
-    ];
-    let mut devices = Vec::new();
-    for (name, limit, range, device_limit) in centres {
-        let cc = acme.add(name, Some(root), month(limit));
-        for n in range {
-            let (msisdn, _) = default_device_ids(n);
-            let node = acme.add(msisdn, Some(cc), month(device_limit));
-            devices.push((n, node));
-        }
+    // The embedded text is a constant of this program; a failure is a bug caught by tests.
+    if let Err(e) =
+        super::provisioning::load_str("(embedded)", &embedded_text(600), &mut ledger, &mut dir)
+    {
+        panic!("the embedded tenant does not load: {e}");
     }
-    let acme_id = ledger.add_tree(acme);
-    for (n, node) in devices {
-        let (msisdn, imsi) = default_device_ids(n);
-        let at = AccountRef {
-            tree: acme_id,
-            node,
-        };
-        dir.add(SubscriptionType::E164, &msisdn, at);
-        dir.add(SubscriptionType::Imsi, &imsi, at);
-    }
-    dir.set_policy(acme_id, Policy::default());
-
-    let mut alice = Tree::new("alice", TimeZone::UTC);
-    let five_eur = 5 * 10u64.pow(crate::ledger::MONEY_SCALE);
-    let node = alice.add(
-        "alice",
-        None,
-        vec![Counter::new(Unit::Money, Period::Total, five_eur)],
-    );
-    let alice_id = ledger.add_tree(alice);
-    let at = AccountRef {
-        tree: alice_id,
-        node,
-    };
-    dir.add(SubscriptionType::E164, "15559990001", at);
-    dir.add(SubscriptionType::Imsi, "001019990000001", at);
-    dir.set_policy(
-        alice_id,
-        Policy {
-            tariff: Some(Tariff {
-                price: Decimal::new(1, 2),
-                per_octets: MIB,
-                currency_code: 978,
-            }),
-            ..Policy::default()
-        },
-    );
     (ledger, dir)
 }
 

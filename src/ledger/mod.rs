@@ -11,7 +11,8 @@
 
 pub mod period;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crossbeam_utils::CachePadded;
 use jiff::tz::TimeZone;
@@ -79,7 +80,7 @@ impl Counter {
     }
 
     /// Starts a new period if `now` is past the current one. Outstanding reservations carry over.
-    fn roll(&mut self, tz: &TimeZone, now: i64) {
+    pub fn roll(&mut self, tz: &TimeZone, now: i64) {
         if now >= self.period_end {
             if self.period_end != i64::MIN {
                 self.used = 0;
@@ -96,6 +97,9 @@ pub struct Node {
     pub name: String,
     pub parent: Option<u32>,
     pub counters: Vec<Counter>,
+    /// Removed from the tree: found by no lookup, but kept (indices are stable, and sessions
+    /// still open on it settle as usual).
+    pub removed: bool,
 }
 
 /// One enterprise (or consumer) and everything under it.
@@ -104,6 +108,8 @@ pub struct Tree {
     pub name: String,
     pub tz: TimeZone,
     pub nodes: Vec<Node>,
+    /// Removed (see [`Node::removed`]).
+    pub removed: bool,
 }
 
 /// The outcome of a reservation.
@@ -125,6 +131,7 @@ impl Tree {
             name: name.into(),
             tz,
             nodes: Vec::new(),
+            removed: false,
         }
     }
 
@@ -139,6 +146,7 @@ impl Tree {
             name: name.into(),
             parent,
             counters,
+            removed: false,
         });
         (self.nodes.len() - 1) as u32
     }
@@ -266,14 +274,71 @@ impl Tree {
 
     /// Finds a node by its path of names from the root, e.g. `["acme", "iot"]`.
     pub fn find(&self, names: &[&str]) -> Option<u32> {
-        (0..self.nodes.len() as u32).find(|&i| self.names(i) == names)
+        let (last, above) = names.split_last()?;
+        (0..self.nodes.len() as u32).find(|&i| {
+            let n = &self.nodes[i as usize];
+            if n.removed || n.name != *last {
+                return false;
+            }
+            // Walk up without allocating: each ancestor must carry the next name up.
+            let mut at = n.parent;
+            for want in above.iter().rev() {
+                match at.and_then(|p| self.nodes.get(p as usize)) {
+                    Some(p) if p.name == *want => at = p.parent,
+                    _ => return false,
+                }
+            }
+            at.is_none()
+        })
+    }
+
+    /// The node and everything under it.
+    pub fn subtree(&self, node: u32) -> Vec<u32> {
+        let mut out = vec![node];
+        // Parents always come before their children, so one pass in index order suffices.
+        let mut inside = vec![false; self.nodes.len()];
+        if let Some(f) = inside.get_mut(node as usize) {
+            *f = true;
+        }
+        for (i, n) in self.nodes.iter().enumerate().skip(node as usize + 1) {
+            if n.parent.is_some_and(|p| inside[p as usize]) {
+                inside[i] = true;
+                out.push(i as u32);
+            }
+        }
+        out
     }
 }
 
-/// All trees, each behind its own cache-line-padded lock.
-#[derive(Default)]
+/// Trees sit in segments that never move once allocated: segment k holds 2^k trees. Trees
+/// are added while requests run, and readers find them without any lock.
+const SEGMENTS: usize = 32;
+
+type Slot = CachePadded<Mutex<Tree>>;
+
+/// All trees, each behind its own cache-line-padded lock. Trees are only ever appended (a
+/// removed tree stays as a tombstone), so an index, once handed out, names the same tree forever.
 pub struct Ledger {
-    trees: Vec<CachePadded<Mutex<Tree>>>,
+    segments: [OnceLock<Box<[OnceLock<Slot>]>>; SEGMENTS],
+    len: AtomicUsize,
+    /// Serialises appends.
+    append: Mutex<()>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            len: AtomicUsize::new(0),
+            append: Mutex::new(()),
+        }
+    }
+}
+
+/// Segment and offset of tree `i`: segment k covers indices 2^k − 1 .. 2^(k+1) − 1.
+fn segment_of(i: usize) -> (usize, usize) {
+    let k = (usize::BITS - 1 - (i + 1).leading_zeros()) as usize;
+    (k, i + 1 - (1 << k))
 }
 
 impl Ledger {
@@ -282,21 +347,42 @@ impl Ledger {
     }
 
     /// Adds a tree and returns its index.
-    pub fn add_tree(&mut self, tree: Tree) -> u32 {
-        self.trees.push(CachePadded::new(Mutex::new(tree)));
-        (self.trees.len() - 1) as u32
+    pub fn add_tree(&self, tree: Tree) -> u32 {
+        let _one = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let i = self.len.load(Ordering::Acquire);
+        let (k, at) = segment_of(i);
+        let Some(segment) = self.segments.get(k) else {
+            // 2^32 trees: the index space of the journal is exhausted long before.
+            return u32::MAX;
+        };
+        let slots = segment.get_or_init(|| (0..1usize << k).map(|_| OnceLock::new()).collect());
+        let _ = slots[at].set(CachePadded::new(Mutex::new(tree)));
+        self.len.store(i + 1, Ordering::Release);
+        i as u32
     }
 
     pub fn tree_count(&self) -> usize {
-        self.trees.len()
+        self.len.load(Ordering::Acquire)
     }
 
     /// Locks one tree. The guard must not be held across I/O or `.await`.
     pub fn lock(&self, tree: u32) -> Option<MutexGuard<'_, Tree>> {
-        let m = self.trees.get(tree as usize)?;
+        let i = tree as usize;
+        if i >= self.len.load(Ordering::Acquire) {
+            return None;
+        }
+        let (k, at) = segment_of(i);
+        let m = self.segments.get(k)?.get()?.get(at)?.get()?;
         // A poisoned lock means a panic while holding it; the counters are plain integers
         // updated in single statements, so the data is still consistent.
         Some(m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The live (not removed) tree of this name.
+    pub fn find_tree(&self, name: &str) -> Option<u32> {
+        (0..self.tree_count() as u32)
+            .rev()
+            .find(|&t| self.lock(t).is_some_and(|g| !g.removed && g.name == name))
     }
 
     pub fn reserve(&self, at: AccountRef, unit: Unit, want: u64, now: i64) -> Grant {

@@ -253,7 +253,7 @@ proptest! {
 #[test]
 fn concurrent_operations_keep_the_invariant_and_add_up() {
     for seed in 0..8u64 {
-        let mut ledger = Ledger::new();
+        let ledger = Ledger::new();
         let t = tree();
         let leaf_ids = leaves(&t);
         let model = Model::of(&t);

@@ -4,6 +4,7 @@
 pub mod admin;
 mod connection;
 pub mod dispatch;
+pub mod recovery;
 mod systemd;
 
 use std::future::Future;
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::charging::engine::Supervision;
-use crate::charging::{ChargingConfig, Engine, snapshot};
+use crate::charging::{Engine, snapshot};
 use crate::config::Config;
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{VENDOR_3GPP, application};
@@ -40,6 +41,12 @@ pub enum ServerError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("provisioning: {0}")]
     Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
+    #[error("provisioning: {0}")]
+    Import(String),
+    #[error("change log: {0}")]
+    ChangeLog(#[from] crate::journal::changes::ChangeLogError),
+    #[error("account changes: {0}")]
+    Changes(String),
     #[error("cannot listen on {transport} {addr}: {source}")]
     Listen {
         transport: &'static str,
@@ -148,119 +155,8 @@ impl Server {
                 Some(d.allowed_peers.clone())
             },
         });
-        let (mut ledger, mut directory) = if config.charging.embedded_tenant {
-            crate::charging::tenant::default_tenant()
-        } else {
-            Default::default()
-        };
-        directory.set_default_validity(config.charging.validity_time_s);
-        for file in &config.charging.tenant_files {
-            let n = crate::charging::provisioning::load_file(file, &mut ledger, &mut directory)?;
-            info!(file = %file.display(), tenants = n, "provisioned");
-        }
-        let charging = ChargingConfig {
-            reservation_grace_s: config.charging.reservation_grace_s,
-            linger_s: config.charging.linger_s,
-        };
-        let mut engine = Engine::new(ledger, directory, charging);
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        if config.journal.enabled {
-            // Recovery reads the snapshot and replays the journal: tell systemd it may take
-            // longer than the unit's start timeout.
-            systemd::extend_timeout(Duration::from_secs(120));
-            let dir = config.state_dir.join("journal");
-            let snapshot_path = config.state_dir.join("snapshot");
-            let (after, open, snap_next, changed) = match std::fs::read(&snapshot_path) {
-                Ok(data) => {
-                    let (info, dropped) = snapshot::apply(engine.ledger(), &data, &snapshot_path)?;
-                    info!(
-                        sequence = info.sequence,
-                        dropped_counters = dropped,
-                        "snapshot loaded"
-                    );
-                    let changed = info.fingerprint != snapshot::fingerprint(engine.ledger());
-                    (
-                        info.sequence,
-                        info.outstanding,
-                        info.next_reservation,
-                        changed,
-                    )
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, Vec::new(), 1, false),
-                Err(source) => {
-                    return Err(ServerError::Snapshot(snapshot::SnapshotError::Io {
-                        file: snapshot_path,
-                        source,
-                    }));
-                }
-            };
-            if changed {
-                // Journal records name accounts by index, which a provisioning change moves.
-                let mut later = 0u64;
-                crate::journal::segment::read_all(&dir, after, false, |_| later += 1)?;
-                if later > 0 {
-                    return Err(ServerError::Snapshot(snapshot::SnapshotError::Corrupt {
-                        file: snapshot_path,
-                        reason: format!(
-                            "the provisioning changed since this snapshot and the journal has {later} records after it; \
-                             start once with the previous provisioning (a clean stop takes a snapshot), then change it"
-                        ),
-                    }));
-                }
-            }
-            let mut recovered =
-                crate::charging::recorder::replay(engine.ledger(), &dir, after, open)?;
-            recovered.next_reservation = recovered.next_reservation.max(snap_next);
-            let s = &recovered.summary;
-            info!(
-                records = s.records,
-                last_sequence = s.last_sequence.unwrap_or(0),
-                outstanding_reservations = recovered.outstanding.len(),
-                "journal replayed"
-            );
-            if let Some((file, offset, dropped)) = &s.truncated {
-                warn!(file = %file.display(), offset, dropped, "journal: torn last record cut off");
-            }
-            let jc = &config.journal;
-            let durability = jc.durability;
-            let on_progress: crate::journal::writer::OnProgress = Box::new(move |p| {
-                use std::sync::atomic::Ordering;
-                let durable = match durability {
-                    crate::journal::writer::Durability::Fsync => p.synced.load(Ordering::Acquire),
-                    _ => p.written.load(Ordering::Acquire),
-                };
-                durable_tx.send_replace(durable);
-            });
-            let journal = crate::journal::writer::Journal::start(
-                crate::journal::writer::JournalConfig {
-                    dir: dir.clone(),
-                    durability,
-                    sync_interval: Duration::from_millis(jc.sync_interval_ms),
-                    segment_bytes: jc.segment_mib << 20,
-                    capacity: jc.queue_records,
-                },
-                s.last_sequence.unwrap_or(0).max(after),
-                after > s.last_sequence.unwrap_or(0),
-                Some(on_progress),
-            )
-            .map_err(|source| {
-                ServerError::Journal(crate::journal::segment::ReadError::Io { file: dir, source })
-            })?;
-            engine = engine.with_journal(journal, recovered);
-        }
-        if config.journal.usage_records {
-            let dir = config.state_dir.join("usage");
-            let log =
-                crate::journal::usage::UsageLog::start(&dir, config.journal.usage_file_mib << 20)
-                    .map_err(|source| {
-                    ServerError::Journal(crate::journal::segment::ReadError::Io {
-                        file: dir,
-                        source,
-                    })
-                })?;
-            engine = engine.with_usage(log, config.journal.usage_interim);
-        }
-        let engine = Arc::new(engine);
+        let engine = Arc::new(recovery::build(config, durable_tx)?);
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
