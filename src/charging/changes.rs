@@ -856,8 +856,11 @@ impl<'e> Planner<'e> {
             let same = old_state
                 .get(&path)
                 .is_some_and(|(l, s)| *l == limit_key(&n.counters) && *s == subs);
+            if same {
+                // Unchanged in the files: an API change to it (even its removal) stands.
+                continue;
+            }
             match live.get(&path) {
-                Some(_) if same => {}
                 Some(&node) => {
                     let at = At { tree, node };
                     self.steps.push(Step::SetLimits(at, n.counters));
@@ -920,3 +923,7 @@ pub fn log_summary(what: &str, s: &Summary) {
 pub fn warn_refused(what: &str, e: &ChangeError) {
     warn!(what, error = %e, "provisioning refused; the accounts stay as they were");
 }
+
+#[cfg(test)]
+#[path = "changes_tests.rs"]
+mod tests;

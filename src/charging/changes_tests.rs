@@ -1,0 +1,292 @@
+//! Account changes: imports apply only what the files changed, API changes are checked whole,
+//! and the change log rebuilds the same tree.
+
+use super::*;
+use crate::charging::engine::ChargingConfig;
+use crate::charging::snapshot::fingerprint;
+use crate::charging::tenant::{GIB, MIB, SubscriptionType};
+use crate::ledger::Ledger;
+
+const NOW: i64 = 1_795_000_000;
+
+fn engine() -> Engine {
+    Engine::new(Ledger::new(), Default::default(), ChargingConfig::default())
+}
+
+fn import(e: &Engine, text: &str) -> Result<Summary, ChangeError> {
+    e.change(
+        &Change::Import {
+            sources: vec![Source {
+                name: "t.toml".into(),
+                text: text.into(),
+            }],
+        },
+        NOW,
+    )
+}
+
+const GLOBEX: &str = r#"
+[[tenant]]
+name = "globex"
+[[tenant.node]]
+path = "globex"
+limits = [{ unit = "octets", amount = "10 GiB" }]
+[[tenant.node]]
+path = "globex/sales"
+limits = [{ unit = "octets", amount = "4 GiB" }]
+[[tenant.node]]
+path = "globex/ops"
+limits = [{ unit = "octets", amount = "4 GiB" }]
+[[tenant.node]]
+path = "globex/sales/phone"
+msisdn = "447700900001"
+limits = [{ unit = "octets", amount = "1 GiB" }]
+"#;
+
+fn limit(e: &Engine, path: &str) -> Option<u64> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let t = e.ledger().find_tree(parts[0])?;
+    let tree = e.ledger().lock(t)?;
+    let n = tree.find(&parts)?;
+    Some(tree.nodes[n as usize].counters.first()?.limit)
+}
+
+fn msisdn(e: &Engine, id: &str) -> Option<AccountRef> {
+    e.directory().lookup(SubscriptionType::E164, id)
+}
+
+fn set_limit(path: &str, amount: &str) -> Change {
+    Change::SetLimits {
+        path: path.into(),
+        limits: vec![LimitSpec {
+            unit: Unit::Octets,
+            period: Period::Month,
+            amount: Amount::Text(amount.into()),
+        }],
+    }
+}
+
+#[test]
+fn an_import_applies_what_the_files_changed_and_nothing_else() {
+    let e = engine();
+    let s = import(&e, GLOBEX).unwrap();
+    assert_eq!(s.tenants_added, 1);
+    assert!(msisdn(&e, "447700900001").is_some());
+    // A manager raises sales through the API; the same file again leaves that alone.
+    e.change(&set_limit("globex/sales", "6 GiB"), NOW).unwrap();
+    let s = import(&e, GLOBEX).unwrap();
+    assert_eq!(s.nodes_changed + s.nodes_added + s.nodes_removed, 0);
+    assert_eq!(limit(&e, "globex/sales"), Some(6 * GIB));
+    // The file changes ops and adds a device: only those move; sales keeps the API's limit.
+    let changed = GLOBEX.replace(
+        "path = \"globex/ops\"\nlimits = [{ unit = \"octets\", amount = \"4 GiB\" }]",
+        "path = \"globex/ops\"\nlimits = [{ unit = \"octets\", amount = \"3 GiB\" }]",
+    ) + "[[tenant.node]]\npath = \"globex/ops/probe\"\nmsisdn = \"447700900002\"\n";
+    let s = import(&e, &changed).unwrap();
+    assert_eq!((s.nodes_changed, s.nodes_added), (1, 1));
+    assert_eq!(limit(&e, "globex/ops"), Some(3 * GIB));
+    assert_eq!(limit(&e, "globex/sales"), Some(6 * GIB));
+    let probe = msisdn(&e, "447700900002").unwrap();
+    assert_eq!(
+        e.ledger().lock(probe.tree).unwrap().names(probe.node),
+        ["globex", "ops", "probe"]
+    );
+    // The device leaves the file: removed, its number unknown; the tenant leaves: removed.
+    let s = import(&e, GLOBEX).unwrap();
+    assert_eq!(s.nodes_removed, 1);
+    assert_eq!(msisdn(&e, "447700900002"), None);
+    let s = import(&e, "").unwrap();
+    assert_eq!(s.tenants_removed, 1);
+    assert_eq!(msisdn(&e, "447700900001"), None);
+    assert_eq!(e.ledger().find_tree("globex"), None);
+    // And it can come back: a new tree, the tombstone stays where it was.
+    import(&e, GLOBEX).unwrap();
+    assert_eq!(e.ledger().find_tree("globex"), Some(1));
+    assert_eq!(e.ledger().tree_count(), 2);
+}
+
+#[test]
+fn a_bad_import_changes_nothing() {
+    let e = engine();
+    import(&e, GLOBEX).unwrap();
+    let before = fingerprint(e.ledger());
+    let dup = GLOBEX.to_owned()
+        + "[[tenant]]\nname = \"other\"\n[[tenant.node]]\npath = \"other\"\nmsisdn = \"447700900001\"\n";
+    let err = import(&e, &dup).unwrap_err().to_string();
+    assert!(err.contains("447700900001 is already provisioned"), "{err}");
+    let bad = GLOBEX.replace("4 GiB", "4 GiBs");
+    let err = import(&e, &bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with("t.toml: tenant 'globex': node 'globex/sales'"),
+        "{err}"
+    );
+    assert_eq!(fingerprint(e.ledger()), before);
+    assert_eq!(e.changes_applied(), 1);
+}
+
+#[test]
+fn api_changes_are_checked_whole() {
+    let e = engine();
+    import(&e, GLOBEX).unwrap();
+    let add = |path: &str, msisdn: Option<&str>| Change::AddNode {
+        path: path.into(),
+        limits: vec![],
+        msisdn: msisdn.map(Into::into),
+        imsi: None,
+        nai: None,
+        sip_uri: None,
+    };
+    e.change(&add("globex/ops/tablet", Some("447700900003")), NOW)
+        .unwrap();
+    assert!(msisdn(&e, "447700900003").is_some());
+    for (c, want) in [
+        (add("globex/ops/tablet", None), "exists already"),
+        (
+            add("globex/ops/other", Some("447700900001")),
+            "already provisioned",
+        ),
+        (add("globex/nowhere/x", None), "no node 'globex/nowhere'"),
+        (add("nobody/x", None), "no tenant 'nobody'"),
+        (add("globex//x", None), "not a path"),
+        (add("globex", None), "add_tenant"),
+        (set_limit("globex/ops", "lots"), "not a number"),
+    ] {
+        let err = e.change(&c, NOW).unwrap_err().to_string();
+        assert!(err.contains(want), "{c:?}: {err}");
+    }
+    // Removing a cost centre removes its devices and their numbers.
+    e.change(
+        &Change::Remove {
+            path: "globex/ops".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(msisdn(&e, "447700900003"), None);
+    assert_eq!(limit(&e, "globex/ops"), None);
+    assert_eq!(limit(&e, "globex/sales"), Some(4 * GIB));
+}
+
+#[test]
+fn an_allowance_moves_only_as_far_as_the_headroom() {
+    let e = engine();
+    import(&e, GLOBEX).unwrap();
+    let mv = |amount: &str| Change::Move {
+        from: "globex/sales".into(),
+        to: "globex/ops".into(),
+        unit: Unit::Octets,
+        period: Period::Month,
+        amount: Amount::Text(amount.into()),
+    };
+    // 3 GiB of sales are used: 1 GiB is free to move, not more.
+    let sales = {
+        let t = e.ledger().lock(0).unwrap();
+        t.find(&["globex", "sales"]).unwrap()
+    };
+    e.ledger().commit(
+        AccountRef {
+            tree: 0,
+            node: sales,
+        },
+        Unit::Octets,
+        0,
+        3 * GIB,
+        NOW,
+    );
+    let err = e.change(&mv("2 GiB"), NOW).unwrap_err();
+    assert!(matches!(err, ChangeError::Conflict(_)), "{err}");
+    assert_eq!(limit(&e, "globex/sales"), Some(4 * GIB));
+    e.change(&mv("512 MiB"), NOW).unwrap();
+    assert_eq!(limit(&e, "globex/sales"), Some(4 * GIB - 512 * MIB));
+    assert_eq!(limit(&e, "globex/ops"), Some(4 * GIB + 512 * MIB));
+    // Inside one tenant only, and only between limits that exist.
+    import(
+        &e,
+        &(GLOBEX.to_owned()
+            + "[[tenant]]\nname = \"initech\"\n[[tenant.node]]\npath = \"initech\"\n"),
+    )
+    .unwrap();
+    let across = Change::Move {
+        from: "globex/sales".into(),
+        to: "initech".into(),
+        unit: Unit::Octets,
+        period: Period::Month,
+        amount: Amount::Text("1 MiB".into()),
+    };
+    assert!(e.change(&across, NOW).is_err());
+    let no_limit = Change::Move {
+        from: "globex/sales".into(),
+        to: "globex/sales/phone".into(),
+        unit: Unit::Seconds,
+        period: Period::Month,
+        amount: Amount::Number(5),
+    };
+    assert!(e.change(&no_limit, NOW).is_err());
+}
+
+#[test]
+fn the_change_log_rebuilds_the_same_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("changes");
+    let e = engine();
+    let (log, _) = ChangeLog::open(&path).unwrap();
+    e.attach_change_log(log);
+    import(&e, GLOBEX).unwrap();
+    e.change(&set_limit("globex/sales", "7 GiB"), NOW).unwrap();
+    e.change(
+        &Change::AddNode {
+            path: "globex/sales/laptop".into(),
+            limits: vec![],
+            msisdn: None,
+            imsi: None,
+            nai: Some("laptop@globex.example".into()),
+            sip_uri: None,
+        },
+        NOW,
+    )
+    .unwrap();
+    e.change(
+        &Change::Remove {
+            path: "globex/sales/phone".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    // A refused change is not logged.
+    assert!(
+        e.change(&set_limit("globex/nothing", "1 GiB"), NOW)
+            .is_err()
+    );
+    import(
+        &e,
+        &GLOBEX.replace(
+            "globex/ops\"\nlimits = [{ unit = \"octets\", amount = \"4 GiB\" }]",
+            "globex/ops\"\nlimits = [{ unit = \"octets\", amount = \"2 GiB\" }]",
+        ),
+    )
+    .unwrap();
+
+    let (_, records) = ChangeLog::open(&path).unwrap();
+    assert_eq!(records.len(), 5);
+    let again = engine();
+    for r in &records {
+        again.replay_change(r).unwrap();
+    }
+    assert_eq!(fingerprint(again.ledger()), fingerprint(e.ledger()));
+    assert_eq!(again.changes_applied(), 5);
+    for p in ["globex/sales", "globex/ops"] {
+        assert_eq!(limit(&again, p), limit(&e, p), "{p}");
+    }
+    assert_eq!(limit(&again, "globex/sales"), Some(7 * GIB));
+    assert_eq!(limit(&again, "globex/ops"), Some(2 * GIB));
+    // The phone removed through the API stays removed though the file still has it.
+    assert_eq!(msisdn(&again, "447700900001"), None);
+    assert_eq!(msisdn(&e, "447700900001"), None);
+    assert_eq!(
+        again
+            .directory()
+            .lookup(SubscriptionType::Nai, "LAPTOP@globex.example"),
+        e.directory()
+            .lookup(SubscriptionType::Nai, "laptop@globex.example")
+    );
+}
