@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// EX_USAGE from sysexits.h: the configuration or command line is wrong.
 const EXIT_CONFIG: u8 = 64;
 
-#[derive(Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "ocfd",
     version,
@@ -55,7 +55,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum Command {
     /// The journal under the state directory (--state-dir or the config's state_dir).
     Journal {
@@ -78,7 +78,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum JournalAction {
     /// Read the journal and report what it holds (a torn last record is cut off).
     Check,
@@ -87,7 +87,7 @@ enum JournalAction {
     Repair,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum TenantsAction {
     /// Write a provisioning file with many enterprises sharing many devices (device ranges:
     /// MSISDNs from 155520000000, IMSIs from 001020000000000).
@@ -222,18 +222,28 @@ fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&cfg.log.level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
+/// Sets up logging; returns what changes the level on a reload.
+fn init_logging(cfg: &Config) -> ocf::server::reload::SetLogLevel {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match cfg.log.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.with_ansi(false).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Box::new(move |level: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
 }
 
-fn serve(cfg: Config) -> anyhow::Result<()> {
+fn serve(
+    cli: &Cli,
+    cfg: Config,
+    set_log_level: ocf::server::reload::SetLogLevel,
+) -> anyhow::Result<()> {
     // Every peer is a file descriptor; take what the hard limit allows.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open file limit");
@@ -251,7 +261,20 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         // that follows readiness at once still stops the server cleanly.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let server = Server::bind(&cfg)?;
+        let reloader = std::sync::Arc::new(server.reloader(Some(set_log_level)));
+        let cli = cli.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let (reloader, cli) = (reloader.clone(), cli.clone());
+                // Reading files and planning the import block: off the runtime's workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    reloader.reload(|| load_config(&cli).map_err(|e| format!("{e:#}")))
+                })
+                .await;
+            }
+        });
         server
             .run(async {
                 tokio::select! {
@@ -314,8 +337,8 @@ fn main() -> ExitCode {
         println!("ocfd: configuration OK");
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
-    match serve(cfg) {
+    let set_log_level = init_logging(&cfg);
+    match serve(&cli, cfg, set_log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Bad provisioning or dictionaries are configuration errors: nothing was bound.

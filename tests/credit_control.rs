@@ -3,44 +3,11 @@
 
 mod common;
 
-use bytes::BytesMut;
 use common::*;
-use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
+use ocf_loadtest::gy::{CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
-
-/// A gateway connection that sends CCRs one at a time.
-struct Gw {
-    conn: Conn,
-    hop: u32,
-}
-
-impl Gw {
-    fn open(d: &Daemon, host: &str) -> Gw {
-        let mut conn = Conn::connect(d.addr);
-        assert_eq!(result_code(&conn.handshake(host)), 2001);
-        Gw { conn, hop: 1 }
-    }
-
-    fn send(&mut self, spec: &CcrSpec) -> (ocf::diameter::Message, CcaResult) {
-        let mut b = BytesMut::new();
-        self.hop += 1;
-        spec.write(&mut b, self.hop, self.hop);
-        self.conn.send(&b);
-        let m = self.conn.expect_frame();
-        assert_eq!(
-            (m.header.command_code, m.header.hop_by_hop),
-            (272, self.hop)
-        );
-        let r = CcaResult::read(&m);
-        (m, r)
-    }
-
-    fn ask(&mut self, spec: &CcrSpec) -> CcaResult {
-        self.send(spec).1
-    }
-}
 
 fn rsu(rg: u32) -> MsccSpec {
     MsccSpec {

@@ -6,9 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
-use ocf_loadtest::gy::{CcaResult, CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
+use ocf_loadtest::gy::{CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -29,37 +28,6 @@ fn report(used: u64, more: bool) -> MsccSpec {
     }
 }
 
-struct Gw {
-    conn: Conn,
-    hop: u32,
-}
-
-impl Gw {
-    fn open(d: &Daemon) -> Gw {
-        let mut conn = Conn::connect(d.addr);
-        assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);
-        Gw { conn, hop: 0 }
-    }
-
-    /// Sends a CCR; `None` if the connection dropped before the answer (a crash).
-    fn try_ask(&mut self, spec: &CcrSpec) -> Option<CcaResult> {
-        let mut b = BytesMut::new();
-        self.hop += 1;
-        spec.write(&mut b, self.hop, self.hop);
-        if std::io::Write::write_all(&mut self.conn.s, &b).is_err() {
-            return None;
-        }
-        match self.conn.read(WAIT) {
-            Read_::Frame(m) => Some(CcaResult::read(&m)),
-            _ => None,
-        }
-    }
-
-    fn ask(&mut self, spec: &CcrSpec) -> CcaResult {
-        self.try_ask(spec).expect("answer")
-    }
-}
-
 fn device(n: u64) -> String {
     format!("{}", 15_551_000_000 + n)
 }
@@ -70,7 +38,7 @@ const FSYNC: &str =
 #[test]
 fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire() {
     let mut d = Daemon::start(FSYNC);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     // Device 8000 uses its whole 10 MiB; the session ends cleanly.
     gw.ask(
         &CcrSpec::new("a;1", INITIAL, 0)
@@ -101,7 +69,7 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
         replayed.contains("outstanding_reservations=1"),
         "{replayed}"
     );
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     assert_eq!(
         gw.ask(
             &CcrSpec::new("a;2", INITIAL, 0)
@@ -137,7 +105,7 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
     // A clean stop and start keeps everything too.
     assert!(d.terminate().success());
     let d = Daemon::start_in(d.into_dir(), FSYNC, &[]);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     assert_eq!(
         gw.ask(
             &CcrSpec::new("a;3", INITIAL, 0)
@@ -206,7 +174,7 @@ fn acknowledged_usage_survives_sigkill_at_random_points() {
     let mut session = 0u32;
     for round in 0..5 {
         let mut d = Daemon::start_in(dir, FSYNC, &[]);
-        let mut gw = Gw::open(&d);
+        let mut gw = Gw::open(&d, "pgw.localdomain");
         // Before anything new: nothing acknowledged was lost. A device's next grant can never
         // exceed its limit less what it was acknowledged to have used.
         for (k, used) in acked.iter().enumerate() {
@@ -263,7 +231,7 @@ fn acknowledged_usage_survives_sigkill_at_random_points() {
     }
     // A final start checks the journal once more.
     let d = Daemon::start_in(dir, FSYNC, &[]);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     for (k, used) in acked.iter().enumerate() {
         let r = gw.ask(
             &CcrSpec::new(format!("final;{k}"), INITIAL, 0)
@@ -282,7 +250,7 @@ fn acknowledged_usage_survives_sigkill_at_random_points() {
 #[test]
 fn a_corrupt_journal_stops_startup_with_file_and_offset() {
     let mut d = Daemon::start(FSYNC);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     for k in 0..10 {
         gw.ask(
             &CcrSpec::new(format!("c;{k}"), INITIAL, 0)
@@ -328,7 +296,7 @@ fn a_corrupt_journal_stops_startup_with_file_and_offset() {
         "{text}"
     );
     let d = Daemon::start_in(dir, FSYNC, &[]);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     let r = gw.ask(
         &CcrSpec::new("after", INITIAL, 0)
             .msisdn(&device(8300))
@@ -345,7 +313,7 @@ fn snapshots_at_stop_and_on_a_timer_keep_balances_and_trim_the_journal() {
         .replacen("[journal]\ndurability = \"fsync\"\n", "", 1)
         .replace("[journal]\n", "[journal]\ndurability = \"fsync\"\n");
     let mut d = Daemon::start(&cfg);
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     gw.ask(
         &CcrSpec::new("s;1", INITIAL, 0)
             .msisdn(&device(8400))
@@ -363,7 +331,7 @@ fn snapshots_at_stop_and_on_a_timer_keep_balances_and_trim_the_journal() {
     d.kill9();
     let mut d = Daemon::start_in(d.into_dir(), &cfg, &[]);
     d.wait_log("snapshot loaded");
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     let a = gw.ask(
         &CcrSpec::new("s;3", INITIAL, 0)
             .msisdn(&device(8400))
@@ -385,7 +353,7 @@ fn snapshots_at_stop_and_on_a_timer_keep_balances_and_trim_the_journal() {
     let mut d = Daemon::start_in(d.into_dir(), &cfg, &[]);
     let replayed = d.wait_log("journal replayed");
     assert!(replayed.contains("records=0"), "{replayed}");
-    let mut gw = Gw::open(&d);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
     let c = gw.ask(
         &CcrSpec::new("s;5", INITIAL, 0)
             .msisdn(&device(8400))

@@ -90,6 +90,7 @@ fn the_unit_file_verifies_and_is_hardened() {
     let unit = include_str!("../systemd/ocfd.service");
     for line in [
         "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "WatchdogSec=",
         "User=ocfd",
         "StateDirectory=ocfd",

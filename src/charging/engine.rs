@@ -8,7 +8,8 @@ use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
 use crate::diameter::error::DiameterError;
 use crate::diameter::message::Message;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
@@ -73,7 +74,9 @@ pub struct Engine {
     /// Changes made so far (the change log's length), counted under the gate.
     pub(super) changes_applied: AtomicU64,
     pub(super) sessions: Sessions,
-    config: ChargingConfig,
+    /// [`ChargingConfig`], changed live by a reload.
+    reservation_grace_s: AtomicU32,
+    linger_s: AtomicU32,
     pub(super) journal: Option<Journal>,
     /// Held (shared) by every request from its first ledger change until its records are
     /// queued; a snapshot holds it exclusively, so the ledger it copies is exactly the effect
@@ -136,7 +139,8 @@ impl Engine {
             changes: Mutex::new(Default::default()),
             changes_applied: AtomicU64::new(0),
             sessions: Sessions::default(),
-            config,
+            reservation_grace_s: AtomicU32::new(config.reservation_grace_s),
+            linger_s: AtomicU32::new(config.linger_s),
             journal: None,
             gate: RwLock::new(()),
             usage: None,
@@ -152,6 +156,13 @@ impl Engine {
         self.next_reservation = AtomicU64::new(recovered.next_reservation);
         self.outstanding = Mutex::new(recovered.outstanding);
         self
+    }
+
+    /// Takes new charging settings (a reload): they apply to grants and ends from now on.
+    pub fn set_charging_config(&self, config: ChargingConfig) {
+        self.reservation_grace_s
+            .store(config.reservation_grace_s, Relaxed);
+        self.linger_s.store(config.linger_s, Relaxed);
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -418,7 +429,7 @@ impl Engine {
                 };
                 if cr.request_type == RequestType::Event {
                     self.event(Reply { identity, req, out }, &cr, &mut session, now, rec);
-                    session.deadline = now + i64::from(self.config.linger_s);
+                    session.deadline = now + i64::from(self.linger_s.load(Relaxed));
                     self.record_usage(
                         rec,
                         cr.session_id,
@@ -516,11 +527,11 @@ impl Engine {
                 rec.release(h.id, s.account, h.unit, h.reserved, now);
             }
             s.terminated = true;
-            s.deadline = now + i64::from(self.config.linger_s);
+            s.deadline = now + i64::from(self.linger_s.load(Relaxed));
         } else {
             s.deadline = now
                 + i64::from(policy.validity_time_s)
-                + i64::from(self.config.reservation_grace_s);
+                + i64::from(self.reservation_grace_s.load(Relaxed));
         }
         let result = command_result(&answers, cr.multiple_services);
         write_cca(
@@ -597,8 +608,9 @@ impl Engine {
         };
         let policies = self.policies.load();
         let policy = policy_of(&policies, s.account.tree);
-        let expires =
-            now + i64::from(policy.validity_time_s) + i64::from(self.config.reservation_grace_s);
+        let expires = now
+            + i64::from(policy.validity_time_s)
+            + i64::from(self.reservation_grace_s.load(Relaxed));
         let unit = requested_unit(requested);
         let want = requested_amount(requested, unit)
             .unwrap_or(u64::MAX)

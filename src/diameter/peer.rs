@@ -154,6 +154,12 @@ impl Peer {
         p
     }
 
+    /// Takes a reloaded configuration (dictionary, timers, allowed peers) for what follows;
+    /// the identity this connection announced in its CER/CEA stays.
+    pub fn set_config(&mut self, config: Arc<PeerConfig>) {
+        self.config = config;
+    }
+
     fn new(config: Arc<PeerConfig>, role: Role, local_addrs: &[IpAddr], seed: u64) -> Peer {
         let mut identity = config.identity.clone();
         if identity.host_ip_addresses.is_empty() {

@@ -115,7 +115,9 @@ pub(crate) async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut peer = Peer::responder(shared.peer.clone(), &local, Instant::now(), seed);
+    // Settings a reload may change; checked once per read.
+    let mut live = shared.live.load_full();
+    let mut peer = Peer::responder(live.peer.clone(), &local, Instant::now(), seed);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     // When the oldest unfinished message started arriving.
     let mut partial_since: Option<Instant> = None;
@@ -163,7 +165,7 @@ pub(crate) async fn drive<S>(
             let _ = stream.shutdown().await;
             break;
         }
-        let partial_deadline = partial_since.map(|t| t + shared.partial_message_timeout);
+        let partial_deadline = partial_since.map(|t| t + live.partial_message_timeout);
         let deadline = [peer.poll_timeout(), partial_deadline]
             .into_iter()
             .flatten()
@@ -184,15 +186,19 @@ pub(crate) async fn drive<S>(
                     }
                     Ok(_) => {}
                 }
+                if !Arc::ptr_eq(&shared.live.load(), &live) {
+                    live = shared.live.load_full();
+                    peer.set_config(live.peer.clone());
+                }
                 let now = Instant::now();
                 // Requests are answered as they are cut, so the clock says how long the rest
                 // of this read has waited; past the overload budget, credit-control requests
                 // are refused (3004) at a fraction of the cost of answering them.
-                let shed_at = shared.overload_queue.map(|d| now + d);
+                let shed_at = live.overload_queue.map(|d| now + d);
                 let (mut frames, mut shedding, mut shed, mut answered) = (0u32, false, 0u64, 0u64);
                 let mut batch = None;
                 loop {
-                    match cut(&mut rbuf, shared.max_message_bytes) {
+                    match cut(&mut rbuf, live.max_message_bytes) {
                         Cut::Frame(f) => {
                             if let Some(at) = shed_at {
                                 if !shedding && frames > 0 && frames % SHED_CHECK_EVERY == 0 {

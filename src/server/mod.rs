@@ -5,11 +5,14 @@ pub mod admin;
 mod connection;
 pub mod dispatch;
 pub mod recovery;
+pub mod reload;
 mod systemd;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,16 +58,21 @@ pub enum ServerError {
     },
 }
 
-/// Settings every connection driver reads.
-pub(crate) struct Shared {
+/// Settings a reload may change, swapped whole; connections pick them up at their next read.
+pub(crate) struct Live {
     pub peer: Arc<PeerConfig>,
-    pub engine: Arc<Engine>,
-    /// The highest journal sequence as durable as answers need (write or fsync mode).
-    pub durable: watch::Receiver<u64>,
     pub max_message_bytes: usize,
     pub partial_message_timeout: Duration,
     /// See `diameter.overload_queue_us` (None: never shed).
     pub overload_queue: Option<Duration>,
+}
+
+/// Settings every connection driver reads.
+pub(crate) struct Shared {
+    pub live: ArcSwap<Live>,
+    pub engine: Arc<Engine>,
+    /// The highest journal sequence as durable as answers need (write or fsync mode).
+    pub durable: watch::Receiver<u64>,
     /// Credit-control requests answered 3004 by overload shedding.
     pub shed: Arc<AtomicU64>,
     /// Connections being served, and application requests answered (for STATUS=).
@@ -110,6 +118,8 @@ pub struct Server {
     sctp: Vec<SctpListener>,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
+    /// The configuration it was started with (a reload compares against it).
+    config: Config,
 }
 
 /// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.
@@ -123,38 +133,52 @@ fn firmware_revision() -> u32 {
         + v.get(2).copied().unwrap_or(0)
 }
 
+/// The settings a reload may change, from a configuration. Loads the dictionaries.
+/// `origin_state_id` is this run's (RFC 6733 §8.16: it changes only with a restart).
+pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Live, ServerError> {
+    let dictionary = Arc::new(Dictionary::load(config.diameter.dictionary_dir.as_deref())?);
+    let d = &config.diameter;
+    let identity = LocalIdentity {
+        origin_host: d.origin_host.clone(),
+        origin_realm: d.origin_realm.clone(),
+        host_ip_addresses: vec![],
+        vendor_id: d.vendor_id,
+        product_name: d.product_name.clone(),
+        firmware_revision: firmware_revision(),
+        origin_state_id,
+        auth_application_ids: vec![application::CREDIT_CONTROL],
+        supported_vendor_ids: vec![VENDOR_3GPP],
+    };
+    let peer = Arc::new(PeerConfig {
+        identity,
+        dictionary,
+        watchdog: config.watchdog(),
+        handshake_timeout: Duration::from_secs(d.handshake_timeout_s),
+        dpa_timeout: Duration::from_secs(d.dpa_timeout_s),
+        allowed_peers: if d.allowed_peers.is_empty() {
+            None
+        } else {
+            Some(d.allowed_peers.clone())
+        },
+    });
+    Ok(Live {
+        peer,
+        max_message_bytes: d.max_message_bytes,
+        partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
+        overload_queue: (d.overload_queue_us > 0)
+            .then(|| Duration::from_micros(d.overload_queue_us)),
+    })
+}
+
 impl Server {
     /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let dictionary = Arc::new(Dictionary::load(config.diameter.dictionary_dir.as_deref())?);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let d = &config.diameter;
-        let identity = LocalIdentity {
-            origin_host: d.origin_host.clone(),
-            origin_realm: d.origin_realm.clone(),
-            host_ip_addresses: vec![],
-            vendor_id: d.vendor_id,
-            product_name: d.product_name.clone(),
-            firmware_revision: firmware_revision(),
-            origin_state_id: now.as_secs() as u32,
-            auth_application_ids: vec![application::CREDIT_CONTROL],
-            supported_vendor_ids: vec![VENDOR_3GPP],
-        };
-        let peer = Arc::new(PeerConfig {
-            identity,
-            dictionary,
-            watchdog: config.watchdog(),
-            handshake_timeout: Duration::from_secs(d.handshake_timeout_s),
-            dpa_timeout: Duration::from_secs(d.dpa_timeout_s),
-            allowed_peers: if d.allowed_peers.is_empty() {
-                None
-            } else {
-                Some(d.allowed_peers.clone())
-            },
-        });
+        let live = live_settings(config, now.as_secs() as u32)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let engine = Arc::new(recovery::build(config, durable_tx)?);
         let mut tcp_listeners = Vec::new();
@@ -203,20 +227,26 @@ impl Server {
             tcp: tcp_listeners,
             sctp: sctp_listeners,
             shared: Arc::new(Shared {
-                peer,
+                live: ArcSwap::from_pointee(live),
                 engine,
                 durable: durable_rx,
-                max_message_bytes: d.max_message_bytes,
-                partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
-                overload_queue: (d.overload_queue_us > 0)
-                    .then(|| Duration::from_micros(d.overload_queue_us)),
                 shed: Arc::new(AtomicU64::new(0)),
                 connections: Arc::new(AtomicU64::new(0)),
                 requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
+            config: config.clone(),
         })
+    }
+
+    /// What reloads this server (on SIGHUP); `set_log_level` changes the log filter.
+    pub fn reloader(&self, set_log_level: Option<reload::SetLogLevel>) -> reload::Reloader {
+        reload::Reloader {
+            shared: self.shared.clone(),
+            current: std::sync::Mutex::new(self.config.clone()),
+            set_log_level,
+        }
     }
 
     /// Bound addresses, as (transport, address).

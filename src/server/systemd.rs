@@ -1,7 +1,8 @@
 //! The systemd notify protocol (sd_notify(3)) for a `Type=notify` unit: EXTEND_TIMEOUT_USEC
 //! while the journal is recovered, READY=1 once every listener is bound and the journal is
 //! recovered, STATUS= every second (peers, sessions, CCR/s), WATCHDOG=1 while the liveness
-//! check passes, STOPPING=1 when shutdown begins. Without NOTIFY_SOCKET every call does
+//! check passes, RELOADING=1 then READY=1 around a reload (SIGHUP), STOPPING=1 when shutdown
+//! begins. Without NOTIFY_SOCKET every call does
 //! nothing.
 
 use std::time::Duration;
@@ -22,6 +23,11 @@ pub fn extend_timeout(by: Duration) {
 
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A reload begins (RELOADING=1); [`ready`] ends it.
+pub fn reloading() {
+    notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
 }
 
 pub fn status(status: &str) {

@@ -251,6 +251,11 @@ impl Daemon {
         self.proc.wait_exit(WAIT);
     }
 
+    /// The configuration file it was started with (a test may rewrite it and reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("ocfd.toml")
+    }
+
     pub fn wait_log(&mut self, needle: &str) -> String {
         self.proc.wait_for(needle, WAIT)
     }
@@ -386,5 +391,61 @@ impl Conn {
     pub fn handshake(&mut self, host: &str) -> Message {
         self.send(&cer(host));
         self.expect_frame()
+    }
+}
+
+/// A gateway connection that sends CCRs one at a time.
+pub struct Gw {
+    pub conn: Conn,
+    hop: u32,
+}
+
+impl Gw {
+    pub fn open(d: &Daemon, host: &str) -> Gw {
+        Self::open_at(d.addr, host)
+    }
+
+    pub fn open_at(addr: SocketAddr, host: &str) -> Gw {
+        let mut conn = Conn::connect(addr);
+        assert_eq!(result_code(&conn.handshake(host)), 2001);
+        Gw { conn, hop: 1 }
+    }
+
+    pub fn send(
+        &mut self,
+        spec: &ocf_loadtest::gy::CcrSpec,
+    ) -> (Message, ocf_loadtest::gy::CcaResult) {
+        let mut b = BytesMut::new();
+        self.hop += 1;
+        spec.write(&mut b, self.hop, self.hop);
+        self.conn.send(&b);
+        let m = self.conn.expect_frame();
+        assert_eq!(
+            (m.header.command_code, m.header.hop_by_hop),
+            (272, self.hop)
+        );
+        let r = ocf_loadtest::gy::CcaResult::read(&m);
+        (m, r)
+    }
+
+    pub fn ask(&mut self, spec: &ocf_loadtest::gy::CcrSpec) -> ocf_loadtest::gy::CcaResult {
+        self.send(spec).1
+    }
+
+    /// Sends a CCR; `None` if the connection dropped before the answer (a crash).
+    pub fn try_ask(
+        &mut self,
+        spec: &ocf_loadtest::gy::CcrSpec,
+    ) -> Option<ocf_loadtest::gy::CcaResult> {
+        let mut b = BytesMut::new();
+        self.hop += 1;
+        spec.write(&mut b, self.hop, self.hop);
+        if self.conn.s.write_all(&b).is_err() {
+            return None;
+        }
+        match self.conn.read(WAIT) {
+            Read_::Frame(m) => Some(ocf_loadtest::gy::CcaResult::read(&m)),
+            _ => None,
+        }
     }
 }
