@@ -136,14 +136,18 @@ impl Default for JournalSection {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// ip:port for /metrics and /health; absent: no admin listener.
+    /// ip:port for /metrics, /health, /ready and the admin API; absent: no admin listener.
     pub listen: Option<String>,
+    /// File whose first line is the admin API's bearer token. Default: `admin-token` in the
+    /// state directory, created with a random token (mode 0600) if it does not exist.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: Some("127.0.0.1:8868".into()),
+            token_file: None,
         }
     }
 }

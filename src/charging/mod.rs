@@ -10,5 +10,6 @@ pub mod request;
 pub mod session;
 pub mod snapshot;
 pub mod tenant;
+pub mod views;
 
 pub use engine::{CcrBatch, ChargingConfig, Engine};

@@ -42,16 +42,25 @@ fn utc() -> String {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slice_octets: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slice_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slice_events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub validity_time_s: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_holding_time_s: Option<u32>,
     /// terminate | redirect | restrict
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub final_unit_action: Option<String>,
     /// For redirect: the address, and its type: ipv4 | ipv6 | url | sip (default url).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_address_type: Option<String>,
     /// For restrict: Filter-Id values and IPFilterRule texts.
     #[serde(default)]
@@ -61,6 +70,7 @@ pub struct PolicySpec {
     /// Rating groups this tenant may not use (4010 END_USER_SERVICE_DENIED).
     #[serde(default)]
     pub denied_rating_groups: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tariff: Option<TariffSpec>,
 }
 

@@ -46,6 +46,8 @@ pub enum ServerError {
     Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
     #[error("provisioning: {0}")]
     Import(String),
+    #[error("admin API: {0}")]
+    Admin(String),
     #[error("change log: {0}")]
     ChangeLog(#[from] crate::journal::changes::ChangeLogError),
     #[error("account changes: {0}")]
@@ -111,7 +113,8 @@ impl Shared {
 
 /// A bound, not yet running server.
 pub struct Server {
-    admin: Option<TcpListener>,
+    /// The admin listener and the API's bearer token.
+    admin: Option<(TcpListener, String)>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -213,11 +216,20 @@ impl Server {
                     addr: addr.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
                 })?;
-                Some(tcp::listen(addr).map_err(|source| ServerError::Listen {
+                let token_file = config
+                    .admin
+                    .token_file
+                    .clone()
+                    .unwrap_or_else(|| config.state_dir.join("admin-token"));
+                let token = admin::load_or_create_token(&token_file).map_err(|e| {
+                    ServerError::Admin(format!("token file {}: {e}", token_file.display()))
+                })?;
+                let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
                     transport: "http",
                     addr: addr.to_string(),
                     source,
-                })?)
+                })?;
+                Some((l, token))
             }
             None => None,
         };
@@ -252,7 +264,7 @@ impl Server {
     /// Bound addresses, as (transport, address).
     /// The admin HTTP address, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -311,11 +323,15 @@ impl Server {
                 }
             }));
         }
-        let admin = self.admin.map(|l| {
+        let admin = self.admin.map(|(l, token)| {
             if let Ok(addr) = l.local_addr() {
                 info!(transport = "http", %addr, "listening");
             }
-            tokio::spawn(admin::serve(l))
+            let state = admin::AdminState {
+                engine: self.shared.engine.clone(),
+                token: token.into(),
+            };
+            tokio::spawn(admin::serve(l, state))
         });
         // Supervision: expired reservations return to the pool, silent sessions are closed,
         // gauges are refreshed.

@@ -1,13 +1,9 @@
-//! The admin HTTP listener (127.0.0.1:8868 by default): Prometheus metrics on `/metrics` and a
-//! liveness answer on `/health`. Metrics are gauges refreshed by the supervision tick, so the
-//! hot path pays nothing for them.
+//! Prometheus metrics for `/metrics`. Gauges are refreshed by the supervision tick, so the hot
+//! path pays nothing for them.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
-use axum::routing::get;
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -85,23 +81,5 @@ impl Gauges {
 impl Default for Gauges {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The admin routes.
-pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|| async { prometheus().map(|h| h.render()).unwrap_or_default() }),
-        )
-        .route("/health", get(|| async { "ok\n" }))
-}
-
-/// Serves the admin routes on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router()).await {
-        tracing::warn!(error = %e, ?addr, "admin listener stopped");
     }
 }

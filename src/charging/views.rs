@@ -1,0 +1,387 @@
+//! What the admin API shows: a node with its limits and live usage (used, reserved, limit,
+//! headroom per period), its subscription ids and children; the tenants; the open sessions of
+//! a device or a cost centre. Read-only, and off the hot path: walks are linear in the tree or
+//! the sessions, and each lock is held for one tree or one session shard at a time.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Tree, Unit, period};
+
+use super::changes::ChangeError;
+use super::engine::Engine;
+use super::provisioning::{Amount, PolicySpec, TariffSpec};
+use super::tenant::{FinalUnitAction, Policy, SubscriptionType};
+
+/// An amount as shown: a number of units, or for money a decimal string in the currency.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Shown {
+    Units(u64),
+    Money(String),
+}
+
+fn shown(unit: Unit, v: u64) -> Shown {
+    match unit {
+        Unit::Money => Shown::Money(
+            Decimal::new(i64::try_from(v).unwrap_or(i64::MAX), MONEY_SCALE)
+                .normalize()
+                .to_string(),
+        ),
+        _ => Shown::Units(v),
+    }
+}
+
+/// One limit and its usage in the current period.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LimitView {
+    pub unit: Unit,
+    pub period: Period,
+    pub limit: Shown,
+    pub used: Shown,
+    pub reserved: Shown,
+    pub headroom: Shown,
+    /// When the current period ends (RFC 3339), absent for a total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<String>,
+}
+
+/// A node of an account tree as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeView {
+    pub path: String,
+    pub name: String,
+    pub limits: Vec<LimitView>,
+    pub subscriptions: Vec<SubscriptionView>,
+    pub children: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubscriptionView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+}
+
+/// A node and its children's usage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UsageView {
+    pub node: NodeUsage,
+    pub children: Vec<NodeUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeUsage {
+    pub path: String,
+    pub limits: Vec<LimitView>,
+}
+
+/// A tenant in the list of tenants.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantView {
+    pub name: String,
+    pub time_zone: String,
+    pub nodes: usize,
+}
+
+/// An open credit-control session.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub subscriber: String,
+    pub account: String,
+    /// Unix seconds.
+    pub started: i64,
+    pub request_number: u32,
+    pub reservations: Vec<ReservationView>,
+    pub used: Vec<ServiceView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReservationView {
+    pub rating_group: Option<u32>,
+    pub service_identifier: Option<u32>,
+    pub unit: Unit,
+    pub reserved: Shown,
+    /// Unix seconds at which it returns to the pool by itself.
+    pub expires: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceView {
+    pub rating_group: Option<u32>,
+    pub service_identifier: Option<u32>,
+    pub octets: u64,
+    pub seconds: u64,
+    pub events: u64,
+    pub money: Shown,
+}
+
+fn kind_name(k: SubscriptionType) -> &'static str {
+    match k {
+        SubscriptionType::E164 => "e164",
+        SubscriptionType::Imsi => "imsi",
+        SubscriptionType::SipUri => "sip_uri",
+        SubscriptionType::Nai => "nai",
+        SubscriptionType::Private => "private",
+    }
+}
+
+/// A counter as of `now`, without changing it: a period that has ended shows as a new one.
+fn limit_view(c: &Counter, tree: &Tree, now: i64) -> LimitView {
+    let (used, end) = if now >= c.period_end {
+        (0, period::period_end(c.period, &tree.tz, now))
+    } else {
+        (c.used, c.period_end)
+    };
+    let headroom = c.limit.saturating_sub(used).saturating_sub(c.reserved);
+    LimitView {
+        unit: c.unit,
+        period: c.period,
+        limit: shown(c.unit, c.limit),
+        used: shown(c.unit, used),
+        reserved: shown(c.unit, c.reserved),
+        headroom: shown(c.unit, headroom),
+        period_end: (end != i64::MAX)
+            .then(|| jiff::Timestamp::from_second(end).ok())
+            .flatten()
+            .map(|t| t.to_string()),
+    }
+}
+
+fn path_parts(path: &str) -> Result<Vec<&str>, ChangeError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ChangeError::Invalid(format!(
+            "'{path}' is not a path of names like 'acme/sales'"
+        )));
+    }
+    Ok(parts)
+}
+
+impl Engine {
+    /// Finds a live node by path.
+    pub fn find_node(&self, path: &str) -> Result<AccountRef, ChangeError> {
+        let parts = path_parts(path)?;
+        let tree = self
+            .ledger()
+            .find_tree(parts[0])
+            .ok_or_else(|| ChangeError::NotFound(format!("no tenant '{}'", parts[0])))?;
+        let node = self
+            .ledger()
+            .lock(tree)
+            .and_then(|t| t.find(&parts))
+            .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+        Ok(AccountRef { tree, node })
+    }
+
+    /// The live tenants.
+    pub fn tenants(&self) -> Vec<TenantView> {
+        (0..self.ledger().tree_count() as u32)
+            .filter_map(|t| {
+                let g = self.ledger().lock(t)?;
+                (!g.removed).then(|| TenantView {
+                    name: g.name.clone(),
+                    time_zone: g.tz.iana_name().unwrap_or("UTC").to_owned(),
+                    nodes: g.nodes.iter().filter(|n| !n.removed).count(),
+                })
+            })
+            .collect()
+    }
+
+    /// A node with its limits, usage, subscription ids and children.
+    pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
+        let at = self.find_node(path)?;
+        let (name, limits, children) = {
+            let t = self
+                .ledger()
+                .lock(at.tree)
+                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+            let n = &t.nodes[at.node as usize];
+            let children = t
+                .nodes
+                .iter()
+                .filter(|c| !c.removed && c.parent == Some(at.node))
+                .map(|c| c.name.clone())
+                .collect();
+            (
+                n.name.clone(),
+                n.counters.iter().map(|c| limit_view(c, &t, now)).collect(),
+                children,
+            )
+        };
+        let subscriptions = self
+            .directory()
+            .bindings_of(at)
+            .into_iter()
+            .map(|(k, id)| SubscriptionView {
+                kind: kind_name(k),
+                id,
+            })
+            .collect();
+        Ok(NodeView {
+            path: path.to_owned(),
+            name,
+            limits,
+            subscriptions,
+            children,
+        })
+    }
+
+    /// A node's usage and its children's, as of `now`.
+    pub fn usage_view(&self, path: &str, now: i64) -> Result<UsageView, ChangeError> {
+        let at = self.find_node(path)?;
+        let t = self
+            .ledger()
+            .lock(at.tree)
+            .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+        let usage = |i: usize, p: String| NodeUsage {
+            path: p,
+            limits: t.nodes[i]
+                .counters
+                .iter()
+                .map(|c| limit_view(c, &t, now))
+                .collect(),
+        };
+        let children = t
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.removed && c.parent == Some(at.node))
+            .map(|(i, c)| usage(i, format!("{path}/{}", c.name)))
+            .collect();
+        Ok(UsageView {
+            node: usage(at.node as usize, path.to_owned()),
+            children,
+        })
+    }
+
+    /// The open sessions charged to a node or anywhere under it.
+    pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
+        let at = self.find_node(path)?;
+        let (inside, names) = {
+            let t = self
+                .ledger()
+                .lock(at.tree)
+                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+            let mut inside = vec![false; t.nodes.len()];
+            for n in t.subtree(at.node) {
+                inside[n as usize] = true;
+            }
+            let names: Vec<String> = (0..t.nodes.len() as u32)
+                .map(|n| {
+                    if inside[n as usize] {
+                        t.names(n).join("/")
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+            (inside, names)
+        };
+        let mut out = Vec::new();
+        for i in 0..self.sessions.shard_count() {
+            let shard = self.sessions.lock_index(i);
+            for (id, s) in &shard.open {
+                let n = s.account.node as usize;
+                if s.account.tree != at.tree || !inside.get(n).copied().unwrap_or(false) {
+                    continue;
+                }
+                out.push(SessionView {
+                    session_id: id.to_string(),
+                    subscriber: s.subscriber.to_string(),
+                    account: names[n].clone(),
+                    started: s.started,
+                    request_number: s.last_number,
+                    reservations: s
+                        .held
+                        .iter()
+                        .map(|h| ReservationView {
+                            rating_group: h.rating_group,
+                            service_identifier: h.service_identifier,
+                            unit: h.unit,
+                            reserved: shown(h.unit, h.reserved),
+                            expires: h.expires,
+                        })
+                        .collect(),
+                    used: s
+                        .services
+                        .iter()
+                        .map(|u| ServiceView {
+                            rating_group: u.rating_group,
+                            service_identifier: u.service_identifier,
+                            octets: u.units[0],
+                            seconds: u.units[1],
+                            events: u.units[2],
+                            money: shown(Unit::Money, u.units[3]),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(out)
+    }
+
+    /// A tenant's policy, in the form the API and provisioning files take.
+    pub fn policy_view(&self, tenant: &str) -> Result<PolicySpec, ChangeError> {
+        let tree = self
+            .ledger()
+            .find_tree(tenant)
+            .ok_or_else(|| ChangeError::NotFound(format!("no tenant '{tenant}'")))?;
+        let policies = self.policies();
+        let p = policies
+            .get(tree as usize)
+            .map(|p| (**p).clone())
+            .unwrap_or_default();
+        Ok(policy_spec(&p))
+    }
+}
+
+/// A policy as a spec (the inverse of parsing one).
+pub fn policy_spec(p: &Policy) -> PolicySpec {
+    let mut spec = PolicySpec {
+        slice_octets: Some(Amount::Number(p.slice_octets)),
+        slice_seconds: Some(p.slice_seconds),
+        slice_events: Some(p.slice_events),
+        validity_time_s: Some(p.validity_time_s),
+        threshold_percent: Some(p.threshold_percent),
+        quota_holding_time_s: Some(p.quota_holding_time_s),
+        final_unit_action: None,
+        redirect_address: None,
+        redirect_address_type: None,
+        filter_ids: Vec::new(),
+        restriction_rules: Vec::new(),
+        denied_rating_groups: p.denied_rating_groups.clone(),
+        tariff: p.tariff.as_ref().map(|t| TariffSpec {
+            price: t.price,
+            per_octets: Amount::Number(t.per_octets),
+            currency_code: t.currency_code,
+        }),
+    };
+    match &p.final_unit_action {
+        FinalUnitAction::Terminate => spec.final_unit_action = Some("terminate".into()),
+        FinalUnitAction::Redirect {
+            address_type,
+            address,
+        } => {
+            spec.final_unit_action = Some("redirect".into());
+            spec.redirect_address = Some(address.clone());
+            spec.redirect_address_type = Some(
+                match address_type {
+                    0 => "ipv4",
+                    1 => "ipv6",
+                    3 => "sip",
+                    _ => "url",
+                }
+                .into(),
+            );
+        }
+        FinalUnitAction::RestrictAccess { filter_ids, rules } => {
+            spec.final_unit_action = Some("restrict".into());
+            spec.filter_ids = filter_ids.clone();
+            spec.restriction_rules = rules.clone();
+        }
+    }
+    spec
+}

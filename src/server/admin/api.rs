@@ -1,0 +1,254 @@
+//! The admin API, version 1 (`docs/admin-api.yaml`): JSON in and out. Every change goes
+//! through [`Engine::change`]: checked whole, logged to the change log (synced) and then made,
+//! so it survives a restart and a refused one leaves nothing behind. Errors are
+//! `{"error": reason}` with 400 (bad request), 404 (no such tenant or node), 409 (clashes
+//! with the tree as it is) or 503 (the change log cannot be written).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::charging::changes::{Change, ChangeError};
+use crate::charging::provisioning::{Amount, LimitSpec, PolicySpec};
+use crate::charging::views::NodeUsage;
+use crate::ledger::{Period, Unit};
+use crate::server::dispatch::unix_now;
+
+use super::{AdminState, ApiError};
+
+fn error(e: ChangeError) -> ApiError {
+    let status = match e {
+        ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
+        ChangeError::Conflict(_) => StatusCode::CONFLICT,
+        ChangeError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, e.to_string())
+}
+
+/// A body that is not the JSON expected: 400 with what was wrong.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// Makes a change off the async workers (it syncs the change log).
+async fn change(state: &AdminState, c: Change) -> Result<(), ApiError> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || engine.change(&c, unix_now()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map(|_| ())
+        .map_err(error)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    policy: PolicySpec,
+    #[serde(default)]
+    limits: Vec<LimitSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    #[serde(default)]
+    limits: Vec<LimitSpec>,
+    msisdn: Option<String>,
+    imsi: Option<String>,
+    nai: Option<String>,
+    sip_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    limits: Vec<LimitSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Move {
+    from: String,
+    to: String,
+    unit: Unit,
+    #[serde(default = "month")]
+    period: Period,
+    amount: Amount,
+}
+
+fn month() -> Period {
+    Period::Month
+}
+
+#[derive(Debug, Serialize)]
+struct Moved {
+    from: NodeUsage,
+    to: NodeUsage,
+}
+
+async fn tenants(State(s): State<AdminState>) -> Response {
+    Json(s.engine.tenants()).into_response()
+}
+
+async fn add_tenant(
+    State(s): State<AdminState>,
+    b: Result<Json<NewTenant>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let t = body(b)?;
+    let name = t.name.clone();
+    change(
+        &s,
+        Change::AddTenant {
+            name: t.name,
+            time_zone: t.time_zone,
+            policy: t.policy,
+            limits: t.limits,
+        },
+    )
+    .await?;
+    let view = s.engine.node_view(&name, unix_now()).map_err(error)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn node(State(s): State<AdminState>, Path(path): Path<String>) -> Result<Response, ApiError> {
+    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn add_node(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+    b: Result<Json<NewNode>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let n = body(b)?;
+    change(
+        &s,
+        Change::AddNode {
+            path: path.clone(),
+            limits: n.limits,
+            msisdn: n.msisdn,
+            imsi: n.imsi,
+            nai: n.nai,
+            sip_uri: n.sip_uri,
+        },
+    )
+    .await?;
+    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn remove_node(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    change(&s, Change::Remove { path }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_limits(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+    b: Result<Json<Limits>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let l = body(b)?;
+    change(
+        &s,
+        Change::SetLimits {
+            path: path.clone(),
+            limits: l.limits,
+        },
+    )
+    .await?;
+    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn usage(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = s.engine.usage_view(&path, unix_now()).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn sessions(
+    State(s): State<AdminState>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = s.engine.sessions_view(&path).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn policy(
+    State(s): State<AdminState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = s.engine.policy_view(&tenant).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn set_policy(
+    State(s): State<AdminState>,
+    Path(tenant): Path<String>,
+    b: Result<Json<PolicySpec>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let p = body(b)?;
+    change(
+        &s,
+        Change::SetPolicy {
+            tenant: tenant.clone(),
+            policy: p,
+        },
+    )
+    .await?;
+    let view = s.engine.policy_view(&tenant).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
+async fn move_allowance(
+    State(s): State<AdminState>,
+    b: Result<Json<Move>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let m = body(b)?;
+    let (from, to) = (m.from.clone(), m.to.clone());
+    change(
+        &s,
+        Change::Move {
+            from: m.from,
+            to: m.to,
+            unit: m.unit,
+            period: m.period,
+            amount: m.amount,
+        },
+    )
+    .await?;
+    let now = unix_now();
+    let from = s.engine.usage_view(&from, now).map_err(error)?.node;
+    let to = s.engine.usage_view(&to, now).map_err(error)?.node;
+    Ok(Json(Moved { from, to }).into_response())
+}
+
+/// The `/v1` routes (nested under `/v1` by the caller).
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/tenants", get(tenants).post(add_tenant))
+        .route(
+            "/nodes/{*path}",
+            get(node).post(add_node).delete(remove_node),
+        )
+        .route("/limits/{*path}", put(set_limits))
+        .route("/usage/{*path}", get(usage))
+        .route("/sessions/{*path}", get(sessions))
+        .route("/policy/{tenant}", get(policy).put(set_policy))
+        .route("/moves", post(move_allowance))
+}
