@@ -230,6 +230,18 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     if let Some(q) = spec.quota_holding_time_s {
         p.quota_holding_time_s = q;
     }
+    // Checked whatever the action: a typo is an error even where it would not be used.
+    let address_type = match spec.redirect_address_type.as_deref().unwrap_or("url") {
+        "ipv4" => 0,
+        "ipv6" => 1,
+        "url" => 2,
+        "sip" => 3,
+        other => {
+            return Err(format!(
+                "redirect_address_type '{other}': use ipv4, ipv6, url or sip"
+            ));
+        }
+    };
     p.final_unit_action = match spec.final_unit_action.as_deref().unwrap_or("terminate") {
         "terminate" => FinalUnitAction::Terminate,
         "redirect" => {
@@ -237,17 +249,6 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
                 .redirect_address
                 .clone()
                 .ok_or("redirect needs redirect_address")?;
-            let address_type = match spec.redirect_address_type.as_deref().unwrap_or("url") {
-                "ipv4" => 0,
-                "ipv6" => 1,
-                "url" => 2,
-                "sip" => 3,
-                other => {
-                    return Err(format!(
-                        "redirect_address_type '{other}': use ipv4, ipv6, url or sip"
-                    ));
-                }
-            };
             FinalUnitAction::Redirect {
                 address_type,
                 address,

@@ -4,7 +4,7 @@
 //! `{"error": reason}` with 400 (bad request), 404 (no such tenant or node), 409 (clashes
 //! with the tree as it is) or 503 (the change log cannot be written).
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,12 @@ fn error(e: ChangeError) -> ApiError {
 /// A body that is not the JSON expected: 400 with what was wrong.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(t)| t)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// A path parameter that did not decode (not UTF-8): 400 with what was wrong.
+fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(p)| p)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
@@ -120,16 +126,21 @@ async fn add_tenant(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn node(State(s): State<AdminState>, Path(path): Path<String>) -> Result<Response, ApiError> {
+async fn node(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
     Ok(Json(view).into_response())
 }
 
 async fn add_node(
     State(s): State<AdminState>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     b: Result<Json<NewNode>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     let n = body(b)?;
     change(
         &s,
@@ -149,17 +160,19 @@ async fn add_node(
 
 async fn remove_node(
     State(s): State<AdminState>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     change(&s, Change::Remove { path }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn set_limits(
     State(s): State<AdminState>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     b: Result<Json<Limits>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     let l = body(b)?;
     change(
         &s,
@@ -175,33 +188,37 @@ async fn set_limits(
 
 async fn usage(
     State(s): State<AdminState>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     let view = s.engine.usage_view(&path, unix_now()).map_err(error)?;
     Ok(Json(view).into_response())
 }
 
 async fn sessions(
     State(s): State<AdminState>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
     let view = s.engine.sessions_view(&path).map_err(error)?;
     Ok(Json(view).into_response())
 }
 
 async fn policy(
     State(s): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = path_param(tenant)?;
     let view = s.engine.policy_view(&tenant).map_err(error)?;
     Ok(Json(view).into_response())
 }
 
 async fn set_policy(
     State(s): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
     b: Result<Json<PolicySpec>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = path_param(tenant)?;
     let p = body(b)?;
     change(
         &s,
