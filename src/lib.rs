@@ -2,10 +2,11 @@
 //!
 //! Layers (see DESIGN.md §3): `diameter` is the sans-IO protocol core (codec, dictionary, peer
 //! state machine); `transport` moves bytes over TCP and SCTP; `server` drives connections;
-//! `config` is the strict TOML configuration.
+//! `config` is the strict TOML configuration; `ctl` is `ocfctl`, the admin API's client.
 
 pub mod charging;
 pub mod config;
+pub mod ctl;
 pub mod diameter;
 pub mod journal;
 pub mod ledger;

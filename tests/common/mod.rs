@@ -469,7 +469,7 @@ impl Gw {
     }
 }
 
-/// A minimal HTTP/1.1 client for the admin API: one request per connection.
+/// An admin API client (the one `ocfctl` uses).
 pub struct Http {
     pub addr: SocketAddr,
     pub token: Option<String>,
@@ -479,54 +479,12 @@ impl Http {
     /// Sends a request; returns the status and the body parsed as JSON (Null if empty or not
     /// JSON).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        let (status, text) = self.raw(method, path, body);
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    pub fn raw(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        if let Some(t) = &self.token {
-            req += &format!("Authorization: Bearer {t}\r\n");
-        }
-        let body = body.unwrap_or("");
-        if !body.is_empty() {
-            req += "Content-Type: application/json\r\n";
-        }
-        req += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).unwrap();
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        // Chunked bodies: join the chunks.
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            let mut out = String::new();
-            let mut r = rest;
-            while let Some((size, after)) = r.split_once("\r\n") {
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                if n == 0 || after.len() < n {
-                    break;
-                }
-                out.push_str(&after[..n]);
-                r = after[n..].trim_start_matches("\r\n");
-            }
-            out
-        } else {
-            rest.to_owned()
+        let c = ocf::ctl::http::Client {
+            addr: self.addr,
+            token: self.token.clone(),
+            timeout: WAIT,
         };
-        (status, body)
+        let a = c.call(method, path, body).unwrap();
+        (a.status, a.json())
     }
 }

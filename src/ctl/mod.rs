@@ -1,0 +1,550 @@
+//! `ocfctl`: the admin API from a shell, for ops and telecoms managers. Each command is one or
+//! a few API calls; answers print as readable tables, or as the API's JSON with `--json`.
+
+pub mod http;
+
+use serde_json::Value;
+
+use http::{Client, encode_path};
+
+/// What went wrong, and the exit status it gives.
+#[derive(Debug)]
+pub enum CtlError {
+    /// The API refused (4xx/5xx): exit 1.
+    Refused { status: u16, reason: String },
+    /// The API could not be reached or answered nonsense: exit 3.
+    Unreachable(String),
+    /// The command line is wrong: exit 2.
+    Usage(String),
+}
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtlError::Refused { status, reason } => write!(f, "{status}: {reason}"),
+            CtlError::Unreachable(e) => write!(f, "cannot reach the admin API: {e}"),
+            CtlError::Usage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused { .. } => 1,
+            CtlError::Usage(_) => 2,
+            CtlError::Unreachable(_) => 3,
+        }
+    }
+}
+
+/// Calls the API; a 2xx answer's JSON, else the refusal.
+pub fn call(c: &Client, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CtlError> {
+    let text = body.map(Value::to_string);
+    let a = c
+        .call(method, path, text.as_deref())
+        .map_err(|e| CtlError::Unreachable(format!("{}: {e}", c.addr)))?;
+    if !(200..300).contains(&a.status) {
+        return Err(CtlError::Refused {
+            status: a.status,
+            reason: a.reason(),
+        });
+    }
+    Ok(a.json())
+}
+
+/// A limit from the command line: `UNIT[:PERIOD]:AMOUNT`, e.g. `octets:month:10 GiB`,
+/// `octets:5 GiB` (a month), `money:total:5.00`.
+pub fn parse_limit(text: &str) -> Result<Value, CtlError> {
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    let (unit, period, amount) = match parts.as_slice() {
+        [u, a] => (*u, "month", *a),
+        [u, p, a] => (*u, *p, *a),
+        _ => {
+            return Err(CtlError::Usage(format!(
+                "limit '{text}': give UNIT[:PERIOD]:AMOUNT, e.g. octets:month:10GiB"
+            )));
+        }
+    };
+    let amount = match amount.trim().parse::<u64>() {
+        Ok(n) if unit != "money" => Value::from(n),
+        _ => Value::from(amount.trim()),
+    };
+    Ok(serde_json::json!({ "unit": unit, "period": period, "amount": amount }))
+}
+
+/// A human amount: binary units for octets, seconds, events as they are, money as given.
+pub fn human(unit: &str, v: &Value) -> String {
+    match (unit, v.as_u64()) {
+        ("octets", Some(n)) => {
+            const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+            let mut x = n as f64;
+            let mut i = 0;
+            while x >= 1024.0 && i < UNITS.len() - 1 {
+                x /= 1024.0;
+                i += 1;
+            }
+            if i == 0 {
+                format!("{n} B")
+            } else {
+                format!("{x:.1} {}", UNITS[i])
+            }
+        }
+        ("seconds", Some(n)) => format!("{n} s"),
+        (_, Some(n)) => n.to_string(),
+        _ => v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string()),
+    }
+}
+
+/// A table with a header row; columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(width[i].saturating_sub(c.chars().count())));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Usage rows: one per limit of each node.
+fn usage_rows(nodes: &[&Value]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for n in nodes {
+        let path = n["path"].as_str().unwrap_or("").to_owned();
+        let limits = n["limits"].as_array().cloned().unwrap_or_default();
+        if limits.is_empty() {
+            rows.push(vec![
+                path.clone(),
+                "-".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
+        }
+        for l in limits {
+            let unit = l["unit"].as_str().unwrap_or("");
+            let pct = match (
+                l["used"].as_f64(),
+                l["reserved"].as_f64(),
+                l["limit"].as_f64(),
+            ) {
+                (Some(u), Some(r), Some(lim)) if lim > 0.0 => {
+                    format!("{:.0}%", 100.0 * (u + r) / lim)
+                }
+                _ => match (
+                    l["used"].as_str().and_then(|s| s.parse::<f64>().ok()),
+                    l["reserved"].as_str().and_then(|s| s.parse::<f64>().ok()),
+                    l["limit"].as_str().and_then(|s| s.parse::<f64>().ok()),
+                ) {
+                    (Some(u), Some(r), Some(lim)) if lim > 0.0 => {
+                        format!("{:.0}%", 100.0 * (u + r) / lim)
+                    }
+                    _ => "-".into(),
+                },
+            };
+            rows.push(vec![
+                path.clone(),
+                format!("{unit}/{}", l["period"].as_str().unwrap_or("")),
+                human(unit, &l["used"]),
+                human(unit, &l["reserved"]),
+                human(unit, &l["limit"]),
+                human(unit, &l["headroom"]),
+                pct,
+                l["period_end"].as_str().unwrap_or("-").to_owned(),
+            ]);
+        }
+    }
+    rows
+}
+
+const USAGE_HEADER: [&str; 8] = [
+    "NODE",
+    "LIMIT",
+    "USED",
+    "RESERVED",
+    "OF",
+    "HEADROOM",
+    "TAKEN",
+    "PERIOD ENDS",
+];
+
+/// `usage PATH`: the node and its children.
+pub fn usage(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", &format!("/v1/usage/{}", encode_path(path)), None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let mut nodes = vec![&v["node"]];
+    if let Some(ch) = v["children"].as_array() {
+        nodes.extend(ch.iter());
+    }
+    Ok(table(&USAGE_HEADER, &usage_rows(&nodes)))
+}
+
+/// `tree PATH --depth N`: the tree under a node, with each node's limits, `depth` levels down.
+pub fn tree(c: &Client, path: &str, depth: usize, json: bool) -> Result<String, CtlError> {
+    fn walk(
+        c: &Client,
+        path: &str,
+        prefix: &str,
+        depth: usize,
+        out: &mut String,
+        all: &mut Vec<Value>,
+    ) -> Result<(), CtlError> {
+        let v = call(c, "GET", &format!("/v1/usage/{}", encode_path(path)), None)?;
+        let children = v["children"].as_array().cloned().unwrap_or_default();
+        all.push(v["node"].clone());
+        for (i, ch) in children.iter().enumerate() {
+            let last = i + 1 == children.len();
+            let p = ch["path"].as_str().unwrap_or("");
+            let name = p.rsplit('/').next().unwrap_or(p);
+            out.push_str(&format!(
+                "{prefix}{}{name}{}\n",
+                if last { "└─ " } else { "├─ " },
+                limits_brief(ch)
+            ));
+            let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+            if depth > 1 {
+                walk(c, p, &deeper, depth - 1, out, all)?;
+            } else {
+                all.push(ch.clone());
+            }
+        }
+        Ok(())
+    }
+    let root = call(c, "GET", &format!("/v1/usage/{}", encode_path(path)), None)?;
+    let mut out = format!("{path}{}\n", limits_brief(&root["node"]));
+    let mut all = Vec::new();
+    walk(c, path, "", depth.max(1), &mut out, &mut all)?;
+    if json {
+        return Ok(format!("{:#}\n", Value::Array(all)));
+    }
+    Ok(out)
+}
+
+/// "  octets/month 1.2 GiB of 5.0 GiB" for each limit.
+fn limits_brief(n: &Value) -> String {
+    let mut s = String::new();
+    for l in n["limits"].as_array().into_iter().flatten() {
+        let unit = l["unit"].as_str().unwrap_or("");
+        s.push_str(&format!(
+            "  [{unit}/{}: {} used, {} reserved, of {}]",
+            l["period"].as_str().unwrap_or(""),
+            human(unit, &l["used"]),
+            human(unit, &l["reserved"]),
+            human(unit, &l["limit"])
+        ));
+    }
+    s
+}
+
+/// `node PATH`: limits, subscription ids, children.
+pub fn node(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", &format!("/v1/nodes/{}", encode_path(path)), None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    Ok(node_text(&v))
+}
+
+fn node_text(v: &Value) -> String {
+    let mut out = table(&USAGE_HEADER, &usage_rows(&[v]));
+    let subs: Vec<String> = v["subscriptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap_or(""),
+                s["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if !subs.is_empty() {
+        out.push_str(&format!("subscriptions: {}\n", subs.join(", ")));
+    }
+    let n = v["children"].as_array().map_or(0, Vec::len);
+    if n > 0 {
+        out.push_str(&format!("children: {n}\n"));
+    }
+    out
+}
+
+/// `tenants`.
+pub fn tenants(c: &Client, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/v1/tenants", None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            vec![
+                t["name"].as_str().unwrap_or("").to_owned(),
+                t["time_zone"].as_str().unwrap_or("").to_owned(),
+                t["nodes"].to_string(),
+            ]
+        })
+        .collect();
+    Ok(table(&["TENANT", "TIME ZONE", "NODES"], &rows))
+}
+
+/// `sessions PATH`.
+pub fn sessions(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        "GET",
+        &format!("/v1/sessions/{}", encode_path(path)),
+        None,
+    )?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let held: Vec<String> = s["reservations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let unit = r["unit"].as_str().unwrap_or("");
+                    format!("rg {} {}", r["rating_group"], human(unit, &r["reserved"]))
+                })
+                .collect();
+            let used: u64 = s["used"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u["octets"].as_u64())
+                .sum();
+            vec![
+                s["session_id"].as_str().unwrap_or("").to_owned(),
+                s["subscriber"].as_str().unwrap_or("").to_owned(),
+                s["account"].as_str().unwrap_or("").to_owned(),
+                s["request_number"].to_string(),
+                human("octets", &Value::from(used)),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    held.join(", ")
+                },
+            ]
+        })
+        .collect();
+    Ok(table(
+        &[
+            "SESSION-ID",
+            "SUBSCRIBER",
+            "ACCOUNT",
+            "CC-REQ",
+            "USED",
+            "RESERVED",
+        ],
+        &rows,
+    ))
+}
+
+/// `add-tenant NAME`.
+pub fn add_tenant(
+    c: &Client,
+    name: &str,
+    time_zone: Option<&str>,
+    limits: &[String],
+    json: bool,
+) -> Result<String, CtlError> {
+    let limits: Vec<Value> = limits
+        .iter()
+        .map(|l| parse_limit(l))
+        .collect::<Result<_, _>>()?;
+    let mut body = serde_json::json!({ "name": name, "limits": limits });
+    if let Some(tz) = time_zone {
+        body["time_zone"] = Value::from(tz);
+    }
+    let v = call(c, "POST", "/v1/tenants", Some(&body))?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
+/// Subscription ids of a new node.
+#[derive(Debug, Default)]
+pub struct Ids {
+    pub msisdn: Option<String>,
+    pub imsi: Option<String>,
+    pub nai: Option<String>,
+    pub sip_uri: Option<String>,
+}
+
+/// `add PATH`.
+pub fn add(
+    c: &Client,
+    path: &str,
+    limits: &[String],
+    ids: &Ids,
+    json: bool,
+) -> Result<String, CtlError> {
+    let limits: Vec<Value> = limits
+        .iter()
+        .map(|l| parse_limit(l))
+        .collect::<Result<_, _>>()?;
+    let mut body = serde_json::json!({ "limits": limits });
+    for (k, v) in [
+        ("msisdn", &ids.msisdn),
+        ("imsi", &ids.imsi),
+        ("nai", &ids.nai),
+        ("sip_uri", &ids.sip_uri),
+    ] {
+        if let Some(v) = v {
+            body[k] = Value::from(v.as_str());
+        }
+    }
+    let v = call(
+        c,
+        "POST",
+        &format!("/v1/nodes/{}", encode_path(path)),
+        Some(&body),
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
+/// `remove PATH`.
+pub fn remove(c: &Client, path: &str) -> Result<String, CtlError> {
+    call(
+        c,
+        "DELETE",
+        &format!("/v1/nodes/{}", encode_path(path)),
+        None,
+    )?;
+    Ok(format!("removed {path}\n"))
+}
+
+/// `limit PATH --limit ...`: sets all the node's limits.
+pub fn limit(c: &Client, path: &str, limits: &[String], json: bool) -> Result<String, CtlError> {
+    let limits: Vec<Value> = limits
+        .iter()
+        .map(|l| parse_limit(l))
+        .collect::<Result<_, _>>()?;
+    let body = serde_json::json!({ "limits": limits });
+    let v = call(
+        c,
+        "PUT",
+        &format!("/v1/limits/{}", encode_path(path)),
+        Some(&body),
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
+/// `move FROM TO AMOUNT`.
+pub fn move_allowance(
+    c: &Client,
+    from: &str,
+    to: &str,
+    amount: &str,
+    unit: &str,
+    period: &str,
+    json: bool,
+) -> Result<String, CtlError> {
+    let amount = match amount.trim().parse::<u64>() {
+        Ok(n) if unit != "money" => Value::from(n),
+        _ => Value::from(amount.trim()),
+    };
+    let body = serde_json::json!({
+        "from": from, "to": to, "unit": unit, "period": period, "amount": amount
+    });
+    let v = call(c, "POST", "/v1/moves", Some(&body))?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    Ok(table(&USAGE_HEADER, &usage_rows(&[&v["from"], &v["to"]])))
+}
+
+/// `policy TENANT [--set JSON]`.
+pub fn policy(c: &Client, tenant: &str, set: Option<&str>) -> Result<String, CtlError> {
+    let path = format!("/v1/policy/{}", encode_path(tenant));
+    let v = match set {
+        Some(text) => {
+            let body: Value = serde_json::from_str(text)
+                .map_err(|e| CtlError::Usage(format!("--set: not JSON: {e}")))?;
+            call(c, "PUT", &path, Some(&body))?
+        }
+        None => call(c, "GET", &path, None)?,
+    };
+    Ok(format!("{v:#}\n"))
+}
+
+/// `ready`: the readiness answer.
+pub fn ready(c: &Client) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/ready", None)?;
+    Ok(format!("{}\n", v["status"].as_str().unwrap_or("?")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_amounts_read_and_print() {
+        assert_eq!(
+            parse_limit("octets:month:10 GiB").unwrap(),
+            serde_json::json!({"unit":"octets","period":"month","amount":"10 GiB"})
+        );
+        assert_eq!(
+            parse_limit("octets:1048576").unwrap()["amount"],
+            serde_json::json!(1048576)
+        );
+        assert_eq!(parse_limit("money:total:5.00").unwrap()["amount"], "5.00");
+        assert!(parse_limit("octets").is_err());
+        assert_eq!(human("octets", &Value::from(10u64 << 30)), "10.0 GiB");
+        assert_eq!(human("octets", &Value::from(512u64)), "512 B");
+        assert_eq!(human("money", &Value::from("4.99")), "4.99");
+    }
+
+    #[test]
+    fn tables_line_up() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}
