@@ -11,4 +11,5 @@ pub mod diameter;
 pub mod journal;
 pub mod ledger;
 pub mod server;
+pub mod stats;
 pub mod transport;

@@ -2,7 +2,7 @@
 //! operations and a CCA. Sans-IO: `now` (Unix seconds) comes from the caller.
 
 use bytes::BytesMut;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
@@ -53,6 +53,8 @@ const SUPERVISION_PARTS: usize = 16;
 pub struct Supervision {
     pub expired_reservations: usize,
     pub closed_sessions: usize,
+    /// Reservations the walked sessions still hold.
+    pub held_reservations: usize,
 }
 
 /// Where an answer goes: who we are, the request, and the output buffer.
@@ -793,6 +795,14 @@ impl Engine {
         self.supervise_shards(now, 0..self.sessions.shard_count())
     }
 
+    /// Reservations found open at the last start and not yet expired.
+    pub fn outstanding_count(&self) -> usize {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Session shards per supervision pass of [`Engine::supervise_part`].
     pub fn supervision_parts(&self) -> usize {
         SUPERVISION_PARTS
@@ -839,6 +849,7 @@ impl Engine {
                 });
                 sup.expired_reservations += before - s.held.len();
                 if now < s.deadline {
+                    sup.held_reservations += s.held.len();
                     return true;
                 }
                 if !s.terminated {
@@ -956,24 +967,11 @@ fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
     }
 }
 
-/// One line per session end until the journal's usage records exist: at debug for sessions
-/// the gateway ended (one per session, too many for info at full load), at info for those
-/// supervision had to close.
+/// One debug line per session end (one per session: too many for info at full load; the usage
+/// records have them all, and supervision logs a count at info).
 fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) {
     let [octets, seconds, events, money] = s.totals();
-    if s.terminated {
-        debug!(
-            session_id,
-            subscriber = &*s.subscriber,
-            octets,
-            money,
-            duration_s = now - s.started,
-            outcome,
-            "usage"
-        );
-        return;
-    }
-    info!(
+    debug!(
         session_id,
         subscriber = &*s.subscriber,
         octets,

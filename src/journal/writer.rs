@@ -48,6 +48,9 @@ pub struct Progress {
     pub synced: AtomicU64,
     /// Write or sync failures (the writer keeps trying; ops must alert).
     pub errors: AtomicU64,
+    /// How long each group write and each sync took.
+    pub write_latency: crate::stats::Histogram,
+    pub sync_latency: crate::stats::Histogram,
 }
 
 /// A batch of records from the requests of one read (or one supervision pass).
@@ -253,7 +256,10 @@ fn run(
             }
         }
         if count > 0 {
-            match segments.append(&buf, count) {
+            let started = Instant::now();
+            let wrote = segments.append(&buf, count);
+            p.write_latency.record(started.elapsed());
+            match wrote {
                 Ok(()) => {
                     p.written.store(last, Ordering::Release);
                     unsynced = true;
@@ -276,7 +282,10 @@ fn run(
 }
 
 fn sync(segments: &mut SegmentWriter, p: &Progress) {
-    match segments.sync() {
+    let started = Instant::now();
+    let synced = segments.sync();
+    p.sync_latency.record(started.elapsed());
+    match synced {
         Ok(()) => p
             .synced
             .store(p.written.load(Ordering::Acquire), Ordering::Release),

@@ -11,11 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::{Shared, dispatch};
+use super::{Shared, dispatch, meter};
 use crate::diameter::codes::DisconnectCause;
 use crate::diameter::frame::{self, FrameError};
 use crate::diameter::header::HEADER_LEN;
-use crate::diameter::peer::{Event, Peer};
+use crate::diameter::peer::{Event, Peer, State};
 
 /// Bytes asked of the socket per read: large enough that one read takes in what a pipelining
 /// peer sent while the last batch was answered, so the queue is here, where overload shedding
@@ -89,6 +89,32 @@ fn answer_events<'e>(
     answered
 }
 
+/// Keeps `ocfd_peers` by state: a connection counts in its peer's state until it ends.
+struct PeerGauge<'m> {
+    meters: &'m meter::Meters,
+    state: State,
+}
+
+impl<'m> PeerGauge<'m> {
+    fn new(meters: &'m meter::Meters, state: State) -> Self {
+        meters.peer_state(None, Some(state));
+        PeerGauge { meters, state }
+    }
+
+    fn set(&mut self, state: State) {
+        if state != self.state {
+            self.meters.peer_state(Some(self.state), Some(state));
+            self.state = state;
+        }
+    }
+}
+
+impl Drop for PeerGauge<'_> {
+    fn drop(&mut self) {
+        self.meters.peer_state(Some(self.state), None);
+    }
+}
+
 /// Counts a connection for as long as its driver runs.
 struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
@@ -129,6 +155,10 @@ pub(crate) async fn drive<S>(
     }
     debug!(%remote, "connection accepted");
     let _counted = Counted::new(&shared.connections);
+    let mut state = PeerGauge::new(&shared.meters, peer.state());
+    let mut meters = meter::Local::default();
+    // When the read whose answers are being written came in.
+    let mut read_at: Option<Instant> = None;
     loop {
         // Answer events (application requests) into the same output buffer, as one batch;
         // the batch (it holds the snapshot gate) ends before anything is awaited.
@@ -156,11 +186,15 @@ pub(crate) async fn drive<S>(
         }
         if !peer.transmit().is_empty() {
             let out = peer.transmit().split();
+            meters.encoded(&out);
             if let Err(e) = stream.write_all(&out).await {
                 debug!(%remote, error = %e, "write failed");
                 break;
             }
+            meters.written(read_at.map(|t| t.elapsed()).unwrap_or_default());
+            shared.meters.add(&mut meters);
         }
+        state.set(peer.state());
         if peer.is_closed() {
             let _ = stream.shutdown().await;
             break;
@@ -191,6 +225,7 @@ pub(crate) async fn drive<S>(
                     peer.set_config(live.peer.clone());
                 }
                 let now = Instant::now();
+                read_at = Some(now);
                 // Requests are answered as they are cut, so the clock says how long the rest
                 // of this read has waited; past the overload budget, credit-control requests
                 // are refused (3004) at a fraction of the cost of answering them.
@@ -200,6 +235,7 @@ pub(crate) async fn drive<S>(
                 loop {
                     match cut(&mut rbuf, live.max_message_bytes) {
                         Cut::Frame(f) => {
+                            meters.request(&f);
                             if let Some(at) = shed_at {
                                 if !shedding && frames > 0 && frames % SHED_CHECK_EVERY == 0 {
                                     shedding = Instant::now() >= at;

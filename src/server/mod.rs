@@ -4,6 +4,7 @@
 pub mod admin;
 mod connection;
 pub mod dispatch;
+pub mod meter;
 pub mod recovery;
 pub mod reload;
 mod systemd;
@@ -81,6 +82,8 @@ pub(crate) struct Shared {
     pub connections: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     pub seeds: AtomicU64,
+    /// Diameter traffic meters for `/metrics`.
+    pub meters: Arc<meter::Meters>,
 }
 
 impl Shared {
@@ -246,6 +249,7 @@ impl Server {
                 connections: Arc::new(AtomicU64::new(0)),
                 requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
+                meters: Arc::new(meter::Meters::default()),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
@@ -330,6 +334,7 @@ impl Server {
             let state = admin::AdminState {
                 engine: self.shared.engine.clone(),
                 token: token.into(),
+                meters: self.shared.meters.clone(),
             };
             tokio::spawn(admin::serve(l, state))
         });
@@ -375,6 +380,7 @@ impl Server {
                 let sup = engine.supervise_part(now, part);
                 sum.expired_reservations += sup.expired_reservations;
                 sum.closed_sessions += sup.closed_sessions;
+                sum.held_reservations += sup.held_reservations;
                 // WATCHDOG=1 only from here: the runtime ran this tick, supervision got every
                 // lock it needed, and the journal writer is not stuck.
                 if let Some(every) = watchdog_every {
@@ -389,7 +395,11 @@ impl Server {
                 if part + 1 < parts {
                     continue;
                 }
-                gauges.refresh(&engine, shed.load(Ordering::Relaxed));
+                gauges.refresh(
+                    &engine,
+                    shed.load(Ordering::Relaxed),
+                    sum.held_reservations + engine.outstanding_count(),
+                );
                 systemd::status(&status());
                 tracing::debug!("supervision tick");
                 if sum.expired_reservations > 0 || sum.closed_sessions > 0 {

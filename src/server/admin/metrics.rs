@@ -24,8 +24,13 @@ pub struct Gauges {
     journal_synced: Gauge,
     journal_errors: Gauge,
     sessions: Gauge,
+    reservations: Gauge,
     shed: Counter,
 }
+
+/// Enterprises (trees of more than one node) shown with per-tenant gauges, at most: a
+/// consumer is a tree too, and millions of series would drown Prometheus.
+const MAX_TENANT_SERIES: usize = 1000;
 
 impl Gauges {
     pub fn new() -> Self {
@@ -47,6 +52,22 @@ impl Gauges {
             "Journal write or sync failures since start"
         );
         metrics::describe_gauge!("ocfd_sessions_open", "Open credit-control sessions");
+        metrics::describe_gauge!(
+            "ocfd_reservations_open",
+            "Reservations held (by sessions, and from before the last start) until reported or expired"
+        );
+        metrics::describe_gauge!(
+            "ocfd_enterprise_used",
+            "Units used this period at an enterprise's root, by unit and period (money in the currency)"
+        );
+        metrics::describe_gauge!(
+            "ocfd_enterprise_reserved",
+            "Units reserved at an enterprise's root, by unit and period (money in the currency)"
+        );
+        metrics::describe_gauge!(
+            "ocfd_enterprise_limit",
+            "The limit at an enterprise's root, by unit and period (money in the currency)"
+        );
         metrics::describe_counter!(
             "ocfd_overload_shed_total",
             "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
@@ -57,12 +78,15 @@ impl Gauges {
             journal_synced: metrics::gauge!("ocfd_journal_synced_sequence"),
             journal_errors: metrics::gauge!("ocfd_journal_errors"),
             sessions: metrics::gauge!("ocfd_sessions_open"),
+            reservations: metrics::gauge!("ocfd_reservations_open"),
             shed: metrics::counter!("ocfd_overload_shed_total"),
         }
     }
 
     /// Refreshes every gauge from the engine (called by the supervision tick).
-    pub fn refresh(&self, engine: &Engine, shed: u64) {
+    pub fn refresh(&self, engine: &Engine, shed: u64, reservations: usize) {
+        self.reservations.set(reservations as f64);
+        self.enterprises(engine);
         self.shed.absolute(shed);
         if let Some(j) = engine.journal() {
             let p = j.progress();
@@ -75,6 +99,44 @@ impl Gauges {
                 .set(p.errors.load(Ordering::Relaxed) as f64);
         }
         self.sessions.set(engine.session_count() as f64);
+    }
+}
+
+impl Gauges {
+    /// Per-enterprise usage at each root: used, reserved and limit per unit and period.
+    fn enterprises(&self, engine: &Engine) {
+        let ledger = engine.ledger();
+        let mut shown = 0;
+        for t in 0..ledger.tree_count() as u32 {
+            if shown == MAX_TENANT_SERIES {
+                break;
+            }
+            let Some(tree) = ledger.lock(t) else { continue };
+            if tree.removed || tree.nodes.len() < 2 {
+                continue;
+            }
+            shown += 1;
+            let Some(root) = tree.nodes.first() else {
+                continue;
+            };
+            let now = crate::server::dispatch::unix_now();
+            for c in &root.counters {
+                let scale = if c.unit == crate::ledger::Unit::Money {
+                    10f64.powi(-(crate::ledger::MONEY_SCALE as i32))
+                } else {
+                    1.0
+                };
+                let used = if now >= c.period_end { 0 } else { c.used };
+                let labels = [
+                    ("tenant", tree.name.clone()),
+                    ("unit", format!("{:?}", c.unit).to_lowercase()),
+                    ("period", format!("{:?}", c.period).to_lowercase()),
+                ];
+                metrics::gauge!("ocfd_enterprise_used", &labels).set(used as f64 * scale);
+                metrics::gauge!("ocfd_enterprise_reserved", &labels).set(c.reserved as f64 * scale);
+                metrics::gauge!("ocfd_enterprise_limit", &labels).set(c.limit as f64 * scale);
+            }
+        }
     }
 }
 

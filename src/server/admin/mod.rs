@@ -28,6 +28,7 @@ pub struct AdminState {
     pub engine: Arc<Engine>,
     /// The bearer token `/v1` wants.
     pub token: Arc<str>,
+    pub meters: Arc<super::meter::Meters>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
@@ -118,6 +119,43 @@ async fn ready(State(state): State<AdminState>) -> Response {
     }
 }
 
+/// `/metrics`: the recorder's gauges and counters, then the histograms and meters kept here.
+async fn render_metrics(State(state): State<AdminState>) -> Response {
+    let mut out = prometheus().map(|h| h.render()).unwrap_or_default();
+    state.meters.render(&mut out);
+    if let Some(j) = state.engine.journal() {
+        let p = j.progress();
+        out.push_str(
+            "# HELP ocfd_journal_write_latency_seconds Time of each group write to the journal
+",
+        );
+        out.push_str(
+            "# TYPE ocfd_journal_write_latency_seconds histogram
+",
+        );
+        p.write_latency
+            .render(&mut out, "ocfd_journal_write_latency_seconds", "");
+        out.push_str(
+            "# HELP ocfd_journal_sync_latency_seconds Time of each journal fsync
+",
+        );
+        out.push_str(
+            "# TYPE ocfd_journal_sync_latency_seconds histogram
+",
+        );
+        p.sync_latency
+            .render(&mut out, "ocfd_journal_sync_latency_seconds", "");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     let v1 = api::routes().layer(axum::middleware::from_fn_with_state(
@@ -125,10 +163,7 @@ pub fn router(state: AdminState) -> Router {
         authorize,
     ));
     Router::new()
-        .route(
-            "/metrics",
-            get(|| async { prometheus().map(|h| h.render()).unwrap_or_default() }),
-        )
+        .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .nest("/v1", v1)
