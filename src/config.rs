@@ -58,6 +58,43 @@ pub struct DiameterConfig {
     pub allowed_peers: Vec<String>,
     /// Directory of extra dictionary `*.xml` files, loaded after the built-in ones.
     pub dictionary_dir: Option<PathBuf>,
+    /// Diameter over TLS/TCP.
+    pub tls: TlsSection,
+}
+
+/// Diameter over TLS/TCP (RFC 6733 §13): TLS from the first octet on listeners of their own,
+/// TLS 1.2 or later, mutual certificate authentication. A reload reads the certificate files
+/// again (for new connections).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// TLS/TCP listen addresses, `ip:port` (IANA port 5658); empty: no TLS listener.
+    pub listen: Vec<String>,
+    /// Our certificate chain, PEM (end entity first).
+    pub certificate: Option<PathBuf>,
+    /// Our private key, PEM.
+    pub private_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the peers' certificates: a peer without a certificate
+    /// from one of them fails the handshake.
+    pub peer_ca: Option<PathBuf>,
+    /// Lowest TLS version: "1.2" or "1.3".
+    pub min_version: String,
+    /// A peer's CER Origin-Host must be a name its certificate is valid for; otherwise the
+    /// CER is answered 3010 DIAMETER_UNKNOWN_PEER.
+    pub origin_host_in_certificate: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            listen: vec![],
+            certificate: None,
+            private_key: None,
+            peer_ca: None,
+            min_version: "1.2".into(),
+            origin_host_in_certificate: true,
+        }
+    }
 }
 
 /// Credit control.
@@ -200,6 +237,7 @@ impl Default for DiameterConfig {
             overload_queue_us: 2000,
             allowed_peers: vec![],
             dictionary_dir: None,
+            tls: TlsSection::default(),
         }
     }
 }
@@ -292,12 +330,26 @@ impl Config {
         if !is_fqdn(&d.origin_realm) {
             return Err(invalid("diameter.origin_realm", "must be a realm name"));
         }
-        if d.listen_tcp.is_empty() && d.listen_sctp.is_empty() {
+        if d.listen_tcp.is_empty() && d.listen_sctp.is_empty() && d.tls.listen.is_empty() {
             return Err(invalid(
                 "diameter.listen_tcp",
-                "at least one TCP or SCTP listener is needed",
+                "at least one TCP, SCTP or TLS listener is needed",
             ));
         }
+        self.tls_listeners()?;
+        if !d.tls.listen.is_empty() {
+            for (field, v) in [
+                ("diameter.tls.certificate", &d.tls.certificate),
+                ("diameter.tls.private_key", &d.tls.private_key),
+                ("diameter.tls.peer_ca", &d.tls.peer_ca),
+            ] {
+                if v.is_none() {
+                    return Err(invalid(field, "is needed for a TLS listener"));
+                }
+            }
+        }
+        crate::transport::tls::versions(&d.tls.min_version)
+            .map_err(|e| invalid("diameter.tls.min_version", e.reason))?;
         self.tcp_listeners()?;
         self.sctp_listeners()?;
         if d.watchdog_s < 6 {
@@ -367,6 +419,18 @@ impl Config {
             .map(|s| {
                 s.parse::<SocketAddr>()
                     .map_err(|_| invalid("diameter.listen_tcp", format!("'{s}' is not ip:port")))
+            })
+            .collect()
+    }
+
+    pub fn tls_listeners(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.diameter
+            .tls
+            .listen
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| invalid("diameter.tls.listen", format!("'{s}' is not ip:port")))
             })
             .collect()
     }

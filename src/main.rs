@@ -348,6 +348,7 @@ fn main() -> ExitCode {
                 Some(
                     ServerError::Provisioning(_)
                         | ServerError::Import(_)
+                        | ServerError::Tls(_)
                         | ServerError::Dictionary(_)
                         | ServerError::Config(_)
                 )

@@ -72,7 +72,7 @@ fn truncated_header_is_closed_without_answer() {
     let mut d = Daemon::start("");
     let mut conn = Conn::connect(d.addr);
     conn.send(&header(1, 20, 0x80, 257)[..10]);
-    conn.s.shutdown(std::net::Shutdown::Write).unwrap();
+    conn.s.tcp().shutdown(std::net::Shutdown::Write).unwrap();
     conn.expect_closed();
     d.assert_serving();
 }

@@ -52,6 +52,22 @@ pub enum ClientError {
     Dictionary(#[from] ocf::diameter::dictionary::DictionaryError),
 }
 
+/// TLS client settings: what the server's certificate must name, and the rustls settings
+/// (our certificate and key, the CA of the server's).
+#[derive(Clone)]
+pub struct TlsClient {
+    pub server_name: String,
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A byte stream the client can drive (TCP or SCTP).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -103,6 +119,26 @@ impl Client {
         s.set_nodelay(true)?;
         let local = s.local_addr()?.ip();
         Self::handshake(Box::new(s), local, cfg).await
+    }
+
+    /// Connects over TLS/TCP (the TLS handshake first, RFC 6733 §13) and completes CER/CEA.
+    pub async fn connect_tls(
+        server: SocketAddr,
+        tls: &TlsClient,
+        cfg: &ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let s = tokio::time::timeout(cfg.timeout, TcpStream::connect(server))
+            .await
+            .map_err(|_| ClientError::Timeout(cfg.timeout))??;
+        s.set_nodelay(true)?;
+        let local = s.local_addr()?.ip();
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let t = tokio::time::timeout(cfg.timeout, connector.connect(name, s))
+            .await
+            .map_err(|_| ClientError::Timeout(cfg.timeout))??;
+        Self::handshake(Box::new(t), local, cfg).await
     }
 
     /// Connects over SCTP (binding `local` addresses for multi-homing) and completes CER/CEA.

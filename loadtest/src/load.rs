@@ -43,6 +43,8 @@ pub enum Transport {
     Tcp,
     /// SCTP, binding these local addresses (multi-homing) if any.
     Sctp(Vec<IpAddr>),
+    /// TLS over TCP (RFC 6733 §13), checking the server's certificate for this name.
+    Tls(crate::client::TlsClient),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -633,6 +635,7 @@ pub async fn run_once(
         let client = match &cfg.transport {
             Transport::Tcp => Client::connect_tcp(cfg.server, &cfg.client).await?,
             Transport::Sctp(local) => Client::connect_sctp(cfg.server, local, &cfg.client).await?,
+            Transport::Tls(tls) => Client::connect_tls(cfg.server, tls, &cfg.client).await?,
         };
         opened.push(client);
     }

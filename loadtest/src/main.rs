@@ -40,7 +40,7 @@ enum Cmd {
     /// Time DWR/DWA round trips one at a time.
     Watchdog {
         #[command(flatten)]
-        conn: ConnArgs,
+        conn: Box<ConnArgs>,
         /// Number of round trips (at most 1,000,000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
         count: u32,
@@ -67,6 +67,21 @@ struct ConnArgs {
     /// Local addresses to bind for a multi-homed SCTP association.
     #[arg(long = "sctp-local", value_name = "IP")]
     sctp_local: Vec<IpAddr>,
+    /// TLS over TCP: the CA certificate (PEM) that signs the server's certificate.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_key"], conflicts_with = "sctp")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// TLS: our certificate (PEM), which must name our Origin-Host.
+    #[arg(long, value_name = "PEM", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS: our private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_ca")]
+    tls_key: Option<std::path::PathBuf>,
+    /// TLS: the name the server's certificate must be valid for.
+    #[arg(long, default_value = "ocfd.localdomain")]
+    tls_server_name: String,
+    /// TLS: the lowest version, "1.2" or "1.3".
+    #[arg(long, default_value = "1.2")]
+    tls_min_version: String,
     /// Our Origin-Host.
     #[arg(long, default_value = "loadtest.localdomain")]
     origin_host: String,
@@ -82,6 +97,19 @@ struct ConnArgs {
 }
 
 impl ConnArgs {
+    /// TLS settings, if --tls-ca was given.
+    fn tls(&self) -> Result<Option<ocf_loadtest::client::TlsClient>, BoxError> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key)
+        else {
+            return Ok(None);
+        };
+        let config = ocf::transport::tls::client_config(ca, cert, key, &self.tls_min_version)?;
+        Ok(Some(ocf_loadtest::client::TlsClient {
+            server_name: self.tls_server_name.clone(),
+            config,
+        }))
+    }
+
     fn client(&self) -> ClientConfig {
         ClientConfig {
             origin_host: self.origin_host.clone(),
@@ -248,7 +276,9 @@ fn load_of(a: &RunArgs) -> Result<LoadConfig, BoxError> {
     }
     Ok(LoadConfig {
         server: a.conn.server,
-        transport: if a.conn.sctp {
+        transport: if let Some(tls) = a.conn.tls()? {
+            Transport::Tls(tls)
+        } else if a.conn.sctp {
             Transport::Sctp(a.conn.sctp_local.clone())
         } else {
             Transport::Tcp
@@ -364,7 +394,9 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
 
 async fn watchdog(conn: ConnArgs, count: u32) -> Result<bool, BoxError> {
     let cfg = conn.client();
-    let mut client = if conn.sctp {
+    let mut client = if let Some(tls) = conn.tls()? {
+        Client::connect_tls(conn.server, &tls, &cfg).await?
+    } else if conn.sctp {
         Client::connect_sctp(conn.server, &conn.sctp_local, &cfg).await?
     } else {
         Client::connect_tcp(conn.server, &cfg).await?
@@ -426,7 +458,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Cmd::Run(a) => run_load(*a).await,
-            Cmd::Watchdog { conn, count } => watchdog(conn, count).await,
+            Cmd::Watchdog { conn, count } => watchdog(*conn, count).await,
             Cmd::Responder { listen, .. } => responder(listen).await,
         }
     });

@@ -22,7 +22,14 @@ struct InProcess {
     _state: tempfile::TempDir,
 }
 
+#[path = "../../tests/common/pki.rs"]
+mod pki;
+
 fn start_ocfd() -> InProcess {
+    start_ocfd_with(|_| {})
+}
+
+fn start_ocfd_with(adjust: impl FnOnce(&mut Config)) -> InProcess {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -36,8 +43,11 @@ fn start_ocfd() -> InProcess {
     cfg.diameter.overload_queue_us = 0;
     let state = tempfile::tempdir().unwrap();
     cfg.state_dir = state.path().to_path_buf();
+    adjust(&mut cfg);
     let server = rt.block_on(async { Server::bind(&cfg) }).unwrap();
-    let addr = server.local_addrs()[0].1;
+    // TLS if it listens, else TCP.
+    let addrs = server.local_addrs();
+    let addr = addrs.iter().find(|a| a.0 == "tls").unwrap_or(&addrs[0]).1;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = rt.spawn(server.run(async {
         let _ = stopped.await;
@@ -330,4 +340,56 @@ fn silence_is_counted_as_timeouts() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn the_load_tool_speaks_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new("peering CA");
+    let ca_pem = ca.write(dir.path(), "ca.pem");
+    let server = ca.issue(dir.path(), "ocfd", &["ocfd.localdomain"]);
+    let client = ca.issue(dir.path(), "lt", &["loadtest.localdomain"]);
+    let d = start_ocfd_with(|cfg| {
+        let t = &mut cfg.diameter.tls;
+        t.listen = vec!["127.0.0.1:0".into()];
+        t.certificate = Some(server.cert.clone());
+        t.private_key = Some(server.key.clone());
+        t.peer_ca = Some(ca_pem.clone());
+    });
+    let addr = d.addr.to_string();
+    let tls = [
+        "--tls-ca",
+        ca_pem.to_str().unwrap(),
+        "--tls-cert",
+        client.cert.to_str().unwrap(),
+        "--tls-key",
+        client.key.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "run",
+        "--server",
+        &addr,
+        "--sessions",
+        "2",
+        "--requests",
+        "40",
+    ];
+    args.extend(tls);
+    args.extend(["--duration-s", "60", "--json", "--quiet"]);
+    let out = loadtest(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    assert!(r["answers"].as_u64().unwrap() >= 40, "{r}");
+    assert_eq!(r["error_rate"], 0.0, "{r}");
+    // The server's certificate must name what the tool expects.
+    let mut wrong = vec!["watchdog", "--server", &addr, "--count", "1"];
+    wrong.extend(tls);
+    wrong.extend(["--tls-server-name", "other.localdomain"]);
+    let out = loadtest(&wrong);
+    assert!(!out.status.success(), "{}", text(&out));
+    let mut right = vec!["watchdog", "--server", &addr, "--count", "1"];
+    right.extend(tls);
+    let out = loadtest(&right);
+    assert!(out.status.success(), "{}", text(&out));
+    d.stop();
 }

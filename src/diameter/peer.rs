@@ -120,7 +120,13 @@ pub struct Peer {
     remote_host: Option<String>,
     out: BytesMut,
     events: VecDeque<Event>,
+    /// What the transport authenticated of the peer (its TLS certificate): a CER whose
+    /// Origin-Host it does not vouch for is refused (RFC 6733 §13.1).
+    identity_check: Option<IdentityCheck>,
 }
+
+/// Says whether an Origin-Host is the peer the transport authenticated.
+pub type IdentityCheck = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Bound on requests awaiting answers, so a silent peer cannot grow our memory.
 const MAX_PENDING: usize = 65536;
@@ -154,6 +160,11 @@ impl Peer {
         p
     }
 
+    /// Refuses (3010) a CER whose Origin-Host `check` does not accept.
+    pub fn require_identity(&mut self, check: IdentityCheck) {
+        self.identity_check = Some(check);
+    }
+
     /// Takes a reloaded configuration (dictionary, timers, allowed peers) for what follows;
     /// the identity this connection announced in its CER/CEA stays.
     pub fn set_config(&mut self, config: Arc<PeerConfig>) {
@@ -185,6 +196,7 @@ impl Peer {
             remote_host: None,
             out: BytesMut::with_capacity(4096),
             events: VecDeque::new(),
+            identity_check: None,
         }
     }
 
@@ -503,6 +515,13 @@ impl Peer {
                 );
                 return self.reject(msg, &e);
             }
+        }
+        if self.identity_check.as_ref().is_some_and(|ok| !ok(&host)) {
+            let e = DiameterError::new(
+                ResultCode::UnknownPeer,
+                "Origin-Host is not a name the peer's TLS certificate is valid for",
+            );
+            return self.reject(msg, &e);
         }
         let common = apps
             .iter()

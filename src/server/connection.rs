@@ -138,12 +138,16 @@ pub(crate) async fn drive<S>(
     seed: u64,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    identity: Option<crate::diameter::peer::IdentityCheck>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Settings a reload may change; checked once per read.
     let mut live = shared.live.load_full();
     let mut peer = Peer::responder(live.peer.clone(), &local, Instant::now(), seed);
+    if let Some(check) = identity {
+        peer.require_identity(check);
+    }
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     // When the oldest unfinished message started arriving.
     let mut partial_since: Option<Instant> = None;

@@ -47,6 +47,8 @@ pub enum ServerError {
     Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
     #[error("provisioning: {0}")]
     Import(String),
+    #[error("TLS: {0}")]
+    Tls(crate::transport::tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
     #[error("change log: {0}")]
@@ -68,6 +70,10 @@ pub(crate) struct Live {
     pub partial_message_timeout: Duration,
     /// See `diameter.overload_queue_us` (None: never shed).
     pub overload_queue: Option<Duration>,
+    /// TLS/TCP: the server's TLS settings (None: no TLS listener), and whether a peer's
+    /// Origin-Host must be a name in its certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls_origin_host_in_certificate: bool,
 }
 
 /// Settings every connection driver reads.
@@ -96,6 +102,7 @@ impl Shared {
         remote: SocketAddr,
         local: Vec<IpAddr>,
         stop: &watch::Receiver<bool>,
+        identity: Option<crate::diameter::peer::IdentityCheck>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -110,6 +117,7 @@ impl Shared {
             seed,
             self.clone(),
             stop.clone(),
+            identity,
         ));
     }
 }
@@ -122,10 +130,60 @@ pub struct Server {
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
     sctp: Vec<SctpListener>,
+    /// TLS/TCP listeners (TLS from the first octet).
+    tls: Vec<TcpListener>,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
     /// The configuration it was started with (a reload compares against it).
     config: Config,
+}
+
+/// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the
+/// peer's certificate standing for its Origin-Host.
+async fn tls_accept(
+    shared: Arc<Shared>,
+    conns: TaskTracker,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let live = shared.live.load_full();
+    let Some(config) = live.tls.clone() else {
+        return;
+    };
+    let local: Vec<_> = stream
+        .local_addr()
+        .map(|a| vec![a.ip()])
+        .unwrap_or_default();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshake = tokio::time::timeout(live.peer.handshake_timeout, acceptor.accept(stream));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            info!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity: Option<crate::diameter::peer::IdentityCheck> =
+        if live.tls_origin_host_in_certificate {
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            Some(Box::new(move |host: &str| {
+                cert.as_ref()
+                    .is_some_and(|c| crate::transport::tls::certificate_names(c, host))
+            }))
+        } else {
+            None
+        };
+    shared.spawn(&conns, tls, remote, local, &stop, identity);
 }
 
 /// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.
@@ -167,7 +225,17 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
             Some(d.allowed_peers.clone())
         },
     });
+    let t = &d.tls;
+    let tls = match (&t.certificate, &t.private_key, &t.peer_ca) {
+        (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => Some(
+            crate::transport::tls::server_config(cert, key, ca, &t.min_version)
+                .map_err(ServerError::Tls)?,
+        ),
+        _ => None,
+    };
     Ok(Live {
+        tls,
+        tls_origin_host_in_certificate: t.origin_host_in_certificate,
         peer,
         max_message_bytes: d.max_message_bytes,
         partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
@@ -195,6 +263,15 @@ impl Server {
                 source,
             })?;
             tcp_listeners.push(l);
+        }
+        let mut tls_listeners = Vec::new();
+        for addr in config.tls_listeners()? {
+            let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
+                transport: "tls",
+                addr: addr.to_string(),
+                source,
+            })?;
+            tls_listeners.push(l);
         }
         let mut sctp_listeners = Vec::new();
         for ep in config.sctp_listeners()? {
@@ -241,6 +318,7 @@ impl Server {
             persistence,
             tcp: tcp_listeners,
             sctp: sctp_listeners,
+            tls: tls_listeners,
             shared: Arc::new(Shared {
                 live: ArcSwap::from_pointee(live),
                 engine,
@@ -281,6 +359,12 @@ impl Server {
         for l in &self.sctp {
             v.extend(l.local_addrs().into_iter().map(|a| ("sctp", a)));
         }
+        v.extend(
+            self.tls
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| ("tls", a)),
+        );
         v
     }
 
@@ -306,7 +390,7 @@ impl Server {
                                 .local_addr()
                                 .map(|a| vec![a.ip()])
                                 .unwrap_or_default();
-                            shared.spawn(&conns, stream, remote, local, &stop);
+                            shared.spawn(&conns, stream, remote, local, &stop, None);
                         }
                         Err(e) => accept_failed(e).await,
                     }
@@ -320,7 +404,27 @@ impl Server {
                 loop {
                     match listener.accept().await {
                         Ok((stream, remote)) => {
-                            shared.spawn(&conns, stream, remote, local.clone(), &stop)
+                            shared.spawn(&conns, stream, remote, local.clone(), &stop, None)
+                        }
+                        Err(e) => accept_failed(e).await,
+                    }
+                }
+            }));
+        }
+        for listener in self.tls {
+            let (shared, stop, conns) = (self.shared.clone(), stop_rx.clone(), tracker.clone());
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, remote)) => {
+                            if let Err(e) = tcp::configure(&stream) {
+                                warn!(%remote, error = %e, "cannot configure connection");
+                            }
+                            let (shared, stop, conns) =
+                                (shared.clone(), stop.clone(), conns.clone());
+                            // The handshake runs in its own task, bounded by the CER/CEA
+                            // timeout, so a slow peer never holds up the next accept.
+                            tokio::spawn(tls_accept(shared, conns, stream, remote, stop));
                         }
                         Err(e) => accept_failed(e).await,
                     }

@@ -6,6 +6,7 @@
 //! reload is refused, logged, and the running configuration stays. Settings that need sockets or
 //! threads of their own (listen addresses, the state directory, the journal, worker threads, the
 //! log format, the admin listener) are kept as they are, with a warning, until the next restart.
+//! TLS certificates and keys are read again: new TLS connections use the new ones.
 //! systemd hears RELOADING=1 when a reload starts and READY=1 when it is over.
 
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,10 @@ fn kept(old: &Config, new: &Config) -> Vec<&'static str> {
             old.diameter.listen_sctp == new.diameter.listen_sctp,
             "diameter.listen_sctp",
         ),
+        d(
+            old.diameter.tls.listen == new.diameter.tls.listen,
+            "diameter.tls.listen",
+        ),
         d(old.state_dir == new.state_dir, "state_dir"),
         d(old.journal == new.journal, "journal"),
         d(old.admin == new.admin, "admin"),
@@ -70,6 +75,16 @@ impl Reloader {
 
     fn apply(&self, mut next: Config) -> Result<(), String> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // What only a restart changes stays as it runs (and is checked and compared so).
+        let changed_but_kept = kept(&current, &next);
+        next.diameter.listen_tcp = current.diameter.listen_tcp.clone();
+        next.diameter.listen_sctp = current.diameter.listen_sctp.clone();
+        next.diameter.tls.listen = current.diameter.tls.listen.clone();
+        next.state_dir = current.state_dir.clone();
+        next.journal = current.journal.clone();
+        next.admin = current.admin.clone();
+        next.worker_threads = current.worker_threads;
+        next.log.format = current.log.format;
         next.validate().map_err(|e| e.to_string())?;
         tracing_subscriber::EnvFilter::try_new(&next.log.level)
             .map_err(|e| format!("log.level '{}': {e}", next.log.level))?;
@@ -98,20 +113,12 @@ impl Reloader {
                 warn!(error = %e, "log level not changed");
             }
         }
-        for name in kept(&current, &next) {
+        for name in changed_but_kept {
             warn!(
                 setting = name,
                 "changed in the configuration; it takes effect at the next restart"
             );
         }
-        // What is kept stays as it runs, so the next reload compares against that.
-        next.diameter.listen_tcp = current.diameter.listen_tcp.clone();
-        next.diameter.listen_sctp = current.diameter.listen_sctp.clone();
-        next.state_dir = current.state_dir.clone();
-        next.journal = current.journal.clone();
-        next.admin = current.admin.clone();
-        next.worker_threads = current.worker_threads;
-        next.log.format = current.log.format;
         *current = next;
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! of the test's own, read its logs, and talk raw Diameter to it over real sockets.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -339,9 +341,26 @@ pub enum Read_ {
     Timeout,
 }
 
+/// A byte stream under a [`Conn`]: TCP, or TLS over TCP.
+pub trait Transport: Read + Write + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Transport for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 /// A raw blocking connection with bounded reads.
 pub struct Conn {
-    pub s: TcpStream,
+    pub s: Box<dyn Transport>,
     buf: BytesMut,
 }
 
@@ -350,9 +369,32 @@ impl Conn {
         let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
         s.set_nodelay(true).unwrap();
         Conn {
-            s,
+            s: Box::new(s),
             buf: BytesMut::new(),
         }
+    }
+
+    /// Connects over TLS (RFC 6733 §13) with `config`, checking the server's certificate for
+    /// `server_name`; the handshake completes before this returns, or its error is returned.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> std::io::Result<Conn> {
+        let mut tcp = TcpStream::connect_timeout(&addr, WAIT)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(WAIT))?;
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut tls = rustls::ClientConnection::new(config, name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp)?;
+        }
+        Ok(Conn {
+            s: Box::new(rustls::StreamOwned::new(tls, tcp)),
+            buf: BytesMut::new(),
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -375,7 +417,7 @@ impl Conn {
             if left.is_zero() {
                 return Read_::Timeout;
             }
-            self.s.set_read_timeout(Some(left)).unwrap();
+            self.s.tcp().set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 65536];
             match self.s.read(&mut chunk) {
                 Ok(0) => return Read_::Closed,
@@ -422,6 +464,11 @@ pub struct Gw {
 impl Gw {
     pub fn open(d: &Daemon, host: &str) -> Gw {
         Self::open_at(d.addr, host)
+    }
+
+    /// A gateway on a connection whose CER/CEA is done.
+    pub fn over(conn: Conn) -> Gw {
+        Gw { conn, hop: 1 }
     }
 
     pub fn open_at(addr: SocketAddr, host: &str) -> Gw {
