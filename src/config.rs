@@ -6,10 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub diameter: DiameterConfig,
@@ -24,7 +24,7 @@ pub struct Config {
 }
 
 /// Diameter identity, listeners and peer handling.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiameterConfig {
     /// Origin-Host: this server's Diameter identity (an FQDN).
@@ -65,7 +65,7 @@ pub struct DiameterConfig {
 /// Diameter over TLS/TCP (RFC 6733 §13): TLS from the first octet on listeners of their own,
 /// TLS 1.2 or later, mutual certificate authentication. A reload reads the certificate files
 /// again (for new connections).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// TLS/TCP listen addresses, `ip:port` (IANA port 5658); empty: no TLS listener.
@@ -98,7 +98,7 @@ impl Default for TlsSection {
 }
 
 /// Credit control.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChargingSection {
     /// Validity-Time of the embedded default tenant's grants, seconds.
@@ -128,7 +128,7 @@ impl Default for ChargingSection {
 }
 
 /// The journal of ledger changes under `state_dir/journal`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     /// Keep a journal (without it, balances start from zero at every start).
@@ -170,7 +170,7 @@ impl Default for JournalSection {
 }
 
 /// The admin HTTP listener.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// ip:port for /metrics, /health, /ready and the admin API; absent: no admin listener.
@@ -190,7 +190,7 @@ impl Default for AdminSection {
 }
 
 /// Logging.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Level or tracing filter directive, e.g. `info` or `ocf=debug`.
@@ -199,7 +199,7 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -462,6 +462,54 @@ mod tests {
             vec!["127.0.0.1:3868".parse().unwrap()]
         );
         assert_eq!(c.state_dir, PathBuf::from("./ocfd-data"));
+    }
+
+    /// Key paths ("diameter.tls.listen") of a TOML table, recursively.
+    fn keys(t: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        for (k, v) in t {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(inner) => keys(inner, &format!("{path}."), out),
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_is_documented_in_the_shipped_example() {
+        // The example with its commented-out settings ("# key = value") switched on.
+        let text: String = include_str!("../systemd/ocfd.toml")
+            .lines()
+            .map(|l| {
+                let t = l.trim_start_matches("# ");
+                let is_setting = t
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                if l.starts_with("# ") && is_setting {
+                    t
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Strict: every key switched on is a real one.
+        let _: Config = toml::from_str(&text).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        keys(&toml::from_str(&text).unwrap(), "", &mut documented);
+        // Every field, optional ones given a value so that they serialize.
+        let mut all = Config::default();
+        all.diameter.dictionary_dir = Some("/d".into());
+        all.admin.token_file = Some("/t".into());
+        all.diameter.tls.certificate = Some("/c".into());
+        all.diameter.tls.private_key = Some("/k".into());
+        all.diameter.tls.peer_ca = Some("/a".into());
+        let mut fields = std::collections::BTreeSet::new();
+        keys(&toml::Table::try_from(&all).unwrap(), "", &mut fields);
+        let missing: Vec<_> = fields.difference(&documented).collect();
+        assert!(missing.is_empty(), "not in systemd/ocfd.toml: {missing:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::record::{Op, Record};
 use super::segment::SegmentWriter;
 
 /// When an answer may leave relative to its journal records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Answer at once; records are written in the background and synced every sync interval.
