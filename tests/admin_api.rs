@@ -222,4 +222,34 @@ fn a_manager_builds_and_steers_an_enterprise_live() {
     let (_, usage) = api.call("GET", "/v1/usage/initech", None);
     assert_eq!(usage["node"]["limits"][0]["used"], 4 * MIB, "{usage}");
     assert_eq!(usage["node"]["limits"][0]["reserved"], 0);
+    // The device gets a number instead; the old IMSI is free, the number taken.
+    let (st, v) = api.call(
+        "PUT",
+        "/v1/subscriptions/initech/field/van9",
+        Some(r#"{"msisdn":"447700900999"}"#),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["subscriptions"],
+        json!([{"type":"e164","id":"447700900999"}])
+    );
+    let (st, e) = api.call(
+        "PUT",
+        "/v1/subscriptions/initech/field",
+        Some(r#"{"msisdn":"447700900999"}"#),
+    );
+    assert_eq!(st, 409, "{e}");
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let cca = gw.ask(
+        &CcrSpec::new("van9;1", INITIAL, 0)
+            .msisdn("447700900999")
+            .mscc(rsu()),
+    );
+    assert_eq!(cca.result_code, 2001);
+    let old = gw.ask(
+        &CcrSpec::new("van9;2", INITIAL, 0)
+            .imsi("234150000000999")
+            .mscc(rsu()),
+    );
+    assert_eq!(old.result_code, 5030);
 }

@@ -122,6 +122,8 @@ fn ocfctl_builds_moves_and_shows() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 
+    let ids = ctl.ok(&["ids", "initech/field/van7", "--imsi", "234150000000777"]);
+    assert!(ids.contains("subscriptions: imsi:234150000000777"), "{ids}");
     ctl.ok(&["remove", "initech/field/van7"]);
     assert_eq!(
         ctl.run(&["node", "initech/field/van7"]).status.code(),

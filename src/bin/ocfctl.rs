@@ -79,6 +79,18 @@ enum Cmd {
         #[arg(long)]
         sip_uri: Option<String>,
     },
+    /// Set all of a node's subscription ids (those left out are unbound).
+    Ids {
+        path: String,
+        #[arg(long)]
+        msisdn: Option<String>,
+        #[arg(long)]
+        imsi: Option<String>,
+        #[arg(long)]
+        nai: Option<String>,
+        #[arg(long)]
+        sip_uri: Option<String>,
+    },
     /// Remove a node and everything under it.
     Remove { path: String },
     /// Set all of a node's limits.
@@ -141,6 +153,21 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
                 sip_uri: sip_uri.clone(),
             };
             ctl::add(&c, path, limits, &ids, json)
+        }
+        Cmd::Ids {
+            path,
+            msisdn,
+            imsi,
+            nai,
+            sip_uri,
+        } => {
+            let ids = Ids {
+                msisdn: msisdn.clone(),
+                imsi: imsi.clone(),
+                nai: nai.clone(),
+                sip_uri: sip_uri.clone(),
+            };
+            ctl::ids(&c, path, &ids, json)
         }
         Cmd::Remove { path } => ctl::remove(&c, path),
         Cmd::Limit { path, limits } => ctl::limit(&c, path, limits, json),

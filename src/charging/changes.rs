@@ -73,6 +73,18 @@ pub enum Change {
         path: String,
         limits: Vec<LimitSpec>,
     },
+    /// A node's subscription ids, all of them (none: it is no longer a device).
+    SetSubscriptions {
+        path: String,
+        #[serde(default)]
+        msisdn: Option<String>,
+        #[serde(default)]
+        imsi: Option<String>,
+        #[serde(default)]
+        nai: Option<String>,
+        #[serde(default)]
+        sip_uri: Option<String>,
+    },
     /// A node and everything under it (a tenant, if the path is its root).
     Remove { path: String },
     /// Moves allowance: `amount` off the limit of `from` onto the limit of `to` (same unit and
@@ -368,7 +380,7 @@ impl Engine {
                     nai: nai.clone(),
                     sip_uri: sip_uri.clone(),
                 });
-                plan.claim_free(&subs)?;
+                plan.claim_free(&subs, None)?;
                 plan.steps.push(Step::AddNode {
                     parent,
                     name: (*name).to_owned(),
@@ -382,6 +394,25 @@ impl Engine {
                     .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
                 plan.steps.push(Step::SetLimits(at, counters));
+            }
+            Change::SetSubscriptions {
+                path,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            } => {
+                let at = plan.node(path)?;
+                let subs = provisioning::node_subscriptions(&NodeSpec {
+                    path: path.clone(),
+                    limits: Vec::new(),
+                    msisdn: msisdn.clone(),
+                    imsi: imsi.clone(),
+                    nai: nai.clone(),
+                    sip_uri: sip_uri.clone(),
+                });
+                plan.claim_free(&subs, Some(at))?;
+                plan.steps.push(Step::SetSubscriptions(at, subs));
             }
             Change::Remove { path } => {
                 let parts = components(path)?;
@@ -697,11 +728,14 @@ impl<'e> Planner<'e> {
         Ok(At { tree, node })
     }
 
-    /// Claims subscription ids that must be free (the admin API adding a device).
-    fn claim_free(&mut self, subs: &Subscriptions) -> Result<(), ChangeError> {
+    /// Claims subscription ids that must be free, or already `owner`'s (the admin API adding
+    /// a device or changing its ids).
+    fn claim_free(&mut self, subs: &Subscriptions, owner: Option<At>) -> Result<(), ChangeError> {
         let directory = self.engine.directory();
+        let mine = |a: AccountRef| owner.is_some_and(|o| o.tree == a.tree && o.node == a.node);
         for (kind, id) in subs {
-            if directory.lookup(*kind, id).is_some() || !self.claimed.insert(sub_key(*kind, id)) {
+            let taken = directory.lookup(*kind, id).is_some_and(|a| !mine(a));
+            if taken || !self.claimed.insert(sub_key(*kind, id)) {
                 return Err(ChangeError::Conflict(format!(
                     "subscription {id} is already provisioned"
                 )));

@@ -446,6 +446,32 @@ pub fn add(
     })
 }
 
+/// `ids PATH`: sets all of a node's subscription ids.
+pub fn ids(c: &Client, path: &str, ids: &Ids, json: bool) -> Result<String, CtlError> {
+    let mut body = serde_json::json!({});
+    for (k, v) in [
+        ("msisdn", &ids.msisdn),
+        ("imsi", &ids.imsi),
+        ("nai", &ids.nai),
+        ("sip_uri", &ids.sip_uri),
+    ] {
+        if let Some(v) = v {
+            body[k] = Value::from(v.as_str());
+        }
+    }
+    let v = call(
+        c,
+        "PUT",
+        &format!("/v1/subscriptions/{}", encode_path(path)),
+        Some(&body),
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
 /// `remove PATH`.
 pub fn remove(c: &Client, path: &str) -> Result<String, CtlError> {
     call(

@@ -77,6 +77,15 @@ struct NewNode {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Ids {
+    msisdn: Option<String>,
+    imsi: Option<String>,
+    nai: Option<String>,
+    sip_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limits {
     limits: Vec<LimitSpec>,
 }
@@ -186,6 +195,28 @@ async fn set_limits(
     Ok(Json(view).into_response())
 }
 
+async fn set_subscriptions(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<Ids>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let ids = body(b)?;
+    change(
+        &s,
+        Change::SetSubscriptions {
+            path: path.clone(),
+            msisdn: ids.msisdn,
+            imsi: ids.imsi,
+            nai: ids.nai,
+            sip_uri: ids.sip_uri,
+        },
+    )
+    .await?;
+    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
+    Ok(Json(view).into_response())
+}
+
 async fn usage(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -264,6 +295,7 @@ pub fn routes() -> Router<AdminState> {
             get(node).post(add_node).delete(remove_node),
         )
         .route("/limits/{*path}", put(set_limits))
+        .route("/subscriptions/{*path}", put(set_subscriptions))
         .route("/usage/{*path}", get(usage))
         .route("/sessions/{*path}", get(sessions))
         .route("/policy/{tenant}", get(policy).put(set_policy))
