@@ -70,26 +70,14 @@ enum Cmd {
         /// UNIT[:PERIOD]:AMOUNT (repeat for several).
         #[arg(long = "limit")]
         limits: Vec<String>,
-        #[arg(long)]
-        msisdn: Option<String>,
-        #[arg(long)]
-        imsi: Option<String>,
-        #[arg(long)]
-        nai: Option<String>,
-        #[arg(long)]
-        sip_uri: Option<String>,
+        #[command(flatten)]
+        ids: Ids,
     },
     /// Set all of a node's subscription ids (those left out are unbound).
     Ids {
         path: String,
-        #[arg(long)]
-        msisdn: Option<String>,
-        #[arg(long)]
-        imsi: Option<String>,
-        #[arg(long)]
-        nai: Option<String>,
-        #[arg(long)]
-        sip_uri: Option<String>,
+        #[command(flatten)]
+        ids: Ids,
     },
     /// Remove a node and everything under it.
     Remove { path: String },
@@ -138,37 +126,8 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             time_zone,
             limits,
         } => ctl::add_tenant(&c, name, time_zone.as_deref(), limits, json),
-        Cmd::Add {
-            path,
-            limits,
-            msisdn,
-            imsi,
-            nai,
-            sip_uri,
-        } => {
-            let ids = Ids {
-                msisdn: msisdn.clone(),
-                imsi: imsi.clone(),
-                nai: nai.clone(),
-                sip_uri: sip_uri.clone(),
-            };
-            ctl::add(&c, path, limits, &ids, json)
-        }
-        Cmd::Ids {
-            path,
-            msisdn,
-            imsi,
-            nai,
-            sip_uri,
-        } => {
-            let ids = Ids {
-                msisdn: msisdn.clone(),
-                imsi: imsi.clone(),
-                nai: nai.clone(),
-                sip_uri: sip_uri.clone(),
-            };
-            ctl::ids(&c, path, &ids, json)
-        }
+        Cmd::Add { path, limits, ids } => ctl::add(&c, path, limits, ids, json),
+        Cmd::Ids { path, ids } => ctl::ids(&c, path, ids, json),
         Cmd::Remove { path } => ctl::remove(&c, path),
         Cmd::Limit { path, limits } => ctl::limit(&c, path, limits, json),
         Cmd::Move {

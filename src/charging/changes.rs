@@ -372,14 +372,7 @@ impl Engine {
                 let counters = provisioning::limits_to_counters(limits)
                     .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
-                let subs = provisioning::node_subscriptions(&NodeSpec {
-                    path: path.clone(),
-                    limits: Vec::new(),
-                    msisdn: msisdn.clone(),
-                    imsi: imsi.clone(),
-                    nai: nai.clone(),
-                    sip_uri: sip_uri.clone(),
-                });
+                let subs = provisioning::subscriptions_of(msisdn, imsi, nai, sip_uri);
                 plan.claim_free(&subs, None)?;
                 plan.steps.push(Step::AddNode {
                     parent,
@@ -403,14 +396,7 @@ impl Engine {
                 sip_uri,
             } => {
                 let at = plan.node(path)?;
-                let subs = provisioning::node_subscriptions(&NodeSpec {
-                    path: path.clone(),
-                    limits: Vec::new(),
-                    msisdn: msisdn.clone(),
-                    imsi: imsi.clone(),
-                    nai: nai.clone(),
-                    sip_uri: sip_uri.clone(),
-                });
+                let subs = provisioning::subscriptions_of(msisdn, imsi, nai, sip_uri);
                 plan.claim_free(&subs, Some(at))?;
                 plan.steps.push(Step::SetSubscriptions(at, subs));
             }

@@ -404,11 +404,21 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
 
 /// The subscription ids a node spec names.
 pub fn node_subscriptions(n: &NodeSpec) -> Subscriptions {
+    subscriptions_of(&n.msisdn, &n.imsi, &n.nai, &n.sip_uri)
+}
+
+/// Subscription ids from the optional MSISDN, IMSI, NAI and SIP URI of a node.
+pub fn subscriptions_of(
+    msisdn: &Option<String>,
+    imsi: &Option<String>,
+    nai: &Option<String>,
+    sip_uri: &Option<String>,
+) -> Subscriptions {
     [
-        (SubscriptionType::E164, &n.msisdn),
-        (SubscriptionType::Imsi, &n.imsi),
-        (SubscriptionType::Nai, &n.nai),
-        (SubscriptionType::SipUri, &n.sip_uri),
+        (SubscriptionType::E164, msisdn),
+        (SubscriptionType::Imsi, imsi),
+        (SubscriptionType::Nai, nai),
+        (SubscriptionType::SipUri, sip_uri),
     ]
     .into_iter()
     .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v.clone())))

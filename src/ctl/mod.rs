@@ -402,12 +402,36 @@ pub fn add_tenant(
 }
 
 /// Subscription ids of a new node.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Ids {
+    /// MSISDN (E.164 number).
+    #[arg(long)]
     pub msisdn: Option<String>,
+    /// IMSI (15 digits).
+    #[arg(long)]
     pub imsi: Option<String>,
+    /// NAI (user@realm).
+    #[arg(long)]
     pub nai: Option<String>,
+    /// SIP URI.
+    #[arg(long)]
     pub sip_uri: Option<String>,
+}
+
+impl Ids {
+    /// Adds the ids given to a request body.
+    fn put_into(&self, body: &mut Value) {
+        for (k, v) in [
+            ("msisdn", &self.msisdn),
+            ("imsi", &self.imsi),
+            ("nai", &self.nai),
+            ("sip_uri", &self.sip_uri),
+        ] {
+            if let Some(v) = v {
+                body[k] = Value::from(v.as_str());
+            }
+        }
+    }
 }
 
 /// `add PATH`.
@@ -423,16 +447,7 @@ pub fn add(
         .map(|l| parse_limit(l))
         .collect::<Result<_, _>>()?;
     let mut body = serde_json::json!({ "limits": limits });
-    for (k, v) in [
-        ("msisdn", &ids.msisdn),
-        ("imsi", &ids.imsi),
-        ("nai", &ids.nai),
-        ("sip_uri", &ids.sip_uri),
-    ] {
-        if let Some(v) = v {
-            body[k] = Value::from(v.as_str());
-        }
-    }
+    ids.put_into(&mut body);
     let v = call(
         c,
         "POST",
@@ -449,16 +464,7 @@ pub fn add(
 /// `ids PATH`: sets all of a node's subscription ids.
 pub fn ids(c: &Client, path: &str, ids: &Ids, json: bool) -> Result<String, CtlError> {
     let mut body = serde_json::json!({});
-    for (k, v) in [
-        ("msisdn", &ids.msisdn),
-        ("imsi", &ids.imsi),
-        ("nai", &ids.nai),
-        ("sip_uri", &ids.sip_uri),
-    ] {
-        if let Some(v) = v {
-            body[k] = Value::from(v.as_str());
-        }
-    }
+    ids.put_into(&mut body);
     let v = call(
         c,
         "PUT",

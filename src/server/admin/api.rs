@@ -30,6 +30,18 @@ fn error(e: ChangeError) -> ApiError {
     ApiError(status, e.to_string())
 }
 
+/// Makes a change, then answers with the node at `path` as it is now.
+async fn changed_node(
+    state: &AdminState,
+    c: Change,
+    path: &str,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    change(state, c).await?;
+    let view = state.engine.node_view(path, unix_now()).map_err(error)?;
+    Ok((status, Json(view)).into_response())
+}
+
 /// A body that is not the JSON expected: 400 with what was wrong.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(t)| t)
@@ -121,7 +133,7 @@ async fn add_tenant(
 ) -> Result<Response, ApiError> {
     let t = body(b)?;
     let name = t.name.clone();
-    change(
+    changed_node(
         &s,
         Change::AddTenant {
             name: t.name,
@@ -129,10 +141,10 @@ async fn add_tenant(
             policy: t.policy,
             limits: t.limits,
         },
+        &name,
+        StatusCode::CREATED,
     )
-    .await?;
-    let view = s.engine.node_view(&name, unix_now()).map_err(error)?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    .await
 }
 
 async fn node(
@@ -151,7 +163,7 @@ async fn add_node(
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
     let n = body(b)?;
-    change(
+    changed_node(
         &s,
         Change::AddNode {
             path: path.clone(),
@@ -161,10 +173,10 @@ async fn add_node(
             nai: n.nai,
             sip_uri: n.sip_uri,
         },
+        &path,
+        StatusCode::CREATED,
     )
-    .await?;
-    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    .await
 }
 
 async fn remove_node(
@@ -183,16 +195,16 @@ async fn set_limits(
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
     let l = body(b)?;
-    change(
+    changed_node(
         &s,
         Change::SetLimits {
             path: path.clone(),
             limits: l.limits,
         },
+        &path,
+        StatusCode::OK,
     )
-    .await?;
-    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
-    Ok(Json(view).into_response())
+    .await
 }
 
 async fn set_subscriptions(
@@ -202,7 +214,7 @@ async fn set_subscriptions(
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
     let ids = body(b)?;
-    change(
+    changed_node(
         &s,
         Change::SetSubscriptions {
             path: path.clone(),
@@ -211,10 +223,10 @@ async fn set_subscriptions(
             nai: ids.nai,
             sip_uri: ids.sip_uri,
         },
+        &path,
+        StatusCode::OK,
     )
-    .await?;
-    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
-    Ok(Json(view).into_response())
+    .await
 }
 
 async fn usage(
