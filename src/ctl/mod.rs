@@ -403,6 +403,7 @@ pub fn add_tenant(
 
 /// Subscription ids of a new node.
 #[derive(Clone, Debug, Default, clap::Args)]
+#[group(skip)]
 pub struct Ids {
     /// MSISDN (E.164 number).
     #[arg(long)]
