@@ -253,3 +253,20 @@ fn a_manager_builds_and_steers_an_enterprise_live() {
     );
     assert_eq!(old.result_code, 5030);
 }
+
+#[test]
+fn the_tree_keeps_its_changes_without_a_ledger_journal() {
+    let mut d = Daemon::start("[journal]\nenabled = false\n");
+    let api = d.admin();
+    let (st, _) = api.call(
+        "POST",
+        "/v1/tenants",
+        Some(r#"{"name":"hooli","limits":[{"unit":"octets","amount":"1 GiB"}]}"#),
+    );
+    assert_eq!(st, 201);
+    assert!(d.terminate().success());
+    let mut d = Daemon::start_in(d.into_dir(), "[journal]\nenabled = false\n", &[]);
+    let (st, v) = d.admin().call("GET", "/v1/nodes/hooli", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(limit(&v), GIB);
+}

@@ -75,10 +75,18 @@ pub(super) fn build(
     let sources = sources(config)?;
     let now = dispatch::unix_now();
     if !config.journal.enabled {
-        let s = engine
-            .change(&Change::Import { sources }, now)
-            .map_err(import_error)?;
-        log_summary("start", &s);
+        // No ledger journal: balances start afresh, but the tree keeps its changes.
+        let (log, records) = ChangeLog::open(&config.state_dir.join("changes"))?;
+        for r in &records {
+            replay(&engine, r)?;
+        }
+        engine.attach_change_log(log);
+        if records.is_empty() || !engine.import_is_unchanged(&sources).map_err(import_error)? {
+            let s = engine
+                .change(&Change::Import { sources }, now)
+                .map_err(import_error)?;
+            log_summary("start", &s);
+        }
         return with_usage(config, engine);
     }
     // Recovery reads the snapshot and replays the journal: tell systemd it may take longer
