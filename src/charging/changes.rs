@@ -188,18 +188,22 @@ fn components(path: &str) -> Result<Vec<&str>, ChangeError> {
 }
 
 /// Directory key of a subscription id, as the directory compares them.
-fn sub_key(kind: SubscriptionType, id: &str) -> (u8, String) {
+/// Numbers are kept as numbers: an import of millions of devices claims them without a string
+/// each.
+fn sub_key(kind: SubscriptionType, id: &str) -> SubKey {
     let code = kind as u8;
-    match kind {
-        SubscriptionType::E164 | SubscriptionType::Imsi => {
-            let digits = id.strip_prefix('+').unwrap_or(id);
-            match digits.parse::<u64>() {
-                Ok(n) => (code, n.to_string()),
-                Err(_) => (code, id.to_ascii_lowercase()),
-            }
+    if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
+        if let Ok(n) = id.strip_prefix('+').unwrap_or(id).parse::<u64>() {
+            return SubKey::Number(code, n);
         }
-        _ => (code, id.to_ascii_lowercase()),
     }
+    SubKey::Name(code, id.to_ascii_lowercase())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum SubKey {
+    Number(u8, u64),
+    Name(u8, String),
 }
 
 /// Each node's path from the root ("acme/sales/15551005000"), skipping removed nodes.
@@ -683,7 +687,7 @@ struct Planner<'e> {
     engine: &'e Engine,
     steps: Vec<Step>,
     /// Subscription ids this change binds.
-    claimed: HashSet<(u8, String)>,
+    claimed: HashSet<SubKey, foldhash::fast::RandomState>,
 }
 
 impl<'e> Planner<'e> {
@@ -691,7 +695,7 @@ impl<'e> Planner<'e> {
         Planner {
             engine,
             steps: Vec::new(),
-            claimed: HashSet::new(),
+            claimed: HashSet::default(),
         }
     }
 
