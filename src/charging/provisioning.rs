@@ -318,8 +318,13 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
     if t.name.is_empty() || t.name.contains('/') {
         return Err(terr("a tenant name is not empty and has no '/'".into()));
     }
-    let tz = TimeZone::get(&t.time_zone)
-        .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?;
+    // UTC needs no time zone database (a minimal host may have none).
+    let tz = if t.time_zone == "UTC" {
+        TimeZone::UTC
+    } else {
+        TimeZone::get(&t.time_zone)
+            .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?
+    };
     let pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
     let mut tree = Tree::new(t.name.clone(), tz);
     let mut by_path: HashMap<String, u32> = HashMap::new();

@@ -51,6 +51,8 @@ pub enum ServerError {
     Tls(crate::transport::tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("state directory: {0}")]
+    StateDir(String),
     #[error("change log: {0}")]
     ChangeLog(#[from] crate::journal::changes::ChangeLogError),
     #[error("account changes: {0}")]

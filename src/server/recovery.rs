@@ -74,6 +74,8 @@ pub(super) fn build(
     let mut engine = Engine::new(Ledger::new(), Default::default(), charging_config(config));
     let sources = sources(config)?;
     let now = dispatch::unix_now();
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| ServerError::StateDir(format!("{}: {e}", config.state_dir.display())))?;
     if !config.journal.enabled {
         // No ledger journal: balances start afresh, but the tree keeps its changes.
         let (log, records) = ChangeLog::open(&config.state_dir.join("changes"))?;
