@@ -5,7 +5,7 @@ use super::*;
 use crate::charging::engine::ChargingConfig;
 use crate::charging::snapshot::fingerprint;
 use crate::charging::tenant::{GIB, MIB, SubscriptionType};
-use crate::ledger::Ledger;
+use crate::ledger::{AccountRef, Ledger};
 
 const NOW: i64 = 1_795_000_000;
 

@@ -1,140 +1,26 @@
-//! Changes to the account tree while ocfd runs: provisioning imports (at start and on reload)
-//! and the admin API's changes (tenants, nodes, limits, policies, allowance moves).
-//!
-//! Every change is planned first against the live tree, with every check made and nothing
-//! touched; a bad change is refused whole. A planned change is then logged to the change log
-//! (synced) and carried out under the engine's gate, so requests see the tree before it or after
-//! it, never half of it, and a snapshot never cuts through one. Trees and nodes are only ever
-//! appended (removal leaves a tombstone), so replaying the change log from the start rebuilds
-//! every node at the index the ledger journal names.
-//!
-//! An import applies what its files changed since the last import and nothing else: a limit an
-//! operator changed through the API stays as it is until the file changes that limit.
+//! Planning a change: every check against the live tree, nothing touched; the result is a list
+//! of steps that cannot fail.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
-
-use crate::journal::changes::{ChangeLog, ChangeRecord};
 use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Tree, Unit};
 
-use super::engine::Engine;
-use super::provisioning::{
-    self, Amount, BuiltTenant, LimitSpec, NodeSpec, PolicySpec, Subscriptions, TenantSpec,
+use super::super::engine::Engine;
+use super::super::provisioning::{
+    self, BuiltTenant, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
-use super::tenant::{Policy, SubscriptionType};
-
-/// One provisioning source of an import: a file's name and text.
-#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    pub name: String,
-    pub text: String,
-}
-
-/// A change to the account tree, as logged and as the admin API takes it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Change {
-    /// The tenants of these sources replace those of the last import.
-    Import { sources: Vec<Source> },
-    /// A new tenant: its root node carries `limits`.
-    AddTenant {
-        name: String,
-        #[serde(default)]
-        time_zone: Option<String>,
-        #[serde(default)]
-        policy: PolicySpec,
-        #[serde(default)]
-        limits: Vec<LimitSpec>,
-    },
-    /// A tenant's whole policy, including what happens at a limit.
-    SetPolicy { tenant: String, policy: PolicySpec },
-    /// A node under an existing one: a cost centre, or a device if it has subscription ids.
-    AddNode {
-        path: String,
-        #[serde(default)]
-        limits: Vec<LimitSpec>,
-        #[serde(default)]
-        msisdn: Option<String>,
-        #[serde(default)]
-        imsi: Option<String>,
-        #[serde(default)]
-        nai: Option<String>,
-        #[serde(default)]
-        sip_uri: Option<String>,
-    },
-    /// A node's limits, all of them: usage in a period is kept for a limit of the same unit
-    /// and period.
-    SetLimits {
-        path: String,
-        limits: Vec<LimitSpec>,
-    },
-    /// A node's subscription ids, all of them (none: it is no longer a device).
-    SetSubscriptions {
-        path: String,
-        #[serde(default)]
-        msisdn: Option<String>,
-        #[serde(default)]
-        imsi: Option<String>,
-        #[serde(default)]
-        nai: Option<String>,
-        #[serde(default)]
-        sip_uri: Option<String>,
-    },
-    /// A node and everything under it (a tenant, if the path is its root).
-    Remove { path: String },
-    /// Moves allowance: `amount` off the limit of `from` onto the limit of `to` (same unit and
-    /// period), inside one tenant; refused if `from` has less headroom than that.
-    Move {
-        from: String,
-        to: String,
-        unit: Unit,
-        #[serde(default = "month")]
-        period: Period,
-        amount: Amount,
-    },
-}
-
-fn month() -> Period {
-    Period::Month
-}
-
-/// Why a change was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// The change itself is wrong (bad amount, bad path, unknown time zone...).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// It clashes with the tree as it is (exists already, not enough headroom...).
-    #[error("{0}")]
-    Conflict(String),
-    /// It could not be logged, so it was not made.
-    #[error("the change log cannot be written: {0}")]
-    Log(String),
-}
-
-/// What changes have been made: the last import's tenants and the open change log.
-#[derive(Default)]
-pub struct ChangeState {
-    base: Vec<TenantSpec>,
-    log: Option<ChangeLog>,
-}
+use super::super::tenant::{Policy, SubscriptionType};
+use super::{Change, ChangeError, ChangeState, Source};
 
 /// A node's place: its tree and index, or one planned earlier in the same change.
 #[derive(Clone, Copy, Debug)]
-struct At {
-    tree: u32,
-    node: u32,
+pub(super) struct At {
+    pub(super) tree: u32,
+    pub(super) node: u32,
 }
 
 /// One step of a planned change; carrying it out cannot fail.
-enum Step {
+pub(super) enum Step {
     AddTree(Box<BuiltTenant>),
     SetPolicy(u32, Policy),
     SetTimeZone(u32, jiff::tz::TimeZone),
@@ -155,16 +41,6 @@ enum Step {
         period: Period,
         amount: u64,
     },
-}
-
-/// Counts of what an import changed, for the log.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub tenants_added: usize,
-    pub tenants_removed: usize,
-    pub nodes_added: usize,
-    pub nodes_changed: usize,
-    pub nodes_removed: usize,
 }
 
 fn invalid(s: impl Into<String>) -> ChangeError {
@@ -234,80 +110,7 @@ fn limit_key(c: &[Counter]) -> LimitKey {
 }
 
 impl Engine {
-    /// Opens the change log: changes from now on are logged there.
-    pub fn attach_change_log(&self, log: ChangeLog) {
-        self.changes_state().log = Some(log);
-    }
-
-    /// How many changes the tree has had (the change log's length).
-    pub fn changes_applied(&self) -> u64 {
-        self.changes_applied.load(Ordering::Acquire)
-    }
-
-    fn changes_state(&self) -> std::sync::MutexGuard<'_, ChangeState> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes a change: plans it, logs it (synced) and carries it out; nothing happens if any
-    /// of that fails.
-    pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
-        let mut state = self.changes_state();
-        let (steps, base) = self.plan(&state, change)?;
-        let json = serde_json::to_vec(change).map_err(|e| invalid(e.to_string()))?;
-        let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.recheck(&steps, now)?;
-        let after_sequence = self.journal.as_ref().map_or(0, |j| {
-            j.progress()
-                .queued
-                .load(std::sync::atomic::Ordering::Acquire)
-        });
-        if let Some(log) = &mut state.log {
-            log.append(&ChangeRecord {
-                after_sequence,
-                time: now,
-                change: json,
-            })
-            .map_err(|e| ChangeError::Log(e.to_string()))?;
-        }
-        let summary = self.carry_out(steps);
-        if let Some(base) = base {
-            state.base = base;
-        }
-        // Counted under the gate, where a snapshot reads it.
-        self.changes_applied.fetch_add(1, Ordering::AcqRel);
-        Ok(summary)
-    }
-
-    /// Carries out a change read back from the change log (at start, before serving).
-    pub fn replay_change(&self, record: &ChangeRecord) -> Result<Summary, String> {
-        let change: Change = serde_json::from_slice(&record.change)
-            .map_err(|e| format!("change {} cannot be read: {e}", self.changes_applied()))?;
-        let mut state = self.changes_state();
-        let (steps, base) = self.plan(&state, &change).map_err(|e| {
-            format!(
-                "change {} ({}) no longer applies: {e}",
-                self.changes_applied(),
-                String::from_utf8_lossy(&record.change)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            )
-        })?;
-        let summary = self.carry_out(steps);
-        if let Some(base) = base {
-            state.base = base;
-        }
-        self.changes_applied.fetch_add(1, Ordering::AcqRel);
-        Ok(summary)
-    }
-
-    /// Whether an import of these sources would change nothing.
-    pub fn import_is_unchanged(&self, sources: &[Source]) -> Result<bool, ChangeError> {
-        let (next, _) = parse_sources(sources)?;
-        Ok(self.changes_state().base == next)
-    }
-
-    fn plan(
+    pub(super) fn plan(
         &self,
         state: &ChangeState,
         change: &Change,
@@ -453,7 +256,7 @@ impl Engine {
 
     /// Checks made again under the gate, where usage cannot move: a move needs the headroom
     /// at the moment it is made, and both limits must exist.
-    fn recheck(&self, steps: &[Step], now: i64) -> Result<(), ChangeError> {
+    pub(super) fn recheck(&self, steps: &[Step], now: i64) -> Result<(), ChangeError> {
         for s in steps {
             if let Step::Move {
                 from,
@@ -496,157 +299,6 @@ impl Engine {
         }
         Ok(())
     }
-
-    /// Carries out planned steps (under the gate; cannot fail).
-    fn carry_out(&self, steps: Vec<Step>) -> Summary {
-        let mut sum = Summary::default();
-        let mut policies: Option<Vec<Arc<Policy>>> = None;
-        let mut directory = self.directory_mut();
-        let current = self.policies();
-        let mut set_policy = |tree: u32, p: Policy| {
-            let v = policies.get_or_insert_with(|| current.as_ref().clone());
-            let i = tree as usize;
-            if v.len() <= i {
-                v.resize(i + 1, Arc::new(Policy::default()));
-            }
-            v[i] = Arc::new(p);
-        };
-        let bind =
-            |directory: &mut super::tenant::Directory, at: AccountRef, subs: Subscriptions| {
-                for (kind, id) in subs {
-                    directory.add(kind, &id, at);
-                }
-            };
-        for step in steps {
-            match step {
-                Step::AddTree(built) => {
-                    let BuiltTenant {
-                        tree,
-                        subscriptions,
-                        policy,
-                    } = *built;
-                    let id = self.ledger.add_tree(tree);
-                    for (node, subs) in subscriptions {
-                        bind(&mut directory, AccountRef { tree: id, node }, subs);
-                    }
-                    set_policy(id, policy);
-                    sum.tenants_added += 1;
-                }
-                Step::SetPolicy(tree, p) => set_policy(tree, p),
-                Step::SetTimeZone(tree, tz) => {
-                    if let Some(mut t) = self.ledger.lock(tree) {
-                        t.tz = tz;
-                    }
-                }
-                Step::RemoveTree(tree) => {
-                    if let Some(mut t) = self.ledger.lock(tree) {
-                        t.removed = true;
-                        for n in &mut t.nodes {
-                            n.removed = true;
-                        }
-                    }
-                    directory.unbind_where(|at| at.tree == tree);
-                    sum.tenants_removed += 1;
-                }
-                Step::AddNode {
-                    parent,
-                    name,
-                    counters,
-                    subs,
-                } => {
-                    if let Some(mut t) = self.ledger.lock(parent.tree) {
-                        let node = t.add(name, Some(parent.node), counters);
-                        bind(
-                            &mut directory,
-                            AccountRef {
-                                tree: parent.tree,
-                                node,
-                            },
-                            subs,
-                        );
-                    }
-                    sum.nodes_added += 1;
-                }
-                Step::SetLimits(at, counters) => {
-                    if let Some(mut t) = self.ledger.lock(at.tree) {
-                        if let Some(n) = t.nodes.get_mut(at.node as usize) {
-                            set_limits(&mut n.counters, counters);
-                        }
-                    }
-                    sum.nodes_changed += 1;
-                }
-                Step::SetSubscriptions(at, subs) => {
-                    let at = AccountRef {
-                        tree: at.tree,
-                        node: at.node,
-                    };
-                    directory.unbind_where(|a| a == at);
-                    bind(&mut directory, at, subs);
-                }
-                Step::RemoveNode(at) => {
-                    let mut gone = HashSet::new();
-                    if let Some(mut t) = self.ledger.lock(at.tree) {
-                        for n in t.subtree(at.node) {
-                            t.nodes[n as usize].removed = true;
-                            gone.insert(n);
-                        }
-                    }
-                    directory.unbind_where(|a| a.tree == at.tree && gone.contains(&a.node));
-                    sum.nodes_removed += gone.len();
-                }
-                Step::Move {
-                    from,
-                    to,
-                    unit,
-                    period,
-                    amount,
-                } => {
-                    if let Some(mut t) = self.ledger.lock(from.tree) {
-                        for (n, add) in [(from.node, false), (to.node, true)] {
-                            let Some(node) = t.nodes.get_mut(n as usize) else {
-                                continue;
-                            };
-                            for c in node
-                                .counters
-                                .iter_mut()
-                                .filter(|c| c.unit == unit && c.period == period)
-                            {
-                                c.limit = if add {
-                                    c.limit.saturating_add(amount)
-                                } else {
-                                    c.limit.saturating_sub(amount)
-                                };
-                            }
-                        }
-                    }
-                    sum.nodes_changed += 2;
-                }
-            }
-        }
-        drop(directory);
-        if let Some(p) = policies {
-            self.set_policies(p);
-        }
-        sum
-    }
-}
-
-/// Replaces a node's limits, keeping the usage of a limit whose unit and period stay.
-fn set_limits(counters: &mut Vec<Counter>, new: Vec<Counter>) {
-    let mut next = Vec::with_capacity(new.len());
-    for n in new {
-        match counters
-            .iter()
-            .find(|c| c.unit == n.unit && c.period == n.period)
-        {
-            Some(old) => next.push(Counter {
-                limit: n.limit,
-                ..old.clone()
-            }),
-            None => next.push(n),
-        }
-    }
-    *counters = next;
 }
 
 fn check_unique_limits(counters: &[Counter]) -> Result<(), ChangeError> {
@@ -663,7 +315,9 @@ fn check_unique_limits(counters: &[Counter]) -> Result<(), ChangeError> {
 }
 
 /// The tenants of the sources, and the source each came from.
-fn parse_sources(sources: &[Source]) -> Result<(Vec<TenantSpec>, Vec<&str>), ChangeError> {
+pub(super) fn parse_sources(
+    sources: &[Source],
+) -> Result<(Vec<TenantSpec>, Vec<&str>), ChangeError> {
     let mut out: Vec<TenantSpec> = Vec::new();
     let mut origin = Vec::new();
     for s in sources {
@@ -924,30 +578,3 @@ impl<'e> Planner<'e> {
         Ok(())
     }
 }
-
-/// Logs what an import did.
-pub fn log_summary(what: &str, s: &Summary) {
-    if s.tenants_added + s.tenants_removed + s.nodes_added + s.nodes_changed + s.nodes_removed == 0
-    {
-        info!(what, "provisioning unchanged");
-    } else {
-        info!(
-            what,
-            tenants_added = s.tenants_added,
-            tenants_removed = s.tenants_removed,
-            nodes_added = s.nodes_added,
-            nodes_changed = s.nodes_changed,
-            nodes_removed = s.nodes_removed,
-            "provisioning imported"
-        );
-    }
-}
-
-/// Warns about an import that could not be made.
-pub fn warn_refused(what: &str, e: &ChangeError) {
-    warn!(what, error = %e, "provisioning refused; the accounts stay as they were");
-}
-
-#[cfg(test)]
-#[path = "changes_tests.rs"]
-mod tests;

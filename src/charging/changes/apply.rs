@@ -1,0 +1,167 @@
+//! Carrying out planned steps, under the engine's gate: trees and nodes appended or marked
+//! removed, limits and subscription ids set, policies swapped whole.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::ledger::{AccountRef, Counter};
+
+use super::super::engine::Engine;
+use super::super::provisioning::{BuiltTenant, Subscriptions};
+use super::super::tenant::Policy;
+use super::Summary;
+use super::plan::Step;
+
+impl Engine {
+    /// Carries out planned steps (under the gate; cannot fail).
+    pub(super) fn carry_out(&self, steps: Vec<Step>) -> Summary {
+        let mut sum = Summary::default();
+        let mut policies: Option<Vec<Arc<Policy>>> = None;
+        let mut directory = self.directory_mut();
+        let current = self.policies();
+        let mut set_policy = |tree: u32, p: Policy| {
+            let v = policies.get_or_insert_with(|| current.as_ref().clone());
+            let i = tree as usize;
+            if v.len() <= i {
+                v.resize(i + 1, Arc::new(Policy::default()));
+            }
+            v[i] = Arc::new(p);
+        };
+        let bind = |directory: &mut super::super::tenant::Directory,
+                    at: AccountRef,
+                    subs: Subscriptions| {
+            for (kind, id) in subs {
+                directory.add(kind, &id, at);
+            }
+        };
+        for step in steps {
+            match step {
+                Step::AddTree(built) => {
+                    let BuiltTenant {
+                        tree,
+                        subscriptions,
+                        policy,
+                    } = *built;
+                    let id = self.ledger.add_tree(tree);
+                    for (node, subs) in subscriptions {
+                        bind(&mut directory, AccountRef { tree: id, node }, subs);
+                    }
+                    set_policy(id, policy);
+                    sum.tenants_added += 1;
+                }
+                Step::SetPolicy(tree, p) => set_policy(tree, p),
+                Step::SetTimeZone(tree, tz) => {
+                    if let Some(mut t) = self.ledger.lock(tree) {
+                        t.tz = tz;
+                    }
+                }
+                Step::RemoveTree(tree) => {
+                    if let Some(mut t) = self.ledger.lock(tree) {
+                        t.removed = true;
+                        for n in &mut t.nodes {
+                            n.removed = true;
+                        }
+                    }
+                    directory.unbind_where(|at| at.tree == tree);
+                    sum.tenants_removed += 1;
+                }
+                Step::AddNode {
+                    parent,
+                    name,
+                    counters,
+                    subs,
+                } => {
+                    if let Some(mut t) = self.ledger.lock(parent.tree) {
+                        let node = t.add(name, Some(parent.node), counters);
+                        bind(
+                            &mut directory,
+                            AccountRef {
+                                tree: parent.tree,
+                                node,
+                            },
+                            subs,
+                        );
+                    }
+                    sum.nodes_added += 1;
+                }
+                Step::SetLimits(at, counters) => {
+                    if let Some(mut t) = self.ledger.lock(at.tree) {
+                        if let Some(n) = t.nodes.get_mut(at.node as usize) {
+                            set_limits(&mut n.counters, counters);
+                        }
+                    }
+                    sum.nodes_changed += 1;
+                }
+                Step::SetSubscriptions(at, subs) => {
+                    let at = AccountRef {
+                        tree: at.tree,
+                        node: at.node,
+                    };
+                    directory.unbind_where(|a| a == at);
+                    bind(&mut directory, at, subs);
+                }
+                Step::RemoveNode(at) => {
+                    let mut gone = HashSet::new();
+                    if let Some(mut t) = self.ledger.lock(at.tree) {
+                        for n in t.subtree(at.node) {
+                            t.nodes[n as usize].removed = true;
+                            gone.insert(n);
+                        }
+                    }
+                    directory.unbind_where(|a| a.tree == at.tree && gone.contains(&a.node));
+                    sum.nodes_removed += gone.len();
+                }
+                Step::Move {
+                    from,
+                    to,
+                    unit,
+                    period,
+                    amount,
+                } => {
+                    if let Some(mut t) = self.ledger.lock(from.tree) {
+                        for (n, add) in [(from.node, false), (to.node, true)] {
+                            let Some(node) = t.nodes.get_mut(n as usize) else {
+                                continue;
+                            };
+                            for c in node
+                                .counters
+                                .iter_mut()
+                                .filter(|c| c.unit == unit && c.period == period)
+                            {
+                                c.limit = if add {
+                                    c.limit.saturating_add(amount)
+                                } else {
+                                    c.limit.saturating_sub(amount)
+                                };
+                            }
+                        }
+                    }
+                    sum.nodes_changed += 2;
+                }
+            }
+        }
+        drop(directory);
+        if let Some(p) = policies {
+            self.set_policies(p);
+        }
+        sum
+    }
+}
+
+/// Replaces a node's limits, keeping the usage of a limit whose unit and period stay.
+fn set_limits(counters: &mut Vec<Counter>, new: Vec<Counter>) {
+    let mut next = Vec::with_capacity(new.len());
+    for n in new {
+        match counters
+            .iter()
+            .find(|c| c.unit == n.unit && c.period == n.period)
+        {
+            Some(old) => next.push(Counter {
+                limit: n.limit,
+                ..old.clone()
+            }),
+            None => next.push(n),
+        }
+    }
+    *counters = next;
+}

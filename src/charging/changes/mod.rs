@@ -1,0 +1,234 @@
+//! Changes to the account tree while ocfd runs: provisioning imports (at start and on reload)
+//! and the admin API's changes (tenants, nodes, limits, policies, allowance moves).
+//!
+//! Every change is planned first against the live tree, with every check made and nothing
+//! touched; a bad change is refused whole. A planned change is then logged to the change log
+//! (synced) and carried out under the engine's gate, so requests see the tree before it or after
+//! it, never half of it, and a snapshot never cuts through one. Trees and nodes are only ever
+//! appended (removal leaves a tombstone), so replaying the change log from the start rebuilds
+//! every node at the index the ledger journal names.
+//!
+//! An import applies what its files changed since the last import and nothing else: a limit an
+//! operator changed through the API stays as it is until the file changes that limit.
+//!
+//! `plan` checks a change and turns it into steps, `apply` carries the steps out.
+
+mod apply;
+mod plan;
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::journal::changes::{ChangeLog, ChangeRecord};
+use crate::ledger::{Period, Unit};
+
+use super::engine::Engine;
+use super::provisioning::{Amount, LimitSpec, PolicySpec, TenantSpec};
+use plan::parse_sources;
+
+/// One provisioning source of an import: a file's name and text.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// A change to the account tree, as logged and as the admin API takes it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// The tenants of these sources replace those of the last import.
+    Import { sources: Vec<Source> },
+    /// A new tenant: its root node carries `limits`.
+    AddTenant {
+        name: String,
+        #[serde(default)]
+        time_zone: Option<String>,
+        #[serde(default)]
+        policy: PolicySpec,
+        #[serde(default)]
+        limits: Vec<LimitSpec>,
+    },
+    /// A tenant's whole policy, including what happens at a limit.
+    SetPolicy { tenant: String, policy: PolicySpec },
+    /// A node under an existing one: a cost centre, or a device if it has subscription ids.
+    AddNode {
+        path: String,
+        #[serde(default)]
+        limits: Vec<LimitSpec>,
+        #[serde(default)]
+        msisdn: Option<String>,
+        #[serde(default)]
+        imsi: Option<String>,
+        #[serde(default)]
+        nai: Option<String>,
+        #[serde(default)]
+        sip_uri: Option<String>,
+    },
+    /// A node's limits, all of them: usage in a period is kept for a limit of the same unit
+    /// and period.
+    SetLimits {
+        path: String,
+        limits: Vec<LimitSpec>,
+    },
+    /// A node's subscription ids, all of them (none: it is no longer a device).
+    SetSubscriptions {
+        path: String,
+        #[serde(default)]
+        msisdn: Option<String>,
+        #[serde(default)]
+        imsi: Option<String>,
+        #[serde(default)]
+        nai: Option<String>,
+        #[serde(default)]
+        sip_uri: Option<String>,
+    },
+    /// A node and everything under it (a tenant, if the path is its root).
+    Remove { path: String },
+    /// Moves allowance: `amount` off the limit of `from` onto the limit of `to` (same unit and
+    /// period), inside one tenant; refused if `from` has less headroom than that.
+    Move {
+        from: String,
+        to: String,
+        unit: Unit,
+        #[serde(default = "month")]
+        period: Period,
+        amount: Amount,
+    },
+}
+
+fn month() -> Period {
+    Period::Month
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change itself is wrong (bad amount, bad path, unknown time zone...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It clashes with the tree as it is (exists already, not enough headroom...).
+    #[error("{0}")]
+    Conflict(String),
+    /// It could not be logged, so it was not made.
+    #[error("the change log cannot be written: {0}")]
+    Log(String),
+}
+
+/// What changes have been made: the last import's tenants and the open change log.
+#[derive(Default)]
+pub struct ChangeState {
+    base: Vec<TenantSpec>,
+    log: Option<ChangeLog>,
+}
+
+/// Counts of what an import changed, for the log.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub tenants_added: usize,
+    pub tenants_removed: usize,
+    pub nodes_added: usize,
+    pub nodes_changed: usize,
+    pub nodes_removed: usize,
+}
+
+impl Engine {
+    /// Opens the change log: changes from now on are logged there.
+    pub fn attach_change_log(&self, log: ChangeLog) {
+        self.changes_state().log = Some(log);
+    }
+
+    /// How many changes the tree has had (the change log's length).
+    pub fn changes_applied(&self) -> u64 {
+        self.changes_applied.load(Ordering::Acquire)
+    }
+
+    fn changes_state(&self) -> std::sync::MutexGuard<'_, ChangeState> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a change: plans it, logs it (synced) and carries it out; nothing happens if any
+    /// of that fails.
+    pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
+        let mut state = self.changes_state();
+        let (steps, base) = self.plan(&state, change)?;
+        let json = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.recheck(&steps, now)?;
+        let after_sequence = self.journal.as_ref().map_or(0, |j| {
+            j.progress()
+                .queued
+                .load(std::sync::atomic::Ordering::Acquire)
+        });
+        if let Some(log) = &mut state.log {
+            log.append(&ChangeRecord {
+                after_sequence,
+                time: now,
+                change: json,
+            })
+            .map_err(|e| ChangeError::Log(e.to_string()))?;
+        }
+        let summary = self.carry_out(steps);
+        if let Some(base) = base {
+            state.base = base;
+        }
+        // Counted under the gate, where a snapshot reads it.
+        self.changes_applied.fetch_add(1, Ordering::AcqRel);
+        Ok(summary)
+    }
+
+    /// Carries out a change read back from the change log (at start, before serving).
+    pub fn replay_change(&self, record: &ChangeRecord) -> Result<Summary, String> {
+        let change: Change = serde_json::from_slice(&record.change)
+            .map_err(|e| format!("change {} cannot be read: {e}", self.changes_applied()))?;
+        let mut state = self.changes_state();
+        let (steps, base) = self.plan(&state, &change).map_err(|e| {
+            format!(
+                "change {} ({}) no longer applies: {e}",
+                self.changes_applied(),
+                String::from_utf8_lossy(&record.change)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )
+        })?;
+        let summary = self.carry_out(steps);
+        if let Some(base) = base {
+            state.base = base;
+        }
+        self.changes_applied.fetch_add(1, Ordering::AcqRel);
+        Ok(summary)
+    }
+
+    /// Whether an import of these sources would change nothing.
+    pub fn import_is_unchanged(&self, sources: &[Source]) -> Result<bool, ChangeError> {
+        let (next, _) = parse_sources(sources)?;
+        Ok(self.changes_state().base == next)
+    }
+}
+
+/// Logs what an import did.
+pub fn log_summary(what: &str, s: &Summary) {
+    if s.tenants_added + s.tenants_removed + s.nodes_added + s.nodes_changed + s.nodes_removed == 0
+    {
+        info!(what, "provisioning unchanged");
+    } else {
+        info!(
+            what,
+            tenants_added = s.tenants_added,
+            tenants_removed = s.tenants_removed,
+            nodes_added = s.nodes_added,
+            nodes_changed = s.nodes_changed,
+            nodes_removed = s.nodes_removed,
+            "provisioning imported"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
