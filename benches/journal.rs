@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || default_tenant().0,
             |ledger| {
-                let r = replay(&ledger, dir.path(), 0, Vec::new(), |_| {}).unwrap();
+                let r = replay(&ledger, dir.path(), 0, Vec::new(), Vec::new(), |_| {}).unwrap();
                 assert_eq!(r.summary.records, RECORDS);
                 black_box(r.outstanding.len())
             },

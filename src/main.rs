@@ -223,11 +223,42 @@ fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 }
 
 /// Sets up logging; returns what changes the level on a reload.
+/// Writes each log event on one line: a value with line breaks in it (a TOML error, say) has
+/// them written as `\n`, so that whoever reads the log line by line reads whole events.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.contains(&b'\n') {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => {}
+                b => line.push(b),
+            }
+        }
+        if body.len() < buf.len() {
+            line.push(b'\n');
+        }
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn init_logging(cfg: &Config) -> ocf::server::reload::SetLogLevel {
     use tracing_subscriber::prelude::*;
     let (filter, handle) =
         tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| OneLine(std::io::stderr()));
     let fmt = match cfg.log.format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.with_ansi(false).boxed(),

@@ -324,13 +324,13 @@ fn alice_is_rated_to_the_cent() {
         assert_eq!(r.result_code, 2001);
     }
     gw.ask(&CcrSpec::new("alice;1", TERMINATION, 4).mscc(report(7, 0, false)));
-    // 0.095 EUR left buys 9.5 MiB less one nano-euro's worth, and it is the last grant.
+    // 0.095 EUR left buys exactly 9.5 MiB (not an octet less), and it is the last grant.
     let j = gw.ask(
         &CcrSpec::new("alice;2", INITIAL, 0)
             .msisdn("15559990001")
             .mscc(rsu(7)),
     );
-    assert_eq!(j.mscc[0].granted_octets, Some(9_961_471));
+    assert_eq!(j.mscc[0].granted_octets, Some(9_961_472));
     assert_eq!(j.mscc[0].final_unit_action, Some(0));
     // Price enquiry: 1 MiB costs 0.01 EUR (978).
     let mut price = CcrSpec::new("alice;price", EVENT, 0)

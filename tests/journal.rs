@@ -122,14 +122,18 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
 fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
     use ocf::charging::{recorder, snapshot, tenant};
     let (ledger, dir) = tenant::default_tenant();
-    let (after, open) = match std::fs::read(state.join("snapshot")) {
+    let (after, open, sessions) = match std::fs::read(state.join("snapshot")) {
         Ok(data) => {
             let path = state.join("snapshot");
             let header = snapshot::header(&data, &path).unwrap();
-            let (info, _) = snapshot::apply(&ledger, header, &path, false).unwrap();
-            (info.sequence, info.outstanding)
+            let loaded = snapshot::apply(&ledger, header, &path, false).unwrap();
+            (
+                loaded.info.sequence,
+                loaded.info.outstanding,
+                loaded.sessions,
+            )
         }
-        Err(_) => (0, Vec::new()),
+        Err(_) => (0, Vec::new(), Vec::new()),
     };
     // Read-only: work on a copy so the torn tail is cut there, not in the daemon's files.
     let copy = tempfile::tempdir().unwrap();
@@ -137,7 +141,7 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         let e = e.unwrap();
         std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
     }
-    recorder::replay(&ledger, copy.path(), after, open, |_| {}).unwrap();
+    recorder::replay(&ledger, copy.path(), after, open, sessions, |_| {}).unwrap();
     for t in 0..ledger.tree_count() as u32 {
         let tree = ledger.lock(t).unwrap();
         for (i, n) in tree.nodes.iter().enumerate() {

@@ -49,9 +49,10 @@ fn metrics_show_the_journal_lag_and_sessions() {
     loop {
         let body = get(addr, "/metrics");
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        // The CCR's record (sequence 1) has been written and the lag is a gauge line.
+        // The CCR's records (its reservation and the session's state: sequences 1 and 2) have
+        // been written and the lag is a gauge line.
         if body.contains("ocfd_sessions_open 1")
-            && body.contains("ocfd_journal_written_sequence 1")
+            && body.contains("ocfd_journal_written_sequence 2")
             && body.contains("ocfd_reservations_open 1")
         {
             check_traffic(&body);

@@ -193,8 +193,11 @@ fn a_journal_that_cannot_keep_up_refuses_before_charging() {
         None,
     )
     .unwrap();
-    let engine = Engine::new(ledger, directory, ChargingConfig::default())
-        .with_journal(journal, Default::default());
+    let engine = Engine::new(ledger, directory, ChargingConfig::default()).with_journal(
+        journal,
+        Default::default(),
+        NOW,
+    );
     let ok = ask(
         &engine,
         &CcrSpec::new("b;1", INITIAL, 0)

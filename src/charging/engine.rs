@@ -2,7 +2,7 @@
 //! operations and a CCA. Sans-IO: `now` (Unix seconds) comes from the caller.
 
 use bytes::BytesMut;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::diameter::base::LocalIdentity;
 use crate::diameter::codes::{ResultCode, avp as c};
@@ -17,14 +17,14 @@ use arc_swap::ArcSwap;
 use crate::journal::record::Op;
 use crate::journal::usage::UsageLog;
 use crate::journal::writer::Journal;
-use crate::ledger::{AccountRef, Ledger, Unit};
+use crate::ledger::{AccountRef, Ledger, Unit, unit_index};
 
 use super::answer::{EventAnswer, MsccAnswer, write_cca};
 use super::recorder::{Outstanding, Recorder, Recovered};
 use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
-use super::session::{Held, ServiceUsage, Session, Sessions, unit_index};
+use super::session::{Held, ServiceUsage, Session, Sessions};
 use super::snapshot::SnapshotInfo;
-use super::tenant::{Directory, Policy, SubscriptionType};
+use super::tenant::{Directory, Policy, SubscriptionType, Unmetered};
 
 /// Charging settings that are not per tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,81 @@ pub struct Engine {
     next_reservation: AtomicU64,
     /// Reservations found open in the journal at start: counted until they expire.
     outstanding: Mutex<Vec<Outstanding>>,
+    /// Origin-Hosts of sessions, shared by their sessions.
+    hosts: RwLock<std::collections::HashSet<Arc<str>>>,
+    /// Usage reports refused as impossibly large (see [`Policy::max_report`]).
+    pub reports_refused: AtomicU64,
+}
+
+/// Distinct Origin-Hosts kept shared; past this, each session keeps its own copy.
+const MAX_HOSTS: usize = 4096;
+
+/// One MSCC of an EVENT request: what it asks in service units and in ledger units.
+#[derive(Clone, Copy)]
+struct EventItem {
+    unit: Unit,
+    amount: u64,
+    ledger_unit: Unit,
+    ledger_amount: u64,
+    /// The tariff, for octets charged as money.
+    price: Option<(u128, u128)>,
+}
+
+/// Every MSCC of an event that fails as a whole carries the failure.
+fn fail_all(answers: &mut [MsccAnswer], _items: &[Option<EventItem>], result: ResultCode) {
+    for a in answers {
+        a.result = result;
+    }
+}
+
+/// The kind of service unit a reservation in `unit` was granted for: money reservations buy
+/// octets.
+fn service_kind(unit: Unit) -> Unit {
+    match unit {
+        Unit::Money => Unit::Octets,
+        u => u,
+    }
+}
+
+/// The `j`th Used-Service-Unit of the `i`th MSCC as it came (and its MSCC, unless the request
+/// had none), for Failed-AVP.
+fn used_service_unit<'m>(
+    req: &'m Message,
+    cr: &CreditRequest,
+    i: usize,
+    j: usize,
+) -> Option<(
+    Option<crate::diameter::avp::Avp<'m>>,
+    crate::diameter::avp::Avp<'m>,
+)> {
+    if cr.multiple_services {
+        let group = req.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(i)?;
+        let usu = group
+            .children()
+            .filter(|a| a.is(c::USED_SERVICE_UNIT))
+            .nth(j)?;
+        Some((Some(group), usu))
+    } else {
+        Some((None, req.find_all(c::USED_SERVICE_UNIT).nth(j)?))
+    }
+}
+
+/// The Requested-Service-Unit of the `i`th MSCC as it came, for Failed-AVP.
+fn requested_service_unit<'m>(
+    req: &'m Message,
+    cr: &CreditRequest,
+    i: usize,
+) -> Option<(
+    Option<crate::diameter::avp::Avp<'m>>,
+    crate::diameter::avp::Avp<'m>,
+)> {
+    if cr.multiple_services {
+        let group = req.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(i)?;
+        let rsu = group.children().find(|a| a.is(c::REQUESTED_SERVICE_UNIT))?;
+        Some((Some(group), rsu))
+    } else {
+        Some((None, req.find(c::REQUESTED_SERVICE_UNIT)?))
+    }
 }
 
 /// A tree's policy (the default for a tree without one).
@@ -149,14 +224,38 @@ impl Engine {
             usage_interim: false,
             next_reservation: AtomicU64::new(1),
             outstanding: Mutex::new(Vec::new()),
+            hosts: RwLock::new(Default::default()),
+            reports_refused: AtomicU64::new(0),
         }
     }
 
-    /// Journals every ledger change from now on, continuing after what `recovered` found.
-    pub fn with_journal(mut self, journal: Journal, recovered: Recovered) -> Self {
+    /// Journals every ledger change from now on, continuing after what `recovered` found: its
+    /// sessions are open again (or linger, if they ended less than the linger time before
+    /// `now`), holding the reservations they held, and the other open reservations count
+    /// until they expire.
+    pub fn with_journal(mut self, journal: Journal, recovered: Recovered, now: i64) -> Self {
         self.journal = Some(journal);
         self.next_reservation = AtomicU64::new(recovered.next_reservation);
-        self.outstanding = Mutex::new(recovered.outstanding);
+        let mut open: std::collections::HashMap<u64, Outstanding> = recovered
+            .outstanding
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect();
+        for (_, mut r) in recovered.sessions {
+            if r.ended {
+                if r.session.deadline <= now {
+                    continue;
+                }
+            } else {
+                // What the session held and the journal still has open; anything else was
+                // settled or expired after its last request.
+                r.session.held.retain(|h| open.remove(&h.id).is_some());
+            }
+            self.sessions.lock(&r.session_id).restore(r);
+        }
+        let mut outstanding: Vec<Outstanding> = open.into_values().collect();
+        outstanding.sort_by_key(|o| o.id);
+        self.outstanding = Mutex::new(outstanding);
         self
     }
 
@@ -242,13 +341,25 @@ impl Engine {
 
     /// Hands a batch's records to the journal and its usage records to the usage log;
     /// returns the journal sequence to wait for (0: none).
-    fn journal_ops(&self, now: i64, ops: Vec<Op>, usage: String) -> u64 {
-        if let (Some(log), false) = (&self.usage, usage.is_empty()) {
-            log.write(usage);
-        }
+    fn journal_ops(&self, now: i64, mut ops: Vec<Op>, usage: String) -> u64 {
         match &self.journal {
-            Some(j) => j.append(now, ops),
-            None => 0,
+            Some(j) => {
+                // Usage records go through the journal: written with the ledger changes they
+                // account for, and from there to the usage files.
+                ops.extend(
+                    usage
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| Op::Usage(l.as_bytes().to_vec())),
+                );
+                j.append(now, ops)
+            }
+            None => {
+                if let (Some(log), false) = (&self.usage, usage.is_empty()) {
+                    log.write(usage);
+                }
+                0
+            }
         }
     }
 
@@ -330,14 +441,17 @@ impl Engine {
                     .queued
                     .load(std::sync::atomic::Ordering::Acquire)
             });
-            // Reservations still open, in sessions and from before the last start.
+            // Reservations still open, in sessions and from before the last start, and the
+            // sessions themselves, open or lingering.
             let mut outstanding = self
                 .outstanding
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
+            let mut sessions = Vec::new();
             for i in 0..self.sessions.shard_count() {
-                for s in self.sessions.lock_index(i).open.values() {
+                let shard = self.sessions.lock_index(i);
+                for (id, s) in &shard.open {
                     outstanding.extend(s.held.iter().map(|h| Outstanding {
                         id: h.id,
                         account: s.account,
@@ -345,6 +459,14 @@ impl Engine {
                         amount: h.reserved,
                         expires: h.expires,
                     }));
+                    let mut data = Vec::with_capacity(128 + s.last_answer.len());
+                    super::session::encode_state(&mut data, id, s, false);
+                    sessions.push(data);
+                }
+                for (id, e) in &shard.ended {
+                    let mut data = Vec::with_capacity(128 + e.last_answer.len());
+                    super::session::encode_ended(&mut data, id, e);
+                    sessions.push(data);
                 }
             }
             let info = SnapshotInfo {
@@ -356,7 +478,10 @@ impl Engine {
                 fingerprint: super::snapshot::fingerprint(&self.ledger),
                 changes: self.changes_applied(),
             };
-            (super::snapshot::encode(&self.ledger, &info), sequence)
+            (
+                super::snapshot::encode(&self.ledger, &info, &sessions),
+                sequence,
+            )
         };
         super::snapshot::write_atomically(path, &data.0)?;
         Ok(data.1)
@@ -374,15 +499,49 @@ impl Engine {
             Ok(cr) => cr,
             Err(e) => return identity.write_error_answer(out, req, &e),
         };
+        if let Some(e) = cr.duplicate_service(req) {
+            return identity.write_error_answer(out, req, &e);
+        }
         let mut shard = self.sessions.lock(cr.session_id);
         let seen = match shard.open.get(cr.session_id) {
-            Some(s) => Some((s.last_number, s.last_type, &s.last_answer[..], false)),
-            None => shard
-                .ended
-                .get(cr.session_id)
-                .map(|e| (e.last_number, e.last_type, &e.last_answer[..], true)),
+            Some(s) => Some((
+                s.origin_host.clone(),
+                s.last_number,
+                s.last_type,
+                &s.last_answer[..],
+                false,
+            )),
+            None => shard.ended.get(cr.session_id).map(|e| {
+                (
+                    e.origin_host.clone(),
+                    e.last_number,
+                    e.last_type,
+                    &e.last_answer[..],
+                    true,
+                )
+            }),
         };
-        if let Some((last_number, last_type, last_answer, ended)) = seen {
+        if let Some((origin, last_number, last_type, last_answer, ended)) = seen {
+            if !origin.eq_ignore_ascii_case(cr.origin_host) {
+                // Another client's session: Session-Ids are unique to the host that made them
+                // (RFC 6733 §8.8), so this is neither a retransmission nor this host's session.
+                let e = match cr.request_type {
+                    RequestType::Update | RequestType::Termination => DiameterError::new(
+                        ResultCode::UnknownSessionId,
+                        "no credit-control session with this Session-Id from this Origin-Host",
+                    ),
+                    RequestType::Initial | RequestType::Event => DiameterError::new(
+                        ResultCode::InvalidAvpValue,
+                        "this Session-Id belongs to a session of another Origin-Host",
+                    )
+                    .with_avp(
+                        req.find(c::SESSION_ID)
+                            .map(|a| a.to_bytes())
+                            .unwrap_or_default(),
+                    ),
+                };
+                return identity.write_error_answer(out, req, &e);
+            }
             if last_number == cr.request_number && last_type == cr.request_type as u8 {
                 // A retransmission (T flag or not): the same answer, charged once.
                 return replay(out, last_answer, req);
@@ -419,6 +578,7 @@ impl Engine {
                 };
                 let mut session = Session {
                     account,
+                    origin_host: self.intern_host(cr.origin_host),
                     last_number: cr.request_number,
                     last_type: cr.request_type as u8,
                     last_answer: Vec::new(),
@@ -441,10 +601,16 @@ impl Engine {
                         "event",
                         false,
                     );
-                } else {
-                    self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec);
+                } else if let Err(e) =
+                    self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec)
+                {
+                    // Refused before anything was charged: no session.
+                    return identity.write_error_answer(out, req, &e);
                 }
                 session.last_answer = out[start..].to_vec();
+                if self.journal.is_some() {
+                    rec.session(cr.session_id, &session, session.terminated);
+                }
                 if session.terminated {
                     shard.end(cr.session_id, session);
                 } else {
@@ -462,8 +628,22 @@ impl Engine {
                 session.last_number = cr.request_number;
                 session.last_type = cr.request_type as u8;
                 let before = self.usage_interim.then(|| session.services.clone());
-                self.session_step(Reply { identity, req, out }, &cr, session, now, rec);
+                if let Err(e) =
+                    self.session_step(Reply { identity, req, out }, &cr, session, now, rec)
+                {
+                    // Refused whole, nothing charged; the session stays as it was, and a
+                    // retransmission gets the same refusal.
+                    identity.write_error_answer(out, req, &e);
+                    session.last_answer = out[start..].to_vec();
+                    if self.journal.is_some() {
+                        rec.session(cr.session_id, session, false);
+                    }
+                    return;
+                }
                 session.last_answer = out[start..].to_vec();
+                if self.journal.is_some() {
+                    rec.session(cr.session_id, session, session.terminated);
+                }
                 if session.terminated {
                     log_usage(cr.session_id, session, now, "terminated");
                     self.record_usage(
@@ -497,7 +677,82 @@ impl Engine {
         }
     }
 
-    /// INITIAL, UPDATE or TERMINATION on a session: settle reported usage, then grant.
+    /// The Origin-Host as a shared string: sessions of one gateway share one copy.
+    fn intern_host(&self, host: &str) -> Arc<str> {
+        if let Some(h) = self
+            .hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+        {
+            return h.clone();
+        }
+        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a host that sends garbage names cannot grow this without limit.
+        if hosts.len() >= MAX_HOSTS {
+            return Arc::from(host);
+        }
+        if let Some(h) = hosts.get(host) {
+            return h.clone();
+        }
+        let h: Arc<str> = Arc::from(host);
+        hosts.insert(h.clone());
+        h
+    }
+
+    /// Refuses a request in which one MSCC reports more than a gateway could have used (the
+    /// policy's `max_report`, far above any grant). Checked before anything is charged.
+    fn check_reports(
+        &self,
+        cr: &CreditRequest,
+        req: &Message,
+        s: &Session,
+        policy: &Policy,
+    ) -> Result<(), DiameterError> {
+        const KINDS: [Unit; 3] = [Unit::Octets, Unit::Seconds, Unit::Events];
+        for (i, m) in cr.mscc.iter().enumerate() {
+            let mut total = [0u64; 3];
+            for (j, u) in m.used.iter().enumerate() {
+                let this = [
+                    u.units.octets().unwrap_or(0),
+                    u64::from(u.units.time.unwrap_or(0)),
+                    u.units.events.unwrap_or(0),
+                ];
+                for k in 0..3 {
+                    total[k] = total[k].saturating_add(this[k]);
+                    if total[k] <= policy.max_report[k] {
+                        continue;
+                    }
+                    warn!(
+                        session_id = cr.session_id,
+                        subscriber = &*s.subscriber,
+                        unit = ?KINDS[k],
+                        reported = total[k],
+                        bound = policy.max_report[k],
+                        "usage report refused: more than a gateway could have used"
+                    );
+                    self.reports_refused.fetch_add(1, Relaxed);
+                    let e = DiameterError::new(
+                        ResultCode::InvalidAvpValue,
+                        "Used-Service-Unit reports more than a gateway could have used",
+                    );
+                    return Err(used_service_unit(req, cr, i, j)
+                        .map(|(group, usu)| {
+                            let e = e.clone().with_avp(usu.to_bytes());
+                            match group {
+                                Some(g) => g.wrap_error(e),
+                                None => e,
+                            }
+                        })
+                        .unwrap_or(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// INITIAL, UPDATE or TERMINATION on a session: settle reported usage, then grant. `Err`:
+    /// refused whole before anything was charged.
     fn session_step(
         &self,
         reply: Reply<'_>,
@@ -505,21 +760,26 @@ impl Engine {
         s: &mut Session,
         now: i64,
         rec: &mut Recorder,
-    ) {
+    ) -> Result<(), DiameterError> {
         let Reply { identity, req, out } = reply;
         let policies = self.policies.load();
         let policy = policy_of(&policies, s.account.tree);
+        self.check_reports(cr, req, s, policy)?;
         let terminating = cr.request_type == RequestType::Termination;
-        let mut answers = Vec::with_capacity(cr.mscc.len());
+        // Every report is settled before anything is granted, so that no settlement can
+        // return what this request has just granted.
         for m in &cr.mscc {
             self.settle(s, m, policy, now, rec);
+        }
+        let mut answers = Vec::with_capacity(cr.mscc.len());
+        for m in &cr.mscc {
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
             if m.rating_group
                 .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
             {
                 a.result = ResultCode::EndUserServiceDenied;
             } else if !terminating && !m.is_final() {
-                self.grant(s, m, now, &mut a, rec);
+                self.grant(s, m, policy, now, &mut a, rec);
             }
             answers.push(a);
         }
@@ -545,10 +805,14 @@ impl Engine {
             cr.multiple_services,
             &EventAnswer::default(),
         );
+        Ok(())
     }
 
-    /// Charges the usage an MSCC reports against what was held for its service, and returns
-    /// what is left of the reservation.
+    /// Charges the usage an MSCC reports and returns what the session held for that service.
+    /// Each reservation is settled in the unit it was granted in (octets against an octets
+    /// grant, money at the tariff against a money grant), whatever the policy says now, so a
+    /// policy changed mid-session neither leaks nor double-counts a reservation; usage that
+    /// nothing was reserved for is charged as the policy says now.
     fn settle(&self, s: &mut Session, m: &Mscc, policy: &Policy, now: i64, rec: &mut Recorder) {
         let key = (m.rating_group, m.service_identifier);
         let mut held: Vec<Held> = Vec::new();
@@ -559,8 +823,6 @@ impl Engine {
             }
             !mine
         });
-        // Every kind of unit reported is charged; the reservation of that kind is settled by
-        // the first report and what is left of it goes back.
         let mut used = [0u64; 3];
         for u in &m.used {
             used[0] = used[0].saturating_add(u.units.octets().unwrap_or(0));
@@ -568,68 +830,96 @@ impl Engine {
             used[2] = used[2].saturating_add(u.units.events.unwrap_or(0));
         }
         let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
-        for (i, unit) in [Unit::Octets, Unit::Seconds, Unit::Events]
+        let account = s.account;
+        for (k, kind) in [Unit::Octets, Unit::Seconds, Unit::Events]
             .into_iter()
             .enumerate()
         {
-            let reserved_unit = if tariff.is_some() && unit == Unit::Octets {
-                Unit::Money
-            } else {
-                unit
-            };
-            let reserved: u64 = held
-                .iter()
-                .filter(|h| h.unit == reserved_unit)
-                .map(|h| h.reserved)
-                .sum();
-            // One reservation per service and unit: the grant replaced any earlier one.
-            let id = held
-                .iter()
-                .find(|h| h.unit == reserved_unit)
-                .map_or(0, |h| h.id);
-            if used[i] == 0 && reserved == 0 {
-                continue;
-            }
-            match (tariff, unit) {
-                (Some(price), Unit::Octets) => {
-                    let money = rec.commit_rated(id, s.account, reserved, used[i], price, now);
-                    s.charge(key, unit_index(Unit::Money), money);
+            // The report is charged once, against the first reservation of its kind.
+            let mut charged = used[k] == 0;
+            for h in held.iter().filter(|h| service_kind(h.unit) == kind) {
+                if charged {
+                    rec.release(h.id, account, h.unit, h.reserved, now);
+                    continue;
                 }
-                _ => rec.commit(id, s.account, unit, reserved, used[i], now),
+                charged = true;
+                match (h.unit, tariff) {
+                    (Unit::Money, Some(price)) => {
+                        let money =
+                            rec.commit_rated(h.id, account, h.reserved, used[k], price, now);
+                        s.charge(key, unit_index(Unit::Money), money);
+                    }
+                    (Unit::Money, None) => {
+                        // The tariff is gone: the money goes back, the octets count as octets.
+                        rec.release(h.id, account, Unit::Money, h.reserved, now);
+                        rec.commit(0, account, kind, 0, used[k], now);
+                    }
+                    (unit, _) => rec.commit(h.id, account, unit, h.reserved, used[k], now),
+                }
+                s.charge(key, k, used[k]);
             }
-            s.charge(key, i, used[i]);
+            if !charged {
+                match (kind, tariff) {
+                    (Unit::Octets, Some(price)) => {
+                        let money = rec.commit_rated(0, account, 0, used[k], price, now);
+                        s.charge(key, unit_index(Unit::Money), money);
+                    }
+                    _ => rec.commit(0, account, kind, 0, used[k], now),
+                }
+                s.charge(key, k, used[k]);
+            }
         }
-        // Reservations of a kind not reported (none here) would be released; a money
-        // reservation with no octets reported was settled above with used = 0.
     }
 
     /// Reserves the next grant for an MSCC.
-    fn grant(&self, s: &mut Session, m: &Mscc, now: i64, a: &mut MsccAnswer, rec: &mut Recorder) {
+    fn grant(
+        &self,
+        s: &mut Session,
+        m: &Mscc,
+        policy: &Policy,
+        now: i64,
+        a: &mut MsccAnswer,
+        rec: &mut Recorder,
+    ) {
         let Some(requested) = &m.requested else {
             return;
         };
-        let policies = self.policies.load();
-        let policy = policy_of(&policies, s.account.tree);
         let expires = now
             + i64::from(policy.validity_time_s)
             + i64::from(self.reservation_grace_s.load(Relaxed));
         let unit = requested_unit(requested);
+        // An empty or zero Requested-Service-Unit leaves the amount to the server
+        // (RFC 4006 §8.18): the slice.
         let want = requested_amount(requested, unit)
+            .filter(|&n| n > 0)
             .unwrap_or(u64::MAX)
             .min(slice(policy, unit));
         let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
-        let (granted, reserved, last, id) = match (tariff, unit) {
-            (Some((num, den)), Unit::Octets) => {
-                // Money accounts: reserve the money the octets cost, grant what it buys.
+        let price = match (tariff, unit) {
+            (Some(p), Unit::Octets) => Some(p),
+            _ => None,
+        };
+        let ledger_unit = if price.is_some() { Unit::Money } else { unit };
+        if policy.unmetered == Unmetered::Refuse && !self.ledger.limited(s.account, ledger_unit) {
+            // Nothing on the path counts this unit: granting it would be granting it without
+            // bound.
+            a.result = ResultCode::RatingFailed;
+            return;
+        }
+        let (granted, reserved, last, id) = match price {
+            Some((num, den)) => {
+                // Money accounts: reserve the money the octets cost, grant what it buys. Each
+                // settlement charges at most ceil(octets × price), so floor(money / price)
+                // octets always fit the money reserved.
                 let money =
                     u64::try_from((u128::from(want) * num).div_ceil(den)).unwrap_or(u64::MAX);
                 let (g, id) = rec.reserve(s.account, Unit::Money, money, now, expires);
-                // One unit less than bought, so that rounding up when it is charged stays
-                // inside the reservation.
                 let octets = if g.granted == money {
                     want
                 } else {
-                    u64::try_from(u128::from(g.granted.saturating_sub(1)) * den / num).unwrap_or(0)
+                    u64::try_from(u128::from(g.granted) * den / num)
+                        .unwrap_or(u64::MAX)
+                        .min(want)
                 };
                 if octets == 0 && g.granted > 0 {
                     rec.release(id, s.account, Unit::Money, g.granted, now);
@@ -638,11 +928,7 @@ impl Engine {
                     (octets, g.granted, g.last, id)
                 }
             }
-            (Some(_), _) => {
-                a.result = ResultCode::RatingFailed;
-                return;
-            }
-            (None, _) => {
+            None => {
                 let (g, id) = rec.reserve(s.account, unit, want, now, expires);
                 (g.granted, g.granted, g.last, id)
             }
@@ -658,7 +944,7 @@ impl Engine {
             id,
             rating_group: m.rating_group,
             service_identifier: m.service_identifier,
-            unit: if tariff.is_some() { Unit::Money } else { unit },
+            unit: ledger_unit,
             reserved,
             granted,
             expires,
@@ -676,6 +962,7 @@ impl Engine {
     }
 
     /// EVENT requests (RFC 4006 §6.3 - §6.5): one-shot debit, refund, balance check, price.
+    /// A debit or refund of several MSCCs is all or nothing.
     fn event(
         &self,
         reply: Reply<'_>,
@@ -691,92 +978,186 @@ impl Engine {
         let action = cr
             .requested_action
             .unwrap_or(RequestedAction::DirectDebiting);
-        let mut answers = Vec::new();
+        let mut answers = Vec::with_capacity(cr.mscc.len());
         let mut extra = EventAnswer::default();
         let mut result = ResultCode::Success;
+        // Each MSCC in service units and in ledger units (money for a tariffed account's
+        // octets); None where nothing can count it.
+        let mut items: Vec<Option<EventItem>> = Vec::with_capacity(cr.mscc.len());
         for m in &cr.mscc {
             let requested = m.requested.unwrap_or_default();
             let unit = requested_unit(&requested);
             let amount = requested_amount(&requested, unit).unwrap_or(1);
-            // Money accounts count octets as money.
             let (ledger_unit, ledger_amount) = match (tariff, unit) {
                 (Some((num, den)), Unit::Octets) => (
                     Unit::Money,
                     u64::try_from((u128::from(amount) * num).div_ceil(den)).unwrap_or(u64::MAX),
                 ),
-                (Some(_), _) => {
-                    result = ResultCode::RatingFailed;
-                    answers.push(MsccAnswer::new(
-                        m.rating_group,
-                        m.service_identifier,
-                        ResultCode::RatingFailed,
-                    ));
-                    continue;
-                }
-                (None, _) => (unit, amount),
+                _ => (unit, amount),
             };
-            let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
-            match action {
-                RequestedAction::DirectDebiting => {
-                    // All or nothing: an event is not delivered in part.
-                    let (g, id) = rec.reserve(s.account, ledger_unit, ledger_amount, now, now);
-                    if g.granted < ledger_amount {
-                        if id != 0 {
-                            rec.release(id, s.account, ledger_unit, g.granted, now);
+            let metered =
+                policy.unmetered == Unmetered::Grant || self.ledger.limited(s.account, ledger_unit);
+            items.push(metered.then_some(EventItem {
+                unit,
+                amount,
+                ledger_unit,
+                ledger_amount,
+                price: if ledger_unit == Unit::Money {
+                    tariff
+                } else {
+                    None
+                },
+            }));
+            answers.push(MsccAnswer::new(
+                m.rating_group,
+                m.service_identifier,
+                ResultCode::Success,
+            ));
+        }
+        let unrated = items.iter().any(Option::is_none);
+        match action {
+            RequestedAction::DirectDebiting if unrated => {
+                result = ResultCode::RatingFailed;
+                fail_all(&mut answers, &items, result);
+            }
+            RequestedAction::DirectDebiting => {
+                // All or nothing: an event is not delivered in part.
+                let mut taken = Vec::with_capacity(items.len());
+                let mut short = vec![false; items.len()];
+                for (i, it) in items.iter().flatten().enumerate() {
+                    let (g, id) =
+                        rec.reserve(s.account, it.ledger_unit, it.ledger_amount, now, now);
+                    short[i] = g.granted < it.ledger_amount;
+                    taken.push((id, g.granted));
+                }
+                if short.iter().any(|&x| x) {
+                    for ((id, granted), it) in taken.iter().zip(items.iter().flatten()) {
+                        if *id != 0 {
+                            rec.release(*id, s.account, it.ledger_unit, *granted, now);
                         }
-                        a.result = ResultCode::CreditLimitReached;
-                        result = ResultCode::CreditLimitReached;
-                    } else {
+                    }
+                    result = ResultCode::CreditLimitReached;
+                    for a in &mut answers {
+                        a.result = result;
+                    }
+                } else {
+                    for (((id, granted), it), (m, a)) in taken
+                        .iter()
+                        .zip(items.iter().flatten())
+                        .zip(cr.mscc.iter().zip(&mut answers))
+                    {
                         let service = (m.rating_group, m.service_identifier);
-                        match (tariff, unit) {
-                            (Some(price), Unit::Octets) => {
-                                let money =
-                                    rec.commit_rated(id, s.account, g.granted, amount, price, now);
-                                s.charge(service, unit_index(Unit::Octets), amount);
+                        match it.price {
+                            Some(price) => {
+                                let money = rec
+                                    .commit_rated(*id, s.account, *granted, it.amount, price, now);
+                                s.charge(service, unit_index(Unit::Octets), it.amount);
                                 s.charge(service, unit_index(Unit::Money), money);
                             }
-                            _ => {
+                            None => {
                                 rec.commit(
-                                    id,
+                                    *id,
                                     s.account,
-                                    ledger_unit,
-                                    g.granted,
-                                    ledger_amount,
+                                    it.ledger_unit,
+                                    *granted,
+                                    it.ledger_amount,
                                     now,
                                 );
-                                s.charge(service, unit_index(ledger_unit), ledger_amount);
+                                s.charge(service, unit_index(it.ledger_unit), it.ledger_amount);
                             }
                         }
-                        a.granted = Some((unit, amount));
+                        a.granted = Some((it.unit, it.amount));
                     }
                 }
-                RequestedAction::RefundAccount => {
-                    rec.refund(s.account, ledger_unit, ledger_amount, now);
-                    a.granted = Some((unit, amount));
-                }
-                RequestedAction::CheckBalance => {
-                    let free = self
-                        .ledger
-                        .lock(s.account.tree)
-                        .map_or(0, |mut t| t.headroom(s.account.node, ledger_unit, now));
-                    extra.check_balance = Some(if free >= ledger_amount { 0 } else { 1 });
-                }
-                RequestedAction::PriceEnquiry => match (&policy.tariff, unit) {
-                    (Some(t), Unit::Octets) => {
-                        // Exact: price × amount / per_octets, as Value-Digits × 10^Exponent.
-                        let cost = t.price * rust_decimal::Decimal::from(amount)
-                            / rust_decimal::Decimal::from(t.per_octets);
-                        let cost = cost.normalize();
-                        let digits = i64::try_from(cost.mantissa()).unwrap_or(i64::MAX);
-                        extra.cost = Some((digits, -(cost.scale() as i32), t.currency_code));
-                    }
-                    _ => {
-                        a.result = ResultCode::RatingFailed;
-                        result = ResultCode::RatingFailed;
-                    }
-                },
             }
-            answers.push(a);
+            RequestedAction::RefundAccount if unrated => {
+                result = ResultCode::RatingFailed;
+                fail_all(&mut answers, &items, result);
+            }
+            RequestedAction::RefundAccount => {
+                // A refund gives back at most what this account was charged this period, in
+                // every unit it names, or nothing at all.
+                let mut asked = [0u64; 4];
+                for it in items.iter().flatten() {
+                    let k = unit_index(it.ledger_unit);
+                    asked[k] = asked[k].saturating_add(it.ledger_amount);
+                }
+                let too_much = {
+                    let mut tree = self.ledger.lock(s.account.tree);
+                    [Unit::Octets, Unit::Seconds, Unit::Events, Unit::Money]
+                        .into_iter()
+                        .find(|&u| {
+                            asked[unit_index(u)] > 0
+                                && tree
+                                    .as_mut()
+                                    .map_or(0, |t| t.refundable(s.account.node, u, now))
+                                    < asked[unit_index(u)]
+                        })
+                };
+                if let Some(u) = too_much {
+                    let culprit = items
+                        .iter()
+                        .position(|it| it.as_ref().is_some_and(|it| it.ledger_unit == u))
+                        .unwrap_or(0);
+                    let e = DiameterError::new(
+                        ResultCode::InvalidAvpValue,
+                        "the refund is more than this account was charged in the current period",
+                    );
+                    let e = requested_service_unit(req, cr, culprit)
+                        .map(|(group, rsu)| {
+                            let e = e.clone().with_avp(rsu.to_bytes());
+                            match group {
+                                Some(g) => g.wrap_error(e),
+                                None => e,
+                            }
+                        })
+                        .unwrap_or(e);
+                    return identity.write_error_answer(out, req, &e);
+                }
+                for (it, a) in items.iter().flatten().zip(&mut answers) {
+                    rec.refund(s.account, it.ledger_unit, it.ledger_amount, now);
+                    a.granted = Some((it.unit, it.amount));
+                }
+            }
+            RequestedAction::CheckBalance => {
+                for (it, a) in items.iter().zip(&mut answers) {
+                    match it {
+                        Some(it) => {
+                            let free = self
+                                .ledger
+                                .lock(s.account.tree)
+                                .map_or(0, |mut t| t.headroom(s.account.node, it.ledger_unit, now));
+                            extra.check_balance =
+                                Some(if free >= it.ledger_amount { 0 } else { 1 });
+                        }
+                        None => {
+                            a.result = ResultCode::RatingFailed;
+                            result = ResultCode::RatingFailed;
+                        }
+                    }
+                }
+            }
+            RequestedAction::PriceEnquiry => {
+                for (m, a) in cr.mscc.iter().zip(&mut answers) {
+                    let requested = m.requested.unwrap_or_default();
+                    let unit = requested_unit(&requested);
+                    let amount = requested_amount(&requested, unit).unwrap_or(1);
+                    match (&policy.tariff, unit) {
+                        (Some(t), Unit::Octets) => {
+                            // Exact: price × amount / per_octets, as Value-Digits × 10^Exponent.
+                            let cost = t.price * rust_decimal::Decimal::from(amount)
+                                / rust_decimal::Decimal::from(t.per_octets);
+                            let cost = cost.normalize();
+                            let digits = i64::try_from(cost.mantissa()).unwrap_or(i64::MAX);
+                            extra.cost = Some((digits, -(cost.scale() as i32), t.currency_code));
+                        }
+                        _ => {
+                            a.result = ResultCode::RatingFailed;
+                            result = ResultCode::RatingFailed;
+                        }
+                    }
+                }
+            }
         }
         write_cca(
             identity,
@@ -857,6 +1238,9 @@ impl Engine {
                         rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
+                    if self.journal.is_some() {
+                        rec.session_closed(id);
+                    }
                     self.record_usage(
                         &mut rec,
                         id,

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::tenant::{Directory, FinalUnitAction, Policy, SubscriptionType, Tariff};
+use super::tenant::{Directory, FinalUnitAction, Policy, SubscriptionType, Tariff, Unmetered};
 use crate::ledger::{AccountRef, Counter, Ledger, MONEY_SCALE, Period, Tree, Unit};
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +72,17 @@ pub struct PolicySpec {
     pub denied_rating_groups: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tariff: Option<TariffSpec>,
+    /// Units no limit or tariff on the path counts: refuse (5031, the default) | grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmetered: Option<String>,
+    /// The most one MSCC may report used in one request (default 100 GiB, one week, a million
+    /// events); a larger report is refused as corrupt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_report_octets: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_report_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_report_events: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
@@ -229,6 +240,20 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     }
     if let Some(q) = spec.quota_holding_time_s {
         p.quota_holding_time_s = q;
+    }
+    p.unmetered = match spec.unmetered.as_deref().unwrap_or("refuse") {
+        "refuse" => Unmetered::Refuse,
+        "grant" => Unmetered::Grant,
+        other => return Err(format!("unmetered '{other}': use refuse or grant")),
+    };
+    if let Some(a) = &spec.max_report_octets {
+        p.max_report[0] = parse_amount(a, Unit::Octets)?;
+    }
+    if let Some(v) = spec.max_report_seconds {
+        p.max_report[1] = v;
+    }
+    if let Some(v) = spec.max_report_events {
+        p.max_report[2] = v;
     }
     // Checked whatever the action: a typo is an error even where it would not be used.
     let address_type = match spec.redirect_address_type.as_deref().unwrap_or("url") {

@@ -138,15 +138,30 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    pub fn refund(&mut self, a: AccountRef, unit: Unit, amount: u64, now: i64) {
-        if let Some(mut t) = self.ledger.lock(a.tree) {
-            t.refund(a.node, unit, amount, now);
+    /// Notes a session's state after a request, so that it outlives a restart.
+    pub fn session(&mut self, session_id: &str, s: &super::session::Session, ended: bool) {
+        let mut data = Vec::with_capacity(96 + session_id.len() + s.last_answer.len());
+        super::session::encode_state(&mut data, session_id, s, ended);
+        self.ops.push(Op::Session(data));
+    }
+
+    /// Notes that supervision closed a session.
+    pub fn session_closed(&mut self, session_id: &str) {
+        self.ops
+            .push(Op::SessionClosed(session_id.as_bytes().to_vec()));
+    }
+
+    /// Gives back usage; false (and no record) if the account was not charged that much.
+    pub fn refund(&mut self, a: AccountRef, unit: Unit, amount: u64, now: i64) -> bool {
+        if !self.ledger.refund(a, unit, amount, now) {
+            return false;
         }
         self.ops.push(Op::Refund {
             account: acc(a),
             unit: unit_code(unit),
             amount,
         });
+        true
     }
 }
 
@@ -167,7 +182,10 @@ pub struct Recovered {
     pub summary: ReadSummary,
     /// The next reservation id to hand out.
     pub next_reservation: u64,
+    /// Reservations still open, sessions' included.
     pub outstanding: Vec<Outstanding>,
+    /// Sessions as they were last recorded, open or lingering after their end, by Session-Id.
+    pub sessions: HashMap<String, super::session::Restored>,
 }
 
 /// Applies the journal in `dir` (records after `after`) to `ledger`, which must be provisioned
@@ -177,15 +195,21 @@ pub fn replay(
     dir: &Path,
     after: u64,
     open_before: Vec<Outstanding>,
+    sessions_before: Vec<super::session::Restored>,
     mut before: impl FnMut(u64),
 ) -> Result<Recovered, ReadError> {
     let mut max_id = open_before.iter().map(|o| o.id).max().unwrap_or(0);
     let mut open: HashMap<u64, Outstanding> = open_before.into_iter().map(|o| (o.id, o)).collect();
+    let mut sessions: HashMap<String, super::session::Restored> = sessions_before
+        .into_iter()
+        .map(|r| (r.session_id.clone(), r))
+        .collect();
+    let mut unreadable: Option<u64> = None;
     let summary = segment::read_all(dir, after, true, |r| {
         // Account changes logged before this record take effect first.
         before(r.sequence);
         let now = r.time;
-        match r.op {
+        match r.op.clone() {
             Op::Reserve {
                 reservation,
                 account,
@@ -247,13 +271,33 @@ pub fn replay(
                     t.refund(account.node, unit_from(unit), amount, now);
                 }
             }
+            Op::Session(data) => match super::session::decode_state(&data) {
+                Some(s) => {
+                    sessions.insert(s.session_id.clone(), s);
+                }
+                None => {
+                    unreadable.get_or_insert(r.sequence);
+                }
+            },
+            Op::SessionClosed(id) => {
+                sessions.remove(String::from_utf8_lossy(&id).as_ref());
+            }
+            Op::Usage(_) => {}
         }
     })?;
+    if let Some(sequence) = unreadable {
+        return Err(ReadError::Corrupt {
+            file: dir.into(),
+            offset: sequence,
+            reason: format!("the session state in record {sequence} does not read back"),
+        });
+    }
     let mut outstanding: Vec<Outstanding> = open.into_values().collect();
     outstanding.sort_by_key(|o| o.id);
     Ok(Recovered {
         summary,
         next_reservation: max_id + 1,
         outstanding,
+        sessions,
     })
 }

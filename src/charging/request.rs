@@ -130,6 +130,9 @@ impl Mscc {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreditRequest<'a> {
     pub session_id: &'a str,
+    /// The Origin-Host of the request: with the Session-Id, what names a session (a second
+    /// gateway using the same Session-Id is another client, not a retransmission).
+    pub origin_host: &'a str,
     pub request_type: RequestType,
     pub request_number: u32,
     pub subscriptions: Vec<(SubscriptionType, &'a str)>,
@@ -149,11 +152,44 @@ fn missing(avp: AvpCode) -> DiameterError {
 }
 
 impl<'a> CreditRequest<'a> {
+    /// The first MSCC whose service (Rating-Group and Service-Identifier) an earlier MSCC of
+    /// the same request already names, as an error with that MSCC's identifying AVPs as
+    /// Failed-AVP. RFC 4006 §8.29 identifies a rating group by Rating-Group alone, and one
+    /// service's usage before and after a tariff change is reported in a single MSCC (§5.1.2):
+    /// two MSCCs of one service would ask for two grants of one headroom.
+    pub fn duplicate_service(&self, msg: &Message) -> Option<DiameterError> {
+        if !self.multiple_services {
+            return None;
+        }
+        let key = |m: &Mscc| (m.rating_group, m.service_identifier);
+        let dup = (1..self.mscc.len())
+            .find(|&i| self.mscc[..i].iter().any(|m| key(m) == key(&self.mscc[i])))?;
+        let err = DiameterError::new(
+            ResultCode::InvalidAvpValue,
+            "two Multiple-Services-Credit-Control AVPs name the same service (Rating-Group and Service-Identifier)",
+        );
+        let Some(group) = msg.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(dup) else {
+            return Some(err);
+        };
+        let culprit = group
+            .children()
+            .find(|a| a.is(c::RATING_GROUP))
+            .or_else(|| group.children().find(|a| a.is(c::SERVICE_IDENTIFIER)));
+        Some(match culprit {
+            Some(a) => group.wrap_error(err.with_avp(a.to_bytes())),
+            None => err.with_avp(group.to_bytes()),
+        })
+    }
+
     pub fn read(msg: &'a Message) -> Result<CreditRequest<'a>, DiameterError> {
         let session_id = msg
             .find(c::SESSION_ID)
             .ok_or_else(|| missing(c::SESSION_ID))?
             .utf8()?;
+        let origin_host = msg
+            .find(c::ORIGIN_HOST)
+            .ok_or_else(|| missing(c::ORIGIN_HOST))?
+            .identity()?;
         let rt = msg
             .find(c::CC_REQUEST_TYPE)
             .ok_or_else(|| missing(c::CC_REQUEST_TYPE))?;
@@ -249,6 +285,7 @@ impl<'a> CreditRequest<'a> {
         }
         Ok(CreditRequest {
             session_id,
+            origin_host,
             request_type,
             request_number,
             subscriptions,

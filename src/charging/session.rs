@@ -31,6 +31,8 @@ pub struct Held {
 #[derive(Clone, Debug)]
 pub struct Session {
     pub account: AccountRef,
+    /// The client that opened it (Origin-Host): only it may continue or end it.
+    pub origin_host: Arc<str>,
     pub last_number: u32,
     pub last_type: u8,
     /// The last answer, re-sent (with the new identifiers) for a retransmitted request.
@@ -93,15 +95,6 @@ impl Session {
     }
 }
 
-pub fn unit_index(u: Unit) -> usize {
-    match u {
-        Unit::Octets => 0,
-        Unit::Seconds => 1,
-        Unit::Events => 2,
-        Unit::Money => 3,
-    }
-}
-
 const SHARDS: usize = 64;
 
 /// SipHash was a tenth of the server's time under load; Session-Ids come from authenticated
@@ -113,6 +106,7 @@ type SessionMap = HashMap<Box<str>, Box<Session>, foldhash::fast::RandomState>;
 /// of its last request and to refuse anything else.
 #[derive(Clone, Debug)]
 pub struct Ended {
+    pub origin_host: Arc<str>,
     pub last_number: u32,
     pub last_type: u8,
     pub last_answer: Box<[u8]>,
@@ -138,6 +132,7 @@ impl ShardMaps {
         self.ended.insert(
             key,
             Ended {
+                origin_host: s.origin_host,
                 last_number: s.last_number,
                 last_type: s.last_type,
                 last_answer: s.last_answer.into_boxed_slice(),
@@ -210,5 +205,189 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A session's state as the journal (record kind 6) and snapshots keep it, little-endian:
+///
+/// ```text
+/// state    = session_id:str origin_host:str subscriber:str tree:u32 node:u32
+///            started:i64 deadline:i64 last_number:u32 last_type:u8 ended:u8
+///            held_count:u16 held* service_count:u16 service* answer:bytes
+/// str      = length:u32 UTF-8 octets          bytes = length:u32 octets
+/// held     = id:u64 ids reserved_unit:u8 reserved:u64 granted:u64 expires:i64
+/// service  = ids units:u64*4 (octets, seconds, events, money)
+/// ids      = flags:u8 (1: Rating-Group present, 2: Service-Identifier present)
+///            rating_group:u32 service_identifier:u32
+/// ```
+pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: bool) {
+    fn put(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>) {
+        out.push(u8::from(rg.is_some()) | (u8::from(si.is_some()) << 1));
+        out.extend_from_slice(&rg.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&si.unwrap_or(0).to_le_bytes());
+    }
+    put(out, session_id.as_bytes());
+    put(out, s.origin_host.as_bytes());
+    put(out, s.subscriber.as_bytes());
+    out.extend_from_slice(&s.account.tree.to_le_bytes());
+    out.extend_from_slice(&s.account.node.to_le_bytes());
+    out.extend_from_slice(&s.started.to_le_bytes());
+    out.extend_from_slice(&s.deadline.to_le_bytes());
+    out.extend_from_slice(&s.last_number.to_le_bytes());
+    out.push(s.last_type);
+    out.push(u8::from(ended));
+    out.extend_from_slice(&(s.held.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    for h in s.held.iter().take(u16::MAX as usize) {
+        out.extend_from_slice(&h.id.to_le_bytes());
+        ids(out, h.rating_group, h.service_identifier);
+        out.push(crate::ledger::unit_index(h.unit) as u8);
+        out.extend_from_slice(&h.reserved.to_le_bytes());
+        out.extend_from_slice(&h.granted.to_le_bytes());
+        out.extend_from_slice(&h.expires.to_le_bytes());
+    }
+    out.extend_from_slice(&(s.services.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    for u in s.services.iter().take(u16::MAX as usize) {
+        ids(out, u.rating_group, u.service_identifier);
+        for v in u.units {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    put(out, &s.last_answer);
+}
+
+/// A session read back from [`encode_state`].
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub session_id: String,
+    pub session: Session,
+    /// Ended: kept only to answer a retransmission of its last request until its deadline.
+    pub ended: bool,
+}
+
+/// Reads a session's state; `None` if the octets are not one.
+pub fn decode_state(data: &[u8]) -> Option<Restored> {
+    use crate::journal::le::LeReader;
+    fn bytes<'a>(r: &mut LeReader<'a>) -> Option<&'a [u8]> {
+        let n = r.u32()? as usize;
+        r.bytes(n)
+    }
+    fn text(r: &mut LeReader<'_>) -> Option<String> {
+        String::from_utf8(bytes(r)?.to_vec()).ok()
+    }
+    fn ids(r: &mut LeReader<'_>) -> Option<(Option<u32>, Option<u32>)> {
+        let flags = r.u8()?;
+        let (rg, si) = (r.u32()?, r.u32()?);
+        if flags > 3 {
+            return None;
+        }
+        Some((
+            (flags & 1 != 0).then_some(rg),
+            (flags & 2 != 0).then_some(si),
+        ))
+    }
+    fn unit(code: u8) -> Option<Unit> {
+        Some(match code {
+            0 => Unit::Octets,
+            1 => Unit::Seconds,
+            2 => Unit::Events,
+            3 => Unit::Money,
+            _ => return None,
+        })
+    }
+    let mut r = LeReader::new(data);
+    let session_id = text(&mut r)?;
+    let origin_host: Arc<str> = Arc::from(text(&mut r)?);
+    let subscriber = text(&mut r)?.into_boxed_str();
+    let account = AccountRef {
+        tree: r.u32()?,
+        node: r.u32()?,
+    };
+    let (started, deadline) = (r.i64()?, r.i64()?);
+    let (last_number, last_type) = (r.u32()?, r.u8()?);
+    let ended = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let mut held = Vec::new();
+    for _ in 0..r.u16()? {
+        let id = r.u64()?;
+        let (rating_group, service_identifier) = ids(&mut r)?;
+        held.push(Held {
+            id,
+            rating_group,
+            service_identifier,
+            unit: unit(r.u8()?)?,
+            reserved: r.u64()?,
+            granted: r.u64()?,
+            expires: r.i64()?,
+        });
+    }
+    let mut services = Vec::new();
+    for _ in 0..r.u16()? {
+        let (rating_group, service_identifier) = ids(&mut r)?;
+        services.push(ServiceUsage {
+            rating_group,
+            service_identifier,
+            units: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
+        });
+    }
+    let last_answer = bytes(&mut r)?.to_vec();
+    if !r.is_empty() {
+        return None;
+    }
+    Some(Restored {
+        session_id,
+        session: Session {
+            account,
+            origin_host,
+            last_number,
+            last_type,
+            last_answer,
+            held,
+            deadline,
+            terminated: ended,
+            started,
+            subscriber,
+            services,
+        },
+        ended,
+    })
+}
+
+/// [`encode_state`] for a session that has ended and lingers: what a retransmission needs.
+pub fn encode_ended(out: &mut Vec<u8>, session_id: &str, e: &Ended) {
+    let s = Session {
+        account: AccountRef { tree: 0, node: 0 },
+        origin_host: e.origin_host.clone(),
+        last_number: e.last_number,
+        last_type: e.last_type,
+        last_answer: Vec::new(),
+        held: Vec::new(),
+        deadline: e.deadline,
+        terminated: true,
+        started: 0,
+        subscriber: Box::from(""),
+        services: Vec::new(),
+    };
+    encode_state(out, session_id, &s, true);
+    // The answer is last: written from the lingering session without copying it first.
+    out.truncate(out.len() - 4);
+    out.extend_from_slice(&(e.last_answer.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.last_answer);
+}
+
+impl ShardMaps {
+    /// Puts back a session read from the journal or a snapshot.
+    pub fn restore(&mut self, r: Restored) {
+        if r.ended {
+            self.end(&r.session_id, r.session);
+        } else {
+            self.open.insert(r.session_id.into(), Box::new(r.session));
+        }
     }
 }

@@ -11,7 +11,12 @@
 //! nothing moved.
 //!
 //! Version 2 adds `changes:u64` after the fingerprint; version 1 is read as `changes = 1`
-//! (the provisioning it was taken with).
+//! (the provisioning it was taken with). Version 3 adds each node's own usage after its
+//! counters (`own_count:u8`, each `unit:u8 day:u64 month:u64 total:u64 day_end:i64
+//! month_end:i64`) and, after the reservations, the credit-control sessions
+//! (`count:u32`, each `length:u32` and a session's state as `charging::session` writes it), so
+//! that open sessions outlive a restart. Each node's reserved units are the sum of the open
+//! reservations of its subtree, rebuilt from the reservations on loading.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -19,12 +24,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::journal::le::LeReader;
-use crate::ledger::{AccountRef, Ledger, Period};
+use crate::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
 
 use super::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// What a snapshot holds besides the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,8 +99,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
 }
 
-/// Encodes the ledger and `info`. The caller makes sure nothing changes meanwhile.
-pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
+/// Encodes the ledger, `info` and the sessions (each a session's state as
+/// `charging::session::encode_state` writes it). The caller makes sure nothing changes
+/// meanwhile.
+pub fn encode(ledger: &Ledger, info: &SnapshotInfo, sessions: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -120,6 +127,16 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
                 out.extend_from_slice(&c.rated.to_le_bytes());
                 out.extend_from_slice(&c.period_end.to_le_bytes());
             }
+            out.push(n.own.len().min(255) as u8);
+            for o in n.own.iter().take(255) {
+                out.push(unit_code(o.unit));
+                for v in o.used {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                for e in o.ends {
+                    out.extend_from_slice(&e.to_le_bytes());
+                }
+            }
         }
     }
     out.extend_from_slice(&(info.outstanding.len() as u32).to_le_bytes());
@@ -131,6 +148,11 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
         out.extend_from_slice(&o.amount.to_le_bytes());
         out.extend_from_slice(&o.expires.to_le_bytes());
     }
+    out.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
+    for s in sessions {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s);
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -139,6 +161,7 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo) -> Vec<u8> {
 /// The checked body of a snapshot and its header, before any account is read.
 pub struct Header<'a> {
     pub info: SnapshotInfo,
+    version: u32,
     rest: LeReader<'a>,
 }
 
@@ -158,7 +181,7 @@ pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotErr
     let mut r = LeReader::new(&body[4..]);
     let short = || corrupt("cut short");
     let version = r.u32().ok_or_else(short)?;
-    if version != 1 && version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt("unknown snapshot version"));
     }
     let sequence = r.u64().ok_or_else(short)?;
@@ -177,8 +200,18 @@ pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotErr
             fingerprint,
             changes,
         },
+        version,
         rest: r,
     })
+}
+
+/// What a snapshot restores besides the ledger.
+pub struct Loaded {
+    pub info: SnapshotInfo,
+    /// Counters (and own usages) of accounts no longer there.
+    pub dropped: usize,
+    /// Sessions open or lingering when it was taken, their accounts matched to the tree.
+    pub sessions: Vec<super::session::Restored>,
 }
 
 /// Applies a snapshot to the ledger. `by_index`: the ledger was rebuilt to the very tree the
@@ -190,13 +223,17 @@ pub fn apply(
     header: Header<'_>,
     file: &Path,
     by_index: bool,
-) -> Result<(SnapshotInfo, usize), SnapshotError> {
+) -> Result<Loaded, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
         file: file.into(),
         reason: reason.into(),
     };
     let short = || corrupt("cut short");
-    let Header { info, rest: mut r } = header;
+    let Header {
+        info,
+        version,
+        rest: mut r,
+    } = header;
     let SnapshotInfo {
         sequence,
         next_reservation,
@@ -282,37 +319,102 @@ pub fn apply(
                     None => dropped += 1,
                 }
             }
+            if version < 3 {
+                continue;
+            }
+            for _ in 0..r.u8().ok_or_else(short)? {
+                let unit = unit_from(r.u8().ok_or_else(short)?);
+                let mut own = OwnUsage {
+                    unit,
+                    used: [0; 3],
+                    ends: [0; 2],
+                };
+                for v in &mut own.used {
+                    *v = r.u64().ok_or_else(short)?;
+                }
+                for e in &mut own.ends {
+                    *e = r.i64().ok_or_else(short)?;
+                }
+                match (&mut guard, cur) {
+                    (Some(g), Some(n)) => {
+                        let node = &mut g.nodes[n as usize];
+                        node.own.retain(|o| o.unit != unit);
+                        node.own.push(own);
+                    }
+                    _ => dropped += 1,
+                }
+            }
         }
         tree_map.push(current);
         node_maps.push(map);
     }
+    let map = |tree: u32, node: u32| -> Option<AccountRef> {
+        let cur_tree = tree_map.get(tree as usize).copied().flatten()?;
+        let cur_node = node_maps
+            .get(tree as usize)
+            .and_then(|m| m.get(node as usize))
+            .copied()
+            .flatten()?;
+        Some(AccountRef {
+            tree: cur_tree,
+            node: cur_node,
+        })
+    };
     let mut outstanding = Vec::new();
     for _ in 0..r.u32().ok_or_else(short)? {
         let id = r.u64().ok_or_else(short)?;
         let (tree, node) = (r.u32().ok_or_else(short)?, r.u32().ok_or_else(short)?);
         let unit = unit_from(r.u8().ok_or_else(short)?);
         let (amount, expires) = (r.u64().ok_or_else(short)?, r.i64().ok_or_else(short)?);
-        let cur_tree = tree_map.get(tree as usize).copied().flatten();
-        let cur_node = node_maps
-            .get(tree as usize)
-            .and_then(|m| m.get(node as usize))
-            .copied()
-            .flatten();
-        if let (Some(tree), Some(node)) = (cur_tree, cur_node) {
+        if let Some(account) = map(tree, node) {
             outstanding.push(Outstanding {
                 id,
-                account: AccountRef { tree, node },
+                account,
                 unit,
                 amount,
                 expires,
             });
         }
     }
+    // Each node holds what the open reservations of its subtree hold.
+    for o in &outstanding {
+        if let Some(mut t) = ledger.lock(o.account.tree) {
+            let mut at = Some(o.account.node);
+            while let Some(n) = at {
+                let Some(node) = t.nodes.get_mut(n as usize) else {
+                    break;
+                };
+                let k = unit_index(o.unit);
+                node.reserved[k] = node.reserved[k].saturating_add(o.amount);
+                at = node.parent;
+            }
+        }
+    }
+    let mut sessions = Vec::new();
+    if version >= 3 {
+        for _ in 0..r.u32().ok_or_else(short)? {
+            let n = r.u32().ok_or_else(short)? as usize;
+            let data = r.bytes(n).ok_or_else(short)?;
+            let mut s = super::session::decode_state(data)
+                .ok_or_else(|| corrupt("a session does not read back"))?;
+            if s.ended {
+                sessions.push(s);
+                continue;
+            }
+            match map(s.session.account.tree, s.session.account.node) {
+                Some(account) => {
+                    s.session.account = account;
+                    sessions.push(s);
+                }
+                None => dropped += 1,
+            }
+        }
+    }
     if !r.is_empty() {
         return Err(corrupt("trailing data"));
     }
-    Ok((
-        SnapshotInfo {
+    Ok(Loaded {
+        info: SnapshotInfo {
             sequence,
             next_reservation,
             outstanding,
@@ -320,7 +422,8 @@ pub fn apply(
             changes,
         },
         dropped,
-    ))
+        sessions,
+    })
 }
 
 /// Writes `data` to `path` so that a crash leaves the old file or the new one, never a mix:
@@ -360,7 +463,9 @@ mod tests {
     use crate::ledger::Unit;
 
     fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
-        header(d, Path::new("s")).and_then(|h| apply(l, h, Path::new("s"), by_index))
+        header(d, Path::new("s"))
+            .and_then(|h| apply(l, h, Path::new("s"), by_index))
+            .map(|l| (l.info, l.dropped))
     }
 
     #[test]
@@ -394,7 +499,7 @@ mod tests {
             fingerprint: fingerprint(&ledger),
             changes: 3,
         };
-        let data = encode(&ledger, &info);
+        let data = encode(&ledger, &info, &[]);
 
         let (fresh, _) = default_tenant();
         for by_index in [true, false] {
@@ -448,7 +553,7 @@ mod tests {
     #[test]
     fn damaged_snapshots_are_refused() {
         let (ledger, _) = default_tenant();
-        let data = encode(&ledger, &SnapshotInfo::default());
+        let data = encode(&ledger, &SnapshotInfo::default(), &[]);
         for i in [0, 5, 100, data.len() / 2, data.len() - 1] {
             let mut d = data.clone();
             d[i] ^= 1;

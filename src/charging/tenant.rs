@@ -53,6 +53,16 @@ impl Tariff {
     }
 }
 
+/// What a request gets for units that no limit (or, for a money account, no tariff) on the
+/// account's path counts, such as time on a data-only device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmetered {
+    /// 5031 DIAMETER_RATING_FAILED for that service: nothing counts it, so nothing grants it.
+    Refuse,
+    /// Granted up to the slice: the tenant chose not to limit that unit.
+    Grant,
+}
+
 /// How one tree is charged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -71,6 +81,12 @@ pub struct Policy {
     pub tariff: Option<Tariff>,
     /// Rating groups this tree may not use: 4010 END_USER_SERVICE_DENIED.
     pub denied_rating_groups: Vec<u32>,
+    /// Units nothing on the path counts.
+    pub unmetered: Unmetered,
+    /// The most one MSCC may report used in one request, per unit (octets, seconds, events):
+    /// far above any grant, but a report past it is refused as corrupt (5004) and charges
+    /// nothing, so one bad report cannot use up an enterprise.
+    pub max_report: [u64; 3],
 }
 
 impl Default for Policy {
@@ -85,6 +101,8 @@ impl Default for Policy {
             final_unit_action: FinalUnitAction::Terminate,
             tariff: None,
             denied_rating_groups: Vec::new(),
+            unmetered: Unmetered::Refuse,
+            max_report: [100 * GIB, 7 * 86_400, 1_000_000],
         }
     }
 }
@@ -115,7 +133,9 @@ impl SubscriptionType {
 /// Subscribers to accounts, and each tree's policy.
 #[derive(Default)]
 pub struct Directory {
-    numbers: HashMap<(SubscriptionType, u64), AccountRef, RandomState>,
+    /// E.164 numbers and IMSIs as (type, number of digits, value): compact, and two strings
+    /// name the same subscription only if their digits are the same (leading zeros count).
+    numbers: HashMap<(SubscriptionType, u8, u64), AccountRef, RandomState>,
     names: HashMap<(SubscriptionType, String), AccountRef, RandomState>,
     policies: Vec<Policy>,
 }
@@ -123,26 +143,23 @@ pub struct Directory {
 impl Directory {
     /// Registers a subscription identity for an account.
     pub fn add(&mut self, kind: SubscriptionType, id: &str, at: AccountRef) {
-        match (kind, id.parse::<u64>()) {
-            (SubscriptionType::E164 | SubscriptionType::Imsi, Ok(n)) if !id.starts_with('+') => {
-                self.numbers.insert((kind, n), at);
+        match number_key(kind, id) {
+            Some(k) => {
+                self.numbers.insert(k, at);
             }
-            _ => {
+            None => {
                 self.names.insert((kind, id.to_ascii_lowercase()), at);
             }
         }
     }
 
-    /// Finds the account of a subscription identity. Leading zeros matter for IMSIs, so they
-    /// are compared as numbers only when both have the same length.
+    /// Finds the account of a subscription identity: E.164 numbers and IMSIs by their digit
+    /// string (a leading `+` aside), so `0001010000008400` is not `001010000008400`.
     pub fn lookup(&self, kind: SubscriptionType, id: &str) -> Option<AccountRef> {
-        if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
-            let digits = id.strip_prefix('+').unwrap_or(id);
-            if let Ok(n) = digits.parse::<u64>() {
-                return self.numbers.get(&(kind, n)).copied();
-            }
+        match number_key(kind, id) {
+            Some(k) => self.numbers.get(&k).copied(),
+            None => self.names.get(&(kind, id.to_ascii_lowercase())).copied(),
         }
-        self.names.get(&(kind, id.to_ascii_lowercase())).copied()
     }
 
     pub fn set_policy(&mut self, tree: u32, policy: Policy) {
@@ -180,14 +197,7 @@ impl Directory {
             .numbers
             .iter()
             .filter(|(_, a)| **a == at)
-            .map(|((kind, n), _)| {
-                let text = match kind {
-                    // IMSIs keep their leading zeros: 15 digits (MCC+MNC+MSIN).
-                    SubscriptionType::Imsi => format!("{n:015}"),
-                    _ => n.to_string(),
-                };
-                (*kind, text)
-            })
+            .map(|((kind, digits, n), _)| (*kind, format!("{n:0width$}", width = *digits as usize)))
             .chain(
                 self.names
                     .iter()
@@ -207,6 +217,22 @@ impl Directory {
     pub fn subscriber_count(&self) -> usize {
         self.numbers.len() + self.names.len()
     }
+}
+
+/// The compact key of an E.164 number or IMSI written in plain digits (an E.164 number may
+/// start with `+`); `None` for anything else, which is kept as a name.
+pub fn number_key(kind: SubscriptionType, id: &str) -> Option<(SubscriptionType, u8, u64)> {
+    if !matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
+        return None;
+    }
+    let digits = match kind {
+        SubscriptionType::E164 => id.strip_prefix('+').unwrap_or(id),
+        _ => id,
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((kind, digits.len() as u8, digits.parse().ok()?))
 }
 
 /// Device n of the default enterprise: MSISDN 15551000000+n, IMSI "00101" + n in 10 digits.

@@ -11,7 +11,7 @@ use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Tree, Unit, period
 use super::changes::ChangeError;
 use super::engine::Engine;
 use super::provisioning::{Amount, PolicySpec, TariffSpec};
-use super::tenant::{FinalUnitAction, Policy, SubscriptionType};
+use super::tenant::{FinalUnitAction, Policy, SubscriptionType, Unmetered};
 
 /// An amount as shown: a number of units, or for money a decimal string in the currency.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -358,6 +358,16 @@ pub fn policy_spec(p: &Policy) -> PolicySpec {
             per_octets: Amount::Number(t.per_octets),
             currency_code: t.currency_code,
         }),
+        unmetered: Some(
+            match p.unmetered {
+                Unmetered::Refuse => "refuse",
+                Unmetered::Grant => "grant",
+            }
+            .into(),
+        ),
+        max_report_octets: Some(Amount::Number(p.max_report[0])),
+        max_report_seconds: Some(p.max_report[1]),
+        max_report_events: Some(p.max_report[2]),
     };
     match &p.final_unit_action {
         FinalUnitAction::Terminate => spec.final_unit_action = Some("terminate".into()),

@@ -39,6 +39,16 @@ impl<'a> LeReader<'a> {
         self.take().map(u128::from_le_bytes)
     }
 
+    /// The next `n` octets as they are.
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(s)
+    }
+
     /// A string written as a u16 length and UTF-8 octets.
     pub fn str(&mut self) -> Option<String> {
         let n = usize::from(self.u16()?);

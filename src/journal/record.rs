@@ -1,25 +1,31 @@
-//! The journal's record format, version 1. FROZEN: a record written by any version of ocfd that
-//! writes version 1 must be read the same way forever; changes need a new version number.
+//! The journal's record formats, versions 1 and 2. FROZEN: a record written by any version of
+//! ocfd must be read the same way forever; changes need a new version number. A segment's
+//! header names the version of all its records.
 //!
 //! ```text
 //! record  = length:u32le  crc:u32le  body
 //! body    = sequence:u64le  time:i64le  kind:u8  fields
-//! length  = length of body in octets (18 .. MAX_BODY)
+//! length  = length of body in octets (18 .. max_body(version): 256 in version 1, 1 MiB in 2)
 //! crc     = CRC-32 (IEEE, as crc32fast) of body
 //! ```
 //!
 //! Fields by kind (all little-endian; `account` = tree:u32 node:u32; `unit` = u8: 0 octets,
-//! 1 seconds, 2 events, 3 money):
+//! 1 seconds, 2 events, 3 money; `data` = every remaining octet of the body):
 //!
-//! | kind | name | fields |
-//! |---|---|---|
-//! | 1 | Reserve | reservation:u64 account unit amount:u64 expires:i64 |
-//! | 2 | Commit | reservation:u64 account unit reserved:u64 used:u64 |
-//! | 3 | CommitRated | reservation:u64 account reserved:u64 octets:u64 price_num:u128 price_den:u128 |
-//! | 4 | Release | reservation:u64 account unit amount:u64 |
-//! | 5 | Refund | account unit amount:u64 |
+//! | kind | version | name | fields |
+//! |---|---|---|---|
+//! | 1 | 1, 2 | Reserve | reservation:u64 account unit amount:u64 expires:i64 |
+//! | 2 | 1, 2 | Commit | reservation:u64 account unit reserved:u64 used:u64 |
+//! | 3 | 1, 2 | CommitRated | reservation:u64 account reserved:u64 octets:u64 price_num:u128 price_den:u128 |
+//! | 4 | 1, 2 | Release | reservation:u64 account unit amount:u64 |
+//! | 5 | 1, 2 | Refund | account unit amount:u64 |
+//! | 6 | 2 | Session | data: a credit-control session's state after a request (`charging::session`) |
+//! | 7 | 2 | Usage | data: one usage record, a JSON object (`docs/durability.md`) |
+//! | 8 | 2 | SessionClosed | data: the Session-Id of a session supervision closed |
 //!
-//! `time` is the `now` the operation ran with, so replay reproduces period boundaries.
+//! The journal keeps kinds 6 to 8 as opaque octets; the charging layer, which writes them,
+//! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
+//! boundaries.
 
 use super::le::LeReader;
 
@@ -40,11 +46,24 @@ pub const MAX_UNIT: UnitCode = 3;
 pub const FRAME_HEADER: usize = 8;
 /// Body octets common to every record: sequence, time, kind.
 pub const BODY_HEADER: usize = 17;
-/// Largest body; anything longer is corruption, not a record.
-pub const MAX_BODY: usize = 256;
+/// Largest body of a version 1 record; anything longer is corruption, not a record.
+pub const MAX_BODY_V1: usize = 256;
+/// Largest body of a version 2 record (a session's state with its last answer).
+pub const MAX_BODY_V2: usize = 1 << 20;
+/// The version this build writes.
+pub const VERSION: u32 = 2;
 
-/// One ledger mutation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The largest body a record of `version` may have (0: an unknown version).
+pub fn max_body(version: u32) -> usize {
+    match version {
+        1 => MAX_BODY_V1,
+        2 => MAX_BODY_V2,
+        _ => 0,
+    }
+}
+
+/// One ledger mutation, or (version 2) a state the charging layer keeps with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Reserve {
         reservation: u64,
@@ -78,10 +97,13 @@ pub enum Op {
         unit: UnitCode,
         amount: u64,
     },
+    Session(Vec<u8>),
+    Usage(Vec<u8>),
+    SessionClosed(Vec<u8>),
 }
 
 /// A record: an operation, its sequence number and the time it ran with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub sequence: u64,
     pub time: i64,
@@ -147,7 +169,7 @@ impl Record {
         let mut o = Out(out);
         o.u64(self.sequence);
         o.i64(self.time);
-        match self.op {
+        match &self.op {
             Op::Reserve {
                 reservation,
                 account,
@@ -156,11 +178,11 @@ impl Record {
                 expires,
             } => {
                 o.u8(1);
-                o.u64(reservation);
-                o.account(account);
-                o.u8(unit);
-                o.u64(amount);
-                o.i64(expires);
+                o.u64(*reservation);
+                o.account(*account);
+                o.u8(*unit);
+                o.u64(*amount);
+                o.i64(*expires);
             }
             Op::Commit {
                 reservation,
@@ -170,11 +192,11 @@ impl Record {
                 used,
             } => {
                 o.u8(2);
-                o.u64(reservation);
-                o.account(account);
-                o.u8(unit);
-                o.u64(reserved);
-                o.u64(used);
+                o.u64(*reservation);
+                o.account(*account);
+                o.u8(*unit);
+                o.u64(*reserved);
+                o.u64(*used);
             }
             Op::CommitRated {
                 reservation,
@@ -184,10 +206,10 @@ impl Record {
                 price,
             } => {
                 o.u8(3);
-                o.u64(reservation);
-                o.account(account);
-                o.u64(reserved);
-                o.u64(octets);
+                o.u64(*reservation);
+                o.account(*account);
+                o.u64(*reserved);
+                o.u64(*octets);
                 o.u128(price.0);
                 o.u128(price.1);
             }
@@ -198,10 +220,10 @@ impl Record {
                 amount,
             } => {
                 o.u8(4);
-                o.u64(reservation);
-                o.account(account);
-                o.u8(unit);
-                o.u64(amount);
+                o.u64(*reservation);
+                o.account(*account);
+                o.u8(*unit);
+                o.u64(*amount);
             }
             Op::Refund {
                 account,
@@ -209,9 +231,17 @@ impl Record {
                 amount,
             } => {
                 o.u8(5);
-                o.account(account);
-                o.u8(unit);
-                o.u64(amount);
+                o.account(*account);
+                o.u8(*unit);
+                o.u64(*amount);
+            }
+            Op::Session(data) | Op::Usage(data) | Op::SessionClosed(data) => {
+                o.u8(match &self.op {
+                    Op::Session(_) => 6,
+                    Op::Usage(_) => 7,
+                    _ => 8,
+                });
+                o.0.extend_from_slice(data);
             }
         }
         let body_len = out.len() - start - FRAME_HEADER;
@@ -220,12 +250,22 @@ impl Record {
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
-    /// Decodes a body whose CRC has been checked. `None`: not a record of this version.
-    pub fn decode_body(body: &[u8]) -> Option<Record> {
+    /// Decodes a body whose CRC has been checked. `None`: not a record of `version`.
+    pub fn decode_body(body: &[u8], version: u32) -> Option<Record> {
         let mut i = In(LeReader::new(body));
         let sequence = i.u64()?;
         let time = i.i64()?;
-        let op = match i.u8()? {
+        let kind = i.u8()?;
+        if version >= 2 && (6..=8).contains(&kind) {
+            let data = body.get(BODY_HEADER..)?.to_vec();
+            let op = match kind {
+                6 => Op::Session(data),
+                7 => Op::Usage(data),
+                _ => Op::SessionClosed(data),
+            };
+            return Some(Record { sequence, time, op });
+        }
+        let op = match kind {
             1 => Op::Reserve {
                 reservation: i.u64()?,
                 account: i.account()?,
@@ -280,14 +320,14 @@ pub enum Next {
     Corrupt(&'static str),
 }
 
-/// Reads the record at the front of `buf`.
-pub fn next(buf: &[u8]) -> Next {
+/// Reads the record at the front of `buf`, in a segment of `version`.
+pub fn next(buf: &[u8], version: u32) -> Next {
     let Some(head) = buf.first_chunk::<FRAME_HEADER>() else {
         return Next::Incomplete;
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if !(BODY_HEADER + 1..=MAX_BODY).contains(&len) {
+    if !(BODY_HEADER + 1..=max_body(version)).contains(&len) {
         return Next::Corrupt("record length out of range");
     }
     let Some(body) = buf.get(FRAME_HEADER..FRAME_HEADER + len) else {
@@ -296,7 +336,7 @@ pub fn next(buf: &[u8]) -> Next {
     if crc32fast::hash(body) != crc {
         return Next::Corrupt("checksum mismatch");
     }
-    match Record::decode_body(body) {
+    match Record::decode_body(body, version) {
         Some(r) => Next::Record(r, FRAME_HEADER + len),
         None => Next::Corrupt("unknown record kind or bad fields"),
     }
@@ -334,7 +374,37 @@ mod tests {
         assert_eq!(&out[8..], body);
         assert_eq!(&out[..4], &(body.len() as u32).to_le_bytes());
         assert_eq!(&out[4..8], &crc32fast::hash(body).to_le_bytes());
-        assert_eq!(next(&out), Next::Record(r, out.len()));
+        assert_eq!(next(&out, 1), Next::Record(r.clone(), out.len()));
+        assert_eq!(next(&out, 2), Next::Record(r, out.len()));
+    }
+
+    /// Frozen bytes of a version 2 kind: opaque data after the kind; version 1 refuses it.
+    #[test]
+    fn frozen_encoding_of_version_2_kinds() {
+        let r = Record {
+            sequence: 3,
+            time: 4,
+            op: Op::Usage(b"{}".to_vec()),
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        #[rustfmt::skip]
+        let body: &[u8] = &[
+            3, 0, 0, 0, 0, 0, 0, 0,   4, 0, 0, 0, 0, 0, 0, 0,   7,   b'{', b'}',
+        ];
+        assert_eq!(&out[8..], body);
+        assert_eq!(next(&out, 2), Next::Record(r, out.len()));
+        assert!(matches!(next(&out, 1), Next::Corrupt(_)));
+        // A body past version 1's bound is a record only in version 2.
+        let big = Record {
+            sequence: 5,
+            time: 6,
+            op: Op::Session(vec![7; 1000]),
+        };
+        let mut out = Vec::new();
+        big.encode(&mut out);
+        assert_eq!(next(&out, 2), Next::Record(big, out.len()));
+        assert!(matches!(next(&out, 1), Next::Corrupt(_)));
     }
 
     pub fn arb_op() -> impl Strategy<Value = Op> {
@@ -401,6 +471,9 @@ mod tests {
                 unit,
                 amount
             }),
+            proptest::collection::vec(any::<u8>(), 1..600).prop_map(Op::Session),
+            proptest::collection::vec(any::<u8>(), 1..300).prop_map(Op::Usage),
+            proptest::collection::vec(any::<u8>(), 1..100).prop_map(Op::SessionClosed),
         ]
     }
 
@@ -410,10 +483,14 @@ mod tests {
             let r = Record { sequence, time, op };
             let mut out = Vec::new();
             r.encode(&mut out);
-            prop_assert_eq!(next(&out), Next::Record(r, out.len()));
+            let v1 = !matches!(r.op, Op::Session(_) | Op::Usage(_) | Op::SessionClosed(_));
+            if v1 {
+                prop_assert_eq!(next(&out, 1), Next::Record(r.clone(), out.len()));
+            }
+            prop_assert_eq!(next(&out, 2), Next::Record(r, out.len()));
             // Every proper prefix is incomplete, never a record and never a panic.
             for cut in 0..out.len() {
-                prop_assert_eq!(next(&out[..cut]), Next::Incomplete);
+                prop_assert_eq!(next(&out[..cut], 2), Next::Incomplete);
             }
         }
 
@@ -424,7 +501,7 @@ mod tests {
             r.encode(&mut out);
             let bit = bit % (out.len() * 8);
             out[bit / 8] ^= 1 << (bit % 8);
-            match next(&out) {
+            match next(&out, 2) {
                 Next::Record(got, _) => prop_assert!(false, "flipped bit {} accepted as {:?}", bit, got),
                 Next::Incomplete | Next::Corrupt(_) => {}
             }
@@ -432,7 +509,8 @@ mod tests {
 
         #[test]
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = next(&data);
+            let _ = next(&data, 1);
+            let _ = next(&data, 2);
         }
     }
 }

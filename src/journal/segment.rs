@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use super::record::{self, Next, Record};
 
 pub const MAGIC: &[u8; 4] = b"OCFJ";
-pub const VERSION: u32 = 1;
+/// The version new segments are written in (older segments are read in theirs).
+pub const VERSION: u32 = record::VERSION;
 pub const SEGMENT_HEADER: usize = 16;
 
 /// The path of the segment starting at `first`.
@@ -49,11 +50,23 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 fn header(first: u64) -> [u8; SEGMENT_HEADER] {
+    header_of(first, VERSION)
+}
+
+fn header_of(first: u64, version: u32) -> [u8; SEGMENT_HEADER] {
     let mut h = [0u8; SEGMENT_HEADER];
     h[..4].copy_from_slice(MAGIC);
-    h[4..8].copy_from_slice(&VERSION.to_le_bytes());
+    h[4..8].copy_from_slice(&version.to_le_bytes());
     h[8..].copy_from_slice(&first.to_le_bytes());
     h
+}
+
+/// The version a segment header names, if it is a header for a segment starting at `first`
+/// of a version this build reads.
+fn header_version(data: &[u8], first: u64) -> Option<u32> {
+    let h = data.get(..SEGMENT_HEADER)?;
+    let version = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    (record::max_body(version) > 0 && h == header_of(first, version)).then_some(version)
 }
 
 /// Where and why the journal cannot be read.
@@ -107,7 +120,12 @@ pub fn read_all(
             reason,
         };
         if data.len() < SEGMENT_HEADER {
-            if last_segment && (data.iter().all(|&b| b == 0) || header(first).starts_with(&data)) {
+            if last_segment
+                && (data.iter().all(|&b| b == 0)
+                    || [1, VERSION]
+                        .iter()
+                        .any(|&v| header_of(first, v).starts_with(&data)))
+            {
                 // Created but never written: nothing to read.
                 if repair {
                     fs::remove_file(&path).map_err(io_err)?;
@@ -117,12 +135,12 @@ pub fn read_all(
             }
             return Err(corrupt(0, "segment header cut short".into()));
         }
-        if data[..SEGMENT_HEADER] != header(first) {
+        let Some(version) = header_version(&data, first) else {
             return Err(corrupt(
                 0,
                 "segment header does not match its name (magic, version, first sequence)".into(),
             ));
-        }
+        };
         // A segment that starts at or before what the caller already has (a snapshot) may
         // follow a gap: the records in between were in the snapshot, not in the journal.
         if let Some(e) = expected.filter(|_| first > after + 1) {
@@ -136,7 +154,7 @@ pub fn read_all(
         expected = Some(first);
         let mut pos = SEGMENT_HEADER;
         while pos < data.len() {
-            match record::next(&data[pos..]) {
+            match record::next(&data[pos..], version) {
                 Next::Record(r, len) => {
                     if Some(r.sequence) != expected {
                         return Err(corrupt(
@@ -157,7 +175,8 @@ pub fn read_all(
                     pos += len;
                 }
                 Next::Incomplete | Next::Corrupt(_)
-                    if last_segment && is_torn_tail(&data[pos..]) =>
+                    if last_segment
+                        && is_torn_tail(&data[pos..], version, expected.unwrap_or(first)) =>
                 {
                     let dropped = (data.len() - pos) as u64;
                     if repair {
@@ -184,20 +203,40 @@ pub fn read_all(
 /// The end of the last segment after a crash: zeros (a file system that extended the file
 /// before the data reached it), a record cut short (its length, in range, runs past the end),
 /// or one last record whose checksum fails with nothing but zeros after it. Anything else,
-/// such as a length out of range or a bad record followed by data, is corruption.
-fn is_torn_tail(rest: &[u8]) -> bool {
+/// such as a length out of range or a bad record followed by data, is corruption; so is a
+/// damaged length that only seems to run past the end while whole records of the sequences
+/// expected next follow it.
+fn is_torn_tail(rest: &[u8], version: u32, expected: u64) -> bool {
     if rest.iter().all(|&b| b == 0) {
         return true;
+    }
+    if later_record_follows(rest, version, expected) {
+        return false;
     }
     let Some(head) = rest.first_chunk::<{ record::FRAME_HEADER }>() else {
         return true;
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if !(record::BODY_HEADER + 1..=record::MAX_BODY).contains(&len) {
+    if !(record::BODY_HEADER + 1..=record::max_body(version)).contains(&len) {
         return false;
     }
     let end = record::FRAME_HEADER + len;
     end > rest.len() || rest[end..].iter().all(|&b| b == 0)
+}
+
+/// Whether a whole, valid record with one of the next few sequences starts somewhere after the
+/// first octet of `rest`: then what is at the front is damage, not the end of the writes.
+fn later_record_follows(rest: &[u8], version: u32, expected: u64) -> bool {
+    const SEQ_AT: usize = record::FRAME_HEADER;
+    let next = expected..expected.saturating_add(64);
+    rest.windows(8)
+        .enumerate()
+        .skip(SEQ_AT + 1)
+        .any(|(i, w)| {
+            let seq = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            next.contains(&seq)
+                && matches!(record::next(&rest[i - SEQ_AT..], version), Next::Record(r, _) if r.sequence == seq)
+        })
 }
 
 /// Recovery from corruption, for an operator who accepts losing what follows it: reads the
@@ -268,7 +307,15 @@ impl SegmentWriter {
     ) -> io::Result<SegmentWriter> {
         fs::create_dir_all(dir)?;
         let segments = list(dir)?;
-        let (file, size) = match segments.last().filter(|_| !fresh) {
+        // Records are appended to the last segment only if it is of this version; an older
+        // one (an upgrade) is left as it is and a new segment starts.
+        let current = |(first, path): &&(u64, PathBuf)| {
+            let mut head = [0u8; SEGMENT_HEADER];
+            File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok_and(|_| header_version(&head, *first) == Some(VERSION))
+        };
+        let (file, size) = match segments.last().filter(|_| !fresh).filter(current) {
             Some((_, path)) => {
                 let file = OpenOptions::new().append(true).open(path)?;
                 let size = file.metadata()?.len();
@@ -324,3 +371,125 @@ impl SegmentWriter {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads the journal as the writer appends to it, up to a sequence the writer says is written
+/// (never a record still being written, nor octets past it that a failed write may leave).
+/// The usage files are made this way, from the journal, so they hold exactly what it holds.
+pub struct Follower {
+    dir: PathBuf,
+    /// The segment being read: its first sequence, file, format version and read offset.
+    current: Option<(u64, File, u32, u64)>,
+    /// The next sequence to hand out.
+    next: u64,
+}
+
+/// Octets read from a segment at a time (more than the largest record).
+const FOLLOW_CHUNK: usize = 4 << 20;
+
+impl Follower {
+    /// Starts after sequence `after`.
+    pub fn new(dir: &Path, after: u64) -> Follower {
+        Follower {
+            dir: dir.into(),
+            current: None,
+            next: after + 1,
+        }
+    }
+
+    /// The next sequence it will read.
+    pub fn next_sequence(&self) -> u64 {
+        self.next
+    }
+
+    /// Passes every record from the next sequence up to `upto` (inclusive) to `f`, in order.
+    /// Stops early where the journal has no more yet.
+    pub fn read_up_to(&mut self, upto: u64, mut f: impl FnMut(&Record)) -> Result<(), ReadError> {
+        while self.next <= upto {
+            if self.current.is_none() && !self.open_segment()? {
+                return Ok(());
+            }
+            let Some((_, file, version, offset)) = self.current.as_mut() else {
+                return Ok(());
+            };
+            let path = self.dir.clone();
+            let io_err = |source| ReadError::Io {
+                file: path.clone(),
+                source,
+            };
+            let mut buf = vec![0u8; FOLLOW_CHUNK];
+            let n =
+                std::os::unix::fs::FileExt::read_at(&*file, &mut buf, *offset).map_err(io_err)?;
+            buf.truncate(n);
+            let mut pos = 0;
+            let mut progressed = false;
+            while self.next <= upto {
+                match record::next(&buf[pos..], *version) {
+                    Next::Record(r, len) => {
+                        if r.sequence > upto {
+                            break;
+                        }
+                        if r.sequence >= self.next {
+                            f(&r);
+                            self.next = r.sequence + 1;
+                        }
+                        pos += len;
+                        progressed = true;
+                    }
+                    Next::Incomplete => break,
+                    Next::Corrupt(why) => {
+                        return Err(ReadError::Corrupt {
+                            file: self.dir.clone(),
+                            offset: *offset + pos as u64,
+                            reason: why.into(),
+                        });
+                    }
+                }
+            }
+            *offset += pos as u64;
+            if self.next > upto {
+                return Ok(());
+            }
+            if !progressed && n < FOLLOW_CHUNK {
+                // This segment has nothing more: the rest is in the next one, if it exists.
+                let next_first = list(&self.dir)
+                    .map_err(|source| ReadError::Io {
+                        file: self.dir.clone(),
+                        source,
+                    })?
+                    .into_iter()
+                    .map(|(first, _)| first)
+                    .find(|&first| first == self.next);
+                if next_first.is_none() {
+                    return Ok(());
+                }
+                self.current = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the segment holding the next sequence; false if there is none yet.
+    fn open_segment(&mut self) -> Result<bool, ReadError> {
+        let io = |file: &Path, source| ReadError::Io {
+            file: file.into(),
+            source,
+        };
+        let segments = list(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let Some((first, path)) = segments.into_iter().rev().find(|(f, _)| *f <= self.next) else {
+            return Ok(false);
+        };
+        let mut file = File::open(&path).map_err(|e| io(&path, e))?;
+        let mut head = [0u8; SEGMENT_HEADER];
+        if std::io::Read::read_exact(&mut file, &mut head).is_err() {
+            // Created, header not yet written.
+            return Ok(false);
+        }
+        let version = header_version(&head, first).ok_or_else(|| ReadError::Corrupt {
+            file: path.clone(),
+            offset: 0,
+            reason: "segment header does not match its name".into(),
+        })?;
+        self.current = Some((first, file, version, SEGMENT_HEADER as u64));
+        Ok(true)
+    }
+}

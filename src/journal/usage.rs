@@ -1,20 +1,47 @@
 //! Usage records for audit and reconciliation: one JSON line per session end (and per interim
 //! report if configured), written by their own thread to `state_dir/usage/usage-<n>.jsonl`,
 //! a new file once the current one passes its size limit.
+//!
+//! With a journal, the records are journal records (kind 7) first: written, and made durable,
+//! with the ledger changes they account for. This thread follows the journal and copies them
+//! to the usage files, each line starting with the journal sequence it came from
+//! (`{"seq":N,...}`), so after any stop it resumes after the last line written and nothing
+//! that reached the ledger is missing from the files. Without a journal, the engine hands the
+//! lines over directly.
+//!
+//! A line is written whole or not at all: a write that fails (a full disk) is cut off again and
+//! retried until it succeeds; nothing is dropped.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
+use super::record::Op;
+use super::segment::Follower;
+
 /// Handle to the usage-record writer.
 pub struct UsageLog {
     tx: Mutex<Option<Sender<String>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Following the journal: the journal sequence up to which the usage files are synced
+    /// (journal segments up to it may go), and how to wake and stop the follower.
+    follow: Option<Arc<FollowState>>,
+}
+
+/// Shared with a follower thread.
+pub struct FollowState {
+    /// Usage records of journal records up to this sequence are synced to the usage files.
+    pub synced: AtomicU64,
+    /// Failed writes of the usage files (retried; ops must alert).
+    pub errors: AtomicU64,
+    stop: AtomicBool,
+    wake: (Sender<()>, Receiver<()>),
 }
 
 /// Lines that may wait for the writer; a full queue makes the caller wait rather than drop an
@@ -70,7 +97,58 @@ impl UsageLog {
         Ok(UsageLog {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            follow: None,
         })
+    }
+
+    /// Follows the journal in `journal`: usage records up to `written()` go to the usage files
+    /// in `dir`. Resumes after the last line the files hold (a torn last line is cut off and
+    /// written again). `wake` is a channel of capacity 1 the journal's writer signals on
+    /// whenever it has written more (see [`Self::wake`]).
+    pub fn follow(
+        dir: &Path,
+        journal: &Path,
+        rotate_bytes: u64,
+        written: impl Fn() -> u64 + Send + 'static,
+        wake: (Sender<()>, Receiver<()>),
+    ) -> io::Result<UsageLog> {
+        fs::create_dir_all(dir)?;
+        let after = resume_point(dir)?;
+        let state = Arc::new(FollowState {
+            synced: AtomicU64::new(after),
+            errors: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            wake,
+        });
+        let (dir, journal, st) = (dir.to_path_buf(), journal.to_path_buf(), state.clone());
+        let thread = std::thread::Builder::new()
+            .name("ocfd-usage".into())
+            .spawn(move || follow_run(&dir, &journal, rotate_bytes, after, written, &st))?;
+        Ok(UsageLog {
+            tx: Mutex::new(None),
+            thread: Mutex::new(Some(thread)),
+            follow: Some(state),
+        })
+    }
+
+    /// Tells a follower the journal has written more (cheap; never blocks).
+    pub fn wake(&self) {
+        if let Some(f) = &self.follow {
+            let _ = f.wake.0.try_send(());
+        }
+    }
+
+    /// A follower's progress, if this log follows a journal.
+    pub fn following(&self) -> Option<&FollowState> {
+        self.follow.as_deref()
+    }
+
+    /// Journal sequences whose usage records are all synced to the usage files (`u64::MAX`
+    /// without a journal): journal segments must be kept past it.
+    pub fn synced_sequence(&self) -> u64 {
+        self.follow
+            .as_ref()
+            .map_or(u64::MAX, |f| f.synced.load(Ordering::Acquire))
     }
 
     /// Queues records: one or more JSON objects, each ending in a newline (the engine hands
@@ -84,8 +162,13 @@ impl UsageLog {
         }
     }
 
-    /// Writes and syncs everything queued, then stops the thread.
+    /// Writes and syncs everything queued (following: everything the journal has written),
+    /// then stops the thread.
     pub fn close(&self) {
+        if let Some(f) = &self.follow {
+            f.stop.store(true, Ordering::Release);
+            let _ = f.wake.0.try_send(());
+        }
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -106,60 +189,248 @@ fn open(dir: &Path, index: u64) -> io::Result<File> {
         .open(dir.join(format!("usage-{index:08}.jsonl")))
 }
 
-fn run(rx: Receiver<String>, dir: PathBuf, mut index: u64, rotate_bytes: u64) {
-    let mut file = match open(&dir, index) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, dir = %dir.display(), "cannot open usage records");
-            return;
+/// The current usage file: written whole lines at a time, a new one past the size limit.
+struct Files {
+    dir: PathBuf,
+    index: u64,
+    file: Option<File>,
+    size: u64,
+    rotate_bytes: u64,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl Files {
+    fn new(dir: &Path, index: u64, rotate_bytes: u64) -> Files {
+        Files {
+            dir: dir.into(),
+            index,
+            file: None,
+            size: 0,
+            rotate_bytes,
+            last_sync: Instant::now(),
+            unsynced: false,
         }
-    };
-    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buf = String::new();
-    let mut last_sync = Instant::now();
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = file.sync_data();
-                return;
+    }
+
+    /// Writes `lines` (whole lines), taking from the front of it what was written: a file
+    /// takes lines until it passes its size limit, then a new one starts. On failure the file
+    /// is cut back to where it was, so a line is never left half written, and what was not
+    /// written stays in `lines` for the caller to retry.
+    fn append(&mut self, lines: &mut Vec<u8>) -> io::Result<()> {
+        while !lines.is_empty() {
+            if self.file.is_some() && self.size >= self.rotate_bytes {
+                self.sync()?;
+                self.file = None;
+                self.index += 1;
             }
-        };
-        buf.clear();
-        for line in first.into_iter().chain(rx.try_iter().take(4096)) {
-            if size + buf.len() as u64 >= rotate_bytes {
-                // This file is full: what is buffered goes to it, the rest to a new one.
-                write(&mut file, &mut buf, &mut size);
-                let _ = file.sync_data();
-                index += 1;
-                match open(&dir, index) {
-                    Ok(f) => {
-                        file = f;
-                        size = 0;
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot start a new usage file"),
+            if self.file.is_none() {
+                let f = open(&self.dir, self.index)?;
+                self.size = f.metadata()?.len();
+                self.file = Some(f);
+            }
+            // Whole lines up to the limit (at least one).
+            let room = self.rotate_bytes.saturating_sub(self.size) as usize;
+            let mut cut = 0;
+            for (i, _) in lines.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+                if cut > 0 && i + 1 > room {
+                    break;
                 }
+                cut = i + 1;
             }
-            buf.push_str(&line);
+            if cut == 0 {
+                cut = lines.len();
+            }
+            let Some(file) = self.file.as_mut() else {
+                return Ok(());
+            };
+            if let Err(e) = file.write_all(&lines[..cut]) {
+                // Cut off whatever part of it reached the file.
+                let _ = file.set_len(self.size);
+                return Err(e);
+            }
+            self.size += cut as u64;
+            self.unsynced = true;
+            lines.drain(..cut);
         }
-        write(&mut file, &mut buf, &mut size);
-        if last_sync.elapsed() >= Duration::from_secs(1) {
-            let _ = file.sync_data();
-            last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let (Some(f), true) = (&self.file, self.unsynced) {
+            f.sync_data()?;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+/// How long a failed write waits before it is tried again (doubling up to the last).
+const RETRY: [u64; 5] = [50, 100, 250, 500, 1000];
+
+fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
+    let mut files = Files::new(&dir, index, rotate_bytes);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut failures = 0usize;
+    let mut open = true;
+    while open || !buf.is_empty() {
+        if buf.is_empty() || failures > 0 {
+            let wait = if failures > 0 {
+                Duration::from_millis(RETRY[(failures - 1).min(RETRY.len() - 1)])
+            } else {
+                Duration::from_secs(1)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(l) => buf.extend_from_slice(l.as_bytes()),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+        for line in rx.try_iter().take(4096) {
+            buf.extend_from_slice(line.as_bytes());
+        }
+        match files.append(&mut buf) {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::error!(error = %e, "usage record write failed; retrying");
+                }
+                if !open && failures > 100 {
+                    tracing::error!(error = %e, octets = buf.len(), "usage records not written at stop");
+                    return;
+                }
+                continue;
+            }
+        }
+        if files.last_sync.elapsed() >= Duration::from_secs(1) || !open {
+            let _ = files.sync();
         }
     }
 }
 
-fn write(file: &mut File, buf: &mut String, size: &mut u64) {
-    if buf.is_empty() {
-        return;
+/// Where following resumes: the `seq` of the last whole line of the newest usage file that has
+/// one (a torn last line is cut off first); 0 if none has.
+fn resume_point(dir: &Path) -> io::Result<u64> {
+    for path in files(dir)?.iter().rev() {
+        let data = fs::read(path)?;
+        let whole = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < data.len() {
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(whole as u64)?;
+            f.sync_all()?;
+        }
+        let last = data[..whole]
+            .split(|&b| b == b'\n')
+            .rev()
+            .find(|l| !l.is_empty());
+        if let Some(seq) = last.and_then(line_sequence) {
+            return Ok(seq);
+        }
+        if last.is_some() {
+            // Lines from before usage records came from the journal: the journal holds no
+            // usage records for them.
+            return Ok(0);
+        }
     }
-    if let Err(e) = file.write_all(buf.as_bytes()) {
-        tracing::error!(error = %e, "usage record write failed");
+    Ok(0)
+}
+
+/// The journal sequence a line starts with (`{"seq":N,`).
+fn line_sequence(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+fn follow_run(
+    dir: &Path,
+    journal: &Path,
+    rotate_bytes: u64,
+    after: u64,
+    written: impl Fn() -> u64,
+    st: &FollowState,
+) {
+    let index = files(dir)
+        .ok()
+        .and_then(|f| f.last().cloned())
+        .and_then(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("usage-"))
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .unwrap_or(1);
+    let mut files = Files::new(dir, index, rotate_bytes);
+    let mut follower = Follower::new(journal, after);
+    let mut pending: Vec<u8> = Vec::new();
+    // The last journal sequence whose usage records are in `pending` or the files.
+    let mut read_to = after;
+    let mut failures = 0usize;
+    loop {
+        let stopping = st.stop.load(Ordering::Acquire);
+        let upto = written();
+        if pending.is_empty() && read_to < upto {
+            let result = follower.read_up_to(upto, |r| {
+                if let Op::Usage(line) = &r.op {
+                    let _ = write!(pending, "{{\"seq\":{},", r.sequence);
+                    pending.extend_from_slice(line.strip_prefix(b"{").unwrap_or(line));
+                    pending.push(b'\n');
+                }
+            });
+            if let Err(e) = result {
+                st.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "usage records: the journal cannot be read");
+            }
+            read_to = follower.next_sequence() - 1;
+        }
+        match files.append(&mut pending) {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!("usage records written again");
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                st.errors.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if failures == 1 {
+                    tracing::error!(error = %e, "usage record write failed; retrying");
+                }
+            }
+        }
+        let due = files.last_sync.elapsed() >= Duration::from_secs(1) || stopping;
+        if pending.is_empty() && due {
+            match files.sync() {
+                Ok(()) => st.synced.store(read_to, Ordering::Release),
+                Err(e) => {
+                    st.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "usage record sync failed; retrying");
+                }
+            }
+        }
+        if stopping && pending.is_empty() && read_to >= written() {
+            let _ = files.sync();
+            st.synced.store(read_to, Ordering::Release);
+            return;
+        }
+        if stopping && failures > 100 {
+            tracing::error!("usage records not all written at stop; they are in the journal");
+            return;
+        }
+        let wait = if failures > 0 {
+            Duration::from_millis(RETRY[(failures - 1).min(RETRY.len() - 1)])
+        } else if read_to < written() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        if !wait.is_zero() {
+            let _ = st.wake.1.recv_timeout(wait);
+        }
     }
-    *size += buf.len() as u64;
-    buf.clear();
 }
 
 #[cfg(test)]

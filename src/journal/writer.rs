@@ -118,6 +118,11 @@ impl Journal {
         &self.progress
     }
 
+    /// The progress, shared (for threads that follow the journal).
+    pub fn progress_handle(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
     pub fn durability(&self) -> Durability {
         self.durability
     }

@@ -91,6 +91,67 @@ impl Counter {
     }
 }
 
+/// Index of a unit in per-unit arrays.
+pub const fn unit_index(u: Unit) -> usize {
+    match u {
+        Unit::Octets => 0,
+        Unit::Seconds => 1,
+        Unit::Events => 2,
+        Unit::Money => 3,
+    }
+}
+
+/// What one account (a device or consumer: the node a subscription names) was charged in one
+/// unit, per kind of period, whether or not a limit counts it. A refund gives back at most this;
+/// a limit added later on the account or above it starts from the sum of these below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnUsage {
+    pub unit: Unit,
+    /// Used in the current day, month, and in total (index: [`period_index`]).
+    pub used: [u64; 3],
+    /// When the current day and month end (Unix seconds; i64::MIN: not started).
+    pub ends: [i64; 2],
+}
+
+/// Index of a period in [`OwnUsage::used`].
+pub const fn period_index(p: Period) -> usize {
+    match p {
+        Period::Day => 0,
+        Period::Month => 1,
+        Period::Total => 2,
+    }
+}
+
+impl OwnUsage {
+    fn new(unit: Unit) -> Self {
+        OwnUsage {
+            unit,
+            used: [0; 3],
+            ends: [i64::MIN; 2],
+        }
+    }
+
+    /// Starts a new day or month where one has ended.
+    fn roll(&mut self, tz: &TimeZone, now: i64) {
+        for (i, p) in [Period::Day, Period::Month].into_iter().enumerate() {
+            if now >= self.ends[i] {
+                self.used[i] = 0;
+                self.ends[i] = period::period_end(p, tz, now);
+            }
+        }
+    }
+
+    /// Used in `period` as of `now`, without changing anything.
+    pub fn used_in(&self, period: Period, now: i64) -> u64 {
+        let i = period_index(period);
+        if i < 2 && now >= self.ends[i] {
+            0
+        } else {
+            self.used[i]
+        }
+    }
+}
+
 /// A node of an account tree: an enterprise, a cost centre, a device, or a consumer.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -100,6 +161,11 @@ pub struct Node {
     /// Removed from the tree: found by no lookup, but kept (indices are stable, and sessions
     /// still open on it settle as usual).
     pub removed: bool,
+    /// Units held by reservations of this node's subtree, per unit ([`unit_index`]), whether or
+    /// not a limit counts them: a limit set later starts with exactly this reserved.
+    pub reserved: [u64; 4],
+    /// What this node was charged as an account (only accounts, the leaves, have any).
+    pub own: Vec<OwnUsage>,
 }
 
 /// One enterprise (or consumer) and everything under it.
@@ -147,6 +213,8 @@ impl Tree {
             parent,
             counters,
             removed: false,
+            reserved: [0; 4],
+            own: Vec::new(),
         });
         (self.nodes.len() - 1) as u32
     }
@@ -170,27 +238,87 @@ impl Tree {
         (path, len)
     }
 
-    /// Applies `f` to every counter of `unit` on the path from `node` to the root, after
-    /// starting a new period where one has ended.
-    fn each_counter(&mut self, node: u32, unit: Unit, now: i64, mut f: impl FnMut(&mut Counter)) {
+    /// Applies `f` to every node on the path from `node` to the root and to each of its
+    /// counters of `unit`, after starting a new period where one has ended.
+    fn each_node(
+        &mut self,
+        node: u32,
+        unit: Unit,
+        now: i64,
+        mut f: impl FnMut(&mut [u64; 4], &mut [Counter]),
+    ) {
         let (path, len) = self.path(node);
         let Tree { tz, nodes, .. } = self;
         for &n in &path[..len] {
-            for c in nodes[n].counters.iter_mut().filter(|c| c.unit == unit) {
+            let Node {
+                counters, reserved, ..
+            } = &mut nodes[n];
+            for c in counters.iter_mut().filter(|c| c.unit == unit) {
                 c.roll(tz, now);
+            }
+            f(reserved, counters);
+        }
+    }
+
+    /// Applies `f` to every counter of `unit` on the path from `node` to the root, after
+    /// starting a new period where one has ended.
+    fn each_counter(&mut self, node: u32, unit: Unit, now: i64, mut f: impl FnMut(&mut Counter)) {
+        self.each_node(node, unit, now, |_, counters| {
+            for c in counters.iter_mut().filter(|c| c.unit == unit) {
                 f(c);
+            }
+        });
+    }
+
+    /// Moves `add` units into and `sub` units out of reservation on every node of the path
+    /// and every counter of `unit` there.
+    fn hold(&mut self, node: u32, unit: Unit, add: u64, sub: u64, now: i64) {
+        let u = unit_index(unit);
+        self.each_node(node, unit, now, |reserved, counters| {
+            reserved[u] = reserved[u].saturating_sub(sub).saturating_add(add);
+            for c in counters.iter_mut().filter(|c| c.unit == unit) {
+                c.reserved = c.reserved.saturating_sub(sub).saturating_add(add);
+            }
+        });
+    }
+
+    /// The account's own usage of `unit`, rolled to `now` (created on first use).
+    fn own_mut(&mut self, node: u32, unit: Unit, now: i64) -> Option<&mut OwnUsage> {
+        let Tree { tz, nodes, .. } = self;
+        let n = nodes.get_mut(node as usize)?;
+        let i = match n.own.iter().position(|o| o.unit == unit) {
+            Some(i) => i,
+            None => {
+                n.own.reserve_exact(1);
+                n.own.push(OwnUsage::new(unit));
+                n.own.len() - 1
+            }
+        };
+        let o = &mut n.own[i];
+        o.roll(tz, now);
+        Some(o)
+    }
+
+    /// Adds `used` to the account's own usage in every period.
+    fn charge_own(&mut self, node: u32, unit: Unit, used: u64, now: i64) {
+        if used == 0 {
+            return;
+        }
+        if let Some(o) = self.own_mut(node, unit, now) {
+            for v in &mut o.used {
+                *v = v.saturating_add(used);
             }
         }
     }
 
     /// Reserves up to `want` units on every counter of `unit` along the path from `node` to the
     /// root: the grant is the smallest headroom on the path, one amount for all. A path with no
-    /// counter of that unit is unlimited.
+    /// counter of that unit is unlimited (the engine decides whether to grant on such a path).
     pub fn reserve(&mut self, node: u32, unit: Unit, want: u64, now: i64) -> Grant {
         let smallest = self.headroom(node, unit, now);
         let granted = want.min(smallest);
         if granted > 0 {
-            self.each_counter(node, unit, now, |c| c.reserved += granted);
+            self.hold(node, unit, granted, 0, now);
         }
         Grant {
             granted,
@@ -202,10 +330,11 @@ impl Tree {
     /// every counter of `unit` along the path. Usage may exceed the reservation (a gateway
     /// reporting more than it was granted); it is charged all the same.
     pub fn commit(&mut self, node: u32, unit: Unit, reserved: u64, used: u64, now: i64) {
-        self.each_counter(node, unit, now, |c| {
-            c.reserved = c.reserved.saturating_sub(reserved);
-            c.used = c.used.saturating_add(used);
-        });
+        self.hold(node, unit, 0, reserved, now);
+        if used > 0 {
+            self.each_counter(node, unit, now, |c| c.used = c.used.saturating_add(used));
+            self.charge_own(node, unit, used, now);
+        }
     }
 
     /// Returns a reservation unused (expiry, termination without usage).
@@ -216,14 +345,37 @@ impl Tree {
     /// Adds `amount` to the reserved units on the path as it is, without sizing (replaying a
     /// journal: the grant was sized when it was made).
     pub fn add_reserved(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
-        self.each_counter(node, unit, now, |c| {
-            c.reserved = c.reserved.saturating_add(amount)
-        });
+        self.hold(node, unit, amount, 0, now);
     }
 
-    /// Gives back `amount` units of usage (a refund), never below zero.
-    pub fn refund(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
-        self.each_counter(node, unit, now, |c| c.used = c.used.saturating_sub(amount));
+    /// How much of `unit` a refund to the account `node` may give back: what the account itself
+    /// was charged in the period of every limit on the path (and no more than any of those
+    /// limits counts as used), so a refund never takes back another account's usage.
+    pub fn refundable(&mut self, node: u32, unit: Unit, now: i64) -> u64 {
+        let own = match self.own_mut(node, unit, now) {
+            Some(o) => o.clone(),
+            None => return 0,
+        };
+        let mut most = own.used[period_index(Period::Total)];
+        self.each_counter(node, unit, now, |c| {
+            most = most.min(c.used).min(own.used[period_index(c.period)]);
+        });
+        most
+    }
+
+    /// Gives back `amount` units of usage (a refund) on the path and in the account's own
+    /// usage. Returns false, changing nothing, if that is more than [`Self::refundable`].
+    pub fn refund(&mut self, node: u32, unit: Unit, amount: u64, now: i64) -> bool {
+        if amount > self.refundable(node, unit, now) {
+            return false;
+        }
+        self.each_counter(node, unit, now, |c| c.used -= amount);
+        if let Some(o) = self.own_mut(node, unit, now) {
+            for v in &mut o.used {
+                *v = v.saturating_sub(amount);
+            }
+        }
+        true
     }
 
     /// Money accounts: returns `reserved` money units and charges `octets` at `price` (money
@@ -239,20 +391,80 @@ impl Tree {
         now: i64,
     ) -> u64 {
         let (num, den) = price;
+        self.hold(node, Unit::Money, 0, reserved, now);
         if den == 0 {
             return 0;
         }
-        let cost = |rated: u128| (rated * num).div_ceil(den);
+        let cost = |rated: u128| rated.saturating_mul(num).div_ceil(den);
         let mut charged = None;
         self.each_counter(node, Unit::Money, now, |c| {
             let before = cost(c.rated);
             c.rated = c.rated.saturating_add(u128::from(octets));
-            let delta = u64::try_from(cost(c.rated) - before).unwrap_or(u64::MAX);
-            c.reserved = c.reserved.saturating_sub(reserved);
+            let delta = u64::try_from(cost(c.rated).saturating_sub(before)).unwrap_or(u64::MAX);
             c.used = c.used.saturating_add(delta);
             charged.get_or_insert(delta);
         });
-        charged.unwrap_or(0)
+        let charged = charged.unwrap_or(0);
+        self.charge_own(node, Unit::Money, charged, now);
+        charged
+    }
+
+    /// What the accounts of `node`'s subtree used of `unit` in the current `period`: where a
+    /// new limit starts.
+    pub fn subtree_used(&self, node: u32, unit: Unit, period: Period, now: i64) -> u64 {
+        self.subtree(node)
+            .into_iter()
+            .filter_map(|n| self.nodes.get(n as usize))
+            .flat_map(|n| n.own.iter().filter(|o| o.unit == unit))
+            .fold(0u64, |sum, o| sum.saturating_add(o.used_in(period, now)))
+    }
+
+    /// Replaces a node's limits. A limit of the same unit and period keeps its count; a new one
+    /// starts with what the subtree used in its period and what it holds reserved, so a limit
+    /// changed while sessions are open neither forgets their grants nor lets them be spent twice.
+    pub fn set_limits(&mut self, node: u32, new: Vec<Counter>, now: i64) {
+        let mut next = Vec::with_capacity(new.len());
+        for n in new {
+            let old = self.nodes.get(node as usize).and_then(|nd| {
+                nd.counters
+                    .iter()
+                    .find(|c| c.unit == n.unit && c.period == n.period)
+                    .cloned()
+            });
+            match old {
+                Some(old) => next.push(Counter {
+                    limit: n.limit,
+                    ..old
+                }),
+                None => {
+                    let mut c = Counter::new(n.unit, n.period, n.limit);
+                    c.roll(&self.tz, now);
+                    c.used = self.subtree_used(node, n.unit, n.period, now);
+                    c.reserved = self
+                        .nodes
+                        .get(node as usize)
+                        .map_or(0, |nd| nd.reserved[unit_index(n.unit)]);
+                    next.push(c);
+                }
+            }
+        }
+        if let Some(nd) = self.nodes.get_mut(node as usize) {
+            nd.counters = next;
+        }
+    }
+
+    /// Whether any node on the path from `node` to the root has a limit in `unit`.
+    pub fn limited(&self, node: u32, unit: Unit) -> bool {
+        let (path, len) = self.path(node);
+        path[..len]
+            .iter()
+            .any(|&n| self.nodes[n].counters.iter().any(|c| c.unit == unit))
+    }
+
+    /// Whether `ancestor` is `node` or above it.
+    pub fn is_ancestor(&self, ancestor: u32, node: u32) -> bool {
+        let (path, len) = self.path(node);
+        path[..len].contains(&(ancestor as usize))
     }
 
     /// The smallest headroom for `unit` along the path (u64::MAX: unlimited).
@@ -403,6 +615,17 @@ impl Ledger {
 
     pub fn release(&self, at: AccountRef, unit: Unit, reserved: u64, now: i64) {
         self.commit(at, unit, reserved, 0, now);
+    }
+
+    /// See [`Tree::limited`].
+    pub fn limited(&self, at: AccountRef, unit: Unit) -> bool {
+        self.lock(at.tree).is_some_and(|t| t.limited(at.node, unit))
+    }
+
+    /// See [`Tree::refund`].
+    pub fn refund(&self, at: AccountRef, unit: Unit, amount: u64, now: i64) -> bool {
+        self.lock(at.tree)
+            .is_some_and(|mut t| t.refund(at.node, unit, amount, now))
     }
 
     /// See [`Tree::commit_rated`].

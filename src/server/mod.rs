@@ -585,7 +585,12 @@ impl Server {
 /// Takes a snapshot and removes the journal segments it covers.
 fn snapshot_now(engine: &Engine, path: &std::path::Path, journal: &std::path::Path) {
     match engine.snapshot(path) {
-        Ok(sequence) => match snapshot::remove_covered_segments(journal, sequence) {
+        // Segments go once the snapshot covers them and their usage records are in the usage
+        // files.
+        Ok(sequence) => match snapshot::remove_covered_segments(
+            journal,
+            sequence.min(engine.usage_log().map_or(u64::MAX, |u| u.synced_sequence())),
+        ) {
             Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
             Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
         },

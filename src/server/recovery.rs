@@ -141,10 +141,14 @@ pub(super) fn build(
     for r in &records {
         replay(&engine, r)?;
     }
-    let (after, open, snap_next) = match header {
+    let (after, open, snap_sessions, snap_next) = match header {
         Some(h) => {
             let same = h.info.fingerprint == snapshot::fingerprint(engine.ledger());
-            let (info, dropped) = snapshot::apply(engine.ledger(), h, &snapshot_path, same)?;
+            let snapshot::Loaded {
+                info,
+                dropped,
+                sessions,
+            } = snapshot::apply(engine.ledger(), h, &snapshot_path, same)?;
             info!(
                 sequence = info.sequence,
                 changes = info.changes,
@@ -165,13 +169,23 @@ pub(super) fn build(
                     }));
                 }
             }
-            (info.sequence, info.outstanding, info.next_reservation)
+            (
+                info.sequence,
+                info.outstanding,
+                sessions,
+                info.next_reservation,
+            )
         }
-        None => (0, Vec::new(), 1),
+        None => (0, Vec::new(), Vec::new(), 1),
     };
     let mut failed: Option<ServerError> = None;
-    let mut recovered =
-        crate::charging::recorder::replay(engine.ledger(), &dir, after, open, |seq| {
+    let mut recovered = crate::charging::recorder::replay(
+        engine.ledger(),
+        &dir,
+        after,
+        open,
+        snap_sessions,
+        |seq| {
             // Changes made before this record (logged with a lower sequence) take effect first.
             while let Some(r) = pending.next_if(|r| r.after_sequence < seq) {
                 if failed.is_none() {
@@ -180,7 +194,8 @@ pub(super) fn build(
                     }
                 }
             }
-        })?;
+        },
+    )?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -201,6 +216,9 @@ pub(super) fn build(
     }
     let jc = &config.journal;
     let durability = jc.durability;
+    // The usage-record follower is woken whenever the journal has written more.
+    let wake = crossbeam_channel::bounded::<()>(1);
+    let wake_usage = wake.0.clone();
     let on_progress: crate::journal::writer::OnProgress = Box::new(move |p| {
         use std::sync::atomic::Ordering;
         let durable = match durability {
@@ -208,6 +226,7 @@ pub(super) fn build(
             _ => p.written.load(Ordering::Acquire),
         };
         durable_tx.send_replace(durable);
+        let _ = wake_usage.try_send(());
     });
     let last = s.last_sequence.unwrap_or(0);
     let journal = crate::journal::writer::Journal::start(
@@ -223,9 +242,12 @@ pub(super) fn build(
         Some(on_progress),
     )
     .map_err(|source| {
-        ServerError::Journal(crate::journal::segment::ReadError::Io { file: dir, source })
+        ServerError::Journal(crate::journal::segment::ReadError::Io {
+            file: dir.clone(),
+            source,
+        })
     })?;
-    engine = engine.with_journal(journal, recovered);
+    engine = engine.with_journal(journal, recovered, dispatch::unix_now());
     // The files as they are now: whatever they changed since the last import.
     if !first_start && !engine.import_is_unchanged(&sources).map_err(import_error)? {
         let s = engine
@@ -233,7 +255,28 @@ pub(super) fn build(
             .map_err(import_error)?;
         log_summary("start", &s);
     }
-    with_usage(config, engine)
+    if !config.journal.usage_records {
+        return Ok(engine);
+    }
+    let usage_dir = config.state_dir.join("usage");
+    let progress = engine
+        .journal()
+        .map(|j| j.progress_handle())
+        .unwrap_or_default();
+    let log = crate::journal::usage::UsageLog::follow(
+        &usage_dir,
+        &dir,
+        config.journal.usage_file_mib << 20,
+        move || progress.written.load(std::sync::atomic::Ordering::Acquire),
+        wake,
+    )
+    .map_err(|source| {
+        ServerError::Journal(crate::journal::segment::ReadError::Io {
+            file: usage_dir,
+            source,
+        })
+    })?;
+    Ok(engine.with_usage(log, config.journal.usage_interim))
 }
 
 fn replay(engine: &Engine, r: &ChangeRecord) -> Result<(), ServerError> {
@@ -250,7 +293,10 @@ fn with_usage(config: &Config, engine: Engine) -> Result<Engine, ServerError> {
     let dir = config.state_dir.join("usage");
     let log = crate::journal::usage::UsageLog::start(&dir, config.journal.usage_file_mib << 20)
         .map_err(|source| {
-            ServerError::Journal(crate::journal::segment::ReadError::Io { file: dir, source })
+            ServerError::Journal(crate::journal::segment::ReadError::Io {
+                file: dir.clone(),
+                source,
+            })
         })?;
     Ok(engine.with_usage(log, config.journal.usage_interim))
 }

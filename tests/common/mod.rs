@@ -25,6 +25,8 @@ pub struct Watched {
     pub logs: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
     name: String,
+    /// The threads reading stdout and stderr: done once the pipes close.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Watched {
@@ -39,20 +41,22 @@ impl Watched {
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
+        let mut readers = Vec::new();
         for pipe in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
             let (sink, tx) = (logs.clone(), tx.clone());
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     sink.lock().unwrap().push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         Watched {
             child,
             logs,
             lines,
             name: name.into(),
+            readers,
         }
     }
 
@@ -134,11 +138,22 @@ impl Watched {
         assert!(ok.success(), "kill -{sig} {}", self.name);
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit, and for everything it printed to be read, so
+    /// that [`Self::output`] is whole afterwards.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // The pipes close when the process (and anything it started that kept them)
+                // is gone; the readers end then.
+                while self.readers.iter().any(|r| !r.is_finished()) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: output pipes still open {limit:?} after exit",
+                        self.name
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return s;
             }
             assert!(

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::ledger::{AccountRef, Counter};
+use crate::ledger::AccountRef;
 
 use super::super::engine::Engine;
 use super::super::provisioning::{BuiltTenant, Subscriptions};
@@ -14,7 +14,7 @@ use super::plan::Step;
 
 impl Engine {
     /// Carries out planned steps (under the gate; cannot fail).
-    pub(super) fn carry_out(&self, steps: Vec<Step>) -> Summary {
+    pub(super) fn carry_out(&self, steps: Vec<Step>, now: i64) -> Summary {
         let mut sum = Summary::default();
         let mut policies: Option<Vec<Arc<Policy>>> = None;
         let mut directory = self.directory_mut();
@@ -86,9 +86,7 @@ impl Engine {
                 }
                 Step::SetLimits(at, counters) => {
                     if let Some(mut t) = self.ledger.lock(at.tree) {
-                        if let Some(n) = t.nodes.get_mut(at.node as usize) {
-                            set_limits(&mut n.counters, counters);
-                        }
+                        t.set_limits(at.node, counters, now);
                     }
                     sum.nodes_changed += 1;
                 }
@@ -119,7 +117,17 @@ impl Engine {
                     amount,
                 } => {
                     if let Some(mut t) = self.ledger.lock(from.tree) {
-                        for (n, add) in [(from.node, false), (to.node, true)] {
+                        // Between a node and its ancestor, the ancestor's limit already covers
+                        // the descendant's: only the descendant's own share changes, so the
+                        // enterprise's total never does.
+                        let ends = if t.is_ancestor(to.node, from.node) {
+                            vec![(from.node, false)]
+                        } else if t.is_ancestor(from.node, to.node) {
+                            vec![(to.node, true)]
+                        } else {
+                            vec![(from.node, false), (to.node, true)]
+                        };
+                        for (n, add) in ends {
                             let Some(node) = t.nodes.get_mut(n as usize) else {
                                 continue;
                             };
@@ -146,22 +154,4 @@ impl Engine {
         }
         sum
     }
-}
-
-/// Replaces a node's limits, keeping the usage of a limit whose unit and period stay.
-fn set_limits(counters: &mut Vec<Counter>, new: Vec<Counter>) {
-    let mut next = Vec::with_capacity(new.len());
-    for n in new {
-        match counters
-            .iter()
-            .find(|c| c.unit == n.unit && c.period == n.period)
-        {
-            Some(old) => next.push(Counter {
-                limit: n.limit,
-                ..old.clone()
-            }),
-            None => next.push(n),
-        }
-    }
-    *counters = next;
 }

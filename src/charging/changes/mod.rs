@@ -156,7 +156,52 @@ impl Engine {
     /// of that fails.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
         let mut state = self.changes_state();
-        let (steps, base) = self.plan(&state, change)?;
+        self.change_locked(&mut state, change, now)
+    }
+
+    /// Changes only the keys of a tenant's policy that `patch` names (a JSON merge patch,
+    /// RFC 7396: null sets a key back to its default). Logged as the whole policy it results
+    /// in, so replaying the log needs nothing but the log.
+    pub fn patch_policy(
+        &self,
+        tenant: &str,
+        patch: &serde_json::Value,
+        now: i64,
+    ) -> Result<Summary, ChangeError> {
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(ChangeError::Invalid(
+                "a policy change is a JSON object of the keys to change".into(),
+            ));
+        };
+        let mut state = self.changes_state();
+        let current = self.policy_view(tenant)?;
+        let mut merged = match serde_json::to_value(&current) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in patch {
+            if v.is_null() {
+                merged.remove(k);
+            } else {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let policy: PolicySpec = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| ChangeError::Invalid(format!("policy: {e}")))?;
+        let change = Change::SetPolicy {
+            tenant: tenant.to_owned(),
+            policy,
+        };
+        self.change_locked(&mut state, &change, now)
+    }
+
+    fn change_locked(
+        &self,
+        state: &mut ChangeState,
+        change: &Change,
+        now: i64,
+    ) -> Result<Summary, ChangeError> {
+        let (steps, base) = self.plan(state, change)?;
         let json = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
         self.recheck(&steps, now)?;
@@ -173,7 +218,7 @@ impl Engine {
             })
             .map_err(|e| ChangeError::Log(e.to_string()))?;
         }
-        let summary = self.carry_out(steps);
+        let summary = self.carry_out(steps, now);
         if let Some(base) = base {
             state.base = base;
         }
@@ -197,7 +242,7 @@ impl Engine {
                     .collect::<String>()
             )
         })?;
-        let summary = self.carry_out(steps);
+        let summary = self.carry_out(steps, record.time);
         if let Some(base) = base {
             state.base = base;
         }

@@ -9,7 +9,7 @@ use super::super::engine::Engine;
 use super::super::provisioning::{
     self, BuiltTenant, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
-use super::super::tenant::{Policy, SubscriptionType};
+use super::super::tenant::{Policy, SubscriptionType, number_key};
 use super::{Change, ChangeError, ChangeState, Source};
 
 /// A node's place: its tree and index, or one planned earlier in the same change.
@@ -68,17 +68,15 @@ fn components(path: &str) -> Result<Vec<&str>, ChangeError> {
 /// each.
 fn sub_key(kind: SubscriptionType, id: &str) -> SubKey {
     let code = kind as u8;
-    if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
-        if let Ok(n) = id.strip_prefix('+').unwrap_or(id).parse::<u64>() {
-            return SubKey::Number(code, n);
-        }
+    match number_key(kind, id) {
+        Some((_, digits, n)) => SubKey::Number(code, digits, n),
+        None => SubKey::Name(code, id.to_ascii_lowercase()),
     }
-    SubKey::Name(code, id.to_ascii_lowercase())
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 enum SubKey {
-    Number(u8, u64),
+    Number(u8, u8, u64),
     Name(u8, String),
 }
 

@@ -38,7 +38,7 @@ fn write(dir: &Path, n: u64, per: u64, segment_bytes: u64) {
 
 fn read(dir: &Path, repair: bool) -> Result<(Vec<Record>, ReadSummary), ReadError> {
     let mut got = Vec::new();
-    let s = read_all(dir, 0, repair, |r| got.push(*r))?;
+    let s = read_all(dir, 0, repair, |r| got.push(r.clone()))?;
     Ok((got, s))
 }
 

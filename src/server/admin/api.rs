@@ -256,21 +256,20 @@ async fn policy(
     Ok(Json(view).into_response())
 }
 
+/// Changes the keys of the policy the body names (a JSON merge patch).
 async fn set_policy(
     State(s): State<AdminState>,
     tenant: Result<Path<String>, PathRejection>,
-    b: Result<Json<PolicySpec>, JsonRejection>,
+    b: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = path_param(tenant)?;
-    let p = body(b)?;
-    change(
-        &s,
-        Change::SetPolicy {
-            tenant: tenant.clone(),
-            policy: p,
-        },
-    )
-    .await?;
+    let patch = body(b)?;
+    let engine = s.engine.clone();
+    let name = tenant.clone();
+    tokio::task::spawn_blocking(move || engine.patch_policy(&name, &patch, unix_now()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(error)?;
     let view = s.engine.policy_view(&tenant).map_err(error)?;
     Ok(Json(view).into_response())
 }
