@@ -143,6 +143,9 @@ pub struct JournalSection {
     pub segment_mib: u64,
     /// Records that may wait for the writer; past three quarters, requests get 3004 TOO_BUSY.
     pub queue_records: usize,
+    /// In write and fsync durability, how long an answer waits for its records to become
+    /// durable before it is answered 3004 TOO_BUSY instead (a failing disk), milliseconds.
+    pub durable_timeout_ms: u64,
     /// Write usage records (JSON lines under state_dir/usage) at every session end.
     pub usage_records: bool,
     /// Also write a usage record for every UPDATE that reports usage (marked interim).
@@ -161,6 +164,7 @@ impl Default for JournalSection {
             sync_interval_ms: 100,
             segment_mib: 64,
             queue_records: 65536,
+            durable_timeout_ms: 2000,
             usage_records: true,
             usage_interim: false,
             usage_file_mib: 64,

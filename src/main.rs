@@ -104,12 +104,23 @@ enum TenantsAction {
     Check { files: Vec<PathBuf> },
 }
 
+/// The journal sequence the snapshot in `state_dir` includes (0 without one).
+fn snapshot_sequence(state_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let path = state_dir.join("snapshot");
+    match std::fs::read(&path) {
+        Ok(data) => Ok(ocf::charging::snapshot::header(&data, &path)?.info.sequence),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 fn journal(cli: &Cli, action: &JournalAction) -> anyhow::Result<()> {
     let cfg = load_config(cli)?;
     let dir = cfg.state_dir.join("journal");
+    let after = snapshot_sequence(&cfg.state_dir)?;
     match action {
         JournalAction::Check => {
-            let s = ocf::journal::segment::read_all(&dir, 0, true, |_| {})?;
+            let s = ocf::journal::segment::read_all(&dir, after, true, |_| {})?;
             println!(
                 "{}: {} records, last sequence {}",
                 dir.display(),
@@ -128,7 +139,7 @@ fn journal(cli: &Cli, action: &JournalAction) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            match ocf::journal::segment::cut_at_corruption(&dir, now)? {
+            match ocf::journal::segment::cut_at_corruption(&dir, after, now)? {
                 None => println!("{}: no corruption found; nothing changed", dir.display()),
                 Some((file, offset)) => println!(
                     "cut {} at offset {offset}; the damaged and later segments are in {}",
@@ -223,6 +234,23 @@ fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 }
 
 /// Sets up logging; returns what changes the level on a reload.
+/// An error and its causes on one line, each said once: a cause whose text the message
+/// already holds (an error that embeds its source) is not repeated.
+fn explain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Writes each log event on one line: a value with line breaks in it (a TOML error, say) has
 /// them written as `\n`, so that whoever reads the log line by line reads whole events.
 struct OneLine<W>(W);
@@ -301,7 +329,7 @@ fn serve(
                 let (reloader, cli) = (reloader.clone(), cli.clone());
                 // Reading files and planning the import block: off the runtime's workers.
                 let _ = tokio::task::spawn_blocking(move || {
-                    reloader.reload(|| load_config(&cli).map_err(|e| format!("{e:#}")))
+                    reloader.reload(|| load_config(&cli).map_err(|e| explain(&e)))
                 })
                 .await;
             }
@@ -325,7 +353,7 @@ fn main() -> ExitCode {
             return match tenants(action) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("ocfd tenants: {e:#}");
+                    eprintln!("ocfd tenants: {}", explain(&e));
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -334,7 +362,7 @@ fn main() -> ExitCode {
             return match journal(&cli, action) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("ocfd journal: {e:#}");
+                    eprintln!("ocfd journal: {}", explain(&e));
                     ExitCode::FAILURE
                 }
             };
@@ -346,7 +374,7 @@ fn main() -> ExitCode {
             return match decode(hex, dictionary_dir.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("ocfd decode: {e:#}");
+                    eprintln!("ocfd decode: {}", explain(&e));
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -356,13 +384,13 @@ fn main() -> ExitCode {
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ocfd: bad configuration: {e:#}");
+            eprintln!("ocfd: bad configuration: {}", explain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if cli.check_config {
         if let Err(e) = check_tenant_files(&cfg) {
-            eprintln!("ocfd: bad configuration: {e:#}");
+            eprintln!("ocfd: bad configuration: {}", explain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
         println!("ocfd: configuration OK");
@@ -384,12 +412,12 @@ fn main() -> ExitCode {
                         | ServerError::Config(_)
                 )
             );
-            tracing::error!("{e:#}");
+            tracing::error!(error = %explain(&e), "ocfd cannot start");
             if config_error {
-                eprintln!("ocfd: bad configuration: {e:#}");
+                eprintln!("ocfd: bad configuration: {}", explain(&e));
                 return ExitCode::from(EXIT_CONFIG);
             }
-            eprintln!("ocfd: {e:#}");
+            eprintln!("ocfd: {}", explain(&e));
             ExitCode::FAILURE
         }
     }

@@ -266,10 +266,9 @@ fn a_corrupt_journal_stops_startup_with_file_and_offset() {
     let dir = d.into_dir();
     let seg = std::fs::read_dir(dir.path().join("state/journal"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
     let mut data = std::fs::read(&seg).unwrap();
     data[16 + 30] ^= 0x40; // inside the first record
     std::fs::write(&seg, &data).unwrap();

@@ -144,6 +144,7 @@ impl CcrSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MsccResult {
     pub rating_group: Option<u32>,
+    pub service_identifier: Option<u32>,
     pub result_code: Option<u32>,
     pub granted_octets: Option<u64>,
     pub granted_time: Option<u32>,
@@ -170,6 +171,8 @@ fn read_service<'a>(avps: impl Iterator<Item = Avp<'a>>, r: &mut MsccResult) {
     for a in avps {
         if a.is(c::RATING_GROUP) {
             r.rating_group = a.u32().ok();
+        } else if a.is(c::SERVICE_IDENTIFIER) {
+            r.service_identifier = a.u32().ok();
         } else if a.is(c::RESULT_CODE) {
             r.result_code = a.u32().ok();
         } else if a.is(c::GRANTED_SERVICE_UNIT) {

@@ -544,6 +544,7 @@ impl Engine {
             }
             if last_number == cr.request_number && last_type == cr.request_type as u8 {
                 // A retransmission (T flag or not): the same answer, charged once.
+                rec.replayed = true;
                 return replay(out, last_answer, req);
             }
             if ended && cr.request_type != RequestType::Initial {
@@ -1322,7 +1323,16 @@ impl CcrBatch<'_> {
         let CcrBatch {
             engine, rec, now, ..
         } = self;
-        engine.journal_ops(now, rec.ops, rec.usage)
+        let replayed = rec.replayed;
+        let last = engine.journal_ops(now, rec.ops, rec.usage);
+        match (&engine.journal, replayed) {
+            (Some(j), true) => last.max(
+                j.progress()
+                    .queued
+                    .load(std::sync::atomic::Ordering::Acquire),
+            ),
+            _ => last,
+        }
     }
 }
 

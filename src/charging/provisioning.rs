@@ -338,11 +338,32 @@ pub struct BuiltTenant {
 
 /// Builds one tenant from its spec, checking everything about it; errors name the tenant and
 /// the node. `devices_total` counts devices across a whole import, against [`MAX_DEVICES`].
-pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTenant, String> {
-    let terr = |reason: String| format!("tenant '{}': {reason}", t.name);
-    if t.name.is_empty() || t.name.contains('/') {
-        return Err(terr("a tenant name is not empty and has no '/'".into()));
+/// The longest name of a tenant or node, in octets of UTF-8.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Checks one name of a tenant or node: 1 to [`MAX_NAME_BYTES`] octets, no '/', no control
+/// characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "a name has 1 to {MAX_NAME_BYTES} octets ('{}' has {})",
+            name.chars().take(40).collect::<String>(),
+            name.len()
+        ));
     }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "'{}': a name has no '/' and no control characters",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTenant, String> {
+    let short: String = t.name.chars().take(40).collect();
+    let terr = |reason: String| format!("tenant '{short}': {reason}");
+    check_name(&t.name).map_err(&terr)?;
     // UTC needs no time zone database (a minimal host may have none).
     let tz = if t.time_zone == "UTC" {
         TimeZone::UTC
@@ -375,6 +396,14 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
         if name.is_empty() || by_path.contains_key(&n.path) {
             return Err(nerr("empty or repeated path".into()));
         }
+        check_name(name).map_err(&nerr)?;
+        if let Some(p) = parent {
+            if subscriptions.iter().any(|(id, _)| *id == p) {
+                return Err(nerr(
+                    "its parent is a device; devices have no children".into(),
+                ));
+            }
+        }
         if n.path.split('/').count() > crate::ledger::MAX_DEPTH {
             return Err(nerr(format!(
                 "deeper than {} levels",
@@ -393,6 +422,11 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
         let parent = *by_path
             .get(&r.parent)
             .ok_or_else(|| rerr("parent is not a node of this tenant".into()))?;
+        if subscriptions.iter().any(|(id, _)| *id == parent) {
+            return Err(rerr(
+                "the parent is a device; devices have no children".into(),
+            ));
+        }
         if r.parent.split('/').count() >= crate::ledger::MAX_DEPTH {
             return Err(rerr(format!(
                 "devices would be deeper than {} levels",

@@ -49,6 +49,9 @@ pub struct Recorder<'a> {
     pub ops: Vec<Op>,
     /// Usage records (JSON lines) to hand to the usage log with the batch.
     pub usage: String,
+    /// An answer was sent again from a session's cache: it may leave only once what is
+    /// queued now is as durable as the mode requires (its request's records are among it).
+    pub replayed: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -58,6 +61,7 @@ impl<'a> Recorder<'a> {
             ids,
             ops: Vec::new(),
             usage: String::new(),
+            replayed: false,
         }
     }
 

@@ -165,6 +165,13 @@ pub struct Header<'a> {
     rest: LeReader<'a>,
 }
 
+impl Header<'_> {
+    /// The snapshot's format version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// Checks a snapshot's checksum and reads its header.
 pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {

@@ -460,6 +460,16 @@ impl Peer {
                         );
                         self.reject(&msg, &e);
                     }
+                    (false, _) if self.state == State::Closing => {
+                        // We sent DPR: everything read before it was answered before it; what
+                        // comes after is not taken on (the peer may close on our DPR before it
+                        // reads an answer), so it goes elsewhere (RFC 6733 §5.4).
+                        let e = DiameterError::new(
+                            ResultCode::TooBusy,
+                            "this server is disconnecting (DPR sent); send it to another",
+                        );
+                        self.reject(&msg, &e);
+                    }
                     (false, _) => {
                         if let Err(e) = self.check_destination(&msg) {
                             return self.reject(&msg, &e);

@@ -104,8 +104,24 @@ pub fn read_all(
         file: dir.into(),
         source,
     })?;
+    // The last segment written must still be there: without it the journal would end early
+    // without a sign (the manifest is only stale if a later segment exists).
+    if let Some(m) = read_manifest(dir)? {
+        if !segments.iter().any(|(first, _)| *first >= m) {
+            return Err(ReadError::Corrupt {
+                file: dir.join(MANIFEST),
+                offset: 0,
+                reason: format!(
+                    "the segment being written last, {}, is missing: the records in it are lost unless it is restored (docs/durability.md)",
+                    segment_path(dir, m).display()
+                ),
+            });
+        }
+    }
     let mut summary = ReadSummary::default();
     let mut expected: Option<u64> = None;
+    // The first record after `after` must be the one right after it.
+    let mut continued = false;
     let count = segments.len();
     for (i, (first, path)) in segments.into_iter().enumerate() {
         let last_segment = i + 1 == count;
@@ -167,6 +183,25 @@ pub fn read_all(
                         ));
                     }
                     expected = Some(r.sequence + 1);
+                    if r.sequence > after && !continued {
+                        continued = true;
+                        if r.sequence != after + 1 {
+                            return Err(corrupt(
+                                pos,
+                                if after == 0 {
+                                    format!(
+                                        "the journal starts at sequence {} and no snapshot covers what came before: the snapshot or the segments before this one are missing",
+                                        r.sequence
+                                    )
+                                } else {
+                                    format!(
+                                        "the snapshot covers records up to {after} but the journal goes on at {}: the segment(s) in between are missing",
+                                        r.sequence
+                                    )
+                                },
+                            ));
+                        }
+                    }
                     if r.sequence > after {
                         f(&r);
                         summary.records += 1;
@@ -243,8 +278,13 @@ fn later_record_follows(rest: &[u8], version: u32, expected: u64) -> bool {
 /// journal, and at the first corrupt record moves the damaged segment (as it was) and every
 /// later one into `quarantine-<unix time>/`, then writes the damaged segment back cut at the
 /// corrupt record. Returns where it cut, or `None` if the journal read cleanly.
-pub fn cut_at_corruption(dir: &Path, now: i64) -> Result<Option<(PathBuf, u64)>, ReadError> {
-    let (file, offset) = match read_all(dir, 0, true, |_| {}) {
+/// `after` is the sequence the snapshot includes (0 without one).
+pub fn cut_at_corruption(
+    dir: &Path,
+    after: u64,
+    now: i64,
+) -> Result<Option<(PathBuf, u64)>, ReadError> {
+    let (file, offset) = match read_all(dir, after, true, |_| {}) {
         Ok(_) => return Ok(None),
         Err(ReadError::Corrupt { file, offset, .. }) => (file, offset),
         Err(e) => return Err(e),
@@ -253,6 +293,14 @@ pub fn cut_at_corruption(dir: &Path, now: i64) -> Result<Option<(PathBuf, u64)>,
         file: file.clone(),
         source,
     };
+    if file == dir.join(MANIFEST) {
+        // The last segment is gone: accept the loss, the journal ends with what is there.
+        match list(dir).map_err(io)?.last() {
+            Some((first, _)) => write_manifest(dir, *first).map_err(io)?,
+            None => fs::remove_file(&file).map_err(io)?,
+        }
+        return Ok(Some((file, 0)));
+    }
     let quarantine = dir.join(format!("quarantine-{now}"));
     fs::create_dir_all(&quarantine).map_err(io)?;
     let mut moving = false;
@@ -278,16 +326,74 @@ pub fn cut_at_corruption(dir: &Path, now: i64) -> Result<Option<(PathBuf, u64)>,
         }
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    // The journal now ends in the segment that was cut.
+    if let Some((first, _)) = list(dir).map_err(io)?.last() {
+        write_manifest(dir, *first).map_err(io)?;
+    }
     Ok(Some((file, offset)))
 }
 
 /// Appends records to the current segment, starting a new one past `segment_bytes`.
+///
+/// A write or sync that fails (a full disk) leaves the journal as it was before it: the
+/// segment is cut back to its last whole write, a segment that could not be started is
+/// removed, and octets written since the last successful sync are kept in memory and written
+/// again before the next sync (after a failed fsync the kernel may have dropped them). The
+/// caller keeps what it could not write and tries again; sequences never skip.
 pub struct SegmentWriter {
     dir: PathBuf,
-    file: File,
+    file: Option<File>,
+    /// The current segment's first sequence.
+    first: u64,
     size: u64,
+    /// Size of the current segment as last synced.
+    synced_size: u64,
+    /// Octets written to the current segment since its last successful sync.
+    unsynced: Vec<u8>,
+    /// A sync failed: the unsynced octets must be written again before syncing.
+    rewrite: bool,
     segment_bytes: u64,
     next_sequence: u64,
+}
+
+/// The name of the manifest: the first sequence of the segment being written, replaced (and
+/// synced) each time a segment starts, so that start-up can tell a missing last segment from
+/// a clean end.
+pub const MANIFEST: &str = "manifest";
+
+/// Writes the manifest naming `first` as the current segment (atomically).
+fn write_manifest(dir: &Path, first: u64) -> io::Result<()> {
+    let tmp = dir.join("manifest.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("OCFJ-MANIFEST 1\ncurrent {first}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(MANIFEST))?;
+    File::open(dir)?.sync_all()
+}
+
+/// The first sequence of the segment the manifest says was being written; `None` if there is
+/// no manifest (a journal from before it existed).
+pub fn read_manifest(dir: &Path) -> Result<Option<u64>, ReadError> {
+    let path = dir.join(MANIFEST);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ReadError::Io { file: path, source }),
+    };
+    let current = text
+        .lines()
+        .find_map(|l| l.strip_prefix("current "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (text.starts_with("OCFJ-MANIFEST 1\n"), current) {
+        (true, Some(first)) => Ok(Some(first)),
+        _ => Err(ReadError::Corrupt {
+            file: path,
+            offset: 0,
+            reason: "not a journal manifest".into(),
+        }),
+    }
 }
 
 impl SegmentWriter {
@@ -315,34 +421,71 @@ impl SegmentWriter {
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
                 .is_ok_and(|_| header_version(&head, *first) == Some(VERSION))
         };
-        let (file, size) = match segments.last().filter(|_| !fresh).filter(current) {
-            Some((_, path)) => {
-                let file = OpenOptions::new().append(true).open(path)?;
-                let size = file.metadata()?.len();
-                (file, size)
-            }
-            None => Self::create(dir, next_sequence)?,
-        };
-        Ok(SegmentWriter {
+        let mut w = SegmentWriter {
             dir: dir.into(),
-            file,
-            size,
+            file: None,
+            first: next_sequence,
+            size: 0,
+            synced_size: 0,
+            unsynced: Vec::new(),
+            rewrite: false,
             segment_bytes,
             next_sequence,
-        })
+        };
+        match segments.last().filter(|_| !fresh).filter(current) {
+            Some((first, path)) => {
+                let file = OpenOptions::new().append(true).open(path)?;
+                w.size = file.metadata()?.len();
+                w.synced_size = w.size;
+                w.first = *first;
+                w.file = Some(file);
+                if read_manifest(dir).ok().flatten() != Some(*first) {
+                    write_manifest(dir, *first)?;
+                }
+            }
+            None => w.start_segment()?,
+        }
+        Ok(w)
     }
 
-    fn create(dir: &Path, first: u64) -> io::Result<(File, u64)> {
-        let path = segment_path(dir, first);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        file.write_all(&header(first))?;
-        file.sync_all()?;
-        // The new name must survive a crash too.
-        File::open(dir)?.sync_all()?;
-        Ok((file, SEGMENT_HEADER as u64))
+    /// Starts a segment at `next_sequence`: header written and synced, the name synced, the
+    /// manifest naming it. A half-made segment is removed again.
+    fn start_segment(&mut self) -> io::Result<()> {
+        let first = self.next_sequence;
+        let path = segment_path(&self.dir, first);
+        // A segment of this name holding no record is one an earlier attempt left half made.
+        if fs::metadata(&path).is_ok_and(|m| m.len() <= SEGMENT_HEADER as u64) {
+            fs::remove_file(&path)?;
+        }
+        let made = (|| {
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            file.write_all(&header(first))?;
+            file.sync_all()?;
+            // The new name must survive a crash too.
+            File::open(&self.dir)?.sync_all()?;
+            write_manifest(&self.dir, first)?;
+            Ok::<File, io::Error>(file)
+        })();
+        match made {
+            Ok(file) => {
+                self.file = Some(file);
+                self.first = first;
+                self.size = SEGMENT_HEADER as u64;
+                self.synced_size = self.size;
+                self.unsynced.clear();
+                self.rewrite = false;
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn next_sequence(&self) -> u64 {
@@ -350,22 +493,74 @@ impl SegmentWriter {
     }
 
     /// Writes encoded records (whose sequences start at `next_sequence`, `count` of them) in
-    /// one write, first starting a new segment if this one is full.
+    /// one write, first starting a new segment if this one is full. On failure nothing of it
+    /// stays in the file.
     pub fn append(&mut self, encoded: &[u8], count: u64) -> io::Result<()> {
-        if self.size >= self.segment_bytes {
-            self.file.sync_data()?;
-            let (file, size) = Self::create(&self.dir, self.next_sequence)?;
-            self.file = file;
-            self.size = size;
+        if self.file.is_none() || self.size >= self.segment_bytes {
+            if self.file.is_some() {
+                // The full segment is made durable before the next one starts, so only the
+                // current segment ever has unsynced octets.
+                self.sync()?;
+            }
+            self.file = None;
+            self.start_segment()?;
         }
-        self.file.write_all(encoded)?;
+        if self.rewrite {
+            self.rewrite_unsynced()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("no segment open"));
+        };
+        if let Err(e) = file.write_all(encoded) {
+            let _ = file.set_len(self.size);
+            return Err(e);
+        }
         self.size += encoded.len() as u64;
+        self.unsynced.extend_from_slice(encoded);
         self.next_sequence += count;
         Ok(())
     }
 
+    /// Writes again what was written since the last good sync (a sync failed: the kernel may
+    /// have dropped those pages).
+    fn rewrite_unsynced(&mut self) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.set_len(self.synced_size)?;
+        if let Err(e) = file.write_all(&self.unsynced) {
+            let _ = file.set_len(self.synced_size);
+            return Err(e);
+        }
+        self.rewrite = false;
+        Ok(())
+    }
+
+    /// Syncs the current segment. After a failure, the next call writes the unsynced octets
+    /// again first.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        if self.rewrite {
+            self.rewrite_unsynced()?;
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                self.synced_size = self.size;
+                self.unsynced.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.rewrite = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Octets written but not yet synced.
+    pub fn unsynced_len(&self) -> usize {
+        self.unsynced.len()
     }
 }
 

@@ -2,6 +2,13 @@
 //! has queued up, writes it in one write (group commit), and syncs as the durability mode says.
 //! Callers learn progress through the written and synced sequence numbers and an optional
 //! callback (the server turns it into a wake-up for connections waiting on durability).
+//!
+//! A write or sync that fails (a full disk, an I/O error) drops nothing: the group stays with
+//! the writer, the segment is cut back to what was whole, and the writer tries again (after
+//! 50 ms, doubling to a second) until it succeeds, taking nothing new meanwhile. `written` and
+//! `synced` only ever name records that are in the file (and on disk), so nobody waiting on
+//! them is released early, and sequences never skip. While it fails, `failing` is set: the
+//! server refuses new requests that would wait on it and says it is not ready.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +55,8 @@ pub struct Progress {
     pub synced: AtomicU64,
     /// Write or sync failures (the writer keeps trying; ops must alert).
     pub errors: AtomicU64,
+    /// The last write or sync failed and has not yet succeeded on a retry.
+    pub failing: AtomicBool,
     /// How long each group write and each sync took.
     pub write_latency: crate::stats::Histogram,
     pub sync_latency: crate::stats::Histogram,
@@ -136,14 +145,25 @@ impl Journal {
     }
 
     /// Whether a request may start: fewer than three quarters of the capacity are queued and
-    /// unwritten. Checked before anything is charged, so a refused request changes nothing.
-    /// Lock-free: it runs for every request.
+    /// unwritten, and (in `write` and `fsync` modes, where the answer waits for the disk) the
+    /// writer is not failing. Checked before anything is charged, so a refused request changes
+    /// nothing. Lock-free: it runs for every request.
     pub fn admit(&self) -> Result<(), Busy> {
-        if self.closed.load(Ordering::Acquire) || self.lag() >= (self.capacity * 3 / 4) as u64 {
+        let failing =
+            self.durability != Durability::Async && self.progress.failing.load(Ordering::Acquire);
+        if failing
+            || self.closed.load(Ordering::Acquire)
+            || self.lag() >= (self.capacity * 3 / 4) as u64
+        {
             Err(Busy)
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the writer is healthy: not failing, and admitting requests.
+    pub fn healthy(&self) -> bool {
+        !self.progress.failing.load(Ordering::Acquire) && self.admit().is_ok()
     }
 
     /// Hands a batch of records to the writer and returns the sequence of the last (0 for
@@ -205,6 +225,35 @@ impl Drop for Journal {
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 1 << 20;
 
+/// Waits before retrying a failed write or sync, by consecutive failures.
+const RETRY_MS: [u64; 6] = [50, 100, 200, 400, 800, 1000];
+
+/// After the channel closed (a stop), how long a failing writer keeps trying.
+const GIVE_UP_AFTER_CLOSE: Duration = Duration::from_secs(10);
+
+/// The group being written: encoded records, how many, and the last sequence.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    count: u64,
+    last: u64,
+}
+
+impl Group {
+    fn add(&mut self, b: Batch) {
+        for (i, op) in b.ops.into_iter().enumerate() {
+            Record {
+                sequence: b.first + i as u64,
+                time: b.time,
+                op,
+            }
+            .encode(&mut self.buf);
+            self.count += 1;
+            self.last = b.first + i as u64;
+        }
+    }
+}
+
 fn run(
     rx: Receiver<Batch>,
     mut segments: SegmentWriter,
@@ -213,90 +262,118 @@ fn run(
     interval: Duration,
     on_progress: Option<OnProgress>,
 ) {
-    let mut buf = Vec::with_capacity(MAX_GROUP_BYTES);
+    let mut group = Group {
+        buf: Vec::with_capacity(MAX_GROUP_BYTES),
+        ..Group::default()
+    };
     let mut last_sync = Instant::now();
     let mut unsynced = false;
+    let mut failures = 0usize;
+    let mut closed_at: Option<Instant> = None;
+    let notify = |p: &Progress| {
+        if let Some(f) = &on_progress {
+            f(p);
+        }
+    };
     loop {
-        let wait = if unsynced {
-            interval.saturating_sub(last_sync.elapsed())
-        } else {
-            Duration::from_secs(3600)
-        };
-        let first = match rx.recv_timeout(wait) {
-            Ok(b) => Some(b),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                if unsynced {
-                    sync(&mut segments, &p);
+        let backoff =
+            Duration::from_millis(RETRY_MS[failures.saturating_sub(1).min(RETRY_MS.len() - 1)]);
+        if failures > 0 && (group.count > 0 || closed_at.is_some()) {
+            // A failed write or sync waits before it is tried again.
+            std::thread::sleep(backoff);
+        }
+        if group.count == 0 {
+            if closed_at.is_none() {
+                // Nothing held back: take what is queued (or wait for it).
+                let wait = if failures > 0 {
+                    backoff
+                } else if unsynced {
+                    interval.saturating_sub(last_sync.elapsed())
+                } else {
+                    Duration::from_secs(3600)
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(b) => group.add(b),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
                 }
-                if let Some(f) = &on_progress {
-                    f(&p);
-                }
-                return;
             }
-        };
-        buf.clear();
-        let mut count = 0u64;
-        let mut last = 0u64;
-        let mut add = |b: Batch, buf: &mut Vec<u8>| {
-            for (i, op) in b.ops.into_iter().enumerate() {
-                Record {
-                    sequence: b.first + i as u64,
-                    time: b.time,
-                    op,
-                }
-                .encode(buf);
-                count += 1;
-                last = b.first + i as u64;
-            }
-        };
-        if let Some(b) = first {
-            add(b, &mut buf);
             // Group commit: everything else already waiting goes in the same write.
-            while buf.len() < MAX_GROUP_BYTES {
+            while group.count > 0 || closed_at.is_some() {
+                if group.buf.len() >= MAX_GROUP_BYTES {
+                    break;
+                }
                 match rx.try_recv() {
-                    Ok(b) => add(b, &mut buf),
+                    Ok(b) => group.add(b),
                     Err(_) => break,
                 }
             }
         }
-        if count > 0 {
+        let mut failed: Option<std::io::Error> = None;
+        if group.count > 0 {
             let started = Instant::now();
-            let wrote = segments.append(&buf, count);
+            let wrote = segments.append(&group.buf, group.count);
             p.write_latency.record(started.elapsed());
             match wrote {
                 Ok(()) => {
-                    p.written.store(last, Ordering::Release);
+                    p.written.store(group.last, Ordering::Release);
+                    group.buf.clear();
+                    group.count = 0;
                     unsynced = true;
                 }
-                Err(e) => {
-                    p.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "journal write failed");
-                }
+                Err(e) => failed = Some(e),
             }
         }
-        if unsynced && (durability == Durability::Fsync || last_sync.elapsed() >= interval) {
-            sync(&mut segments, &p);
-            last_sync = Instant::now();
-            unsynced = false;
+        let sync_due = durability == Durability::Fsync
+            || last_sync.elapsed() >= interval
+            || closed_at.is_some()
+            || failures > 0;
+        if failed.is_none() && unsynced && sync_due {
+            let started = Instant::now();
+            let synced = segments.sync();
+            p.sync_latency.record(started.elapsed());
+            match synced {
+                Ok(()) => {
+                    p.synced
+                        .store(p.written.load(Ordering::Acquire), Ordering::Release);
+                    last_sync = Instant::now();
+                    unsynced = false;
+                }
+                Err(e) => failed = Some(e),
+            }
         }
-        if let Some(f) = &on_progress {
-            f(&p);
+        match failed {
+            Some(e) => {
+                failures += 1;
+                p.errors.fetch_add(1, Ordering::Relaxed);
+                if !p.failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        error = %e,
+                        records_waiting = group.count,
+                        "journal write failed; nothing is dropped, retrying until it succeeds"
+                    );
+                }
+            }
+            None if failures > 0 && group.count == 0 && !unsynced => {
+                failures = 0;
+                p.failing.store(false, Ordering::Release);
+                tracing::info!("journal writes succeed again");
+            }
+            None => {}
         }
-    }
-}
-
-fn sync(segments: &mut SegmentWriter, p: &Progress) {
-    let started = Instant::now();
-    let synced = segments.sync();
-    p.sync_latency.record(started.elapsed());
-    match synced {
-        Ok(()) => p
-            .synced
-            .store(p.written.load(Ordering::Acquire), Ordering::Release),
-        Err(e) => {
-            p.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "journal sync failed");
+        notify(&p);
+        if let Some(at) = closed_at {
+            let done = group.count == 0 && !unsynced && rx.is_empty();
+            if done {
+                return;
+            }
+            if failures > 0 && at.elapsed() > GIVE_UP_AFTER_CLOSE {
+                tracing::error!(
+                    records_lost = group.count + rx.len() as u64,
+                    "journal: stopping with records that could not be written"
+                );
+                return;
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Shared, dispatch, meter};
 use crate::diameter::codes::DisconnectCause;
@@ -67,6 +67,7 @@ fn answer_events<'e>(
     engine: &'e crate::charging::Engine,
     batch: &mut Option<crate::charging::CcrBatch<'e>>,
     remote: SocketAddr,
+    tracked: &mut Option<Vec<Tracked>>,
 ) -> u64 {
     let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
@@ -77,7 +78,20 @@ fn answer_events<'e>(
             } => info!(%remote, %origin_host, %origin_realm, "peer open"),
             Event::Request(msg) => {
                 let (identity, out) = peer.identity_and_transmit();
+                let start = out.len();
                 dispatch::answer(engine, batch, identity, out, &msg);
+                if let Some(t) = tracked.as_mut() {
+                    let h = &msg.header;
+                    if h.application_id == crate::diameter::codes::application::CREDIT_CONTROL
+                        && h.command_code == crate::diameter::codes::command::CREDIT_CONTROL
+                    {
+                        t.push(Tracked {
+                            start,
+                            end: out.len(),
+                            request: msg,
+                        });
+                    }
+                }
                 answered += 1;
             }
             Event::Answer(_) => {}
@@ -87,6 +101,38 @@ fn answer_events<'e>(
         }
     }
     answered
+}
+
+/// A credit-control answer waiting in the output buffer for its records to become durable, and
+/// its request (to answer it 3004 instead if they do not in time).
+struct Tracked {
+    start: usize,
+    end: usize,
+    request: crate::diameter::Message,
+}
+
+/// Replaces every tracked answer in `out` by a 3004 TOO_BUSY (E bit) for its request: their
+/// records did not become durable in time, so none may leave as a success.
+fn answer_not_durable(
+    identity: &crate::diameter::base::LocalIdentity,
+    out: &mut BytesMut,
+    tracked: &[Tracked],
+) {
+    let old = out.split();
+    let mut at = 0;
+    let e = crate::diameter::error::DiameterError::new(
+        crate::diameter::codes::ResultCode::TooBusy,
+        "the charging journal cannot be written now; try again",
+    );
+    for t in tracked {
+        if t.start < at || t.end > old.len() {
+            continue;
+        }
+        out.extend_from_slice(&old[at..t.start]);
+        identity.write_error_answer(out, &t.request, &e);
+        at = t.end;
+    }
+    out.extend_from_slice(&old[at..]);
 }
 
 /// Keeps `ocfd_peers` by state: a connection counts in its peer's state until it ends.
@@ -163,12 +209,18 @@ pub(crate) async fn drive<S>(
     let mut meters = meter::Local::default();
     // When the read whose answers are being written came in.
     let mut read_at: Option<Instant> = None;
+    // In write and fsync durability, the credit-control answers waiting on the journal.
+    let mut tracked: Option<Vec<Tracked>> = shared
+        .engine
+        .journal()
+        .filter(|j| j.durability() != crate::journal::writer::Durability::Async)
+        .map(|_| Vec::new());
     loop {
         // Answer events (application requests) into the same output buffer, as one batch;
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            let n = answer_events(&mut peer, &shared.engine, &mut batch, remote);
+            let n = answer_events(&mut peer, &shared.engine, &mut batch, remote, &mut tracked);
             if let Some(b) = batch.take() {
                 wait_for = wait_for.max(b.finish());
             }
@@ -179,14 +231,33 @@ pub(crate) async fn drive<S>(
             }
         }
         if wait_for > 0 {
-            // Write and fsync modes: the answers leave once their records are durable.
+            // Write and fsync modes: the answers leave once their records are durable, and
+            // never as a success if they do not become durable in time.
             if let Some(j) = shared.engine.journal() {
                 if !j.is_durable(wait_for) {
                     let mut durable = shared.durable.clone();
-                    let _ = durable.wait_for(|d| *d >= wait_for).await;
+                    let in_time = tokio::time::timeout(
+                        live.durable_timeout,
+                        durable.wait_for(|d| *d >= wait_for),
+                    )
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                    if !in_time {
+                        let t = tracked.take().unwrap_or_default();
+                        let (identity, out) = peer.identity_and_transmit();
+                        answer_not_durable(identity, out, &t);
+                        shared
+                            .not_durable
+                            .fetch_add(t.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        warn!(%remote, answers = t.len(), sequence = wait_for, "journal records not durable in time: answered 3004");
+                        tracked = Some(Vec::new());
+                    }
                 }
             }
             wait_for = 0;
+        }
+        if let Some(t) = tracked.as_mut() {
+            t.clear();
         }
         if !peer.transmit().is_empty() {
             let out = peer.transmit().split();
@@ -254,7 +325,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.engine, &mut batch, remote);
+                            answered += answer_events(&mut peer, &shared.engine, &mut batch, remote, &mut tracked);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");

@@ -76,6 +76,9 @@ pub(crate) struct Live {
     /// Origin-Host must be a name in its certificate.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_origin_host_in_certificate: bool,
+    /// In `write` and `fsync` durability, how long answers wait for their records before they
+    /// are answered 3004 instead (`journal.durable_timeout_ms`).
+    pub durable_timeout: Duration,
 }
 
 /// Settings every connection driver reads.
@@ -86,6 +89,9 @@ pub(crate) struct Shared {
     pub durable: watch::Receiver<u64>,
     /// Credit-control requests answered 3004 by overload shedding.
     pub shed: Arc<AtomicU64>,
+    /// Credit-control answers turned into 3004 because their records did not become durable
+    /// in time (write and fsync durability).
+    pub not_durable: Arc<AtomicU64>,
     /// Connections being served, and application requests answered (for STATUS=).
     pub connections: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
@@ -243,6 +249,7 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
         partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
         overload_queue: (d.overload_queue_us > 0)
             .then(|| Duration::from_micros(d.overload_queue_us)),
+        durable_timeout: Duration::from_millis(config.journal.durable_timeout_ms),
     })
 }
 
@@ -326,6 +333,7 @@ impl Server {
                 engine,
                 durable: durable_rx,
                 shed: Arc::new(AtomicU64::new(0)),
+                not_durable: Arc::new(AtomicU64::new(0)),
                 connections: Arc::new(AtomicU64::new(0)),
                 requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),

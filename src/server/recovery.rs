@@ -97,7 +97,58 @@ pub(super) fn build(
     let dir = config.state_dir.join("journal");
     let snapshot_path = config.state_dir.join("snapshot");
     let changes_path = config.state_dir.join("changes");
+    // Everything is checked before anything is written: a refused start changes nothing.
+    let data = match std::fs::read(&snapshot_path) {
+        Ok(data) => Some(data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(ServerError::Snapshot(snapshot::SnapshotError::Io {
+                file: snapshot_path,
+                source,
+            }));
+        }
+    };
+    // Snapshots of version 1 come from before the change log: none is expected with them.
+    let snapshot_version = data
+        .as_deref()
+        .map(|d| snapshot::header(d, &snapshot_path))
+        .transpose()?
+        .map(|h| (h.version(), h.info.changes));
+    let legacy = snapshot_version.is_some_and(|(v, _)| v == 1);
+    let included_changes = snapshot_version
+        .filter(|(v, _)| *v > 1)
+        .map_or(0, |(_, c)| c);
+    let journal_has_records = crate::journal::segment::list(&dir)
+        .map_err(|source| {
+            ServerError::Journal(crate::journal::segment::ReadError::Io {
+                file: dir.clone(),
+                source,
+            })
+        })?
+        .iter()
+        .any(|(_, p)| {
+            std::fs::metadata(p)
+                .is_ok_and(|m| m.len() > crate::journal::segment::SEGMENT_HEADER as u64)
+        });
+    if !changes_path.exists() && !legacy && (included_changes > 0 || journal_has_records) {
+        return Err(ServerError::Changes(format!(
+            "{} is missing, but {}: the account tree cannot be rebuilt without it; restore it (docs/durability.md)",
+            changes_path.display(),
+            if included_changes > 0 {
+                format!("the snapshot includes {included_changes} account changes from it")
+            } else {
+                "the journal holds records that name accounts it made".to_owned()
+            }
+        )));
+    }
     let (log, mut records) = ChangeLog::open(&changes_path)?;
+    if (records.len() as u64) < included_changes {
+        return Err(ServerError::Changes(format!(
+            "{} holds {} account changes but the snapshot includes {included_changes}: changes are missing from it; restore it (docs/durability.md)",
+            changes_path.display(),
+            records.len()
+        )));
+    }
     let first_start = records.is_empty();
     engine.attach_change_log(log);
     if first_start {
@@ -113,16 +164,6 @@ pub(super) fn build(
         log_summary("first start", &s);
         records.clear();
     }
-    let data = match std::fs::read(&snapshot_path) {
-        Ok(data) => Some(data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(ServerError::Snapshot(snapshot::SnapshotError::Io {
-                file: snapshot_path,
-                source,
-            }));
-        }
-    };
     let header = data
         .as_deref()
         .map(|d| snapshot::header(d, &snapshot_path))
@@ -163,8 +204,9 @@ pub(super) fn build(
                     return Err(ServerError::Snapshot(snapshot::SnapshotError::Corrupt {
                         file: snapshot_path,
                         reason: format!(
-                            "the accounts changed since this snapshot and the journal has {later} records after it; \
-                             start once with the previous version and provisioning (a clean stop takes a snapshot), then change it"
+                            "the account tree rebuilt from {} is not the one this snapshot was taken of, and the journal has {later} records after the snapshot that name accounts by their place in it; \
+                             restore the change log that belongs to this snapshot, or, after an upgrade that lays the tree out differently, start once with the version that wrote it (its clean stop takes a snapshot)",
+                            changes_path.display()
                         ),
                     }));
                 }

@@ -47,13 +47,18 @@ fn invalid(s: impl Into<String>) -> ChangeError {
     ChangeError::Invalid(s.into())
 }
 
-/// Path components, checked: non-empty names, at most [`MAX_DEPTH`] of them.
+/// Path components, checked: names of 1 to [`provisioning::MAX_NAME_BYTES`] octets, at most
+/// [`MAX_DEPTH`] of them.
 fn components(path: &str) -> Result<Vec<&str>, ChangeError> {
     let parts: Vec<&str> = path.split('/').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(invalid(format!(
-            "'{path}' is not a path of names like 'acme/sales'"
+            "'{}' is not a path of names like 'acme/sales'",
+            path.chars().take(200).collect::<String>()
         )));
+    }
+    for p in &parts {
+        provisioning::check_name(p).map_err(invalid)?;
     }
     if parts.len() > MAX_DEPTH {
         return Err(invalid(format!(
@@ -169,6 +174,16 @@ impl Engine {
                     ));
                 };
                 let parent = plan.node(&above.join("/"))?;
+                let parent_ref = AccountRef {
+                    tree: parent.tree,
+                    node: parent.node,
+                };
+                if !self.directory().bindings_of(parent_ref).is_empty() {
+                    return Err(ChangeError::Conflict(format!(
+                        "'{}' is a device; devices have no children",
+                        above.join("/")
+                    )));
+                }
                 let tree = self.ledger.lock(parent.tree);
                 if tree.as_ref().is_some_and(|t| t.find(&parts).is_some()) {
                     return Err(ChangeError::Conflict(format!("'{path}' exists already")));
@@ -202,6 +217,16 @@ impl Engine {
             } => {
                 let at = plan.node(path)?;
                 let subs = provisioning::subscriptions_of(msisdn, imsi, nai, sip_uri);
+                let has_children = self.ledger.lock(at.tree).is_some_and(|t| {
+                    t.nodes
+                        .iter()
+                        .any(|n| !n.removed && n.parent == Some(at.node))
+                });
+                if !subs.is_empty() && has_children {
+                    return Err(ChangeError::Conflict(format!(
+                        "'{path}' has nodes under it; only a leaf can be a device"
+                    )));
+                }
                 plan.claim_free(&subs, Some(at))?;
                 plan.steps.push(Step::SetSubscriptions(at, subs));
             }

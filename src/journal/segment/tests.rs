@@ -196,7 +196,7 @@ fn cutting_at_corruption_keeps_what_precedes_it() {
     data[SEGMENT_HEADER + 200] ^= 1;
     fs::write(&segs[1].1, &data).unwrap();
     assert!(read(dir.path(), true).is_err());
-    let (file, offset) = cut_at_corruption(dir.path(), 42).unwrap().unwrap();
+    let (file, offset) = cut_at_corruption(dir.path(), 0, 42).unwrap().unwrap();
     assert_eq!(file, segs[1].1);
     let (got, _) = read(dir.path(), true).unwrap();
     // Everything before the corrupt record, in order, and nothing after it.
@@ -209,5 +209,5 @@ fn cutting_at_corruption_keeps_what_precedes_it() {
         .count();
     assert_eq!(kept, segs.len() - 1);
     // Clean now: nothing more to cut.
-    assert_eq!(cut_at_corruption(dir.path(), 43).unwrap(), None);
+    assert_eq!(cut_at_corruption(dir.path(), 0, 43).unwrap(), None);
 }

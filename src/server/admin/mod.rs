@@ -106,14 +106,26 @@ async fn authorize(State(state): State<AdminState>, req: Request, next: Next) ->
     }
 }
 
-/// Ready to serve: the journal (if any) takes records. Not ready while it refuses them.
+/// Ready to serve: the journal (if any) takes records and writes them. Not ready while it
+/// refuses them (a backlog) or cannot write them (a full disk, an I/O error).
 async fn ready(State(state): State<AdminState>) -> Response {
-    let refused = state.engine.journal().and_then(|j| j.admit().err());
-    match refused {
+    let status = state.engine.journal().and_then(|j| {
+        if j.progress()
+            .failing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Some("journal cannot be written (see the log and ocfd_journal_errors)")
+        } else if j.admit().is_err() {
+            Some("journal backlog")
+        } else {
+            None
+        }
+    });
+    match status {
         None => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Some(_) => (
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "journal backlog or failure" })),
+            axum::Json(serde_json::json!({ "status": why })),
         )
             .into_response(),
     }
