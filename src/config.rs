@@ -182,6 +182,9 @@ pub struct AdminSection {
     /// File whose first line is the admin API's bearer token. Default: `admin-token` in the
     /// state directory, created with a random token (mode 0600) if it does not exist.
     pub token_file: Option<PathBuf>,
+    /// Admin API requests worked on at once (the others wait their turn), off the workers
+    /// that serve gateways, so that a storm of admin requests cannot stall charging.
+    pub max_concurrent: usize,
 }
 
 impl Default for AdminSection {
@@ -189,6 +192,7 @@ impl Default for AdminSection {
         AdminSection {
             listen: Some("127.0.0.1:8868".into()),
             token_file: None,
+            max_concurrent: 1,
         }
     }
 }
@@ -389,6 +393,9 @@ impl Config {
         if let Some(dir) = &d.dictionary_dir {
             crate::diameter::dictionary::Dictionary::load(Some(dir))
                 .map_err(|e| invalid("diameter.dictionary_dir", e.to_string()))?;
+        }
+        if self.admin.max_concurrent == 0 {
+            return Err(invalid("admin", "max_concurrent must be at least 1"));
         }
         if self.journal.segment_mib == 0
             || self.journal.queue_records < 16

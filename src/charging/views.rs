@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Tree, Unit, period};
+use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Unit, period};
 
 use super::changes::ChangeError;
 use super::engine::Engine;
@@ -128,9 +128,9 @@ fn kind_name(k: SubscriptionType) -> &'static str {
 }
 
 /// A counter as of `now`, without changing it: a period that has ended shows as a new one.
-fn limit_view(c: &Counter, tree: &Tree, now: i64) -> LimitView {
+fn limit_view(c: &Counter, tz: &jiff::tz::TimeZone, now: i64) -> LimitView {
     let (used, end) = if now >= c.period_end {
-        (0, period::period_end(c.period, &tree.tz, now))
+        (0, period::period_end(c.period, tz, now))
     } else {
         (c.used, c.period_end)
     };
@@ -192,7 +192,7 @@ impl Engine {
     /// A node with its limits, usage, subscription ids and children.
     pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
         let at = self.find_node(path)?;
-        let (name, limits, children) = {
+        let (name, counters, tz, children) = {
             let t = self
                 .ledger()
                 .lock(at.tree)
@@ -204,12 +204,9 @@ impl Engine {
                 .filter(|c| !c.removed && c.parent == Some(at.node))
                 .map(|c| c.name.clone())
                 .collect();
-            (
-                n.name.clone(),
-                n.counters.iter().map(|c| limit_view(c, &t, now)).collect(),
-                children,
-            )
+            (n.name.clone(), n.counters.clone(), t.tz.clone(), children)
         };
+        let limits = counters.iter().map(|c| limit_view(c, &tz, now)).collect();
         let subscriptions = self
             .directory()
             .bindings_of(at)
@@ -228,38 +225,51 @@ impl Engine {
         })
     }
 
-    /// A node's usage and its children's, as of `now`.
+    /// A node's usage and its children's, as of `now`. The tree is locked only to copy the
+    /// counters out (charging waits on that lock); the view is built after.
     pub fn usage_view(&self, path: &str, now: i64) -> Result<UsageView, ChangeError> {
         let at = self.find_node(path)?;
-        let t = self
-            .ledger()
-            .lock(at.tree)
-            .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
-        let usage = |i: usize, p: String| NodeUsage {
-            path: p,
-            limits: t.nodes[i]
-                .counters
+        let (tz, own, children) = {
+            let t = self
+                .ledger()
+                .lock(at.tree)
+                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+            let own = t.nodes[at.node as usize].counters.clone();
+            let children: Vec<(String, Vec<Counter>)> = t
+                .nodes
                 .iter()
-                .map(|c| limit_view(c, &t, now))
-                .collect(),
+                .filter(|c| !c.removed && c.parent == Some(at.node))
+                .map(|c| (c.name.clone(), c.counters.clone()))
+                .collect();
+            (t.tz.clone(), own, children)
         };
-        let children = t
-            .nodes
+        let limits = |counters: &[Counter]| {
+            counters
+                .iter()
+                .map(|c| limit_view(c, &tz, now))
+                .collect::<Vec<_>>()
+        };
+        let children = children
             .iter()
-            .enumerate()
-            .filter(|(_, c)| !c.removed && c.parent == Some(at.node))
-            .map(|(i, c)| usage(i, format!("{path}/{}", c.name)))
+            .map(|(name, counters)| NodeUsage {
+                path: format!("{path}/{name}"),
+                limits: limits(counters),
+            })
             .collect();
         Ok(UsageView {
-            node: usage(at.node as usize, path.to_owned()),
+            node: NodeUsage {
+                path: path.to_owned(),
+                limits: limits(&own),
+            },
             children,
         })
     }
 
-    /// The open sessions charged to a node or anywhere under it.
+    /// The open sessions charged to a node or anywhere under it. Each lock (the tree's, a
+    /// session shard's) is held only to copy out what the view needs.
     pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
         let at = self.find_node(path)?;
-        let (inside, names) = {
+        let inside = {
             let t = self
                 .ledger()
                 .lock(at.tree)
@@ -268,57 +278,78 @@ impl Engine {
             for n in t.subtree(at.node) {
                 inside[n as usize] = true;
             }
-            let names: Vec<String> = (0..t.nodes.len() as u32)
-                .map(|n| {
-                    if inside[n as usize] {
-                        t.names(n).join("/")
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
-            (inside, names)
+            inside
         };
-        let mut out = Vec::new();
+        struct Found {
+            account: AccountRef,
+            subscriber: Box<str>,
+            started: i64,
+            last_number: u32,
+            held: Vec<super::session::Held>,
+            services: Vec<super::session::ServiceUsage>,
+        }
+        let mut found: Vec<(String, Found)> = Vec::new();
         for i in 0..self.sessions.shard_count() {
             let shard = self.sessions.lock_index(i);
             for (id, s) in &shard.open {
                 let n = s.account.node as usize;
-                if s.account.tree != at.tree || !inside.get(n).copied().unwrap_or(false) {
-                    continue;
+                if s.account.tree == at.tree && inside.get(n).copied().unwrap_or(false) {
+                    found.push((
+                        id.to_string(),
+                        Found {
+                            account: s.account,
+                            subscriber: s.subscriber.clone(),
+                            started: s.started,
+                            last_number: s.last_number,
+                            held: s.held.clone(),
+                            services: s.services.clone(),
+                        },
+                    ));
                 }
-                out.push(SessionView {
-                    session_id: id.to_string(),
-                    subscriber: s.subscriber.to_string(),
-                    account: names[n].clone(),
-                    started: s.started,
-                    request_number: s.last_number,
-                    reservations: s
-                        .held
-                        .iter()
-                        .map(|h| ReservationView {
-                            rating_group: h.rating_group,
-                            service_identifier: h.service_identifier,
-                            unit: h.unit,
-                            reserved: shown(h.unit, h.reserved),
-                            expires: h.expires,
-                        })
-                        .collect(),
-                    used: s
-                        .services
-                        .iter()
-                        .map(|u| ServiceView {
-                            rating_group: u.rating_group,
-                            service_identifier: u.service_identifier,
-                            octets: u.units[0],
-                            seconds: u.units[1],
-                            events: u.units[2],
-                            money: shown(Unit::Money, u.units[3]),
-                        })
-                        .collect(),
-                });
             }
         }
+        // Account names, once each, under one short hold of the tree.
+        let mut names: std::collections::HashMap<u32, String> = Default::default();
+        if let Some(t) = self.ledger().lock(at.tree) {
+            for (_, s) in &found {
+                names
+                    .entry(s.account.node)
+                    .or_insert_with(|| t.names(s.account.node).join("/"));
+            }
+        }
+        let mut out: Vec<SessionView> = found
+            .into_iter()
+            .map(|(id, s)| SessionView {
+                session_id: id,
+                subscriber: s.subscriber.to_string(),
+                account: names.get(&s.account.node).cloned().unwrap_or_default(),
+                started: s.started,
+                request_number: s.last_number,
+                reservations: s
+                    .held
+                    .iter()
+                    .map(|h| ReservationView {
+                        rating_group: h.rating_group,
+                        service_identifier: h.service_identifier,
+                        unit: h.unit,
+                        reserved: shown(h.unit, h.reserved),
+                        expires: h.expires,
+                    })
+                    .collect(),
+                used: s
+                    .services
+                    .iter()
+                    .map(|u| ServiceView {
+                        rating_group: u.rating_group,
+                        service_identifier: u.service_identifier,
+                        octets: u.units[0],
+                        seconds: u.units[1],
+                        events: u.units[2],
+                        money: shown(Unit::Money, u.units[3]),
+                    })
+                    .collect(),
+            })
+            .collect();
         out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         Ok(out)
     }

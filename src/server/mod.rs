@@ -133,7 +133,7 @@ impl Shared {
 /// A bound, not yet running server.
 pub struct Server {
     /// The admin listener and the API's bearer token.
-    admin: Option<(TcpListener, String)>,
+    admin: Option<(TcpListener, String, usize)>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -318,7 +318,7 @@ impl Server {
                     addr: addr.to_string(),
                     source,
                 })?;
-                Some((l, token))
+                Some((l, token, config.admin.max_concurrent))
             }
             None => None,
         };
@@ -356,7 +356,9 @@ impl Server {
     /// Bound addresses, as (transport, address).
     /// The admin HTTP address, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.admin
+            .as_ref()
+            .and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -441,7 +443,7 @@ impl Server {
                 }
             }));
         }
-        let admin = self.admin.map(|(l, token)| {
+        let admin = self.admin.map(|(l, token, max_concurrent)| {
             if let Ok(addr) = l.local_addr() {
                 info!(transport = "http", %addr, "listening");
             }
@@ -449,6 +451,7 @@ impl Server {
                 engine: self.shared.engine.clone(),
                 token: token.into(),
                 meters: self.shared.meters.clone(),
+                permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             };
             tokio::spawn(admin::serve(l, state))
         });

@@ -30,6 +30,41 @@ fn error(e: ChangeError) -> ApiError {
     ApiError(status, e.to_string())
 }
 
+/// Runs admin work (building a view and its JSON, or making a change) on the blocking pool,
+/// never on the workers that serve gateways, and no more than `admin.max_concurrent` at once:
+/// the rest wait their turn without taking a thread.
+async fn off_workers<T: Send + 'static>(
+    state: &AdminState,
+    f: impl FnOnce(&crate::charging::Engine) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = state
+        .permits
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A view built and serialised off the workers.
+async fn view<V: Serialize>(
+    state: &AdminState,
+    f: impl FnOnce(&crate::charging::Engine) -> Result<V, ChangeError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let body = off_workers(state, move |e| {
+        f(e).map(|v| serde_json::to_vec(&v).unwrap_or_default())
+    })
+    .await?
+    .map_err(error)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
 /// Makes a change, then answers with the node at `path` as it is now.
 async fn changed_node(
     state: &AdminState,
@@ -38,8 +73,10 @@ async fn changed_node(
     status: StatusCode,
 ) -> Result<Response, ApiError> {
     change(state, c).await?;
-    let view = state.engine.node_view(path, unix_now()).map_err(error)?;
-    Ok((status, Json(view)).into_response())
+    let path = path.to_owned();
+    let mut r = view(state, move |e| e.node_view(&path, unix_now())).await?;
+    *r.status_mut() = status;
+    Ok(r)
 }
 
 /// A body that is not the JSON expected: 400 with what was wrong.
@@ -56,10 +93,8 @@ fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError
 
 /// Makes a change off the async workers (it syncs the change log).
 async fn change(state: &AdminState, c: Change) -> Result<(), ApiError> {
-    let engine = state.engine.clone();
-    tokio::task::spawn_blocking(move || engine.change(&c, unix_now()))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    off_workers(state, move |e| e.change(&c, unix_now()))
+        .await?
         .map(|_| ())
         .map_err(error)
 }
@@ -123,8 +158,8 @@ struct Moved {
     to: NodeUsage,
 }
 
-async fn tenants(State(s): State<AdminState>) -> Response {
-    Json(s.engine.tenants()).into_response()
+async fn tenants(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    view(&s, |e| Ok(e.tenants())).await
 }
 
 async fn add_tenant(
@@ -152,8 +187,7 @@ async fn node(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    let view = s.engine.node_view(&path, unix_now()).map_err(error)?;
-    Ok(Json(view).into_response())
+    view(&s, move |e| e.node_view(&path, unix_now())).await
 }
 
 async fn add_node(
@@ -234,8 +268,7 @@ async fn usage(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    let view = s.engine.usage_view(&path, unix_now()).map_err(error)?;
-    Ok(Json(view).into_response())
+    view(&s, move |e| e.usage_view(&path, unix_now())).await
 }
 
 async fn sessions(
@@ -243,8 +276,7 @@ async fn sessions(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    let view = s.engine.sessions_view(&path).map_err(error)?;
-    Ok(Json(view).into_response())
+    view(&s, move |e| e.sessions_view(&path)).await
 }
 
 async fn policy(
@@ -252,8 +284,7 @@ async fn policy(
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = path_param(tenant)?;
-    let view = s.engine.policy_view(&tenant).map_err(error)?;
-    Ok(Json(view).into_response())
+    view(&s, move |e| e.policy_view(&tenant)).await
 }
 
 /// Changes the keys of the policy the body names (a JSON merge patch).
@@ -264,14 +295,11 @@ async fn set_policy(
 ) -> Result<Response, ApiError> {
     let tenant = path_param(tenant)?;
     let patch = body(b)?;
-    let engine = s.engine.clone();
     let name = tenant.clone();
-    tokio::task::spawn_blocking(move || engine.patch_policy(&name, &patch, unix_now()))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    off_workers(&s, move |e| e.patch_policy(&name, &patch, unix_now()))
+        .await?
         .map_err(error)?;
-    let view = s.engine.policy_view(&tenant).map_err(error)?;
-    Ok(Json(view).into_response())
+    view(&s, move |e| e.policy_view(&tenant)).await
 }
 
 async fn move_allowance(
@@ -291,10 +319,14 @@ async fn move_allowance(
         },
     )
     .await?;
-    let now = unix_now();
-    let from = s.engine.usage_view(&from, now).map_err(error)?.node;
-    let to = s.engine.usage_view(&to, now).map_err(error)?.node;
-    Ok(Json(Moved { from, to }).into_response())
+    view(&s, move |e| {
+        let now = unix_now();
+        Ok(Moved {
+            from: e.usage_view(&from, now)?.node,
+            to: e.usage_view(&to, now)?.node,
+        })
+    })
+    .await
 }
 
 /// The `/v1` routes (nested under `/v1` by the caller).

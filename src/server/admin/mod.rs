@@ -29,6 +29,8 @@ pub struct AdminState {
     /// The bearer token `/v1` wants.
     pub token: Arc<str>,
     pub meters: Arc<super::meter::Meters>,
+    /// Admin API requests worked on at once (`admin.max_concurrent`).
+    pub permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
