@@ -213,8 +213,8 @@ pub fn replay(
         // Account changes logged before this record take effect first.
         before(r.sequence);
         let now = r.time;
-        match r.op.clone() {
-            Op::Reserve {
+        match &r.op {
+            &Op::Reserve {
                 reservation,
                 account,
                 unit,
@@ -237,7 +237,7 @@ pub fn replay(
                     },
                 );
             }
-            Op::Commit {
+            &Op::Commit {
                 reservation,
                 account,
                 unit,
@@ -247,7 +247,7 @@ pub fn replay(
                 ledger.commit(at(account), unit_from(unit), reserved, used, now);
                 open.remove(&reservation);
             }
-            Op::CommitRated {
+            &Op::CommitRated {
                 reservation,
                 account,
                 reserved,
@@ -257,7 +257,7 @@ pub fn replay(
                 ledger.commit_rated(at(account), reserved, octets, price, now);
                 open.remove(&reservation);
             }
-            Op::Release {
+            &Op::Release {
                 reservation,
                 account,
                 unit,
@@ -266,7 +266,7 @@ pub fn replay(
                 ledger.release(at(account), unit_from(unit), amount, now);
                 open.remove(&reservation);
             }
-            Op::Refund {
+            &Op::Refund {
                 account,
                 unit,
                 amount,
@@ -275,7 +275,7 @@ pub fn replay(
                     t.refund(account.node, unit_from(unit), amount, now);
                 }
             }
-            Op::Session(data) => match super::session::decode_state(&data) {
+            Op::Session(data) => match super::session::decode_state(data) {
                 Some(s) => {
                     sessions.insert(s.session_id.clone(), s);
                 }
@@ -284,7 +284,7 @@ pub fn replay(
                 }
             },
             Op::SessionClosed(id) => {
-                sessions.remove(String::from_utf8_lossy(&id).as_ref());
+                sessions.remove(String::from_utf8_lossy(id).as_ref());
             }
             Op::Usage(_) => {}
         }

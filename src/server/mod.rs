@@ -460,6 +460,7 @@ impl Server {
         let engine = self.shared.engine.clone();
         let gauges = admin::Gauges::new();
         let shed = self.shared.shed.clone();
+        let not_durable = self.shared.not_durable.clone();
         let (connections, requests) = (
             self.shared.connections.clone(),
             self.shared.requests.clone(),
@@ -515,6 +516,7 @@ impl Server {
                 gauges.refresh(
                     &engine,
                     shed.load(Ordering::Relaxed),
+                    not_durable.load(Ordering::Relaxed),
                     sum.held_reservations + engine.outstanding_count(),
                 );
                 systemd::status(&status());

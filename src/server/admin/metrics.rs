@@ -26,6 +26,11 @@ pub struct Gauges {
     sessions: Gauge,
     reservations: Gauge,
     shed: Counter,
+    journal_failing: Gauge,
+    not_durable: Counter,
+    reports_refused: Counter,
+    usage_errors: Gauge,
+    usage_synced: Gauge,
 }
 
 /// Enterprises (trees of more than one node) shown with per-tenant gauges, at most: a
@@ -72,6 +77,26 @@ impl Gauges {
             "ocfd_overload_shed_total",
             "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
         );
+        metrics::describe_gauge!(
+            "ocfd_journal_failing",
+            "1 while the journal cannot be written (a full or failing disk; retried until it succeeds)"
+        );
+        metrics::describe_counter!(
+            "ocfd_answers_not_durable_total",
+            "Credit-control answers turned into 3004 because their journal records did not become durable in time"
+        );
+        metrics::describe_counter!(
+            "ocfd_usage_reports_refused_total",
+            "Requests refused because one MSCC reported more than the policy's max_report"
+        );
+        metrics::describe_gauge!(
+            "ocfd_usage_record_errors",
+            "Failed writes or syncs of the usage files since start (retried; nothing is dropped)"
+        );
+        metrics::describe_gauge!(
+            "ocfd_usage_records_synced_sequence",
+            "Journal sequence up to which usage records are synced to the usage files"
+        );
         Gauges {
             journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
             journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
@@ -80,14 +105,28 @@ impl Gauges {
             sessions: metrics::gauge!("ocfd_sessions_open"),
             reservations: metrics::gauge!("ocfd_reservations_open"),
             shed: metrics::counter!("ocfd_overload_shed_total"),
+            journal_failing: metrics::gauge!("ocfd_journal_failing"),
+            not_durable: metrics::counter!("ocfd_answers_not_durable_total"),
+            reports_refused: metrics::counter!("ocfd_usage_reports_refused_total"),
+            usage_errors: metrics::gauge!("ocfd_usage_record_errors"),
+            usage_synced: metrics::gauge!("ocfd_usage_records_synced_sequence"),
         }
     }
 
     /// Refreshes every gauge from the engine (called by the supervision tick).
-    pub fn refresh(&self, engine: &Engine, shed: u64, reservations: usize) {
+    pub fn refresh(&self, engine: &Engine, shed: u64, not_durable: u64, reservations: usize) {
         self.reservations.set(reservations as f64);
         self.enterprises(engine);
         self.shed.absolute(shed);
+        self.not_durable.absolute(not_durable);
+        self.reports_refused
+            .absolute(engine.reports_refused.load(Ordering::Relaxed));
+        if let Some(f) = engine.usage_log().and_then(|u| u.following()) {
+            self.usage_errors
+                .set(f.errors.load(Ordering::Relaxed) as f64);
+            self.usage_synced
+                .set(f.synced.load(Ordering::Relaxed) as f64);
+        }
         if let Some(j) = engine.journal() {
             let p = j.progress();
             self.journal_lag.set(j.lag() as f64);
@@ -97,6 +136,12 @@ impl Gauges {
                 .set(p.synced.load(Ordering::Relaxed) as f64);
             self.journal_errors
                 .set(p.errors.load(Ordering::Relaxed) as f64);
+            self.journal_failing
+                .set(if p.failing.load(Ordering::Relaxed) {
+                    1.0
+                } else {
+                    0.0
+                });
         }
         self.sessions.set(engine.session_count() as f64);
     }
