@@ -9,23 +9,6 @@ use ocf_loadtest::gy::{CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
-fn rsu(rg: u32) -> MsccSpec {
-    MsccSpec {
-        rating_group: Some(rg),
-        requested_octets: Some(None),
-        ..Default::default()
-    }
-}
-
-fn report(rg: u32, used: u64, more: bool) -> MsccSpec {
-    MsccSpec {
-        rating_group: Some(rg),
-        requested_octets: if more { Some(None) } else { None },
-        used_octets: Some(used),
-        ..Default::default()
-    }
-}
-
 fn device(n: u64) -> String {
     format!("{}", 15_551_000_000 + n)
 }
@@ -38,7 +21,7 @@ fn full_session_for_an_engineering_device() {
     let i = gw.ask(
         &CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(42))
-            .mscc(rsu(10)),
+            .mscc(MsccSpec::rsu(10)),
     );
     assert_eq!(
         (i.result_code, i.request_type, i.request_number),
@@ -54,7 +37,7 @@ fn full_session_for_an_engineering_device() {
         (Some(600), Some(2 * MIB as u32), None)
     );
 
-    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(report(10, 10 * MIB, true)));
+    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(10, 10 * MIB, true)));
     assert_eq!(
         (u.result_code, u.mscc[0].granted_octets),
         (2001, Some(10 * MIB))
@@ -70,7 +53,7 @@ fn full_session_for_an_engineering_device() {
     assert_eq!(t.mscc[0].granted_octets, None);
     // The session is over: an update for it is 5002.
     assert_eq!(
-        gw.ask(&CcrSpec::new(sid, UPDATE, 3).mscc(rsu(10)))
+        gw.ask(&CcrSpec::new(sid, UPDATE, 3).mscc(MsccSpec::rsu(10)))
             .result_code,
         5002
     );
@@ -78,7 +61,7 @@ fn full_session_for_an_engineering_device() {
     let again = gw.ask(
         &CcrSpec::new("pgw1;eng;2", INITIAL, 0)
             .imsi("001010000000042")
-            .mscc(rsu(10)),
+            .mscc(MsccSpec::rsu(10)),
     );
     assert_eq!(again.mscc[0].granted_octets, Some(10 * MIB));
 }
@@ -91,14 +74,14 @@ fn an_iot_device_runs_out_at_10_mib() {
     let i = gw.ask(
         &CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8000))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     // The whole 10 MiB at once: the last units, so Final-Unit-Indication TERMINATE.
     assert_eq!(
         (i.mscc[0].granted_octets, i.mscc[0].final_unit_action),
         (Some(10 * MIB), Some(0))
     );
-    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(report(1, 10 * MIB, true)));
+    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, 10 * MIB, true)));
     assert_eq!(u.mscc[0].result_code, Some(4012));
     assert_eq!(
         u.result_code, 4012,
@@ -118,16 +101,17 @@ fn the_sales_cap_is_reached_before_any_device_cap() {
         let i = gw.ask(
             &CcrSpec::new(&sid, INITIAL, 0)
                 .msisdn(&device(5000 + k))
-                .mscc(rsu(1)),
+                .mscc(MsccSpec::rsu(1)),
         );
         assert_eq!(i.mscc[0].granted_octets, Some(10 * MIB), "device {k}");
-        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(1, 4 * GIB, false)));
+        let t =
+            gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(MsccSpec::report(1, 4 * GIB, false)));
         assert_eq!(t.result_code, 2001);
     }
     let fresh = gw.ask(
         &CcrSpec::new("pgw1;sales;fresh", INITIAL, 0)
             .msisdn(&device(5100))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(
         (fresh.result_code, fresh.mscc[0].result_code),
@@ -136,7 +120,7 @@ fn the_sales_cap_is_reached_before_any_device_cap() {
     let used = gw.ask(
         &CcrSpec::new("pgw1;sales;used", INITIAL, 0)
             .msisdn(&device(5000))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(
         used.result_code, 4012,
@@ -146,7 +130,7 @@ fn the_sales_cap_is_reached_before_any_device_cap() {
     let eng = gw.ask(
         &CcrSpec::new("pgw1;eng;x", INITIAL, 0)
             .msisdn(&device(1))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(eng.mscc[0].granted_octets, Some(10 * MIB));
 }
@@ -168,7 +152,7 @@ fn two_hundred_iot_sessions_race_for_the_cost_centre() {
                     let r = gw.ask(
                         &CcrSpec::new(&sid, INITIAL, 0)
                             .msisdn(&device(n))
-                            .mscc(rsu(1)),
+                            .mscc(MsccSpec::rsu(1)),
                     );
                     let g = r.mscc[0].granted_octets.unwrap_or(0);
                     granted += g;
@@ -179,12 +163,16 @@ fn two_hundred_iot_sessions_race_for_the_cost_centre() {
                     for (n, num, held) in open {
                         let sid = format!("pgw{t};race;{n}");
                         if held == 0 {
-                            gw.ask(&CcrSpec::new(&sid, TERMINATION, num).mscc(report(1, 0, false)));
+                            gw.ask(
+                                &CcrSpec::new(&sid, TERMINATION, num)
+                                    .mscc(MsccSpec::report(1, 0, false)),
+                            );
                             continue;
                         }
                         used += held;
-                        let r =
-                            gw.ask(&CcrSpec::new(&sid, UPDATE, num).mscc(report(1, held, true)));
+                        let r = gw.ask(
+                            &CcrSpec::new(&sid, UPDATE, num).mscc(MsccSpec::report(1, held, true)),
+                        );
                         let g = r.mscc[0].granted_octets.unwrap_or(0);
                         granted += g;
                         still.push((n, num + 1, g));
@@ -209,7 +197,7 @@ fn two_hundred_iot_sessions_race_for_the_cost_centre() {
     let late = gw.ask(
         &CcrSpec::new("late", INITIAL, 0)
             .msisdn(&device(9999))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(late.result_code, 4012);
 }
@@ -224,14 +212,14 @@ fn unreported_reservations_expire_back_to_the_pool() {
     let first = gw.ask(
         &CcrSpec::new("gone;1", INITIAL, 0)
             .msisdn(&device(8100))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(first.mscc[0].granted_octets, Some(10 * MIB));
     // The device's 10 MiB are all reserved by a gateway that then goes silent.
     let second = gw.ask(
         &CcrSpec::new("gone;2", INITIAL, 0)
             .msisdn(&device(8100))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(second.result_code, 4012);
     // Wait for the reservation itself: the refused session "gone;2" may be closed first, in
@@ -240,7 +228,7 @@ fn unreported_reservations_expire_back_to_the_pool() {
     let third = gw.ask(
         &CcrSpec::new("gone;3", INITIAL, 0)
             .msisdn(&device(8100))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(third.mscc[0].granted_octets, Some(10 * MIB));
     d.wait_log("outcome=\"supervision timeout\"");
@@ -253,7 +241,7 @@ fn unknown_subscriber_and_unknown_session() {
     let (m, r) = gw.send(
         &CcrSpec::new("nobody", INITIAL, 0)
             .msisdn("15550000000")
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(r.result_code, 5030);
     assert!(!m.header.flags.is_error());
@@ -263,7 +251,7 @@ fn unknown_subscriber_and_unknown_session() {
         "echoed"
     );
     assert_eq!(
-        gw.ask(&CcrSpec::new("never-opened", UPDATE, 1).mscc(rsu(1)))
+        gw.ask(&CcrSpec::new("never-opened", UPDATE, 1).mscc(MsccSpec::rsu(1)))
             .result_code,
         5002
     );
@@ -282,9 +270,9 @@ fn a_retransmission_is_answered_the_same_and_charged_once() {
     gw.ask(
         &CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8200))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
-    let update = CcrSpec::new(sid, UPDATE, 1).mscc(report(1, 5 * MIB, true));
+    let update = CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, 5 * MIB, true));
     let (first_msg, first) = gw.send(&update);
     assert_eq!(first.mscc[0].granted_octets, Some(5 * MIB));
     let mut again = update.clone();
@@ -297,12 +285,12 @@ fn a_retransmission_is_answered_the_same_and_charged_once() {
         "byte for byte"
     );
     // Charged once: 5 MiB used, 5 MiB held; reporting none of it leaves 5 MiB to grant.
-    let next = gw.ask(&CcrSpec::new(sid, UPDATE, 2).mscc(report(1, 0, true)));
+    let next = gw.ask(&CcrSpec::new(sid, UPDATE, 2).mscc(MsccSpec::report(1, 0, true)));
     assert_eq!(next.mscc[0].granted_octets, Some(5 * MIB));
     // An older request number is refused and charges nothing.
-    let stale = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(report(1, 5 * MIB, true)));
+    let stale = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, 5 * MIB, true)));
     assert_eq!(stale.result_code, 5004);
-    let after = gw.ask(&CcrSpec::new(sid, UPDATE, 3).mscc(report(1, 0, true)));
+    let after = gw.ask(&CcrSpec::new(sid, UPDATE, 3).mscc(MsccSpec::report(1, 0, true)));
     assert_eq!(after.mscc[0].granted_octets, Some(5 * MIB));
 }
 
@@ -313,22 +301,24 @@ fn alice_is_rated_to_the_cent() {
     let i = gw.ask(
         &CcrSpec::new("alice;1", INITIAL, 0)
             .msisdn("15559990001")
-            .mscc(rsu(7)),
+            .mscc(MsccSpec::rsu(7)),
     );
     assert_eq!(i.mscc[0].granted_octets, Some(10 * MIB));
     // 490.5 MiB at 0.01 EUR/MiB = 4.905 EUR, reported in odd pieces.
     let pieces = [123_456_789u64, 200_000_001, 190_869_738];
     assert_eq!(pieces.iter().sum::<u64>(), 490 * MIB + MIB / 2);
     for (k, p) in pieces.iter().enumerate() {
-        let r = gw.ask(&CcrSpec::new("alice;1", UPDATE, k as u32 + 1).mscc(report(7, *p, true)));
+        let r = gw.ask(
+            &CcrSpec::new("alice;1", UPDATE, k as u32 + 1).mscc(MsccSpec::report(7, *p, true)),
+        );
         assert_eq!(r.result_code, 2001);
     }
-    gw.ask(&CcrSpec::new("alice;1", TERMINATION, 4).mscc(report(7, 0, false)));
+    gw.ask(&CcrSpec::new("alice;1", TERMINATION, 4).mscc(MsccSpec::report(7, 0, false)));
     // 0.095 EUR left buys exactly 9.5 MiB (not an octet less), and it is the last grant.
     let j = gw.ask(
         &CcrSpec::new("alice;2", INITIAL, 0)
             .msisdn("15559990001")
-            .mscc(rsu(7)),
+            .mscc(MsccSpec::rsu(7)),
     );
     assert_eq!(j.mscc[0].granted_octets, Some(9_961_472));
     assert_eq!(j.mscc[0].final_unit_action, Some(0));
@@ -354,11 +344,11 @@ fn alice_is_rated_to_the_cent() {
         "NO_CREDIT for 10 MiB with 0.095 EUR"
     );
     // Using it all leaves exactly nothing.
-    gw.ask(&CcrSpec::new("alice;2", TERMINATION, 1).mscc(report(7, 9_961_472, false)));
+    gw.ask(&CcrSpec::new("alice;2", TERMINATION, 1).mscc(MsccSpec::report(7, 9_961_472, false)));
     let k = gw.ask(
         &CcrSpec::new("alice;3", INITIAL, 0)
             .msisdn("15559990001")
-            .mscc(rsu(7)),
+            .mscc(MsccSpec::rsu(7)),
     );
     assert_eq!(k.result_code, 4012);
     // Time is not rated for alice.

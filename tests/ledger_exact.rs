@@ -28,34 +28,6 @@ fn iot(n: u64) -> String {
     format!("acme/iot/{}", device(n))
 }
 
-/// An MSCC asking for the usual amount (an empty Requested-Service-Unit).
-fn rsu(rg: u32) -> MsccSpec {
-    MsccSpec {
-        rating_group: Some(rg),
-        requested_octets: Some(None),
-        ..Default::default()
-    }
-}
-
-/// An MSCC asking for `octets`.
-fn ask(rg: u32, octets: u64) -> MsccSpec {
-    MsccSpec {
-        rating_group: Some(rg),
-        requested_octets: Some(Some(octets)),
-        ..Default::default()
-    }
-}
-
-/// An MSCC reporting `used` octets, and asking for more if `more`.
-fn report(rg: u32, used: u64, more: bool) -> MsccSpec {
-    MsccSpec {
-        rating_group: Some(rg),
-        requested_octets: if more { Some(None) } else { None },
-        used_octets: Some(used),
-        ..Default::default()
-    }
-}
-
 /// The limit of `unit` per `period` on the node at `path`, as the usage view shows it.
 fn limit_view(api: &Http, path: &str, unit: &str, period: &str) -> Value {
     let (st, v) = api.call("GET", &format!("/v1/usage/{path}"), None);
@@ -149,8 +121,8 @@ fn two_msccs_of_one_service_are_refused_whole_and_reserve_nothing() {
     let (m, r) = gw.send(
         &CcrSpec::new("dup;i", INITIAL, 0)
             .msisdn(&device(8000))
-            .mscc(rsu(10))
-            .mscc(rsu(10)),
+            .mscc(MsccSpec::rsu(10))
+            .mscc(MsccSpec::rsu(10)),
     );
     assert_eq!(r.result_code, 5004, "{r:?}");
     let rg = failed_in_mscc(&m, c::RATING_GROUP).expect("Failed-AVP holds an MSCC with its RG");
@@ -163,14 +135,14 @@ fn two_msccs_of_one_service_are_refused_whole_and_reserve_nothing() {
     let i = gw.ask(
         &CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8001))
-            .mscc(rsu(10)),
+            .mscc(MsccSpec::rsu(10)),
     );
     assert_eq!((i.result_code, granted(&i)), (2001, vec![Some(10 * MIB)]));
     assert_eq!(octets(&api, &iot(8001)), (0, 10 * MIB));
     let (m, r) = gw.send(
         &CcrSpec::new(sid, UPDATE, 1)
-            .mscc(report(10, 3 * MIB, true))
-            .mscc(report(10, 2 * MIB, false)),
+            .mscc(MsccSpec::report(10, 3 * MIB, true))
+            .mscc(MsccSpec::report(10, 2 * MIB, false)),
     );
     assert_eq!(r.result_code, 5004, "{r:?}");
     assert_eq!(
@@ -183,7 +155,7 @@ fn two_msccs_of_one_service_are_refused_whole_and_reserve_nothing() {
         "the refused update changed nothing"
     );
     // A correct update afterwards is charged once.
-    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 2).mscc(report(10, 3 * MIB, true)));
+    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 2).mscc(MsccSpec::report(10, 3 * MIB, true)));
     assert_eq!(u.result_code, 2001, "{u:?}");
     assert_eq!(granted(&u), vec![Some(7 * MIB)]);
     assert_eq!(octets(&api, &iot(8001)), (3 * MIB, 7 * MIB));
@@ -193,8 +165,8 @@ fn two_msccs_of_one_service_are_refused_whole_and_reserve_nothing() {
     let r = gw.ask(
         &CcrSpec::new("dup;alice", INITIAL, 0)
             .msisdn(ALICE)
-            .mscc(rsu(10))
-            .mscc(rsu(10)),
+            .mscc(MsccSpec::rsu(10))
+            .mscc(MsccSpec::rsu(10)),
     );
     assert_eq!(r.result_code, 5004, "{r:?}");
     assert_eq!(alice_money(&api), ("0".into(), "0".into()));
@@ -203,7 +175,7 @@ fn two_msccs_of_one_service_are_refused_whole_and_reserve_nothing() {
     // device's 10 MiB.
     let svc = |si: u32| MsccSpec {
         service_identifier: Some(si),
-        ..ask(10, 6 * MIB)
+        ..MsccSpec::ask(10, 6 * MIB)
     };
     let r = gw.ask(
         &CcrSpec::new("two;si", INITIAL, 0)
@@ -241,10 +213,10 @@ fn a_refund_gives_back_at_most_what_the_account_used() {
         let i = gw.ask(
             &CcrSpec::new(&sid, INITIAL, 0)
                 .msisdn(&device(n))
-                .mscc(rsu(1)),
+                .mscc(MsccSpec::rsu(1)),
         );
         assert_eq!(i.result_code, 2001);
-        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(1, used, false)));
+        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(MsccSpec::report(1, used, false)));
         assert_eq!(t.result_code, 2001);
     }
     assert_eq!(octets(&api, &iot(8200)), (MIB, 0));
@@ -308,7 +280,7 @@ fn a_session_id_belongs_to_the_gateway_that_opened_it() {
         host_a,
         CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8000))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     ));
     assert_eq!((i.result_code, granted(&i)), (2001, vec![Some(10 * MIB)]));
     assert_eq!(octets(&api, &iot(8000)), (0, 10 * MIB));
@@ -318,7 +290,7 @@ fn a_session_id_belongs_to_the_gateway_that_opened_it() {
         host_b,
         CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8001))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     ));
     assert_eq!(r.result_code, 5004, "{r:?}");
     let culprit = failed_avp(&m)
@@ -333,12 +305,12 @@ fn a_session_id_belongs_to_the_gateway_that_opened_it() {
     // B cannot update or end A's session.
     let bu = b.ask(&from(
         host_b,
-        CcrSpec::new(sid, UPDATE, 1).mscc(report(1, 5 * MIB, true)),
+        CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, 5 * MIB, true)),
     ));
     assert_eq!(bu.result_code, 5002, "{bu:?}");
     let bt = b.ask(&from(
         host_b,
-        CcrSpec::new(sid, TERMINATION, 2).mscc(report(1, 5 * MIB, false)),
+        CcrSpec::new(sid, TERMINATION, 2).mscc(MsccSpec::report(1, 5 * MIB, false)),
     ));
     assert_eq!(bt.result_code, 5002, "{bt:?}");
     assert_eq!(octets(&api, "acme/iot"), (0, 10 * MIB));
@@ -346,7 +318,7 @@ fn a_session_id_belongs_to_the_gateway_that_opened_it() {
     // A's session is untouched: its update is charged once, its retransmission replayed.
     let update = from(
         host_a,
-        CcrSpec::new(sid, UPDATE, 1).mscc(report(1, 4 * MIB, true)),
+        CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, 4 * MIB, true)),
     );
     let u = a.ask(&update);
     assert_eq!(u.result_code, 2001, "{u:?}");
@@ -370,8 +342,8 @@ fn a_direct_debit_of_several_msccs_is_all_or_nothing() {
     let mut gw = Gw::open(&d, "pgw.localdomain");
     let mut debit = CcrSpec::new("debit;1", EVENT, 0)
         .msisdn(&device(8000))
-        .mscc(ask(10, MIB))
-        .mscc(ask(20, 20 * MIB));
+        .mscc(MsccSpec::ask(10, MIB))
+        .mscc(MsccSpec::ask(20, 20 * MIB));
     debit.requested_action = Some(0);
     let r = gw.ask(&debit);
     assert_eq!(r.result_code, 4012, "{r:?}");
@@ -398,7 +370,7 @@ fn a_new_limit_period_starts_from_what_is_reserved() {
     let i = gw.ask(
         &CcrSpec::new("period;1", INITIAL, 0)
             .msisdn(&device(8300))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(granted(&i), vec![Some(10 * MIB)]);
     let (st, v) = api.call(
@@ -413,7 +385,7 @@ fn a_new_limit_period_starts_from_what_is_reserved() {
     let second = gw.ask(
         &CcrSpec::new("period;2", INITIAL, 0)
             .msisdn(&device(8300))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(
         (second.result_code, second.mscc[0].result_code),
@@ -422,7 +394,8 @@ fn a_new_limit_period_starts_from_what_is_reserved() {
     );
     assert_eq!(second.mscc[0].granted_octets, None);
 
-    let t = gw.ask(&CcrSpec::new("period;1", TERMINATION, 1).mscc(report(1, 10 * MIB, false)));
+    let t = gw
+        .ask(&CcrSpec::new("period;1", TERMINATION, 1).mscc(MsccSpec::report(1, 10 * MIB, false)));
     assert_eq!(t.result_code, 2001, "{t:?}");
     assert_eq!(octets_per(&api, &iot(8300), "day"), (10 * MIB, 0));
 }
@@ -450,7 +423,7 @@ fn policy_changes_keep_the_tariff_and_leak_no_reservation() {
     let i = gw.ask(
         &CcrSpec::new("alice;1", INITIAL, 0)
             .msisdn(ALICE)
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!((i.result_code, granted(&i)), (2001, vec![Some(10 * MIB)]));
     assert_eq!(i.mscc[0].validity_time, Some(300));
@@ -461,7 +434,7 @@ fn policy_changes_keep_the_tariff_and_leak_no_reservation() {
     let (st, p) = api.call("PUT", "/v1/policy/alice", Some(r#"{"tariff":null}"#));
     assert_eq!(st, 200, "{p}");
     assert!(p["tariff"].is_null(), "{p}");
-    let u = gw.ask(&CcrSpec::new("alice;1", UPDATE, 1).mscc(report(1, MIB, false)));
+    let u = gw.ask(&CcrSpec::new("alice;1", UPDATE, 1).mscc(MsccSpec::report(1, MIB, false)));
     assert_eq!(u.result_code, 2001, "{u:?}");
     let (st, p) = api.call(
         "PUT",
@@ -469,7 +442,7 @@ fn policy_changes_keep_the_tariff_and_leak_no_reservation() {
         Some(r#"{"tariff":{"price":"0.01","per_octets":"1 MiB","currency_code":978}}"#),
     );
     assert_eq!(st, 200, "{p}");
-    let t = gw.ask(&CcrSpec::new("alice;1", TERMINATION, 2).mscc(report(1, 0, false)));
+    let t = gw.ask(&CcrSpec::new("alice;1", TERMINATION, 2).mscc(MsccSpec::report(1, 0, false)));
     assert_eq!(t.result_code, 2001, "{t:?}");
     let (_, reserved) = alice_money(&api);
     assert_eq!(reserved, "0", "no money left reserved");
@@ -478,7 +451,7 @@ fn policy_changes_keep_the_tariff_and_leak_no_reservation() {
     let i = gw.ask(
         &CcrSpec::new("acme;1", INITIAL, 0)
             .msisdn(&device(8400))
-            .mscc(ask(1, 4 * MIB)),
+            .mscc(MsccSpec::ask(1, 4 * MIB)),
     );
     assert_eq!(granted(&i), vec![Some(4 * MIB)]);
     assert_eq!(octets(&api, &iot(8400)), (0, 4 * MIB));
@@ -488,7 +461,8 @@ fn policy_changes_keep_the_tariff_and_leak_no_reservation() {
         Some(r#"{"tariff":{"price":"0.01","per_octets":"1 MiB","currency_code":978}}"#),
     );
     assert_eq!(st, 200, "{p}");
-    let t = gw.ask(&CcrSpec::new("acme;1", TERMINATION, 1).mscc(report(1, 4 * MIB, false)));
+    let t =
+        gw.ask(&CcrSpec::new("acme;1", TERMINATION, 1).mscc(MsccSpec::report(1, 4 * MIB, false)));
     assert_eq!(t.result_code, 2001, "{t:?}");
     assert_eq!(octets(&api, &iot(8400)), (4 * MIB, 0));
     assert_eq!(octets(&api, "acme/iot"), (4 * MIB, 0));
@@ -557,7 +531,7 @@ fn imsis_are_compared_as_digit_strings() {
         let r = gw.ask(
             &CcrSpec::new(format!("imsi;{k}"), INITIAL, 0)
                 .imsi(imsi)
-                .mscc(rsu(1)),
+                .mscc(MsccSpec::rsu(1)),
         );
         assert_eq!(r.result_code, want, "IMSI {imsi}: {r:?}");
     }
@@ -573,7 +547,7 @@ fn a_zero_or_empty_request_gets_the_usual_grant() {
     let zero = gw.ask(
         &CcrSpec::new("zero;1", INITIAL, 0)
             .msisdn(&device(5001))
-            .mscc(ask(1, 0)),
+            .mscc(MsccSpec::ask(1, 0)),
     );
     assert_eq!(zero.result_code, 2001, "{zero:?}");
     assert_eq!(
@@ -583,7 +557,7 @@ fn a_zero_or_empty_request_gets_the_usual_grant() {
     let empty = gw.ask(
         &CcrSpec::new("zero;2", INITIAL, 0)
             .msisdn(&device(5001))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(empty.result_code, 2001, "{empty:?}");
     assert_eq!(
@@ -607,11 +581,11 @@ fn an_impossible_report_is_refused_and_a_large_one_charged_in_full() {
     let i = gw.ask(
         &CcrSpec::new(sid, INITIAL, 0)
             .msisdn(&device(8000))
-            .mscc(rsu(1)),
+            .mscc(MsccSpec::rsu(1)),
     );
     assert_eq!(granted(&i), vec![Some(10 * MIB)]);
 
-    let (m, r) = gw.send(&CcrSpec::new(sid, UPDATE, 1).mscc(report(1, u64::MAX, true)));
+    let (m, r) = gw.send(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(1, u64::MAX, true)));
     assert_eq!(r.result_code, 5004, "{r:?}");
     let usu = failed_carries(&m, c::USED_SERVICE_UNIT).expect("Failed-AVP carries the USU");
     let reported = usu
@@ -623,7 +597,7 @@ fn an_impossible_report_is_refused_and_a_large_one_charged_in_full() {
     assert_eq!(octets(&api, &iot(8000)), (0, 10 * MIB));
 
     // Three times the grant is possible (the gateway overran it): charged in full.
-    let t = gw.ask(&CcrSpec::new(sid, TERMINATION, 2).mscc(report(1, 30 * MIB, false)));
+    let t = gw.ask(&CcrSpec::new(sid, TERMINATION, 2).mscc(MsccSpec::report(1, 30 * MIB, false)));
     assert_eq!(t.result_code, 2001, "{t:?}");
     assert_eq!(octets(&api, &iot(8000)), (30 * MIB, 0));
     assert_eq!(octets(&api, "acme/iot"), (30 * MIB, 0));
@@ -679,17 +653,17 @@ fn sessions_and_their_answers_survive_restarts() {
         let i = gw.ask(
             &CcrSpec::new(open, INITIAL, 0)
                 .msisdn(&device(8500))
-                .mscc(rsu(1)),
+                .mscc(MsccSpec::rsu(1)),
         );
         assert_eq!(granted(&i), vec![Some(10 * MIB)]);
         let i = gw.ask(
             &CcrSpec::new(ended, INITIAL, 0)
                 .msisdn(&device(8501))
-                .mscc(rsu(1)),
+                .mscc(MsccSpec::rsu(1)),
         );
         assert_eq!(granted(&i), vec![Some(10 * MIB)]);
     }
-    let end = CcrSpec::new(ended, TERMINATION, 1).mscc(report(1, 2 * MIB, false));
+    let end = CcrSpec::new(ended, TERMINATION, 1).mscc(MsccSpec::report(1, 2 * MIB, false));
     let ended_answer = Gw::open(&d, "pgw.localdomain").ask(&end);
     assert_eq!(ended_answer.result_code, 2001);
 
@@ -712,7 +686,7 @@ fn sessions_and_their_answers_survive_restarts() {
         (0, 10 * MIB),
         "the open grant is held"
     );
-    let update = CcrSpec::new(open, UPDATE, 1).mscc(report(1, 3 * MIB, true));
+    let update = CcrSpec::new(open, UPDATE, 1).mscc(MsccSpec::report(1, 3 * MIB, true));
     let u = gw.ask(&update);
     assert_eq!(u.result_code, 2001, "{u:?}");
     assert_eq!(granted(&u), vec![Some(7 * MIB)]);
@@ -730,7 +704,7 @@ fn sessions_and_their_answers_survive_restarts() {
     });
     assert_eq!(again, u, "the same answer, the same grant");
     assert_eq!(octets(&api, &iot(8500)).0, 3 * MIB, "charged once");
-    let t = gw.ask(&CcrSpec::new(open, TERMINATION, 2).mscc(report(1, MIB, false)));
+    let t = gw.ask(&CcrSpec::new(open, TERMINATION, 2).mscc(MsccSpec::report(1, MIB, false)));
     assert_eq!(t.result_code, 2001, "{t:?}");
     assert_eq!(octets(&api, &iot(8500)), (4 * MIB, 0));
     assert_eq!(octets(&api, "acme/iot"), (6 * MIB, 0));
@@ -748,7 +722,7 @@ fn prepaid_money_buys_exactly_its_octets_whatever_the_slice() {
         let mut r = gw.ask(
             &CcrSpec::new(sid, INITIAL, 0)
                 .msisdn(ALICE)
-                .mscc(ask(1, slice)),
+                .mscc(MsccSpec::ask(1, slice)),
         );
         let mut total = 0u64;
         let mut number = 0;
@@ -760,7 +734,7 @@ fn prepaid_money_buys_exactly_its_octets_whatever_the_slice() {
             assert!(number < 200, "slice {slice}: no end after {total} octets");
             r = gw.ask(&CcrSpec::new(sid, UPDATE, number).mscc(MsccSpec {
                 used_octets: Some(g),
-                ..ask(1, slice)
+                ..MsccSpec::ask(1, slice)
             }));
         }
         assert_eq!(

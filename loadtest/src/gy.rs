@@ -28,6 +28,36 @@ pub struct MsccSpec {
     pub reporting_reason: Option<u32>,
 }
 
+impl MsccSpec {
+    /// Asks for the usual amount (an empty Requested-Service-Unit) for rating group `rg`.
+    pub fn rsu(rg: u32) -> Self {
+        MsccSpec {
+            rating_group: Some(rg),
+            requested_octets: Some(None),
+            ..Default::default()
+        }
+    }
+
+    /// Asks for `octets` for rating group `rg`.
+    pub fn ask(rg: u32, octets: u64) -> Self {
+        MsccSpec {
+            rating_group: Some(rg),
+            requested_octets: Some(Some(octets)),
+            ..Default::default()
+        }
+    }
+
+    /// Reports `used` octets for rating group `rg`, asking for the usual amount more if `more`.
+    pub fn report(rg: u32, used: u64, more: bool) -> Self {
+        MsccSpec {
+            rating_group: Some(rg),
+            requested_octets: if more { Some(None) } else { None },
+            used_octets: Some(used),
+            ..Default::default()
+        }
+    }
+}
+
 /// A CCR to send.
 #[derive(Clone, Debug)]
 pub struct CcrSpec {

@@ -125,6 +125,26 @@ fn service_kind(unit: Unit) -> Unit {
     }
 }
 
+/// `e` with the AVP `found` as its Failed-AVP, inside its MSCC if it has one (RFC 6733 §7.5).
+fn failed_in(
+    e: DiameterError,
+    found: Option<(
+        Option<crate::diameter::avp::Avp<'_>>,
+        crate::diameter::avp::Avp<'_>,
+    )>,
+) -> DiameterError {
+    match found {
+        Some((Some(group), avp)) => group.wrap_error(e.with_avp(avp.to_bytes())),
+        Some((None, avp)) => e.with_avp(avp.to_bytes()),
+        None => e,
+    }
+}
+
+/// A copy of the request's AVP `code` (empty if absent), for Failed-AVP.
+fn copy_of(req: &Message, code: crate::diameter::codes::AvpCode) -> bytes::Bytes {
+    req.find(code).map(|a| a.to_bytes()).unwrap_or_default()
+}
+
 /// The `j`th Used-Service-Unit of the `i`th MSCC as it came (and its MSCC, unless the request
 /// had none), for Failed-AVP.
 fn used_service_unit<'m>(
@@ -534,11 +554,7 @@ impl Engine {
                         ResultCode::InvalidAvpValue,
                         "this Session-Id belongs to a session of another Origin-Host",
                     )
-                    .with_avp(
-                        req.find(c::SESSION_ID)
-                            .map(|a| a.to_bytes())
-                            .unwrap_or_default(),
-                    ),
+                    .with_avp(copy_of(req, c::SESSION_ID)),
                 };
                 return identity.write_error_answer(out, req, &e);
             }
@@ -559,11 +575,7 @@ impl Engine {
                     ResultCode::InvalidAvpValue,
                     "CC-Request-Number is not after the last one handled",
                 )
-                .with_avp(
-                    req.find(c::CC_REQUEST_NUMBER)
-                        .map(|a| a.to_bytes())
-                        .unwrap_or_default(),
-                );
+                .with_avp(copy_of(req, c::CC_REQUEST_NUMBER));
                 return identity.write_error_answer(out, req, &e);
             }
         }
@@ -737,15 +749,7 @@ impl Engine {
                         ResultCode::InvalidAvpValue,
                         "Used-Service-Unit reports more than a gateway could have used",
                     );
-                    return Err(used_service_unit(req, cr, i, j)
-                        .map(|(group, usu)| {
-                            let e = e.clone().with_avp(usu.to_bytes());
-                            match group {
-                                Some(g) => g.wrap_error(e),
-                                None => e,
-                            }
-                        })
-                        .unwrap_or(e));
+                    return Err(failed_in(e, used_service_unit(req, cr, i, j)));
                 }
             }
         }
@@ -1104,15 +1108,7 @@ impl Engine {
                         ResultCode::InvalidAvpValue,
                         "the refund is more than this account was charged in the current period",
                     );
-                    let e = requested_service_unit(req, cr, culprit)
-                        .map(|(group, rsu)| {
-                            let e = e.clone().with_avp(rsu.to_bytes());
-                            match group {
-                                Some(g) => g.wrap_error(e),
-                                None => e,
-                            }
-                        })
-                        .unwrap_or(e);
+                    let e = failed_in(e, requested_service_unit(req, cr, culprit));
                     return identity.write_error_answer(out, req, &e);
                 }
                 for (it, a) in items.iter().flatten().zip(&mut answers) {
