@@ -112,7 +112,7 @@ pub fn read_all(
                 file: dir.join(MANIFEST),
                 offset: 0,
                 reason: format!(
-                    "the segment being written last, {}, is missing: the records in it are lost unless it is restored (docs/durability.md)",
+                    "the segment being written last, {}, is missing: the records in it are lost unless it is restored",
                     segment_path(dir, m).display()
                 ),
             });

@@ -579,14 +579,16 @@ impl Server {
         let engine = self.shared.engine.clone();
         let persistence = self.persistence.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some((path, dir, _)) = &persistence {
-                snapshot_now(&engine, path, dir);
-            }
+            // Journal first (everything written and synced), then the usage records that
+            // follow it, then the snapshot: it can then let every covered segment go.
             if let Some(j) = engine.journal() {
                 j.close();
             }
             if let Some(u) = engine.usage_log() {
                 u.close();
+            }
+            if let Some((path, dir, _)) = &persistence {
+                snapshot_now(&engine, path, dir);
             }
         })
         .await;

@@ -209,6 +209,8 @@ pub struct Daemon {
     pub proc: Watched,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
+    /// The state directory (`state` in the temporary directory unless the test chose one).
+    state: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -234,12 +236,34 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        let state = dir.path().join("state");
+        Self::start_at(dir, &state, diameter_toml, args, env)
+    }
+
+    /// [`Daemon::start_in`] with the state directory at `state` (anywhere, e.g. on a file
+    /// system the test mounted); the configuration file stays in `dir`.
+    pub fn start_in_state(
+        dir: tempfile::TempDir,
+        state: &std::path::Path,
+        diameter_toml: &str,
+        args: &[&str],
+    ) -> Daemon {
+        Self::start_at(dir, state, diameter_toml, args, &[])
+    }
+
+    fn start_at(
+        dir: tempfile::TempDir,
+        state: &std::path::Path,
+        diameter_toml: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let cfg = dir.path().join("ocfd.toml");
         std::fs::write(
             &cfg,
             format!(
                 "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\n{diameter_toml}\n",
-                dir.path().join("state").display()
+                state.display()
             ),
         )
         .unwrap();
@@ -252,6 +276,7 @@ impl Daemon {
             proc,
             addr: logged_addr(&line),
             _dir: dir,
+            state: state.to_path_buf(),
         }
     }
 
@@ -270,7 +295,7 @@ impl Daemon {
 
     /// The state directory.
     pub fn state_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("state")
+        self.state.clone()
     }
 
     /// The admin listener's address (from its log line).
