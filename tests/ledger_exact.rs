@@ -751,3 +751,43 @@ fn prepaid_money_buys_exactly_its_octets_whatever_the_slice() {
         assert_eq!(alice_money(&api), ("5".into(), "0".into()), "slice {slice}");
     }
 }
+
+/// What a session keeps is bounded: a Session-Id past 4096 octets is refused 5004 (Failed-AVP:
+/// the Session-Id), more than 256 MSCCs in one request 5009 (Failed-AVP: the 257th), and
+/// neither charges anything.
+#[test]
+fn oversized_session_ids_and_mscc_lists_are_refused_and_charge_nothing() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let long = "s".repeat(5000);
+    let (m, r) = gw.send(
+        &CcrSpec::new(&long, INITIAL, 0)
+            .msisdn(&device(8600))
+            .mscc(MsccSpec::rsu(1)),
+    );
+    assert_eq!(r.result_code, 5004);
+    assert!(
+        failed_carries(&m, c::SESSION_ID).is_some(),
+        "Failed-AVP carries the Session-Id"
+    );
+    let mut many = CcrSpec::new("many;1", INITIAL, 0).msisdn(&device(8601));
+    for rg in 0..257 {
+        many = many.mscc(MsccSpec::ask(rg, 1000));
+    }
+    let (m, r) = gw.send(&many);
+    assert_eq!(r.result_code, 5009);
+    assert!(
+        failed_carries(&m, c::MULTIPLE_SERVICES_CREDIT_CONTROL).is_some(),
+        "Failed-AVP carries an MSCC"
+    );
+    assert_eq!(octets(&api, &iot(8600)), (0, 0));
+    assert_eq!(octets(&api, &iot(8601)), (0, 0));
+    // 256 are fine.
+    let mut most = CcrSpec::new("many;2", INITIAL, 0).msisdn(&device(8601));
+    for rg in 0..256 {
+        most = most.mscc(MsccSpec::ask(rg, 1000));
+    }
+    assert_eq!(gw.ask(&most).result_code, 2001);
+    assert_eq!(octets(&api, &iot(8601)), (0, 256 * 1000));
+}

@@ -95,6 +95,9 @@ pub struct Engine {
     pub reports_refused: AtomicU64,
 }
 
+/// The most services (Rating-Group and Service-Identifier) one session may use.
+const MAX_SERVICES: usize = 1024;
+
 /// Distinct Origin-Hosts kept shared; past this, each session keeps its own copy.
 const MAX_HOSTS: usize = 4096;
 
@@ -561,6 +564,14 @@ impl Engine {
             if last_number == cr.request_number && last_type == cr.request_type as u8 {
                 // A retransmission (T flag or not): the same answer, charged once.
                 rec.replayed = true;
+                if last_answer.is_empty() {
+                    // Too large to journal, so not kept across a restart.
+                    let e = DiameterError::new(
+                        ResultCode::UnableToComply,
+                        "the answer to this request was not kept across a restart",
+                    );
+                    return identity.write_error_answer(out, req, &e);
+                }
                 return replay(out, last_answer, req);
             }
             if ended && cr.request_type != RequestType::Initial {
@@ -770,6 +781,22 @@ impl Engine {
         let policies = self.policies.load();
         let policy = policy_of(&policies, s.account.tree);
         self.check_reports(cr, req, s, policy)?;
+        // A session keeps (and journals) what each service used: their number is bounded.
+        let new_services = cr
+            .mscc
+            .iter()
+            .filter(|m| {
+                !s.services.iter().any(|u| {
+                    (u.rating_group, u.service_identifier) == (m.rating_group, m.service_identifier)
+                })
+            })
+            .count();
+        if s.services.len() + new_services > MAX_SERVICES {
+            return Err(DiameterError::new(
+                ResultCode::UnableToComply,
+                "a session may use at most 1024 services (Rating-Group and Service-Identifier)",
+            ));
+        }
         let terminating = cr.request_type == RequestType::Termination;
         // Every report is settled before anything is granted, so that no settlement can
         // return what this request has just granted.

@@ -42,6 +42,9 @@ fn at(a: Account) -> AccountRef {
     }
 }
 
+/// The most octets of data a session record may carry (the journal's bound, less its header).
+const MAX_DATA: usize = crate::journal::record::MAX_BODY_V2 - crate::journal::record::BODY_HEADER;
+
 /// Applies ledger operations and notes their journal records.
 pub struct Recorder<'a> {
     ledger: &'a Ledger,
@@ -146,6 +149,19 @@ impl<'a> Recorder<'a> {
     pub fn session(&mut self, session_id: &str, s: &super::session::Session, ended: bool) {
         let mut data = Vec::with_capacity(96 + session_id.len() + s.last_answer.len());
         super::session::encode_state(&mut data, session_id, s, ended);
+        if data.len() > MAX_DATA {
+            // Past what a record holds (a huge answer): the state without the answer, so the
+            // session and its reservations still outlive a restart.
+            tracing::warn!(
+                session_id,
+                octets = data.len(),
+                "session state too large to journal with its answer; a retransmission of this request after a restart gets 5012"
+            );
+            let mut lean = s.clone();
+            lean.last_answer = Vec::new();
+            data.clear();
+            super::session::encode_state(&mut data, session_id, &lean, ended);
+        }
         self.ops.push(Op::Session(data));
     }
 

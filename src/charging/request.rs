@@ -126,6 +126,14 @@ impl Mscc {
     }
 }
 
+/// The longest Session-Id taken, in octets: RFC 6733 sets no bound, a session's state is kept
+/// and journaled with it, and real ones are a few dozen octets.
+pub const MAX_SESSION_ID: usize = 4096;
+
+/// The most Multiple-Services-Credit-Control AVPs in one request: each is a service answered
+/// and kept with the session.
+pub const MAX_MSCC: usize = 256;
+
 /// What charging needs from a CCR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreditRequest<'a> {
@@ -182,10 +190,17 @@ impl<'a> CreditRequest<'a> {
     }
 
     pub fn read(msg: &'a Message) -> Result<CreditRequest<'a>, DiameterError> {
-        let session_id = msg
+        let sid = msg
             .find(c::SESSION_ID)
-            .ok_or_else(|| missing(c::SESSION_ID))?
-            .utf8()?;
+            .ok_or_else(|| missing(c::SESSION_ID))?;
+        let session_id = sid.utf8()?;
+        if session_id.len() > MAX_SESSION_ID {
+            return Err(DiameterError::new(
+                ResultCode::InvalidAvpValue,
+                "Session-Id longer than 4096 octets",
+            )
+            .with_avp(sid.to_bytes()));
+        }
         let origin_host = msg
             .find(c::ORIGIN_HOST)
             .ok_or_else(|| missing(c::ORIGIN_HOST))?
@@ -255,6 +270,13 @@ impl<'a> CreditRequest<'a> {
         };
         let mut mscc = Vec::new();
         for m in msg.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL) {
+            if mscc.len() == MAX_MSCC {
+                return Err(DiameterError::new(
+                    ResultCode::AvpOccursTooManyTimes,
+                    "more than 256 Multiple-Services-Credit-Control AVPs",
+                )
+                .with_avp(m.to_bytes()));
+            }
             mscc.push(Mscc::read(&m).map_err(|e| m.wrap_error(e))?);
         }
         let multiple_services = !mscc.is_empty();
