@@ -701,6 +701,17 @@ impl Engine {
         }
     }
 
+    /// The price per octet that rates this account's data: the policy's tariff, if a money
+    /// limit on the account's path counts what it rates. Without one, octets count as octets
+    /// (rated money nobody counts would be usage counted nowhere).
+    fn tariff_for(&self, policy: &Policy, account: AccountRef) -> Option<(u128, u128)> {
+        policy
+            .tariff
+            .as_ref()
+            .and_then(|t| t.per_octet())
+            .filter(|_| self.ledger.limited(account, Unit::Money))
+    }
+
     /// The Origin-Host as a shared string: sessions of one gateway share one copy.
     fn intern_host(&self, host: &str) -> Arc<str> {
         if let Some(h) = self
@@ -861,7 +872,7 @@ impl Engine {
             used[1] = used[1].saturating_add(u64::from(u.units.time.unwrap_or(0)));
             used[2] = used[2].saturating_add(u.units.events.unwrap_or(0));
         }
-        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        let tariff = self.tariff_for(policy, s.account);
         let account = s.account;
         for (k, kind) in [Unit::Octets, Unit::Seconds, Unit::Events]
             .into_iter()
@@ -926,7 +937,7 @@ impl Engine {
             .filter(|&n| n > 0)
             .unwrap_or(u64::MAX)
             .min(slice(policy, unit));
-        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        let tariff = self.tariff_for(policy, s.account);
         let price = match (tariff, unit) {
             (Some(p), Unit::Octets) => Some(p),
             _ => None,
@@ -1006,7 +1017,7 @@ impl Engine {
         let Reply { identity, req, out } = reply;
         let policies = self.policies.load();
         let policy = policy_of(&policies, s.account.tree);
-        let tariff = policy.tariff.as_ref().and_then(|t| t.per_octet());
+        let tariff = self.tariff_for(policy, s.account);
         let action = cr
             .requested_action
             .unwrap_or(RequestedAction::DirectDebiting);
