@@ -1387,6 +1387,18 @@ fn json_escape(out: &mut String, v: &str) {
 
 /// Sends the cached answer again with the retransmission's identifiers.
 fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
+    if let Some(tail) = super::session::compact_tail(answer) {
+        // Kept compact (restored from the journal): the header and the Session-Id come from
+        // the retransmission, which carries the same Session-Id.
+        let mut h = req.header.answer();
+        h.flags.0 = answer[1];
+        let sid = req.session_id().map(|a| a.to_bytes()).unwrap_or_default();
+        let length = (crate::diameter::header::HEADER_LEN + sid.len() + tail.len()) as u32;
+        h.write(out, length);
+        out.extend_from_slice(&sid);
+        out.extend_from_slice(tail);
+        return;
+    }
     let start = out.len();
     out.extend_from_slice(answer);
     if out.len() >= start + 20 {

@@ -208,55 +208,98 @@ impl Sessions {
     }
 }
 
-/// A session's state as the journal (record kind 6) and snapshots keep it, little-endian:
+/// A session's state as the journal (record kind 6) and snapshots keep it (`var` is an
+/// unsigned LEB128 varint, `zig` a zigzag-encoded signed one):
 ///
 /// ```text
-/// state    = session_id:str origin_host:str subscriber:str tree:u32 node:u32
-///            started:i64 deadline:i64 last_number:u32 last_type:u8 ended:u8
-///            held_count:u16 held* service_count:u16 service* answer:bytes
-/// str      = length:u32 UTF-8 octets          bytes = length:u32 octets
-/// held     = id:u64 ids reserved_unit:u8 reserved:u64 granted:u64 expires:i64
-/// service  = ids units:u64*4 (octets, seconds, events, money)
+/// state    = session_id:bytes origin_host:bytes subscriber:bytes tree:var node:var
+///            started:zig deadline:zig last_number:var last_type:u8 ended:u8
+///            held_count:var held* service_count:var service* answer:bytes
+/// bytes    = length:var octets (strings in UTF-8)
+/// held     = id:var ids reserved_unit:u8 reserved:var granted:var expires:zig
+/// service  = ids octets:var seconds:var events:var money:var
 /// ids      = flags:u8 (1: Rating-Group present, 2: Service-Identifier present)
-///            rating_group:u32 service_identifier:u32
+///            [rating_group:var] [service_identifier:var]
 /// ```
+///
+/// The answer is kept compact: `0x00`, the answer's command flags, then its AVPs after the
+/// Session-Id (the header and the Session-Id come from the retransmission it answers); an
+/// answer that does not start with its Session-Id is kept whole (it starts with version 1).
+/// A session that has ended keeps only what answering a retransmission needs: no subscriber,
+/// reservations or services.
 pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: bool) {
+    use crate::journal::le::{put_varint as var, put_varint_i64 as zig};
     fn put(out: &mut Vec<u8>, b: &[u8]) {
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        var(out, b.len() as u64);
         out.extend_from_slice(b);
     }
     fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>) {
         out.push(u8::from(rg.is_some()) | (u8::from(si.is_some()) << 1));
-        out.extend_from_slice(&rg.unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&si.unwrap_or(0).to_le_bytes());
+        for v in [rg, si].into_iter().flatten() {
+            var(out, u64::from(v));
+        }
     }
     put(out, session_id.as_bytes());
     put(out, s.origin_host.as_bytes());
-    put(out, s.subscriber.as_bytes());
-    out.extend_from_slice(&s.account.tree.to_le_bytes());
-    out.extend_from_slice(&s.account.node.to_le_bytes());
-    out.extend_from_slice(&s.started.to_le_bytes());
-    out.extend_from_slice(&s.deadline.to_le_bytes());
-    out.extend_from_slice(&s.last_number.to_le_bytes());
+    put(out, if ended { b"" } else { s.subscriber.as_bytes() });
+    var(out, u64::from(s.account.tree));
+    var(out, u64::from(s.account.node));
+    zig(out, s.started);
+    zig(out, s.deadline);
+    var(out, u64::from(s.last_number));
     out.push(s.last_type);
     out.push(u8::from(ended));
-    out.extend_from_slice(&(s.held.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    for h in s.held.iter().take(u16::MAX as usize) {
-        out.extend_from_slice(&h.id.to_le_bytes());
+    let (held, services) = if ended {
+        (&[][..], &[][..])
+    } else {
+        (&s.held[..], &s.services[..])
+    };
+    var(out, held.len() as u64);
+    for h in held {
+        var(out, h.id);
         ids(out, h.rating_group, h.service_identifier);
         out.push(crate::ledger::unit_index(h.unit) as u8);
-        out.extend_from_slice(&h.reserved.to_le_bytes());
-        out.extend_from_slice(&h.granted.to_le_bytes());
-        out.extend_from_slice(&h.expires.to_le_bytes());
+        var(out, h.reserved);
+        var(out, h.granted);
+        zig(out, h.expires);
     }
-    out.extend_from_slice(&(s.services.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    for u in s.services.iter().take(u16::MAX as usize) {
+    var(out, services.len() as u64);
+    for u in services {
         ids(out, u.rating_group, u.service_identifier);
         for v in u.units {
-            out.extend_from_slice(&v.to_le_bytes());
+            var(out, v);
         }
     }
-    put(out, &s.last_answer);
+    put_answer(out, &s.last_answer);
+}
+
+/// Writes an answer as `bytes`, compact where it can be (see [`encode_state`]).
+fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
+    const HEADER: usize = crate::diameter::header::HEADER_LEN;
+    let session_id_len = answer
+        .get(HEADER..HEADER + 8)
+        .filter(|a| a[..4] == 263u32.to_be_bytes() && a[4] & 0x80 == 0)
+        .map(|a| (u32::from_be_bytes([0, a[5], a[6], a[7]]) as usize).div_ceil(4) * 4);
+    match session_id_len.and_then(|n| answer.get(HEADER + n..)) {
+        Some(tail) if answer.first() == Some(&1) && answer.len() >= HEADER => {
+            crate::journal::le::put_varint(out, (2 + tail.len()) as u64);
+            out.push(0);
+            out.push(answer[4]);
+            out.extend_from_slice(tail);
+        }
+        _ => {
+            crate::journal::le::put_varint(out, answer.len() as u64);
+            out.extend_from_slice(answer);
+        }
+    }
+}
+
+/// The AVPs after the Session-Id of an answer kept compact; `None` for a whole answer.
+pub fn compact_tail(answer: &[u8]) -> Option<&[u8]> {
+    match answer {
+        [0, _flags, tail @ ..] => Some(tail),
+        _ => None,
+    }
 }
 
 /// A session read back from [`encode_state`].
@@ -272,22 +315,31 @@ pub struct Restored {
 pub fn decode_state(data: &[u8]) -> Option<Restored> {
     use crate::journal::le::LeReader;
     fn bytes<'a>(r: &mut LeReader<'a>) -> Option<&'a [u8]> {
-        let n = r.u32()? as usize;
+        let n = usize::try_from(r.varint()?).ok()?;
         r.bytes(n)
     }
     fn text(r: &mut LeReader<'_>) -> Option<String> {
         String::from_utf8(bytes(r)?.to_vec()).ok()
     }
+    fn u32_of(r: &mut LeReader<'_>) -> Option<u32> {
+        u32::try_from(r.varint()?).ok()
+    }
     fn ids(r: &mut LeReader<'_>) -> Option<(Option<u32>, Option<u32>)> {
         let flags = r.u8()?;
-        let (rg, si) = (r.u32()?, r.u32()?);
         if flags > 3 {
             return None;
         }
-        Some((
-            (flags & 1 != 0).then_some(rg),
-            (flags & 2 != 0).then_some(si),
-        ))
+        let rg = if flags & 1 != 0 {
+            Some(u32_of(r)?)
+        } else {
+            None
+        };
+        let si = if flags & 2 != 0 {
+            Some(u32_of(r)?)
+        } else {
+            None
+        };
+        Some((rg, si))
     }
     fn unit(code: u8) -> Option<Unit> {
         Some(match code {
@@ -303,37 +355,40 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     let origin_host: Arc<str> = Arc::from(text(&mut r)?);
     let subscriber = text(&mut r)?.into_boxed_str();
     let account = AccountRef {
-        tree: r.u32()?,
-        node: r.u32()?,
+        tree: u32_of(&mut r)?,
+        node: u32_of(&mut r)?,
     };
-    let (started, deadline) = (r.i64()?, r.i64()?);
-    let (last_number, last_type) = (r.u32()?, r.u8()?);
+    let (started, deadline) = (r.varint_i64()?, r.varint_i64()?);
+    let (last_number, last_type) = (u32_of(&mut r)?, r.u8()?);
     let ended = match r.u8()? {
         0 => false,
         1 => true,
         _ => return None,
     };
-    let mut held = Vec::new();
-    for _ in 0..r.u16()? {
-        let id = r.u64()?;
+    // Each entry takes at least a few octets: counts past what is left are damage.
+    let held_count = usize::try_from(r.varint()?).ok()?.min(data.len());
+    let mut held = Vec::with_capacity(held_count.min(64));
+    for _ in 0..held_count {
+        let id = r.varint()?;
         let (rating_group, service_identifier) = ids(&mut r)?;
         held.push(Held {
             id,
             rating_group,
             service_identifier,
             unit: unit(r.u8()?)?,
-            reserved: r.u64()?,
-            granted: r.u64()?,
-            expires: r.i64()?,
+            reserved: r.varint()?,
+            granted: r.varint()?,
+            expires: r.varint_i64()?,
         });
     }
-    let mut services = Vec::new();
-    for _ in 0..r.u16()? {
+    let service_count = usize::try_from(r.varint()?).ok()?.min(data.len());
+    let mut services = Vec::with_capacity(service_count.min(64));
+    for _ in 0..service_count {
         let (rating_group, service_identifier) = ids(&mut r)?;
         services.push(ServiceUsage {
             rating_group,
             service_identifier,
-            units: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
+            units: [r.varint()?, r.varint()?, r.varint()?, r.varint()?],
         });
     }
     let last_answer = bytes(&mut r)?.to_vec();
@@ -375,10 +430,10 @@ pub fn encode_ended(out: &mut Vec<u8>, session_id: &str, e: &Ended) {
         services: Vec::new(),
     };
     encode_state(out, session_id, &s, true);
-    // The answer is last: written from the lingering session without copying it first.
-    out.truncate(out.len() - 4);
-    out.extend_from_slice(&(e.last_answer.len() as u32).to_le_bytes());
-    out.extend_from_slice(&e.last_answer);
+    // The answer is last (an empty one is the one octet of its length): written from the
+    // lingering session without copying it first.
+    out.truncate(out.len() - 1);
+    put_answer(out, &e.last_answer);
 }
 
 impl ShardMaps {
@@ -389,5 +444,105 @@ impl ShardMaps {
         } else {
             self.open.insert(r.session_id.into(), Box::new(r.session));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(answer: Vec<u8>) -> Session {
+        Session {
+            account: AccountRef {
+                tree: 3,
+                node: 70_000,
+            },
+            origin_host: Arc::from("pgw.example"),
+            last_number: 7,
+            last_type: 2,
+            last_answer: answer,
+            held: vec![Held {
+                id: 1 << 40,
+                rating_group: Some(10),
+                service_identifier: None,
+                unit: Unit::Money,
+                reserved: 123_456_789,
+                granted: 10 << 20,
+                expires: 1_795_000_600,
+            }],
+            deadline: 1_795_000_630,
+            terminated: false,
+            started: -5,
+            subscriber: Box::from("e164:15551008000"),
+            services: vec![ServiceUsage {
+                rating_group: None,
+                service_identifier: Some(u32::MAX),
+                units: [u64::MAX, 0, 1, 2],
+            }],
+        }
+    }
+
+    /// A CCA-shaped answer: header, Session-Id "s;1", then one more AVP.
+    fn answer() -> Vec<u8> {
+        let mut a = vec![
+            1, 0, 0, 40, 0x40, 0, 1, 16, 0, 0, 0, 4, 0, 0, 0, 9, 0, 0, 0, 9,
+        ];
+        a.extend_from_slice(&[0, 0, 1, 7, 0x40, 0, 0, 11, b's', b';', b'1', 0]);
+        a.extend_from_slice(&[0, 0, 1, 12, 0x40, 0, 0, 12, 0, 0, 7, 209]);
+        a
+    }
+
+    #[test]
+    fn session_state_round_trips_with_its_answer_kept_compact() {
+        let s = session(answer());
+        let mut data = Vec::new();
+        encode_state(&mut data, "s;1", &s, false);
+        let r = decode_state(&data).expect("reads back");
+        assert_eq!((r.session_id.as_str(), r.ended), ("s;1", false));
+        let back = r.session;
+        assert_eq!(
+            (
+                back.account,
+                &*back.origin_host,
+                back.last_number,
+                back.last_type
+            ),
+            (s.account, "pgw.example", 7, 2)
+        );
+        assert_eq!((&back.held, &back.services), (&s.held, &s.services));
+        assert_eq!((back.started, back.deadline), (s.started, s.deadline));
+        // Compact: the flags and the AVPs after the Session-Id.
+        assert_eq!(compact_tail(&back.last_answer), Some(&answer()[32..]));
+        assert_eq!(back.last_answer[1], 0x40);
+        // Kept compact again in a snapshot: the same octets.
+        let mut again = Vec::new();
+        encode_state(&mut again, "s;1", &back, false);
+        assert_eq!(again, data);
+        // Every cut is refused, never a panic.
+        for cut in 0..data.len() {
+            assert!(decode_state(&data[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_ended_session_keeps_only_what_a_retransmission_needs() {
+        let mut data = Vec::new();
+        encode_state(&mut data, "s;1", &session(answer()), true);
+        let r = decode_state(&data).expect("reads back");
+        assert!(r.ended);
+        assert!(r.session.held.is_empty() && r.session.services.is_empty());
+        assert_eq!(&*r.session.subscriber, "");
+        let e = Ended {
+            origin_host: Arc::from("pgw.example"),
+            last_number: 7,
+            last_type: 2,
+            last_answer: answer().into_boxed_slice(),
+            deadline: 1_795_000_630,
+        };
+        let mut lingering = Vec::new();
+        encode_ended(&mut lingering, "s;1", &e);
+        let r = decode_state(&lingering).expect("reads back");
+        assert_eq!(compact_tail(&r.session.last_answer), Some(&answer()[32..]));
+        assert_eq!(r.session.deadline, 1_795_000_630);
     }
 }

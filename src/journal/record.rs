@@ -320,6 +320,22 @@ pub enum Next {
     Corrupt(&'static str),
 }
 
+/// The length, sequence and kind of the whole record at the front of `buf`, without checking
+/// or decoding it (`None`: not a whole record of `version`).
+pub fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
+    let head = buf.first_chunk::<FRAME_HEADER>()?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if !(BODY_HEADER + 1..=max_body(version)).contains(&len) {
+        return None;
+    }
+    let body = buf.get(FRAME_HEADER..FRAME_HEADER + len)?;
+    let sequence = u64::from_le_bytes(body[..8].try_into().ok()?);
+    Some((FRAME_HEADER + len, sequence, body[16]))
+}
+
+/// The kind number of usage records.
+pub const KIND_USAGE: u8 = 7;
+
 /// Reads the record at the front of `buf`, in a segment of `version`.
 pub fn next(buf: &[u8], version: u32) -> Next {
     let Some(head) = buf.first_chunk::<FRAME_HEADER>() else {

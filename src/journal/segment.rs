@@ -576,6 +576,8 @@ pub struct Follower {
     current: Option<(u64, File, u32, u64)>,
     /// The next sequence to hand out.
     next: u64,
+    /// Read buffer, kept between reads.
+    buf: Vec<u8>,
 }
 
 /// Octets read from a segment at a time (more than the largest record).
@@ -588,6 +590,7 @@ impl Follower {
             dir: dir.into(),
             current: None,
             next: after + 1,
+            buf: Vec::new(),
         }
     }
 
@@ -596,9 +599,18 @@ impl Follower {
         self.next
     }
 
-    /// Passes every record from the next sequence up to `upto` (inclusive) to `f`, in order.
-    /// Stops early where the journal has no more yet.
-    pub fn read_up_to(&mut self, upto: u64, mut f: impl FnMut(&Record)) -> Result<(), ReadError> {
+    /// Passes every record of kind `kind` from the next sequence up to `upto` (inclusive) to
+    /// `f`, in order, and skips the others without decoding them. Stops early where the journal
+    /// has no more yet.
+    pub fn read_up_to(
+        &mut self,
+        upto: u64,
+        kind: u8,
+        mut f: impl FnMut(&Record),
+    ) -> Result<(), ReadError> {
+        if self.buf.len() < FOLLOW_CHUNK {
+            self.buf.resize(FOLLOW_CHUNK, 0);
+        }
         while self.next <= upto {
             if self.current.is_none() && !self.open_segment()? {
                 return Ok(());
@@ -611,34 +623,43 @@ impl Follower {
                 file: path.clone(),
                 source,
             };
-            let mut buf = vec![0u8; FOLLOW_CHUNK];
-            let n =
-                std::os::unix::fs::FileExt::read_at(&*file, &mut buf, *offset).map_err(io_err)?;
-            buf.truncate(n);
+            let n = std::os::unix::fs::FileExt::read_at(&*file, &mut self.buf, *offset)
+                .map_err(io_err)?;
+            let data = &self.buf[..n];
             let mut pos = 0;
             let mut progressed = false;
             while self.next <= upto {
-                match record::next(&buf[pos..], *version) {
-                    Next::Record(r, len) => {
-                        if r.sequence > upto {
-                            break;
-                        }
-                        if r.sequence >= self.next {
-                            f(&r);
-                            self.next = r.sequence + 1;
-                        }
-                        pos += len;
-                        progressed = true;
-                    }
-                    Next::Incomplete => break,
-                    Next::Corrupt(why) => {
+                // Records of other kinds are only stepped over: what the writer wrote up to
+                // `upto` is whole, and only the records handed out are checked and decoded.
+                let Some((len, sequence, k)) = record::peek(&data[pos..], *version) else {
+                    if let Next::Corrupt(why) = record::next(&data[pos..], *version) {
                         return Err(ReadError::Corrupt {
                             file: self.dir.clone(),
                             offset: *offset + pos as u64,
                             reason: why.into(),
                         });
                     }
+                    break;
+                };
+                if sequence > upto {
+                    break;
                 }
+                if sequence >= self.next && k == kind {
+                    match record::next(&data[pos..], *version) {
+                        Next::Record(r, _) => f(&r),
+                        Next::Incomplete => break,
+                        Next::Corrupt(why) => {
+                            return Err(ReadError::Corrupt {
+                                file: self.dir.clone(),
+                                offset: *offset + pos as u64,
+                                reason: why.into(),
+                            });
+                        }
+                    }
+                }
+                self.next = self.next.max(sequence + 1);
+                pos += len;
+                progressed = true;
             }
             *offset += pos as u64;
             if self.next > upto {

@@ -373,7 +373,7 @@ fn follow_run(
         let stopping = st.stop.load(Ordering::Acquire);
         let upto = written();
         if pending.is_empty() && read_to < upto {
-            let result = follower.read_up_to(upto, |r| {
+            let result = follower.read_up_to(upto, super::record::KIND_USAGE, |r| {
                 if let Op::Usage(line) = &r.op {
                     let _ = write!(pending, "{{\"seq\":{},", r.sequence);
                     pending.extend_from_slice(line.strip_prefix(b"{").unwrap_or(line));
