@@ -572,7 +572,7 @@ impl Engine {
                     );
                     return identity.write_error_answer(out, req, &e);
                 }
-                return replay(out, last_answer, req);
+                return replay(out, last_answer, req, identity);
             }
             if ended && cr.request_type != RequestType::Initial {
                 let e = DiameterError::new(
@@ -1386,17 +1386,10 @@ fn json_escape(out: &mut String, v: &str) {
 }
 
 /// Sends the cached answer again with the retransmission's identifiers.
-fn replay(out: &mut BytesMut, answer: &[u8], req: &Message) {
-    if let Some(tail) = super::session::compact_tail(answer) {
-        // Kept compact (restored from the journal): the header and the Session-Id come from
-        // the retransmission, which carries the same Session-Id.
-        let mut h = req.header.answer();
-        h.flags.0 = answer[1];
-        let sid = req.session_id().map(|a| a.to_bytes()).unwrap_or_default();
-        let length = (crate::diameter::header::HEADER_LEN + sid.len() + tail.len()) as u32;
-        h.write(out, length);
-        out.extend_from_slice(&sid);
-        out.extend_from_slice(tail);
+fn replay(out: &mut BytesMut, answer: &[u8], req: &Message, identity: &LocalIdentity) {
+    // Kept compact (restored from the journal): rebuilt for this retransmission, which
+    // carries the same Session-Id, CC-Request-Type and -Number.
+    if super::session::write_compact(out, answer, req, identity) {
         return;
     }
     let start = out.len();

@@ -222,9 +222,9 @@ impl Sessions {
 ///            [rating_group:var] [service_identifier:var]
 /// ```
 ///
-/// The answer is kept compact: `0x00`, the answer's command flags, then its AVPs after the
-/// Session-Id (the header and the Session-Id come from the retransmission it answers); an
-/// answer that does not start with its Session-Id is kept whole (it starts with version 1).
+/// The answer is kept compact (see `put_answer`): its flags, its Result-Code and its AVPs after
+/// the ones every answer starts with, which a retransmission and our identity give back; an
+/// answer of another shape is kept whole (it starts with version 1).
 /// A session that has ended keeps only what answering a retransmission needs: no subscriber,
 /// reservations or services.
 pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: bool) {
@@ -273,33 +273,107 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
     put_answer(out, &s.last_answer);
 }
 
-/// Writes an answer as `bytes`, compact where it can be (see [`encode_state`]).
+/// The AVPs every credit-control answer starts with, in the order they are written, and what
+/// a compact answer keeps of them: nothing but which were there (and the Result-Code's value),
+/// as they come back from the retransmission (Session-Id, CC-Request-Type and -Number), from
+/// our identity (Origin-Host, Origin-Realm) or are constant (Auth-Application-Id 4).
+const LEADING: [u32; 7] = [263, 268, 264, 296, 258, 416, 415];
+
+/// Writes an answer as `bytes`, compact where it can be (see [`encode_state`]):
+/// `0x00 flags:u8 present:u8 [result_code:u32be] tail`, `present` having bit i set for each
+/// AVP of [`LEADING`] the answer starts with.
 fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
     const HEADER: usize = crate::diameter::header::HEADER_LEN;
-    let session_id_len = answer
-        .get(HEADER..HEADER + 8)
-        .filter(|a| a[..4] == 263u32.to_be_bytes() && a[4] & 0x80 == 0)
-        .map(|a| (u32::from_be_bytes([0, a[5], a[6], a[7]]) as usize).div_ceil(4) * 4);
-    match session_id_len.and_then(|n| answer.get(HEADER + n..)) {
-        Some(tail) if answer.first() == Some(&1) && answer.len() >= HEADER => {
-            crate::journal::le::put_varint(out, (2 + tail.len()) as u64);
-            out.push(0);
-            out.push(answer[4]);
-            out.extend_from_slice(tail);
-        }
-        _ => {
-            crate::journal::le::put_varint(out, answer.len() as u64);
-            out.extend_from_slice(answer);
-        }
+    let whole = |out: &mut Vec<u8>| {
+        crate::journal::le::put_varint(out, answer.len() as u64);
+        out.extend_from_slice(answer);
+    };
+    if answer.first() != Some(&1) || answer.len() < HEADER {
+        return whole(out);
     }
+    let mut at = HEADER;
+    let mut present = 0u8;
+    let mut result_code = None;
+    for (i, code) in LEADING.iter().enumerate() {
+        let Some(h) = answer.get(at..at + 8) else {
+            break;
+        };
+        let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+        if u32::from_be_bytes([h[0], h[1], h[2], h[3]]) != *code || h[4] & 0x80 != 0 || len < 8 {
+            continue;
+        }
+        if *code == 268 {
+            match answer.get(at + 8..at + 12) {
+                Some(v) if len == 12 => result_code = Some([v[0], v[1], v[2], v[3]]),
+                _ => return whole(out),
+            }
+        }
+        present |= 1 << i;
+        at += len.div_ceil(4) * 4;
+    }
+    let Some(tail) = answer.get(at..) else {
+        return whole(out);
+    };
+    let n = 3 + result_code.map_or(0, |_| 4) + tail.len();
+    crate::journal::le::put_varint(out, n as u64);
+    out.extend_from_slice(&[0, answer[4], present]);
+    if let Some(rc) = result_code {
+        out.extend_from_slice(&rc);
+    }
+    out.extend_from_slice(tail);
 }
 
-/// The AVPs after the Session-Id of an answer kept compact; `None` for a whole answer.
-pub fn compact_tail(answer: &[u8]) -> Option<&[u8]> {
-    match answer {
-        [0, _flags, tail @ ..] => Some(tail),
-        _ => None,
+/// Writes the answer to `req` from an answer kept compact (see [`put_answer`]); false if
+/// `answer` is not compact (it is whole: send it as it is).
+pub fn write_compact(
+    out: &mut bytes::BytesMut,
+    answer: &[u8],
+    req: &crate::diameter::Message,
+    identity: &crate::diameter::base::LocalIdentity,
+) -> bool {
+    use crate::diameter::codes::avp as c;
+    let [0, flags, present, rest @ ..] = answer else {
+        return false;
+    };
+    let (result_code, tail) = if present & 2 != 0 {
+        match rest {
+            [a, b, c, d, tail @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), tail),
+            _ => return false,
+        }
+    } else {
+        (0, rest)
+    };
+    let mut h = req.header.answer();
+    h.flags.0 = *flags;
+    let mut w = crate::diameter::MessageWriter::new(out, &h);
+    for (i, code) in LEADING.iter().enumerate() {
+        if present & (1 << i) == 0 {
+            continue;
+        }
+        let echoed = match *code {
+            263 => Some(c::SESSION_ID),
+            416 => Some(c::CC_REQUEST_TYPE),
+            415 => Some(c::CC_REQUEST_NUMBER),
+            _ => None,
+        };
+        match (echoed, *code) {
+            (Some(k), _) => {
+                if let Some(a) = req.find(k) {
+                    w.avp(&a);
+                }
+            }
+            (None, 268) => w.u32(c::RESULT_CODE, result_code),
+            (None, 264) => w.identity(c::ORIGIN_HOST, &identity.origin_host),
+            (None, 296) => w.identity(c::ORIGIN_REALM, &identity.origin_realm),
+            (None, _) => w.u32(
+                c::AUTH_APPLICATION_ID,
+                crate::diameter::codes::application::CREDIT_CONTROL,
+            ),
+        }
     }
+    w.raw(tail);
+    w.finish();
+    true
 }
 
 /// A session read back from [`encode_state`].
@@ -450,6 +524,67 @@ impl ShardMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::charging::answer::{EventAnswer, MsccAnswer, write_cca};
+    use crate::diameter::base::LocalIdentity;
+    use crate::diameter::codes::{ResultCode, application, avp as c, command};
+    use crate::diameter::error::DiameterError;
+    use crate::diameter::{Header, Message, MessageWriter};
+    use bytes::BytesMut;
+
+    fn identity() -> LocalIdentity {
+        LocalIdentity {
+            origin_host: "ocfd.localdomain".into(),
+            origin_realm: "localdomain".into(),
+            host_ip_addresses: vec![],
+            vendor_id: 0,
+            product_name: "ocfd".into(),
+            firmware_revision: 1,
+            origin_state_id: 1,
+            auth_application_ids: vec![4],
+            supported_vendor_ids: vec![],
+        }
+    }
+
+    /// A CCR-U of session "s;1" with the given Hop-by-Hop id.
+    fn request(hop: u32) -> Message {
+        let mut b = BytesMut::new();
+        let h = Header::request(
+            command::CREDIT_CONTROL,
+            application::CREDIT_CONTROL,
+            hop,
+            hop,
+        );
+        let mut w = MessageWriter::new(&mut b, &h);
+        w.utf8(c::SESSION_ID, "s;1");
+        w.identity(c::ORIGIN_HOST, "pgw.example");
+        w.u32(c::CC_REQUEST_TYPE, 2);
+        w.u32(c::CC_REQUEST_NUMBER, 7);
+        w.finish();
+        Message::decode(b.freeze()).unwrap()
+    }
+
+    /// A CCA with one granted MSCC, and an error answer, to `request(hop)`.
+    fn answers(hop: u32) -> [Vec<u8>; 2] {
+        let req = request(hop);
+        let mut a = MsccAnswer::new(Some(10), None, ResultCode::Success);
+        a.granted = Some((Unit::Octets, 10 << 20));
+        a.validity_time = Some(600);
+        let mut cca = BytesMut::new();
+        write_cca(
+            &identity(),
+            &mut cca,
+            &req,
+            ResultCode::Success,
+            &[a],
+            true,
+            &EventAnswer::default(),
+        );
+        let mut err = BytesMut::new();
+        let e = DiameterError::new(ResultCode::InvalidAvpValue, "no")
+            .with_avp(req.find(c::CC_REQUEST_NUMBER).unwrap().to_bytes());
+        identity().write_error_answer(&mut err, &req, &e);
+        [cca.to_vec(), err.to_vec()]
+    }
 
     fn session(answer: Vec<u8>) -> Session {
         Session {
@@ -482,52 +617,53 @@ mod tests {
         }
     }
 
-    /// A CCA-shaped answer: header, Session-Id "s;1", then one more AVP.
-    fn answer() -> Vec<u8> {
-        let mut a = vec![
-            1, 0, 0, 40, 0x40, 0, 1, 16, 0, 0, 0, 4, 0, 0, 0, 9, 0, 0, 0, 9,
-        ];
-        a.extend_from_slice(&[0, 0, 1, 7, 0x40, 0, 0, 11, b's', b';', b'1', 0]);
-        a.extend_from_slice(&[0, 0, 1, 12, 0x40, 0, 0, 12, 0, 0, 7, 209]);
-        a
-    }
-
     #[test]
-    fn session_state_round_trips_with_its_answer_kept_compact() {
-        let s = session(answer());
-        let mut data = Vec::new();
-        encode_state(&mut data, "s;1", &s, false);
-        let r = decode_state(&data).expect("reads back");
-        assert_eq!((r.session_id.as_str(), r.ended), ("s;1", false));
-        let back = r.session;
-        assert_eq!(
-            (
-                back.account,
-                &*back.origin_host,
-                back.last_number,
-                back.last_type
-            ),
-            (s.account, "pgw.example", 7, 2)
-        );
-        assert_eq!((&back.held, &back.services), (&s.held, &s.services));
-        assert_eq!((back.started, back.deadline), (s.started, s.deadline));
-        // Compact: the flags and the AVPs after the Session-Id.
-        assert_eq!(compact_tail(&back.last_answer), Some(&answer()[32..]));
-        assert_eq!(back.last_answer[1], 0x40);
-        // Kept compact again in a snapshot: the same octets.
-        let mut again = Vec::new();
-        encode_state(&mut again, "s;1", &back, false);
-        assert_eq!(again, data);
-        // Every cut is refused, never a panic.
-        for cut in 0..data.len() {
-            assert!(decode_state(&data[..cut]).is_none(), "cut at {cut}");
+    fn session_state_round_trips_and_its_compact_answer_is_the_answer_again() {
+        for (k, answer) in answers(1).into_iter().enumerate() {
+            let s = session(answer.clone());
+            let mut data = Vec::new();
+            encode_state(&mut data, "s;1", &s, false);
+            let r = decode_state(&data).expect("reads back");
+            assert_eq!((r.session_id.as_str(), r.ended), ("s;1", false));
+            let back = r.session;
+            assert_eq!(
+                (
+                    back.account,
+                    &*back.origin_host,
+                    back.last_number,
+                    back.last_type
+                ),
+                (s.account, "pgw.example", 7, 2)
+            );
+            assert_eq!((&back.held, &back.services), (&s.held, &s.services));
+            assert_eq!((back.started, back.deadline), (s.started, s.deadline));
+            // Kept compact, far smaller than the answer; rebuilt for a retransmission (another
+            // Hop-by-Hop id) it is the answer to that retransmission, octet for octet.
+            assert!(back.last_answer.len() < answer.len() / 2, "answer {k}");
+            let mut out = BytesMut::new();
+            assert!(write_compact(
+                &mut out,
+                &back.last_answer,
+                &request(2),
+                &identity()
+            ));
+            assert_eq!(out.to_vec(), answers(2)[k], "answer {k}");
+            // Kept compact again in a snapshot: the same octets.
+            let mut again = Vec::new();
+            encode_state(&mut again, "s;1", &back, false);
+            assert_eq!(again, data);
+            // Every cut is refused, never a panic.
+            for cut in 0..data.len() {
+                assert!(decode_state(&data[..cut]).is_none(), "cut at {cut}");
+            }
         }
     }
 
     #[test]
     fn an_ended_session_keeps_only_what_a_retransmission_needs() {
+        let [answer, _] = answers(1);
         let mut data = Vec::new();
-        encode_state(&mut data, "s;1", &session(answer()), true);
+        encode_state(&mut data, "s;1", &session(answer.clone()), true);
         let r = decode_state(&data).expect("reads back");
         assert!(r.ended);
         assert!(r.session.held.is_empty() && r.session.services.is_empty());
@@ -536,13 +672,32 @@ mod tests {
             origin_host: Arc::from("pgw.example"),
             last_number: 7,
             last_type: 2,
-            last_answer: answer().into_boxed_slice(),
+            last_answer: answer.into_boxed_slice(),
             deadline: 1_795_000_630,
         };
         let mut lingering = Vec::new();
         encode_ended(&mut lingering, "s;1", &e);
         let r = decode_state(&lingering).expect("reads back");
-        assert_eq!(compact_tail(&r.session.last_answer), Some(&answer()[32..]));
         assert_eq!(r.session.deadline, 1_795_000_630);
+        let mut out = BytesMut::new();
+        assert!(write_compact(
+            &mut out,
+            &r.session.last_answer,
+            &request(3),
+            &identity()
+        ));
+        assert_eq!(out.to_vec(), answers(3)[0]);
+    }
+
+    #[test]
+    fn a_whole_answer_is_not_taken_for_a_compact_one() {
+        let mut out = BytesMut::new();
+        assert!(!write_compact(
+            &mut out,
+            &answers(1)[0],
+            &request(1),
+            &identity()
+        ));
+        assert!(out.is_empty());
     }
 }
