@@ -375,6 +375,8 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
     let mut tree = Tree::new(t.name.clone(), tz);
     let mut by_path: HashMap<String, u32> = HashMap::new();
     let mut subscriptions = Vec::new();
+    // Nodes that are devices (have subscription ids): nothing goes under them.
+    let mut devices = std::collections::HashSet::new();
     for n in &t.node {
         let nerr = |reason: String| terr(format!("node '{}': {reason}", n.path));
         let (parent, name) = match n.path.rsplit_once('/') {
@@ -397,12 +399,10 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
             return Err(nerr("empty or repeated path".into()));
         }
         check_name(name).map_err(&nerr)?;
-        if let Some(p) = parent {
-            if subscriptions.iter().any(|(id, _)| *id == p) {
-                return Err(nerr(
-                    "its parent is a device; devices have no children".into(),
-                ));
-            }
+        if parent.is_some_and(|p| devices.contains(&p)) {
+            return Err(nerr(
+                "its parent is a device; devices have no children".into(),
+            ));
         }
         if n.path.split('/').count() > crate::ledger::MAX_DEPTH {
             return Err(nerr(format!(
@@ -414,6 +414,7 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
         by_path.insert(n.path.clone(), id);
         let subs = node_subscriptions(n);
         if !subs.is_empty() {
+            devices.insert(id);
             subscriptions.push((id, subs));
         }
     }
@@ -422,7 +423,7 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
         let parent = *by_path
             .get(&r.parent)
             .ok_or_else(|| rerr("parent is not a node of this tenant".into()))?;
-        if subscriptions.iter().any(|(id, _)| *id == parent) {
+        if devices.contains(&parent) {
             return Err(rerr(
                 "the parent is a device; devices have no children".into(),
             ));
@@ -710,6 +711,21 @@ limits = [{ unit = "money", period = "total", amount = "2.50" }]
             (
                 "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.devices]]\nparent = \"x\"\nmsisdn_from = 1\ncount = 99999999999\n",
                 "more than",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.node]]\npath = \"x/d\"\nmsisdn = \"447700900555\"\n[[tenant.node]]\npath = \"x/d/e\"\n",
+                "node 'x/d/e': its parent is a device",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.node]]\npath = \"x/d\"\nmsisdn = \"447700900555\"\n[[tenant.devices]]\nparent = \"x/d\"\nmsisdn_from = 447700900600\ncount = 2\n",
+                "devices under 'x/d': the parent is a device",
+            ),
+            (
+                &format!(
+                    "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.node]]\npath = \"x/{}\"\n",
+                    "n".repeat(129)
+                ),
+                "a name has 1 to 128 octets",
             ),
         ];
         for (text, want) in cases {

@@ -191,6 +191,12 @@ impl Directory {
         self.names.retain(|_, at| !gone(*at));
     }
 
+    /// Whether any subscription id names the account: it is a device (a scan, stopping at the
+    /// first: for account changes, not the hot path).
+    pub fn is_bound(&self, at: AccountRef) -> bool {
+        self.numbers.values().any(|a| *a == at) || self.names.values().any(|a| *a == at)
+    }
+
     /// The subscription ids bound to an account (a scan: for the admin API, not the hot path).
     pub fn bindings_of(&self, at: AccountRef) -> Vec<(SubscriptionType, String)> {
         let mut out: Vec<(SubscriptionType, String)> = self

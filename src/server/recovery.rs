@@ -109,15 +109,16 @@ pub(super) fn build(
         }
     };
     // Snapshots of version 1 come from before the change log: none is expected with them.
-    let snapshot_version = data
+    // Checked (its checksum read) once, here.
+    let header = data
         .as_deref()
         .map(|d| snapshot::header(d, &snapshot_path))
-        .transpose()?
-        .map(|h| (h.version(), h.info.changes));
-    let legacy = snapshot_version.is_some_and(|(v, _)| v == 1);
-    let included_changes = snapshot_version
-        .filter(|(v, _)| *v > 1)
-        .map_or(0, |(_, c)| c);
+        .transpose()?;
+    let legacy = header.as_ref().is_some_and(|h| h.version() == 1);
+    let included_changes = header
+        .as_ref()
+        .filter(|h| h.version() > 1)
+        .map_or(0, |h| h.info.changes);
     let journal_has_records = crate::journal::segment::list(&dir)
         .map_err(|source| {
             ServerError::Journal(crate::journal::segment::ReadError::Io {
@@ -164,10 +165,6 @@ pub(super) fn build(
         log_summary("first start", &s);
         records.clear();
     }
-    let header = data
-        .as_deref()
-        .map(|d| snapshot::header(d, &snapshot_path))
-        .transpose()?;
     // The changes the snapshot includes come first (on a first start there are none to read:
     // change 0 was just made).
     let included = if first_start {

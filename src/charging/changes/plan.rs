@@ -178,7 +178,7 @@ impl Engine {
                     tree: parent.tree,
                     node: parent.node,
                 };
-                if !self.directory().bindings_of(parent_ref).is_empty() {
+                if self.directory().is_bound(parent_ref) {
                     return Err(ChangeError::Conflict(format!(
                         "'{}' is a device; devices have no children",
                         above.join("/")
