@@ -113,7 +113,7 @@ struct EventItem {
 }
 
 /// Every MSCC of an event that fails as a whole carries the failure.
-fn fail_all(answers: &mut [MsccAnswer], _items: &[Option<EventItem>], result: ResultCode) {
+fn fail_all(answers: &mut [MsccAnswer], result: ResultCode) {
     for a in answers {
         a.result = result;
     }
@@ -148,12 +148,14 @@ fn copy_of(req: &Message, code: crate::diameter::codes::AvpCode) -> bytes::Bytes
     req.find(code).map(|a| a.to_bytes()).unwrap_or_default()
 }
 
-/// The `j`th Used-Service-Unit of the `i`th MSCC as it came (and its MSCC, unless the request
-/// had none), for Failed-AVP.
-fn used_service_unit<'m>(
+/// The `j`th `code` AVP (a Used- or Requested-Service-Unit) of the `i`th MSCC as it came, and
+/// that MSCC (none for a request without MSCCs, whose units are at command level), for
+/// Failed-AVP.
+fn service_unit<'m>(
     req: &'m Message,
     cr: &CreditRequest,
     i: usize,
+    code: crate::diameter::codes::AvpCode,
     j: usize,
 ) -> Option<(
     Option<crate::diameter::avp::Avp<'m>>,
@@ -161,31 +163,10 @@ fn used_service_unit<'m>(
 )> {
     if cr.multiple_services {
         let group = req.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(i)?;
-        let usu = group
-            .children()
-            .filter(|a| a.is(c::USED_SERVICE_UNIT))
-            .nth(j)?;
-        Some((Some(group), usu))
+        let unit = group.children().filter(|a| a.is(code)).nth(j)?;
+        Some((Some(group), unit))
     } else {
-        Some((None, req.find_all(c::USED_SERVICE_UNIT).nth(j)?))
-    }
-}
-
-/// The Requested-Service-Unit of the `i`th MSCC as it came, for Failed-AVP.
-fn requested_service_unit<'m>(
-    req: &'m Message,
-    cr: &CreditRequest,
-    i: usize,
-) -> Option<(
-    Option<crate::diameter::avp::Avp<'m>>,
-    crate::diameter::avp::Avp<'m>,
-)> {
-    if cr.multiple_services {
-        let group = req.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(i)?;
-        let rsu = group.children().find(|a| a.is(c::REQUESTED_SERVICE_UNIT))?;
-        Some((Some(group), rsu))
-    } else {
-        Some((None, req.find(c::REQUESTED_SERVICE_UNIT)?))
+        Some((None, req.find_all(code).nth(j)?))
     }
 }
 
@@ -322,7 +303,14 @@ impl Engine {
         }
         // Written by hand: building a serde_json::Value per session end cost a tenth of a
         // worker's time under load. Keys are in sorted order, as serde_json writes them.
-        let line = &mut rec.usage;
+        // With a journal, the record is a journal record of its own; without, a line handed to
+        // the usage log with the batch.
+        let mut own = String::new();
+        let line = if self.journal.is_some() {
+            &mut own
+        } else {
+            &mut rec.usage
+        };
         line.push_str("{\"account\":\"");
         if let Some(t) = self.ledger.lock(s.account.tree) {
             for (i, name) in t.names(s.account.node).iter().enumerate() {
@@ -359,24 +347,21 @@ impl Engine {
         json_escape(line, session_id);
         let _ = write!(line, "\",\"start\":{},\"subscriber\":\"", s.started);
         json_escape(line, &s.subscriber);
-        line.push_str("\"}\n");
+        line.push_str("\"}");
+        if self.journal.is_some() {
+            rec.ops.push(Op::Usage(own.into_bytes()));
+        } else {
+            line.push('\n');
+        }
     }
 
     /// Hands a batch's records to the journal and its usage records to the usage log;
     /// returns the journal sequence to wait for (0: none).
-    fn journal_ops(&self, now: i64, mut ops: Vec<Op>, usage: String) -> u64 {
+    /// With a journal, usage records are among `ops` (see [`Self::record_usage`]): written
+    /// with the ledger changes they account for, and from there to the usage files.
+    fn journal_ops(&self, now: i64, ops: Vec<Op>, usage: String) -> u64 {
         match &self.journal {
-            Some(j) => {
-                // Usage records go through the journal: written with the ledger changes they
-                // account for, and from there to the usage files.
-                ops.extend(
-                    usage
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(|l| Op::Usage(l.as_bytes().to_vec())),
-                );
-                j.append(now, ops)
-            }
+            Some(j) => j.append(now, ops),
             None => {
                 if let (Some(log), false) = (&self.usage, usage.is_empty()) {
                     log.write(usage);
@@ -506,7 +491,7 @@ impl Engine {
                 sequence,
             )
         };
-        super::snapshot::write_atomically(path, &data.0)?;
+        crate::journal::write_atomically(path, &data.0)?;
         Ok(data.1)
     }
 
@@ -771,7 +756,10 @@ impl Engine {
                         ResultCode::InvalidAvpValue,
                         "Used-Service-Unit reports more than a gateway could have used",
                     );
-                    return Err(failed_in(e, used_service_unit(req, cr, i, j)));
+                    return Err(failed_in(
+                        e,
+                        service_unit(req, cr, i, c::USED_SERVICE_UNIT, j),
+                    ));
                 }
             }
         }
@@ -809,10 +797,12 @@ impl Engine {
             ));
         }
         let terminating = cr.request_type == RequestType::Termination;
+        // Looked up once for the request: it takes the tree's lock.
+        let tariff = self.tariff_for(policy, s.account);
         // Every report is settled before anything is granted, so that no settlement can
         // return what this request has just granted.
         for m in &cr.mscc {
-            self.settle(s, m, policy, now, rec);
+            self.settle(s, m, tariff, now, rec);
         }
         let mut answers = Vec::with_capacity(cr.mscc.len());
         for m in &cr.mscc {
@@ -822,7 +812,7 @@ impl Engine {
             {
                 a.result = ResultCode::EndUserServiceDenied;
             } else if !terminating && !m.is_final() {
-                self.grant(s, m, policy, now, &mut a, rec);
+                self.grant(s, m, policy, tariff, now, &mut a, rec);
             }
             answers.push(a);
         }
@@ -855,8 +845,16 @@ impl Engine {
     /// Each reservation is settled in the unit it was granted in (octets against an octets
     /// grant, money at the tariff against a money grant), whatever the policy says now, so a
     /// policy changed mid-session neither leaks nor double-counts a reservation; usage that
-    /// nothing was reserved for is charged as the policy says now.
-    fn settle(&self, s: &mut Session, m: &Mscc, policy: &Policy, now: i64, rec: &mut Recorder) {
+    /// nothing was reserved for is charged as the policy says now (`tariff`: see
+    /// [`Self::tariff_for`]).
+    fn settle(
+        &self,
+        s: &mut Session,
+        m: &Mscc,
+        tariff: Option<(u128, u128)>,
+        now: i64,
+        rec: &mut Recorder,
+    ) {
         let key = (m.rating_group, m.service_identifier);
         let mut held: Vec<Held> = Vec::new();
         s.held.retain(|h| {
@@ -872,7 +870,6 @@ impl Engine {
             used[1] = used[1].saturating_add(u64::from(u.units.time.unwrap_or(0)));
             used[2] = used[2].saturating_add(u.units.events.unwrap_or(0));
         }
-        let tariff = self.tariff_for(policy, s.account);
         let account = s.account;
         for (k, kind) in [Unit::Octets, Unit::Seconds, Unit::Events]
             .into_iter()
@@ -914,12 +911,14 @@ impl Engine {
         }
     }
 
-    /// Reserves the next grant for an MSCC.
+    /// Reserves the next grant for an MSCC (`tariff`: see [`Self::tariff_for`]).
+    #[allow(clippy::too_many_arguments)]
     fn grant(
         &self,
         s: &mut Session,
         m: &Mscc,
         policy: &Policy,
+        tariff: Option<(u128, u128)>,
         now: i64,
         a: &mut MsccAnswer,
         rec: &mut Recorder,
@@ -937,15 +936,18 @@ impl Engine {
             .filter(|&n| n > 0)
             .unwrap_or(u64::MAX)
             .min(slice(policy, unit));
-        let tariff = self.tariff_for(policy, s.account);
         let price = match (tariff, unit) {
             (Some(p), Unit::Octets) => Some(p),
             _ => None,
         };
         let ledger_unit = if price.is_some() { Unit::Money } else { unit };
-        if policy.unmetered == Unmetered::Refuse && !self.ledger.limited(s.account, ledger_unit) {
-            // Nothing on the path counts this unit: granting it would be granting it without
-            // bound.
+        // A tariff is only there where a money limit counts it; anything else must be counted
+        // by a limit of its own unit. Nothing on the path counting it would be granting it
+        // without bound.
+        if price.is_none()
+            && policy.unmetered == Unmetered::Refuse
+            && !self.ledger.limited(s.account, ledger_unit)
+        {
             a.result = ResultCode::RatingFailed;
             return;
         }
@@ -954,8 +956,8 @@ impl Engine {
                 // Money accounts: reserve the money the octets cost, grant what it buys. Each
                 // settlement charges at most ceil(octets × price), so floor(money / price)
                 // octets always fit the money reserved.
-                let money =
-                    u64::try_from((u128::from(want) * num).div_ceil(den)).unwrap_or(u64::MAX);
+                let money = u64::try_from(crate::ledger::cost(u128::from(want), (num, den)))
+                    .unwrap_or(u64::MAX);
                 let (g, id) = rec.reserve(s.account, Unit::Money, money, now, expires);
                 let octets = if g.granted == money {
                     want
@@ -1032,9 +1034,10 @@ impl Engine {
             let unit = requested_unit(&requested);
             let amount = requested_amount(&requested, unit).unwrap_or(1);
             let (ledger_unit, ledger_amount) = match (tariff, unit) {
-                (Some((num, den)), Unit::Octets) => (
+                (Some(price), Unit::Octets) => (
                     Unit::Money,
-                    u64::try_from((u128::from(amount) * num).div_ceil(den)).unwrap_or(u64::MAX),
+                    u64::try_from(crate::ledger::cost(u128::from(amount), price))
+                        .unwrap_or(u64::MAX),
                 ),
                 _ => (unit, amount),
             };
@@ -1061,7 +1064,7 @@ impl Engine {
         match action {
             RequestedAction::DirectDebiting if unrated => {
                 result = ResultCode::RatingFailed;
-                fail_all(&mut answers, &items, result);
+                fail_all(&mut answers, result);
             }
             RequestedAction::DirectDebiting => {
                 // All or nothing: an event is not delivered in part.
@@ -1080,9 +1083,7 @@ impl Engine {
                         }
                     }
                     result = ResultCode::CreditLimitReached;
-                    for a in &mut answers {
-                        a.result = result;
-                    }
+                    fail_all(&mut answers, result);
                 } else {
                     for (((id, granted), it), (m, a)) in taken
                         .iter()
@@ -1115,7 +1116,7 @@ impl Engine {
             }
             RequestedAction::RefundAccount if unrated => {
                 result = ResultCode::RatingFailed;
-                fail_all(&mut answers, &items, result);
+                fail_all(&mut answers, result);
             }
             RequestedAction::RefundAccount => {
                 // A refund gives back at most what this account was charged this period, in
@@ -1127,15 +1128,13 @@ impl Engine {
                 }
                 let too_much = {
                     let mut tree = self.ledger.lock(s.account.tree);
-                    [Unit::Octets, Unit::Seconds, Unit::Events, Unit::Money]
-                        .into_iter()
-                        .find(|&u| {
-                            asked[unit_index(u)] > 0
-                                && tree
-                                    .as_mut()
-                                    .map_or(0, |t| t.refundable(s.account.node, u, now))
-                                    < asked[unit_index(u)]
-                        })
+                    Unit::ALL.into_iter().find(|&u| {
+                        asked[unit_index(u)] > 0
+                            && tree
+                                .as_mut()
+                                .map_or(0, |t| t.refundable(s.account.node, u, now))
+                                < asked[unit_index(u)]
+                    })
                 };
                 if let Some(u) = too_much {
                     let culprit = items
@@ -1146,7 +1145,10 @@ impl Engine {
                         ResultCode::InvalidAvpValue,
                         "the refund is more than this account was charged in the current period",
                     );
-                    let e = failed_in(e, requested_service_unit(req, cr, culprit));
+                    let e = failed_in(
+                        e,
+                        service_unit(req, cr, culprit, c::REQUESTED_SERVICE_UNIT, 0),
+                    );
                     return identity.write_error_answer(out, req, &e);
                 }
                 for (it, a) in items.iter().flatten().zip(&mut answers) {

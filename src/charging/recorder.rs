@@ -11,21 +11,15 @@ use crate::journal::segment::{self, ReadError, ReadSummary};
 use crate::ledger::{AccountRef, Grant, Ledger, Unit};
 
 pub fn unit_code(u: Unit) -> u8 {
-    match u {
-        Unit::Octets => 0,
-        Unit::Seconds => 1,
-        Unit::Events => 2,
-        Unit::Money => 3,
-    }
+    crate::ledger::unit_index(u) as u8
 }
 
+/// The unit of a code the journal reader has checked (anything past the last reads as money).
 pub fn unit_from(c: u8) -> Unit {
-    match c {
-        0 => Unit::Octets,
-        1 => Unit::Seconds,
-        2 => Unit::Events,
-        _ => Unit::Money,
-    }
+    Unit::ALL
+        .get(usize::from(c))
+        .copied()
+        .unwrap_or(Unit::Money)
 }
 
 fn acc(a: AccountRef) -> Account {

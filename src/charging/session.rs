@@ -258,7 +258,7 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
     for h in held {
         var(out, h.id);
         ids(out, h.rating_group, h.service_identifier);
-        out.push(crate::ledger::unit_index(h.unit) as u8);
+        out.push(super::recorder::unit_code(h.unit));
         var(out, h.reserved);
         var(out, h.granted);
         zig(out, h.expires);
@@ -416,13 +416,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
         Some((rg, si))
     }
     fn unit(code: u8) -> Option<Unit> {
-        Some(match code {
-            0 => Unit::Octets,
-            1 => Unit::Seconds,
-            2 => Unit::Events,
-            3 => Unit::Money,
-            _ => return None,
-        })
+        Unit::ALL.get(usize::from(code)).copied()
     }
     let mut r = LeReader::new(data);
     let session_id = text(&mut r)?;

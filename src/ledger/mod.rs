@@ -91,7 +91,18 @@ impl Counter {
     }
 }
 
-/// Index of a unit in per-unit arrays.
+impl Unit {
+    /// Every unit, in the order of [`unit_index`] (the journal's and snapshots' unit codes).
+    pub const ALL: [Unit; 4] = [Unit::Octets, Unit::Seconds, Unit::Events, Unit::Money];
+}
+
+/// What `octets` cost at `price` (money units per octet, as numerator and denominator),
+/// rounded up; saturating, so no tariff and no amount can overflow it.
+pub fn cost(octets: u128, price: (u128, u128)) -> u128 {
+    octets.saturating_mul(price.0).div_ceil(price.1.max(1))
+}
+
+/// Index of a unit in per-unit arrays, and its code in the journal and snapshots.
 pub const fn unit_index(u: Unit) -> usize {
     match u {
         Unit::Octets => 0,
@@ -390,12 +401,11 @@ impl Tree {
         price: (u128, u128),
         now: i64,
     ) -> u64 {
-        let (num, den) = price;
         self.hold(node, Unit::Money, 0, reserved, now);
-        if den == 0 {
+        if price.1 == 0 {
             return 0;
         }
-        let cost = |rated: u128| rated.saturating_mul(num).div_ceil(den);
+        let cost = |rated: u128| cost(rated, price);
         let mut charged = None;
         self.each_counter(node, Unit::Money, now, |c| {
             let before = cost(c.rated);
