@@ -19,8 +19,8 @@
 //! reservations of its subtree, rebuilt from the reservations on loading.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::journal::le::LeReader;
@@ -431,22 +431,6 @@ pub fn apply(
         dropped,
         sessions,
     })
-}
-
-/// Writes `data` to `path` so that a crash leaves the old file or the new one, never a mix:
-/// a temporary file, synced, renamed over the old one, and the directory synced.
-pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Removes the journal segments whose every record the snapshot includes (never the last).

@@ -7,3 +7,26 @@ pub mod record;
 pub mod segment;
 pub mod usage;
 pub mod writer;
+
+/// How long a failed write or sync of the journal or the usage files waits before it is tried
+/// again, by consecutive failures: 50 ms, doubling to a second.
+pub(crate) fn retry_wait(failures: usize) -> std::time::Duration {
+    const WAIT_MS: [u64; 6] = [50, 100, 200, 400, 800, 1000];
+    std::time::Duration::from_millis(WAIT_MS[failures.saturating_sub(1).min(WAIT_MS.len() - 1)])
+}
+
+/// Writes `data` to `path` so that a crash leaves the old file or the new one, never a mix:
+/// a temporary file, synced, renamed over the old one, and the directory synced.
+pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -363,14 +363,10 @@ pub const MANIFEST: &str = "manifest";
 
 /// Writes the manifest naming `first` as the current segment (atomically).
 fn write_manifest(dir: &Path, first: u64) -> io::Result<()> {
-    let tmp = dir.join("manifest.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(format!("OCFJ-MANIFEST 1\ncurrent {first}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(MANIFEST))?;
-    File::open(dir)?.sync_all()
+    super::write_atomically(
+        &dir.join(MANIFEST),
+        format!("OCFJ-MANIFEST 1\ncurrent {first}\n").as_bytes(),
+    )
 }
 
 /// The first sequence of the segment the manifest says was being written; `None` if there is

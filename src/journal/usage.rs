@@ -48,26 +48,8 @@ pub struct FollowState {
 /// audit record.
 const QUEUE: usize = 65536;
 
-fn next_index(dir: &Path) -> io::Result<u64> {
-    let mut max = 0;
-    for e in fs::read_dir(dir)? {
-        let name = e?.file_name();
-        let Some(n) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("usage-"))
-            .and_then(|n| n.strip_suffix(".jsonl"))
-        else {
-            continue;
-        };
-        if let Ok(n) = n.parse::<u64>() {
-            max = max.max(n);
-        }
-    }
-    Ok(max + 1)
-}
-
-/// The usage files in `dir`, oldest first.
-pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// The usage files in `dir` (`usage-<n>.jsonl`) with their numbers, oldest first.
+fn numbered(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut v: Vec<(u64, PathBuf)> = Vec::new();
     for e in fs::read_dir(dir)? {
         let path = e?.path();
@@ -82,13 +64,23 @@ pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     v.sort();
-    Ok(v.into_iter().map(|(_, p)| p).collect())
+    Ok(v)
+}
+
+/// The number of the newest usage file in `dir` (0: none).
+fn last_index(dir: &Path) -> io::Result<u64> {
+    Ok(numbered(dir)?.last().map_or(0, |(n, _)| *n))
+}
+
+/// The usage files in `dir`, oldest first.
+pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(numbered(dir)?.into_iter().map(|(_, p)| p).collect())
 }
 
 impl UsageLog {
     pub fn start(dir: &Path, rotate_bytes: u64) -> io::Result<UsageLog> {
         fs::create_dir_all(dir)?;
-        let index = next_index(dir)?;
+        let index = last_index(dir)? + 1;
         let (tx, rx) = bounded(QUEUE);
         let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()
@@ -104,7 +96,7 @@ impl UsageLog {
     /// Follows the journal in `journal`: usage records up to `written()` go to the usage files
     /// in `dir`. Resumes after the last line the files hold (a torn last line is cut off and
     /// written again). `wake` is a channel of capacity 1 the journal's writer signals on
-    /// whenever it has written more (see [`Self::wake`]).
+    /// whenever it has written more (with `try_send`: it never blocks).
     pub fn follow(
         dir: &Path,
         journal: &Path,
@@ -129,13 +121,6 @@ impl UsageLog {
             thread: Mutex::new(Some(thread)),
             follow: Some(state),
         })
-    }
-
-    /// Tells a follower the journal has written more (cheap; never blocks).
-    pub fn wake(&self) {
-        if let Some(f) = &self.follow {
-            let _ = f.wake.0.try_send(());
-        }
     }
 
     /// A follower's progress, if this log follows a journal.
@@ -266,9 +251,6 @@ impl Files {
     }
 }
 
-/// How long a failed write waits before it is tried again (doubling up to the last).
-const RETRY: [u64; 5] = [50, 100, 250, 500, 1000];
-
 fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
     let mut files = Files::new(&dir, index, rotate_bytes);
     let mut buf: Vec<u8> = Vec::new();
@@ -277,7 +259,7 @@ fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
     while open || !buf.is_empty() {
         if buf.is_empty() || failures > 0 {
             let wait = if failures > 0 {
-                Duration::from_millis(RETRY[(failures - 1).min(RETRY.len() - 1)])
+                super::retry_wait(failures)
             } else {
                 Duration::from_secs(1)
             };
@@ -352,17 +334,8 @@ fn follow_run(
     written: impl Fn() -> u64,
     st: &FollowState,
 ) {
-    let index = files(dir)
-        .ok()
-        .and_then(|f| f.last().cloned())
-        .and_then(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("usage-"))
-                .and_then(|n| n.strip_suffix(".jsonl"))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .unwrap_or(1);
+    // Lines go on in the newest file.
+    let index = last_index(dir).unwrap_or(0).max(1);
     let mut files = Files::new(dir, index, rotate_bytes);
     let mut follower = Follower::new(journal, after);
     let mut pending: Vec<u8> = Vec::new();
@@ -421,7 +394,7 @@ fn follow_run(
             return;
         }
         let wait = if failures > 0 {
-            Duration::from_millis(RETRY[(failures - 1).min(RETRY.len() - 1)])
+            super::retry_wait(failures)
         } else if read_to < written() {
             Duration::ZERO
         } else {

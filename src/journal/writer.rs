@@ -225,9 +225,6 @@ impl Drop for Journal {
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 1 << 20;
 
-/// Waits before retrying a failed write or sync, by consecutive failures.
-const RETRY_MS: [u64; 6] = [50, 100, 200, 400, 800, 1000];
-
 /// After the channel closed (a stop), how long a failing writer keeps trying.
 const GIVE_UP_AFTER_CLOSE: Duration = Duration::from_secs(10);
 
@@ -276,8 +273,7 @@ fn run(
         }
     };
     loop {
-        let backoff =
-            Duration::from_millis(RETRY_MS[failures.saturating_sub(1).min(RETRY_MS.len() - 1)]);
+        let backoff = super::retry_wait(failures);
         if failures > 0 && (group.count > 0 || closed_at.is_some()) {
             // A failed write or sync waits before it is tried again.
             std::thread::sleep(backoff);
