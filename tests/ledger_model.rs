@@ -29,6 +29,8 @@
 //!
 //! 64 cases of up to 60 steps; `PROPTEST_CASES=n` runs more.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::BytesMut;
@@ -98,18 +100,9 @@ const MOVES: [u64; 4] = [MIB, 3 * MIB, 8 * MIB, 64 * MIB];
 
 type Limits = Vec<(Unit, Period, u64)>;
 
+/// Our identity as the engine answers with it.
 fn identity() -> LocalIdentity {
-    LocalIdentity {
-        origin_host: "ocfd.localdomain".into(),
-        origin_realm: "localdomain".into(),
-        host_ip_addresses: vec!["127.0.0.1".parse().unwrap()],
-        vendor_id: 0,
-        product_name: "ocfd".into(),
-        firmware_revision: 1,
-        origin_state_id: 1,
-        auth_application_ids: vec![4],
-        supported_vendor_ids: vec![10415],
-    }
+    common::identity("ocfd.localdomain")
 }
 
 /// The node paths from the root down to the account.

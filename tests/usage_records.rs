@@ -3,6 +3,8 @@
 //! records' usage summed per account is exactly what the ledger holds as used, for octets and
 //! money), and a journal that cannot keep up makes requests 3004 before anything is charged.
 
+mod common;
+
 use std::collections::HashMap;
 
 use bytes::BytesMut;
@@ -16,18 +18,9 @@ use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION
 
 const NOW: i64 = 1_795_000_000;
 
+/// Our identity as the engine answers with it.
 fn identity() -> LocalIdentity {
-    LocalIdentity {
-        origin_host: "ocfd.localdomain".into(),
-        origin_realm: "localdomain".into(),
-        host_ip_addresses: vec!["127.0.0.1".parse().unwrap()],
-        vendor_id: 0,
-        product_name: "ocfd".into(),
-        firmware_revision: 1,
-        origin_state_id: 1,
-        auth_application_ids: vec![4],
-        supported_vendor_ids: vec![10415],
-    }
+    common::identity("ocfd.localdomain")
 }
 
 fn ask(engine: &Engine, spec: &CcrSpec, now: i64) -> CcaResult {
