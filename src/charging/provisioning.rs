@@ -167,7 +167,9 @@ fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
         let d: Decimal = text
             .parse()
             .map_err(|_| format!("'{text}' is not an amount of money"))?;
-        let scaled = d * Decimal::from(10u64.pow(MONEY_SCALE));
+        let scaled = d
+            .checked_mul(Decimal::from(10u64.pow(MONEY_SCALE)))
+            .ok_or_else(|| format!("'{text}' is too large"))?;
         if scaled.is_sign_negative() || scaled.fract() != Decimal::ZERO {
             return Err(format!(
                 "'{text}' has more than {MONEY_SCALE} decimals or is negative"
@@ -307,7 +309,7 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
         };
         if tariff.per_octet().is_none() {
             return Err(format!(
-                "tariff price {} has more than {MONEY_SCALE} decimals or per_octets is 0",
+                "tariff price {} has more than {MONEY_SCALE} decimals, is too large or negative, or per_octets is 0",
                 t.price
             ));
         }
@@ -719,6 +721,14 @@ limits = [{ unit = "money", period = "total", amount = "2.50" }]
             (
                 "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\n[[tenant.node]]\npath = \"x/d\"\nmsisdn = \"447700900555\"\n[[tenant.devices]]\nparent = \"x/d\"\nmsisdn_from = 447700900600\ncount = 2\n",
                 "devices under 'x/d': the parent is a device",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[[tenant.node]]\npath = \"x\"\nlimits = [{ unit = \"money\", period = \"total\", amount = \"79228162514264337593543950335\" }]\n",
+                "is too large",
+            ),
+            (
+                "[[tenant]]\nname = \"x\"\n[tenant.policy]\ntariff = { price = \"79228162514264337593543950335\", per_octets = 1 }\n[[tenant.node]]\npath = \"x\"\n",
+                "is too large",
             ),
             (
                 &format!(

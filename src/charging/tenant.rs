@@ -44,7 +44,10 @@ impl Tariff {
     /// Price per octet as a fraction (numerator, denominator) in ledger money units
     /// (10^-MONEY_SCALE of the currency). `None` if the price has more decimals than that.
     pub fn per_octet(&self) -> Option<(u128, u128)> {
-        let scaled = self.price * Decimal::from(10u64.pow(crate::ledger::MONEY_SCALE));
+        // Checked: a price from a file or the admin API may be as large as a Decimal goes.
+        let scaled = self
+            .price
+            .checked_mul(Decimal::from(10u64.pow(crate::ledger::MONEY_SCALE)))?;
         if scaled.fract() != Decimal::ZERO || scaled.is_sign_negative() || self.per_octets == 0 {
             return None;
         }
@@ -343,5 +346,11 @@ mod tests {
             currency_code: 978,
         };
         assert_eq!(too_fine.per_octet(), None);
+        let too_large = Tariff {
+            price: Decimal::MAX,
+            per_octets: 1,
+            currency_code: 978,
+        };
+        assert_eq!(too_large.per_octet(), None, "refused, not a panic");
     }
 }
