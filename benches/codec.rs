@@ -6,9 +6,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
-use ocf::diameter::codes::avp as c;
-use ocf::diameter::dictionary::Dictionary;
-use ocf::diameter::{Header, Message, MessageWriter};
+use ocf_protocol::codes::avp as c;
+use ocf_protocol::dictionary::Dictionary;
+use ocf_protocol::{Header, Message, MessageWriter};
 
 /// A CCR-Update with three MSCCs, each reporting usage and asking for more.
 pub fn ccr_update() -> Bytes {

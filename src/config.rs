@@ -241,7 +241,7 @@ impl Default for DiameterConfig {
             handshake_timeout_s: 10,
             dpa_timeout_s: 5,
             partial_message_timeout_s: 30,
-            max_message_bytes: crate::diameter::frame::DEFAULT_MAX_MESSAGE_LEN,
+            max_message_bytes: ocf_protocol::frame::DEFAULT_MAX_MESSAGE_LEN,
             overload_queue_us: 2000,
             allowed_peers: vec![],
             dictionary_dir: None,
@@ -259,11 +259,34 @@ impl Default for LogConfig {
     }
 }
 
-/// An SCTP endpoint: one port on one or more local addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SctpEndpoint {
-    pub addresses: Vec<IpAddr>,
-    pub port: u16,
+pub use ocf_transport::sctp::SctpEndpoint;
+
+/// The built-in dictionaries plus every `*.xml` file in `dir`, in file-name order.
+pub fn load_dictionary(
+    dir: Option<&std::path::Path>,
+) -> Result<ocf_protocol::dictionary::Dictionary, ocf_protocol::dictionary::DictionaryError> {
+    use ocf_protocol::dictionary::{Dictionary, DictionaryError};
+    let Some(dir) = dir else {
+        return Dictionary::builtin();
+    };
+    let io_err = |e: std::io::Error, path: &std::path::Path| DictionaryError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        reason: e.to_string(),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(e, dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    files.sort();
+    let mut texts = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(e, &path))?;
+        texts.push((path.display().to_string(), text));
+    }
+    Dictionary::with(&texts)
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -312,7 +335,7 @@ pub fn parse_sctp_endpoint(s: &str) -> Result<SctpEndpoint, String> {
 }
 
 fn is_fqdn(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && crate::diameter::types::decode_identity(s.as_bytes()).is_ok()
+    !s.is_empty() && s.len() <= 255 && ocf_protocol::types::decode_identity(s.as_bytes()).is_ok()
 }
 
 impl Config {
@@ -356,7 +379,7 @@ impl Config {
                 }
             }
         }
-        crate::transport::tls::versions(&d.tls.min_version)
+        ocf_transport::tls::versions(&d.tls.min_version)
             .map_err(|e| invalid("diameter.tls.min_version", e.reason))?;
         self.tcp_listeners()?;
         self.sctp_listeners()?;
@@ -391,7 +414,7 @@ impl Config {
             ));
         }
         if let Some(dir) = &d.dictionary_dir {
-            crate::diameter::dictionary::Dictionary::load(Some(dir))
+            load_dictionary(Some(dir))
                 .map_err(|e| invalid("diameter.dictionary_dir", e.to_string()))?;
         }
         if self.admin.max_concurrent == 0 {

@@ -7,9 +7,7 @@
 pub mod charging;
 pub mod config;
 pub mod ctl;
-pub mod diameter;
 pub mod journal;
 pub mod ledger;
 pub mod server;
 pub mod stats;
-pub mod transport;

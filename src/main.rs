@@ -9,9 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ocf::config::{Config, LogFormat};
-use ocf::diameter::dictionary::Dictionary;
-use ocf::diameter::dump;
 use ocf::server::Server;
+use ocf_protocol::dump;
 
 /// glibc's allocator spent a fifth of a worker's time under load (perf), much of it freeing on
 /// one thread what another allocated; mimalloc does not.
@@ -220,7 +219,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn decode(hex: &[String], dir: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let dict = Dictionary::load(dir)?;
+    let dict = ocf::config::load_dictionary(dir)?;
     let text = if hex.is_empty() || hex == ["-"] {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

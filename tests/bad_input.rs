@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use ocf::diameter::avp::AvpIter;
-use ocf::diameter::codes::avp as c;
-use ocf::diameter::{Header, Message, MessageWriter};
+use ocf_protocol::avp::AvpIter;
+use ocf_protocol::codes::avp as c;
+use ocf_protocol::{Header, Message, MessageWriter};
 
 /// A CER from `host` with `extra` raw octets appended as AVPs (the message length is fixed up).
 fn cer_with(host: &str, omit_origin_host: bool, extra: &[u8]) -> BytesMut {
@@ -25,7 +25,7 @@ fn cer_with(host: &str, omit_origin_host: bool, extra: &[u8]) -> BytesMut {
     w.identity(c::ORIGIN_REALM, &id.origin_realm);
     w.address(
         c::HOST_IP_ADDRESS,
-        &ocf::diameter::types::Address::Ip(id.host_ip_addresses[0]),
+        &ocf_protocol::types::Address::Ip(id.host_ip_addresses[0]),
     );
     w.u32(c::VENDOR_ID, 0);
     w.utf8(c::PRODUCT_NAME, "bad-input");
@@ -35,7 +35,7 @@ fn cer_with(host: &str, omit_origin_host: bool, extra: &[u8]) -> BytesMut {
     b
 }
 
-fn failed_avp(m: &Message) -> ocf::diameter::Avp<'_> {
+fn failed_avp(m: &Message) -> ocf_protocol::Avp<'_> {
     let f = m.find(c::FAILED_AVP).expect("Failed-AVP");
     AvpIter::new(f.data).next().unwrap()
 }
@@ -192,7 +192,7 @@ fn cer_without_origin_host_is_5005() {
 fn repeated_origin_host_is_5009() {
     let mut d = Daemon::start("");
     let mut extra = BytesMut::new();
-    ocf::diameter::Avp::new(264, 0x40, 0, b"second.localdomain").encode(&mut extra);
+    ocf_protocol::Avp::new(264, 0x40, 0, b"second.localdomain").encode(&mut extra);
     let m = answer_to(&mut d, &cer_with("gw.localdomain", false, &extra), true);
     assert_eq!(result_code(&m), 5009);
     d.assert_serving();
@@ -378,9 +378,6 @@ fn several_listeners_on_ipv4_and_ipv6() {
     assert_eq!(result_code(&cea), 2001);
     // Host-IP-Address is the address the peer reached us on.
     let ip = cea.find(c::HOST_IP_ADDRESS).unwrap().address().unwrap();
-    assert_eq!(
-        ip,
-        ocf::diameter::types::Address::Ip("::1".parse().unwrap())
-    );
+    assert_eq!(ip, ocf_protocol::types::Address::Ip("::1".parse().unwrap()));
     d.assert_serving();
 }

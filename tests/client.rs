@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use ocf::diameter::codes::{avp, command};
 use ocf_loadtest::client::{Client, ClientConfig};
+use ocf_protocol::codes::{avp, command};
 
 #[test]
 fn client_opens_exchanges_watchdogs_and_disconnects() {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use ocf::diameter::codes::avp as c;
-use ocf::diameter::{Header, MessageWriter};
+use ocf_protocol::codes::avp as c;
+use ocf_protocol::{Header, MessageWriter};
 
 fn ccr(realm: &str, hop: u32) -> BytesMut {
     let mut b = BytesMut::new();

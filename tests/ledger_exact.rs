@@ -7,10 +7,10 @@
 mod common;
 
 use common::*;
-use ocf::diameter::Message;
-use ocf::diameter::avp::Avp;
-use ocf::diameter::codes::avp as c;
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
+use ocf_protocol::Message;
+use ocf_protocol::avp::Avp;
+use ocf_protocol::codes::avp as c;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -90,7 +90,7 @@ fn failed_avp(m: &Message) -> Vec<Avp<'_>> {
 }
 
 /// The AVP `code` inside the MSCC inside the answer's Failed-AVP.
-fn failed_in_mscc(m: &Message, code: ocf::diameter::codes::AvpCode) -> Option<Avp<'_>> {
+fn failed_in_mscc(m: &Message, code: ocf_protocol::codes::AvpCode) -> Option<Avp<'_>> {
     failed_avp(m)
         .into_iter()
         .find(|a| a.is(c::MULTIPLE_SERVICES_CREDIT_CONTROL))
@@ -98,7 +98,7 @@ fn failed_in_mscc(m: &Message, code: ocf::diameter::codes::AvpCode) -> Option<Av
 }
 
 /// The AVP `code` in the answer's Failed-AVP, directly or inside the MSCC it names.
-fn failed_carries(m: &Message, code: ocf::diameter::codes::AvpCode) -> Option<Avp<'_>> {
+fn failed_carries(m: &Message, code: ocf_protocol::codes::AvpCode) -> Option<Avp<'_>> {
     failed_avp(m)
         .into_iter()
         .find(|a| a.is(code))

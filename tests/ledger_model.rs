@@ -40,12 +40,12 @@ use ocf::charging::changes::Change;
 use ocf::charging::provisioning::{Amount, LimitSpec};
 use ocf::charging::tenant::default_tenant;
 use ocf::charging::{ChargingConfig, Engine};
-use ocf::diameter::Message;
-use ocf::diameter::base::LocalIdentity;
 use ocf::ledger::{Counter, OwnUsage, Period, Unit, unit_index};
 use ocf_loadtest::gy::{
     CcaResult, CcrSpec, EVENT, INITIAL, MsccResult, MsccSpec, TERMINATION, UPDATE,
 };
+use ocf_protocol::Message;
+use ocf_protocol::base::LocalIdentity;
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;

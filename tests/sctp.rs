@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ocf::config::Config;
-use ocf::diameter::codes::avp as c;
-use ocf::diameter::types::Address;
-use ocf::diameter::{Message, frame};
 use ocf::server::Server;
-use ocf::transport::sctp::{SctpStream, is_supported};
+use ocf_protocol::codes::avp as c;
+use ocf_protocol::types::Address;
+use ocf_protocol::{Message, frame};
+use ocf_transport::sctp::{SctpStream, is_supported};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -49,7 +49,7 @@ fn client(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in ocf::transport::tls::certificates(&p.ca).unwrap() {
+    for c in ocf_transport::tls::certificates(&p.ca).unwrap() {
         roots.add(c).unwrap();
     }
     let b = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -61,8 +61,8 @@ fn client(
     Arc::new(match who {
         Some(f) => b
             .with_client_auth_cert(
-                ocf::transport::tls::certificates(&f.cert).unwrap(),
-                ocf::transport::tls::private_key(&f.key).unwrap(),
+                ocf_transport::tls::certificates(&f.cert).unwrap(),
+                ocf_transport::tls::private_key(&f.key).unwrap(),
             )
             .unwrap(),
         None => b.with_no_client_auth(),

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use bytes::BytesMut;
 use ocf::charging::tenant::default_tenant;
 use ocf::charging::{ChargingConfig, Engine};
-use ocf::diameter::Message;
-use ocf::diameter::base::LocalIdentity;
 use ocf::journal::usage::{UsageLog, files};
 use ocf::ledger::Unit;
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
+use ocf_protocol::Message;
+use ocf_protocol::base::LocalIdentity;
 
 const NOW: i64 = 1_795_000_000;
 

@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ocf::diameter::avp::padded;
-use ocf::diameter::dictionary::Dictionary;
-use ocf::diameter::header::HEADER_LEN;
-use ocf::diameter::{Message, dump, frame};
+use ocf_protocol::avp::padded;
+use ocf_protocol::dictionary::Dictionary;
+use ocf_protocol::header::HEADER_LEN;
+use ocf_protocol::{Message, dump, frame};
 
 static DICT: LazyLock<Dictionary> = LazyLock::new(|| Dictionary::builtin().expect("built-in dictionaries"));
 

@@ -1,17 +1,17 @@
-//! One Diameter client connection driven by the initiator side of [`ocf::diameter::peer::Peer`].
+//! One Diameter client connection driven by the initiator side of [`ocf_protocol::peer::Peer`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ocf::diameter::base::LocalIdentity;
-use ocf::diameter::codes::{DisconnectCause, VENDOR_3GPP, application};
-use ocf::diameter::dictionary::Dictionary;
-use ocf::diameter::frame;
-use ocf::diameter::message::Message;
-use ocf::diameter::peer::{CloseReason, Event, Peer, PeerConfig};
-use ocf::transport::sctp::SctpStream;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{DisconnectCause, VENDOR_3GPP, application};
+use ocf_protocol::dictionary::Dictionary;
+use ocf_protocol::frame;
+use ocf_protocol::message::Message;
+use ocf_protocol::peer::{CloseReason, Event, Peer, PeerConfig};
+use ocf_transport::sctp::SctpStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,7 +49,7 @@ pub enum ClientError {
     #[error("connection closed: {0:?}")]
     Closed(Option<CloseReason>),
     #[error("dictionary: {0}")]
-    Dictionary(#[from] ocf::diameter::dictionary::DictionaryError),
+    Dictionary(#[from] ocf_protocol::dictionary::DictionaryError),
 }
 
 /// TLS client settings: what the server's certificate must name, and the rustls settings

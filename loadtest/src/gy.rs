@@ -2,10 +2,10 @@
 //! only the `diameter` layer of the ocf library.
 
 use bytes::BytesMut;
-use ocf::diameter::avp::Avp;
-use ocf::diameter::codes::{application, avp as c, command};
-use ocf::diameter::message::Message;
-use ocf::diameter::{Header, MessageWriter};
+use ocf_protocol::avp::Avp;
+use ocf_protocol::codes::{application, avp as c, command};
+use ocf_protocol::message::Message;
+use ocf_protocol::{Header, MessageWriter};
 
 /// CC-Request-Type values.
 pub const INITIAL: u32 = 1;
@@ -115,7 +115,7 @@ impl CcrSpec {
             end_to_end,
         );
         if self.retransmit {
-            h.flags.0 |= ocf::diameter::CommandFlags::RETRANSMIT;
+            h.flags.0 |= ocf_protocol::CommandFlags::RETRANSMIT;
         }
         let mut w = MessageWriter::new(out, &h);
         w.utf8(c::SESSION_ID, &self.session_id);
@@ -262,7 +262,7 @@ impl CcaResult {
                 if a.is(c::UNIT_VALUE) {
                     for u in a.children() {
                         if u.is(c::VALUE_DIGITS) {
-                            digits = ocf::diameter::types::decode_i64(u.data).unwrap_or(0);
+                            digits = ocf_protocol::types::decode_i64(u.data).unwrap_or(0);
                         } else if u.is(c::EXPONENT) {
                             exp = u.i32().unwrap_or(0);
                         }

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use ocf::diameter::avp::AvpIter;
-use ocf::diameter::codes::{DisconnectCause, ResultCode, avp as c, command};
-use ocf::diameter::error::DiameterError;
-use ocf::diameter::frame;
-use ocf::diameter::header::{HEADER_LEN, parse_header};
-use ocf::diameter::peer::{CloseReason, Event, Peer};
+use ocf_protocol::avp::AvpIter;
+use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as c, command};
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::frame;
+use ocf_protocol::header::{HEADER_LEN, parse_header};
+use ocf_protocol::peer::{CloseReason, Event, Peer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
@@ -485,7 +485,7 @@ impl Conn {
     }
 
     /// Requests from the server (Re-Auth and the like) are not part of a load run: 3001.
-    fn refuse(&mut self, msg: &ocf::diameter::Message) {
+    fn refuse(&mut self, msg: &ocf_protocol::Message) {
         let e = DiameterError::new(
             ResultCode::CommandUnsupported,
             "ocf-loadtest answers no server-initiated requests",

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use ocf::diameter::codes::{application, avp, command};
 use ocf_loadtest::client::{Client, ClientConfig};
 use ocf_loadtest::load::{self, LoadConfig, Model, Transport};
 use ocf_loadtest::plan::{Kind, MAX_MSCC, Plan, Scenario, Subscribers};
 use ocf_loadtest::stats::{Median, PerKind, RunReport};
+use ocf_protocol::codes::{application, avp, command};
 
 #[derive(Parser)]
 #[command(
@@ -103,7 +103,7 @@ impl ConnArgs {
         else {
             return Ok(None);
         };
-        let config = ocf::transport::tls::client_config(ca, cert, key, &self.tls_min_version)?;
+        let config = ocf_transport::tls::client_config(ca, cert, key, &self.tls_min_version)?;
         Ok(Some(ocf_loadtest::client::TlsClient {
             server_name: self.tls_server_name.clone(),
             config,

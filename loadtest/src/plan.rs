@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ocf::diameter::codes::{avp as c, command};
-use ocf::diameter::{CommandFlags, Header, MessageWriter};
+use ocf_protocol::codes::{avp as c, command};
+use ocf_protocol::{CommandFlags, Header, MessageWriter};
 
 use crate::gy::{EVENT, INITIAL, TERMINATION, UPDATE};
 

@@ -7,11 +7,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::BytesMut;
-use ocf::diameter::avp::AvpIter;
-use ocf::diameter::base::LocalIdentity;
-use ocf::diameter::codes::{ResultCode, VENDOR_3GPP, application, avp as c, command};
-use ocf::diameter::header::{HEADER_LEN, parse_header};
-use ocf::diameter::{CommandFlags, Header, MessageWriter, frame};
+use ocf_protocol::avp::AvpIter;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{ResultCode, VENDOR_3GPP, application, avp as c, command};
+use ocf_protocol::header::{HEADER_LEN, parse_header};
+use ocf_protocol::{CommandFlags, Header, MessageWriter, frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -125,7 +125,7 @@ pub async fn run(listen: SocketAddr) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::gy::{CcaResult, CcrSpec, INITIAL, MsccSpec};
-    use ocf::diameter::Message;
+    use ocf_protocol::Message;
 
     #[test]
     fn answers_copy_the_session_and_validate() {
@@ -143,7 +143,7 @@ mod tests {
         let mut out = BytesMut::new();
         answer_ccr(&mut out, &h, &req, &cca_tail(&id));
         let m = Message::decode(out.freeze()).unwrap();
-        ocf::diameter::dictionary::Dictionary::builtin()
+        ocf_protocol::dictionary::Dictionary::builtin()
             .unwrap()
             .validate(&m)
             .unwrap();

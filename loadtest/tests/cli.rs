@@ -8,11 +8,11 @@ use std::process::{Command, Output};
 
 use bytes::BytesMut;
 use ocf::config::Config;
-use ocf::diameter::base::LocalIdentity;
-use ocf::diameter::codes::{ResultCode, application, command};
-use ocf::diameter::header::parse_header;
-use ocf::diameter::{CommandFlags, Message};
 use ocf::server::Server;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{ResultCode, application, command};
+use ocf_protocol::header::parse_header;
+use ocf_protocol::{CommandFlags, Message};
 
 struct InProcess {
     rt: tokio::runtime::Runtime,
@@ -251,7 +251,7 @@ fn retransmission_only_server() -> (SocketAddr, std::thread::JoinHandle<(u32, u3
                     command::CREDIT_CONTROL => {
                         marked += 1;
                         let m = Message::decode(frame.into()).unwrap();
-                        let e = ocf::diameter::DiameterError::new(ResultCode::Success, "");
+                        let e = ocf_protocol::DiameterError::new(ResultCode::Success, "");
                         let mut w = BytesMut::new();
                         id.write_error_answer(&mut w, &m, &e);
                         out = w;

@@ -2,12 +2,12 @@
 
 use bytes::BytesMut;
 
-use crate::diameter::MessageWriter;
-use crate::diameter::base::LocalIdentity;
-use crate::diameter::codes::{ResultCode, avp as c};
-use crate::diameter::header::Header;
-use crate::diameter::message::Message;
 use crate::ledger::Unit;
+use ocf_protocol::MessageWriter;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{ResultCode, avp as c};
+use ocf_protocol::header::Header;
+use ocf_protocol::message::Message;
 
 use super::tenant::FinalUnitAction;
 
@@ -140,7 +140,7 @@ pub fn write_cca(
 ) {
     let mut h: Header = req.header.answer();
     if result.is_protocol_error() {
-        h.flags.0 |= crate::diameter::CommandFlags::ERROR;
+        h.flags.0 |= ocf_protocol::CommandFlags::ERROR;
     }
     let mut w = MessageWriter::new(out, &h);
     if let Some(sid) = req.session_id() {
@@ -151,7 +151,7 @@ pub fn write_cca(
     w.identity(c::ORIGIN_REALM, &identity.origin_realm);
     w.u32(
         c::AUTH_APPLICATION_ID,
-        crate::diameter::codes::application::CREDIT_CONTROL,
+        ocf_protocol::codes::application::CREDIT_CONTROL,
     );
     for k in [c::CC_REQUEST_TYPE, c::CC_REQUEST_NUMBER] {
         if let Some(a) = req.find(k) {

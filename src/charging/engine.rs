@@ -4,10 +4,10 @@
 use bytes::BytesMut;
 use tracing::{debug, warn};
 
-use crate::diameter::base::LocalIdentity;
-use crate::diameter::codes::{ResultCode, avp as c};
-use crate::diameter::error::DiameterError;
-use crate::diameter::message::Message;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{ResultCode, avp as c};
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::message::Message;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -132,8 +132,8 @@ fn service_kind(unit: Unit) -> Unit {
 fn failed_in(
     e: DiameterError,
     found: Option<(
-        Option<crate::diameter::avp::Avp<'_>>,
-        crate::diameter::avp::Avp<'_>,
+        Option<ocf_protocol::avp::Avp<'_>>,
+        ocf_protocol::avp::Avp<'_>,
     )>,
 ) -> DiameterError {
     match found {
@@ -144,7 +144,7 @@ fn failed_in(
 }
 
 /// A copy of the request's AVP `code` (empty if absent), for Failed-AVP.
-fn copy_of(req: &Message, code: crate::diameter::codes::AvpCode) -> bytes::Bytes {
+fn copy_of(req: &Message, code: ocf_protocol::codes::AvpCode) -> bytes::Bytes {
     req.find(code).map(|a| a.to_bytes()).unwrap_or_default()
 }
 
@@ -155,11 +155,11 @@ fn service_unit<'m>(
     req: &'m Message,
     cr: &CreditRequest,
     i: usize,
-    code: crate::diameter::codes::AvpCode,
+    code: ocf_protocol::codes::AvpCode,
     j: usize,
 ) -> Option<(
-    Option<crate::diameter::avp::Avp<'m>>,
-    crate::diameter::avp::Avp<'m>,
+    Option<ocf_protocol::avp::Avp<'m>>,
+    ocf_protocol::avp::Avp<'m>,
 )> {
     if cr.multiple_services {
         let group = req.find_all(c::MULTIPLE_SERVICES_CREDIT_CONTROL).nth(i)?;

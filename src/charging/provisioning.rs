@@ -286,7 +286,7 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
                 return Err("restrict needs filter_ids or restriction_rules".into());
             }
             for r in &spec.restriction_rules {
-                crate::diameter::types::decode_ipfilter(r.as_bytes())
+                ocf_protocol::types::decode_ipfilter(r.as_bytes())
                     .map_err(|e| format!("restriction rule '{r}': {}", e.reason()))?;
             }
             FinalUnitAction::RestrictAccess {

@@ -4,10 +4,10 @@
 //! (an unknown CC-Request-Type value, a Subscription-Id of no known type) is reported with the
 //! RFC's Result-Code and the AVP.
 
-use crate::diameter::avp::Avp;
-use crate::diameter::codes::{AvpCode, ResultCode, avp as c};
-use crate::diameter::error::DiameterError;
-use crate::diameter::message::Message;
+use ocf_protocol::avp::Avp;
+use ocf_protocol::codes::{AvpCode, ResultCode, avp as c};
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::message::Message;
 
 use super::tenant::SubscriptionType;
 

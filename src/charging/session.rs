@@ -283,7 +283,7 @@ const LEADING: [u32; 7] = [263, 268, 264, 296, 258, 416, 415];
 /// `0x00 flags:u8 present:u8 [result_code:u32be] tail`, `present` having bit i set for each
 /// AVP of [`LEADING`] the answer starts with.
 fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
-    const HEADER: usize = crate::diameter::header::HEADER_LEN;
+    const HEADER: usize = ocf_protocol::header::HEADER_LEN;
     let whole = |out: &mut Vec<u8>| {
         crate::journal::le::put_varint(out, answer.len() as u64);
         out.extend_from_slice(answer);
@@ -328,10 +328,10 @@ fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
 pub fn write_compact(
     out: &mut bytes::BytesMut,
     answer: &[u8],
-    req: &crate::diameter::Message,
-    identity: &crate::diameter::base::LocalIdentity,
+    req: &ocf_protocol::Message,
+    identity: &ocf_protocol::base::LocalIdentity,
 ) -> bool {
-    use crate::diameter::codes::avp as c;
+    use ocf_protocol::codes::avp as c;
     let [0, flags, present, rest @ ..] = answer else {
         return false;
     };
@@ -345,7 +345,7 @@ pub fn write_compact(
     };
     let mut h = req.header.answer();
     h.flags.0 = *flags;
-    let mut w = crate::diameter::MessageWriter::new(out, &h);
+    let mut w = ocf_protocol::MessageWriter::new(out, &h);
     for (i, code) in LEADING.iter().enumerate() {
         if present & (1 << i) == 0 {
             continue;
@@ -367,7 +367,7 @@ pub fn write_compact(
             (None, 296) => w.identity(c::ORIGIN_REALM, &identity.origin_realm),
             (None, _) => w.u32(
                 c::AUTH_APPLICATION_ID,
-                crate::diameter::codes::application::CREDIT_CONTROL,
+                ocf_protocol::codes::application::CREDIT_CONTROL,
             ),
         }
     }
@@ -519,11 +519,11 @@ impl ShardMaps {
 mod tests {
     use super::*;
     use crate::charging::answer::{EventAnswer, MsccAnswer, write_cca};
-    use crate::diameter::base::LocalIdentity;
-    use crate::diameter::codes::{ResultCode, application, avp as c, command};
-    use crate::diameter::error::DiameterError;
-    use crate::diameter::{Header, Message, MessageWriter};
     use bytes::BytesMut;
+    use ocf_protocol::base::LocalIdentity;
+    use ocf_protocol::codes::{ResultCode, application, avp as c, command};
+    use ocf_protocol::error::DiameterError;
+    use ocf_protocol::{Header, Message, MessageWriter};
 
     fn identity() -> LocalIdentity {
         LocalIdentity {

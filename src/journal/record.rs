@@ -423,7 +423,7 @@ mod tests {
         assert!(matches!(next(&out, 1), Next::Corrupt(_)));
     }
 
-    pub fn arb_op() -> impl Strategy<Value = Op> {
+    pub(super) fn arb_op() -> impl Strategy<Value = Op> {
         let acc = (any::<u32>(), any::<u32>()).prop_map(|(tree, node)| Account { tree, node });
         let unit = 0u8..=MAX_UNIT;
         prop_oneof![

@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{Shared, dispatch, meter};
-use crate::diameter::codes::DisconnectCause;
-use crate::diameter::frame::{self, FrameError};
-use crate::diameter::header::HEADER_LEN;
-use crate::diameter::peer::{Event, Peer, State};
+use ocf_protocol::codes::DisconnectCause;
+use ocf_protocol::frame::{self, FrameError};
+use ocf_protocol::header::HEADER_LEN;
+use ocf_protocol::peer::{Event, Peer, State};
 
 /// Bytes asked of the socket per read: large enough that one read takes in what a pipelining
 /// peer sent while the last batch was answered, so the queue is here, where overload shedding
@@ -82,8 +82,8 @@ fn answer_events<'e>(
                 dispatch::answer(engine, batch, identity, out, &msg);
                 if let Some(t) = tracked.as_mut() {
                     let h = &msg.header;
-                    if h.application_id == crate::diameter::codes::application::CREDIT_CONTROL
-                        && h.command_code == crate::diameter::codes::command::CREDIT_CONTROL
+                    if h.application_id == ocf_protocol::codes::application::CREDIT_CONTROL
+                        && h.command_code == ocf_protocol::codes::command::CREDIT_CONTROL
                     {
                         t.push(Tracked {
                             start,
@@ -108,20 +108,20 @@ fn answer_events<'e>(
 struct Tracked {
     start: usize,
     end: usize,
-    request: crate::diameter::Message,
+    request: ocf_protocol::Message,
 }
 
 /// Replaces every tracked answer in `out` by a 3004 TOO_BUSY (E bit) for its request: their
 /// records did not become durable in time, so none may leave as a success.
 fn answer_not_durable(
-    identity: &crate::diameter::base::LocalIdentity,
+    identity: &ocf_protocol::base::LocalIdentity,
     out: &mut BytesMut,
     tracked: &[Tracked],
 ) {
     let old = out.split();
     let mut at = 0;
-    let e = crate::diameter::error::DiameterError::new(
-        crate::diameter::codes::ResultCode::TooBusy,
+    let e = ocf_protocol::error::DiameterError::new(
+        ocf_protocol::codes::ResultCode::TooBusy,
         "the charging journal cannot be written now; try again",
     );
     for t in tracked {
@@ -184,7 +184,7 @@ pub(crate) async fn drive<S>(
     seed: u64,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    identity: Option<crate::diameter::peer::IdentityCheck>,
+    identity: Option<ocf_protocol::peer::IdentityCheck>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {

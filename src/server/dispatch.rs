@@ -4,10 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::charging::{CcrBatch, Engine};
-use crate::diameter::base::LocalIdentity;
-use crate::diameter::codes::{ResultCode, application, command};
-use crate::diameter::error::DiameterError;
-use crate::diameter::message::Message;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{ResultCode, application, command};
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::message::Message;
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {

@@ -25,12 +25,12 @@ use tracing::{info, warn};
 use crate::charging::engine::Supervision;
 use crate::charging::{Engine, snapshot};
 use crate::config::Config;
-use crate::diameter::base::LocalIdentity;
-use crate::diameter::codes::{VENDOR_3GPP, application};
-use crate::diameter::dictionary::{Dictionary, DictionaryError};
-use crate::diameter::peer::PeerConfig;
-use crate::transport::sctp::SctpListener;
-use crate::transport::tcp;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{VENDOR_3GPP, application};
+use ocf_protocol::dictionary::DictionaryError;
+use ocf_protocol::peer::PeerConfig;
+use ocf_transport::sctp::SctpListener;
+use ocf_transport::tcp;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum ServerError {
     #[error("provisioning: {0}")]
     Import(String),
     #[error("TLS: {0}")]
-    Tls(crate::transport::tls::TlsError),
+    Tls(ocf_transport::tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
     #[error("state directory: {0}")]
@@ -110,7 +110,7 @@ impl Shared {
         remote: SocketAddr,
         local: Vec<IpAddr>,
         stop: &watch::Receiver<bool>,
-        identity: Option<crate::diameter::peer::IdentityCheck>,
+        identity: Option<ocf_protocol::peer::IdentityCheck>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -176,21 +176,21 @@ async fn tls_accept(
             return;
         }
     };
-    let identity: Option<crate::diameter::peer::IdentityCheck> =
-        if live.tls_origin_host_in_certificate {
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.clone().into_owned());
-            Some(Box::new(move |host: &str| {
-                cert.as_ref()
-                    .is_some_and(|c| crate::transport::tls::certificate_names(c, host))
-            }))
-        } else {
-            None
-        };
+    let identity: Option<ocf_protocol::peer::IdentityCheck> = if live.tls_origin_host_in_certificate
+    {
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned());
+        Some(Box::new(move |host: &str| {
+            cert.as_ref()
+                .is_some_and(|c| ocf_transport::tls::certificate_names(c, host))
+        }))
+    } else {
+        None
+    };
     shared.spawn(&conns, tls, remote, local, &stop, identity);
 }
 
@@ -208,7 +208,9 @@ fn firmware_revision() -> u32 {
 /// The settings a reload may change, from a configuration. Loads the dictionaries.
 /// `origin_state_id` is this run's (RFC 6733 §8.16: it changes only with a restart).
 pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Live, ServerError> {
-    let dictionary = Arc::new(Dictionary::load(config.diameter.dictionary_dir.as_deref())?);
+    let dictionary = Arc::new(crate::config::load_dictionary(
+        config.diameter.dictionary_dir.as_deref(),
+    )?);
     let d = &config.diameter;
     let identity = LocalIdentity {
         origin_host: d.origin_host.clone(),
@@ -236,7 +238,7 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
     let t = &d.tls;
     let tls = match (&t.certificate, &t.private_key, &t.peer_ca) {
         (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => Some(
-            crate::transport::tls::server_config(cert, key, ca, &t.min_version)
+            ocf_transport::tls::server_config(cert, key, ca, &t.min_version)
                 .map_err(ServerError::Tls)?,
         ),
         _ => None,

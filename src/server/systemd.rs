@@ -16,33 +16,33 @@ fn notify(states: &[NotifyState]) {
 }
 
 /// Startup may take this much longer (journal replay of a large state).
-pub fn extend_timeout(by: Duration) {
+pub(super) fn extend_timeout(by: Duration) {
     let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
     notify(&[NotifyState::ExtendTimeoutUsec(usec)]);
 }
 
-pub fn ready(status: &str) {
+pub(super) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A reload begins (RELOADING=1); [`ready`] ends it.
-pub fn reloading() {
+pub(super) fn reloading() {
     notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
 }
 
-pub fn status(status: &str) {
+pub(super) fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }
 
-pub fn stopping(status: &str) {
+pub(super) fn stopping(status: &str) {
     notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
 /// How often to send WATCHDOG=1: half the unit's WatchdogSec, if it set one for us.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(super) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }
 
-pub fn watchdog() {
+pub(super) fn watchdog() {
     notify(&[NotifyState::Watchdog]);
 }

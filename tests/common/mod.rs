@@ -2,7 +2,7 @@
 //! of the test's own, read its logs, and talk raw Diameter to it over real sockets.
 #![allow(dead_code)]
 
-pub mod pki;
+pub(crate) mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ocf::diameter::base::LocalIdentity;
-use ocf::diameter::codes::{application, avp as c};
-use ocf::diameter::{Message, frame};
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::{application, avp as c};
+use ocf_protocol::{Message, frame};
 
 /// Upper bound for anything a test waits for.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A child process whose stdout and stderr lines are collected as they come.
-pub struct Watched {
+pub(crate) struct Watched {
     pub child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
@@ -30,7 +30,7 @@ pub struct Watched {
 }
 
 impl Watched {
-    pub fn spawn(name: &str, mut cmd: Command) -> Watched {
+    pub(crate) fn spawn(name: &str, mut cmd: Command) -> Watched {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -61,7 +61,7 @@ impl Watched {
     }
 
     /// Waits (bounded by `limit`) for an output line containing `needle` and returns it.
-    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
         if let Some(l) = self
             .logs
             .lock()
@@ -87,7 +87,7 @@ impl Watched {
     }
 
     /// Like [`Self::wait_for`] but says whether the line came instead of failing.
-    pub fn saw_within(&mut self, needle: &str, limit: Duration) -> bool {
+    pub(crate) fn saw_within(&mut self, needle: &str, limit: Duration) -> bool {
         if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
             return true;
         }
@@ -103,7 +103,7 @@ impl Watched {
     }
 
     /// Waits (bounded) until `n` output lines contain `needle`.
-    pub fn wait_count(&mut self, needle: &str, n: usize, limit: Duration) {
+    pub(crate) fn wait_count(&mut self, needle: &str, n: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self
             .logs
@@ -125,11 +125,11 @@ impl Watched {
         }
     }
 
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
 
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -140,7 +140,7 @@ impl Watched {
 
     /// Waits (bounded) for the process to exit, and for everything it printed to be read, so
     /// that [`Self::output`] is whole afterwards.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -174,7 +174,7 @@ impl Drop for Watched {
 }
 
 /// Fails with a clear message when a tool the test needs is not installed.
-pub fn require_tool(tool: &str, package: &str) {
+pub(crate) fn require_tool(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
@@ -185,7 +185,7 @@ pub fn require_tool(tool: &str, package: &str) {
 }
 
 /// The address in a `listening ... addr=IP:PORT` log line.
-pub fn logged_addr(line: &str) -> SocketAddr {
+pub(crate) fn logged_addr(line: &str) -> SocketAddr {
     let field = line
         .split("addr=")
         .nth(1)
@@ -196,7 +196,7 @@ pub fn logged_addr(line: &str) -> SocketAddr {
 }
 
 /// A TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -205,7 +205,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The real ocfd binary on 127.0.0.1 port 0.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub proc: Watched,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
@@ -216,21 +216,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts ocfd with `diameter_toml` added to the [diameter] table of a config that listens
     /// on 127.0.0.1:0.
-    pub fn start(diameter_toml: &str) -> Daemon {
+    pub(crate) fn start(diameter_toml: &str) -> Daemon {
         Self::start_with(diameter_toml, &[])
     }
 
-    pub fn start_with(diameter_toml: &str, args: &[&str]) -> Daemon {
+    pub(crate) fn start_with(diameter_toml: &str, args: &[&str]) -> Daemon {
         Self::start_in(tempfile::tempdir().unwrap(), diameter_toml, args)
     }
 
     /// Starts ocfd with its state in `dir` (kept across restarts by [`Daemon::into_dir`]).
-    pub fn start_in(dir: tempfile::TempDir, diameter_toml: &str, args: &[&str]) -> Daemon {
+    pub(crate) fn start_in(dir: tempfile::TempDir, diameter_toml: &str, args: &[&str]) -> Daemon {
         Self::start_in_env(dir, diameter_toml, args, &[])
     }
 
     /// [`Daemon::start_in`] with extra environment variables.
-    pub fn start_in_env(
+    pub(crate) fn start_in_env(
         dir: tempfile::TempDir,
         diameter_toml: &str,
         args: &[&str],
@@ -242,7 +242,7 @@ impl Daemon {
 
     /// [`Daemon::start_in`] with the state directory at `state` (anywhere, e.g. on a file
     /// system the test mounted); the configuration file stays in `dir`.
-    pub fn start_in_state(
+    pub(crate) fn start_in_state(
         dir: tempfile::TempDir,
         state: &std::path::Path,
         diameter_toml: &str,
@@ -281,30 +281,30 @@ impl Daemon {
     }
 
     /// Stops the process (SIGKILL unless it already exited) and keeps its state directory.
-    pub fn into_dir(mut self) -> tempfile::TempDir {
+    pub(crate) fn into_dir(mut self) -> tempfile::TempDir {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
         std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
     }
 
     /// SIGKILL: no shutdown, no flush.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.proc.signal("KILL");
         self.proc.wait_exit(WAIT);
     }
 
     /// The state directory.
-    pub fn state_path(&self) -> std::path::PathBuf {
+    pub(crate) fn state_path(&self) -> std::path::PathBuf {
         self.state.clone()
     }
 
     /// The admin listener's address (from its log line).
-    pub fn admin_addr(&mut self) -> SocketAddr {
+    pub(crate) fn admin_addr(&mut self) -> SocketAddr {
         logged_addr(&self.proc.wait_for("listening transport=\"http\"", WAIT))
     }
 
     /// An admin API client with the token ocfd created in its state directory.
-    pub fn admin(&mut self) -> Http {
+    pub(crate) fn admin(&mut self) -> Http {
         let token = std::fs::read_to_string(self.state_path().join("admin-token")).unwrap();
         Http {
             addr: self.admin_addr(),
@@ -313,26 +313,26 @@ impl Daemon {
     }
 
     /// The configuration file it was started with (a test may rewrite it and reload).
-    pub fn config_path(&self) -> std::path::PathBuf {
+    pub(crate) fn config_path(&self) -> std::path::PathBuf {
         self._dir.path().join("ocfd.toml")
     }
 
-    pub fn wait_log(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_log(&mut self, needle: &str) -> String {
         self.proc.wait_for(needle, WAIT)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.proc.child.id()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         self.proc.signal("TERM");
         self.proc.wait_exit(WAIT)
     }
 
     /// Still running (has not crashed).
-    pub fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         assert!(
             self.proc.child.try_wait().unwrap().is_none(),
             "ocfd exited; logs:\n{}",
@@ -341,7 +341,7 @@ impl Daemon {
     }
 
     /// A fresh connection completes CER/CEA with 2001.
-    pub fn assert_serving(&mut self) {
+    pub(crate) fn assert_serving(&mut self) {
         self.assert_alive();
         let mut conn = Conn::connect(self.addr);
         let cea = conn.handshake("check.localdomain");
@@ -349,7 +349,7 @@ impl Daemon {
     }
 }
 
-pub fn identity(host: &str) -> LocalIdentity {
+pub(crate) fn identity(host: &str) -> LocalIdentity {
     LocalIdentity {
         origin_host: host.into(),
         origin_realm: "localdomain".into(),
@@ -363,26 +363,26 @@ pub fn identity(host: &str) -> LocalIdentity {
     }
 }
 
-pub fn cer(host: &str) -> BytesMut {
+pub(crate) fn cer(host: &str) -> BytesMut {
     let mut b = BytesMut::new();
     identity(host).write_cer(&mut b, 0x1000, 0x2000);
     b
 }
 
-pub fn result_code(m: &Message) -> u32 {
+pub(crate) fn result_code(m: &Message) -> u32 {
     m.find(c::RESULT_CODE).expect("Result-Code").u32().unwrap()
 }
 
 /// What a read ended with.
 #[derive(Debug)]
-pub enum Read_ {
+pub(crate) enum Read_ {
     Frame(Message),
     Closed,
     Timeout,
 }
 
 /// A byte stream under a [`Conn`]: TCP, or TLS over TCP.
-pub trait Transport: Read + Write + Send {
+pub(crate) trait Transport: Read + Write + Send {
     fn tcp(&self) -> &TcpStream;
 }
 
@@ -399,13 +399,13 @@ impl Transport for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
 }
 
 /// A raw blocking connection with bounded reads.
-pub struct Conn {
+pub(crate) struct Conn {
     pub s: Box<dyn Transport>,
     buf: BytesMut,
 }
 
 impl Conn {
-    pub fn connect(addr: SocketAddr) -> Conn {
+    pub(crate) fn connect(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
         s.set_nodelay(true).unwrap();
         Conn {
@@ -416,7 +416,7 @@ impl Conn {
 
     /// Connects over TLS (RFC 6733 §13) with `config`, checking the server's certificate for
     /// `server_name`; the handshake completes before this returns, or its error is returned.
-    pub fn connect_tls(
+    pub(crate) fn connect_tls(
         addr: SocketAddr,
         config: std::sync::Arc<rustls::ClientConfig>,
         server_name: &str,
@@ -437,12 +437,12 @@ impl Conn {
         })
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("send");
     }
 
     /// Reads the next whole message, or notices the close, within `limit`.
-    pub fn read(&mut self, limit: Duration) -> Read_ {
+    pub(crate) fn read(&mut self, limit: Duration) -> Read_ {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(len)) = frame::check(&self.buf, 1 << 24) {
@@ -475,49 +475,49 @@ impl Conn {
         }
     }
 
-    pub fn expect_frame(&mut self) -> Message {
+    pub(crate) fn expect_frame(&mut self) -> Message {
         match self.read(WAIT) {
             Read_::Frame(m) => m,
             other => panic!("expected a message, got {other:?}"),
         }
     }
 
-    pub fn expect_closed(&mut self) {
+    pub(crate) fn expect_closed(&mut self) {
         match self.read(WAIT) {
             Read_::Closed => {}
             other => panic!("expected the connection to close, got {other:?}"),
         }
     }
 
-    pub fn handshake(&mut self, host: &str) -> Message {
+    pub(crate) fn handshake(&mut self, host: &str) -> Message {
         self.send(&cer(host));
         self.expect_frame()
     }
 }
 
 /// A gateway connection that sends CCRs one at a time.
-pub struct Gw {
+pub(crate) struct Gw {
     pub conn: Conn,
     hop: u32,
 }
 
 impl Gw {
-    pub fn open(d: &Daemon, host: &str) -> Gw {
+    pub(crate) fn open(d: &Daemon, host: &str) -> Gw {
         Self::open_at(d.addr, host)
     }
 
     /// A gateway on a connection whose CER/CEA is done.
-    pub fn over(conn: Conn) -> Gw {
+    pub(crate) fn over(conn: Conn) -> Gw {
         Gw { conn, hop: 1 }
     }
 
-    pub fn open_at(addr: SocketAddr, host: &str) -> Gw {
+    pub(crate) fn open_at(addr: SocketAddr, host: &str) -> Gw {
         let mut conn = Conn::connect(addr);
         assert_eq!(result_code(&conn.handshake(host)), 2001);
         Gw { conn, hop: 1 }
     }
 
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         spec: &ocf_loadtest::gy::CcrSpec,
     ) -> (Message, ocf_loadtest::gy::CcaResult) {
@@ -534,12 +534,12 @@ impl Gw {
         (m, r)
     }
 
-    pub fn ask(&mut self, spec: &ocf_loadtest::gy::CcrSpec) -> ocf_loadtest::gy::CcaResult {
+    pub(crate) fn ask(&mut self, spec: &ocf_loadtest::gy::CcrSpec) -> ocf_loadtest::gy::CcaResult {
         self.send(spec).1
     }
 
     /// Sends a CCR; `None` if the connection dropped before the answer (a crash).
-    pub fn try_ask(
+    pub(crate) fn try_ask(
         &mut self,
         spec: &ocf_loadtest::gy::CcrSpec,
     ) -> Option<ocf_loadtest::gy::CcaResult> {
@@ -557,7 +557,7 @@ impl Gw {
 }
 
 /// An admin API client (the one `ocfctl` uses).
-pub struct Http {
+pub(crate) struct Http {
     pub addr: SocketAddr,
     pub token: Option<String>,
 }
@@ -565,7 +565,12 @@ pub struct Http {
 impl Http {
     /// Sends a request; returns the status and the body parsed as JSON (Null if empty or not
     /// JSON).
-    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let c = ocf::ctl::http::Client {
             addr: self.addr,
             token: self.token.clone(),

@@ -9,19 +9,19 @@ use rcgen::{
 };
 
 /// A certificate authority.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,
 }
 
 /// PEM files of one certificate: the certificate and its key.
-pub struct Files {
+pub(crate) struct Files {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl Ca {
-    pub fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -35,7 +35,7 @@ impl Ca {
     }
 
     /// Writes the CA certificate to `dir/name`.
-    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, &self.cert_pem).unwrap();
         p
@@ -43,7 +43,7 @@ impl Ca {
 
     /// A certificate for `names` (DNS names or IP addresses), for a server and a client both,
     /// written to `dir/<stem>.pem` and `dir/<stem>.key`.
-    pub fn issue(&self, dir: &Path, stem: &str, names: &[&str]) -> Files {
+    pub(crate) fn issue(&self, dir: &Path, stem: &str, names: &[&str]) -> Files {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())

@@ -2,8 +2,8 @@
 //! time advances only by [`Pair::advance`], so every test is deterministic.
 
 use super::*;
-use crate::diameter::frame;
-use crate::diameter::{Header, MessageWriter};
+use crate::frame;
+use crate::{Header, MessageWriter};
 
 fn identity(host: &str) -> LocalIdentity {
     LocalIdentity {
@@ -180,10 +180,7 @@ fn cea_carries_the_capabilities() {
         let mut w = MessageWriter::new(b, &h);
         w.identity(c::ORIGIN_HOST, &id.origin_host);
         w.identity(c::ORIGIN_REALM, &id.origin_realm);
-        w.address(
-            c::HOST_IP_ADDRESS,
-            &crate::diameter::types::Address::Ip(LOCAL[0]),
-        );
+        w.address(c::HOST_IP_ADDRESS, &crate::types::Address::Ip(LOCAL[0]));
         w.u32(c::VENDOR_ID, 0);
         w.utf8(c::PRODUCT_NAME, "x");
         let g = w.begin_group(c::VENDOR_SPECIFIC_APPLICATION_ID);
@@ -197,7 +194,7 @@ fn cea_carries_the_capabilities() {
     assert_eq!(result_code(&cea), 2001);
     assert_eq!(
         cea.find(c::HOST_IP_ADDRESS).unwrap().address().unwrap(),
-        crate::diameter::types::Address::Ip(LOCAL[0])
+        crate::types::Address::Ip(LOCAL[0])
     );
     assert_eq!(
         cea.find(c::SUPPORTED_VENDOR_ID).unwrap().u32().unwrap(),

@@ -98,7 +98,7 @@ impl Header {
 }
 
 /// Parses the 20 header octets; every bit pattern is accepted here, the checks are in
-/// [`crate::diameter::frame`] and [`crate::diameter::message`].
+/// [`crate::frame`] and [`crate::message`].
 pub fn parse_header(input: &[u8]) -> IResult<&[u8], Header> {
     let (input, version) = be_u8(input)?;
     let (input, length) = be_u24(input)?;

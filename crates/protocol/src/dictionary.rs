@@ -1,17 +1,17 @@
 //! Dictionaries: AVP definitions (code, vendor, data format, M-bit rule, enumerated values,
 //! Grouped contents) and command rules (required and maximum AVPs), read from XML files.
 //!
-//! The shipped files in `dictionaries/` are built in; a directory of further `*.xml` files is
-//! loaded after them in file-name order, and a definition there replaces a built-in one with the
-//! same name or code. Any error names the file, line and column. The format is described in
-//! `docs/dictionaries.md`.
+//! The shipped files in `dictionaries/` are built in; further texts the caller supplies (the
+//! daemon reads them from a directory, in file-name order) are loaded after them, and a
+//! definition there replaces a built-in one with the same name or code. Any error names the
+//! file, line and column. The format is described in `docs/dictionaries.md`. Nothing here reads
+//! the file system.
 //!
 //! [`Dictionary::validate`] applies RFC 6733 §7: unknown AVPs with the M bit (5001), data that
 //! does not fit its format (5014/5004), closed enumerations (5004), and per-command and
 //! per-Grouped rules (5005, 5009, 5008).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
@@ -24,14 +24,14 @@ use super::types::{AvpType, Value};
 
 /// The built-in dictionary files, in load order.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("base.xml", include_str!("../../dictionaries/base.xml")),
+    ("base.xml", include_str!("../../../dictionaries/base.xml")),
     (
         "credit-control.xml",
-        include_str!("../../dictionaries/credit-control.xml"),
+        include_str!("../../../dictionaries/credit-control.xml"),
     ),
     (
         "3gpp-gy.xml",
-        include_str!("../../dictionaries/3gpp-gy.xml"),
+        include_str!("../../../dictionaries/3gpp-gy.xml"),
     ),
 ];
 
@@ -494,32 +494,18 @@ impl Loader {
 impl Dictionary {
     /// The shipped dictionaries.
     pub fn builtin() -> Result<Dictionary, DictionaryError> {
-        Self::load(None)
+        Self::with(&[])
     }
 
-    /// The shipped dictionaries plus every `*.xml` file in `dir`, in file-name order.
-    pub fn load(dir: Option<&Path>) -> Result<Dictionary, DictionaryError> {
+    /// The shipped dictionaries, then `extra` (each a file's name, for errors, and its text)
+    /// in the order given.
+    pub fn with(extra: &[(String, String)]) -> Result<Dictionary, DictionaryError> {
         let mut loader = Loader::default();
         for (name, text) in BUILTIN {
             loader.read(&format!("(built-in) {name}"), text)?;
         }
-        if let Some(dir) = dir {
-            let io_err = |e: std::io::Error, path: &Path| DictionaryError {
-                file: path.display().to_string(),
-                line: 0,
-                column: 0,
-                reason: e.to_string(),
-            };
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| io_err(e, dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "xml"))
-                .collect();
-            files.sort();
-            for path in files {
-                let text = std::fs::read_to_string(&path).map_err(|e| io_err(e, &path))?;
-                loader.read(&path.display().to_string(), &text)?;
-            }
+        for (name, text) in extra {
+            loader.read(name, text)?;
         }
         loader.finish()
     }
@@ -760,10 +746,10 @@ pub fn check_header_bits(msg: &Message) -> Result<(), DiameterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diameter::codes::{self, avp as c};
-    use crate::diameter::encode::MessageWriter;
-    use crate::diameter::header::Header;
-    use crate::diameter::types::Address;
+    use crate::codes::{self, avp as c};
+    use crate::encode::MessageWriter;
+    use crate::header::Header;
+    use crate::types::Address;
 
     fn dict() -> Dictionary {
         Dictionary::builtin().unwrap()
@@ -850,7 +836,7 @@ mod tests {
         let unknown = d
             .validate(&cer(|w| {
                 w.bytes(
-                    crate::diameter::AvpCode {
+                    crate::AvpCode {
                         name: "x",
                         code: 9999,
                         vendor_id: 0,
@@ -864,7 +850,7 @@ mod tests {
         // Without the M bit an unknown AVP is ignored.
         d.validate(&cer(|w| {
             w.bytes(
-                crate::diameter::AvpCode {
+                crate::AvpCode {
                     name: "x",
                     code: 9999,
                     vendor_id: 0,
@@ -945,8 +931,6 @@ mod tests {
 
     #[test]
     fn broken_files_name_file_line_and_column() {
-        let dir = std::env::temp_dir().join(format!("ocfd-dict-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let cases = [
             (
                 "<dictionary>\n  <avp name=\"X\" code=\"1\" type=\"Nope\"/>\n</dictionary>",
@@ -966,27 +950,23 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let path = dir.join("vendor.xml");
-            std::fs::write(&path, text).unwrap();
-            let err = Dictionary::load(Some(&dir)).unwrap_err().to_string();
-            assert!(err.starts_with(&path.display().to_string()), "{err}");
+            let extra = [("dir/vendor.xml".to_owned(), text.to_owned())];
+            let err = Dictionary::with(&extra).unwrap_err().to_string();
+            assert!(err.starts_with("dir/vendor.xml"), "{err}");
             assert!(err.contains(want), "{err} lacks {want}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn vendor_file_adds_and_replaces() {
-        let dir = std::env::temp_dir().join(format!("ocfd-dict-add-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("acme.xml"),
+        let extra = [(
+            "acme.xml".to_owned(),
             r#"<dictionary><vendor id="99999" name="Acme"/>
                <avp name="Acme-Flavour" code="1" vendor="99999" type="Enumerated" values="closed"><enum code="1" name="VANILLA"/></avp>
-               <avp name="Product-Name" code="269" type="UTF8String" mandatory="may"/></dictionary>"#,
-        )
-        .unwrap();
-        let d = Dictionary::load(Some(&dir)).unwrap();
+               <avp name="Product-Name" code="269" type="UTF8String" mandatory="may"/></dictionary>"#
+                .to_owned(),
+        )];
+        let d = Dictionary::with(&extra).unwrap();
         let f = d.avp(1, 99999).unwrap();
         assert_eq!(f.enum_name(1), Some("VANILLA"));
         assert_eq!(
@@ -995,6 +975,5 @@ mod tests {
         );
         // Rules naming a replaced AVP still resolve to it.
         d.validate(&cer(|_| {})).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -213,8 +213,8 @@ impl<'a> Avp<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diameter::codes::avp;
-    use crate::diameter::encode::MessageWriter;
+    use crate::codes::avp;
+    use crate::encode::MessageWriter;
     use proptest::prelude::*;
 
     fn sample() -> Bytes {
@@ -300,7 +300,7 @@ mod tests {
             flags in any::<u8>(), code in 0u32..0x00ff_ffff, app: u32, hbh: u32, e2e: u32,
             avps in proptest::collection::vec(arb_avp(), 0..12),
         ) {
-            let header = Header { version: 1, length: 0, flags: crate::diameter::CommandFlags(flags), command_code: code, application_id: app, hop_by_hop: hbh, end_to_end: e2e };
+            let header = Header { version: 1, length: 0, flags: crate::CommandFlags(flags), command_code: code, application_id: app, hop_by_hop: hbh, end_to_end: e2e };
             let mut buf = BytesMut::new();
             let mut w = MessageWriter::new(&mut buf, &header);
             for (code, flags, vendor, data) in &avps {

@@ -4,6 +4,7 @@
 //! (Diameter) via `SCTP_DEFAULT_SNDINFO`, so plain reads and writes carry the byte stream.
 //!
 //! This is the only module with `unsafe`: socket options that socket2 does not wrap.
+#![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -15,7 +16,12 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::config::SctpEndpoint;
+/// An SCTP endpoint: one port on one or more local addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SctpEndpoint {
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+}
 
 pub const IPPROTO_SCTP: i32 = 132;
 const SCTP_NODELAY: libc::c_int = 3;

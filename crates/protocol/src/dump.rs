@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn renders_a_cer() {
-        use crate::diameter::codes::avp as c;
-        use crate::diameter::{Header, MessageWriter};
+        use crate::codes::avp as c;
+        use crate::{Header, MessageWriter};
         let mut buf = bytes::BytesMut::new();
         let mut w = MessageWriter::new(&mut buf, &Header::request(257, 0, 1, 2));
         w.identity(c::ORIGIN_HOST, "gw.example");
@@ -186,7 +186,7 @@ mod tests {
         w.u32(c::DISCONNECT_CAUSE, 2);
         w.u32(c::REPORTING_REASON, 77);
         w.bytes(
-            crate::diameter::AvpCode {
+            crate::AvpCode {
                 name: "x",
                 code: 7777,
                 vendor_id: 0,

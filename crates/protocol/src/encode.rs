@@ -108,7 +108,7 @@ impl<'a> MessageWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diameter::codes::avp as c;
+    use crate::codes::avp as c;
 
     #[test]
     fn writer_table() {
