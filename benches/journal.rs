@@ -4,10 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ocf::charging::recorder::replay;
-use ocf::charging::tenant::default_tenant;
-use ocf::journal::record::{Account, Op, Record};
-use ocf::journal::segment::SegmentWriter;
+use ocf_charging::tenant::default_tenant;
+use ocf_store::record::{Account, Op, Record};
+use ocf_store::replay::replay;
+use ocf_store::segment::SegmentWriter;
 
 const RECORDS: u64 = 1_000_000;
 
@@ -65,8 +65,8 @@ fn bench(c: &mut Criterion) {
             || default_tenant().0,
             |ledger| {
                 let r = replay(&ledger, dir.path(), 0, Vec::new(), Vec::new(), |_| {}).unwrap();
-                assert_eq!(r.summary.records, RECORDS);
-                black_box(r.outstanding.len())
+                assert_eq!(r.1.records, RECORDS);
+                black_box(r.0.outstanding.len())
             },
             criterion::BatchSize::PerIteration,
         )

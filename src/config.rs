@@ -136,7 +136,7 @@ pub struct JournalSection {
     /// When answers leave: `async` (at once; synced every sync_interval_ms), `write` (after the
     /// write reached the file: survives a crash of ocfd) or `fsync` (after it is on disk:
     /// survives power loss).
-    pub durability: crate::journal::writer::Durability,
+    pub durability: ocf_store::writer::Durability,
     /// In async mode, how often written records are synced to disk, milliseconds.
     pub sync_interval_ms: u64,
     /// Size at which a new segment file starts, MiB.
@@ -160,7 +160,7 @@ impl Default for JournalSection {
     fn default() -> Self {
         JournalSection {
             enabled: true,
-            durability: crate::journal::writer::Durability::Async,
+            durability: ocf_store::writer::Durability::Async,
             sync_interval_ms: 100,
             segment_mib: 64,
             queue_records: 65536,

@@ -1,13 +1,8 @@
-//! ocfd: a Diameter Gy online charging function.
-//!
-//! Layers (see DESIGN.md §3): `diameter` is the sans-IO protocol core (codec, dictionary, peer
-//! state machine); `transport` moves bytes over TCP and SCTP; `server` drives connections;
-//! `config` is the strict TOML configuration; `ctl` is `ocfctl`, the admin API's client.
+//! ocfd, the daemon: the shell around the charging core (DESIGN.md §3; ARCHITECTURE.md is the
+//! map). `server` drives connections, the admin API, metrics, supervision, snapshots, reload and
+//! shutdown; `config` is the strict TOML configuration; `ctl` is `ocfctl`, the admin API's
+//! client. The protocol, transports, charging core and store are crates of their own below it.
 
-pub mod charging;
 pub mod config;
 pub mod ctl;
-pub mod journal;
-pub mod ledger;
 pub mod server;
-pub mod stats;

@@ -107,7 +107,7 @@ enum TenantsAction {
 fn snapshot_sequence(state_dir: &std::path::Path) -> anyhow::Result<u64> {
     let path = state_dir.join("snapshot");
     match std::fs::read(&path) {
-        Ok(data) => Ok(ocf::charging::snapshot::header(&data, &path)?.info.sequence),
+        Ok(data) => Ok(ocf_store::snapshot::header(&data, &path)?.info.sequence),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
     }
@@ -119,7 +119,7 @@ fn journal(cli: &Cli, action: &JournalAction) -> anyhow::Result<()> {
     let after = snapshot_sequence(&cfg.state_dir)?;
     match action {
         JournalAction::Check => {
-            let s = ocf::journal::segment::read_all(&dir, after, true, |_| {})?;
+            let s = ocf_store::segment::read_all(&dir, after, true, |_| {})?;
             println!(
                 "{}: {} records, last sequence {}",
                 dir.display(),
@@ -138,7 +138,7 @@ fn journal(cli: &Cli, action: &JournalAction) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            match ocf::journal::segment::cut_at_corruption(&dir, after, now)? {
+            match ocf_store::segment::cut_at_corruption(&dir, after, now)? {
                 None => println!("{}: no corruption found; nothing changed", dir.display()),
                 Some((file, offset)) => println!(
                     "cut {} at offset {offset}; the damaged and later segments are in {}",
@@ -160,11 +160,11 @@ fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(*enterprises >= 1, "--enterprises must be at least 1");
             anyhow::ensure!(
-                *devices <= ocf::charging::provisioning::MAX_DEVICES,
+                *devices <= ocf_charging::provisioning::MAX_DEVICES,
                 "--devices is at most {}",
-                ocf::charging::provisioning::MAX_DEVICES
+                ocf_charging::provisioning::MAX_DEVICES
             );
-            let text = ocf::charging::provisioning::generate(*enterprises, *devices);
+            let text = ocf_charging::provisioning::generate(*enterprises, *devices);
             match out {
                 Some(path) => std::fs::write(path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -172,10 +172,10 @@ fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
             }
         }
         TenantsAction::Check { files } => {
-            let mut ledger = ocf::ledger::Ledger::new();
-            let mut dir = ocf::charging::tenant::Directory::default();
+            let mut ledger = ocf_charging::ledger::Ledger::new();
+            let mut dir = ocf_charging::tenant::Directory::default();
             for f in files {
-                let n = ocf::charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
+                let n = ocf_charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
                 println!("{}: {n} tenants", f.display());
             }
             println!(
@@ -400,17 +400,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Bad provisioning or dictionaries are configuration errors: nothing was bound.
-            use ocf::server::ServerError;
-            let config_error = matches!(
-                e.downcast_ref::<ServerError>(),
-                Some(
-                    ServerError::Provisioning(_)
-                        | ServerError::Import(_)
-                        | ServerError::Tls(_)
-                        | ServerError::Dictionary(_)
-                        | ServerError::Config(_)
-                )
-            );
+            let config_error = e
+                .downcast_ref::<ocf::server::ServerError>()
+                .is_some_and(|e| e.is_config_error());
             tracing::error!(error = %explain(&e), "ocfd cannot start");
             if config_error {
                 eprintln!("ocfd: bad configuration: {}", explain(&e));

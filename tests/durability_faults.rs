@@ -701,7 +701,7 @@ fn pipeline(conn: &mut Conn, hop: &mut u32, specs: &[CcrSpec]) {
 }
 
 fn segments(journal: &Path) -> Vec<(u64, PathBuf)> {
-    ocf::journal::segment::list(journal).unwrap()
+    ocf_store::segment::list(journal).unwrap()
 }
 
 /// Sessions (CCR-I, CCR-T) with long Session-Ids on sales devices until the journal has at
@@ -824,7 +824,7 @@ fn refused_start(config: &Path, state: &Path) -> String {
 fn snapshot_sequence(state: &Path) -> u64 {
     let path = state.join("snapshot");
     let data = std::fs::read(&path).unwrap();
-    ocf::charging::snapshot::header(&data, &path)
+    ocf_store::snapshot::header(&data, &path)
         .unwrap()
         .info
         .sequence
@@ -862,7 +862,7 @@ fn missing_segments_or_snapshot_are_refused_and_repair_accepts_a_lost_last_segme
         *first, current,
         "more segments follow the one after the snapshot"
     );
-    let gone = ocf::journal::segment::segment_path(&case.join("journal"), *first);
+    let gone = ocf_store::segment::segment_path(&case.join("journal"), *first);
     std::fs::remove_file(&gone).unwrap();
     let said = refused_start(&config, &case);
     assert!(said.contains("missing"), "1: {said}");
@@ -878,7 +878,7 @@ fn missing_segments_or_snapshot_are_refused_and_repair_accepts_a_lost_last_segme
     // 3. The last segment, named in the manifest.
     let case = work.path().join("last");
     copy_dir(&original, &case);
-    let last = ocf::journal::segment::segment_path(&case.join("journal"), current);
+    let last = ocf_store::segment::segment_path(&case.join("journal"), current);
     std::fs::remove_file(&last).unwrap();
     let said = refused_start(&config, &case);
     assert!(

@@ -120,7 +120,8 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
 /// Loads `state` (snapshot, then journal) onto a freshly provisioned default tenant and checks
 /// used + reserved <= limit on every counter and, for devices 8100.., used >= acknowledged.
 fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
-    use ocf::charging::{recorder, snapshot, tenant};
+    use ocf_charging::tenant;
+    use ocf_store::{replay::replay, snapshot};
     let (ledger, dir) = tenant::default_tenant();
     let (after, open, sessions) = match std::fs::read(state.join("snapshot")) {
         Ok(data) => {
@@ -141,7 +142,7 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         let e = e.unwrap();
         std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
     }
-    recorder::replay(&ledger, copy.path(), after, open, sessions, |_| {}).unwrap();
+    replay(&ledger, copy.path(), after, open, sessions, |_| {}).unwrap();
     for t in 0..ledger.tree_count() as u32 {
         let tree = ledger.lock(t).unwrap();
         for (i, n) in tree.nodes.iter().enumerate() {

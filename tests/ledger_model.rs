@@ -36,11 +36,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::BytesMut;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use ocf::charging::changes::Change;
-use ocf::charging::provisioning::{Amount, LimitSpec};
-use ocf::charging::tenant::default_tenant;
-use ocf::charging::{ChargingConfig, Engine};
-use ocf::ledger::{Counter, OwnUsage, Period, Unit, unit_index};
+use ocf_charging::changes::Change;
+use ocf_charging::ledger::{Counter, OwnUsage, Period, Unit, unit_index};
+use ocf_charging::provisioning::{Amount, LimitSpec};
+use ocf_charging::tenant::default_tenant;
+use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{
     CcaResult, CcrSpec, EVENT, INITIAL, MsccResult, MsccSpec, TERMINATION, UPDATE,
 };
@@ -729,7 +729,8 @@ impl World {
         spec.write(&mut b, 1, 1);
         let req = Message::decode(b.freeze()).unwrap();
         let mut out = BytesMut::new();
-        self.engine
+        let _ = self
+            .engine
             .credit_control(&identity(), &req, self.m.now, &mut out);
         let bytes = out.to_vec();
         let answer = CcaResult::read(&Message::decode(out.freeze()).unwrap());
@@ -1290,7 +1291,7 @@ impl World {
 
     fn supervise(&mut self) {
         let now = self.m.now;
-        let sup = self.engine.supervise(now);
+        let (sup, _) = self.engine.supervise(now);
         let (mut expired, mut closed, mut held) = (0, 0, 0);
         for s in self.m.slots.iter_mut().flatten() {
             match s.life {
@@ -1553,7 +1554,7 @@ fn usage_reported_under_a_tariff_without_a_money_limit_is_counted_somewhere() {
     let mut b = BytesMut::new();
     report.write(&mut b, 1, 1);
     let mut out = BytesMut::new();
-    engine.credit_control(
+    let _ = engine.credit_control(
         &identity(),
         &Message::decode(b.freeze()).unwrap(),
         START,

@@ -8,13 +8,14 @@ mod common;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
-use ocf::charging::tenant::default_tenant;
-use ocf::charging::{ChargingConfig, Engine};
-use ocf::journal::usage::{UsageLog, files};
-use ocf::ledger::Unit;
+use ocf_charging::ledger::Unit;
+use ocf_charging::tenant::default_tenant;
+use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::Message;
 use ocf_protocol::base::LocalIdentity;
+use ocf_store::Store;
+use ocf_store::usage::{UsageLog, files};
 
 const NOW: i64 = 1_795_000_000;
 
@@ -23,12 +24,12 @@ fn identity() -> LocalIdentity {
     common::identity("ocfd.localdomain")
 }
 
-fn ask(engine: &Engine, spec: &CcrSpec, now: i64) -> CcaResult {
+fn ask(store: &Store, spec: &CcrSpec, now: i64) -> CcaResult {
     let mut b = BytesMut::new();
     spec.write(&mut b, 1, 1);
     let req = Message::decode(b.freeze()).unwrap();
     let mut out = BytesMut::new();
-    engine.credit_control(&identity(), &req, now, &mut out);
+    store.answer(&identity(), &req, now, &mut out);
     CcaResult::read(&Message::decode(out.freeze()).unwrap())
 }
 
@@ -45,8 +46,10 @@ fn mscc(rg: u32, used: Option<u64>, more: bool) -> MsccSpec {
 fn usage_records_sum_to_the_ledger_per_account() {
     let dir = tempfile::tempdir().unwrap();
     let (ledger, directory) = default_tenant();
-    let engine = Engine::new(ledger, directory, ChargingConfig::default())
-        .with_usage(UsageLog::start(dir.path(), 4096).unwrap(), false);
+    let engine = Store::new(
+        Engine::new(ledger, directory, ChargingConfig::default()).with_usage_records(false),
+    )
+    .with_usage_log(UsageLog::start(dir.path(), 4096).unwrap());
     let mut rng = fastrand::Rng::with_seed(7);
     let subscribers: Vec<String> = (0..12)
         .map(|k| format!("{}", 15_551_008_400u64 + k))
@@ -132,8 +135,8 @@ fn usage_records_sum_to_the_ledger_per_account() {
     assert!(outcomes.len() == 3, "{outcomes:?}");
     // Compare with the ledger: every device and alice.
     let mut checked = 0;
-    for tree in 0..engine.ledger().tree_count() as u32 {
-        let t = engine.ledger().lock(tree).unwrap();
+    for tree in 0..engine.engine().ledger().tree_count() as u32 {
+        let t = engine.engine().ledger().lock(tree).unwrap();
         for (i, node) in t.nodes.iter().enumerate() {
             let path = t.names(i as u32).join("/");
             for c in &node.counters {
@@ -170,7 +173,7 @@ fn usage_records_sum_to_the_ledger_per_account() {
 /// DIAMETER_TOO_BUSY with the E bit, and nothing is charged.
 #[test]
 fn a_journal_that_cannot_keep_up_refuses_before_charging() {
-    use ocf::journal::writer::{Durability, Journal, JournalConfig};
+    use ocf_store::writer::{Durability, Journal, JournalConfig};
     let dir = tempfile::tempdir().unwrap();
     let (ledger, directory) = default_tenant();
     let journal = Journal::start(
@@ -186,11 +189,10 @@ fn a_journal_that_cannot_keep_up_refuses_before_charging() {
         None,
     )
     .unwrap();
-    let engine = Engine::new(ledger, directory, ChargingConfig::default()).with_journal(
-        journal,
-        Default::default(),
-        NOW,
-    );
+    let engine = Store::new(
+        Engine::new(ledger, directory, ChargingConfig::default()).resume(Default::default(), NOW),
+    )
+    .with_journal(journal);
     let ok = ask(
         &engine,
         &CcrSpec::new("b;1", INITIAL, 0)
@@ -206,7 +208,7 @@ fn a_journal_that_cannot_keep_up_refuses_before_charging() {
         .mscc(mscc(1, None, true))
         .write(&mut b, 1, 1);
     let mut out = BytesMut::new();
-    engine.credit_control(
+    engine.answer(
         &identity(),
         &Message::decode(b.freeze()).unwrap(),
         NOW,
@@ -216,7 +218,7 @@ fn a_journal_that_cannot_keep_up_refuses_before_charging() {
     assert!(answer.header.flags.is_error());
     assert_eq!(CcaResult::read(&answer).result_code, 3004);
     // Nothing was reserved for the refused request's device.
-    let t = engine.ledger().lock(0).unwrap();
+    let t = engine.engine().ledger().lock(0).unwrap();
     let node = t.find(&["acme", "iot", "15551008501"]).unwrap();
     assert_eq!(t.nodes[node as usize].counters[0].reserved, 0);
 }

@@ -64,8 +64,8 @@ fn is_credit_control_request(frame: &[u8]) -> bool {
 /// it answered.
 fn answer_events<'e>(
     peer: &mut Peer,
-    engine: &'e crate::charging::Engine,
-    batch: &mut Option<crate::charging::CcrBatch<'e>>,
+    store: &'e ocf_store::Store,
+    batch: &mut Option<ocf_charging::CcrBatch<'e>>,
     remote: SocketAddr,
     tracked: &mut Option<Vec<Tracked>>,
 ) -> u64 {
@@ -79,7 +79,7 @@ fn answer_events<'e>(
             Event::Request(msg) => {
                 let (identity, out) = peer.identity_and_transmit();
                 let start = out.len();
-                dispatch::answer(engine, batch, identity, out, &msg);
+                dispatch::answer(store, batch, identity, out, &msg);
                 if let Some(t) = tracked.as_mut() {
                     let h = &msg.header;
                     if h.application_id == ocf_protocol::codes::application::CREDIT_CONTROL
@@ -211,18 +211,18 @@ pub(crate) async fn drive<S>(
     let mut read_at: Option<Instant> = None;
     // In write and fsync durability, the credit-control answers waiting on the journal.
     let mut tracked: Option<Vec<Tracked>> = shared
-        .engine
+        .store
         .journal()
-        .filter(|j| j.durability() != crate::journal::writer::Durability::Async)
+        .filter(|j| j.durability() != ocf_store::writer::Durability::Async)
         .map(|_| Vec::new());
     loop {
         // Answer events (application requests) into the same output buffer, as one batch;
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            let n = answer_events(&mut peer, &shared.engine, &mut batch, remote, &mut tracked);
+            let n = answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked);
             if let Some(b) = batch.take() {
-                wait_for = wait_for.max(b.finish());
+                wait_for = wait_for.max(shared.store.hand_over(b.finish()));
             }
             if n > 0 {
                 shared
@@ -233,7 +233,7 @@ pub(crate) async fn drive<S>(
         if wait_for > 0 {
             // Write and fsync modes: the answers leave once their records are durable, and
             // never as a success if they do not become durable in time.
-            if let Some(j) = shared.engine.journal() {
+            if let Some(j) = shared.store.journal() {
                 if !j.is_durable(wait_for) {
                     let mut durable = shared.durable.clone();
                     let in_time = tokio::time::timeout(
@@ -325,7 +325,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.engine, &mut batch, remote, &mut tracked);
+                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");
@@ -341,7 +341,7 @@ pub(crate) async fn drive<S>(
                     }
                 }
                 if let Some(b) = batch.take() {
-                    wait_for = wait_for.max(b.finish());
+                    wait_for = wait_for.max(shared.store.hand_over(b.finish()));
                 }
                 shared.requests.fetch_add(answered + shed, std::sync::atomic::Ordering::Relaxed);
                 if shed > 0 {

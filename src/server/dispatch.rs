@@ -3,11 +3,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::charging::{CcrBatch, Engine};
+use ocf_charging::CcrBatch;
 use ocf_protocol::base::LocalIdentity;
 use ocf_protocol::codes::{ResultCode, application, command};
 use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
+use ocf_store::Store;
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
@@ -20,7 +21,7 @@ pub fn unix_now() -> i64 {
 /// Answers one application request. Credit control joins `batch` (started on the first
 /// request of a read), which the caller finishes once the read is answered.
 pub fn answer<'e>(
-    engine: &'e Engine,
+    store: &'e Store,
     batch: &mut Option<CcrBatch<'e>>,
     identity: &LocalIdentity,
     out: &mut bytes::BytesMut,
@@ -29,9 +30,8 @@ pub fn answer<'e>(
     let h = &request.header;
     if h.application_id == application::CREDIT_CONTROL && h.command_code == command::CREDIT_CONTROL
     {
-        batch
-            .get_or_insert_with(|| engine.batch(unix_now()))
-            .credit_control(identity, request, out);
+        let batch = batch.get_or_insert_with(|| store.batch(unix_now()));
+        store.credit_control(batch, identity, request, out);
     } else {
         let e = DiameterError::new(
             ResultCode::CommandUnsupported,

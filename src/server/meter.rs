@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::stats::{self, Histogram};
 use ocf_protocol::peer::State;
+use ocf_store::stats::{self, Histogram};
 
 /// Commands counted by name; anything else is "other".
 const COMMANDS: [(u32, &str, &str); 5] = [

@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::charging::engine::Supervision;
-use crate::charging::{Engine, snapshot};
 use crate::config::Config;
+use ocf_charging::engine::Supervision;
 use ocf_protocol::base::LocalIdentity;
 use ocf_protocol::codes::{VENDOR_3GPP, application};
 use ocf_protocol::dictionary::DictionaryError;
 use ocf_protocol::peer::PeerConfig;
+use ocf_store::{Store, StoreError, snapshot};
 use ocf_transport::sctp::SctpListener;
 use ocf_transport::tcp;
 
@@ -39,30 +39,35 @@ pub enum ServerError {
     Dictionary(#[from] DictionaryError),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("journal: {0} (docs/durability.md says how to recover)")]
-    Journal(#[from] crate::journal::segment::ReadError),
-    #[error("snapshot: {0}")]
-    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("provisioning: {0}")]
-    Provisioning(#[from] crate::charging::provisioning::ProvisioningError),
-    #[error("provisioning: {0}")]
-    Import(String),
+    Provisioning(#[from] ocf_charging::provisioning::ProvisioningError),
     #[error("TLS: {0}")]
     Tls(ocf_transport::tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
-    #[error("state directory: {0}")]
-    StateDir(String),
-    #[error("change log: {0}")]
-    ChangeLog(#[from] crate::journal::changes::ChangeLogError),
-    #[error("account changes: {0}")]
-    Changes(String),
     #[error("cannot listen on {transport} {addr}: {source}")]
     Listen {
         transport: &'static str,
         addr: String,
         source: std::io::Error,
     },
+}
+
+impl ServerError {
+    /// Whether the configuration is at fault (bad provisioning, dictionaries, TLS files or
+    /// settings): `ocfd` exits 64 (EX_CONFIG) for these, before any port is bound.
+    pub fn is_config_error(&self) -> bool {
+        match self {
+            ServerError::Dictionary(_)
+            | ServerError::Config(_)
+            | ServerError::Provisioning(_)
+            | ServerError::Tls(_) => true,
+            ServerError::Store(e) => matches!(e, StoreError::Import(_)),
+            ServerError::Admin(_) | ServerError::Listen { .. } => false,
+        }
+    }
 }
 
 /// Settings a reload may change, swapped whole; connections pick them up at their next read.
@@ -84,7 +89,7 @@ pub(crate) struct Live {
 /// Settings every connection driver reads.
 pub(crate) struct Shared {
     pub live: ArcSwap<Live>,
-    pub engine: Arc<Engine>,
+    pub store: Arc<Store>,
     /// The highest journal sequence as durable as answers need (write or fsync mode).
     pub durable: watch::Receiver<u64>,
     /// Credit-control requests answered 3004 by overload shedding.
@@ -265,7 +270,7 @@ impl Server {
         let d = &config.diameter;
         let live = live_settings(config, now.as_secs() as u32)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        let engine = Arc::new(recovery::build(config, durable_tx)?);
+        let store = Arc::new(recovery::build(config, durable_tx)?);
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
@@ -332,7 +337,7 @@ impl Server {
             tls: tls_listeners,
             shared: Arc::new(Shared {
                 live: ArcSwap::from_pointee(live),
-                engine,
+                store,
                 durable: durable_rx,
                 shed: Arc::new(AtomicU64::new(0)),
                 not_durable: Arc::new(AtomicU64::new(0)),
@@ -450,7 +455,7 @@ impl Server {
                 info!(transport = "http", %addr, "listening");
             }
             let state = admin::AdminState {
-                engine: self.shared.engine.clone(),
+                store: self.shared.store.clone(),
                 token: token.into(),
                 meters: self.shared.meters.clone(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
@@ -459,7 +464,7 @@ impl Server {
         });
         // Supervision: expired reservations return to the pool, silent sessions are closed,
         // gauges are refreshed.
-        let engine = self.shared.engine.clone();
+        let store = self.shared.store.clone();
         let gauges = admin::Gauges::new();
         let shed = self.shared.shed.clone();
         let not_durable = self.shared.not_durable.clone();
@@ -468,8 +473,8 @@ impl Server {
             self.shared.requests.clone(),
         );
         let status = {
-            let (connections, requests, engine) =
-                (connections.clone(), requests.clone(), engine.clone());
+            let (connections, requests, store) =
+                (connections.clone(), requests.clone(), store.clone());
             let mut last = (Instant::now(), requests.load(Ordering::Relaxed));
             move || {
                 let (now, n) = (Instant::now(), requests.load(Ordering::Relaxed));
@@ -479,7 +484,7 @@ impl Server {
                 format!(
                     "peers {}, sessions {}, {rate:.0} requests/s",
                     connections.load(Ordering::Relaxed),
-                    engine.session_count()
+                    store.engine().session_count()
                 )
             }
         };
@@ -490,14 +495,14 @@ impl Server {
             let mut live = Liveness::default();
             let mut last_ping = Instant::now();
             // A pass a second, in parts spread over it.
-            let parts = engine.supervision_parts();
+            let parts = store.engine().supervision_parts();
             let mut tick = tokio::time::interval(Duration::from_secs(1) / parts as u32);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sum = Supervision::default();
             for part in (0..parts).cycle() {
                 tick.tick().await;
                 let now = dispatch::unix_now();
-                let sup = engine.supervise_part(now, part);
+                let sup = store.supervise_part(now, part);
                 sum.expired_reservations += sup.expired_reservations;
                 sum.closed_sessions += sup.closed_sessions;
                 sum.held_reservations += sup.held_reservations;
@@ -505,7 +510,7 @@ impl Server {
                 // lock it needed, and the journal writer is not stuck.
                 if let Some(every) = watchdog_every {
                     if last_ping.elapsed() >= every {
-                        match live.check(&engine, every) {
+                        match live.check(&store, every) {
                             Ok(()) => systemd::watchdog(),
                             Err(why) => warn!(why, "withholding the systemd watchdog"),
                         }
@@ -516,10 +521,10 @@ impl Server {
                     continue;
                 }
                 gauges.refresh(
-                    &engine,
+                    &store,
                     shed.load(Ordering::Relaxed),
                     not_durable.load(Ordering::Relaxed),
-                    sum.held_reservations + engine.outstanding_count(),
+                    sum.held_reservations + store.engine().outstanding_count(),
                 );
                 systemd::status(&status());
                 tracing::debug!("supervision tick");
@@ -539,15 +544,15 @@ impl Server {
                 .clone()
                 .filter(|p| !p.2.is_zero())
                 .map(|(path, dir, every)| {
-                    let engine = self.shared.engine.clone();
+                    let store = self.shared.store.clone();
                     tokio::spawn(async move {
                         let mut tick =
                             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                         loop {
                             tick.tick().await;
-                            let (engine, path, dir) = (engine.clone(), path.clone(), dir.clone());
+                            let (store, path, dir) = (store.clone(), path.clone(), dir.clone());
                             let _ = tokio::task::spawn_blocking(move || {
-                                snapshot_now(&engine, &path, &dir)
+                                snapshot_now(&store, &path, &dir)
                             })
                             .await;
                         }
@@ -578,19 +583,14 @@ impl Server {
             warn!("some peers did not disconnect in time");
         }
         // Everything charged is in a snapshot or written and synced before the process ends.
-        let engine = self.shared.engine.clone();
+        let store = self.shared.store.clone();
         let persistence = self.persistence.clone();
         let _ = tokio::task::spawn_blocking(move || {
             // Journal first (everything written and synced), then the usage records that
             // follow it, then the snapshot: it can then let every covered segment go.
-            if let Some(j) = engine.journal() {
-                j.close();
-            }
-            if let Some(u) = engine.usage_log() {
-                u.close();
-            }
+            store.close();
             if let Some((path, dir, _)) = &persistence {
-                snapshot_now(&engine, path, dir);
+                snapshot_now(&store, path, dir);
             }
         })
         .await;
@@ -600,13 +600,13 @@ impl Server {
 }
 
 /// Takes a snapshot and removes the journal segments it covers.
-fn snapshot_now(engine: &Engine, path: &std::path::Path, journal: &std::path::Path) {
-    match engine.snapshot(path) {
+fn snapshot_now(store: &Store, path: &std::path::Path, journal: &std::path::Path) {
+    match store.snapshot(path) {
         // Segments go once the snapshot covers them and their usage records are in the usage
         // files.
         Ok(sequence) => match snapshot::remove_covered_segments(
             journal,
-            sequence.min(engine.usage_log().map_or(u64::MAX, |u| u.synced_sequence())),
+            sequence.min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence())),
         ) {
             Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
             Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
@@ -631,8 +631,8 @@ struct Liveness {
 }
 
 impl Liveness {
-    fn check(&mut self, engine: &Engine, limit: Duration) -> Result<(), &'static str> {
-        let Some(j) = engine.journal() else {
+    fn check(&mut self, store: &Store, limit: Duration) -> Result<(), &'static str> {
+        let Some(j) = store.journal() else {
             return Ok(());
         };
         let written = j.progress().written.load(Ordering::Acquire);

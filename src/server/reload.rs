@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{error, info, warn};
 
-use crate::charging::changes::{Change, log_summary};
-use crate::charging::engine::ChargingConfig;
 use crate::config::Config;
+use ocf_charging::changes::{Change, log_summary};
+use ocf_charging::engine::ChargingConfig;
 
 use super::{Shared, dispatch, live_settings, recovery, systemd};
 
@@ -90,7 +90,8 @@ impl Reloader {
             .map_err(|e| format!("log.level '{}': {e}", next.log.level))?;
         let origin_state_id = self.shared.live.load().peer.identity.origin_state_id;
         let live = live_settings(&next, origin_state_id).map_err(|e| e.to_string())?;
-        let engine = &self.shared.engine;
+        let store = &self.shared.store;
+        let engine = store.engine();
         let sources = recovery::sources(&next).map_err(|e| e.to_string())?;
         // The import is the last check and the first change: if it is refused, nothing
         // has changed yet; once it is made, the rest cannot fail.
@@ -98,7 +99,7 @@ impl Reloader {
             .import_is_unchanged(&sources)
             .map_err(|e| format!("provisioning: {e}"))?
         {
-            let s = engine
+            let s = store
                 .change(&Change::Import { sources }, dispatch::unix_now())
                 .map_err(|e| format!("provisioning: {e}"))?;
             log_summary("reload", &s);

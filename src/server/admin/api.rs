@@ -12,11 +12,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::charging::changes::{Change, ChangeError};
-use crate::charging::provisioning::{Amount, LimitSpec, PolicySpec};
-use crate::charging::views::NodeUsage;
-use crate::ledger::{Period, Unit};
 use crate::server::dispatch::unix_now;
+use ocf_charging::changes::{Change, ChangeError};
+use ocf_charging::ledger::{Period, Unit};
+use ocf_charging::provisioning::{Amount, LimitSpec, PolicySpec};
+use ocf_charging::views::NodeUsage;
 
 use super::{AdminState, ApiError};
 
@@ -35,15 +35,15 @@ fn error(e: ChangeError) -> ApiError {
 /// the rest wait their turn without taking a thread.
 async fn off_workers<T: Send + 'static>(
     state: &AdminState,
-    f: impl FnOnce(&crate::charging::Engine) -> T + Send + 'static,
+    f: impl FnOnce(&ocf_store::Store) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let _turn = state
         .permits
         .acquire()
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let engine = state.engine.clone();
-    tokio::task::spawn_blocking(move || f(&engine))
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
@@ -51,10 +51,10 @@ async fn off_workers<T: Send + 'static>(
 /// A view built and serialised off the workers.
 async fn view<V: Serialize>(
     state: &AdminState,
-    f: impl FnOnce(&crate::charging::Engine) -> Result<V, ChangeError> + Send + 'static,
+    f: impl FnOnce(&ocf_charging::Engine) -> Result<V, ChangeError> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let body = off_workers(state, move |e| {
-        f(e).map(|v| serde_json::to_vec(&v).unwrap_or_default())
+        f(e.engine()).map(|v| serde_json::to_vec(&v).unwrap_or_default())
     })
     .await?
     .map_err(error)?;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::charging::Engine;
+use ocf_charging::Engine;
 
 /// The process-wide Prometheus recorder (a recorder can be installed once per process).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
@@ -114,20 +114,27 @@ impl Gauges {
     }
 
     /// Refreshes every gauge from the engine (called by the supervision tick).
-    pub fn refresh(&self, engine: &Engine, shed: u64, not_durable: u64, reservations: usize) {
+    pub fn refresh(
+        &self,
+        store: &ocf_store::Store,
+        shed: u64,
+        not_durable: u64,
+        reservations: usize,
+    ) {
+        let engine = store.engine();
         self.reservations.set(reservations as f64);
         self.enterprises(engine);
         self.shed.absolute(shed);
         self.not_durable.absolute(not_durable);
         self.reports_refused
             .absolute(engine.reports_refused.load(Ordering::Relaxed));
-        if let Some(f) = engine.usage_log().and_then(|u| u.following()) {
+        if let Some(f) = store.usage_log().and_then(|u| u.following()) {
             self.usage_errors
                 .set(f.errors.load(Ordering::Relaxed) as f64);
             self.usage_synced
                 .set(f.synced.load(Ordering::Relaxed) as f64);
         }
-        if let Some(j) = engine.journal() {
+        if let Some(j) = store.journal() {
             let p = j.progress();
             self.journal_lag.set(j.lag() as f64);
             self.journal_written
@@ -166,8 +173,8 @@ impl Gauges {
             };
             let now = crate::server::dispatch::unix_now();
             for c in &root.counters {
-                let scale = if c.unit == crate::ledger::Unit::Money {
-                    10f64.powi(-(crate::ledger::MONEY_SCALE as i32))
+                let scale = if c.unit == ocf_charging::ledger::Unit::Money {
+                    10f64.powi(-(ocf_charging::ledger::MONEY_SCALE as i32))
                 } else {
                     1.0
                 };

@@ -18,14 +18,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::charging::Engine;
-
 pub use self::metrics::{Gauges, prometheus};
 
 /// What the admin routes need.
 #[derive(Clone)]
 pub struct AdminState {
-    pub engine: Arc<Engine>,
+    pub store: Arc<ocf_store::Store>,
     /// The bearer token `/v1` wants.
     pub token: Arc<str>,
     pub meters: Arc<super::meter::Meters>,
@@ -111,7 +109,7 @@ async fn authorize(State(state): State<AdminState>, req: Request, next: Next) ->
 /// Ready to serve: the journal (if any) takes records and writes them. Not ready while it
 /// refuses them (a backlog) or cannot write them (a full disk, an I/O error).
 async fn ready(State(state): State<AdminState>) -> Response {
-    let status = state.engine.journal().and_then(|j| {
+    let status = state.store.journal().and_then(|j| {
         if j.progress()
             .failing
             .load(std::sync::atomic::Ordering::Acquire)
@@ -137,7 +135,7 @@ async fn ready(State(state): State<AdminState>) -> Response {
 async fn render_metrics(State(state): State<AdminState>) -> Response {
     let mut out = prometheus().map(|h| h.render()).unwrap_or_default();
     state.meters.render(&mut out);
-    if let Some(j) = state.engine.journal() {
+    if let Some(j) = state.store.journal() {
         let p = j.progress();
         out.push_str(
             "# HELP ocfd_journal_write_latency_seconds Time of each group write to the journal

@@ -27,20 +27,9 @@
 //! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
 //! boundaries.
 
-use super::le::LeReader;
+use ocf_charging::le::LeReader;
 
-/// An account as the journal names it: tree and node indices. (The journal sits below the
-/// ledger and knows none of its types; the charging layer converts.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Account {
-    pub tree: u32,
-    pub node: u32,
-}
-
-/// Unit codes: 0 octets, 1 seconds, 2 events, 3 money.
-pub type UnitCode = u8;
-/// Highest unit code.
-pub const MAX_UNIT: UnitCode = 3;
+pub use ocf_charging::ops::{Account, MAX_UNIT, Op, UnitCode};
 
 /// Header octets before the body: length and CRC.
 pub const FRAME_HEADER: usize = 8;
@@ -60,46 +49,6 @@ pub fn max_body(version: u32) -> usize {
         2 => MAX_BODY_V2,
         _ => 0,
     }
-}
-
-/// One ledger mutation, or (version 2) a state the charging layer keeps with them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Reserve {
-        reservation: u64,
-        account: Account,
-        unit: UnitCode,
-        amount: u64,
-        expires: i64,
-    },
-    Commit {
-        reservation: u64,
-        account: Account,
-        unit: UnitCode,
-        reserved: u64,
-        used: u64,
-    },
-    CommitRated {
-        reservation: u64,
-        account: Account,
-        reserved: u64,
-        octets: u64,
-        price: (u128, u128),
-    },
-    Release {
-        reservation: u64,
-        account: Account,
-        unit: UnitCode,
-        amount: u64,
-    },
-    Refund {
-        account: Account,
-        unit: UnitCode,
-        amount: u64,
-    },
-    Session(Vec<u8>),
-    Usage(Vec<u8>),
-    SessionClosed(Vec<u8>),
 }
 
 /// A record: an operation, its sequence number and the time it ran with.

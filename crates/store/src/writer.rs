@@ -1,4 +1,4 @@
-//! The journal writer: a dedicated thread fed by a bounded crossbeam channel. It takes whatever
+//! The journal writer: a dedicated thread fed by a crossbeam channel that admission bounds. It takes whatever
 //! has queued up, writes it in one write (group commit), and syncs as the durability mode says.
 //! Callers learn progress through the written and synced sequence numbers and an optional
 //! callback (the server turns it into a wake-up for connections waiting on durability).
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use super::record::{Op, Record};
 use super::segment::SegmentWriter;
@@ -40,7 +40,8 @@ pub struct JournalConfig {
     /// In async mode, how often written records are synced to disk.
     pub sync_interval: Duration,
     pub segment_bytes: u64,
-    /// Records that may wait in the channel.
+    /// Records that may wait for the writer: past three quarters of this, requests are
+    /// refused (3004) until it catches up.
     pub capacity: usize,
 }
 
@@ -103,7 +104,9 @@ impl Journal {
             config.segment_bytes,
             fresh_segment,
         )?;
-        let (tx, rx) = bounded(config.capacity.max(1));
+        // Unbounded so that a hand-over never parks a runtime worker: admission bounds the
+        // queue instead (see `admit`).
+        let (tx, rx) = unbounded();
         let progress = Arc::new(Progress::default());
         for p in [&progress.queued, &progress.written, &progress.synced] {
             p.store(last_sequence, Ordering::Relaxed);
@@ -179,14 +182,9 @@ impl Journal {
         let first = *next;
         let n = ops.len() as u64;
         let batch = Batch { first, time, ops };
-        // Admission kept the queue short; if the channel is full anyway, wait for room rather
-        // than lose a record of something already charged.
-        let sent = match tx.try_send(batch) {
-            Ok(()) => true,
-            Err(TrySendError::Full(b)) => tx.send(b).is_ok(),
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        if !sent {
+        // Never waits: admission keeps the queue near `capacity` (requests already admitted
+        // may add their batch past it, but none is admitted until it drains).
+        if tx.send(batch).is_err() {
             self.progress.errors.fetch_add(1, Ordering::Relaxed);
             return 0;
         }
@@ -377,8 +375,8 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::Account;
-    use crate::journal::segment::read_all;
+    use crate::record::Account;
+    use crate::segment::read_all;
 
     fn op(n: u64) -> Op {
         Op::Release {

@@ -1,25 +1,20 @@
 //! Ledger operations that leave a journal record: every mutation the engine makes goes through
-//! a [`Recorder`], which applies it and notes the record; the request's records go to the
-//! journal in one batch. [`replay`] applies a journal to a freshly provisioned ledger.
+//! a [`Recorder`], which applies it and notes the [`Op`]; a batch's ops go to the store in one
+//! hand-over. The store's replay applies them again at start ([`apply`]).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::journal::record::{Account, Op};
-use crate::journal::segment::{self, ReadError, ReadSummary};
 use crate::ledger::{AccountRef, Grant, Ledger, Unit};
+use crate::ops::{Account, Op};
 
 pub fn unit_code(u: Unit) -> u8 {
     crate::ledger::unit_index(u) as u8
 }
 
-/// The unit of a code the journal reader has checked (anything past the last reads as money).
-pub fn unit_from(c: u8) -> Unit {
-    Unit::ALL
-        .get(usize::from(c))
-        .copied()
-        .unwrap_or(Unit::Money)
+/// The unit of a code, if it is one.
+pub fn unit_from(c: u8) -> Option<Unit> {
+    Unit::ALL.get(usize::from(c)).copied()
 }
 
 fn acc(a: AccountRef) -> Account {
@@ -36,16 +31,13 @@ fn at(a: Account) -> AccountRef {
     }
 }
 
-/// The most octets of data a session record may carry (the journal's bound, less its header).
-const MAX_DATA: usize = crate::journal::record::MAX_BODY_V2 - crate::journal::record::BODY_HEADER;
+use crate::ops::MAX_DATA;
 
 /// Applies ledger operations and notes their journal records.
 pub struct Recorder<'a> {
     ledger: &'a Ledger,
     ids: &'a AtomicU64,
     pub ops: Vec<Op>,
-    /// Usage records (JSON lines) to hand to the usage log with the batch.
-    pub usage: String,
     /// An answer was sent again from a session's cache: it may leave only once what is
     /// queued now is as durable as the mode requires (its request's records are among it).
     pub replayed: bool,
@@ -57,7 +49,6 @@ impl<'a> Recorder<'a> {
             ledger,
             ids,
             ops: Vec::new(),
-            usage: String::new(),
             replayed: false,
         }
     }
@@ -190,10 +181,9 @@ pub struct Outstanding {
     pub expires: i64,
 }
 
-/// What replay found.
+/// What the store's replay found: the state to resume from ([`crate::Engine::resume`]).
 #[derive(Debug, Default)]
 pub struct Recovered {
-    pub summary: ReadSummary,
     /// The next reservation id to hand out.
     pub next_reservation: u64,
     /// Reservations still open, sessions' included.
@@ -202,41 +192,53 @@ pub struct Recovered {
     pub sessions: HashMap<String, super::session::Restored>,
 }
 
-/// Applies the journal in `dir` (records after `after`) to `ledger`, which must be provisioned
-/// as it was when the records were written. Truncates a torn tail; stops at corruption.
-pub fn replay(
-    ledger: &Ledger,
-    dir: &Path,
-    after: u64,
-    open_before: Vec<Outstanding>,
-    sessions_before: Vec<super::session::Restored>,
-    mut before: impl FnMut(u64),
-) -> Result<Recovered, ReadError> {
-    let mut max_id = open_before.iter().map(|o| o.id).max().unwrap_or(0);
-    let mut open: HashMap<u64, Outstanding> = open_before.into_iter().map(|o| (o.id, o)).collect();
-    let mut sessions: HashMap<String, super::session::Restored> = sessions_before
-        .into_iter()
-        .map(|r| (r.session_id.clone(), r))
-        .collect();
-    let mut unreadable: Option<u64> = None;
-    let summary = segment::read_all(dir, after, true, |r| {
-        // Account changes logged before this record take effect first.
-        before(r.sequence);
-        let now = r.time;
-        match &r.op {
+/// Applies ops read back from the journal to a ledger provisioned as it was when they were
+/// recorded, and keeps what a restart resumes from: reservations still open and sessions.
+pub struct Replayer {
+    max_id: u64,
+    open: HashMap<u64, Outstanding>,
+    sessions: HashMap<String, super::session::Restored>,
+}
+
+/// An op that cannot be applied: the store reports it as corruption at its sequence.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("unit code {0} is not a unit")]
+    Unit(u8),
+    #[error("the session state does not read back")]
+    Session,
+}
+
+impl Replayer {
+    /// Starts from what a snapshot held.
+    pub fn new(open: Vec<Outstanding>, sessions: Vec<super::session::Restored>) -> Self {
+        Replayer {
+            max_id: open.iter().map(|o| o.id).max().unwrap_or(0),
+            open: open.into_iter().map(|o| (o.id, o)).collect(),
+            sessions: sessions
+                .into_iter()
+                .map(|r| (r.session_id.clone(), r))
+                .collect(),
+        }
+    }
+
+    /// Applies one op as it ran at `now`.
+    pub fn apply(&mut self, ledger: &Ledger, op: &Op, now: i64) -> Result<(), ReplayError> {
+        let unit = |c: u8| unit_from(c).ok_or(ReplayError::Unit(c));
+        match op {
             &Op::Reserve {
                 reservation,
                 account,
-                unit,
+                unit: u,
                 amount,
                 expires,
             } => {
-                let u = unit_from(unit);
+                let u = unit(u)?;
                 if let Some(mut t) = ledger.lock(account.tree) {
                     t.add_reserved(account.node, u, amount, now);
                 }
-                max_id = max_id.max(reservation);
-                open.insert(
+                self.max_id = self.max_id.max(reservation);
+                self.open.insert(
                     reservation,
                     Outstanding {
                         id: reservation,
@@ -250,12 +252,12 @@ pub fn replay(
             &Op::Commit {
                 reservation,
                 account,
-                unit,
+                unit: u,
                 reserved,
                 used,
             } => {
-                ledger.commit(at(account), unit_from(unit), reserved, used, now);
-                open.remove(&reservation);
+                ledger.commit(at(account), unit(u)?, reserved, used, now);
+                self.open.remove(&reservation);
             }
             &Op::CommitRated {
                 reservation,
@@ -265,53 +267,47 @@ pub fn replay(
                 price,
             } => {
                 ledger.commit_rated(at(account), reserved, octets, price, now);
-                open.remove(&reservation);
+                self.open.remove(&reservation);
             }
             &Op::Release {
                 reservation,
                 account,
-                unit,
+                unit: u,
                 amount,
             } => {
-                ledger.release(at(account), unit_from(unit), amount, now);
-                open.remove(&reservation);
+                ledger.release(at(account), unit(u)?, amount, now);
+                self.open.remove(&reservation);
             }
             &Op::Refund {
                 account,
-                unit,
+                unit: u,
                 amount,
             } => {
+                let u = unit(u)?;
                 if let Some(mut t) = ledger.lock(account.tree) {
-                    t.refund(account.node, unit_from(unit), amount, now);
+                    t.refund(account.node, u, amount, now);
                 }
             }
-            Op::Session(data) => match super::session::decode_state(data) {
-                Some(s) => {
-                    sessions.insert(s.session_id.clone(), s);
-                }
-                None => {
-                    unreadable.get_or_insert(r.sequence);
-                }
-            },
+            Op::Session(data) => {
+                let s = super::session::decode_state(data).ok_or(ReplayError::Session)?;
+                self.sessions.insert(s.session_id.clone(), s);
+            }
             Op::SessionClosed(id) => {
-                sessions.remove(String::from_utf8_lossy(id).as_ref());
+                self.sessions.remove(String::from_utf8_lossy(id).as_ref());
             }
             Op::Usage(_) => {}
         }
-    })?;
-    if let Some(sequence) = unreadable {
-        return Err(ReadError::Corrupt {
-            file: dir.into(),
-            offset: sequence,
-            reason: format!("the session state in record {sequence} does not read back"),
-        });
+        Ok(())
     }
-    let mut outstanding: Vec<Outstanding> = open.into_values().collect();
-    outstanding.sort_by_key(|o| o.id);
-    Ok(Recovered {
-        summary,
-        next_reservation: max_id + 1,
-        outstanding,
-        sessions,
-    })
+
+    /// What to resume from.
+    pub fn finish(self) -> Recovered {
+        let mut outstanding: Vec<Outstanding> = self.open.into_values().collect();
+        outstanding.sort_by_key(|o| o.id);
+        Recovered {
+            next_reservation: self.max_id + 1,
+            outstanding,
+            sessions: self.sessions,
+        }
+    }
 }

@@ -23,10 +23,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::journal::le::LeReader;
-use crate::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
+use ocf_charging::le::LeReader;
+use ocf_charging::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
 
-use super::recorder::{Outstanding, unit_code, unit_from};
+use ocf_charging::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
 const VERSION: u32 = 3;
@@ -218,7 +218,7 @@ pub struct Loaded {
     /// Counters (and own usages) of accounts no longer there.
     pub dropped: usize,
     /// Sessions open or lingering when it was taken, their accounts matched to the tree.
-    pub sessions: Vec<super::session::Restored>,
+    pub sessions: Vec<ocf_charging::session::Restored>,
 }
 
 /// Applies a snapshot to the ledger. `by_index`: the ledger was rebuilt to the very tree the
@@ -300,7 +300,8 @@ pub fn apply(
             };
             map.push(cur);
             for _ in 0..r.u8().ok_or_else(short)? {
-                let unit = unit_from(r.u8().ok_or_else(short)?);
+                let unit =
+                    unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
                 let period =
                     period_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad period"))?;
                 let (used, reserved, rated, period_end) = (
@@ -330,7 +331,8 @@ pub fn apply(
                 continue;
             }
             for _ in 0..r.u8().ok_or_else(short)? {
-                let unit = unit_from(r.u8().ok_or_else(short)?);
+                let unit =
+                    unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
                 let mut own = OwnUsage {
                     unit,
                     used: [0; 3],
@@ -371,7 +373,7 @@ pub fn apply(
     for _ in 0..r.u32().ok_or_else(short)? {
         let id = r.u64().ok_or_else(short)?;
         let (tree, node) = (r.u32().ok_or_else(short)?, r.u32().ok_or_else(short)?);
-        let unit = unit_from(r.u8().ok_or_else(short)?);
+        let unit = unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
         let (amount, expires) = (r.u64().ok_or_else(short)?, r.i64().ok_or_else(short)?);
         if let Some(account) = map(tree, node) {
             outstanding.push(Outstanding {
@@ -402,7 +404,7 @@ pub fn apply(
         for _ in 0..r.u32().ok_or_else(short)? {
             let n = r.u32().ok_or_else(short)? as usize;
             let data = r.bytes(n).ok_or_else(short)?;
-            let mut s = super::session::decode_state(data)
+            let mut s = ocf_charging::session::decode_state(data)
                 .ok_or_else(|| corrupt("a session does not read back"))?;
             if s.ended {
                 sessions.push(s);
@@ -435,7 +437,7 @@ pub fn apply(
 
 /// Removes the journal segments whose every record the snapshot includes (never the last).
 pub fn remove_covered_segments(journal: &Path, sequence: u64) -> io::Result<usize> {
-    let segs = crate::journal::segment::list(journal)?;
+    let segs = crate::segment::list(journal)?;
     let mut removed = 0;
     for pair in segs.windows(2) {
         // Segment i holds [first_i, first_{i+1} - 1].
@@ -450,8 +452,8 @@ pub fn remove_covered_segments(journal: &Path, sequence: u64) -> io::Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charging::tenant::default_tenant;
-    use crate::ledger::Unit;
+    use ocf_charging::ledger::Unit;
+    use ocf_charging::tenant::default_tenant;
 
     fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
         header(d, Path::new("s"))
@@ -463,18 +465,12 @@ mod tests {
     fn snapshot_round_trips_and_matches_accounts_by_name() {
         let (ledger, dir) = default_tenant();
         let iot = dir
-            .lookup(
-                crate::charging::tenant::SubscriptionType::E164,
-                "15551008000",
-            )
+            .lookup(ocf_charging::tenant::SubscriptionType::E164, "15551008000")
             .unwrap();
         ledger.commit(iot, Unit::Octets, 0, 1234, 1_795_000_000);
         let g = ledger.reserve(iot, Unit::Octets, 100, 1_795_000_000);
         let alice = dir
-            .lookup(
-                crate::charging::tenant::SubscriptionType::E164,
-                "15559990001",
-            )
+            .lookup(ocf_charging::tenant::SubscriptionType::E164, "15559990001")
             .unwrap();
         ledger.commit_rated(alice, 0, 1 << 20, (10_000_000, 1 << 20), 1_795_000_000);
         let info = SnapshotInfo {
@@ -517,11 +513,15 @@ mod tests {
         // A changed provisioning: alice first, acme second, an extra tenant. Accounts are found
         // by name; the fingerprint tells the change.
         let other = Ledger::new();
-        let mut alice_tree = crate::ledger::Tree::new("alice", jiff::tz::TimeZone::UTC);
+        let mut alice_tree = ocf_charging::ledger::Tree::new("alice", jiff::tz::TimeZone::UTC);
         alice_tree.add(
             "alice",
             None,
-            vec![crate::ledger::Counter::new(Unit::Money, Period::Total, 5)],
+            vec![ocf_charging::ledger::Counter::new(
+                Unit::Money,
+                Period::Total,
+                5,
+            )],
         );
         other.add_tree(alice_tree);
         let (acme_only, _) = default_tenant();

@@ -503,7 +503,7 @@ pub fn policy_from_spec(spec: &PolicySpec) -> Result<Policy, String> {
 }
 
 /// Adds the tenants of a provisioning text to the ledger and directory (offline: checks and
-/// tools; the server imports through [`crate::charging::changes`]).
+/// tools; the server imports through [`crate::changes`]).
 pub fn load_str(
     file: &str,
     text: &str,
@@ -608,7 +608,7 @@ pub fn generate(enterprises: u64, devices: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charging::tenant::MIB;
+    use crate::tenant::MIB;
 
     const SAMPLE: &str = r#"
 [[tenant]]
@@ -739,7 +739,7 @@ limits = [{ unit = "money", period = "total", amount = "2.50" }]
             ),
         ];
         for (text, want) in cases {
-            let (mut ledger, mut dir) = crate::charging::tenant::default_tenant();
+            let (mut ledger, mut dir) = crate::tenant::default_tenant();
             let e = load_str("t.toml", text, &mut ledger, &mut dir)
                 .unwrap_err()
                 .to_string();

@@ -3,8 +3,8 @@
 //! of what was written, and anything but a tail is reported as corruption.
 
 use super::*;
-use crate::journal::record::Account;
-use crate::journal::record::Op;
+use crate::record::Account;
+use crate::record::Op;
 
 fn rec(sequence: u64) -> Record {
     Record {

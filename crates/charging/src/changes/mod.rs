@@ -2,8 +2,8 @@
 //! and the admin API's changes (tenants, nodes, limits, policies, allowance moves).
 //!
 //! Every change is planned first against the live tree, with every check made and nothing
-//! touched; a bad change is refused whole. A planned change is then logged to the change log
-//! (synced) and carried out under the engine's gate, so requests see the tree before it or after
+//! touched; a bad change is refused whole. A planned change ([`PendingChange`], holding the
+//! engine's gate) is then logged to the change log by the store (synced) and carried out, so requests see the tree before it or after
 //! it, never half of it, and a snapshot never cuts through one. Trees and nodes are only ever
 //! appended (removal leaves a tombstone), so replaying the change log from the start rebuilds
 //! every node at the index the ledger journal names.
@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::journal::changes::{ChangeLog, ChangeRecord};
 use crate::ledger::{Period, Unit};
 
 use super::engine::Engine;
@@ -120,11 +119,10 @@ pub enum ChangeError {
     Log(String),
 }
 
-/// What changes have been made: the last import's tenants and the open change log.
+/// What changes have been made: the last import's tenants.
 #[derive(Default)]
 pub struct ChangeState {
     base: Vec<TenantSpec>,
-    log: Option<ChangeLog>,
 }
 
 /// Counts of what an import changed, for the log.
@@ -138,11 +136,6 @@ pub struct Summary {
 }
 
 impl Engine {
-    /// Opens the change log: changes from now on are logged there.
-    pub fn attach_change_log(&self, log: ChangeLog) {
-        self.changes_state().log = Some(log);
-    }
-
     /// How many changes the tree has had (the change log's length).
     pub fn changes_applied(&self) -> u64 {
         self.changes_applied.load(Ordering::Acquire)
@@ -152,28 +145,49 @@ impl Engine {
         self.changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes a change: plans it, logs it (synced) and carries it out; nothing happens if any
-    /// of that fails.
+    /// Makes a change that nothing logs (a check, or a tree without a change log): plans it
+    /// and carries it out.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
-        let mut state = self.changes_state();
-        self.change_locked(&mut state, change, now)
+        Ok(self.prepare_change(change, now)?.carry_out())
     }
 
-    /// Changes only the keys of a tenant's policy that `patch` names (a JSON merge patch,
-    /// RFC 7396: null sets a key back to its default). Logged as the whole policy it results
-    /// in, so replaying the log needs nothing but the log.
+    /// Changes the keys of a tenant's policy that `patch` names, unlogged; see
+    /// [`Self::prepare_policy_patch`].
     pub fn patch_policy(
         &self,
         tenant: &str,
         patch: &serde_json::Value,
         now: i64,
     ) -> Result<Summary, ChangeError> {
+        Ok(self.prepare_policy_patch(tenant, patch, now)?.carry_out())
+    }
+
+    /// Plans a change and stops requests and other changes: the store logs
+    /// [`PendingChange::record`] (synced), then carries it out. Dropping it changes nothing.
+    pub fn prepare_change(
+        &self,
+        change: &Change,
+        now: i64,
+    ) -> Result<PendingChange<'_>, ChangeError> {
+        let state = self.changes_state();
+        self.prepare_locked(state, change, now)
+    }
+
+    /// Prepares a change of only the keys of a tenant's policy that `patch` names (a JSON merge
+    /// patch, RFC 7396: null sets a key back to its default). Logged as the whole policy it
+    /// results in, so replaying the log needs nothing but the log.
+    pub fn prepare_policy_patch(
+        &self,
+        tenant: &str,
+        patch: &serde_json::Value,
+        now: i64,
+    ) -> Result<PendingChange<'_>, ChangeError> {
         let serde_json::Value::Object(patch) = patch else {
             return Err(ChangeError::Invalid(
                 "a policy change is a JSON object of the keys to change".into(),
             ));
         };
-        let mut state = self.changes_state();
+        let state = self.changes_state();
         let current = self.policy_view(tenant)?;
         let mut merged = match serde_json::to_value(&current) {
             Ok(serde_json::Value::Object(m)) => m,
@@ -192,57 +206,46 @@ impl Engine {
             tenant: tenant.to_owned(),
             policy,
         };
-        self.change_locked(&mut state, &change, now)
+        self.prepare_locked(state, &change, now)
     }
 
-    fn change_locked(
-        &self,
-        state: &mut ChangeState,
+    fn prepare_locked<'e>(
+        &'e self,
+        state: std::sync::MutexGuard<'e, ChangeState>,
         change: &Change,
         now: i64,
-    ) -> Result<Summary, ChangeError> {
-        let (steps, base) = self.plan(state, change)?;
-        let json = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-        let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
+    ) -> Result<PendingChange<'e>, ChangeError> {
+        let (steps, base) = self.plan(&state, change)?;
+        let record = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
         self.recheck(&steps, now)?;
-        let after_sequence = self.journal.as_ref().map_or(0, |j| {
-            j.progress()
-                .queued
-                .load(std::sync::atomic::Ordering::Acquire)
-        });
-        if let Some(log) = &mut state.log {
-            log.append(&ChangeRecord {
-                after_sequence,
-                time: now,
-                change: json,
-            })
-            .map_err(|e| ChangeError::Log(e.to_string()))?;
-        }
-        let summary = self.carry_out(steps, now);
-        if let Some(base) = base {
-            state.base = base;
-        }
-        // Counted under the gate, where a snapshot reads it.
-        self.changes_applied.fetch_add(1, Ordering::AcqRel);
-        Ok(summary)
+        Ok(PendingChange {
+            engine: self,
+            state,
+            _stop: stop,
+            steps,
+            base,
+            record,
+            now,
+        })
     }
 
     /// Carries out a change read back from the change log (at start, before serving).
-    pub fn replay_change(&self, record: &ChangeRecord) -> Result<Summary, String> {
-        let change: Change = serde_json::from_slice(&record.change)
+    pub fn replay_change(&self, time: i64, record: &[u8]) -> Result<Summary, String> {
+        let change: Change = serde_json::from_slice(record)
             .map_err(|e| format!("change {} cannot be read: {e}", self.changes_applied()))?;
         let mut state = self.changes_state();
         let (steps, base) = self.plan(&state, &change).map_err(|e| {
             format!(
                 "change {} ({}) no longer applies: {e}",
                 self.changes_applied(),
-                String::from_utf8_lossy(&record.change)
+                String::from_utf8_lossy(record)
                     .chars()
                     .take(200)
                     .collect::<String>()
             )
         })?;
-        let summary = self.carry_out(steps, record.time);
+        let summary = self.carry_out(steps, time);
         if let Some(base) = base {
             state.base = base;
         }
@@ -254,6 +257,44 @@ impl Engine {
     pub fn import_is_unchanged(&self, sources: &[Source]) -> Result<bool, ChangeError> {
         let (next, _) = parse_sources(sources)?;
         Ok(self.changes_state().base == next)
+    }
+}
+
+/// A planned and checked change, with requests and other changes stopped until it is carried
+/// out or dropped; see [`Engine::prepare_change`].
+#[must_use = "a prepared change does nothing until it is carried out"]
+pub struct PendingChange<'e> {
+    engine: &'e Engine,
+    state: std::sync::MutexGuard<'e, ChangeState>,
+    _stop: std::sync::RwLockWriteGuard<'e, ()>,
+    steps: Vec<plan::Step>,
+    base: Option<Vec<TenantSpec>>,
+    record: Vec<u8>,
+    now: i64,
+}
+
+impl PendingChange<'_> {
+    /// The change as the change log keeps it.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// The time it is made at.
+    pub fn time(&self) -> i64 {
+        self.now
+    }
+
+    /// Carries it out (cannot fail).
+    pub fn carry_out(mut self) -> Summary {
+        let summary = self
+            .engine
+            .carry_out(std::mem::take(&mut self.steps), self.now);
+        if let Some(base) = self.base.take() {
+            self.state.base = base;
+        }
+        // Counted under the gate, where a snapshot reads it.
+        self.engine.changes_applied.fetch_add(1, Ordering::AcqRel);
+        summary
     }
 }
 

@@ -1,12 +1,29 @@
-//! Persistence beside the hot path (DESIGN.md §6): a journal of ledger mutations in
-//! append-only, checksummed segment files.
+//! Persistence beside the hot path (DESIGN.md §6): what the charging core hands over is written
+//! here. A journal of ledger mutations in append-only, checksummed segment files (a writer
+//! thread with group commit), the change log of the account tree, snapshots, replay and
+//! recovery at start, and usage records that follow the journal. Every file format here is
+//! frozen: versioned, documented in its module, and held byte for byte by a test.
+//!
+//! [`Store`] is the charging core with its persistence: requests are admitted, answered by the
+//! core and their ops handed to the journal; account changes are logged before they are carried
+//! out; snapshots are taken with requests stopped.
 
 pub mod changes;
-pub mod le;
 pub mod record;
+pub mod recovery;
+pub mod replay;
 pub mod segment;
+pub mod snapshot;
+pub mod stats;
+mod store;
 pub mod usage;
 pub mod writer;
+
+pub use recovery::{JournalSettings, StoreConfig, StoreError, UsageSettings};
+pub use store::Store;
+
+// The core bounds what one op may carry by what one record holds.
+const _: () = assert!(ocf_charging::ops::MAX_DATA + record::BODY_HEADER == record::MAX_BODY_V2);
 
 /// How long a failed write or sync of the journal or the usage files waits before it is tried
 /// again, by consecutive failures: 50 ms, doubling to a second.

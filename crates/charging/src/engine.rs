@@ -14,16 +14,13 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
 
-use crate::journal::record::Op;
-use crate::journal::usage::UsageLog;
-use crate::journal::writer::Journal;
 use crate::ledger::{AccountRef, Ledger, Unit, unit_index};
+use crate::ops::Op;
 
 use super::answer::{EventAnswer, MsccAnswer, write_cca};
 use super::recorder::{Outstanding, Recorder, Recovered};
 use super::request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
 use super::session::{Held, ServiceUsage, Session, Sessions};
-use super::snapshot::SnapshotInfo;
 use super::tenant::{Directory, Policy, SubscriptionType, Unmetered};
 
 /// Charging settings that are not per tree.
@@ -79,13 +76,15 @@ pub struct Engine {
     /// [`ChargingConfig`], changed live by a reload.
     reservation_grace_s: AtomicU32,
     linger_s: AtomicU32,
-    pub(super) journal: Option<Journal>,
+    /// Whether ledger changes are persisted (a journal follows them): sessions are then
+    /// recorded with every request, so a restart resumes them.
+    journaled: bool,
     /// Held (shared) by every request from its first ledger change until its records are
     /// queued; a snapshot holds it exclusively, so the ledger it copies is exactly the effect
     /// of the records up to the sequence it names.
     pub(super) gate: RwLock<()>,
-    usage: Option<UsageLog>,
-    usage_interim: bool,
+    /// Usage records: none, one per session end, or (interim) one per update too.
+    usage: Option<UsageRecords>,
     next_reservation: AtomicU64,
     /// Reservations found open in the journal at start: counted until they expire.
     outstanding: Mutex<Vec<Outstanding>>,
@@ -222,10 +221,9 @@ impl Engine {
             sessions: Sessions::default(),
             reservation_grace_s: AtomicU32::new(config.reservation_grace_s),
             linger_s: AtomicU32::new(config.linger_s),
-            journal: None,
+            journaled: false,
             gate: RwLock::new(()),
             usage: None,
-            usage_interim: false,
             next_reservation: AtomicU64::new(1),
             outstanding: Mutex::new(Vec::new()),
             hosts: RwLock::new(Default::default()),
@@ -233,12 +231,12 @@ impl Engine {
         }
     }
 
-    /// Journals every ledger change from now on, continuing after what `recovered` found: its
-    /// sessions are open again (or linger, if they ended less than the linger time before
-    /// `now`), holding the reservations they held, and the other open reservations count
-    /// until they expire.
-    pub fn with_journal(mut self, journal: Journal, recovered: Recovered, now: i64) -> Self {
-        self.journal = Some(journal);
+    /// Records sessions with every request from now on (a journal persists the ops), and
+    /// continues after what `recovered` found: its sessions are open again (or linger, if they
+    /// ended less than the linger time before `now`), holding the reservations they held, and
+    /// the other open reservations count until they expire.
+    pub fn resume(mut self, recovered: Recovered, now: i64) -> Self {
+        self.journaled = true;
         self.next_reservation = AtomicU64::new(recovered.next_reservation);
         let mut open: std::collections::HashMap<u64, Outstanding> = recovered
             .outstanding
@@ -270,19 +268,16 @@ impl Engine {
         self.linger_s.store(config.linger_s, Relaxed);
     }
 
-    pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
-    }
-
-    /// Writes usage records (one JSON line per session end; per update too if `interim`).
-    pub fn with_usage(mut self, log: UsageLog, interim: bool) -> Self {
-        self.usage = Some(log);
-        self.usage_interim = interim;
+    /// Records usage ([`Op::Usage`], one JSON object per session end; per update too if
+    /// `interim`).
+    pub fn with_usage_records(mut self, interim: bool) -> Self {
+        self.usage = Some(UsageRecords { interim });
         self
     }
 
-    pub fn usage_log(&self) -> Option<&UsageLog> {
-        self.usage.as_ref()
+    /// Whether usage records are made, and per update too.
+    pub fn usage_records(&self) -> Option<bool> {
+        self.usage.map(|u| u.interim)
     }
 
     /// One usage record: who, which account, what each service used, when, how it ended.
@@ -303,14 +298,8 @@ impl Engine {
         }
         // Written by hand: building a serde_json::Value per session end cost a tenth of a
         // worker's time under load. Keys are in sorted order, as serde_json writes them.
-        // With a journal, the record is a journal record of its own; without, a line handed to
-        // the usage log with the batch.
         let mut own = String::new();
-        let line = if self.journal.is_some() {
-            &mut own
-        } else {
-            &mut rec.usage
-        };
+        let line = &mut own;
         line.push_str("{\"account\":\"");
         if let Some(t) = self.ledger.lock(s.account.tree) {
             for (i, name) in t.names(s.account.node).iter().enumerate() {
@@ -348,27 +337,7 @@ impl Engine {
         let _ = write!(line, "\",\"start\":{},\"subscriber\":\"", s.started);
         json_escape(line, &s.subscriber);
         line.push_str("\"}");
-        if self.journal.is_some() {
-            rec.ops.push(Op::Usage(own.into_bytes()));
-        } else {
-            line.push('\n');
-        }
-    }
-
-    /// Hands a batch's records to the journal and its usage records to the usage log;
-    /// returns the journal sequence to wait for (0: none).
-    /// With a journal, usage records are among `ops` (see [`Self::record_usage`]): written
-    /// with the ledger changes they account for, and from there to the usage files.
-    fn journal_ops(&self, now: i64, ops: Vec<Op>, usage: String) -> u64 {
-        match &self.journal {
-            Some(j) => j.append(now, ops),
-            None => {
-                if let (Some(log), false) = (&self.usage, usage.is_empty()) {
-                    log.write(usage);
-                }
-                0
-            }
-        }
+        rec.ops.push(Op::Usage(own.into_bytes()));
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -415,14 +384,14 @@ impl Engine {
     }
 
     /// Answers one CCR (already checked by the base protocol and the dictionary) into `out`.
-    /// Returns the journal sequence the answer must wait for (per the durability mode), or 0.
+    /// Returns what must be persisted, for the store to hand over.
     pub fn credit_control(
         &self,
         identity: &LocalIdentity,
         req: &Message,
         now: i64,
         out: &mut BytesMut,
-    ) -> u64 {
+    ) -> Pending<'_> {
         let mut batch = self.batch(now);
         batch.credit_control(identity, req, out);
         batch.finish()
@@ -433,66 +402,52 @@ impl Engine {
     pub fn batch(&self, now: i64) -> CcrBatch<'_> {
         CcrBatch {
             engine: self,
-            _gate: self.gate.read().unwrap_or_else(|p| p.into_inner()),
+            gate: self.gate.read().unwrap_or_else(|p| p.into_inner()),
             rec: Recorder::new(&self.ledger, &self.next_reservation),
             now,
         }
     }
 
-    /// Takes a snapshot of the ledger and writes it to `path` (atomically). Returns the journal
-    /// sequence it includes; segments wholly at or below it may be removed.
-    pub fn snapshot(&self, path: &std::path::Path) -> std::io::Result<u64> {
-        let data = {
-            let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
-            let sequence = self.journal.as_ref().map_or(0, |j| {
-                j.progress()
-                    .queued
-                    .load(std::sync::atomic::Ordering::Acquire)
-            });
-            // Reservations still open, in sessions and from before the last start, and the
-            // sessions themselves, open or lingering.
-            let mut outstanding = self
-                .outstanding
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let mut sessions = Vec::new();
-            for i in 0..self.sessions.shard_count() {
-                let shard = self.sessions.lock_index(i);
-                for (id, s) in &shard.open {
-                    outstanding.extend(s.held.iter().map(|h| Outstanding {
-                        id: h.id,
-                        account: s.account,
-                        unit: h.unit,
-                        amount: h.reserved,
-                        expires: h.expires,
-                    }));
-                    let mut data = Vec::with_capacity(128 + s.last_answer.len());
-                    super::session::encode_state(&mut data, id, s, false);
-                    sessions.push(data);
-                }
-                for (id, e) in &shard.ended {
-                    let mut data = Vec::with_capacity(128 + e.last_answer.len());
-                    super::session::encode_ended(&mut data, id, e);
-                    sessions.push(data);
-                }
+    /// Runs `f` with every request and change stopped (the snapshot gate held exclusively),
+    /// on the state as it stands: the store takes a snapshot this way, so the ledger it copies
+    /// is exactly the effect of the ops handed over so far.
+    pub fn frozen<R>(&self, f: impl FnOnce(&Frozen<'_>) -> R) -> R {
+        let _stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        // Reservations still open, in sessions and from before the last start, and the
+        // sessions themselves, open or lingering.
+        let mut outstanding = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut sessions = Vec::new();
+        for i in 0..self.sessions.shard_count() {
+            let shard = self.sessions.lock_index(i);
+            for (id, s) in &shard.open {
+                outstanding.extend(s.held.iter().map(|h| Outstanding {
+                    id: h.id,
+                    account: s.account,
+                    unit: h.unit,
+                    amount: h.reserved,
+                    expires: h.expires,
+                }));
+                let mut data = Vec::with_capacity(128 + s.last_answer.len());
+                super::session::encode_state(&mut data, id, s, false);
+                sessions.push(data);
             }
-            let info = SnapshotInfo {
-                sequence,
-                next_reservation: self
-                    .next_reservation
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                outstanding,
-                fingerprint: super::snapshot::fingerprint(&self.ledger),
-                changes: self.changes_applied(),
-            };
-            (
-                super::snapshot::encode(&self.ledger, &info, &sessions),
-                sequence,
-            )
-        };
-        crate::journal::write_atomically(path, &data.0)?;
-        Ok(data.1)
+            for (id, e) in &shard.ended {
+                let mut data = Vec::with_capacity(128 + e.last_answer.len());
+                super::session::encode_ended(&mut data, id, e);
+                sessions.push(data);
+            }
+        }
+        f(&Frozen {
+            ledger: &self.ledger,
+            outstanding,
+            sessions,
+            next_reservation: self.next_reservation.load(Relaxed),
+            changes: self.changes_applied(),
+        })
     }
 
     fn answer_ccr(
@@ -617,7 +572,7 @@ impl Engine {
                     return identity.write_error_answer(out, req, &e);
                 }
                 session.last_answer = out[start..].to_vec();
-                if self.journal.is_some() {
+                if self.journaled {
                     rec.session(cr.session_id, &session, session.terminated);
                 }
                 if session.terminated {
@@ -636,7 +591,10 @@ impl Engine {
                 };
                 session.last_number = cr.request_number;
                 session.last_type = cr.request_type as u8;
-                let before = self.usage_interim.then(|| session.services.clone());
+                let before = self
+                    .usage
+                    .is_some_and(|u| u.interim)
+                    .then(|| session.services.clone());
                 if let Err(e) =
                     self.session_step(Reply { identity, req, out }, &cr, session, now, rec)
                 {
@@ -644,13 +602,13 @@ impl Engine {
                     // retransmission gets the same refusal.
                     identity.write_error_answer(out, req, &e);
                     session.last_answer = out[start..].to_vec();
-                    if self.journal.is_some() {
+                    if self.journaled {
                         rec.session(cr.session_id, session, false);
                     }
                     return;
                 }
                 session.last_answer = out[start..].to_vec();
-                if self.journal.is_some() {
+                if self.journaled {
                     rec.session(cr.session_id, session, session.terminated);
                 }
                 if session.terminated {
@@ -1209,7 +1167,7 @@ impl Engine {
 
     /// Returns expired reservations to the pool and closes sessions nobody reported on in time;
     /// forgets terminated sessions once their answers need not be kept.
-    pub fn supervise(&self, now: i64) -> Supervision {
+    pub fn supervise(&self, now: i64) -> (Supervision, Pending<'_>) {
         self.supervise_shards(now, 0..self.sessions.shard_count())
     }
 
@@ -1229,15 +1187,20 @@ impl Engine {
     /// One part of a supervision pass: the sessions of shards `part`·n/parts up to the next
     /// part. Spreading a pass over a second keeps its work (a walk of every session) from
     /// stalling requests all at once.
-    pub fn supervise_part(&self, now: i64, part: usize) -> Supervision {
+    /// Returns what it did and the ops to persist.
+    pub fn supervise_part(&self, now: i64, part: usize) -> (Supervision, Pending<'_>) {
         let n = self.sessions.shard_count();
         let each = n.div_ceil(SUPERVISION_PARTS);
         let first = (part % SUPERVISION_PARTS) * each;
         self.supervise_shards(now, first..(first + each).min(n))
     }
 
-    fn supervise_shards(&self, now: i64, shards: std::ops::Range<usize>) -> Supervision {
-        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+    fn supervise_shards(
+        &self,
+        now: i64,
+        shards: std::ops::Range<usize>,
+    ) -> (Supervision, Pending<'_>) {
+        let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut sup = Supervision::default();
         let mut rec = Recorder::new(&self.ledger, &self.next_reservation);
         {
@@ -1275,7 +1238,7 @@ impl Engine {
                         rec.release(h.id, account, h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
-                    if self.journal.is_some() {
+                    if self.journaled {
                         rec.session_closed(id);
                     }
                     self.record_usage(
@@ -1292,8 +1255,13 @@ impl Engine {
                 false
             });
         }
-        self.journal_ops(now, rec.ops, rec.usage);
-        sup
+        let pending = Pending {
+            ops: rec.ops,
+            replayed: false,
+            now,
+            _gate: gate,
+        };
+        (sup, pending)
     }
 }
 
@@ -1327,49 +1295,82 @@ fn command_result(answers: &[MsccAnswer], multiple_services: bool) -> ResultCode
 }
 
 /// Requests answered together; see [`Engine::batch`]. A snapshot waits until the batch is
-/// finished, so it never sees a ledger change whose record is not queued.
+/// finished and its ops handed over, so it never sees a ledger change whose op is not queued.
 pub struct CcrBatch<'e> {
+    gate: RwLockReadGuard<'e, ()>,
     engine: &'e Engine,
-    _gate: RwLockReadGuard<'e, ()>,
     rec: Recorder<'e>,
     now: i64,
 }
 
-impl CcrBatch<'_> {
-    /// Answers one CCR (already checked by the base protocol and the dictionary) into `out`.
+impl<'e> CcrBatch<'e> {
+    /// Answers one CCR (already checked by the base protocol and the dictionary, and
+    /// admitted by the store) into `out`.
     pub fn credit_control(&mut self, identity: &LocalIdentity, req: &Message, out: &mut BytesMut) {
-        if let Some(j) = &self.engine.journal {
-            if j.admit().is_err() {
-                // The writer is behind: refuse before anything is charged (RFC 6733 3004).
-                let e = DiameterError::new(
-                    ResultCode::TooBusy,
-                    "the charging journal is behind; try again",
-                );
-                identity.write_error_answer(out, req, &e);
-                return;
-            }
-        }
         self.engine
             .answer_ccr(identity, req, self.now, out, &mut self.rec);
     }
 
-    /// Queues the batch's journal records; returns the sequence its answers must wait for
-    /// (per the durability mode), or 0.
-    pub fn finish(self) -> u64 {
-        let CcrBatch {
-            engine, rec, now, ..
-        } = self;
-        let replayed = rec.replayed;
-        let last = engine.journal_ops(now, rec.ops, rec.usage);
-        match (&engine.journal, replayed) {
-            (Some(j), true) => last.max(
-                j.progress()
-                    .queued
-                    .load(std::sync::atomic::Ordering::Acquire),
-            ),
-            _ => last,
+    /// The batch's ops, for the store to hand over.
+    pub fn finish(self) -> Pending<'e> {
+        Pending {
+            ops: self.rec.ops,
+            replayed: self.rec.replayed,
+            now: self.now,
+            _gate: self.gate,
         }
     }
+}
+
+/// What a batch of requests or a supervision pass changed, to be persisted in this order. It
+/// holds the requests' share of the snapshot gate: drop it once the ops are handed over.
+#[must_use = "the ops must be handed to the store"]
+pub struct Pending<'e> {
+    ops: Vec<Op>,
+    replayed: bool,
+    now: i64,
+    _gate: RwLockReadGuard<'e, ()>,
+}
+
+impl Pending<'_> {
+    /// Takes the ops (the gate stays held until `self` is dropped).
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
+    }
+
+    /// The `now` they ran with (a journal record's time).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The ops, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// An answer was sent again from a session's cache: it may leave only once everything
+    /// queued so far (its request's ops among it) is as durable as the mode requires.
+    pub fn replayed(&self) -> bool {
+        self.replayed
+    }
+}
+
+/// Usage records are made; per update too if `interim`.
+#[derive(Clone, Copy, Debug)]
+struct UsageRecords {
+    interim: bool,
+}
+
+/// The state as it stands while requests are stopped; see [`Engine::frozen`].
+pub struct Frozen<'e> {
+    pub ledger: &'e Ledger,
+    /// Reservations still open, in sessions and from before the last start.
+    pub outstanding: Vec<Outstanding>,
+    /// Sessions, open or lingering, each encoded as a journal Session op's data.
+    pub sessions: Vec<Vec<u8>>,
+    pub next_reservation: u64,
+    /// Account changes made so far (the change log's length).
+    pub changes: u64,
 }
 
 /// Appends `v` as the inside of a JSON string (RFC 8259 §7).

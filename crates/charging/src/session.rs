@@ -228,7 +228,7 @@ impl Sessions {
 /// A session that has ended keeps only what answering a retransmission needs: no subscriber,
 /// reservations or services.
 pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: bool) {
-    use crate::journal::le::{put_varint as var, put_varint_i64 as zig};
+    use crate::le::{put_varint as var, put_varint_i64 as zig};
     fn put(out: &mut Vec<u8>, b: &[u8]) {
         var(out, b.len() as u64);
         out.extend_from_slice(b);
@@ -285,7 +285,7 @@ const LEADING: [u32; 7] = [263, 268, 264, 296, 258, 416, 415];
 fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
     const HEADER: usize = ocf_protocol::header::HEADER_LEN;
     let whole = |out: &mut Vec<u8>| {
-        crate::journal::le::put_varint(out, answer.len() as u64);
+        crate::le::put_varint(out, answer.len() as u64);
         out.extend_from_slice(answer);
     };
     if answer.first() != Some(&1) || answer.len() < HEADER {
@@ -315,7 +315,7 @@ fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
         return whole(out);
     };
     let n = 3 + result_code.map_or(0, |_| 4) + tail.len();
-    crate::journal::le::put_varint(out, n as u64);
+    crate::le::put_varint(out, n as u64);
     out.extend_from_slice(&[0, answer[4], present]);
     if let Some(rc) = result_code {
         out.extend_from_slice(&rc);
@@ -387,7 +387,7 @@ pub struct Restored {
 
 /// Reads a session's state; `None` if the octets are not one.
 pub fn decode_state(data: &[u8]) -> Option<Restored> {
-    use crate::journal::le::LeReader;
+    use crate::le::LeReader;
     fn bytes<'a>(r: &mut LeReader<'a>) -> Option<&'a [u8]> {
         let n = usize::try_from(r.varint()?).ok()?;
         r.bytes(n)
@@ -518,7 +518,7 @@ impl ShardMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charging::answer::{EventAnswer, MsccAnswer, write_cca};
+    use crate::answer::{EventAnswer, MsccAnswer, write_cca};
     use bytes::BytesMut;
     use ocf_protocol::base::LocalIdentity;
     use ocf_protocol::codes::{ResultCode, application, avp as c, command};

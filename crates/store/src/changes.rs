@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::le::LeReader;
+use ocf_charging::le::LeReader;
 
 const MAGIC: &[u8; 4] = b"OCFC";
 const VERSION: u32 = 1;

@@ -1,0 +1,61 @@
+//! What the core hands the store to persist: one [`Op`] per ledger mutation, plus the session
+//! states and usage records kept with them. The store frames and encodes them (the journal's
+//! frozen format is `ocf_store::record`); the core never writes them itself.
+
+/// An account as the journal names it: tree and node indices. (Kept apart from the ledger's own
+/// types, which are free to change; the recorder converts.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub tree: u32,
+    pub node: u32,
+}
+
+/// Unit codes: 0 octets, 1 seconds, 2 events, 3 money.
+pub type UnitCode = u8;
+/// Highest unit code.
+pub const MAX_UNIT: UnitCode = 3;
+
+/// One ledger mutation, or (version 2) a state the charging layer keeps with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Reserve {
+        reservation: u64,
+        account: Account,
+        unit: UnitCode,
+        amount: u64,
+        expires: i64,
+    },
+    Commit {
+        reservation: u64,
+        account: Account,
+        unit: UnitCode,
+        reserved: u64,
+        used: u64,
+    },
+    CommitRated {
+        reservation: u64,
+        account: Account,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+    },
+    Release {
+        reservation: u64,
+        account: Account,
+        unit: UnitCode,
+        amount: u64,
+    },
+    Refund {
+        account: Account,
+        unit: UnitCode,
+        amount: u64,
+    },
+    Session(Vec<u8>),
+    Usage(Vec<u8>),
+    SessionClosed(Vec<u8>),
+}
+
+/// The most octets of data (a session's state, a usage record) one op may carry: what a
+/// journal record of version 2 holds (1 MiB) less its 17-octet header. The store checks that
+/// its format agrees.
+pub const MAX_DATA: usize = (1 << 20) - 17;

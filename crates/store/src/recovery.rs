@@ -1,0 +1,346 @@
+//! Building the charging engine at start (DESIGN.md §6): the account tree from the change log,
+//! the snapshot on top of the changes it includes, the journal replayed with the later changes
+//! between its records, and then the provisioning files as they are now, imported as a change.
+//! The first start (no change log yet) imports the files first, as change 0.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use ocf_charging::changes::{Change, ChangeError, Source, log_summary};
+use ocf_charging::engine::{ChargingConfig, Engine};
+use ocf_charging::ledger::Ledger;
+
+use crate::Store;
+use crate::changes::{ChangeLog, ChangeLogError, ChangeRecord};
+use crate::segment::ReadError;
+use crate::snapshot;
+use crate::writer::{Durability, JournalConfig, OnProgress};
+
+/// Where the state lives and what is persisted.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Holds `journal/`, `snapshot`, `changes` and `usage/`.
+    pub state_dir: PathBuf,
+    /// The ledger journal (None: balances start afresh at each start; the tree still keeps its
+    /// changes).
+    pub journal: Option<JournalSettings>,
+    /// Usage records (None: none are made).
+    pub usage: Option<UsageSettings>,
+}
+
+/// The journal writer's settings (see [`JournalConfig`]; its directory is `journal/`).
+#[derive(Clone, Copy, Debug)]
+pub struct JournalSettings {
+    pub durability: Durability,
+    pub sync_interval: Duration,
+    pub segment_bytes: u64,
+    pub capacity: usize,
+}
+
+/// Usage records' settings.
+#[derive(Clone, Copy, Debug)]
+pub struct UsageSettings {
+    /// A usage file is rotated past this size.
+    pub file_bytes: u64,
+    /// A record per update too, not only per session end.
+    pub interim: bool,
+}
+
+/// Why the state cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("journal: {0} (docs/durability.md says how to recover)")]
+    Journal(#[from] ReadError),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("state directory: {0}")]
+    StateDir(String),
+    #[error("change log: {0}")]
+    ChangeLog(#[from] ChangeLogError),
+    #[error("account changes: {0}")]
+    Changes(String),
+    /// The provisioning as it is now was refused (a configuration error).
+    #[error("provisioning: {0}")]
+    Import(String),
+}
+
+/// A refused import at start is a configuration error.
+fn import_error(e: ChangeError) -> StoreError {
+    StoreError::Import(e.to_string())
+}
+
+/// Opens the state at start: accounts, journal and usage records, then `sources` (the
+/// provisioning as it is now) imported as a change. `on_durable` hears the journal sequence
+/// each time more is durable (per the durability mode). Takes `now` for the import and for
+/// what lingers; a refused start changes nothing on disk.
+pub fn open(
+    config: &StoreConfig,
+    charging: ChargingConfig,
+    sources: Vec<Source>,
+    now: i64,
+    on_durable: Box<dyn Fn(u64) + Send>,
+) -> Result<Store, StoreError> {
+    let mut engine = Engine::new(Ledger::new(), Default::default(), charging);
+    if let Some(u) = &config.usage {
+        engine = engine.with_usage_records(u.interim);
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| StoreError::StateDir(format!("{}: {e}", config.state_dir.display())))?;
+    let Some(jc) = config.journal else {
+        // No ledger journal: balances start afresh, but the tree keeps its changes.
+        let (log, records) = ChangeLog::open(&config.state_dir.join("changes"))?;
+        for r in &records {
+            replay(&engine, r)?;
+        }
+        let unchanged =
+            !records.is_empty() && engine.import_is_unchanged(&sources).map_err(import_error)?;
+        let mut store = Store::new(engine).with_change_log(log);
+        if !unchanged {
+            let s = store
+                .change(&Change::Import { sources }, now)
+                .map_err(import_error)?;
+            log_summary("start", &s);
+        }
+        if let Some(u) = &config.usage {
+            let dir = config.state_dir.join("usage");
+            let log = crate::usage::UsageLog::start(&dir, u.file_bytes)
+                .map_err(|source| ReadError::Io { file: dir, source })?;
+            store = store.with_usage_log(log);
+        }
+        return Ok(store);
+    };
+    let dir = config.state_dir.join("journal");
+    let snapshot_path = config.state_dir.join("snapshot");
+    let changes_path = config.state_dir.join("changes");
+    // Everything is checked before anything is written: a refused start changes nothing.
+    let data = match std::fs::read(&snapshot_path) {
+        Ok(data) => Some(data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(StoreError::Snapshot(snapshot::SnapshotError::Io {
+                file: snapshot_path,
+                source,
+            }));
+        }
+    };
+    // Snapshots of version 1 come from before the change log: none is expected with them.
+    // Checked (its checksum read) once, here.
+    let header = data
+        .as_deref()
+        .map(|d| snapshot::header(d, &snapshot_path))
+        .transpose()?;
+    let legacy = header.as_ref().is_some_and(|h| h.version() == 1);
+    let included_changes = header
+        .as_ref()
+        .filter(|h| h.version() > 1)
+        .map_or(0, |h| h.info.changes);
+    let journal_has_records = crate::segment::list(&dir)
+        .map_err(|source| {
+            StoreError::Journal(crate::segment::ReadError::Io {
+                file: dir.clone(),
+                source,
+            })
+        })?
+        .iter()
+        .any(|(_, p)| {
+            std::fs::metadata(p).is_ok_and(|m| m.len() > crate::segment::SEGMENT_HEADER as u64)
+        });
+    if !changes_path.exists() && !legacy && (included_changes > 0 || journal_has_records) {
+        return Err(StoreError::Changes(format!(
+            "{} is missing, but {}: the account tree cannot be rebuilt without it; restore it (docs/durability.md)",
+            changes_path.display(),
+            if included_changes > 0 {
+                format!("the snapshot includes {included_changes} account changes from it")
+            } else {
+                "the journal holds records that name accounts it made".to_owned()
+            }
+        )));
+    }
+    let (log, mut records) = ChangeLog::open(&changes_path)?;
+    if (records.len() as u64) < included_changes {
+        return Err(StoreError::Changes(format!(
+            "{} holds {} account changes but the snapshot includes {included_changes}: changes are missing from it; restore it (docs/durability.md)",
+            changes_path.display(),
+            records.len()
+        )));
+    }
+    let first_start = records.is_empty();
+    let mut log = Some(log);
+    if first_start {
+        // Change 0: the provisioning as it is, before any ledger record.
+        let first = Store::new(engine).with_change_log(
+            log.take()
+                .ok_or_else(|| StoreError::Changes("the change log is open twice".into()))?,
+        );
+        let s = first
+            .change(
+                &Change::Import {
+                    sources: sources.clone(),
+                },
+                now,
+            )
+            .map_err(import_error)?;
+        log_summary("first start", &s);
+        let (e, l) = first.into_parts();
+        engine = e;
+        log = l;
+        records.clear();
+    }
+    // The changes the snapshot includes come first (on a first start there are none to read:
+    // change 0 was just made).
+    let included = if first_start {
+        0
+    } else {
+        header
+            .as_ref()
+            .map_or(0, |h| h.info.changes)
+            .min(records.len() as u64) as usize
+    };
+    let mut pending = records.split_off(included).into_iter().peekable();
+    for r in &records {
+        replay(&engine, r)?;
+    }
+    let (after, open, snap_sessions, snap_next) = match header {
+        Some(h) => {
+            let same = h.info.fingerprint == snapshot::fingerprint(engine.ledger());
+            let snapshot::Loaded {
+                info,
+                dropped,
+                sessions,
+            } = snapshot::apply(engine.ledger(), h, &snapshot_path, same)?;
+            info!(
+                sequence = info.sequence,
+                changes = info.changes,
+                dropped_counters = dropped,
+                "snapshot loaded"
+            );
+            if !same {
+                // Journal records name accounts by index, which a different tree moves.
+                let mut later = 0u64;
+                crate::segment::read_all(&dir, info.sequence, false, |_| later += 1)?;
+                if later > 0 {
+                    return Err(StoreError::Snapshot(snapshot::SnapshotError::Corrupt {
+                        file: snapshot_path,
+                        reason: format!(
+                            "the account tree rebuilt from {} is not the one this snapshot was taken of, and the journal has {later} records after the snapshot that name accounts by their place in it; \
+                             restore the change log that belongs to this snapshot, or, after an upgrade that lays the tree out differently, start once with the version that wrote it (its clean stop takes a snapshot)",
+                            changes_path.display()
+                        ),
+                    }));
+                }
+            }
+            (
+                info.sequence,
+                info.outstanding,
+                sessions,
+                info.next_reservation,
+            )
+        }
+        None => (0, Vec::new(), Vec::new(), 1),
+    };
+    let mut failed: Option<StoreError> = None;
+    let (mut recovered, summary) =
+        crate::replay::replay(engine.ledger(), &dir, after, open, snap_sessions, |seq| {
+            // Changes made before this record (logged with a lower sequence) take effect first.
+            while let Some(r) = pending.next_if(|r| r.after_sequence < seq) {
+                if failed.is_none() {
+                    if let Err(e) = replay(&engine, &r) {
+                        failed = Some(e);
+                    }
+                }
+            }
+        })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    for r in pending {
+        replay(&engine, &r)?;
+    }
+    recovered.next_reservation = recovered.next_reservation.max(snap_next);
+    let s = &summary;
+    info!(
+        records = s.records,
+        last_sequence = s.last_sequence.unwrap_or(0),
+        outstanding_reservations = recovered.outstanding.len(),
+        account_changes = engine.changes_applied(),
+        "journal replayed"
+    );
+    if let Some((file, offset, dropped)) = &s.truncated {
+        warn!(file = %file.display(), offset, dropped, "journal: torn last record cut off");
+    }
+    let durability = jc.durability;
+    // The usage-record follower is woken whenever the journal has written more.
+    let wake = crossbeam_channel::bounded::<()>(1);
+    let wake_usage = wake.0.clone();
+    let on_progress: OnProgress = Box::new(move |p| {
+        use std::sync::atomic::Ordering;
+        let durable = match durability {
+            Durability::Fsync => p.synced.load(Ordering::Acquire),
+            _ => p.written.load(Ordering::Acquire),
+        };
+        on_durable(durable);
+        let _ = wake_usage.try_send(());
+    });
+    let last = s.last_sequence.unwrap_or(0);
+    let journal = crate::writer::Journal::start(
+        JournalConfig {
+            dir: dir.clone(),
+            durability,
+            sync_interval: jc.sync_interval,
+            segment_bytes: jc.segment_bytes,
+            capacity: jc.capacity,
+        },
+        last.max(after),
+        after > last,
+        Some(on_progress),
+    )
+    .map_err(|source| {
+        StoreError::Journal(crate::segment::ReadError::Io {
+            file: dir.clone(),
+            source,
+        })
+    })?;
+    let progress = journal.progress_handle();
+    let engine = engine.resume(recovered, now);
+    let mut store = Store::new(engine).with_journal(journal);
+    if let Some(log) = log {
+        store = store.with_change_log(log);
+    }
+    // The files as they are now: whatever they changed since the last import.
+    if !first_start
+        && !store
+            .engine()
+            .import_is_unchanged(&sources)
+            .map_err(import_error)?
+    {
+        let s = store
+            .change(&Change::Import { sources }, now)
+            .map_err(import_error)?;
+        log_summary("start", &s);
+    }
+    let Some(u) = &config.usage else {
+        return Ok(store);
+    };
+    let usage_dir = config.state_dir.join("usage");
+    let log = crate::usage::UsageLog::follow(
+        &usage_dir,
+        &dir,
+        u.file_bytes,
+        move || progress.written.load(std::sync::atomic::Ordering::Acquire),
+        wake,
+    )
+    .map_err(|source| ReadError::Io {
+        file: usage_dir,
+        source,
+    })?;
+    Ok(store.with_usage_log(log))
+}
+
+fn replay(engine: &Engine, r: &ChangeRecord) -> Result<(), StoreError> {
+    engine
+        .replay_change(r.time, &r.change)
+        .map(|_| ())
+        .map_err(StoreError::Changes)
+}

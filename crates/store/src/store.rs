@@ -1,0 +1,246 @@
+//! The charging core with its persistence: the shell between the daemon and the core. The core
+//! decides and returns its ops; this hands them to the journal (or, without one, the usage
+//! records to the usage files), logs account changes before they are carried out, and takes
+//! snapshots with requests stopped.
+
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use ocf_charging::changes::{Change, ChangeError, Summary};
+use ocf_charging::engine::{CcrBatch, Engine, Pending, Supervision};
+use ocf_charging::ops::Op;
+use ocf_protocol::base::LocalIdentity;
+use ocf_protocol::codes::ResultCode;
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::message::Message;
+
+use crate::changes::{ChangeLog, ChangeRecord};
+use crate::snapshot::{self, SnapshotInfo};
+use crate::usage::UsageLog;
+use crate::writer::Journal;
+
+/// The engine, the journal its ops go to, the usage records and the change log.
+pub struct Store {
+    engine: Engine,
+    journal: Option<Journal>,
+    usage: Option<UsageLog>,
+    /// The change log; changes are already one at a time (the engine's change lock), so this
+    /// lock is never contended.
+    changes: Option<Mutex<ChangeLog>>,
+}
+
+impl Store {
+    /// An engine whose changes nothing persists (tests, `--check-config`).
+    pub fn new(engine: Engine) -> Store {
+        Store {
+            engine,
+            journal: None,
+            usage: None,
+            changes: None,
+        }
+    }
+
+    /// Hands the engine's ops to `journal` from now on.
+    pub fn with_journal(mut self, journal: Journal) -> Store {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Writes usage records to `log`: the engine makes them (see
+    /// [`Engine::with_usage_records`]); with a journal they go through it, and `log` follows.
+    pub fn with_usage_log(mut self, log: UsageLog) -> Store {
+        self.usage = Some(log);
+        self
+    }
+
+    /// Logs every account change to `log` before it is carried out.
+    pub fn with_change_log(mut self, log: ChangeLog) -> Store {
+        self.changes = Some(Mutex::new(log));
+        self
+    }
+
+    /// The engine and the change log back (a first start makes change 0 before the journal
+    /// starts).
+    pub(crate) fn into_parts(self) -> (Engine, Option<ChangeLog>) {
+        let log = self
+            .changes
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
+        (self.engine, log)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    pub fn usage_log(&self) -> Option<&UsageLog> {
+        self.usage.as_ref()
+    }
+
+    /// Whether a request may be charged now: the journal has room and (where answers wait for
+    /// it) works. Checked before anything is charged, so a refused request changes nothing.
+    pub fn admit(&self) -> bool {
+        self.journal.as_ref().is_none_or(|j| j.admit().is_ok())
+    }
+
+    /// Starts answering the requests of one read together (see [`Engine::batch`]); hand the
+    /// finished batch to [`Self::hand_over`].
+    pub fn batch(&self, now: i64) -> CcrBatch<'_> {
+        self.engine.batch(now)
+    }
+
+    /// Answers one CCR into `batch` if the journal admits it, or with 3004 (RFC 6733
+    /// DIAMETER_TOO_BUSY) before anything is charged.
+    pub fn credit_control(
+        &self,
+        batch: &mut CcrBatch<'_>,
+        identity: &LocalIdentity,
+        req: &Message,
+        out: &mut BytesMut,
+    ) {
+        if self.admit() {
+            batch.credit_control(identity, req, out);
+        } else {
+            let e = DiameterError::new(
+                ResultCode::TooBusy,
+                "the charging journal is behind; try again",
+            );
+            identity.write_error_answer(out, req, &e);
+        }
+    }
+
+    /// Hands ops over: to the journal, or (none) their usage records to the usage files. Never
+    /// blocks. Returns the journal sequence the batch's answers must wait for (per the
+    /// durability mode), or 0.
+    pub fn hand_over(&self, mut pending: Pending<'_>) -> u64 {
+        let now = pending.now();
+        let ops = pending.take_ops();
+        match &self.journal {
+            Some(j) => {
+                let last = j.append(now, ops);
+                if pending.replayed() {
+                    // A cached answer leaves once what is queued now is durable: its
+                    // request's ops are among it.
+                    last.max(j.progress().queued.load(Ordering::Acquire))
+                } else {
+                    last
+                }
+            }
+            None => {
+                if let Some(log) = &self.usage {
+                    let mut lines = String::new();
+                    for op in &ops {
+                        if let Op::Usage(data) = op {
+                            lines.push_str(&String::from_utf8_lossy(data));
+                            lines.push('\n');
+                        }
+                    }
+                    if !lines.is_empty() {
+                        log.write(lines);
+                    }
+                }
+                0
+            }
+        }
+    }
+
+    /// Answers one CCR on its own (tests and tools): admission, the core, the hand-over.
+    pub fn answer(&self, identity: &LocalIdentity, req: &Message, now: i64, out: &mut BytesMut) {
+        let mut batch = self.batch(now);
+        self.credit_control(&mut batch, identity, req, out);
+        self.hand_over(batch.finish());
+    }
+
+    /// One part of a supervision pass (see [`Engine::supervise_part`]), its ops handed over.
+    pub fn supervise_part(&self, now: i64, part: usize) -> Supervision {
+        let (sup, pending) = self.engine.supervise_part(now, part);
+        self.hand_over(pending);
+        sup
+    }
+
+    /// A whole supervision pass.
+    pub fn supervise(&self, now: i64) -> Supervision {
+        let (sup, pending) = self.engine.supervise(now);
+        self.hand_over(pending);
+        sup
+    }
+
+    /// Makes an account change: planned and checked, logged (synced), carried out; nothing
+    /// happens if any of that fails.
+    pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
+        let pending = self.engine.prepare_change(change, now)?;
+        self.log_and_carry_out(pending)
+    }
+
+    /// Changes the keys of a tenant's policy that `patch` names (a JSON merge patch).
+    pub fn patch_policy(
+        &self,
+        tenant: &str,
+        patch: &serde_json::Value,
+        now: i64,
+    ) -> Result<Summary, ChangeError> {
+        let pending = self.engine.prepare_policy_patch(tenant, patch, now)?;
+        self.log_and_carry_out(pending)
+    }
+
+    fn log_and_carry_out(
+        &self,
+        pending: ocf_charging::changes::PendingChange<'_>,
+    ) -> Result<Summary, ChangeError> {
+        if let Some(log) = &self.changes {
+            // Requests are stopped: the journal's queue names exactly the ledger records
+            // made before this change.
+            let after_sequence = self
+                .journal
+                .as_ref()
+                .map_or(0, |j| j.progress().queued.load(Ordering::Acquire));
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&ChangeRecord {
+                    after_sequence,
+                    time: pending.time(),
+                    change: pending.record().to_vec(),
+                })
+                .map_err(|e| ChangeError::Log(e.to_string()))?;
+        }
+        Ok(pending.carry_out())
+    }
+
+    /// Takes a snapshot of the ledger and its sessions and writes it to `path` (atomically).
+    /// Returns the journal sequence it includes; segments wholly at or below it may go.
+    pub fn snapshot(&self, path: &Path) -> io::Result<u64> {
+        let (data, sequence) = self.engine.frozen(|f| {
+            let sequence = self
+                .journal
+                .as_ref()
+                .map_or(0, |j| j.progress().queued.load(Ordering::Acquire));
+            let info = SnapshotInfo {
+                sequence,
+                next_reservation: f.next_reservation,
+                outstanding: f.outstanding.clone(),
+                fingerprint: snapshot::fingerprint(f.ledger),
+                changes: f.changes,
+            };
+            (snapshot::encode(f.ledger, &info, &f.sessions), sequence)
+        });
+        crate::write_atomically(path, &data)?;
+        Ok(sequence)
+    }
+
+    /// Writes and syncs everything queued and stops the writer threads: the journal first,
+    /// then the usage records that follow it.
+    pub fn close(&self) {
+        if let Some(j) = &self.journal {
+            j.close();
+        }
+        if let Some(u) = &self.usage {
+            u.close();
+        }
+    }
+}
