@@ -1,11 +1,11 @@
-//! A small blocking HTTP/1.1 client for the admin API (plain HTTP on the admin listener, one
-//! request per connection): enough for `ocfctl` and the tests, with bounded reads.
+//! The blocking HTTP client of the admin API (plain HTTP on the admin listener), for `ocfctl`
+//! and the tests: a thin layer over `ureq`, so that no HTTP parsing is hand-written here.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// Largest answer read (a tree of a million nodes lists them all in `children`).
+/// Largest answer read (a tree of a million nodes lists them all in `children`); a larger one
+/// is an error rather than an unbounded allocation.
 const MAX_ANSWER: u64 = 256 << 20;
 
 /// Where the admin API is and the token it wants.
@@ -60,56 +60,49 @@ impl Client {
         })
     }
 
-    /// Sends one request; `body` is JSON.
+    /// The agent for one call. The timeout bounds the connect and each read and write (a long
+    /// answer may take longer in all). Error statuses are answers, not errors, since callers
+    /// report the API's reason; no proxy from the environment and no redirects, since the
+    /// admin listener is reached directly.
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .timeout_connect(Some(self.timeout))
+            .timeout_per_read(Some(self.timeout))
+            .timeout_per_write(Some(self.timeout))
+            .build()
+            .new_agent()
+    }
+
+    /// Sends one request; `body` is JSON. Errors are those of reaching the API, or an
+    /// answer that is not HTTP or is larger than `MAX_ANSWER`.
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Answer> {
-        let mut s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
-        s.set_read_timeout(Some(self.timeout))?;
-        s.set_write_timeout(Some(self.timeout))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
+        let invalid =
+            |e: ureq::http::Error| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
         if let Some(t) = &self.token {
-            req += &format!("Authorization: Bearer {t}\r\n");
+            req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let body = body.unwrap_or("");
-        if !body.is_empty() {
-            req += "Content-Type: application/json\r\n";
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
         }
-        req += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
-        s.write_all(req.as_bytes())?;
-        let mut resp = Vec::new();
-        s.take(MAX_ANSWER).read_to_end(&mut resp)?;
-        parse(&resp).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1.1 answer")
+        let req = req.body(body.unwrap_or("").as_bytes()).map_err(invalid)?;
+        let mut resp = self.agent().run(req).map_err(ureq::Error::into_io)?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+            .map_err(ureq::Error::into_io)?;
+        Ok(Answer {
+            status: resp.status().as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
-}
-
-/// Status and body of a whole HTTP/1.1 answer (plain or chunked).
-fn parse(resp: &[u8]) -> Option<Answer> {
-    let text = String::from_utf8_lossy(resp);
-    let (head, rest) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, after)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(after.get(..n)?);
-            r = after.get(n..)?.strip_prefix("\r\n")?;
-        }
-        out
-    } else {
-        rest.to_owned()
-    };
-    Some(Answer { status, body })
 }
 
 /// Percent-encodes a node path for a URL, keeping its '/' separators.
@@ -129,18 +122,72 @@ pub fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// Serves one connection with `answer`, and hands back the request's head.
+    fn serve_once(answer: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = String::new();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head += &line;
+            }
+            s.write_all(answer).unwrap();
+            head
+        });
+        (addr, h)
+    }
+
+    fn client(addr: SocketAddr, token: Option<&str>) -> Client {
+        Client {
+            addr,
+            token: token.map(str::to_owned),
+            timeout: Duration::from_secs(10),
+        }
+    }
 
     #[test]
-    fn answers_parse_plain_and_chunked() {
-        let a = parse(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((a.status, a.body.as_str()), (201, "{}"));
-        let c = parse(
+    fn chunked_answers_are_read_and_the_token_is_sent() {
+        let (addr, h) = serve_once(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(c.json()["a"], 1);
-        assert!(parse(b"garbage").is_none());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_none());
+        );
+        let a = client(addr, Some("s3cret"))
+            .call("GET", "/v1/tenants", None)
+            .unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["a"], 1);
+        let head = h.join().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /v1/tenants http/1.1\r\n"), "{head}");
+        assert!(head.contains("authorization: bearer s3cret\r\n"), "{head}");
+    }
+
+    #[test]
+    fn error_statuses_are_answers_and_garbage_is_an_error() {
+        let (addr, h) = serve_once(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\nConnection: close\r\n\r\n{\"error\":\"no such\"}",
+        );
+        let a = client(addr, None)
+            .call("POST", "/v1/nodes/x", Some("{}"))
+            .unwrap();
+        assert_eq!((a.status, a.reason().as_str()), (404, "no such"));
+        assert!(
+            !h.join()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("authorization")
+        );
+
+        let (addr, h) = serve_once(b"garbage\r\n\r\n");
+        assert!(client(addr, None).call("GET", "/", None).is_err());
+        h.join().unwrap();
     }
 
     #[test]
