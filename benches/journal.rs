@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ocf_charging::tenant::default_tenant;
+use ocf_charging::accounts::provisioning::default_tenant;
 use ocf_store::record::{Account, Op, Record};
 use ocf_store::replay::replay;
 use ocf_store::segment::SegmentWriter;

@@ -160,11 +160,11 @@ fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(*enterprises >= 1, "--enterprises must be at least 1");
             anyhow::ensure!(
-                *devices <= ocf_charging::provisioning::MAX_DEVICES,
+                *devices <= ocf_charging::accounts::provisioning::MAX_DEVICES,
                 "--devices is at most {}",
-                ocf_charging::provisioning::MAX_DEVICES
+                ocf_charging::accounts::provisioning::MAX_DEVICES
             );
-            let text = ocf_charging::provisioning::generate(*enterprises, *devices);
+            let text = ocf_charging::accounts::provisioning::generate(*enterprises, *devices);
             match out {
                 Some(path) => std::fs::write(path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -173,9 +173,16 @@ fn tenants(action: &TenantsAction) -> anyhow::Result<()> {
         }
         TenantsAction::Check { files } => {
             let mut ledger = ocf_charging::ledger::Ledger::new();
-            let mut dir = ocf_charging::tenant::Directory::default();
+            let mut dir = ocf_charging::accounts::tenant::Directory::default();
             for f in files {
-                let n = ocf_charging::provisioning::load_file(f, &mut ledger, &mut dir)?;
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                let n = ocf_charging::accounts::provisioning::load_str(
+                    &f.display().to_string(),
+                    &text,
+                    &mut ledger,
+                    &mut dir,
+                )?;
                 println!("{}: {n} tenants", f.display());
             }
             println!(

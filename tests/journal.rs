@@ -120,9 +120,9 @@ fn balances_survive_restarts_and_open_reservations_stay_spent_until_they_expire(
 /// Loads `state` (snapshot, then journal) onto a freshly provisioned default tenant and checks
 /// used + reserved <= limit on every counter and, for devices 8100.., used >= acknowledged.
 fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
-    use ocf_charging::tenant;
+    use ocf_charging::accounts::{provisioning, tenant};
     use ocf_store::{replay::replay, snapshot};
-    let (ledger, dir) = tenant::default_tenant();
+    let (ledger, dir) = provisioning::default_tenant();
     let (after, open, sessions) = match std::fs::read(state.join("snapshot")) {
         Ok(data) => {
             let path = state.join("snapshot");

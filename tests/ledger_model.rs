@@ -36,10 +36,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::BytesMut;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use ocf_charging::changes::Change;
+use ocf_charging::accounts::changes::Change;
+use ocf_charging::accounts::provisioning::default_tenant;
+use ocf_charging::accounts::provisioning::{Amount, LimitSpec};
 use ocf_charging::ledger::{Counter, OwnUsage, Period, Unit, unit_index};
-use ocf_charging::provisioning::{Amount, LimitSpec};
-use ocf_charging::tenant::default_tenant;
 use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{
     CcaResult, CcrSpec, EVENT, INITIAL, MsccResult, MsccSpec, TERMINATION, UPDATE,
@@ -1152,7 +1152,7 @@ impl World {
                     amount: Amount::Text(text.into()),
                 }],
             };
-            if let Err(e) = self.engine.change(&change, self.m.now) {
+            if let Err(e) = self.engine.accounts().change(&change, self.m.now) {
                 self.fail(format!("{change:?} refused: {e}"));
             }
             self.m
@@ -1186,7 +1186,7 @@ impl World {
                 })
                 .collect(),
         };
-        if let Err(e) = self.engine.change(&change, self.m.now) {
+        if let Err(e) = self.engine.accounts().change(&change, self.m.now) {
             self.fail(format!("{change:?} refused: {e}"));
         }
         self.m.limits.insert(path.clone(), limits);
@@ -1231,7 +1231,7 @@ impl World {
             period: Period::Month,
             amount: Amount::Number(amount),
         };
-        let r = self.engine.change(&change, self.m.now);
+        let r = self.engine.accounts().change(&change, self.m.now);
         if r.is_ok() != ok {
             self.fail(format!("{change:?}: expected ok={ok}, got {r:?}"));
         }
@@ -1276,7 +1276,11 @@ impl World {
             4 => ("alice", none),
             _ => ("alice", tariff),
         };
-        if let Err(e) = self.engine.patch_policy(tenant, &patch, self.m.now) {
+        if let Err(e) = self
+            .engine
+            .accounts()
+            .patch_policy(tenant, &patch, self.m.now)
+        {
             self.fail(format!("policy patch {tenant} {patch} refused: {e}"));
         }
         match which {
@@ -1542,7 +1546,10 @@ fn usage_reported_under_a_tariff_without_a_money_limit_is_counted_somewhere() {
     let tariff = serde_json::json!({
         "tariff": {"price": "0.01", "per_octets": "1 MiB", "currency_code": 978}
     });
-    engine.patch_policy("acme", &tariff, START).unwrap();
+    engine
+        .accounts()
+        .patch_policy("acme", &tariff, START)
+        .unwrap();
     let mut report = CcrSpec::new("late;1", INITIAL, 0)
         .msisdn("15551008000")
         .mscc(MsccSpec {
@@ -1564,6 +1571,7 @@ fn usage_reported_under_a_tariff_without_a_money_limit_is_counted_somewhere() {
     assert_eq!(answer.result_code, 2001, "{answer:?}");
     // A money limit on the device starts from what the device was charged in money.
     engine
+        .accounts()
         .change(
             &Change::SetLimits {
                 path: "acme/iot/15551008000".into(),

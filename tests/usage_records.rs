@@ -8,8 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
+use ocf_charging::accounts::provisioning::default_tenant;
 use ocf_charging::ledger::Unit;
-use ocf_charging::tenant::default_tenant;
 use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::Message;

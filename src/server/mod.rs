@@ -42,7 +42,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("provisioning: {0}")]
-    Provisioning(#[from] ocf_charging::provisioning::ProvisioningError),
+    Provisioning(#[from] ocf_charging::accounts::provisioning::ProvisioningError),
     #[error("TLS: {0}")]
     Tls(ocf_transport::tls::TlsError),
     #[error("admin API: {0}")]

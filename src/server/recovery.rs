@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use ocf_charging::changes::{Change, Source};
-use ocf_charging::engine::{ChargingConfig, Engine};
+use ocf_charging::accounts::Accounts;
+use ocf_charging::accounts::changes::{Change, Source};
+use ocf_charging::accounts::provisioning::ProvisioningError;
+use ocf_charging::engine::ChargingConfig;
 use ocf_charging::ledger::Ledger;
-use ocf_charging::provisioning::ProvisioningError;
 use ocf_store::{JournalSettings, Store, StoreConfig, StoreError, UsageSettings};
 
 use crate::config::Config;
@@ -23,7 +24,9 @@ pub fn sources(config: &Config) -> Result<Vec<Source>, ServerError> {
     if config.charging.embedded_tenant {
         out.push(Source {
             name: "(embedded)".into(),
-            text: ocf_charging::tenant::embedded_text(config.charging.validity_time_s),
+            text: ocf_charging::accounts::provisioning::embedded_text(
+                config.charging.validity_time_s,
+            ),
         });
     }
     for file in &config.charging.tenant_files {
@@ -69,9 +72,9 @@ pub fn store_config(config: &Config) -> StoreConfig {
 /// Checks the provisioning of a configuration the way a start would import it, on an empty
 /// tree (for `--check-config`).
 pub fn check_provisioning(config: &Config) -> Result<(), ServerError> {
-    let engine = Engine::new(Ledger::new(), Default::default(), charging_config(config));
+    let accounts = Accounts::new(Ledger::new(), Default::default());
     let sources = sources(config)?;
-    engine
+    accounts
         .change(&Change::Import { sources }, dispatch::unix_now())
         .map_err(|e| StoreError::Import(e.to_string()))?;
     Ok(())

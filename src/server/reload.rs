@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use ocf_charging::changes::{Change, log_summary};
+use ocf_charging::accounts::changes::{Change, log_summary};
 use ocf_charging::engine::ChargingConfig;
 
 use super::{Shared, dispatch, live_settings, recovery, systemd};
@@ -96,6 +96,7 @@ impl Reloader {
         // The import is the last check and the first change: if it is refused, nothing
         // has changed yet; once it is made, the rest cannot fail.
         if !engine
+            .accounts()
             .import_is_unchanged(&sources)
             .map_err(|e| format!("provisioning: {e}"))?
         {

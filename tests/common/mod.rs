@@ -170,6 +170,18 @@ impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the process said (the last lines are the ones that
+        // explain a failure).
+        if std::thread::panicking() {
+            let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+            let tail = &logs[logs.len().saturating_sub(60)..];
+            eprintln!(
+                "--- {}: last {} lines of output ---\n{}",
+                self.name,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

@@ -6,17 +6,10 @@
 //! Sans-IO: no runtime, no threads, no files, no clock. Every call takes `now` (Unix seconds)
 //! and returns what must be persisted ([`ops::Op`]); the store writes it.
 
-pub mod answer;
-pub mod changes;
+pub mod accounts;
 pub mod engine;
 pub mod le;
 pub mod ledger;
 pub mod ops;
-pub mod provisioning;
-pub mod recorder;
-pub mod request;
-pub mod session;
-pub mod tenant;
-pub mod views;
 
 pub use engine::{CcrBatch, ChargingConfig, Engine};

@@ -13,7 +13,7 @@
 //!
 //! `after_sequence` is the last ledger journal sequence queued before the change took effect:
 //! on replay, the change is applied after that record and before the next. `change` is the
-//! change as JSON (the charging layer's `Change`); this layer does not look inside.
+//! change as a JSON object of schema 1 (`change_record`), the store's own types.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,6 +32,21 @@ pub struct ChangeRecord {
     pub after_sequence: u64,
     pub time: i64,
     pub change: Vec<u8>,
+}
+
+impl ChangeRecord {
+    /// The record as the file holds it: length, CRC, body.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(16 + self.change.len());
+        body.extend_from_slice(&self.after_sequence.to_le_bytes());
+        body.extend_from_slice(&self.time.to_le_bytes());
+        body.extend_from_slice(&self.change);
+        let mut frame = Vec::with_capacity(8 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        frame
+    }
 }
 
 /// The open change log, positioned for appending.
@@ -88,7 +103,7 @@ impl ChangeLog {
         if data[4..8] != VERSION.to_le_bytes() {
             return Err(err("unknown change log version".into()));
         }
-        let (records, good) = read_records(&data[8..]);
+        let (records, good) = parse_records(&data[8..]);
         let good = 8 + good;
         if good < data.len() {
             // Only a torn tail may be cut: the last record, cut short or not fully written
@@ -123,14 +138,7 @@ impl ChangeLog {
                 "change too large for the change log",
             ));
         }
-        let mut body = Vec::with_capacity(16 + record.change.len());
-        body.extend_from_slice(&record.after_sequence.to_le_bytes());
-        body.extend_from_slice(&record.time.to_le_bytes());
-        body.extend_from_slice(&record.change);
-        let mut frame = Vec::with_capacity(8 + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
+        let frame = record.frame();
         let at = self.file.stream_position()?;
         if let Err(e) = self
             .file
@@ -151,7 +159,9 @@ impl ChangeLog {
 }
 
 /// Reads whole, valid records; returns them and the octets they span.
-fn read_records(mut data: &[u8]) -> (Vec<ChangeRecord>, usize) {
+/// The whole records at the start of `data` (a change log after its 8-octet header), and the
+/// octets they take: reading stops at the first record that is cut short or damaged.
+pub fn parse_records(mut data: &[u8]) -> (Vec<ChangeRecord>, usize) {
     let mut out = Vec::new();
     let mut used = 0;
     loop {

@@ -8,6 +8,7 @@
 //! core and their ops handed to the journal; account changes are logged before they are carried
 //! out; snapshots are taken with requests stopped.
 
+pub mod change_record;
 pub mod changes;
 pub mod record;
 pub mod recovery;

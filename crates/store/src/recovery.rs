@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use ocf_charging::changes::{Change, ChangeError, Source, log_summary};
+use ocf_charging::accounts::changes::{Change, ChangeError, Source, log_summary};
 use ocf_charging::engine::{ChargingConfig, Engine};
 use ocf_charging::ledger::Ledger;
 
@@ -94,8 +94,11 @@ pub fn open(
         for r in &records {
             replay(&engine, r)?;
         }
-        let unchanged =
-            !records.is_empty() && engine.import_is_unchanged(&sources).map_err(import_error)?;
+        let unchanged = !records.is_empty()
+            && engine
+                .accounts()
+                .import_is_unchanged(&sources)
+                .map_err(import_error)?;
         let mut store = Store::new(engine).with_change_log(log);
         if !unchanged {
             let s = store
@@ -264,7 +267,7 @@ pub fn open(
         records = s.records,
         last_sequence = s.last_sequence.unwrap_or(0),
         outstanding_reservations = recovered.outstanding.len(),
-        account_changes = engine.changes_applied(),
+        account_changes = engine.accounts().changes_applied(),
         "journal replayed"
     );
     if let Some((file, offset, dropped)) = &s.truncated {
@@ -312,6 +315,7 @@ pub fn open(
     if !first_start
         && !store
             .engine()
+            .accounts()
             .import_is_unchanged(&sources)
             .map_err(import_error)?
     {
@@ -339,8 +343,15 @@ pub fn open(
 }
 
 fn replay(engine: &Engine, r: &ChangeRecord) -> Result<(), StoreError> {
+    let change = crate::change_record::decode(&r.change).map_err(|e| {
+        StoreError::Changes(format!(
+            "change {} cannot be read: {e}",
+            engine.accounts().changes_applied()
+        ))
+    })?;
     engine
-        .replay_change(r.time, &r.change)
+        .accounts()
+        .replay_change(r.time, &change)
         .map(|_| ())
         .map_err(StoreError::Changes)
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use ocf_charging::engine::recorder::{Outstanding, Recovered, Replayer};
+use ocf_charging::engine::session::Restored;
 use ocf_charging::ledger::Ledger;
-use ocf_charging::recorder::{Outstanding, Recovered, Replayer};
-use ocf_charging::session::Restored;
 
 use crate::segment::{self, ReadError, ReadSummary};
 

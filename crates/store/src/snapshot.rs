@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use ocf_charging::le::LeReader;
 use ocf_charging::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
 
-use ocf_charging::recorder::{Outstanding, unit_code, unit_from};
+use ocf_charging::engine::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
 const VERSION: u32 = 3;
@@ -218,7 +218,7 @@ pub struct Loaded {
     /// Counters (and own usages) of accounts no longer there.
     pub dropped: usize,
     /// Sessions open or lingering when it was taken, their accounts matched to the tree.
-    pub sessions: Vec<ocf_charging::session::Restored>,
+    pub sessions: Vec<ocf_charging::engine::session::Restored>,
 }
 
 /// Applies a snapshot to the ledger. `by_index`: the ledger was rebuilt to the very tree the
@@ -404,7 +404,7 @@ pub fn apply(
         for _ in 0..r.u32().ok_or_else(short)? {
             let n = r.u32().ok_or_else(short)? as usize;
             let data = r.bytes(n).ok_or_else(short)?;
-            let mut s = ocf_charging::session::decode_state(data)
+            let mut s = ocf_charging::engine::session::decode_state(data)
                 .ok_or_else(|| corrupt("a session does not read back"))?;
             if s.ended {
                 sessions.push(s);
@@ -452,8 +452,8 @@ pub fn remove_covered_segments(journal: &Path, sequence: u64) -> io::Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ocf_charging::accounts::provisioning::default_tenant;
     use ocf_charging::ledger::Unit;
-    use ocf_charging::tenant::default_tenant;
 
     fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
         header(d, Path::new("s"))
@@ -465,12 +465,18 @@ mod tests {
     fn snapshot_round_trips_and_matches_accounts_by_name() {
         let (ledger, dir) = default_tenant();
         let iot = dir
-            .lookup(ocf_charging::tenant::SubscriptionType::E164, "15551008000")
+            .lookup(
+                ocf_charging::accounts::tenant::SubscriptionType::E164,
+                "15551008000",
+            )
             .unwrap();
         ledger.commit(iot, Unit::Octets, 0, 1234, 1_795_000_000);
         let g = ledger.reserve(iot, Unit::Octets, 100, 1_795_000_000);
         let alice = dir
-            .lookup(ocf_charging::tenant::SubscriptionType::E164, "15559990001")
+            .lookup(
+                ocf_charging::accounts::tenant::SubscriptionType::E164,
+                "15559990001",
+            )
             .unwrap();
         ledger.commit_rated(alice, 0, 1 << 20, (10_000_000, 1 << 20), 1_795_000_000);
         let info = SnapshotInfo {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use ocf_charging::changes::{Change, ChangeError, Summary};
+use ocf_charging::accounts::changes::{Change, ChangeError, Summary};
 use ocf_charging::engine::{CcrBatch, Engine, Pending, Supervision};
 use ocf_charging::ops::Op;
 use ocf_protocol::base::LocalIdentity;
@@ -174,7 +174,7 @@ impl Store {
     /// Makes an account change: planned and checked, logged (synced), carried out; nothing
     /// happens if any of that fails.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
-        let pending = self.engine.prepare_change(change, now)?;
+        let pending = self.engine.accounts().prepare_change(change, now)?;
         self.log_and_carry_out(pending)
     }
 
@@ -185,13 +185,16 @@ impl Store {
         patch: &serde_json::Value,
         now: i64,
     ) -> Result<Summary, ChangeError> {
-        let pending = self.engine.prepare_policy_patch(tenant, patch, now)?;
+        let pending = self
+            .engine
+            .accounts()
+            .prepare_policy_patch(tenant, patch, now)?;
         self.log_and_carry_out(pending)
     }
 
     fn log_and_carry_out(
         &self,
-        pending: ocf_charging::changes::PendingChange<'_>,
+        pending: ocf_charging::accounts::changes::PendingChange<'_>,
     ) -> Result<Summary, ChangeError> {
         if let Some(log) = &self.changes {
             // Requests are stopped: the journal's queue names exactly the ledger records
@@ -205,7 +208,7 @@ impl Store {
                 .append(&ChangeRecord {
                     after_sequence,
                     time: pending.time(),
-                    change: pending.record().to_vec(),
+                    change: crate::change_record::encode(pending.change()),
                 })
                 .map_err(|e| ChangeError::Log(e.to_string()))?;
         }

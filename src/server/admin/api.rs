@@ -13,10 +13,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::server::dispatch::unix_now;
-use ocf_charging::changes::{Change, ChangeError};
+use ocf_charging::accounts::changes::{Change, ChangeError};
+use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec};
+use ocf_charging::accounts::views::NodeUsage;
 use ocf_charging::ledger::{Period, Unit};
-use ocf_charging::provisioning::{Amount, LimitSpec, PolicySpec};
-use ocf_charging::views::NodeUsage;
 
 use super::{AdminState, ApiError};
 
@@ -74,7 +74,7 @@ async fn changed_node(
 ) -> Result<Response, ApiError> {
     change(state, c).await?;
     let path = path.to_owned();
-    let mut r = view(state, move |e| e.node_view(&path, unix_now())).await?;
+    let mut r = view(state, move |e| e.accounts().node_view(&path, unix_now())).await?;
     *r.status_mut() = status;
     Ok(r)
 }
@@ -159,7 +159,7 @@ struct Moved {
 }
 
 async fn tenants(State(s): State<AdminState>) -> Result<Response, ApiError> {
-    view(&s, |e| Ok(e.tenants())).await
+    view(&s, |e| Ok(e.accounts().tenants())).await
 }
 
 async fn add_tenant(
@@ -187,7 +187,7 @@ async fn node(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    view(&s, move |e| e.node_view(&path, unix_now())).await
+    view(&s, move |e| e.accounts().node_view(&path, unix_now())).await
 }
 
 async fn add_node(
@@ -268,7 +268,7 @@ async fn usage(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    view(&s, move |e| e.usage_view(&path, unix_now())).await
+    view(&s, move |e| e.accounts().usage_view(&path, unix_now())).await
 }
 
 async fn sessions(
@@ -284,7 +284,7 @@ async fn policy(
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = path_param(tenant)?;
-    view(&s, move |e| e.policy_view(&tenant)).await
+    view(&s, move |e| e.accounts().policy_view(&tenant)).await
 }
 
 /// Changes the keys of the policy the body names (a JSON merge patch).
@@ -299,7 +299,7 @@ async fn set_policy(
     off_workers(&s, move |e| e.patch_policy(&name, &patch, unix_now()))
         .await?
         .map_err(error)?;
-    view(&s, move |e| e.policy_view(&tenant)).await
+    view(&s, move |e| e.accounts().policy_view(&tenant)).await
 }
 
 async fn move_allowance(
@@ -322,8 +322,8 @@ async fn move_allowance(
     view(&s, move |e| {
         let now = unix_now();
         Ok(Moved {
-            from: e.usage_view(&from, now)?.node,
-            to: e.usage_view(&to, now)?.node,
+            from: e.accounts().usage_view(&from, now)?.node,
+            to: e.accounts().usage_view(&to, now)?.node,
         })
     })
     .await

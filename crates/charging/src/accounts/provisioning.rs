@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
@@ -549,19 +548,6 @@ pub fn load_str(
     Ok(tenants.len())
 }
 
-/// Reads a provisioning file.
-pub fn load_file(
-    path: &Path,
-    ledger: &mut Ledger,
-    dir: &mut Directory,
-) -> Result<usize, ProvisioningError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ProvisioningError {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    load_str(&path.display().to_string(), &text, ledger, dir)
-}
-
 /// Writes a synthetic provisioning file: `enterprises` tenants sharing `devices` devices, each
 /// with three cost centres, MSISDNs from 1 555 2000 0000 and IMSIs from 001 02 0000000000.
 pub fn generate(enterprises: u64, devices: u64) -> String {
@@ -605,10 +591,93 @@ pub fn generate(enterprises: u64, devices: u64) -> String {
     out
 }
 
+/// Device n of the default enterprise: MSISDN 15551000000+n, IMSI "00101" + n in 10 digits.
+pub fn default_device_ids(n: u64) -> (String, String) {
+    (format!("{}", 15_551_000_000 + n), format!("00101{n:010}"))
+}
+
+/// The embedded default tenant (DESIGN.md §7) as a provisioning text, so that it is imported,
+/// changed and reloaded like any file: enterprise `acme` with three cost centres and 10,000
+/// devices, and consumer `alice` with 5.00 EUR prepaid at 0.01 EUR per MiB. `validity_time_s`
+/// is `charging.validity_time_s`.
+pub fn embedded_text(validity_time_s: u32) -> String {
+    format!(
+        r#"[[tenant]]
+name = "acme"
+policy = {{ validity_time_s = {validity_time_s} }}
+node = [
+  {{ path = "acme", limits = [{{ unit = "octets", period = "month", amount = "1 TiB" }}] }},
+  {{ path = "acme/engineering", limits = [{{ unit = "octets", amount = "500 GiB" }}] }},
+  {{ path = "acme/sales", limits = [{{ unit = "octets", amount = "100 GiB" }}] }},
+  {{ path = "acme/iot", limits = [{{ unit = "octets", amount = "1 GiB" }}] }},
+]
+devices = [
+  {{ parent = "acme/engineering", msisdn_from = 15551000000, imsi_from = 1010000000000, count = 5000, limits = [{{ unit = "octets", amount = "50 GiB" }}] }},
+  {{ parent = "acme/sales", msisdn_from = 15551005000, imsi_from = 1010000005000, count = 3000, limits = [{{ unit = "octets", amount = "5 GiB" }}] }},
+  {{ parent = "acme/iot", msisdn_from = 15551008000, imsi_from = 1010000008000, count = 2000, limits = [{{ unit = "octets", amount = "10 MiB" }}] }},
+]
+
+[[tenant]]
+name = "alice"
+policy = {{ validity_time_s = {validity_time_s}, tariff = {{ price = "0.01", per_octets = "1 MiB", currency_code = 978 }} }}
+node = [
+  {{ path = "alice", msisdn = "15559990001", imsi = "001019990000001", limits = [{{ unit = "money", period = "total", amount = "5.00" }}] }},
+]
+"#
+    )
+}
+
+/// The embedded default tenant built on its own (tests, tools, benchmarks).
+pub fn default_tenant() -> (Ledger, Directory) {
+    let mut ledger = Ledger::new();
+    let mut dir = Directory::default();
+    // The embedded text is a constant of this program; a failure is a bug caught by tests.
+    if let Err(e) = load_str("(embedded)", &embedded_text(600), &mut ledger, &mut dir) {
+        panic!("the embedded tenant does not load: {e}");
+    }
+    (ledger, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::MIB;
+
+    #[test]
+    fn default_tenant_is_design_section_7() {
+        use crate::accounts::tenant::{GIB, MIB, SubscriptionType, TIB};
+        let (ledger, dir) = default_tenant();
+        assert_eq!(ledger.tree_count(), 2);
+        let eng0 = dir.lookup(SubscriptionType::E164, "15551000000").unwrap();
+        assert_eq!(
+            dir.lookup(SubscriptionType::Imsi, "001010000000000"),
+            Some(eng0)
+        );
+        let iot_last = dir.lookup(SubscriptionType::E164, "15551009999").unwrap();
+        assert_eq!(
+            dir.lookup(SubscriptionType::Imsi, "001010000009999"),
+            Some(iot_last)
+        );
+        assert_eq!(dir.lookup(SubscriptionType::E164, "15551010000"), None);
+        assert_eq!(
+            dir.lookup(SubscriptionType::E164, "+15559990001")
+                .map(|a| a.tree),
+            Some(1)
+        );
+        let t = ledger.lock(0).unwrap();
+        assert_eq!(t.names(eng0.node), ["acme", "engineering", "15551000000"]);
+        assert_eq!(t.names(iot_last.node), ["acme", "iot", "15551009999"]);
+        let limit = |n: u32| t.nodes[n as usize].counters[0].limit;
+        assert_eq!(limit(0), TIB);
+        assert_eq!(limit(t.find(&["acme", "sales"]).unwrap()), 100 * GIB);
+        assert_eq!(
+            limit(t.find(&["acme", "sales", "15551005000"]).unwrap()),
+            5 * GIB
+        );
+        assert_eq!(limit(iot_last.node), 10 * MIB);
+        assert_eq!(dir.policy(0).slice_octets, 10 * MIB);
+    }
+
+    use crate::accounts::tenant::MIB;
 
     const SAMPLE: &str = r#"
 [[tenant]]
@@ -739,7 +808,7 @@ limits = [{ unit = "money", period = "total", amount = "2.50" }]
             ),
         ];
         for (text, want) in cases {
-            let (mut ledger, mut dir) = crate::tenant::default_tenant();
+            let (mut ledger, mut dir) = default_tenant();
             let e = load_str("t.toml", text, &mut ledger, &mut dir)
                 .unwrap_err()
                 .to_string();

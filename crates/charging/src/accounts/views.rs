@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Unit, period};
 
+use super::Accounts;
 use super::changes::ChangeError;
-use super::engine::Engine;
 use super::provisioning::{Amount, PolicySpec, TariffSpec};
 use super::tenant::{FinalUnitAction, Policy, SubscriptionType, Unmetered};
 
@@ -21,7 +21,7 @@ pub enum Shown {
     Money(String),
 }
 
-fn shown(unit: Unit, v: u64) -> Shown {
+pub(crate) fn shown(unit: Unit, v: u64) -> Shown {
     match unit {
         Unit::Money => Shown::Money(
             Decimal::new(i64::try_from(v).unwrap_or(i64::MAX), MONEY_SCALE)
@@ -84,39 +84,6 @@ pub struct TenantView {
     pub nodes: usize,
 }
 
-/// An open credit-control session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SessionView {
-    pub session_id: String,
-    pub subscriber: String,
-    pub account: String,
-    /// Unix seconds.
-    pub started: i64,
-    pub request_number: u32,
-    pub reservations: Vec<ReservationView>,
-    pub used: Vec<ServiceView>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ReservationView {
-    pub rating_group: Option<u32>,
-    pub service_identifier: Option<u32>,
-    pub unit: Unit,
-    pub reserved: Shown,
-    /// Unix seconds at which it returns to the pool by itself.
-    pub expires: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ServiceView {
-    pub rating_group: Option<u32>,
-    pub service_identifier: Option<u32>,
-    pub octets: u64,
-    pub seconds: u64,
-    pub events: u64,
-    pub money: Shown,
-}
-
 fn kind_name(k: SubscriptionType) -> &'static str {
     match k {
         SubscriptionType::E164 => "e164",
@@ -159,7 +126,7 @@ fn path_parts(path: &str) -> Result<Vec<&str>, ChangeError> {
     Ok(parts)
 }
 
-impl Engine {
+impl Accounts {
     /// Finds a live node by path.
     pub fn find_node(&self, path: &str) -> Result<AccountRef, ChangeError> {
         let parts = path_parts(path)?;
@@ -263,95 +230,6 @@ impl Engine {
             },
             children,
         })
-    }
-
-    /// The open sessions charged to a node or anywhere under it. Each lock (the tree's, a
-    /// session shard's) is held only to copy out what the view needs.
-    pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
-        let at = self.find_node(path)?;
-        let inside = {
-            let t = self
-                .ledger()
-                .lock(at.tree)
-                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
-            let mut inside = vec![false; t.nodes.len()];
-            for n in t.subtree(at.node) {
-                inside[n as usize] = true;
-            }
-            inside
-        };
-        struct Found {
-            account: AccountRef,
-            subscriber: Box<str>,
-            started: i64,
-            last_number: u32,
-            held: Vec<super::session::Held>,
-            services: Vec<super::session::ServiceUsage>,
-        }
-        let mut found: Vec<(String, Found)> = Vec::new();
-        for i in 0..self.sessions.shard_count() {
-            let shard = self.sessions.lock_index(i);
-            for (id, s) in &shard.open {
-                let n = s.account.node as usize;
-                if s.account.tree == at.tree && inside.get(n).copied().unwrap_or(false) {
-                    found.push((
-                        id.to_string(),
-                        Found {
-                            account: s.account,
-                            subscriber: s.subscriber.clone(),
-                            started: s.started,
-                            last_number: s.last_number,
-                            held: s.held.clone(),
-                            services: s.services.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-        // Account names, once each, under one short hold of the tree.
-        let mut names: std::collections::HashMap<u32, String> = Default::default();
-        if let Some(t) = self.ledger().lock(at.tree) {
-            for (_, s) in &found {
-                names
-                    .entry(s.account.node)
-                    .or_insert_with(|| t.names(s.account.node).join("/"));
-            }
-        }
-        let mut out: Vec<SessionView> = found
-            .into_iter()
-            .map(|(id, s)| SessionView {
-                session_id: id,
-                subscriber: s.subscriber.to_string(),
-                account: names.get(&s.account.node).cloned().unwrap_or_default(),
-                started: s.started,
-                request_number: s.last_number,
-                reservations: s
-                    .held
-                    .iter()
-                    .map(|h| ReservationView {
-                        rating_group: h.rating_group,
-                        service_identifier: h.service_identifier,
-                        unit: h.unit,
-                        reserved: shown(h.unit, h.reserved),
-                        expires: h.expires,
-                    })
-                    .collect(),
-                used: s
-                    .services
-                    .iter()
-                    .map(|u| ServiceView {
-                        rating_group: u.rating_group,
-                        service_identifier: u.service_identifier,
-                        octets: u.units[0],
-                        seconds: u.units[1],
-                        events: u.units[2],
-                        money: shown(Unit::Money, u.units[3]),
-                    })
-                    .collect(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        Ok(out)
     }
 
     /// A tenant's policy, in the form the API and provisioning files take.

@@ -9,7 +9,7 @@ use ocf_protocol::codes::{ResultCode, avp as c};
 use ocf_protocol::header::Header;
 use ocf_protocol::message::Message;
 
-use super::tenant::FinalUnitAction;
+use crate::accounts::tenant::FinalUnitAction;
 
 /// The answer to one MSCC (or, for a single-service request, the command-level units).
 #[derive(Clone, Debug, PartialEq, Eq)]

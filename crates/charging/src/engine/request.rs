@@ -9,7 +9,7 @@ use ocf_protocol::codes::{AvpCode, ResultCode, avp as c};
 use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
 
-use super::tenant::SubscriptionType;
+use crate::accounts::tenant::SubscriptionType;
 
 /// CC-Request-Type (RFC 4006 §8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

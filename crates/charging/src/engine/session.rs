@@ -518,7 +518,7 @@ impl ShardMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::{EventAnswer, MsccAnswer, write_cca};
+    use crate::engine::answer::{EventAnswer, MsccAnswer, write_cca};
     use bytes::BytesMut;
     use ocf_protocol::base::LocalIdentity;
     use ocf_protocol::codes::{ResultCode, application, avp as c, command};

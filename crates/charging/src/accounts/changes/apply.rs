@@ -1,4 +1,4 @@
-//! Carrying out planned steps, under the engine's gate: trees and nodes appended or marked
+//! Carrying out planned steps, under the accounts' gate: trees and nodes appended or marked
 //! removed, limits and subscription ids set, policies swapped whole.
 
 use std::collections::HashSet;
@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use crate::ledger::AccountRef;
 
-use super::super::engine::Engine;
+use super::super::Accounts;
 use super::super::provisioning::{BuiltTenant, Subscriptions};
 use super::super::tenant::Policy;
 use super::Summary;
 use super::plan::Step;
 
-impl Engine {
+impl Accounts {
     /// Carries out planned steps (under the gate; cannot fail).
     pub(super) fn carry_out(&self, steps: Vec<Step>, now: i64) -> Summary {
         let mut sum = Summary::default();

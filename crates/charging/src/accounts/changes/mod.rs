@@ -3,7 +3,7 @@
 //!
 //! Every change is planned first against the live tree, with every check made and nothing
 //! touched; a bad change is refused whole. A planned change ([`PendingChange`], holding the
-//! engine's gate) is then logged to the change log by the store (synced) and carried out, so requests see the tree before it or after
+//! accounts' gate) is then logged to the change log by the store (synced) and carried out, so requests see the tree before it or after
 //! it, never half of it, and a snapshot never cuts through one. Trees and nodes are only ever
 //! appended (removal leaves a tombstone), so replaying the change log from the start rebuilds
 //! every node at the index the ledger journal names.
@@ -23,7 +23,7 @@ use tracing::info;
 
 use crate::ledger::{Period, Unit};
 
-use super::engine::Engine;
+use super::Accounts;
 use super::provisioning::{Amount, LimitSpec, PolicySpec, TenantSpec};
 use plan::parse_sources;
 
@@ -135,16 +135,7 @@ pub struct Summary {
     pub nodes_removed: usize,
 }
 
-impl Engine {
-    /// How many changes the tree has had (the change log's length).
-    pub fn changes_applied(&self) -> u64 {
-        self.changes_applied.load(Ordering::Acquire)
-    }
-
-    fn changes_state(&self) -> std::sync::MutexGuard<'_, ChangeState> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl Accounts {
     /// Makes a change that nothing logs (a check, or a tree without a change log): plans it
     /// and carries it out.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
@@ -216,33 +207,28 @@ impl Engine {
         now: i64,
     ) -> Result<PendingChange<'e>, ChangeError> {
         let (steps, base) = self.plan(&state, change)?;
-        let record = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-        let stop = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let stop = self.stop();
         self.recheck(&steps, now)?;
         Ok(PendingChange {
-            engine: self,
+            accounts: self,
             state,
             _stop: stop,
             steps,
             base,
-            record,
+            change: change.clone(),
             now,
         })
     }
 
-    /// Carries out a change read back from the change log (at start, before serving).
-    pub fn replay_change(&self, time: i64, record: &[u8]) -> Result<Summary, String> {
-        let change: Change = serde_json::from_slice(record)
-            .map_err(|e| format!("change {} cannot be read: {e}", self.changes_applied()))?;
+    /// Carries out a change read back from the change log (at start, before serving), as it
+    /// was made at `time`.
+    pub fn replay_change(&self, time: i64, change: &Change) -> Result<Summary, String> {
         let mut state = self.changes_state();
-        let (steps, base) = self.plan(&state, &change).map_err(|e| {
+        let (steps, base) = self.plan(&state, change).map_err(|e| {
             format!(
                 "change {} ({}) no longer applies: {e}",
                 self.changes_applied(),
-                String::from_utf8_lossy(record)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
+                format!("{change:?}").chars().take(200).collect::<String>()
             )
         })?;
         let summary = self.carry_out(steps, time);
@@ -261,22 +247,23 @@ impl Engine {
 }
 
 /// A planned and checked change, with requests and other changes stopped until it is carried
-/// out or dropped; see [`Engine::prepare_change`].
+/// out or dropped; see [`Accounts::prepare_change`].
 #[must_use = "a prepared change does nothing until it is carried out"]
 pub struct PendingChange<'e> {
-    engine: &'e Engine,
+    accounts: &'e Accounts,
     state: std::sync::MutexGuard<'e, ChangeState>,
     _stop: std::sync::RwLockWriteGuard<'e, ()>,
     steps: Vec<plan::Step>,
     base: Option<Vec<TenantSpec>>,
-    record: Vec<u8>,
+    change: Change,
     now: i64,
 }
 
 impl PendingChange<'_> {
-    /// The change as the change log keeps it.
-    pub fn record(&self) -> &[u8] {
-        &self.record
+    /// The change, whole (a policy patch as the policy it results in): what the change log
+    /// keeps.
+    pub fn change(&self) -> &Change {
+        &self.change
     }
 
     /// The time it is made at.
@@ -287,13 +274,13 @@ impl PendingChange<'_> {
     /// Carries it out (cannot fail).
     pub fn carry_out(mut self) -> Summary {
         let summary = self
-            .engine
+            .accounts
             .carry_out(std::mem::take(&mut self.steps), self.now);
         if let Some(base) = self.base.take() {
             self.state.base = base;
         }
         // Counted under the gate, where a snapshot reads it.
-        self.engine.changes_applied.fetch_add(1, Ordering::AcqRel);
+        self.accounts.changes_applied.fetch_add(1, Ordering::AcqRel);
         summary
     }
 }

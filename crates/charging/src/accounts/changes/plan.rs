@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Tree, Unit};
 
-use super::super::engine::Engine;
+use super::super::Accounts;
 use super::super::provisioning::{
     self, BuiltTenant, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
@@ -112,7 +112,7 @@ fn limit_key(c: &[Counter]) -> LimitKey {
     c.iter().map(|c| (c.unit, c.period, c.limit)).collect()
 }
 
-impl Engine {
+impl Accounts {
     pub(super) fn plan(
         &self,
         state: &ChangeState,
@@ -361,23 +361,23 @@ pub(super) fn parse_sources(
 
 /// Plans the steps of one change against the live tree.
 struct Planner<'e> {
-    engine: &'e Engine,
+    accounts: &'e Accounts,
     steps: Vec<Step>,
     /// Subscription ids this change binds.
     claimed: HashSet<SubKey, foldhash::fast::RandomState>,
 }
 
 impl<'e> Planner<'e> {
-    fn new(engine: &'e Engine) -> Self {
+    fn new(accounts: &'e Accounts) -> Self {
         Planner {
-            engine,
+            accounts,
             steps: Vec::new(),
             claimed: HashSet::default(),
         }
     }
 
     fn tree(&self, name: &str) -> Result<u32, ChangeError> {
-        self.engine
+        self.accounts
             .ledger
             .find_tree(name)
             .ok_or_else(|| ChangeError::NotFound(format!("no tenant '{name}'")))
@@ -387,7 +387,7 @@ impl<'e> Planner<'e> {
         let parts = components(path)?;
         let tree = self.tree(parts[0])?;
         let node = self
-            .engine
+            .accounts
             .ledger
             .lock(tree)
             .and_then(|t| t.find(&parts))
@@ -398,7 +398,7 @@ impl<'e> Planner<'e> {
     /// Claims subscription ids that must be free, or already `owner`'s (the admin API adding
     /// a device or changing its ids).
     fn claim_free(&mut self, subs: &Subscriptions, owner: Option<At>) -> Result<(), ChangeError> {
-        let directory = self.engine.directory();
+        let directory = self.accounts.directory();
         let mine = |a: AccountRef| owner.is_some_and(|o| o.tree == a.tree && o.node == a.node);
         for (kind, id) in subs {
             let taken = directory.lookup(*kind, id).is_some_and(|a| !mine(a));
@@ -420,7 +420,7 @@ impl<'e> Planner<'e> {
         subs: &Subscriptions,
         kept: &HashSet<u32>,
     ) -> Result<(), ChangeError> {
-        let directory = self.engine.directory();
+        let directory = self.accounts.directory();
         for (kind, id) in subs {
             let taken = directory
                 .lookup(*kind, id)
@@ -440,7 +440,7 @@ impl<'e> Planner<'e> {
         next: &[TenantSpec],
         origin: &[&str],
     ) -> Result<(), ChangeError> {
-        let ledger = &self.engine.ledger;
+        let ledger = &self.accounts.ledger;
         // Trees the import leaves as they are: their ids stay theirs.
         let kept: HashSet<u32> = next
             .iter()
@@ -502,7 +502,7 @@ impl<'e> Planner<'e> {
     ) -> Result<(), ChangeError> {
         let (mut live, live_tz, mut next_node) = {
             let t = self
-                .engine
+                .accounts
                 .ledger
                 .lock(tree)
                 .ok_or_else(|| ChangeError::NotFound("tree gone".into()))?;

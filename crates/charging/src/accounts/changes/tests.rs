@@ -2,9 +2,9 @@
 //! and the change log rebuilds the same tree.
 
 use super::*;
-use crate::engine::ChargingConfig;
+use crate::accounts::Accounts;
+use crate::accounts::tenant::{GIB, MIB, SubscriptionType};
 use crate::ledger::{AccountRef, Ledger};
-use crate::tenant::{GIB, MIB, SubscriptionType};
 
 const NOW: i64 = 1_795_000_000;
 
@@ -25,11 +25,11 @@ fn fingerprint(l: &Ledger) -> Vec<Shape> {
         .collect()
 }
 
-fn engine() -> Engine {
-    Engine::new(Ledger::new(), Default::default(), ChargingConfig::default())
+fn engine() -> Accounts {
+    Accounts::new(Ledger::new(), Default::default())
 }
 
-fn import(e: &Engine, text: &str) -> Result<Summary, ChangeError> {
+fn import(e: &Accounts, text: &str) -> Result<Summary, ChangeError> {
     e.change(
         &Change::Import {
             sources: vec![Source {
@@ -59,7 +59,7 @@ msisdn = "447700900001"
 limits = [{ unit = "octets", amount = "1 GiB" }]
 "#;
 
-fn limit(e: &Engine, path: &str) -> Option<u64> {
+fn limit(e: &Accounts, path: &str) -> Option<u64> {
     let parts: Vec<&str> = path.split('/').collect();
     let t = e.ledger().find_tree(parts[0])?;
     let tree = e.ledger().lock(t)?;
@@ -67,7 +67,7 @@ fn limit(e: &Engine, path: &str) -> Option<u64> {
     Some(tree.nodes[n as usize].counters.first()?.limit)
 }
 
-fn msisdn(e: &Engine, id: &str) -> Option<AccountRef> {
+fn msisdn(e: &Accounts, id: &str) -> Option<AccountRef> {
     e.directory().lookup(SubscriptionType::E164, id)
 }
 
@@ -244,10 +244,10 @@ fn an_allowance_moves_only_as_far_as_the_headroom() {
 fn the_change_records_rebuild_the_same_tree() {
     let e = engine();
     // What a change log would keep: each change's record, as it was carried out.
-    let mut log: Vec<Vec<u8>> = Vec::new();
+    let mut log: Vec<Change> = Vec::new();
     let mut change = |c: &Change| -> Result<Summary, ChangeError> {
         let p = e.prepare_change(c, NOW)?;
-        log.push(p.record().to_vec());
+        log.push(p.change().clone());
         Ok(p.carry_out())
     };
     change(&Change::Import {

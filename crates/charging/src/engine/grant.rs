@@ -1,0 +1,149 @@
+//! Grant sizing (RFC 4006 §5.1.2, DESIGN.md §5): the units an MSCC asks for, capped by the
+//! policy's slice and the smallest headroom on the account's path, with validity time,
+//! thresholds and the Final-Unit-Indication when the last units go; tariffs for money.
+
+use super::*;
+
+/// The kind of service unit a reservation in `unit` was granted for: money reservations buy
+/// octets.
+pub(super) fn service_kind(unit: Unit) -> Unit {
+    match unit {
+        Unit::Money => Unit::Octets,
+        u => u,
+    }
+}
+
+/// The unit a request asks for: time, service-specific units, else octets.
+pub(super) fn requested_unit(u: &Units) -> Unit {
+    if u.time.is_some() {
+        Unit::Seconds
+    } else if u.events.is_some() {
+        Unit::Events
+    } else {
+        Unit::Octets
+    }
+}
+
+pub(super) fn requested_amount(u: &Units, unit: Unit) -> Option<u64> {
+    match unit {
+        Unit::Octets => u.octets(),
+        Unit::Seconds => u.time.map(u64::from),
+        Unit::Events | Unit::Money => u.events,
+    }
+}
+
+pub(super) fn slice(policy: &Policy, unit: Unit) -> u64 {
+    match unit {
+        Unit::Octets => policy.slice_octets,
+        Unit::Seconds => policy.slice_seconds,
+        Unit::Events | Unit::Money => policy.slice_events,
+    }
+}
+
+impl Engine {
+    /// The price per octet that rates this account's data: the policy's tariff, if a money
+    /// limit on the account's path counts what it rates. Without one, octets count as octets
+    /// (rated money nobody counts would be usage counted nowhere).
+    pub(super) fn tariff_for(&self, policy: &Policy, account: AccountRef) -> Option<(u128, u128)> {
+        policy
+            .tariff
+            .as_ref()
+            .and_then(|t| t.per_octet())
+            .filter(|_| self.accounts.ledger().limited(account, Unit::Money))
+    }
+
+    /// Reserves the next grant for an MSCC (`tariff`: see [`Self::tariff_for`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn grant(
+        &self,
+        s: &mut Session,
+        m: &Mscc,
+        policy: &Policy,
+        tariff: Option<(u128, u128)>,
+        now: i64,
+        a: &mut MsccAnswer,
+        rec: &mut Recorder,
+    ) {
+        let Some(requested) = &m.requested else {
+            return;
+        };
+        let expires = now
+            + i64::from(policy.validity_time_s)
+            + i64::from(self.reservation_grace_s.load(Relaxed));
+        let unit = requested_unit(requested);
+        // An empty or zero Requested-Service-Unit leaves the amount to the server
+        // (RFC 4006 §8.18): the slice.
+        let want = requested_amount(requested, unit)
+            .filter(|&n| n > 0)
+            .unwrap_or(u64::MAX)
+            .min(slice(policy, unit));
+        let price = match (tariff, unit) {
+            (Some(p), Unit::Octets) => Some(p),
+            _ => None,
+        };
+        let ledger_unit = if price.is_some() { Unit::Money } else { unit };
+        // A tariff is only there where a money limit counts it; anything else must be counted
+        // by a limit of its own unit. Nothing on the path counting it would be granting it
+        // without bound.
+        if price.is_none()
+            && policy.unmetered == Unmetered::Refuse
+            && !self.accounts.ledger().limited(s.account, ledger_unit)
+        {
+            a.result = ResultCode::RatingFailed;
+            return;
+        }
+        let (granted, reserved, last, id) = match price {
+            Some((num, den)) => {
+                // Money accounts: reserve the money the octets cost, grant what it buys. Each
+                // settlement charges at most ceil(octets × price), so floor(money / price)
+                // octets always fit the money reserved.
+                let money = u64::try_from(crate::ledger::cost(u128::from(want), (num, den)))
+                    .unwrap_or(u64::MAX);
+                let (g, id) = rec.reserve(s.account, Unit::Money, money, now, expires);
+                let octets = if g.granted == money {
+                    want
+                } else {
+                    u64::try_from(u128::from(g.granted) * den / num)
+                        .unwrap_or(u64::MAX)
+                        .min(want)
+                };
+                if octets == 0 && g.granted > 0 {
+                    rec.release(id, s.account, Unit::Money, g.granted, now);
+                    (0, 0, true, 0)
+                } else {
+                    (octets, g.granted, g.last, id)
+                }
+            }
+            None => {
+                let (g, id) = rec.reserve(s.account, unit, want, now, expires);
+                (g.granted, g.granted, g.last, id)
+            }
+        };
+        if granted == 0 {
+            a.result = ResultCode::CreditLimitReached;
+            return;
+        }
+        // One more at a time: a Vec would round up to four, and a million sessions each
+        // holding one reservation pay for that.
+        s.held.reserve_exact(1);
+        s.held.push(Held {
+            id,
+            rating_group: m.rating_group,
+            service_identifier: m.service_identifier,
+            unit: ledger_unit,
+            reserved,
+            granted,
+            expires,
+        });
+        a.granted = Some((unit, granted));
+        a.validity_time = Some(policy.validity_time_s);
+        let threshold = granted.saturating_mul(u64::from(policy.threshold_percent)) / 100;
+        a.threshold = Some(u32::try_from(threshold).unwrap_or(u32::MAX));
+        if policy.quota_holding_time_s > 0 {
+            a.quota_holding_time = Some(policy.quota_holding_time_s);
+        }
+        if last {
+            a.final_unit = Some(policy.final_unit_action.clone());
+        }
+    }
+}

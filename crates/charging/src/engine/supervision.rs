@@ -1,0 +1,118 @@
+//! Supervision (RFC 4006 Tcc): reservations return to the pool by themselves once their
+//! validity and grace have passed, silent sessions are closed, ended sessions are forgotten
+//! once their answers need not be kept. Passes are made in parts so none stalls requests.
+
+use super::*;
+
+/// A supervision pass is made in this many parts.
+pub(super) const SUPERVISION_PARTS: usize = 16;
+
+/// What a supervision pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Supervision {
+    pub expired_reservations: usize,
+    pub closed_sessions: usize,
+    /// Reservations the walked sessions still hold.
+    pub held_reservations: usize,
+}
+
+impl Engine {
+    /// Returns expired reservations to the pool and closes sessions nobody reported on in time;
+    /// forgets terminated sessions once their answers need not be kept.
+    pub fn supervise(&self, now: i64) -> (Supervision, Pending<'_>) {
+        self.supervise_shards(now, 0..self.sessions.shard_count())
+    }
+
+    /// Reservations found open at the last start and not yet expired.
+    pub fn outstanding_count(&self) -> usize {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Session shards per supervision pass of [`Engine::supervise_part`].
+    pub fn supervision_parts(&self) -> usize {
+        SUPERVISION_PARTS
+    }
+
+    /// One part of a supervision pass: the sessions of shards `part`·n/parts up to the next
+    /// part. Spreading a pass over a second keeps its work (a walk of every session) from
+    /// stalling requests all at once.
+    /// Returns what it did and the ops to persist.
+    pub fn supervise_part(&self, now: i64, part: usize) -> (Supervision, Pending<'_>) {
+        let n = self.sessions.shard_count();
+        let each = n.div_ceil(SUPERVISION_PARTS);
+        let first = (part % SUPERVISION_PARTS) * each;
+        self.supervise_shards(now, first..(first + each).min(n))
+    }
+
+    pub(super) fn supervise_shards(
+        &self,
+        now: i64,
+        shards: std::ops::Range<usize>,
+    ) -> (Supervision, Pending<'_>) {
+        let gate = self.accounts.share_gate();
+        let mut sup = Supervision::default();
+        let mut rec = Recorder::new(self.accounts.ledger(), &self.next_reservation);
+        {
+            // Reservations open at the last stop: spent until they expire, then returned.
+            let mut left = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+            left.retain(|o| {
+                let keep = o.expires > now;
+                if !keep {
+                    rec.release(o.id, o.account, o.unit, o.amount, now);
+                    sup.expired_reservations += 1;
+                }
+                keep
+            });
+        }
+        for i in shards {
+            let mut shard = self.sessions.lock_index(i);
+            shard.expire_ended(now);
+            shard.open.retain(|id, s| {
+                let account = s.account;
+                let before = s.held.len();
+                s.held.retain(|h| {
+                    let keep = h.expires > now;
+                    if !keep {
+                        rec.release(h.id, account, h.unit, h.reserved, now);
+                    }
+                    keep
+                });
+                sup.expired_reservations += before - s.held.len();
+                if now < s.deadline {
+                    sup.held_reservations += s.held.len();
+                    return true;
+                }
+                if !s.terminated {
+                    for h in s.held.drain(..) {
+                        rec.release(h.id, account, h.unit, h.reserved, now);
+                    }
+                    log_usage(id, s, now, "supervision timeout");
+                    if self.journaled {
+                        rec.session_closed(id);
+                    }
+                    self.record_usage(
+                        &mut rec,
+                        id,
+                        s,
+                        &s.services,
+                        now,
+                        "supervision timeout",
+                        false,
+                    );
+                    sup.closed_sessions += 1;
+                }
+                false
+            });
+        }
+        let pending = Pending {
+            ops: rec.ops,
+            replayed: false,
+            now,
+            _gate: gate,
+        };
+        (sup, pending)
+    }
+}

@@ -1,0 +1,566 @@
+//! Account-change records, schema 1. FROZEN: the JSON object each change-log entry holds
+//! (`changes.rs` frames it). A change log written by any version of ocfd must replay the same
+//! way forever, so these types are the store's own, not the admin API's: renaming a field of
+//! the API changes nothing here, and a new kind of change or field needs a new schema version.
+//!
+//! ```text
+//! record     = {"op": kind, ...fields}          (unknown fields are refused)
+//! kind       = "import"            sources: [ {name, text} ]   (text: the provisioning file)
+//!            | "add_tenant"        name, time_zone?, policy?, limits?
+//!            | "set_policy"        tenant, policy
+//!            | "add_node"          path, limits?, msisdn?, imsi?, nai?, sip_uri?
+//!            | "set_limits"        path, limits
+//!            | "set_subscriptions" path, msisdn?, imsi?, nai?, sip_uri?
+//!            | "remove"            path
+//!            | "move"              from, to, unit, period? (default "month"), amount
+//! limit      = {unit, period? (default "month"), amount}
+//! unit       = "octets" | "seconds" | "events" | "money"
+//! period     = "day" | "month" | "total"
+//! amount     = number | string with a unit ("10 MiB", "5.00")
+//! policy     = {slice_octets?, slice_seconds?, slice_events?, validity_time_s?,
+//!               threshold_percent?, quota_holding_time_s?, final_unit_action?,
+//!               redirect_address?, redirect_address_type?, filter_ids?, restriction_rules?,
+//!               denied_rating_groups?, tariff? {price: decimal string, per_octets: amount,
+//!               currency_code? (default 978)}, unmetered?, max_report_octets?,
+//!               max_report_seconds?, max_report_events?}
+//! ```
+//!
+//! An import keeps the provisioning files' text, which replay parses again: the provisioning
+//! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
+
+use ocf_charging::accounts::changes::{Change, Source};
+use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec, TariffSpec};
+use ocf_charging::ledger::{Period, Unit};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The schema this build writes and reads.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Record {
+    Import {
+        sources: Vec<SourceV1>,
+    },
+    AddTenant {
+        name: String,
+        #[serde(default)]
+        time_zone: Option<String>,
+        #[serde(default)]
+        policy: PolicyV1,
+        #[serde(default)]
+        limits: Vec<LimitV1>,
+    },
+    SetPolicy {
+        tenant: String,
+        policy: PolicyV1,
+    },
+    AddNode {
+        path: String,
+        #[serde(default)]
+        limits: Vec<LimitV1>,
+        #[serde(default)]
+        msisdn: Option<String>,
+        #[serde(default)]
+        imsi: Option<String>,
+        #[serde(default)]
+        nai: Option<String>,
+        #[serde(default)]
+        sip_uri: Option<String>,
+    },
+    SetLimits {
+        path: String,
+        limits: Vec<LimitV1>,
+    },
+    SetSubscriptions {
+        path: String,
+        #[serde(default)]
+        msisdn: Option<String>,
+        #[serde(default)]
+        imsi: Option<String>,
+        #[serde(default)]
+        nai: Option<String>,
+        #[serde(default)]
+        sip_uri: Option<String>,
+    },
+    Remove {
+        path: String,
+    },
+    Move {
+        from: String,
+        to: String,
+        unit: UnitV1,
+        #[serde(default = "month")]
+        period: PeriodV1,
+        amount: AmountV1,
+    },
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SourceV1 {
+    name: String,
+    text: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum UnitV1 {
+    Octets,
+    Seconds,
+    Events,
+    Money,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum PeriodV1 {
+    Day,
+    Month,
+    Total,
+}
+
+fn month() -> PeriodV1 {
+    PeriodV1::Month
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum AmountV1 {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct LimitV1 {
+    unit: UnitV1,
+    #[serde(default = "month")]
+    period: PeriodV1,
+    amount: AmountV1,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyV1 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slice_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slice_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slice_events: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    validity_time_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    threshold_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quota_holding_time_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    final_unit_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_address_type: Option<String>,
+    #[serde(default)]
+    filter_ids: Vec<String>,
+    #[serde(default)]
+    restriction_rules: Vec<String>,
+    #[serde(default)]
+    denied_rating_groups: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tariff: Option<TariffV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unmetered: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_report_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_report_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_report_events: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct TariffV1 {
+    price: Decimal,
+    per_octets: AmountV1,
+    #[serde(default = "eur")]
+    currency_code: u32,
+}
+
+fn eur() -> u32 {
+    978
+}
+
+/// The record of a change, as the change log keeps it.
+pub fn encode(change: &Change) -> Vec<u8> {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_vec(&Record::from(change)).unwrap_or_default()
+}
+
+/// A change read back from its record.
+pub fn decode(data: &[u8]) -> Result<Change, String> {
+    serde_json::from_slice::<Record>(data)
+        .map(Change::from)
+        .map_err(|e| e.to_string())
+}
+
+impl From<&Change> for Record {
+    fn from(c: &Change) -> Record {
+        match c.clone() {
+            Change::Import { sources } => Record::Import {
+                sources: sources
+                    .into_iter()
+                    .map(|s| SourceV1 {
+                        name: s.name,
+                        text: s.text,
+                    })
+                    .collect(),
+            },
+            Change::AddTenant {
+                name,
+                time_zone,
+                policy,
+                limits,
+            } => Record::AddTenant {
+                name,
+                time_zone,
+                policy: policy.into(),
+                limits: limits_v1(limits),
+            },
+            Change::SetPolicy { tenant, policy } => Record::SetPolicy {
+                tenant,
+                policy: policy.into(),
+            },
+            Change::AddNode {
+                path,
+                limits,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            } => Record::AddNode {
+                path,
+                limits: limits_v1(limits),
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            },
+            Change::SetLimits { path, limits } => Record::SetLimits {
+                path,
+                limits: limits_v1(limits),
+            },
+            Change::SetSubscriptions {
+                path,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            } => Record::SetSubscriptions {
+                path,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            },
+            Change::Remove { path } => Record::Remove { path },
+            Change::Move {
+                from,
+                to,
+                unit,
+                period,
+                amount,
+            } => Record::Move {
+                from,
+                to,
+                unit: unit.into(),
+                period: period.into(),
+                amount: amount.into(),
+            },
+        }
+    }
+}
+
+impl From<Record> for Change {
+    fn from(r: Record) -> Change {
+        match r {
+            Record::Import { sources } => Change::Import {
+                sources: sources
+                    .into_iter()
+                    .map(|s| Source {
+                        name: s.name,
+                        text: s.text,
+                    })
+                    .collect(),
+            },
+            Record::AddTenant {
+                name,
+                time_zone,
+                policy,
+                limits,
+            } => Change::AddTenant {
+                name,
+                time_zone,
+                policy: policy.into(),
+                limits: limits_of(limits),
+            },
+            Record::SetPolicy { tenant, policy } => Change::SetPolicy {
+                tenant,
+                policy: policy.into(),
+            },
+            Record::AddNode {
+                path,
+                limits,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            } => Change::AddNode {
+                path,
+                limits: limits_of(limits),
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            },
+            Record::SetLimits { path, limits } => Change::SetLimits {
+                path,
+                limits: limits_of(limits),
+            },
+            Record::SetSubscriptions {
+                path,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            } => Change::SetSubscriptions {
+                path,
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+            },
+            Record::Remove { path } => Change::Remove { path },
+            Record::Move {
+                from,
+                to,
+                unit,
+                period,
+                amount,
+            } => Change::Move {
+                from,
+                to,
+                unit: unit.into(),
+                period: period.into(),
+                amount: amount.into(),
+            },
+        }
+    }
+}
+
+fn limits_v1(limits: Vec<LimitSpec>) -> Vec<LimitV1> {
+    limits
+        .into_iter()
+        .map(|l| LimitV1 {
+            unit: l.unit.into(),
+            period: l.period.into(),
+            amount: l.amount.into(),
+        })
+        .collect()
+}
+
+fn limits_of(limits: Vec<LimitV1>) -> Vec<LimitSpec> {
+    limits
+        .into_iter()
+        .map(|l| LimitSpec {
+            unit: l.unit.into(),
+            period: l.period.into(),
+            amount: l.amount.into(),
+        })
+        .collect()
+}
+
+impl From<Unit> for UnitV1 {
+    fn from(u: Unit) -> UnitV1 {
+        match u {
+            Unit::Octets => UnitV1::Octets,
+            Unit::Seconds => UnitV1::Seconds,
+            Unit::Events => UnitV1::Events,
+            Unit::Money => UnitV1::Money,
+        }
+    }
+}
+
+impl From<UnitV1> for Unit {
+    fn from(u: UnitV1) -> Unit {
+        match u {
+            UnitV1::Octets => Unit::Octets,
+            UnitV1::Seconds => Unit::Seconds,
+            UnitV1::Events => Unit::Events,
+            UnitV1::Money => Unit::Money,
+        }
+    }
+}
+
+impl From<Period> for PeriodV1 {
+    fn from(p: Period) -> PeriodV1 {
+        match p {
+            Period::Day => PeriodV1::Day,
+            Period::Month => PeriodV1::Month,
+            Period::Total => PeriodV1::Total,
+        }
+    }
+}
+
+impl From<PeriodV1> for Period {
+    fn from(p: PeriodV1) -> Period {
+        match p {
+            PeriodV1::Day => Period::Day,
+            PeriodV1::Month => Period::Month,
+            PeriodV1::Total => Period::Total,
+        }
+    }
+}
+
+impl From<Amount> for AmountV1 {
+    fn from(a: Amount) -> AmountV1 {
+        match a {
+            Amount::Number(n) => AmountV1::Number(n),
+            Amount::Text(t) => AmountV1::Text(t),
+        }
+    }
+}
+
+impl From<AmountV1> for Amount {
+    fn from(a: AmountV1) -> Amount {
+        match a {
+            AmountV1::Number(n) => Amount::Number(n),
+            AmountV1::Text(t) => Amount::Text(t),
+        }
+    }
+}
+
+impl From<PolicySpec> for PolicyV1 {
+    fn from(p: PolicySpec) -> PolicyV1 {
+        PolicyV1 {
+            slice_octets: p.slice_octets.map(Into::into),
+            slice_seconds: p.slice_seconds,
+            slice_events: p.slice_events,
+            validity_time_s: p.validity_time_s,
+            threshold_percent: p.threshold_percent,
+            quota_holding_time_s: p.quota_holding_time_s,
+            final_unit_action: p.final_unit_action,
+            redirect_address: p.redirect_address,
+            redirect_address_type: p.redirect_address_type,
+            filter_ids: p.filter_ids,
+            restriction_rules: p.restriction_rules,
+            denied_rating_groups: p.denied_rating_groups,
+            tariff: p.tariff.map(|t| TariffV1 {
+                price: t.price,
+                per_octets: t.per_octets.into(),
+                currency_code: t.currency_code,
+            }),
+            unmetered: p.unmetered,
+            max_report_octets: p.max_report_octets.map(Into::into),
+            max_report_seconds: p.max_report_seconds,
+            max_report_events: p.max_report_events,
+        }
+    }
+}
+
+impl From<PolicyV1> for PolicySpec {
+    fn from(p: PolicyV1) -> PolicySpec {
+        PolicySpec {
+            slice_octets: p.slice_octets.map(Into::into),
+            slice_seconds: p.slice_seconds,
+            slice_events: p.slice_events,
+            validity_time_s: p.validity_time_s,
+            threshold_percent: p.threshold_percent,
+            quota_holding_time_s: p.quota_holding_time_s,
+            final_unit_action: p.final_unit_action,
+            redirect_address: p.redirect_address,
+            redirect_address_type: p.redirect_address_type,
+            filter_ids: p.filter_ids,
+            restriction_rules: p.restriction_rules,
+            denied_rating_groups: p.denied_rating_groups,
+            tariff: p.tariff.map(|t| TariffSpec {
+                price: t.price,
+                per_octets: t.per_octets.into(),
+                currency_code: t.currency_code,
+            }),
+            unmetered: p.unmetered,
+            max_report_octets: p.max_report_octets.map(Into::into),
+            max_report_seconds: p.max_report_seconds,
+            max_report_events: p.max_report_events,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One record of every kind, as schema 1 writes it: these bytes must never change.
+    const GOLDEN: &[&str] = &[
+        r#"{"op":"import","sources":[{"name":"(embedded)","text":"[[tenant]]\nname = \"acme\"\n"}]}"#,
+        r#"{"op":"add_tenant","name":"globex","time_zone":"Europe/London","policy":{"slice_octets":"5 MiB","validity_time_s":300,"final_unit_action":"redirect","redirect_address":"http://top-up.example","filter_ids":[],"restriction_rules":[],"denied_rating_groups":[9]},"limits":[{"unit":"octets","period":"month","amount":"10 GiB"},{"unit":"money","period":"day","amount":"5.00"}]}"#,
+        r#"{"op":"set_policy","tenant":"alice","policy":{"filter_ids":["f1"],"restriction_rules":["permit out ip from any to 10.0.0.1"],"denied_rating_groups":[],"tariff":{"price":"0.01","per_octets":"1 MiB","currency_code":978},"unmetered":"grant","max_report_octets":1000,"max_report_seconds":60,"max_report_events":10}}"#,
+        r#"{"op":"add_node","path":"globex/sales/phone","limits":[{"unit":"seconds","period":"month","amount":3600}],"msisdn":"447700900001","imsi":"001010000000001","nai":null,"sip_uri":null}"#,
+        r#"{"op":"set_limits","path":"globex/sales","limits":[{"unit":"money","period":"total","amount":"5.00"}]}"#,
+        r#"{"op":"set_subscriptions","path":"globex/sales/laptop","msisdn":null,"imsi":null,"nai":"laptop@globex.example","sip_uri":"sip:laptop@globex.example"}"#,
+        r#"{"op":"remove","path":"globex/ops"}"#,
+        r#"{"op":"move","from":"globex/sales","to":"globex/ops","unit":"events","period":"day","amount":7}"#,
+    ];
+
+    #[test]
+    fn schema_1_reads_and_writes_the_same_bytes() {
+        for golden in GOLDEN {
+            let change = decode(golden.as_bytes()).unwrap_or_else(|e| panic!("{golden}: {e}"));
+            assert_eq!(String::from_utf8(encode(&change)).unwrap(), *golden);
+        }
+    }
+
+    #[test]
+    fn defaults_of_schema_1_hold() {
+        let c = decode(br#"{"op":"move","from":"a","to":"a/b","unit":"octets","amount":"1 GiB"}"#)
+            .unwrap();
+        let Change::Move { period, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(period, Period::Month);
+        let c = decode(br#"{"op":"add_tenant","name":"t"}"#).unwrap();
+        assert_eq!(
+            c,
+            Change::AddTenant {
+                name: "t".into(),
+                time_zone: None,
+                policy: PolicySpec::default(),
+                limits: vec![],
+            }
+        );
+        let c = decode(
+            br#"{"op":"set_policy","tenant":"t","policy":{"tariff":{"price":"1","per_octets":1}}}"#,
+        )
+        .unwrap();
+        let Change::SetPolicy { policy, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(policy.tariff.map(|t| t.currency_code), Some(978));
+    }
+
+    #[test]
+    fn records_outside_schema_1_are_refused() {
+        for bad in [
+            r#"{"op":"rename","path":"a"}"#,
+            r#"{"op":"remove","path":"a","extra":1}"#,
+            r#"{"op":"move","from":"a","to":"b","unit":"bytes","amount":1}"#,
+            r#"{"op":"set_limits","path":"a","limits":[{"unit":"octets","period":"week","amount":1}]}"#,
+            r#"{"op":"set_policy","tenant":"t","policy":{"slice":1}}"#,
+            r#"not json"#,
+        ] {
+            assert!(decode(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
