@@ -32,6 +32,29 @@ use ocf_store::{Store, StoreError, snapshot};
 use ocf_transport::sctp::SctpListener;
 use ocf_transport::tcp;
 
+/// EX_CONFIG from sysexits.h: the configuration or command line is wrong.
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Reads the configuration for a reload: the file with the command line's overrides, or why it
+/// cannot be used.
+pub type LoadConfig = Box<dyn FnOnce() -> Result<Config, String> + Send>;
+
+/// ocfd on the current tokio runtime, the library's entry point: binds every listener (a bad
+/// configuration is refused before any port is bound), recovers the state, serves until
+/// `shutdown` completes, and stops cleanly (see [`Server::serve`]). Tests drive it without
+/// signals.
+pub async fn serve(
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
+    set_log_level: Option<reload::SetLogLevel>,
+) -> Result<(), ServerError> {
+    Server::bind(config)?
+        .serve(shutdown, reloads, set_log_level)
+        .await;
+    Ok(())
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -57,15 +80,26 @@ pub enum ServerError {
 
 impl ServerError {
     /// Whether the configuration is at fault (bad provisioning, dictionaries, TLS files or
-    /// settings): `ocfd` exits 64 (EX_CONFIG) for these, before any port is bound.
+    /// settings): `ocfd` exits 64 (EX_CONFIG) for these, before any port is bound. Every
+    /// variant is named, so a new one cannot be added without deciding.
     pub fn is_config_error(&self) -> bool {
         match self {
             ServerError::Dictionary(_)
             | ServerError::Config(_)
             | ServerError::Provisioning(_)
             | ServerError::Tls(_) => true,
-            ServerError::Store(e) => matches!(e, StoreError::Import(_)),
+            ServerError::Store(e) => e.is_config_error(),
             ServerError::Admin(_) | ServerError::Listen { .. } => false,
+        }
+    }
+
+    /// The exit status of `ocfd` when it cannot start for this reason: 64 (EX_CONFIG, from
+    /// sysexits.h) for a configuration error, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_config_error() {
+            EXIT_CONFIG
+        } else {
+            1
         }
     }
 }
@@ -385,6 +419,26 @@ impl Server {
                 .map(|a| ("tls", a)),
         );
         v
+    }
+
+    /// Serves until `shutdown` completes (see [`Self::run`]); each item of `reloads` reads the
+    /// configuration as it is now (the daemon: the file again, on SIGHUP) and reloads with it.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
+        set_log_level: Option<reload::SetLogLevel>,
+    ) {
+        let reloader = Arc::new(self.reloader(set_log_level));
+        let reloading = tokio::spawn(async move {
+            while let Some(load) = reloads.recv().await {
+                let reloader = reloader.clone();
+                // Reading files and planning the import block: off the runtime's workers.
+                let _ = tokio::task::spawn_blocking(move || reloader.reload(load)).await;
+            }
+        });
+        self.run(shutdown).await;
+        reloading.abort();
     }
 
     /// Serves until `shutdown` completes, then disconnects every peer with DPR (REBOOTING) and

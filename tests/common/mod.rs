@@ -173,6 +173,13 @@ impl Drop for Watched {
         // A failing test shows what the process said (the last lines are the ones that
         // explain a failure).
         if std::thread::panicking() {
+            // What the process wrote last (a panic message) may still be in the pipes: they
+            // close now that it is gone, and the readers end (bounded: a grandchild could
+            // keep them open).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
             let tail = &logs[logs.len().saturating_sub(60)..];
             eprintln!(

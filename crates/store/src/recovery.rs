@@ -66,6 +66,22 @@ pub enum StoreError {
     Import(String),
 }
 
+impl StoreError {
+    /// Whether the configuration is at fault (the provisioning it names was refused) rather
+    /// than the state on disk. Every variant is named, so a new one cannot be added without
+    /// deciding.
+    pub fn is_config_error(&self) -> bool {
+        match self {
+            StoreError::Import(_) => true,
+            StoreError::Journal(_)
+            | StoreError::Snapshot(_)
+            | StoreError::StateDir(_)
+            | StoreError::ChangeLog(_)
+            | StoreError::Changes(_) => false,
+        }
+    }
+}
+
 /// A refused import at start is a configuration error.
 fn import_error(e: ChangeError) -> StoreError {
     StoreError::Import(e.to_string())
