@@ -84,6 +84,17 @@ impl Engine {
                 }
                 return replay(out, last_answer, req, identity);
             }
+            if !ended && cr.request_type == RequestType::Event {
+                // One-time events have Session-Ids of their own (RFC 4006 §5.1): an EVENT on an
+                // open session's id is refused whole, or its retransmission would find the
+                // session, not the event's answer, and be charged again.
+                let e = DiameterError::new(
+                    ResultCode::InvalidAvpValue,
+                    "this Session-Id is an open credit-control session; an EVENT needs its own",
+                )
+                .with_avp(copy_of(req, c::CC_REQUEST_TYPE));
+                return identity.write_error_answer(out, req, &e);
+            }
             if ended && cr.request_type != RequestType::Initial {
                 let e = DiameterError::new(
                     ResultCode::UnknownSessionId,

@@ -165,7 +165,8 @@ impl Engine {
     /// the other open reservations count until they expire.
     pub fn resume(mut self, recovered: Recovered, now: i64) -> Self {
         self.journaled = true;
-        self.next_reservation = AtomicU64::new(recovered.next_reservation);
+        // Reservation id 0 means "none".
+        self.next_reservation = AtomicU64::new(recovered.next_reservation.max(1));
         let mut open: std::collections::HashMap<u64, Outstanding> = recovered
             .outstanding
             .into_iter()
