@@ -489,7 +489,12 @@ impl Conn {
                 {
                     return Read_::Timeout;
                 }
-                Err(_) => return Read_::Closed,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Said, so that a connection reset reads differently from an orderly close.
+                    eprintln!("read from ocfd failed: {e} ({:?})", e.kind());
+                    return Read_::Closed;
+                }
             }
         }
     }

@@ -1,90 +1,30 @@
-//! Little-endian reading of the journal's and snapshots' binary formats: each read takes the
-//! octets it needs or fails, never panics.
+//! LEB128 and zigzag varints (session state), hand-written because `bytes` has no varints.
 
-/// A cursor over little-endian fields.
-pub struct LeReader<'a>(&'a [u8]);
+use bytes::Buf;
 
-impl<'a> LeReader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        LeReader(data)
-    }
-
-    /// Whether every octet has been read.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-
-    pub fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    pub fn u16(&mut self) -> Option<u16> {
-        self.take().map(u16::from_le_bytes)
-    }
-    pub fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    pub fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
-    pub fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_le_bytes)
-    }
-    pub fn u128(&mut self) -> Option<u128> {
-        self.take().map(u128::from_le_bytes)
-    }
-
-    /// An unsigned LEB128 varint (at most 10 octets).
-    pub fn varint(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            let bits = u64::from(b & 0x7f);
-            if i == 9 && b > 1 {
-                return None;
-            }
-            v |= bits << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    /// A signed varint, zigzag-encoded.
-    pub fn varint_i64(&mut self) -> Option<i64> {
-        self.varint().map(|v| ((v >> 1) as i64) ^ -((v & 1) as i64))
-    }
-
-    /// The next `n` octets as they are.
-    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
+/// Reads an unsigned LEB128 varint (at most 10 octets); `None` if cut short or too long.
+pub(crate) fn get_varint(buf: &mut impl Buf) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let b = buf.try_get_u8().ok()?;
+        if i == 9 && b > 1 {
             return None;
         }
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(s)
-    }
-
-    /// A string written as a u16 length and UTF-8 octets.
-    pub fn str(&mut self) -> Option<String> {
-        let n = usize::from(self.u16()?);
-        if self.0.len() < n {
-            return None;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
         }
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8(s.to_vec()).ok()
     }
+    None
+}
+
+/// Reads a signed varint, zigzag-encoded.
+pub(crate) fn get_varint_i64(buf: &mut impl Buf) -> Option<i64> {
+    get_varint(buf).map(|v| ((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
 /// Appends `v` as an unsigned LEB128 varint.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -93,7 +33,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `v` zigzag-encoded as a varint.
-pub fn put_varint_i64(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint_i64(out: &mut Vec<u8>, v: i64) {
     put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
@@ -117,9 +57,11 @@ mod varint_tests {
         ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
-            assert_eq!(LeReader::new(&out).varint(), Some(v), "{v}");
+            let mut r = &out[..];
+            assert_eq!(get_varint(&mut r), Some(v), "{v}");
+            assert!(r.is_empty(), "{v}");
             // Cut short: never a value.
-            assert_eq!(LeReader::new(&out[..out.len() - 1]).varint(), None, "{v}");
+            assert_eq!(get_varint(&mut &out[..out.len() - 1]), None, "{v}");
         }
         for v in [
             0i64,
@@ -132,11 +74,15 @@ mod varint_tests {
         ] {
             let mut out = Vec::new();
             put_varint_i64(&mut out, v);
-            assert_eq!(LeReader::new(&out).varint_i64(), Some(v), "{v}");
+            assert_eq!(get_varint_i64(&mut &out[..]), Some(v), "{v}");
         }
         assert_eq!(put_len(1_795_000_000), 5);
         // Eleven continuation octets are not a varint.
-        assert_eq!(LeReader::new(&[0xff; 11]).varint(), None);
+        assert_eq!(get_varint(&mut &[0xff; 11][..]), None);
+        // Nor is a tenth octet carrying more than the 64th bit.
+        let mut too_big = [0xff; 10];
+        too_big[9] = 0x02;
+        assert_eq!(get_varint(&mut &too_big[..]), None);
     }
 
     fn put_len(v: u64) -> usize {

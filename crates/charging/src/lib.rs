@@ -8,7 +8,7 @@
 
 pub mod accounts;
 pub mod engine;
-pub mod le;
+mod le;
 pub mod ledger;
 pub mod ops;
 

@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ocf_charging::le::LeReader;
+use bytes::Buf;
 
 const MAGIC: &[u8; 4] = b"OCFC";
 const VERSION: u32 = 1;
@@ -165,8 +165,8 @@ pub fn parse_records(mut data: &[u8]) -> (Vec<ChangeRecord>, usize) {
     let mut out = Vec::new();
     let mut used = 0;
     loop {
-        let mut r = LeReader::new(data);
-        let (Some(len), Some(crc)) = (r.u32(), r.u32()) else {
+        let mut r = data;
+        let (Ok(len), Ok(crc)) = (r.try_get_u32_le(), r.try_get_u32_le()) else {
             break;
         };
         let len = len as usize;
@@ -177,8 +177,8 @@ pub fn parse_records(mut data: &[u8]) -> (Vec<ChangeRecord>, usize) {
         if crc32fast::hash(body) != crc {
             break;
         }
-        let mut b = LeReader::new(body);
-        let (Some(after_sequence), Some(time)) = (b.u64(), b.i64()) else {
+        let mut b = body;
+        let (Ok(after_sequence), Ok(time)) = (b.try_get_u64_le(), b.try_get_i64_le()) else {
             break;
         };
         out.push(ChangeRecord {

@@ -27,7 +27,7 @@
 //! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
 //! boundaries.
 
-use ocf_charging::le::LeReader;
+use bytes::Buf;
 
 pub use ocf_charging::ops::{Account, MAX_UNIT, Op, UnitCode};
 
@@ -84,29 +84,32 @@ impl Out<'_> {
 }
 
 /// Reads the fields of a record body.
-struct In<'a>(LeReader<'a>);
+struct In<'a>(&'a [u8]);
 
 impl In<'_> {
     fn u8(&mut self) -> Option<u8> {
-        self.0.u8()
+        self.0.try_get_u8().ok()
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.0.try_get_u32_le().ok()
     }
     fn u64(&mut self) -> Option<u64> {
-        self.0.u64()
+        self.0.try_get_u64_le().ok()
     }
     fn i64(&mut self) -> Option<i64> {
-        self.0.i64()
+        self.0.try_get_i64_le().ok()
     }
     fn u128(&mut self) -> Option<u128> {
-        self.0.u128()
+        self.0.try_get_u128_le().ok()
     }
     fn account(&mut self) -> Option<Account> {
         Some(Account {
-            tree: self.0.u32()?,
-            node: self.0.u32()?,
+            tree: self.u32()?,
+            node: self.u32()?,
         })
     }
     fn unit(&mut self) -> Option<UnitCode> {
-        self.0.u8().filter(|u| *u <= MAX_UNIT)
+        self.u8().filter(|u| *u <= MAX_UNIT)
     }
 }
 
@@ -201,7 +204,7 @@ impl Record {
 
     /// Decodes a body whose CRC has been checked. `None`: not a record of `version`.
     pub fn decode_body(body: &[u8], version: u32) -> Option<Record> {
-        let mut i = In(LeReader::new(body));
+        let mut i = In(body);
         let sequence = i.u64()?;
         let time = i.i64()?;
         let kind = i.u8()?;

@@ -1,9 +1,10 @@
 //! Snapshots of the ledger, so that replay stays short: every counter of every account, the
 //! reservations still open, and the journal sequence they include. Written to a temporary file,
 //! synced, renamed over `state_dir/snapshot`, and the directory synced, so a crash leaves
-//! either the old snapshot or the new one. Format version 1, checksummed.
+//! either the old snapshot or the new one. Checksummed; this build writes format version 3 and
+//! reads versions 1 to 3 (below). FROZEN like the journal's records.
 //!
-//! A snapshot names how many account changes (the change log, `journal::changes`) it includes.
+//! A snapshot names how many account changes (the change log, `changes`) it includes.
 //! On loading, those changes are replayed first; if the tree they build has the snapshot's
 //! fingerprint, accounts are matched by index. Otherwise (a version 1 snapshot, from before the
 //! change log, or a tree that was rebuilt differently) they are matched by tree name and node
@@ -14,8 +15,8 @@
 //! (the provisioning it was taken with). Version 3 adds each node's own usage after its
 //! counters (`own_count:u8`, each `unit:u8 day:u64 month:u64 total:u64 day_end:i64
 //! month_end:i64`) and, after the reservations, the credit-control sessions
-//! (`count:u32`, each `length:u32` and a session's state as `charging::session` writes it), so
-//! that open sessions outlive a restart. Each node's reserved units are the sum of the open
+//! (`count:u32`, each `length:u32` and a session's state as `ocf_charging::engine::session`
+//! writes it), so that open sessions outlive a restart. Each node's reserved units are the sum of the open
 //! reservations of its subtree, rebuilt from the reservations on loading.
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ocf_charging::le::LeReader;
+use bytes::Buf;
 use ocf_charging::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
 
 use ocf_charging::engine::recorder::{Outstanding, unit_code, unit_from};
@@ -93,10 +94,20 @@ pub fn fingerprint(ledger: &Ledger) -> u64 {
     h
 }
 
+/// Writes a string as a u16 length and UTF-8 octets (cut at 65535 octets).
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
+}
+
+/// Reads what [`put_str`] writes (`bytes` has no length-prefixed strings); `None` if cut
+/// short or not UTF-8.
+fn get_str(r: &mut &[u8]) -> Option<String> {
+    let n = usize::from(r.try_get_u16_le().ok()?);
+    let (s, rest) = r.split_at_checked(n)?;
+    *r = rest;
+    String::from_utf8(s.to_vec()).ok()
 }
 
 /// Encodes the ledger, `info` and the sessions (each a session's state as
@@ -162,7 +173,7 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo, sessions: &[Vec<u8>]) -> Vec
 pub struct Header<'a> {
     pub info: SnapshotInfo,
     version: u32,
-    rest: LeReader<'a>,
+    rest: &'a [u8],
 }
 
 impl Header<'_> {
@@ -185,19 +196,19 @@ pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotErr
     if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
         return Err(corrupt("checksum mismatch"));
     }
-    let mut r = LeReader::new(&body[4..]);
-    let short = || corrupt("cut short");
-    let version = r.u32().ok_or_else(short)?;
+    let mut r = &body[4..];
+    let short = |_: bytes::TryGetError| corrupt("cut short");
+    let version = r.try_get_u32_le().map_err(short)?;
     if !(1..=VERSION).contains(&version) {
         return Err(corrupt("unknown snapshot version"));
     }
-    let sequence = r.u64().ok_or_else(short)?;
-    let next_reservation = r.u64().ok_or_else(short)?;
-    let fingerprint = r.u64().ok_or_else(short)?;
+    let sequence = r.try_get_u64_le().map_err(short)?;
+    let next_reservation = r.try_get_u64_le().map_err(short)?;
+    let fingerprint = r.try_get_u64_le().map_err(short)?;
     let changes = if version == 1 {
         1
     } else {
-        r.u64().ok_or_else(short)?
+        r.try_get_u64_le().map_err(short)?
     };
     Ok(Header {
         info: SnapshotInfo {
@@ -235,7 +246,8 @@ pub fn apply(
         file: file.into(),
         reason: reason.into(),
     };
-    let short = || corrupt("cut short");
+    let cut_short = || corrupt("cut short");
+    let short = |_: bytes::TryGetError| cut_short();
     let Header {
         info,
         version,
@@ -260,8 +272,8 @@ pub fn apply(
     // Snapshot tree index -> current tree index, and per tree snapshot node -> current node.
     let mut tree_map: Vec<Option<u32>> = Vec::new();
     let mut node_maps: Vec<Vec<Option<u32>>> = Vec::new();
-    for tree_index in 0..r.u32().ok_or_else(short)? {
-        let name = r.str().ok_or_else(short)?;
+    for tree_index in 0..r.try_get_u32_le().map_err(short)? {
+        let name = get_str(&mut r).ok_or_else(cut_short)?;
         let current = if by_index {
             Some(tree_index).filter(|&t| (t as usize) < ledger.tree_count())
         } else {
@@ -281,9 +293,9 @@ pub fn apply(
             })
             .unwrap_or_default();
         let mut map: Vec<Option<u32>> = Vec::new();
-        for _ in 0..r.u32().ok_or_else(short)? {
-            let node_name = r.str().ok_or_else(short)?;
-            let parent = r.u32().ok_or_else(short)?;
+        for _ in 0..r.try_get_u32_le().map_err(short)? {
+            let node_name = get_str(&mut r).ok_or_else(cut_short)?;
+            let parent = r.try_get_u32_le().map_err(short)?;
             let cur_parent = if parent == u32::MAX {
                 Some(u32::MAX)
             } else {
@@ -299,16 +311,16 @@ pub fn apply(
                 cur_parent.and_then(|p| children.get(&(p, node_name)).copied())
             };
             map.push(cur);
-            for _ in 0..r.u8().ok_or_else(short)? {
+            for _ in 0..r.try_get_u8().map_err(short)? {
                 let unit =
-                    unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
-                let period =
-                    period_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad period"))?;
+                    unit_from(r.try_get_u8().map_err(short)?).ok_or_else(|| corrupt("bad unit"))?;
+                let period = period_from(r.try_get_u8().map_err(short)?)
+                    .ok_or_else(|| corrupt("bad period"))?;
                 let (used, reserved, rated, period_end) = (
-                    r.u64().ok_or_else(short)?,
-                    r.u64().ok_or_else(short)?,
-                    r.u128().ok_or_else(short)?,
-                    r.i64().ok_or_else(short)?,
+                    r.try_get_u64_le().map_err(short)?,
+                    r.try_get_u64_le().map_err(short)?,
+                    r.try_get_u128_le().map_err(short)?,
+                    r.try_get_i64_le().map_err(short)?,
                 );
                 let target = match (&mut guard, cur) {
                     (Some(g), Some(n)) => g.nodes[n as usize]
@@ -330,19 +342,19 @@ pub fn apply(
             if version < 3 {
                 continue;
             }
-            for _ in 0..r.u8().ok_or_else(short)? {
+            for _ in 0..r.try_get_u8().map_err(short)? {
                 let unit =
-                    unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
+                    unit_from(r.try_get_u8().map_err(short)?).ok_or_else(|| corrupt("bad unit"))?;
                 let mut own = OwnUsage {
                     unit,
                     used: [0; 3],
                     ends: [0; 2],
                 };
                 for v in &mut own.used {
-                    *v = r.u64().ok_or_else(short)?;
+                    *v = r.try_get_u64_le().map_err(short)?;
                 }
                 for e in &mut own.ends {
-                    *e = r.i64().ok_or_else(short)?;
+                    *e = r.try_get_i64_le().map_err(short)?;
                 }
                 match (&mut guard, cur) {
                     (Some(g), Some(n)) => {
@@ -370,11 +382,17 @@ pub fn apply(
         })
     };
     let mut outstanding = Vec::new();
-    for _ in 0..r.u32().ok_or_else(short)? {
-        let id = r.u64().ok_or_else(short)?;
-        let (tree, node) = (r.u32().ok_or_else(short)?, r.u32().ok_or_else(short)?);
-        let unit = unit_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("bad unit"))?;
-        let (amount, expires) = (r.u64().ok_or_else(short)?, r.i64().ok_or_else(short)?);
+    for _ in 0..r.try_get_u32_le().map_err(short)? {
+        let id = r.try_get_u64_le().map_err(short)?;
+        let (tree, node) = (
+            r.try_get_u32_le().map_err(short)?,
+            r.try_get_u32_le().map_err(short)?,
+        );
+        let unit = unit_from(r.try_get_u8().map_err(short)?).ok_or_else(|| corrupt("bad unit"))?;
+        let (amount, expires) = (
+            r.try_get_u64_le().map_err(short)?,
+            r.try_get_i64_le().map_err(short)?,
+        );
         if let Some(account) = map(tree, node) {
             outstanding.push(Outstanding {
                 id,
@@ -401,9 +419,10 @@ pub fn apply(
     }
     let mut sessions = Vec::new();
     if version >= 3 {
-        for _ in 0..r.u32().ok_or_else(short)? {
-            let n = r.u32().ok_or_else(short)? as usize;
-            let data = r.bytes(n).ok_or_else(short)?;
+        for _ in 0..r.try_get_u32_le().map_err(short)? {
+            let n = r.try_get_u32_le().map_err(short)? as usize;
+            let (data, rest) = r.split_at_checked(n).ok_or_else(cut_short)?;
+            r = rest;
             let mut s = ocf_charging::engine::session::decode_state(data)
                 .ok_or_else(|| corrupt("a session does not read back"))?;
             if s.ended {

@@ -13,7 +13,7 @@ use crate::accounts::tenant::FinalUnitAction;
 
 /// The answer to one MSCC (or, for a single-service request, the command-level units).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MsccAnswer {
+pub(super) struct MsccAnswer {
     pub rating_group: Option<u32>,
     pub service_identifier: Option<u32>,
     pub result: ResultCode,
@@ -28,7 +28,7 @@ pub struct MsccAnswer {
 }
 
 impl MsccAnswer {
-    pub fn new(
+    pub(super) fn new(
         rating_group: Option<u32>,
         service_identifier: Option<u32>,
         result: ResultCode,
@@ -48,7 +48,7 @@ impl MsccAnswer {
 
 /// Extra command-level AVPs of EVENT answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EventAnswer {
+pub(super) struct EventAnswer {
     /// Check-Balance-Result: 0 ENOUGH_CREDIT, 1 NO_CREDIT.
     pub check_balance: Option<u32>,
     /// Cost-Information: (Value-Digits, Exponent, Currency-Code).
@@ -129,7 +129,7 @@ fn write_service(w: &mut MessageWriter, m: &MsccAnswer, nested: bool) {
 /// Writes the CCA for `req`: Session-Id, Result-Code, our origin, Auth-Application-Id,
 /// CC-Request-Type and -Number echoed, then the services.
 #[allow(clippy::too_many_arguments)]
-pub fn write_cca(
+pub(super) fn write_cca(
     identity: &LocalIdentity,
     out: &mut BytesMut,
     req: &Message,

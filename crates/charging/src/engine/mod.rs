@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-pub mod answer;
+mod answer;
 mod ccr;
 mod event;
 mod grant;
 pub mod recorder;
-pub mod request;
+mod request;
 pub mod session;
 mod supervision;
 mod usage;

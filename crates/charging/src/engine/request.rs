@@ -13,7 +13,7 @@ use crate::accounts::tenant::SubscriptionType;
 
 /// CC-Request-Type (RFC 4006 §8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestType {
+pub(super) enum RequestType {
     Initial = 1,
     Update = 2,
     Termination = 3,
@@ -22,7 +22,7 @@ pub enum RequestType {
 
 /// Requested-Action (RFC 4006 §8.41).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestedAction {
+pub(super) enum RequestedAction {
     DirectDebiting = 0,
     RefundAccount = 1,
     CheckBalance = 2,
@@ -30,11 +30,11 @@ pub enum RequestedAction {
 }
 
 /// Reporting-Reason FINAL (TS 32.299 §7.2.175): the service is ending, no more units wanted.
-pub const REPORTING_REASON_FINAL: u32 = 2;
+pub(super) const REPORTING_REASON_FINAL: u32 = 2;
 
 /// Units in a Requested-, Used- or Granted-Service-Unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Units {
+pub(super) struct Units {
     pub total_octets: Option<u64>,
     pub input_octets: Option<u64>,
     pub output_octets: Option<u64>,
@@ -44,7 +44,7 @@ pub struct Units {
 
 impl Units {
     /// Octets: CC-Total-Octets, else input + output.
-    pub fn octets(&self) -> Option<u64> {
+    pub(super) fn octets(&self) -> Option<u64> {
         self.total_octets
             .or(match (self.input_octets, self.output_octets) {
                 (None, None) => None,
@@ -73,14 +73,14 @@ impl Units {
 
 /// One Used-Service-Unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Used {
+pub(super) struct Used {
     pub units: Units,
     pub reporting_reason: Option<u32>,
 }
 
 /// One Multiple-Services-Credit-Control (or the top-level units of a single-service request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Mscc {
+pub(super) struct Mscc {
     pub rating_group: Option<u32>,
     pub service_identifier: Option<u32>,
     /// Requested-Service-Unit, if present (present but empty: "the usual amount").
@@ -92,7 +92,7 @@ pub struct Mscc {
 
 impl Mscc {
     /// The service is ending for this MSCC: no new grant (FINAL at MSCC or USU level).
-    pub fn is_final(&self) -> bool {
+    pub(super) fn is_final(&self) -> bool {
         self.reporting_reason == Some(REPORTING_REASON_FINAL)
             || self
                 .used
@@ -128,15 +128,15 @@ impl Mscc {
 
 /// The longest Session-Id taken, in octets: RFC 6733 sets no bound, a session's state is kept
 /// and journaled with it, and real ones are a few dozen octets.
-pub const MAX_SESSION_ID: usize = 4096;
+pub(super) const MAX_SESSION_ID: usize = 4096;
 
 /// The most Multiple-Services-Credit-Control AVPs in one request: each is a service answered
 /// and kept with the session.
-pub const MAX_MSCC: usize = 256;
+pub(super) const MAX_MSCC: usize = 256;
 
 /// What charging needs from a CCR.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CreditRequest<'a> {
+pub(super) struct CreditRequest<'a> {
     pub session_id: &'a str,
     /// The Origin-Host of the request: with the Session-Id, what names a session (a second
     /// gateway using the same Session-Id is another client, not a retransmission).
@@ -165,7 +165,7 @@ impl<'a> CreditRequest<'a> {
     /// Failed-AVP. RFC 4006 §8.29 identifies a rating group by Rating-Group alone, and one
     /// service's usage before and after a tariff change is reported in a single MSCC (§5.1.2):
     /// two MSCCs of one service would ask for two grants of one headroom.
-    pub fn duplicate_service(&self, msg: &Message) -> Option<DiameterError> {
+    pub(super) fn duplicate_service(&self, msg: &Message) -> Option<DiameterError> {
         if !self.multiple_services {
             return None;
         }
@@ -189,7 +189,7 @@ impl<'a> CreditRequest<'a> {
         })
     }
 
-    pub fn read(msg: &'a Message) -> Result<CreditRequest<'a>, DiameterError> {
+    pub(super) fn read(msg: &'a Message) -> Result<CreditRequest<'a>, DiameterError> {
         let sid = msg
             .find(c::SESSION_ID)
             .ok_or_else(|| missing(c::SESSION_ID))?;

@@ -387,19 +387,22 @@ pub struct Restored {
 
 /// Reads a session's state; `None` if the octets are not one.
 pub fn decode_state(data: &[u8]) -> Option<Restored> {
-    use crate::le::LeReader;
-    fn bytes<'a>(r: &mut LeReader<'a>) -> Option<&'a [u8]> {
-        let n = usize::try_from(r.varint()?).ok()?;
-        r.bytes(n)
+    use crate::le::{get_varint as var, get_varint_i64 as zig};
+    use bytes::Buf;
+    fn bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let n = usize::try_from(var(r)?).ok()?;
+        let (octets, rest) = r.split_at_checked(n)?;
+        *r = rest;
+        Some(octets)
     }
-    fn text(r: &mut LeReader<'_>) -> Option<String> {
+    fn text(r: &mut &[u8]) -> Option<String> {
         String::from_utf8(bytes(r)?.to_vec()).ok()
     }
-    fn u32_of(r: &mut LeReader<'_>) -> Option<u32> {
-        u32::try_from(r.varint()?).ok()
+    fn u32_of(r: &mut &[u8]) -> Option<u32> {
+        u32::try_from(var(r)?).ok()
     }
-    fn ids(r: &mut LeReader<'_>) -> Option<(Option<u32>, Option<u32>)> {
-        let flags = r.u8()?;
+    fn ids(r: &mut &[u8]) -> Option<(Option<u32>, Option<u32>)> {
+        let flags = r.try_get_u8().ok()?;
         if flags > 3 {
             return None;
         }
@@ -418,7 +421,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     fn unit(code: u8) -> Option<Unit> {
         Unit::ALL.get(usize::from(code)).copied()
     }
-    let mut r = LeReader::new(data);
+    let mut r = data;
     let session_id = text(&mut r)?;
     let origin_host: Arc<str> = Arc::from(text(&mut r)?);
     let subscriber = text(&mut r)?.into_boxed_str();
@@ -426,37 +429,37 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
         tree: u32_of(&mut r)?,
         node: u32_of(&mut r)?,
     };
-    let (started, deadline) = (r.varint_i64()?, r.varint_i64()?);
-    let (last_number, last_type) = (u32_of(&mut r)?, r.u8()?);
-    let ended = match r.u8()? {
+    let (started, deadline) = (zig(&mut r)?, zig(&mut r)?);
+    let (last_number, last_type) = (u32_of(&mut r)?, r.try_get_u8().ok()?);
+    let ended = match r.try_get_u8().ok()? {
         0 => false,
         1 => true,
         _ => return None,
     };
     // Each entry takes at least a few octets: counts past what is left are damage.
-    let held_count = usize::try_from(r.varint()?).ok()?.min(data.len());
+    let held_count = usize::try_from(var(&mut r)?).ok()?.min(data.len());
     let mut held = Vec::with_capacity(held_count.min(64));
     for _ in 0..held_count {
-        let id = r.varint()?;
+        let id = var(&mut r)?;
         let (rating_group, service_identifier) = ids(&mut r)?;
         held.push(Held {
             id,
             rating_group,
             service_identifier,
-            unit: unit(r.u8()?)?,
-            reserved: r.varint()?,
-            granted: r.varint()?,
-            expires: r.varint_i64()?,
+            unit: unit(r.try_get_u8().ok()?)?,
+            reserved: var(&mut r)?,
+            granted: var(&mut r)?,
+            expires: zig(&mut r)?,
         });
     }
-    let service_count = usize::try_from(r.varint()?).ok()?.min(data.len());
+    let service_count = usize::try_from(var(&mut r)?).ok()?.min(data.len());
     let mut services = Vec::with_capacity(service_count.min(64));
     for _ in 0..service_count {
         let (rating_group, service_identifier) = ids(&mut r)?;
         services.push(ServiceUsage {
             rating_group,
             service_identifier,
-            units: [r.varint()?, r.varint()?, r.varint()?, r.varint()?],
+            units: [var(&mut r)?, var(&mut r)?, var(&mut r)?, var(&mut r)?],
         });
     }
     let last_answer = bytes(&mut r)?.to_vec();

@@ -1,6 +1,9 @@
 //! Usage records: one per session end (and per update if interim), as an [`Op::Usage`] with
 //! the ops of the request that ended it; the store writes them to the usage files.
 
+use rust_decimal::Decimal;
+use serde::Serialize;
+
 use super::*;
 
 /// What each service used between two snapshots of a session's usage.
@@ -24,21 +27,6 @@ pub(super) fn usage_delta(before: &[ServiceUsage], after: &[ServiceUsage]) -> Ve
 #[derive(Clone, Copy, Debug)]
 pub(super) struct UsageRecords {
     pub(super) interim: bool,
-}
-
-/// Appends `v` as the inside of a JSON string (RFC 8259 §7).
-pub(super) fn json_escape(out: &mut String, v: &str) {
-    use std::fmt::Write as _;
-    for ch in v.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
 }
 
 /// One debug line per session end (one per session: too many for info at full load; the usage
@@ -83,66 +71,86 @@ impl Engine {
         outcome: &str,
         interim: bool,
     ) {
-        use std::fmt::Write as _;
         if self.usage.is_none() {
             return;
         }
-        // Written by hand: building a serde_json::Value per session end cost a tenth of a
-        // worker's time under load. Keys are in sorted order, as serde_json writes them.
-        let mut own = String::new();
-        let line = &mut own;
-        line.push_str("{\"account\":\"");
-        if let Some(t) = self.accounts.ledger().lock(s.account.tree) {
-            for (i, name) in t.names(s.account.node).iter().enumerate() {
-                if i > 0 {
-                    line.push('/');
-                }
-                json_escape(line, name);
-            }
+        // The tree's lock is held only to copy the account's path out.
+        let account = self
+            .accounts
+            .ledger()
+            .lock(s.account.tree)
+            .map(|t| Path(&t.names(s.account.node)).to_string())
+            .unwrap_or_default();
+        let record = UsageRecord {
+            account: &account,
+            end: now,
+            interim,
+            outcome,
+            services: services.iter().map(ServiceRecord::from).collect(),
+            session_id,
+            start: s.started,
+            subscriber: &s.subscriber,
+        };
+        // Serialised straight into the op's buffer: no `Value` in between.
+        let mut data = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut data, &record).is_ok() {
+            rec.ops.push(Op::Usage(data));
         }
-        let _ = write!(
-            line,
-            "\",\"end\":{now},\"interim\":{interim},\"outcome\":\""
-        );
-        json_escape(line, outcome);
-        line.push_str("\",\"services\":[");
-        let opt = |v: Option<u32>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
-        for (i, u) in services.iter().enumerate() {
-            let money = rust_decimal::Decimal::new(
-                i64::try_from(u.units[3]).unwrap_or(i64::MAX),
-                crate::ledger::MONEY_SCALE,
-            );
-            let _ = write!(
-                line,
-                "{}{{\"events\":{},\"money\":\"{money}\",\"octets\":{},\"rating_group\":{},\"seconds\":{},\"service_identifier\":{}}}",
-                if i > 0 { "," } else { "" },
-                u.units[2],
-                u.units[0],
-                opt(u.rating_group),
-                u.units[1],
-                opt(u.service_identifier),
-            );
-        }
-        line.push_str("],\"session_id\":\"");
-        json_escape(line, session_id);
-        let _ = write!(line, "\",\"start\":{},\"subscriber\":\"", s.started);
-        json_escape(line, &s.subscriber);
-        line.push_str("\"}");
-        rec.ops.push(Op::Usage(own.into_bytes()));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::json_escape;
+/// A usage record (docs/durability.md): its keys in sorted order, as readers have them.
+#[derive(Serialize)]
+struct UsageRecord<'a> {
+    account: &'a str,
+    end: i64,
+    interim: bool,
+    outcome: &'a str,
+    services: Vec<ServiceRecord>,
+    session_id: &'a str,
+    start: i64,
+    subscriber: &'a str,
+}
 
-    #[test]
-    pub(super) fn escaped_strings_read_back_as_json() {
-        for v in ["plain", "q\"uote", "back\\slash", "ctl\u{1}\n\t", "ünï;1;2"] {
-            let mut s = String::from("\"");
-            json_escape(&mut s, v);
-            s.push('"');
-            assert_eq!(serde_json::from_str::<String>(&s).unwrap(), v);
+/// What one service (Rating-Group, Service-Identifier) used.
+#[derive(Serialize)]
+struct ServiceRecord {
+    events: u64,
+    /// In the currency, as a decimal string with the ledger's nine places.
+    money: Decimal,
+    octets: u64,
+    rating_group: Option<u32>,
+    seconds: u64,
+    service_identifier: Option<u32>,
+}
+
+impl From<&ServiceUsage> for ServiceRecord {
+    fn from(u: &ServiceUsage) -> Self {
+        ServiceRecord {
+            events: u.units[2],
+            money: Decimal::new(
+                i64::try_from(u.units[3]).unwrap_or(i64::MAX),
+                crate::ledger::MONEY_SCALE,
+            ),
+            octets: u.units[0],
+            rating_group: u.rating_group,
+            seconds: u.units[1],
+            service_identifier: u.service_identifier,
         }
+    }
+}
+
+/// An account's names from the root, joined by '/'.
+struct Path<'a>(&'a [&'a str]);
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
     }
 }
