@@ -113,6 +113,17 @@ fn serve_answers_reloads_from_its_channel_and_stops_when_told() {
     );
 }
 
+/// Why `serve` refuses to start with `cfg` (it must).
+fn refused(cfg: &Config) -> ocf::server::ServerError {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
+    rt.block_on(ocf::server::serve(cfg, std::future::pending(), reloads, None))
+        .expect_err("serve refuses this configuration")
+}
+
 #[test]
 fn a_bad_configuration_is_refused_with_exit_64_before_anything_is_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,19 +132,7 @@ fn a_bad_configuration_is_refused_with_exit_64_before_anything_is_bound() {
     let port = common::free_port();
     let mut cfg = config(&state, &tenants);
     cfg.diameter.listen_tcp = vec![format!("127.0.0.1:{port}")];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
-    let e = rt
-        .block_on(ocf::server::serve(
-            &cfg,
-            std::future::pending(),
-            reloads,
-            None,
-        ))
-        .expect_err("a bad provisioning file is refused");
+    let e = refused(&cfg);
     assert_eq!(e.exit_code(), EXIT_CONFIG, "{e}");
     assert!(e.to_string().contains("node 'globex'"), "{e}");
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port was never bound");
@@ -143,14 +142,6 @@ fn a_bad_configuration_is_refused_with_exit_64_before_anything_is_bound() {
     let mut cfg = config(&dir.path().join("a-file/state"), &tenants);
     std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
     cfg.diameter.listen_tcp = vec!["127.0.0.1:0".into()];
-    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
-    let e = rt
-        .block_on(ocf::server::serve(
-            &cfg,
-            std::future::pending(),
-            reloads,
-            None,
-        ))
-        .expect_err("the state directory cannot be made");
+    let e = refused(&cfg);
     assert_eq!(e.exit_code(), 1, "{e}");
 }
