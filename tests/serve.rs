@@ -120,8 +120,13 @@ fn refused(cfg: &Config) -> ocf::server::ServerError {
         .build()
         .unwrap();
     let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
-    rt.block_on(ocf::server::serve(cfg, std::future::pending(), reloads, None))
-        .expect_err("serve refuses this configuration")
+    rt.block_on(ocf::server::serve(
+        cfg,
+        std::future::pending(),
+        reloads,
+        None,
+    ))
+    .expect_err("serve refuses this configuration")
 }
 
 #[test]

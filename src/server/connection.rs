@@ -266,8 +266,8 @@ pub(crate) async fn drive<S>(
                 debug!(%remote, error = %e, "write failed");
                 break;
             }
-            meters.written(read_at.map(|t| t.elapsed()).unwrap_or_default());
-            shared.meters.add(&mut meters);
+            let elapsed = read_at.map(|t| t.elapsed()).unwrap_or_default();
+            shared.meters.add(&mut meters, elapsed);
         }
         state.set(peer.state());
         if peer.is_closed() {

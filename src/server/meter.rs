@@ -1,21 +1,27 @@
 //! Diameter traffic meters for `/metrics`: requests by command, answers by command,
 //! CC-Request-Type and Result-Code, answer latency by CC-Request-Type (from the read that
-//! brought the request to the write that carried its answer), and peers by state.
+//! brought the request to the write that carried its answer), and peers by state. They are
+//! `metrics` crate handles, rendered by the Prometheus exporter with every other metric.
 //!
-//! The hot path never touches a shared counter per message: each connection counts into a
-//! [`Local`] while it handles a read and adds it to the shared [`Meters`] once per write.
+//! The hot path never looks a metric up per message, nor touches a shared counter per
+//! message: the handles are built up front (or, for answers keyed by an open-ended
+//! Result-Code, once per connection and key, from a small shared cache), and each connection
+//! counts into a [`Local`] while it handles a read and adds it to them once per write.
 //! Answers are classified from their own bytes (command code, and the top-level
 //! CC-Request-Type and Result-Code AVPs), so every answer is counted the same way, whoever
 //! wrote it (engine, base protocol, overload shedding).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
 use ocf_protocol::peer::State;
-use ocf_store::stats::{self, Histogram};
+
+pub const REQUESTS: &str = "ocfd_diameter_requests_total";
+pub const ANSWERS: &str = "ocfd_diameter_answers_total";
+pub const ANSWER_LATENCY: &str = "ocfd_diameter_answer_latency_seconds";
+pub const PEERS: &str = "ocfd_peers";
 
 /// Commands counted by name; anything else is "other".
 const COMMANDS: [(u32, &str, &str); 5] = [
@@ -34,14 +40,15 @@ fn command_index(code: u32) -> usize {
 /// CC-Request-Type names by value (RFC 4006 §8.3); index 0: none (base protocol answers).
 const REQUEST_TYPES: [&str; 5] = ["none", "initial", "update", "termination", "event"];
 
-const PEER_STATES: [&str; 4] = ["wait_cer", "open", "closing", "closed"];
+/// Peer states shown (a closed connection is no longer counted).
+const PEER_STATES: [&str; 3] = ["wait_cer", "open", "closing"];
 
-fn state_index(s: State) -> usize {
+fn state_index(s: State) -> Option<usize> {
     match s {
-        State::WaitCea | State::WaitCer => 0,
-        State::Open => 1,
-        State::Closing => 2,
-        State::Closed => 3,
+        State::WaitCea | State::WaitCer => Some(0),
+        State::Open => Some(1),
+        State::Closing => Some(2),
+        State::Closed => None,
     }
 }
 
@@ -54,33 +61,55 @@ struct AnswerKey {
     result_code: u32,
 }
 
-/// Shared meters, rendered by `/metrics`.
+/// The shared meters: handles built once, when the server starts.
 pub struct Meters {
-    requests: [AtomicU64; OTHER + 1],
-    answers: Mutex<HashMap<AnswerKey, u64>>,
+    requests: [Counter; OTHER + 1],
+    /// Answer counters by key, built on a key's first use. A connection asks here once per
+    /// key it meets (and keeps the handle), never per message.
+    answers: Mutex<HashMap<AnswerKey, Counter>>,
     latency: [Histogram; REQUEST_TYPES.len()],
-    peers: [AtomicI64; PEER_STATES.len()],
+    peers: [Gauge; PEER_STATES.len()],
 }
 
-impl Default for Meters {
-    fn default() -> Self {
+impl Meters {
+    /// Builds the handles from the installed recorder (install it first: handles built
+    /// without one record nothing).
+    pub fn new() -> Self {
         Meters {
-            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: std::array::from_fn(|i| {
+                let command = COMMANDS.get(i).map_or("other", |c| c.1);
+                metrics::counter!(REQUESTS, "command" => command)
+            }),
             answers: Mutex::new(HashMap::new()),
-            latency: std::array::from_fn(|_| Histogram::default()),
-            peers: std::array::from_fn(|_| AtomicI64::new(0)),
+            latency: std::array::from_fn(
+                |i| metrics::histogram!(ANSWER_LATENCY, "request_type" => REQUEST_TYPES[i]),
+            ),
+            peers: std::array::from_fn(|i| metrics::gauge!(PEERS, "state" => PEER_STATES[i])),
         }
     }
 }
 
-/// One connection's counts since its last write.
+impl Default for Meters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Answers of one key counted by a connection, with the counter they go to once known.
+struct Answers {
+    key: AnswerKey,
+    counter: Option<Counter>,
+    unadded: u64,
+}
+
+/// One connection's counts since its last write. It keeps the answer counters it has used,
+/// so a key costs a lookup in the shared cache once per connection.
 #[derive(Default)]
 pub struct Local {
     requests: [u64; OTHER + 1],
-    answers: Vec<(AnswerKey, u64)>,
+    answers: Vec<Answers>,
     /// Answers encoded but not yet written, by request type.
     unwritten: [u64; REQUEST_TYPES.len()],
-    latency: [stats::Local; REQUEST_TYPES.len()],
 }
 
 impl Local {
@@ -111,22 +140,15 @@ impl Local {
                 request_type,
                 result_code,
             };
-            match self.answers.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => self.answers.push((key, 1)),
+            match self.answers.iter_mut().find(|a| a.key == key) {
+                Some(a) => a.unadded += 1,
+                None => self.answers.push(Answers {
+                    key,
+                    counter: None,
+                    unadded: 1,
+                }),
             }
             self.unwritten[request_type] += 1;
-        }
-    }
-
-    /// The answers encoded so far left in one write, `elapsed` after the read that brought
-    /// their requests.
-    pub fn written(&mut self, elapsed: Duration) {
-        for (i, n) in self.unwritten.iter_mut().enumerate() {
-            if *n > 0 {
-                self.latency[i].record_n(elapsed, *n);
-                *n = 0;
-            }
         }
     }
 }
@@ -166,92 +188,60 @@ fn scan(mut avps: &[u8]) -> (usize, u32) {
 }
 
 impl Meters {
-    /// Adds a connection's counts and clears them.
-    pub fn add(&self, local: &mut Local) {
-        for (c, n) in self.requests.iter().zip(local.requests) {
-            if n > 0 {
-                c.fetch_add(n, Relaxed);
+    /// Adds a connection's counts (its answers were written `elapsed` after the read that
+    /// brought their requests) and clears them: one increment per counter that moved, the
+    /// latency samples of the write by request type.
+    pub fn add(&self, local: &mut Local, elapsed: Duration) {
+        for (c, n) in self.requests.iter().zip(&mut local.requests) {
+            if *n > 0 {
+                c.increment(*n);
+                *n = 0;
             }
         }
-        local.requests = Default::default();
-        if !local.answers.is_empty() {
-            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-            for (k, n) in local.answers.drain(..) {
-                *answers.entry(k).or_insert(0) += n;
-            }
+        let mut cache = None;
+        for a in local.answers.iter_mut().filter(|a| a.unadded > 0) {
+            let counter = a.counter.get_or_insert_with(|| {
+                cache
+                    .get_or_insert_with(|| self.answers.lock().unwrap_or_else(|p| p.into_inner()))
+                    .entry(a.key)
+                    .or_insert_with(|| answer_counter(a.key))
+                    .clone()
+            });
+            counter.increment(a.unadded);
+            a.unadded = 0;
         }
-        for (h, l) in self.latency.iter().zip(local.latency.iter_mut()) {
-            if !l.is_empty() {
-                h.add(l);
+        drop(cache);
+        let seconds = elapsed.as_secs_f64();
+        for (h, n) in self.latency.iter().zip(&mut local.unwritten) {
+            if *n > 0 {
+                h.record_many(seconds, *n as usize);
+                *n = 0;
             }
         }
     }
 
-    /// A connection entered `state` (from `from`, if it was in one).
+    /// A connection entered `to` (from `from`, if it was in one; `None`: it ended).
     pub fn peer_state(&self, from: Option<State>, to: Option<State>) {
-        if from.map(state_index) == to.map(state_index) {
+        let (from, to) = (from.and_then(state_index), to.and_then(state_index));
+        if from == to {
             return;
         }
         if let Some(f) = from {
-            self.peers[state_index(f)].fetch_sub(1, Relaxed);
+            self.peers[f].decrement(1.0);
         }
         if let Some(t) = to {
-            self.peers[state_index(t)].fetch_add(1, Relaxed);
+            self.peers[t].increment(1.0);
         }
     }
+}
 
-    /// Appends the Prometheus text of every meter.
-    pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP ocfd_diameter_requests_total Diameter requests received, by command\n",
-        );
-        out.push_str("# TYPE ocfd_diameter_requests_total counter\n");
-        for (i, c) in self.requests.iter().enumerate() {
-            let name = COMMANDS.get(i).map_or("other", |c| c.1);
-            let _ = writeln!(
-                out,
-                "ocfd_diameter_requests_total{{command=\"{name}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        out.push_str("# HELP ocfd_diameter_answers_total Diameter answers sent, by command, CC-Request-Type and Result-Code (0: none)\n");
-        out.push_str("# TYPE ocfd_diameter_answers_total counter\n");
-        let mut answers: Vec<(AnswerKey, u64)> = self
-            .answers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        answers.sort_by_key(|(k, _)| (k.command, k.request_type, k.result_code));
-        for (k, n) in answers {
-            let name = COMMANDS.get(k.command).map_or("other", |c| c.2);
-            let _ = writeln!(
-                out,
-                "ocfd_diameter_answers_total{{command=\"{name}\",request_type=\"{}\",result_code=\"{}\"}} {n}",
-                REQUEST_TYPES[k.request_type], k.result_code
-            );
-        }
-        out.push_str("# HELP ocfd_diameter_answer_latency_seconds From the read that brought a request to the write that carried its answer, by CC-Request-Type\n");
-        out.push_str("# TYPE ocfd_diameter_answer_latency_seconds histogram\n");
-        for (i, h) in self.latency.iter().enumerate() {
-            h.render(
-                out,
-                "ocfd_diameter_answer_latency_seconds",
-                &format!("request_type=\"{}\"", REQUEST_TYPES[i]),
-            );
-        }
-        out.push_str("# HELP ocfd_peers Diameter connections by peer state (RFC 6733 5.6)\n");
-        out.push_str("# TYPE ocfd_peers gauge\n");
-        for (i, p) in self.peers.iter().enumerate().take(3) {
-            let _ = writeln!(
-                out,
-                "ocfd_peers{{state=\"{}\"}} {}",
-                PEER_STATES[i],
-                p.load(Relaxed).max(0)
-            );
-        }
-    }
+fn answer_counter(k: AnswerKey) -> Counter {
+    metrics::counter!(
+        ANSWERS,
+        "command" => COMMANDS.get(k.command).map_or("other", |c| c.2),
+        "request_type" => REQUEST_TYPES[k.request_type],
+        "result_code" => k.result_code.to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -280,28 +270,50 @@ mod tests {
         let mut req = answer(272, &[]);
         req[4] = 0xc0;
         bytes.extend(&req);
-        let mut l = Local::default();
-        l.encoded(&bytes);
-        l.request(&req);
-        l.written(Duration::from_micros(300));
-        let m = Meters::default();
-        m.add(&mut l);
-        m.peer_state(None, Some(State::WaitCer));
-        m.peer_state(Some(State::WaitCer), Some(State::Open));
-        let mut out = String::new();
-        m.render(&mut out);
+        let recorder = crate::server::admin::metrics::builder().build_recorder();
+        let out = metrics::with_local_recorder(&recorder, || {
+            let mut l = Local::default();
+            l.encoded(&bytes);
+            l.request(&req);
+            let m = Meters::new();
+            m.add(&mut l, Duration::from_micros(300));
+            // The second write finds the answer counters it already holds.
+            l.encoded(&bytes[..bytes.len() - req.len()]);
+            m.add(&mut l, Duration::from_millis(20));
+            m.peer_state(None, Some(State::WaitCer));
+            m.peer_state(Some(State::WaitCer), Some(State::Open));
+            m.peer_state(None, Some(State::Open));
+            m.peer_state(Some(State::Open), Some(State::Closed));
+            recorder.handle().render()
+        });
         for want in [
             "ocfd_diameter_requests_total{command=\"CCR\"} 1\n",
-            "ocfd_diameter_answers_total{command=\"CCA\",request_type=\"initial\",result_code=\"2001\"} 1\n",
-            "ocfd_diameter_answers_total{command=\"CCA\",request_type=\"event\",result_code=\"5030\"} 1\n",
-            "ocfd_diameter_answers_total{command=\"DWA\",request_type=\"none\",result_code=\"2001\"} 1\n",
+            "ocfd_diameter_requests_total{command=\"CER\"} 0\n",
+            "ocfd_diameter_answers_total{command=\"CCA\",request_type=\"initial\",result_code=\"2001\"} 2\n",
+            "ocfd_diameter_answers_total{command=\"CCA\",request_type=\"event\",result_code=\"5030\"} 2\n",
+            "ocfd_diameter_answers_total{command=\"DWA\",request_type=\"none\",result_code=\"2001\"} 2\n",
+            "ocfd_diameter_answer_latency_seconds_bucket{request_type=\"initial\",le=\"0.000025\"} 0\n",
             "ocfd_diameter_answer_latency_seconds_bucket{request_type=\"initial\",le=\"0.0005\"} 1\n",
-            "ocfd_diameter_answer_latency_seconds_count{request_type=\"none\"} 1\n",
+            "ocfd_diameter_answer_latency_seconds_bucket{request_type=\"initial\",le=\"0.025\"} 2\n",
+            "ocfd_diameter_answer_latency_seconds_bucket{request_type=\"initial\",le=\"10\"} 2\n",
+            "ocfd_diameter_answer_latency_seconds_bucket{request_type=\"initial\",le=\"+Inf\"} 2\n",
+            "ocfd_diameter_answer_latency_seconds_count{request_type=\"none\"} 2\n",
+            "ocfd_diameter_answer_latency_seconds_count{request_type=\"update\"} 0\n",
             "ocfd_peers{state=\"open\"} 1\n",
             "ocfd_peers{state=\"wait_cer\"} 0\n",
+            "ocfd_peers{state=\"closing\"} 0\n",
         ] {
             assert!(out.contains(want), "{want}\n{out}");
         }
+        let sum = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "ocfd_diameter_answer_latency_seconds_sum{request_type=\"initial\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(sum.is_some_and(|s| (s - 0.0203).abs() < 1e-9), "{out}");
         // Truncated or malformed bytes stop the scan without a panic.
         for cut in 0..bytes.len() {
             Local::default().encoded(&bytes[..cut]);

@@ -298,6 +298,9 @@ impl Server {
     /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
         config.validate()?;
+        // The metrics recorder first: the meters' and the journal writer's handles are built
+        // from it below.
+        let _ = admin::prometheus();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -378,7 +381,7 @@ impl Server {
                 connections: Arc::new(AtomicU64::new(0)),
                 requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
-                meters: Arc::new(meter::Meters::default()),
+                meters: Arc::new(meter::Meters::new()),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
@@ -511,13 +514,12 @@ impl Server {
             let state = admin::AdminState {
                 store: self.shared.store.clone(),
                 token: token.into(),
-                meters: self.shared.meters.clone(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             };
             tokio::spawn(admin::serve(l, state))
         });
         // Supervision: expired reservations return to the pool, silent sessions are closed,
-        // gauges are refreshed.
+        // gauges are refreshed and the metrics recorder's upkeep runs (once a second).
         let store = self.shared.store.clone();
         let gauges = admin::Gauges::new();
         let shed = self.shared.shed.clone();

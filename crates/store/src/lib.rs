@@ -15,7 +15,6 @@ pub mod recovery;
 pub mod replay;
 pub mod segment;
 pub mod snapshot;
-pub mod stats;
 mod store;
 pub mod usage;
 pub mod writer;

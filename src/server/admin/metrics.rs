@@ -1,20 +1,137 @@
-//! Prometheus metrics for `/metrics`. Gauges are refreshed by the supervision tick, so the hot
-//! path pays nothing for them.
+//! Prometheus metrics for `/metrics`. Every metric goes through the `metrics` crate facade
+//! and is rendered by the exporter's recorder ([`prometheus`]): the Diameter traffic meters
+//! (`super::super::meter`), the journal writer's latency histograms (recorded by the store's
+//! writer thread), and the gauges here, refreshed by the supervision tick, so the hot path
+//! pays nothing for them. That tick also runs the recorder's upkeep once a second: the
+//! exporter keeps every histogram sample until it is drained into its buckets, so without it
+//! memory would grow with traffic between two scrapes (or forever, with nobody scraping).
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
 use metrics::{Counter, Gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use ocf_charging::Engine;
 
+use crate::server::meter;
+
+/// Upper bounds of the latency histograms' buckets, in seconds: 25 µs to 10 s.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    1.0, 2.5, 10.0,
+];
+
+/// The histograms, each with [`LATENCY_BUCKETS`].
+const HISTOGRAMS: [&str; 3] = [
+    meter::ANSWER_LATENCY,
+    ocf_store::writer::WRITE_LATENCY,
+    ocf_store::writer::SYNC_LATENCY,
+];
+
+/// The exporter's configuration: the histograms' buckets (rendered as Prometheus histograms,
+/// `_bucket{le=...}`, `_sum`, `_count`).
+pub fn builder() -> PrometheusBuilder {
+    HISTOGRAMS.iter().fold(PrometheusBuilder::new(), |b, name| {
+        b.set_buckets_for_metric(Matcher::Full((*name).to_owned()), &LATENCY_BUCKETS)
+            .expect("the buckets are not empty")
+    })
+}
+
 /// The process-wide Prometheus recorder (a recorder can be installed once per process).
+/// Install it before any handle is built (the server does so first thing): a handle built
+/// without a recorder records nothing.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = builder().install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
         .as_ref()
+}
+
+/// The HELP text of every metric.
+fn describe() {
+    metrics::describe_counter!(meter::REQUESTS, "Diameter requests received, by command");
+    metrics::describe_counter!(
+        meter::ANSWERS,
+        "Diameter answers sent, by command, CC-Request-Type and Result-Code (0: none)"
+    );
+    metrics::describe_histogram!(
+        meter::ANSWER_LATENCY,
+        "From the read that brought a request to the write that carried its answer, by CC-Request-Type"
+    );
+    metrics::describe_gauge!(
+        meter::PEERS,
+        "Diameter connections by peer state (RFC 6733 5.6)"
+    );
+    metrics::describe_histogram!(
+        ocf_store::writer::WRITE_LATENCY,
+        "Time of each group write to the journal"
+    );
+    metrics::describe_histogram!(
+        ocf_store::writer::SYNC_LATENCY,
+        "Time of each journal fsync"
+    );
+    metrics::describe_gauge!(
+        "ocfd_journal_lag_records",
+        "Journal records queued but not yet written"
+    );
+    metrics::describe_gauge!(
+        "ocfd_journal_written_sequence",
+        "Last journal sequence written to the file"
+    );
+    metrics::describe_gauge!(
+        "ocfd_journal_synced_sequence",
+        "Last journal sequence synced to disk"
+    );
+    metrics::describe_gauge!(
+        "ocfd_journal_errors",
+        "Journal write or sync failures since start"
+    );
+    metrics::describe_gauge!("ocfd_sessions_open", "Open credit-control sessions");
+    metrics::describe_gauge!(
+        "ocfd_reservations_open",
+        "Reservations held (by sessions, and from before the last start) until reported or expired"
+    );
+    metrics::describe_gauge!(
+        "ocfd_enterprise_used",
+        "Units used this period at an enterprise's root, by unit and period (money in the currency)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_enterprise_reserved",
+        "Units reserved at an enterprise's root, by unit and period (money in the currency)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_enterprise_limit",
+        "The limit at an enterprise's root, by unit and period (money in the currency)"
+    );
+    metrics::describe_counter!(
+        "ocfd_overload_shed_total",
+        "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
+    );
+    metrics::describe_gauge!(
+        "ocfd_journal_failing",
+        "1 while the journal cannot be written (a full or failing disk; retried until it succeeds)"
+    );
+    metrics::describe_counter!(
+        "ocfd_answers_not_durable_total",
+        "Credit-control answers turned into 3004 because their journal records did not become durable in time"
+    );
+    metrics::describe_counter!(
+        "ocfd_usage_reports_refused_total",
+        "Requests refused because one MSCC reported more than the policy's max_report"
+    );
+    metrics::describe_gauge!(
+        "ocfd_usage_record_errors",
+        "Failed writes or syncs of the usage files since start (retried; nothing is dropped)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_usage_records_synced_sequence",
+        "Journal sequence up to which usage records are synced to the usage files"
+    );
 }
 
 /// Pre-built gauge handles.
@@ -40,63 +157,6 @@ const MAX_TENANT_SERIES: usize = 1000;
 impl Gauges {
     pub fn new() -> Self {
         let _ = prometheus();
-        metrics::describe_gauge!(
-            "ocfd_journal_lag_records",
-            "Journal records queued but not yet written"
-        );
-        metrics::describe_gauge!(
-            "ocfd_journal_written_sequence",
-            "Last journal sequence written to the file"
-        );
-        metrics::describe_gauge!(
-            "ocfd_journal_synced_sequence",
-            "Last journal sequence synced to disk"
-        );
-        metrics::describe_gauge!(
-            "ocfd_journal_errors",
-            "Journal write or sync failures since start"
-        );
-        metrics::describe_gauge!("ocfd_sessions_open", "Open credit-control sessions");
-        metrics::describe_gauge!(
-            "ocfd_reservations_open",
-            "Reservations held (by sessions, and from before the last start) until reported or expired"
-        );
-        metrics::describe_gauge!(
-            "ocfd_enterprise_used",
-            "Units used this period at an enterprise's root, by unit and period (money in the currency)"
-        );
-        metrics::describe_gauge!(
-            "ocfd_enterprise_reserved",
-            "Units reserved at an enterprise's root, by unit and period (money in the currency)"
-        );
-        metrics::describe_gauge!(
-            "ocfd_enterprise_limit",
-            "The limit at an enterprise's root, by unit and period (money in the currency)"
-        );
-        metrics::describe_counter!(
-            "ocfd_overload_shed_total",
-            "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
-        );
-        metrics::describe_gauge!(
-            "ocfd_journal_failing",
-            "1 while the journal cannot be written (a full or failing disk; retried until it succeeds)"
-        );
-        metrics::describe_counter!(
-            "ocfd_answers_not_durable_total",
-            "Credit-control answers turned into 3004 because their journal records did not become durable in time"
-        );
-        metrics::describe_counter!(
-            "ocfd_usage_reports_refused_total",
-            "Requests refused because one MSCC reported more than the policy's max_report"
-        );
-        metrics::describe_gauge!(
-            "ocfd_usage_record_errors",
-            "Failed writes or syncs of the usage files since start (retried; nothing is dropped)"
-        );
-        metrics::describe_gauge!(
-            "ocfd_usage_records_synced_sequence",
-            "Journal sequence up to which usage records are synced to the usage files"
-        );
         Gauges {
             journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
             journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
@@ -113,7 +173,8 @@ impl Gauges {
         }
     }
 
-    /// Refreshes every gauge from the engine (called by the supervision tick).
+    /// Refreshes every gauge from the engine and drains the histograms' samples into their
+    /// buckets (called by the supervision tick, once a second).
     pub fn refresh(
         &self,
         store: &ocf_store::Store,
@@ -151,6 +212,9 @@ impl Gauges {
                 });
         }
         self.sessions.set(engine.session_count() as f64);
+        if let Some(h) = prometheus() {
+            h.run_upkeep();
+        }
     }
 }
 

@@ -26,7 +26,6 @@ pub struct AdminState {
     pub store: Arc<ocf_store::Store>,
     /// The bearer token `/v1` wants.
     pub token: Arc<str>,
-    pub meters: Arc<super::meter::Meters>,
     /// Admin API requests worked on at once (`admin.max_concurrent`).
     pub permits: Arc<tokio::sync::Semaphore>,
 }
@@ -131,33 +130,9 @@ async fn ready(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// `/metrics`: the recorder's gauges and counters, then the histograms and meters kept here.
-async fn render_metrics(State(state): State<AdminState>) -> Response {
-    let mut out = prometheus().map(|h| h.render()).unwrap_or_default();
-    state.meters.render(&mut out);
-    if let Some(j) = state.store.journal() {
-        let p = j.progress();
-        out.push_str(
-            "# HELP ocfd_journal_write_latency_seconds Time of each group write to the journal
-",
-        );
-        out.push_str(
-            "# TYPE ocfd_journal_write_latency_seconds histogram
-",
-        );
-        p.write_latency
-            .render(&mut out, "ocfd_journal_write_latency_seconds", "");
-        out.push_str(
-            "# HELP ocfd_journal_sync_latency_seconds Time of each journal fsync
-",
-        );
-        out.push_str(
-            "# TYPE ocfd_journal_sync_latency_seconds histogram
-",
-        );
-        p.sync_latency
-            .render(&mut out, "ocfd_journal_sync_latency_seconds", "");
-    }
+/// `/metrics`: everything the recorder holds (every metric goes through the `metrics` crate).
+async fn render_metrics() -> Response {
+    let out = prometheus().map(|h| h.render()).unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
