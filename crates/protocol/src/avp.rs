@@ -17,26 +17,26 @@ pub struct AvpFlags(pub u8);
 
 impl AvpFlags {
     /// V: a Vendor-Id field follows the length.
-    pub const VENDOR: u8 = 0x80;
+    pub(crate) const VENDOR: u8 = 0x80;
     /// M: the receiver must understand this AVP or reject the message.
-    pub const MANDATORY: u8 = 0x40;
+    pub(crate) const MANDATORY: u8 = 0x40;
     /// P: end-to-end security (deprecated, kept for compatibility).
     pub const PROTECTED: u8 = 0x20;
     /// Reserved bits, which must be zero.
     pub const RESERVED: u8 = 0x1f;
 
-    pub fn is_vendor(self) -> bool {
+    pub(crate) fn is_vendor(self) -> bool {
         self.0 & Self::VENDOR != 0
     }
-    pub fn is_mandatory(self) -> bool {
+    pub(crate) fn is_mandatory(self) -> bool {
         self.0 & Self::MANDATORY != 0
     }
 }
 
 /// Minimum AVP header length (no Vendor-Id).
-pub const AVP_HEADER_LEN: usize = 8;
+pub(crate) const AVP_HEADER_LEN: usize = 8;
 /// AVP header length with a Vendor-Id.
-pub const AVP_VENDOR_HEADER_LEN: usize = 12;
+pub(crate) const AVP_VENDOR_HEADER_LEN: usize = 12;
 
 /// One decoded AVP, borrowed from its frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl<'a> Avp<'a> {
         }
     }
 
-    pub fn header_len(&self) -> usize {
+    pub(crate) fn header_len(&self) -> usize {
         if self.flags.is_vendor() {
             AVP_VENDOR_HEADER_LEN
         } else {
@@ -136,7 +136,13 @@ impl<'a> Avp<'a> {
 }
 
 /// Writes an AVP header for `data_len` octets of data.
-pub fn put_header(out: &mut BytesMut, code: u32, flags: u8, vendor_id: u32, data_len: usize) {
+pub(crate) fn put_header(
+    out: &mut BytesMut,
+    code: u32,
+    flags: u8,
+    vendor_id: u32,
+    data_len: usize,
+) {
     let vendor = flags & AvpFlags::VENDOR != 0;
     let header = if vendor {
         AVP_VENDOR_HEADER_LEN
@@ -151,7 +157,7 @@ pub fn put_header(out: &mut BytesMut, code: u32, flags: u8, vendor_id: u32, data
 }
 
 /// Writes the zero padding that follows `data_len` octets of data.
-pub fn put_padding(out: &mut BytesMut, data_len: usize) {
+pub(crate) fn put_padding(out: &mut BytesMut, data_len: usize) {
     const ZEROS: [u8; 3] = [0; 3];
     out.put_slice(&ZEROS[..padded(data_len) - data_len]);
 }

@@ -114,7 +114,13 @@ impl LocalIdentity {
         w.finish();
     }
 
-    pub fn write_dpr(&self, out: &mut BytesMut, hop_by_hop: u32, end_to_end: u32, cause: u32) {
+    pub(crate) fn write_dpr(
+        &self,
+        out: &mut BytesMut,
+        hop_by_hop: u32,
+        end_to_end: u32,
+        cause: u32,
+    ) {
         let mut w = MessageWriter::new(
             out,
             &peer_request(command::DISCONNECT_PEER, hop_by_hop, end_to_end),
@@ -233,7 +239,7 @@ fn error_avps(w: &mut MessageWriter, err: &DiameterError) {
 
 /// The Application-Ids a CER or CEA advertises (plain and inside Vendor-Specific-Application-Id),
 /// and whether any were named the vendor-specific way.
-pub fn advertised_applications(msg: &Message) -> (Vec<u32>, bool) {
+pub(crate) fn advertised_applications(msg: &Message) -> (Vec<u32>, bool) {
     let mut apps = Vec::new();
     let mut vendor_specific = false;
     for a in msg.avps() {

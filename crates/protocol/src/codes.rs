@@ -3,15 +3,15 @@
 //! files by a test, so the two cannot drift apart.
 
 /// The IETF "vendor" (no V bit).
-pub const VENDOR_IETF: u32 = 0;
+pub(crate) const VENDOR_IETF: u32 = 0;
 /// 3GPP (IANA enterprise 10415).
 pub const VENDOR_3GPP: u32 = 10415;
 
 /// Application-Ids (RFC 6733 §2.4, RFC 4006 §1.3).
 pub mod application {
-    pub const COMMON_MESSAGES: u32 = 0;
+    pub(crate) const COMMON_MESSAGES: u32 = 0;
     pub const CREDIT_CONTROL: u32 = 4;
-    pub const RELAY: u32 = 0xffff_ffff;
+    pub(crate) const RELAY: u32 = 0xffff_ffff;
 }
 
 /// Command codes (RFC 6733 §3.1, RFC 4006 §3).

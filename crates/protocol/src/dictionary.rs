@@ -23,7 +23,7 @@ use super::message::Message;
 use super::types::{AvpType, Value};
 
 /// The built-in dictionary files, in load order.
-pub const BUILTIN: &[(&str, &str)] = &[
+pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("base.xml", include_str!("../../../dictionaries/base.xml")),
     (
         "credit-control.xml",
@@ -70,7 +70,7 @@ pub struct AvpDef {
 }
 
 impl AvpDef {
-    pub fn enum_name(&self, value: i32) -> Option<&str> {
+    pub(crate) fn enum_name(&self, value: i32) -> Option<&str> {
         self.enums
             .binary_search_by_key(&value, |(v, _)| *v)
             .ok()
@@ -541,11 +541,11 @@ impl Dictionary {
         self.commands.get(&code)
     }
 
-    pub fn application_name(&self, id: u32) -> Option<&str> {
+    pub(crate) fn application_name(&self, id: u32) -> Option<&str> {
         self.applications.get(&id).map(String::as_str)
     }
 
-    pub fn vendor_name(&self, id: u32) -> Option<&str> {
+    pub(crate) fn vendor_name(&self, id: u32) -> Option<&str> {
         self.vendors.get(&id).map(String::as_str)
     }
 
@@ -726,7 +726,7 @@ impl<'r> Counts<'r> {
 
 /// RFC 6733 §3: reserved command flag bits must be zero and a request must not carry the E bit
 /// (3008 INVALID_HDR_BITS).
-pub fn check_header_bits(msg: &Message) -> Result<(), DiameterError> {
+pub(crate) fn check_header_bits(msg: &Message) -> Result<(), DiameterError> {
     let f = msg.header.flags;
     if f.0 & CommandFlags::RESERVED != 0 {
         return Err(DiameterError::new(

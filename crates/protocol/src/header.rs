@@ -16,7 +16,7 @@ impl CommandFlags {
     /// R: the message is a request.
     pub const REQUEST: u8 = 0x80;
     /// P: the message may be proxied, relayed or redirected.
-    pub const PROXIABLE: u8 = 0x40;
+    pub(crate) const PROXIABLE: u8 = 0x40;
     /// E: the answer carries a protocol error (3xxx).
     pub const ERROR: u8 = 0x20;
     /// T: potentially retransmitted after a link failover.

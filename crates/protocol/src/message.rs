@@ -93,7 +93,7 @@ impl Message {
     }
 
     /// A message with a header and no AVPs (for answering a frame that could not be read).
-    pub fn header_only(header: Header) -> Self {
+    pub(crate) fn header_only(header: Header) -> Self {
         Message {
             header,
             frame: Bytes::new(),

@@ -22,7 +22,7 @@ use super::header::parse_header;
 use super::message::Message;
 
 /// RFC 3539 §3.4.1: Tw may not be set below 6 seconds.
-pub const MIN_WATCHDOG: Duration = Duration::from_secs(6);
+pub(crate) const MIN_WATCHDOG: Duration = Duration::from_secs(6);
 /// Jitter applied to each watchdog interval, ± (RFC 3539 §3.4.1).
 const WATCHDOG_JITTER_MS: u64 = 2000;
 

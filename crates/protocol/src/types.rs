@@ -31,7 +31,7 @@ pub enum AvpType {
 }
 
 impl AvpType {
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "OctetString" => Self::OctetString,
             "Integer32" => Self::Integer32,
@@ -53,7 +53,7 @@ impl AvpType {
     }
 
     /// Fixed data length, for the types that have one.
-    pub fn fixed_len(self) -> Option<usize> {
+    pub(crate) fn fixed_len(self) -> Option<usize> {
         match self {
             Self::Integer32 | Self::Unsigned32 | Self::Float32 | Self::Time | Self::Enumerated => {
                 Some(4)
@@ -93,27 +93,27 @@ fn fixed<const N: usize>(data: &[u8]) -> Result<[u8; N], TypeError> {
     data.try_into().map_err(|_| TypeError::Length)
 }
 
-pub fn decode_u32(data: &[u8]) -> Result<u32, TypeError> {
+pub(crate) fn decode_u32(data: &[u8]) -> Result<u32, TypeError> {
     fixed::<4>(data).map(u32::from_be_bytes)
 }
-pub fn decode_u64(data: &[u8]) -> Result<u64, TypeError> {
+pub(crate) fn decode_u64(data: &[u8]) -> Result<u64, TypeError> {
     fixed::<8>(data).map(u64::from_be_bytes)
 }
-pub fn decode_i32(data: &[u8]) -> Result<i32, TypeError> {
+pub(crate) fn decode_i32(data: &[u8]) -> Result<i32, TypeError> {
     fixed::<4>(data).map(i32::from_be_bytes)
 }
 pub fn decode_i64(data: &[u8]) -> Result<i64, TypeError> {
     fixed::<8>(data).map(i64::from_be_bytes)
 }
-pub fn decode_f32(data: &[u8]) -> Result<f32, TypeError> {
+pub(crate) fn decode_f32(data: &[u8]) -> Result<f32, TypeError> {
     fixed::<4>(data).map(f32::from_be_bytes)
 }
-pub fn decode_f64(data: &[u8]) -> Result<f64, TypeError> {
+pub(crate) fn decode_f64(data: &[u8]) -> Result<f64, TypeError> {
     fixed::<8>(data).map(f64::from_be_bytes)
 }
 
 /// UTF8String (RFC 6733 §4.3.1).
-pub fn decode_utf8(data: &[u8]) -> Result<&str, TypeError> {
+pub(crate) fn decode_utf8(data: &[u8]) -> Result<&str, TypeError> {
     std::str::from_utf8(data).map_err(|_| TypeError::Value("UTF8String is not valid UTF-8"))
 }
 
@@ -168,7 +168,7 @@ impl fmt::Display for Address {
     }
 }
 
-pub fn decode_address(data: &[u8]) -> Result<Address, TypeError> {
+pub(crate) fn decode_address(data: &[u8]) -> Result<Address, TypeError> {
     if data.len() < 2 {
         return Err(TypeError::Length);
     }
@@ -187,7 +187,7 @@ const NTP_UNIX_OFFSET: i64 = 2_208_988_800;
 
 /// Time (RFC 6733 §4.3.1): NTP seconds. Values with the top bit clear are in NTP era 1
 /// (from 2036-02-07 06:28:16 UTC), as RFC 4330 §3 extends the range to 2104.
-pub fn time_to_unix(ntp: u32) -> i64 {
+pub(crate) fn time_to_unix(ntp: u32) -> i64 {
     if ntp & 0x8000_0000 != 0 {
         i64::from(ntp) - NTP_UNIX_OFFSET
     } else {
@@ -219,7 +219,7 @@ pub struct DiameterUri {
     pub protocol: Option<String>,
 }
 
-pub fn decode_uri(data: &[u8]) -> Result<DiameterUri, TypeError> {
+pub(crate) fn decode_uri(data: &[u8]) -> Result<DiameterUri, TypeError> {
     const BAD: TypeError = TypeError::Value("DiameterURI is not aaa:// or aaas:// with an FQDN");
     let s = std::str::from_utf8(data).map_err(|_| BAD)?;
     let (secure, rest) = if let Some(r) = s.strip_prefix("aaas://") {

@@ -34,9 +34,6 @@ use ocf_charging::ledger::{Period, Unit};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// The schema this build writes and reads.
-pub const SCHEMA: u32 = 1;
-
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum Record {

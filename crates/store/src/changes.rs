@@ -24,7 +24,7 @@ use bytes::Buf;
 const MAGIC: &[u8; 4] = b"OCFC";
 const VERSION: u32 = 1;
 /// Largest change body: a provisioning import carries whole files.
-pub const MAX_CHANGE: usize = 64 << 20;
+pub(crate) const MAX_CHANGE: usize = 64 << 20;
 
 /// One logged change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,7 +34,7 @@ pub(crate) fn retry_wait(failures: usize) -> std::time::Duration {
 
 /// Writes `data` to `path` so that a crash leaves the old file or the new one, never a mix:
 /// a temporary file, synced, renamed over the old one, and the directory synced.
-pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;

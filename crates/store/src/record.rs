@@ -32,18 +32,18 @@ use bytes::Buf;
 pub use ocf_charging::ops::{Account, MAX_UNIT, Op, UnitCode};
 
 /// Header octets before the body: length and CRC.
-pub const FRAME_HEADER: usize = 8;
+pub(crate) const FRAME_HEADER: usize = 8;
 /// Body octets common to every record: sequence, time, kind.
-pub const BODY_HEADER: usize = 17;
+pub(crate) const BODY_HEADER: usize = 17;
 /// Largest body of a version 1 record; anything longer is corruption, not a record.
-pub const MAX_BODY_V1: usize = 256;
+pub(crate) const MAX_BODY_V1: usize = 256;
 /// Largest body of a version 2 record (a session's state with its last answer).
-pub const MAX_BODY_V2: usize = 1 << 20;
+pub(crate) const MAX_BODY_V2: usize = 1 << 20;
 /// The version this build writes.
 pub const VERSION: u32 = 2;
 
 /// The largest body a record of `version` may have (0: an unknown version).
-pub fn max_body(version: u32) -> usize {
+pub(crate) fn max_body(version: u32) -> usize {
     match version {
         1 => MAX_BODY_V1,
         2 => MAX_BODY_V2,
@@ -203,7 +203,7 @@ impl Record {
     }
 
     /// Decodes a body whose CRC has been checked. `None`: not a record of `version`.
-    pub fn decode_body(body: &[u8], version: u32) -> Option<Record> {
+    pub(crate) fn decode_body(body: &[u8], version: u32) -> Option<Record> {
         let mut i = In(body);
         let sequence = i.u64()?;
         let time = i.i64()?;
@@ -274,7 +274,7 @@ pub enum Next {
 
 /// The length, sequence and kind of the whole record at the front of `buf`, without checking
 /// or decoding it (`None`: not a whole record of `version`).
-pub fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
+pub(crate) fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
     let head = buf.first_chunk::<FRAME_HEADER>()?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if !(BODY_HEADER + 1..=max_body(version)).contains(&len) {
@@ -286,7 +286,7 @@ pub fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
 }
 
 /// The kind number of usage records.
-pub const KIND_USAGE: u8 = 7;
+pub(crate) const KIND_USAGE: u8 = 7;
 
 /// Reads the record at the front of `buf`, in a segment of `version`.
 pub fn next(buf: &[u8], version: u32) -> Next {

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use super::record::{self, Next, Record};
 
-pub const MAGIC: &[u8; 4] = b"OCFJ";
+pub(crate) const MAGIC: &[u8; 4] = b"OCFJ";
 /// The version new segments are written in (older segments are read in theirs).
 pub const VERSION: u32 = record::VERSION;
-pub const SEGMENT_HEADER: usize = 16;
+pub(crate) const SEGMENT_HEADER: usize = 16;
 
 /// The path of the segment starting at `first`.
 pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -359,7 +359,7 @@ pub struct SegmentWriter {
 /// The name of the manifest: the first sequence of the segment being written, replaced (and
 /// synced) each time a segment starts, so that start-up can tell a missing last segment from
 /// a clean end.
-pub const MANIFEST: &str = "manifest";
+pub(crate) const MANIFEST: &str = "manifest";
 
 /// Writes the manifest naming `first` as the current segment (atomically).
 fn write_manifest(dir: &Path, first: u64) -> io::Result<()> {
@@ -371,7 +371,7 @@ fn write_manifest(dir: &Path, first: u64) -> io::Result<()> {
 
 /// The first sequence of the segment the manifest says was being written; `None` if there is
 /// no manifest (a journal from before it existed).
-pub fn read_manifest(dir: &Path) -> Result<Option<u64>, ReadError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<u64>, ReadError> {
     let path = dir.join(MANIFEST);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -401,7 +401,7 @@ impl SegmentWriter {
 
     /// As [`Self::open`]; with `fresh`, a new segment starts at `next_sequence` (after a
     /// snapshot that includes records the journal lost).
-    pub fn open_with(
+    pub(crate) fn open_with(
         dir: &Path,
         next_sequence: u64,
         segment_bytes: u64,
@@ -484,10 +484,6 @@ impl SegmentWriter {
         }
     }
 
-    pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
-    }
-
     /// Writes encoded records (whose sequences start at `next_sequence`, `count` of them) in
     /// one write, first starting a new segment if this one is full. On failure nothing of it
     /// stays in the file.
@@ -553,11 +549,6 @@ impl SegmentWriter {
             }
         }
     }
-
-    /// Octets written but not yet synced.
-    pub fn unsynced_len(&self) -> usize {
-        self.unsynced.len()
-    }
 }
 
 #[cfg(test)]
@@ -591,14 +582,14 @@ impl Follower {
     }
 
     /// The next sequence it will read.
-    pub fn next_sequence(&self) -> u64 {
+    pub(crate) fn next_sequence(&self) -> u64 {
         self.next
     }
 
     /// Passes every record of kind `kind` from the next sequence up to `upto` (inclusive) to
     /// `f`, in order, and skips the others without decoding them. Stops early where the journal
     /// has no more yet.
-    pub fn read_up_to(
+    pub(crate) fn read_up_to(
         &mut self,
         upto: u64,
         kind: u8,

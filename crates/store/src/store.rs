@@ -57,7 +57,7 @@ impl Store {
     }
 
     /// Logs every account change to `log` before it is carried out.
-    pub fn with_change_log(mut self, log: ChangeLog) -> Store {
+    pub(crate) fn with_change_log(mut self, log: ChangeLog) -> Store {
         self.changes = Some(Mutex::new(log));
         self
     }

@@ -151,7 +151,7 @@ impl Journal {
     }
 
     /// The progress, shared (for threads that follow the journal).
-    pub fn progress_handle(&self) -> Arc<Progress> {
+    pub(crate) fn progress_handle(&self) -> Arc<Progress> {
         self.progress.clone()
     }
 

@@ -23,7 +23,7 @@ pub struct SctpEndpoint {
     pub port: u16,
 }
 
-pub const IPPROTO_SCTP: i32 = 132;
+pub(crate) const IPPROTO_SCTP: i32 = 132;
 const SCTP_NODELAY: libc::c_int = 3;
 const SCTP_DEFAULT_SNDINFO: libc::c_int = 34;
 const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
@@ -32,7 +32,7 @@ const SCTP_RECVRCVINFO: libc::c_int = 32;
 /// cmsg type of `struct sctp_rcvinfo` (RFC 6458 §5.3.5).
 const SCTP_RCVINFO: libc::c_int = 3;
 /// IANA payload protocol identifier for Diameter over SCTP.
-pub const DIAMETER_PPID: u32 = 46;
+pub(crate) const DIAMETER_PPID: u32 = 46;
 
 /// `struct sctp_rcvinfo` (RFC 6458 §5.3.5).
 #[repr(C)]

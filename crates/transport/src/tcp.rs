@@ -8,7 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Accept backlog: a gateway pool reconnecting at once must not see refusals.
-pub const BACKLOG: i32 = 1024;
+pub(crate) const BACKLOG: i32 = 1024;
 
 /// Binds a listener; must be called inside a tokio runtime.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {

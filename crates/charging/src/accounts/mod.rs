@@ -87,7 +87,7 @@ impl Accounts {
 
     /// Shares the gate: requests and supervision, from their first ledger change until their
     /// ops are handed over.
-    pub fn share_gate(&self) -> RwLockReadGuard<'_, ()> {
+    pub(crate) fn share_gate(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -340,11 +340,11 @@ pub struct BuiltTenant {
 /// Builds one tenant from its spec, checking everything about it; errors name the tenant and
 /// the node. `devices_total` counts devices across a whole import, against [`MAX_DEVICES`].
 /// The longest name of a tenant or node, in octets of UTF-8.
-pub const MAX_NAME_BYTES: usize = 128;
+pub(crate) const MAX_NAME_BYTES: usize = 128;
 
 /// Checks one name of a tenant or node: 1 to [`MAX_NAME_BYTES`] octets, no '/', no control
 /// characters.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(format!(
             "a name has 1 to {MAX_NAME_BYTES} octets ('{}' has {})",
@@ -361,7 +361,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTenant, String> {
+pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTenant, String> {
     let short: String = t.name.chars().take(40).collect();
     let terr = |reason: String| format!("tenant '{short}': {reason}");
     check_name(&t.name).map_err(&terr)?;
@@ -469,12 +469,12 @@ pub fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<BuiltTena
 }
 
 /// The subscription ids a node spec names.
-pub fn node_subscriptions(n: &NodeSpec) -> Subscriptions {
+pub(crate) fn node_subscriptions(n: &NodeSpec) -> Subscriptions {
     subscriptions_of(&n.msisdn, &n.imsi, &n.nai, &n.sip_uri)
 }
 
 /// Subscription ids from the optional MSISDN, IMSI, NAI and SIP URI of a node.
-pub fn subscriptions_of(
+pub(crate) fn subscriptions_of(
     msisdn: &Option<String>,
     imsi: &Option<String>,
     nai: &Option<String>,
@@ -492,12 +492,12 @@ pub fn subscriptions_of(
 }
 
 /// Parses the limits of a node spec into counters.
-pub fn limits_to_counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
+pub(crate) fn limits_to_counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
     counters(limits)
 }
 
 /// Parses a policy spec.
-pub fn policy_from_spec(spec: &PolicySpec) -> Result<Policy, String> {
+pub(crate) fn policy_from_spec(spec: &PolicySpec) -> Result<Policy, String> {
     policy(spec)
 }
 
@@ -589,11 +589,6 @@ pub fn generate(enterprises: u64, devices: u64) -> String {
         }
     }
     out
-}
-
-/// Device n of the default enterprise: MSISDN 15551000000+n, IMSI "00101" + n in 10 digits.
-pub fn default_device_ids(n: u64) -> (String, String) {
-    (format!("{}", 15_551_000_000 + n), format!("00101{n:010}"))
 }
 
 /// The embedded default tenant (DESIGN.md §7) as a provisioning text, so that it is imported,

@@ -43,7 +43,7 @@ pub struct Tariff {
 impl Tariff {
     /// Price per octet as a fraction (numerator, denominator) in ledger money units
     /// (10^-MONEY_SCALE of the currency). `None` if the price has more decimals than that.
-    pub fn per_octet(&self) -> Option<(u128, u128)> {
+    pub(crate) fn per_octet(&self) -> Option<(u128, u128)> {
         // Checked: a price from a file or the admin API may be as large as a Decimal goes.
         let scaled = self
             .price
@@ -173,14 +173,6 @@ impl Directory {
         self.policies[i] = policy;
     }
 
-    /// Sets the Validity-Time of every tree's policy so far (the embedded tenant's is
-    /// configurable; provisioning files set their own).
-    pub fn set_default_validity(&mut self, seconds: u32) {
-        for p in &mut self.policies {
-            p.validity_time_s = seconds;
-        }
-    }
-
     pub fn policy(&self, tree: u32) -> &Policy {
         static DEFAULT: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
         self.policies
@@ -189,19 +181,19 @@ impl Directory {
     }
 
     /// Drops every subscription id bound to an account `gone` says is gone.
-    pub fn unbind_where(&mut self, gone: impl Fn(AccountRef) -> bool) {
+    pub(crate) fn unbind_where(&mut self, gone: impl Fn(AccountRef) -> bool) {
         self.numbers.retain(|_, at| !gone(*at));
         self.names.retain(|_, at| !gone(*at));
     }
 
     /// Whether any subscription id names the account: it is a device (a scan, stopping at the
     /// first: for account changes, not the hot path).
-    pub fn is_bound(&self, at: AccountRef) -> bool {
+    pub(crate) fn is_bound(&self, at: AccountRef) -> bool {
         self.numbers.values().any(|a| *a == at) || self.names.values().any(|a| *a == at)
     }
 
     /// The subscription ids bound to an account (a scan: for the admin API, not the hot path).
-    pub fn bindings_of(&self, at: AccountRef) -> Vec<(SubscriptionType, String)> {
+    pub(crate) fn bindings_of(&self, at: AccountRef) -> Vec<(SubscriptionType, String)> {
         let mut out: Vec<(SubscriptionType, String)> = self
             .numbers
             .iter()
@@ -219,7 +211,7 @@ impl Directory {
     }
 
     /// Hands the policies over (the engine keeps them where they can be swapped live).
-    pub fn take_policies(&mut self) -> Vec<Policy> {
+    pub(crate) fn take_policies(&mut self) -> Vec<Policy> {
         std::mem::take(&mut self.policies)
     }
 
@@ -230,7 +222,7 @@ impl Directory {
 
 /// The compact key of an E.164 number or IMSI written in plain digits (an E.164 number may
 /// start with `+`); `None` for anything else, which is kept as a name.
-pub fn number_key(kind: SubscriptionType, id: &str) -> Option<(SubscriptionType, u8, u64)> {
+pub(crate) fn number_key(kind: SubscriptionType, id: &str) -> Option<(SubscriptionType, u8, u64)> {
     if !matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
         return None;
     }

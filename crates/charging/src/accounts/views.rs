@@ -128,7 +128,7 @@ fn path_parts(path: &str) -> Result<Vec<&str>, ChangeError> {
 
 impl Accounts {
     /// Finds a live node by path.
-    pub fn find_node(&self, path: &str) -> Result<AccountRef, ChangeError> {
+    pub(crate) fn find_node(&self, path: &str) -> Result<AccountRef, ChangeError> {
         let parts = path_parts(path)?;
         let tree = self
             .ledger()
@@ -248,7 +248,7 @@ impl Accounts {
 }
 
 /// A policy as a spec (the inverse of parsing one).
-pub fn policy_spec(p: &Policy) -> PolicySpec {
+pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
     let mut spec = PolicySpec {
         slice_octets: Some(Amount::Number(p.slice_octets)),
         slice_seconds: Some(p.slice_seconds),

@@ -151,7 +151,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// Notes that supervision closed a session.
-    pub fn session_closed(&mut self, session_id: &str) {
+    pub(crate) fn session_closed(&mut self, session_id: &str) {
         self.ops
             .push(Op::SessionClosed(session_id.as_bytes().to_vec()));
     }

@@ -142,7 +142,7 @@ impl ShardMaps {
     }
 
     /// Forgets ended sessions whose linger time is over; returns how many.
-    pub fn expire_ended(&mut self, now: i64) -> usize {
+    pub(crate) fn expire_ended(&mut self, now: i64) -> usize {
         let mut n = 0;
         while let Some((deadline, _)) = self.ended_order.front() {
             if *deadline > now {
@@ -190,11 +190,11 @@ impl Sessions {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn shard_count(&self) -> usize {
+    pub(crate) fn shard_count(&self) -> usize {
         SHARDS
     }
 
-    pub fn lock_index(&self, i: usize) -> Shard<'_> {
+    pub(crate) fn lock_index(&self, i: usize) -> Shard<'_> {
         self.lock_shard(i)
     }
 
@@ -325,7 +325,7 @@ fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
 
 /// Writes the answer to `req` from an answer kept compact (see [`put_answer`]); false if
 /// `answer` is not compact (it is whole: send it as it is).
-pub fn write_compact(
+pub(crate) fn write_compact(
     out: &mut bytes::BytesMut,
     answer: &[u8],
     req: &ocf_protocol::Message,
@@ -486,7 +486,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
 }
 
 /// [`encode_state`] for a session that has ended and lingers: what a retransmission needs.
-pub fn encode_ended(out: &mut Vec<u8>, session_id: &str, e: &Ended) {
+pub(crate) fn encode_ended(out: &mut Vec<u8>, session_id: &str, e: &Ended) {
     let s = Session {
         account: AccountRef { tree: 0, node: 0 },
         origin_host: e.origin_host.clone(),

@@ -80,7 +80,7 @@ impl Counter {
     }
 
     /// Starts a new period if `now` is past the current one. Outstanding reservations carry over.
-    pub fn roll(&mut self, tz: &TimeZone, now: i64) {
+    pub(crate) fn roll(&mut self, tz: &TimeZone, now: i64) {
         if now >= self.period_end {
             if self.period_end != i64::MIN {
                 self.used = 0;
@@ -153,7 +153,7 @@ impl OwnUsage {
     }
 
     /// Used in `period` as of `now`, without changing anything.
-    pub fn used_in(&self, period: Period, now: i64) -> u64 {
+    pub(crate) fn used_in(&self, period: Period, now: i64) -> u64 {
         let i = period_index(period);
         if i < 2 && now >= self.ends[i] {
             0
@@ -355,7 +355,7 @@ impl Tree {
 
     /// Adds `amount` to the reserved units on the path as it is, without sizing (replaying a
     /// journal: the grant was sized when it was made).
-    pub fn add_reserved(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
+    pub(crate) fn add_reserved(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
         self.hold(node, unit, amount, 0, now);
     }
 
@@ -421,7 +421,7 @@ impl Tree {
 
     /// What the accounts of `node`'s subtree used of `unit` in the current `period`: where a
     /// new limit starts.
-    pub fn subtree_used(&self, node: u32, unit: Unit, period: Period, now: i64) -> u64 {
+    pub(crate) fn subtree_used(&self, node: u32, unit: Unit, period: Period, now: i64) -> u64 {
         self.subtree(node)
             .into_iter()
             .filter_map(|n| self.nodes.get(n as usize))
@@ -472,7 +472,7 @@ impl Tree {
     }
 
     /// Whether `ancestor` is `node` or above it.
-    pub fn is_ancestor(&self, ancestor: u32, node: u32) -> bool {
+    pub(crate) fn is_ancestor(&self, ancestor: u32, node: u32) -> bool {
         let (path, len) = self.path(node);
         path[..len].contains(&(ancestor as usize))
     }
