@@ -186,14 +186,12 @@ pub fn open(
         )));
     }
     let first_start = records.is_empty();
-    let mut log = Some(log);
+    // Changes are logged from here on; the journal joins once replay is done.
+    let store = Store::new(engine).with_change_log(log);
+    let engine = store.engine();
     if first_start {
         // Change 0: the provisioning as it is, before any ledger record.
-        let first = Store::new(engine).with_change_log(
-            log.take()
-                .ok_or_else(|| StoreError::Changes("the change log is open twice".into()))?,
-        );
-        let s = first
+        let s = store
             .change(
                 &Change::Import {
                     sources: sources.clone(),
@@ -202,9 +200,6 @@ pub fn open(
             )
             .map_err(import_error)?;
         log_summary("first start", &s);
-        let (e, l) = first.into_parts();
-        engine = e;
-        log = l;
         records.clear();
     }
     // The changes the snapshot includes come first (on a first start there are none to read:
@@ -219,7 +214,7 @@ pub fn open(
     };
     let mut pending = records.split_off(included).into_iter().peekable();
     for r in &records {
-        replay(&engine, r)?;
+        replay(engine, r)?;
     }
     let (after, open, snap_sessions, snap_next) = match header {
         Some(h) => {
@@ -265,7 +260,7 @@ pub fn open(
             // Changes made before this record (logged with a lower sequence) take effect first.
             while let Some(r) = pending.next_if(|r| r.after_sequence < seq) {
                 if failed.is_none() {
-                    if let Err(e) = replay(&engine, &r) {
+                    if let Err(e) = replay(engine, &r) {
                         failed = Some(e);
                     }
                 }
@@ -275,7 +270,7 @@ pub fn open(
         return Err(e);
     }
     for r in pending {
-        replay(&engine, &r)?;
+        replay(engine, &r)?;
     }
     recovered.next_reservation = recovered.next_reservation.max(snap_next);
     let s = &summary;
@@ -322,11 +317,7 @@ pub fn open(
         })
     })?;
     let progress = journal.progress_handle();
-    let engine = engine.resume(recovered, now);
-    let mut store = Store::new(engine).with_journal(journal);
-    if let Some(log) = log {
-        store = store.with_change_log(log);
-    }
+    let store = store.resume(recovered, now, journal);
     // The files as they are now: whatever they changed since the last import.
     if !first_start
         && !store

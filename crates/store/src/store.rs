@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use ocf_charging::accounts::changes::{Change, ChangeError, Summary};
+use ocf_charging::engine::recorder::Recovered;
 use ocf_charging::engine::{CcrBatch, Engine, Pending, Supervision};
 use ocf_charging::ops::Op;
 use ocf_protocol::base::LocalIdentity;
@@ -62,13 +63,14 @@ impl Store {
         self
     }
 
-    /// The engine and the change log back (a first start makes change 0 before the journal
-    /// starts).
-    pub(crate) fn into_parts(self) -> (Engine, Option<ChangeLog>) {
-        let log = self
-            .changes
-            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
-        (self.engine, log)
+    /// Resumes the engine after replay (see [`Engine::resume`]), its ops going to `journal`
+    /// from now on.
+    pub(crate) fn resume(self, recovered: Recovered, now: i64, journal: Journal) -> Store {
+        Store {
+            engine: self.engine.resume(recovered, now),
+            journal: Some(journal),
+            ..self
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -226,7 +228,7 @@ impl Store {
             let info = SnapshotInfo {
                 sequence,
                 next_reservation: f.next_reservation,
-                outstanding: f.outstanding.clone(),
+                outstanding: f.outstanding,
                 fingerprint: snapshot::fingerprint(f.ledger),
                 changes: f.changes,
             };

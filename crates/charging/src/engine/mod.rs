@@ -256,7 +256,7 @@ impl Engine {
     /// Runs `f` with every request and change stopped (the snapshot gate held exclusively),
     /// on the state as it stands: the store takes a snapshot this way, so the ledger it copies
     /// is exactly the effect of the ops handed over so far.
-    pub fn frozen<R>(&self, f: impl FnOnce(&Frozen<'_>) -> R) -> R {
+    pub fn frozen<R>(&self, f: impl FnOnce(Frozen<'_>) -> R) -> R {
         let _stop = self.accounts.stop();
         // Reservations still open, in sessions and from before the last start, and the
         // sessions themselves, open or lingering.
@@ -286,7 +286,7 @@ impl Engine {
                 sessions.push(data);
             }
         }
-        f(&Frozen {
+        f(Frozen {
             ledger: self.accounts.ledger(),
             outstanding,
             sessions,
