@@ -503,8 +503,12 @@ fn full_disk(mode: &str) {
     let state = fs.point.clone();
     let cfg = format!(
         // No overload shedding: on a busy test machine a healthy request may wait longer than
-        // the default 2 ms, and this test is about the disk, not about overload.
-        "overload_queue_us = 0\n[journal]\ndurability = \"{mode}\"\nsegment_mib = 1\nusage_records = true\nqueue_records = 256\ndurable_timeout_ms = 1000\n"
+        // the default 2 ms, and this test is about the disk, not about overload. The queue
+        // admits 768 records (3/4 of 1024) before it refuses: more than the healthy phase
+        // makes in all (36 sessions, at most 8 records each), so no refusal there can come of
+        // a writer thread the machine has not scheduled yet; and fewer than the full phase's
+        // 300 sessions make, so the backlog refusal it waits for must come.
+        "overload_queue_us = 0\n[journal]\ndurability = \"{mode}\"\nsegment_mib = 1\nusage_records = true\nqueue_records = 1024\ndurable_timeout_ms = 1000\n"
     );
     let mut d = Daemon::start_in_state(tempfile::tempdir().unwrap(), &state, &cfg, &[]);
     let api = d.admin();

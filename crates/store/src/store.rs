@@ -109,6 +109,13 @@ impl Store {
         if self.admit() {
             batch.credit_control(identity, req, out);
         } else {
+            if let Some(j) = &self.journal {
+                tracing::debug!(
+                    lag = j.lag(),
+                    failing = j.progress().failing.load(Ordering::Relaxed),
+                    "journal admission refused a request"
+                );
+            }
             let e = DiameterError::new(
                 ResultCode::TooBusy,
                 "the charging journal is behind; try again",
