@@ -10,6 +10,7 @@
 
 pub mod change_record;
 pub mod changes;
+mod mailbox;
 pub mod record;
 pub mod recovery;
 pub mod replay;

@@ -286,8 +286,8 @@ pub fn open(
     }
     let durability = jc.durability;
     // The usage-record follower is woken whenever the journal has written more.
-    let wake = crossbeam_channel::bounded::<()>(1);
-    let wake_usage = wake.0.clone();
+    let wake = std::sync::Arc::new(crate::mailbox::Signal::default());
+    let wake_usage = wake.clone();
     let on_progress: OnProgress = Box::new(move |p| {
         use std::sync::atomic::Ordering;
         let durable = match durability {
@@ -295,7 +295,7 @@ pub fn open(
             _ => p.written.load(Ordering::Acquire),
         };
         on_durable(durable);
-        let _ = wake_usage.try_send(());
+        wake_usage.notify();
     });
     let last = s.last_sequence.unwrap_or(0);
     let journal = crate::writer::Journal::start(

@@ -41,7 +41,7 @@ pub struct FollowState {
     /// Failed writes of the usage files (retried; ops must alert).
     pub errors: AtomicU64,
     stop: AtomicBool,
-    wake: (Sender<()>, Receiver<()>),
+    wake: std::sync::Arc<crate::mailbox::Signal>,
 }
 
 /// Lines that may wait for the writer; a full queue makes the caller wait rather than drop an
@@ -95,14 +95,14 @@ impl UsageLog {
 
     /// Follows the journal in `journal`: usage records up to `written()` go to the usage files
     /// in `dir`. Resumes after the last line the files hold (a torn last line is cut off and
-    /// written again). `wake` is a channel of capacity 1 the journal's writer signals on
-    /// whenever it has written more (with `try_send`: it never blocks).
-    pub fn follow(
+    /// written again). `wake` is the signal the journal's writer gives whenever it has
+    /// written more (it never blocks).
+    pub(crate) fn follow(
         dir: &Path,
         journal: &Path,
         rotate_bytes: u64,
         written: impl Fn() -> u64 + Send + 'static,
-        wake: (Sender<()>, Receiver<()>),
+        wake: std::sync::Arc<crate::mailbox::Signal>,
     ) -> io::Result<UsageLog> {
         fs::create_dir_all(dir)?;
         let after = resume_point(dir)?;
@@ -152,7 +152,7 @@ impl UsageLog {
     pub fn close(&self) {
         if let Some(f) = &self.follow {
             f.stop.store(true, Ordering::Release);
-            let _ = f.wake.0.try_send(());
+            f.wake.notify();
         }
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -401,7 +401,7 @@ fn follow_run(
             Duration::from_secs(1)
         };
         if !wait.is_zero() {
-            let _ = st.wake.1.recv_timeout(wait);
+            st.wake.wait(wait);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The journal writer: a dedicated thread fed by a crossbeam channel that admission bounds. It takes whatever
+//! The journal writer: a dedicated thread fed by a mailbox that admission bounds. It takes whatever
 //! has queued up, writes it in one write (group commit), and syncs as the durability mode says.
 //! Callers learn progress through the written and synced sequence numbers and an optional
 //! callback (the server turns it into a wake-up for connections waiting on durability).
@@ -23,11 +23,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use std::collections::VecDeque;
+
+use crate::mailbox::{Mailbox, Taken};
 use metrics::Histogram;
 
 use super::record::{Op, Record};
 use super::segment::SegmentWriter;
+
+/// How long the writer gathers batches between writes in async durability while records keep
+/// coming (a queue an eighth full wakes it early). Bounds how far the written records trail the
+/// answers, which in async mode do not wait for them.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// The histogram of group write times, in seconds.
 pub const WRITE_LATENCY: &str = "ocfd_journal_write_latency_seconds";
@@ -90,7 +97,9 @@ pub type OnProgress = Box<dyn Fn(&Progress) + Send>;
 
 /// Handle to the journal writer thread.
 pub struct Journal {
-    tx: Mutex<Option<(Sender<Batch>, u64)>>,
+    /// The next sequence to assign (None once closed), and where batches go.
+    next: Mutex<Option<u64>>,
+    mailbox: Arc<Mailbox<Batch>>,
     progress: Arc<Progress>,
     capacity: usize,
     durability: Durability,
@@ -122,7 +131,8 @@ impl Journal {
         )?;
         // Unbounded so that a hand-over never parks a runtime worker: admission bounds the
         // queue instead (see `admit`).
-        let (tx, rx) = unbounded();
+        let mailbox = Arc::new(Mailbox::new());
+        let rx = mailbox.clone();
         let progress = Arc::new(Progress::default());
         for p in [&progress.queued, &progress.written, &progress.synced] {
             p.store(last_sequence, Ordering::Relaxed);
@@ -137,7 +147,8 @@ impl Journal {
             .name("ocfd-journal".into())
             .spawn(move || run(rx, segments, p, durability, interval, on_progress, latency))?;
         Ok(Journal {
-            tx: Mutex::new(Some((tx, last_sequence + 1))),
+            next: Mutex::new(Some(last_sequence + 1)),
+            mailbox,
             progress,
             capacity: config.capacity.max(1),
             durability: config.durability,
@@ -195,8 +206,8 @@ impl Journal {
         if ops.is_empty() {
             return 0;
         }
-        let mut guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((tx, next)) = guard.as_mut() else {
+        let mut guard = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(next) = guard.as_mut() else {
             return 0;
         };
         let first = *next;
@@ -204,7 +215,12 @@ impl Journal {
         let batch = Batch { first, time, ops };
         // Never waits: admission keeps the queue near `capacity` (requests already admitted
         // may add their batch past it, but none is admitted until it drains).
-        if tx.send(batch).is_err() {
+        // In async durability the writer gathers for a few milliseconds between writes and is
+        // woken early only when the queue grows long (see `run`).
+        let urgent = self.durability != Durability::Async
+            || (first + n).saturating_sub(self.progress.written.load(Ordering::Acquire))
+                >= (self.capacity / 8) as u64;
+        if !self.mailbox.send(batch, urgent) {
             self.progress.errors.fetch_add(1, Ordering::Relaxed);
             return 0;
         }
@@ -226,8 +242,11 @@ impl Journal {
     /// Writes and syncs everything queued, then stops the thread (bounded by the queue).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(tx);
+        // Under the sequence lock, so no append is between assigning and queueing.
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        *next = None;
+        self.mailbox.close();
+        drop(next);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
@@ -270,7 +289,7 @@ impl Group {
 }
 
 fn run(
-    rx: Receiver<Batch>,
+    rx: Arc<Mailbox<Batch>>,
     mut segments: SegmentWriter,
     p: Arc<Progress>,
     durability: Durability,
@@ -283,7 +302,11 @@ fn run(
         ..Group::default()
     };
     let mut last_sync = Instant::now();
+    // Batches taken from the mailbox and not yet in a group.
+    let mut pending: VecDeque<Batch> = VecDeque::new();
     let mut unsynced = false;
+    // The last wait took something (async durability): the next one gathers.
+    let mut gathering = false;
     let mut failures = 0usize;
     let mut closed_at: Option<Instant> = None;
     let notify = |p: &Progress| {
@@ -307,20 +330,30 @@ fn run(
                 } else {
                     Duration::from_secs(3600)
                 };
-                match rx.recv_timeout(wait) {
-                    Ok(b) => group.add(b),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
+                let limit = if pending.is_empty() {
+                    wait
+                } else {
+                    Duration::ZERO
+                };
+                // Busy in async durability: nobody waits for these records, so gather a
+                // while instead of being woken per batch. Idle: the first batch wakes it.
+                let taken = if gathering && failures == 0 && pending.is_empty() {
+                    rx.gather(GATHER.min(wait), &mut pending)
+                } else {
+                    rx.take_all(limit, &mut pending)
+                };
+                if taken == Taken::Closed && pending.is_empty() {
+                    closed_at = Some(Instant::now());
                 }
+                gathering = durability == Durability::Async && !pending.is_empty();
+            } else if rx.take_all(Duration::ZERO, &mut pending) == Taken::Closed {
+                // Closing: everything still queued is taken.
             }
-            // Group commit: everything else already waiting goes in the same write.
-            while group.count > 0 || closed_at.is_some() {
-                if group.buf.len() >= MAX_GROUP_BYTES {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(b) => group.add(b),
-                    Err(_) => break,
+            // Group commit: everything waiting goes in the same write, up to a bound.
+            while group.buf.len() < MAX_GROUP_BYTES {
+                match pending.pop_front() {
+                    Some(b) => group.add(b),
+                    None => break,
                 }
             }
         }
@@ -378,13 +411,15 @@ fn run(
         }
         notify(&p);
         if let Some(at) = closed_at {
-            let done = group.count == 0 && !unsynced && rx.is_empty();
+            let done = group.count == 0 && !unsynced && pending.is_empty() && rx.len() == 0;
             if done {
                 return;
             }
             if failures > 0 && at.elapsed() > GIVE_UP_AFTER_CLOSE {
                 tracing::error!(
-                    records_lost = group.count + rx.len() as u64,
+                    records_lost = group.count
+                        + pending.iter().map(|b| b.ops.len() as u64).sum::<u64>()
+                        + rx.len() as u64,
                     "journal: stopping with records that could not be written"
                 );
                 return;
