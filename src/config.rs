@@ -54,6 +54,10 @@ pub struct DiameterConfig {
     /// read that brought it is answered 3004 DIAMETER_TOO_BUSY without being charged, so
     /// what is admitted keeps a bounded latency (0: never shed).
     pub overload_queue_us: u64,
+    /// DOIC (RFC 7683): how long an overload report holds, in seconds; requests announcing
+    /// the loss algorithm get OC-Supported-Features and, while ocfd is overloaded, an OC-OLR
+    /// (0: DOIC off, answers carry neither).
+    pub doic_validity_s: u32,
     /// If not empty, only these Origin-Hosts may connect; others get 3010 UNKNOWN_PEER.
     pub allowed_peers: Vec<String>,
     /// Directory of extra dictionary `*.xml` files, loaded after the built-in ones.
@@ -243,6 +247,7 @@ impl Default for DiameterConfig {
             partial_message_timeout_s: 30,
             max_message_bytes: ocf_protocol::frame::DEFAULT_MAX_MESSAGE_LEN,
             overload_queue_us: 2000,
+            doic_validity_s: 10,
             allowed_peers: vec![],
             dictionary_dir: None,
             tls: TlsSection::default(),
@@ -427,6 +432,12 @@ impl Config {
             return Err(invalid(
                 "journal",
                 "segment_mib and sync_interval_ms must be at least 1, queue_records at least 16",
+            ));
+        }
+        if self.diameter.doic_validity_s > ocf_protocol::doic::MAX_VALIDITY_S {
+            return Err(invalid(
+                "diameter.doic_validity_s",
+                "must be at most 86400 (RFC 7683 §7.4)",
             ));
         }
         if self.charging.validity_time_s == 0 {

@@ -11,8 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{Shared, dispatch, meter};
+use super::{Shared, dispatch, meter, overload};
 use ocf_protocol::codes::DisconnectCause;
+use ocf_protocol::doic;
 use ocf_protocol::frame::{self, FrameError};
 use ocf_protocol::header::HEADER_LEN;
 use ocf_protocol::peer::{Event, Peer, State};
@@ -68,6 +69,7 @@ fn answer_events<'e>(
     batch: &mut Option<ocf_charging::CcrBatch<'e>>,
     remote: SocketAddr,
     tracked: &mut Option<Vec<Tracked>>,
+    reports: &mut Doic<'_>,
 ) -> u64 {
     let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
@@ -80,11 +82,14 @@ fn answer_events<'e>(
                 let (identity, out) = peer.identity_and_transmit();
                 let start = out.len();
                 dispatch::answer(store, batch, identity, out, &msg);
-                if let Some(t) = tracked.as_mut() {
-                    let h = &msg.header;
-                    if h.application_id == ocf_protocol::codes::application::CREDIT_CONTROL
-                        && h.command_code == ocf_protocol::codes::command::CREDIT_CONTROL
-                    {
+                let h = &msg.header;
+                if h.application_id == ocf_protocol::codes::application::CREDIT_CONTROL
+                    && h.command_code == ocf_protocol::codes::command::CREDIT_CONTROL
+                {
+                    if reports.report.is_some() && doic::announced(msg.avps()).is_some_and(loss) {
+                        reports.add(out, start);
+                    }
+                    if let Some(t) = tracked.as_mut() {
                         t.push(Tracked {
                             start,
                             end: out.len(),
@@ -101,6 +106,29 @@ fn answer_events<'e>(
         }
     }
     answered
+}
+
+/// The DOIC report the answers of one read carry (None: DOIC off), and how many carried an
+/// OC-OLR.
+struct Doic<'r> {
+    report: Option<&'r overload::Report>,
+    olr_sent: u64,
+}
+
+impl Doic<'_> {
+    /// Adds the report to the answer at `start`, the last in `out`.
+    fn add(&mut self, out: &mut BytesMut, start: usize) {
+        if let Some(r) = self.report {
+            if doic::append(out, start, &r.avps) && r.olr.is_some() {
+                self.olr_sent += 1;
+            }
+        }
+    }
+}
+
+/// Whether an OC-Feature-Vector has the loss algorithm, the only one ocfd reports for.
+fn loss(vector: u64) -> bool {
+    vector & doic::OLR_DEFAULT_ALGO != 0
 }
 
 /// A credit-control answer waiting in the output buffer for its records to become durable, and
@@ -220,7 +248,24 @@ pub(crate) async fn drive<S>(
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            let n = answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked);
+            let report = live.doic.then(|| shared.overload.report());
+            let mut reports = Doic {
+                report: report.as_deref().map(|r| &**r),
+                olr_sent: 0,
+            };
+            let n = answer_events(
+                &mut peer,
+                &shared.store,
+                &mut batch,
+                remote,
+                &mut tracked,
+                &mut reports,
+            );
+            if reports.olr_sent > 0 {
+                shared
+                    .olr_sent
+                    .fetch_add(reports.olr_sent, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(b) = batch.take() {
                 wait_for = wait_for.max(shared.store.hand_over(b.finish()));
             }
@@ -304,28 +349,35 @@ pub(crate) async fn drive<S>(
                 // Requests are answered as they are cut, so the clock says how long the rest
                 // of this read has waited; past the overload budget, credit-control requests
                 // are refused (3004) at a fraction of the cost of answering them.
-                let shed_at = live.overload_queue.map(|d| now + d);
                 let (mut frames, mut shedding, mut shed, mut answered) = (0u32, false, 0u64, 0u64);
                 let mut batch = None;
+                let report = live.doic.then(|| shared.overload.report());
+                let mut reports = Doic { report: report.as_deref().map(|r| &**r), olr_sent: 0 };
                 loop {
                     match cut(&mut rbuf, live.max_message_bytes) {
                         Cut::Frame(f) => {
                             meters.request(&f);
-                            if let Some(at) = shed_at {
+                            if let Some(budget) = live.overload_queue {
+                                // The queue ahead of this request, against the measured cost
+                                // of one, and the clock: preemption alone cannot trip it.
                                 if !shedding && frames > 0 && frames % SHED_CHECK_EVERY == 0 {
-                                    shedding = Instant::now() >= at;
+                                    shedding = shared.overload.over(frames, now.elapsed(), budget);
                                 }
                                 frames += 1;
                                 if shedding && peer.is_open() && is_credit_control_request(&f) {
                                     let (identity, out) = peer.identity_and_transmit();
+                                    let start = out.len();
                                     if identity.write_busy_answer(out, &f) {
+                                        if reports.report.is_some() && doic::frame_announces_loss(&f) {
+                                            reports.add(out, start);
+                                        }
                                         shed += 1;
                                         continue;
                                     }
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked);
+                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked, &mut reports);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");
@@ -342,6 +394,10 @@ pub(crate) async fn drive<S>(
                 }
                 if let Some(b) = batch.take() {
                     wait_for = wait_for.max(shared.store.hand_over(b.finish()));
+                }
+                shared.overload.measured(answered, now.elapsed());
+                if reports.olr_sent > 0 {
+                    shared.olr_sent.fetch_add(reports.olr_sent, std::sync::atomic::Ordering::Relaxed);
                 }
                 shared.requests.fetch_add(answered + shed, std::sync::atomic::Ordering::Relaxed);
                 if shed > 0 {

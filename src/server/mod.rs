@@ -5,6 +5,7 @@ pub mod admin;
 mod connection;
 pub mod dispatch;
 pub mod meter;
+mod overload;
 pub mod recovery;
 pub mod reload;
 mod systemd;
@@ -111,6 +112,10 @@ pub(crate) struct Live {
     pub partial_message_timeout: Duration,
     /// See `diameter.overload_queue_us` (None: never shed).
     pub overload_queue: Option<Duration>,
+    /// DOIC on (`diameter.doic_validity_s` > 0).
+    pub doic: bool,
+    /// How long a DOIC overload report holds, seconds.
+    pub doic_validity_s: u32,
     /// TLS/TCP: the server's TLS settings (None: no TLS listener), and whether a peer's
     /// Origin-Host must be a name in its certificate.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -137,6 +142,10 @@ pub(crate) struct Shared {
     pub seeds: AtomicU64,
     /// Diameter traffic meters for `/metrics`.
     pub meters: Arc<meter::Meters>,
+    /// The measured cost of a request and the DOIC report answers carry.
+    pub overload: overload::Overload,
+    /// Answers that carried an OC-OLR.
+    pub olr_sent: AtomicU64,
 }
 
 impl Shared {
@@ -290,6 +299,8 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
         partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
         overload_queue: (d.overload_queue_us > 0)
             .then(|| Duration::from_micros(d.overload_queue_us)),
+        doic: d.doic_validity_s > 0,
+        doic_validity_s: d.doic_validity_s,
         durable_timeout: Duration::from_millis(config.journal.durable_timeout_ms),
     })
 }
@@ -382,6 +393,8 @@ impl Server {
                 requests: Arc::new(AtomicU64::new(0)),
                 seeds: AtomicU64::new(now.as_nanos() as u64),
                 meters: Arc::new(meter::Meters::new()),
+                overload: overload::Overload::default(),
+                olr_sent: AtomicU64::new(0),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
@@ -545,6 +558,11 @@ impl Server {
             }
         };
         let mut status = status;
+        let shared = self.shared.clone();
+        let mut reporter = overload::Reporter::new(
+            shared.requests.load(Ordering::Relaxed),
+            shared.shed.load(Ordering::Relaxed) + store.refused(),
+        );
         systemd::ready(&status());
         let watchdog_every = systemd::watchdog_interval();
         let supervisor = tokio::spawn(async move {
@@ -576,10 +594,24 @@ impl Server {
                 if part + 1 < parts {
                     continue;
                 }
+                let shed = shed.load(Ordering::Relaxed);
+                let reduction = reporter.tick(
+                    shared.requests.load(Ordering::Relaxed),
+                    shed + store.refused(),
+                    shared.live.load().doic_validity_s,
+                    overload::unix_ms(),
+                    &shared.overload,
+                );
                 gauges.refresh(
                     &store,
-                    shed.load(Ordering::Relaxed),
-                    not_durable.load(Ordering::Relaxed),
+                    admin::OverloadFigures {
+                        shed,
+                        refused: store.refused(),
+                        not_durable: not_durable.load(Ordering::Relaxed),
+                        service_ns: shared.overload.service_ns(),
+                        reduction,
+                        olr_sent: shared.olr_sent.load(Ordering::Relaxed),
+                    },
                     sum.held_reservations + store.engine().outstanding_count(),
                 );
                 systemd::status(&status());

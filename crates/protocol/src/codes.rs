@@ -139,6 +139,15 @@ pub mod avp {
         QUOTA_CONSUMPTION_TIME = ("Quota-Consumption-Time", 881, VENDOR_3GPP, true);
         UNIT_QUOTA_THRESHOLD = ("Unit-Quota-Threshold", 1226, VENDOR_3GPP, true);
         TRIGGER = ("Trigger", 1264, VENDOR_3GPP, true);
+        // RFC 7683 DOIC: sent without the M bit (its §7.7), so a peer that does not know them
+        // ignores them.
+        OC_SUPPORTED_FEATURES = ("OC-Supported-Features", 621, VENDOR_IETF, false);
+        OC_FEATURE_VECTOR = ("OC-Feature-Vector", 622, VENDOR_IETF, false);
+        OC_OLR = ("OC-OLR", 623, VENDOR_IETF, false);
+        OC_SEQUENCE_NUMBER = ("OC-Sequence-Number", 624, VENDOR_IETF, false);
+        OC_VALIDITY_DURATION = ("OC-Validity-Duration", 625, VENDOR_IETF, false);
+        OC_REPORT_TYPE = ("OC-Report-Type", 626, VENDOR_IETF, false);
+        OC_REDUCTION_PERCENTAGE = ("OC-Reduction-Percentage", 627, VENDOR_IETF, false);
     }
 }
 

@@ -25,6 +25,8 @@ use super::types::{AvpType, Value};
 /// The built-in dictionary files, in load order.
 pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("base.xml", include_str!("../../../dictionaries/base.xml")),
+    // Before credit-control.xml, whose commands name its AVPs.
+    ("doic.xml", include_str!("../../../dictionaries/doic.xml")),
     (
         "credit-control.xml",
         include_str!("../../../dictionaries/credit-control.xml"),

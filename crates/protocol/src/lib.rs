@@ -5,6 +5,7 @@ pub mod avp;
 pub mod base;
 pub mod codes;
 pub mod dictionary;
+pub mod doic;
 pub mod dump;
 pub mod encode;
 pub mod error;

@@ -31,6 +31,8 @@ pub struct Store {
     /// The change log; changes are already one at a time (the engine's change lock), so this
     /// lock is never contended.
     changes: Option<Mutex<ChangeLog>>,
+    /// Credit-control requests answered 3004 because the journal could not admit them.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -41,6 +43,7 @@ impl Store {
             journal: None,
             usage: None,
             changes: None,
+            refused: Default::default(),
         }
     }
 
@@ -85,6 +88,12 @@ impl Store {
         self.usage.as_ref()
     }
 
+    /// Credit-control requests answered 3004 since start because the journal was behind (or,
+    /// where answers wait for it, failing).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Whether a request may be charged now: the journal has room and (where answers wait for
     /// it) works. Checked before anything is charged, so a refused request changes nothing.
     pub fn admit(&self) -> bool {
@@ -109,6 +118,7 @@ impl Store {
         if self.admit() {
             batch.credit_control(identity, req, out);
         } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             if let Some(j) = &self.journal {
                 tracing::debug!(
                     lag = j.lag(),

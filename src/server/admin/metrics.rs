@@ -112,6 +112,22 @@ fn describe() {
         "ocfd_overload_shed_total",
         "Credit-control requests answered 3004 TOO_BUSY by overload shedding"
     );
+    metrics::describe_counter!(
+        "ocfd_overload_journal_refused_total",
+        "Credit-control requests answered 3004 TOO_BUSY because the journal was behind"
+    );
+    metrics::describe_gauge!(
+        "ocfd_overload_service_seconds",
+        "The measured time one request takes to answer, against which a read's queue is judged for shedding"
+    );
+    metrics::describe_gauge!(
+        "ocfd_doic_reduction_percent",
+        "The OC-Reduction-Percentage of the DOIC overload report now out (0: none)"
+    );
+    metrics::describe_counter!(
+        "ocfd_doic_olr_sent_total",
+        "Answers that carried a DOIC overload report (OC-OLR)"
+    );
     metrics::describe_gauge!(
         "ocfd_journal_failing",
         "1 while the journal cannot be written (a full or failing disk; retried until it succeeds)"
@@ -134,6 +150,17 @@ fn describe() {
     );
 }
 
+/// Overload and DOIC figures the supervision tick passes to [`Gauges::refresh`].
+pub struct OverloadFigures {
+    /// 3004s by shedding, by the journal's admission, and for records not durable in time.
+    pub shed: u64,
+    pub refused: u64,
+    pub not_durable: u64,
+    pub service_ns: u64,
+    pub reduction: u32,
+    pub olr_sent: u64,
+}
+
 /// Pre-built gauge handles.
 pub struct Gauges {
     journal_lag: Gauge,
@@ -143,6 +170,10 @@ pub struct Gauges {
     sessions: Gauge,
     reservations: Gauge,
     shed: Counter,
+    journal_refused: Counter,
+    service: Gauge,
+    reduction: Gauge,
+    olr_sent: Counter,
     journal_failing: Gauge,
     not_durable: Counter,
     reports_refused: Counter,
@@ -165,6 +196,10 @@ impl Gauges {
             sessions: metrics::gauge!("ocfd_sessions_open"),
             reservations: metrics::gauge!("ocfd_reservations_open"),
             shed: metrics::counter!("ocfd_overload_shed_total"),
+            journal_refused: metrics::counter!("ocfd_overload_journal_refused_total"),
+            service: metrics::gauge!("ocfd_overload_service_seconds"),
+            reduction: metrics::gauge!("ocfd_doic_reduction_percent"),
+            olr_sent: metrics::counter!("ocfd_doic_olr_sent_total"),
             journal_failing: metrics::gauge!("ocfd_journal_failing"),
             not_durable: metrics::counter!("ocfd_answers_not_durable_total"),
             reports_refused: metrics::counter!("ocfd_usage_reports_refused_total"),
@@ -178,15 +213,18 @@ impl Gauges {
     pub fn refresh(
         &self,
         store: &ocf_store::Store,
-        shed: u64,
-        not_durable: u64,
+        overload: OverloadFigures,
         reservations: usize,
     ) {
         let engine = store.engine();
         self.reservations.set(reservations as f64);
         self.enterprises(engine);
-        self.shed.absolute(shed);
-        self.not_durable.absolute(not_durable);
+        self.shed.absolute(overload.shed);
+        self.journal_refused.absolute(overload.refused);
+        self.service.set(overload.service_ns as f64 * 1e-9);
+        self.reduction.set(f64::from(overload.reduction));
+        self.olr_sent.absolute(overload.olr_sent);
+        self.not_durable.absolute(overload.not_durable);
         self.reports_refused
             .absolute(engine.reports_refused.load(Ordering::Relaxed));
         if let Some(f) = store.usage_log().and_then(|u| u.following()) {

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-pub use self::metrics::{Gauges, prometheus};
+pub use self::metrics::{Gauges, OverloadFigures, prometheus};
 
 /// What the admin routes need.
 #[derive(Clone)]
