@@ -6,11 +6,13 @@
 //! - [`gy`]: CCRs built field by field and CCAs read back, for tests.
 //! - [`plan`], [`load`], [`stats`]: sessions and events at an open-loop rate or with a
 //!   closed-loop window over many connections, timed into HDR histograms.
+//! - [`reacting`]: DOIC (RFC 7683) as a reacting node: overload reports kept, requests abated.
 //! - [`responder`]: a do-nothing Gy server for measuring the generator's own ceiling.
 
 pub mod client;
 pub mod gy;
 pub mod load;
 pub mod plan;
+pub mod reacting;
 pub mod responder;
 pub mod stats;

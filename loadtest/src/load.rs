@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use ocf_protocol::avp::AvpIter;
 use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as c, command};
+use ocf_protocol::doic::{self, Olr};
 use ocf_protocol::error::DiameterError;
 use ocf_protocol::frame;
 use ocf_protocol::header::{HEADER_LEN, parse_header};
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::client::{Client, ClientConfig, Stream};
 use crate::plan::{Kind, MAX_MSCC, Plan, Scratch, SessionState};
+use crate::reacting::{Abatement, Decision, Ocs, Step};
 use crate::stats::{PerKind, RunReport, Stats, merged};
 
 /// Largest answer accepted.
@@ -81,6 +83,9 @@ pub struct LoadConfig {
     pub tick: Duration,
     /// Print one line per second to stderr.
     pub live: bool,
+    /// Act as a DOIC reacting node (RFC 7683, loss algorithm): announce it in every request
+    /// and abate what the server's overload reports ask.
+    pub doic: bool,
 }
 
 /// Receives each second's interval histograms: (offset from the start, length, type, histogram).
@@ -136,6 +141,8 @@ struct Slot {
 #[derive(Default)]
 struct Batch {
     sent: [u64; 4],
+    abated: [u64; 4],
+    probes: u64,
     answers: Vec<(Kind, Duration, u32)>,
     retransmits: u64,
     timeouts: u64,
@@ -147,8 +154,10 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.sent == [0; 4]
+            && self.abated == [0; 4]
             && self.answers.is_empty()
-            && self.retransmits + self.timeouts + self.protocol_errors + self.late == 0
+            && self.retransmits + self.timeouts + self.protocol_errors + self.late + self.probes
+                == 0
     }
 }
 
@@ -156,6 +165,10 @@ impl Batch {
 struct RunShared {
     stats: Mutex<Stats>,
     last_answer: Mutex<Option<Instant>>,
+    /// With `--doic`: the overload control state, and the OC-Supported-Features every request
+    /// ends with (encoded once); without, None and nothing.
+    ocs: Option<Ocs>,
+    doic_avps: Bytes,
 }
 
 impl RunShared {
@@ -166,7 +179,10 @@ impl RunShared {
         if let Ok(mut s) = self.stats.lock() {
             for k in Kind::ALL {
                 s.kinds[k as usize].sent += b.sent[k as usize];
+                s.kinds[k as usize].abated += b.abated[k as usize];
+                s.interval[k as usize].abated += b.abated[k as usize];
             }
+            s.probes += b.probes;
             for &(kind, lat, rc) in &b.answers {
                 s.answered(kind, lat, rc);
             }
@@ -181,6 +197,8 @@ impl RunShared {
             }
         }
         b.sent = [0; 4];
+        b.abated = [0; 4];
+        b.probes = 0;
         b.answers.clear();
         b.retransmits = 0;
         b.timeouts = 0;
@@ -190,14 +208,25 @@ impl RunShared {
     }
 }
 
-/// Result-Code and per-MSCC grants of a CCA, read straight from the frame.
-fn read_cca(frame: &[u8], plan: &Plan, granted: &mut [u64; MAX_MSCC]) -> Option<u32> {
-    let mut rc = None;
+/// Result-Code and per-MSCC grants of a CCA, read straight from the frame, and its OC-OLR if
+/// `want_olr`.
+fn read_cca(
+    frame: &[u8],
+    plan: &Plan,
+    granted: &mut [u64; MAX_MSCC],
+    want_olr: bool,
+) -> (Option<u32>, Option<Olr>) {
+    let (mut rc, mut olr) = (None, None);
     *granted = [0; MAX_MSCC];
     let mut next = 0;
-    for a in AvpIter::new(frame.get(HEADER_LEN..)?) {
+    let Some(avps) = frame.get(HEADER_LEN..) else {
+        return (None, None);
+    };
+    for a in AvpIter::new(avps) {
         if a.is(c::RESULT_CODE) {
             rc = a.u32().ok();
+        } else if want_olr && a.is(c::OC_OLR) {
+            olr = doic::olr(Some(a));
         } else if a.is(c::MULTIPLE_SERVICES_CREDIT_CONTROL) {
             let (mut rg, mut octets) = (None, 0);
             for m in a.children() {
@@ -220,7 +249,7 @@ fn read_cca(frame: &[u8], plan: &Plan, granted: &mut [u64; MAX_MSCC]) -> Option<
             next += 1;
         }
     }
-    rc
+    (rc, olr)
 }
 
 /// Why a connection's task ended badly.
@@ -260,6 +289,7 @@ struct Conn {
     batch: Batch,
     /// Requests this pass may still generate.
     budget: usize,
+    abatement: Abatement,
 }
 
 impl Conn {
@@ -275,6 +305,7 @@ impl Conn {
             serial,
             subscriber: serial * conns + self.id as u64,
             next_number: 0,
+            step: 0,
             granted: [0; MAX_MSCC],
         };
         match self.free.pop() {
@@ -314,6 +345,7 @@ impl Conn {
             kind,
             (hbh, e2e),
             retransmit,
+            &self.shared.doic_avps,
         );
     }
 
@@ -336,6 +368,44 @@ impl Conn {
         self.quota = self.quota.saturating_sub(1);
         self.budget = self.budget.saturating_sub(1);
         self.batch.sent[kind as usize] += 1;
+    }
+
+    /// Sends session `i`'s next request, unless an overload report in force says to abate it.
+    ///
+    /// Only what can be left out with the run still consistent is abated: a CCR-I or
+    /// CCR-EVENT (the session is not started, as if it had ended at once), and when those
+    /// cannot make up the share, a CCR-U, treated as answered locally without a new grant
+    /// (a gateway whose Credit-Control-Failure-Handling is CONTINUE): the session goes on to
+    /// its next step. Never a CCR-T: the session's reservation must be released.
+    fn offer(&mut self, i: u32, intended: Instant, now: Instant) {
+        let Some(ocs) = &self.shared.ocs else {
+            return self.send(i, intended, now);
+        };
+        let kind = self.kind_of(i);
+        let step = match kind {
+            Kind::Initial | Kind::Event => Step::Start,
+            Kind::Update => Step::Continue,
+            Kind::Termination => Step::End,
+        };
+        match self.abatement.decide(ocs.reduction(now), step) {
+            Decision::Send => self.send(i, intended, now),
+            Decision::Probe => {
+                self.batch.probes += 1;
+                self.send(i, intended, now);
+            }
+            Decision::Abate => {
+                // Counted against --requests and the pass's budget like a request sent.
+                self.quota = self.quota.saturating_sub(1);
+                self.budget = self.budget.saturating_sub(1);
+                self.batch.abated[kind as usize] += 1;
+                if kind == Kind::Update {
+                    self.sessions[i as usize].step += 1;
+                    self.ready.push_back((now + self.plan.think, i));
+                } else {
+                    self.end_session(i);
+                }
+            }
+        }
     }
 
     fn pop_done(&mut self) {
@@ -383,7 +453,7 @@ impl Conn {
                     };
                     let intended = p.intended(self.sent);
                     self.sent += 1;
-                    self.send(i, intended, now);
+                    self.offer(i, intended, now);
                 }
             }
             None => {
@@ -392,11 +462,11 @@ impl Conn {
                         break;
                     }
                     self.ready.pop_front();
-                    self.send(i, now, now);
+                    self.offer(i, now, now);
                 }
                 while self.session_count() < window && self.quota > 0 && self.budget > 0 {
                     let i = self.new_session();
-                    self.send(i, now, now);
+                    self.offer(i, now, now);
                 }
             }
         }
@@ -416,7 +486,11 @@ impl Conn {
         self.live -= 1;
         let i = slot.session;
         let mut granted = [0u64; MAX_MSCC];
-        let rc = read_cca(frame, &self.plan, &mut granted).unwrap_or(0);
+        let (rc, olr) = read_cca(frame, &self.plan, &mut granted, self.shared.ocs.is_some());
+        let rc = rc.unwrap_or(0);
+        if let (Some(ocs), Some(olr)) = (&self.shared.ocs, olr) {
+            ocs.received(&olr, now);
+        }
         self.batch
             .answers
             .push((slot.kind, now.saturating_duration_since(slot.intended), rc));
@@ -433,6 +507,7 @@ impl Conn {
                 let s = &mut self.sessions[i as usize];
                 s.granted = granted;
                 s.next_number += 1;
+                s.step += 1;
                 if self.stopping {
                     self.ending[i as usize] = true;
                     self.send(i, now, now);
@@ -642,6 +717,12 @@ pub async fn run_once(
     let shared = Arc::new(RunShared {
         stats: Mutex::new(Stats::default()),
         last_answer: Mutex::new(None),
+        ocs: cfg.doic.then(|| Ocs::new(Instant::now())),
+        doic_avps: if cfg.doic {
+            doic::encode(doic::OLR_DEFAULT_ALGO, None).freeze()
+        } else {
+            Bytes::new()
+        },
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let t0 = Instant::now() + Duration::from_millis(1);
@@ -697,6 +778,7 @@ pub async fn run_once(
             disconnecting: false,
             batch: Batch::default(),
             budget: 0,
+            abatement: Abatement::default(),
         };
         let notify = Arc::new(Notify::new());
         notifies.push(notify.clone());
@@ -765,8 +847,16 @@ pub async fn run_once(
             if cfg.live {
                 let h = merged(&interval);
                 let secs = now.saturating_duration_since(last).as_secs_f64().max(1e-3);
+                let abated = match &shared.ocs {
+                    Some(o) => format!(
+                        "  abated {}  reduction {}%",
+                        interval.iter().map(|k| k.abated).sum::<u64>(),
+                        o.reduction(now)
+                    ),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "{second:>4}s {:>9.0} answers/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {errs}  outstanding {out}",
+                    "{second:>4}s {:>9.0} answers/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {errs}  outstanding {out}{abated}",
                     h.len() as f64 / secs,
                     h.value_at_quantile(0.5) as f64 / 1000.0,
                     h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -788,6 +878,7 @@ pub async fn run_once(
             for pk in &mut interval {
                 pk.answers = 0;
                 pk.sent = 0;
+                pk.abated = 0;
                 pk.latency.reset();
                 pk.result_codes.clear();
             }
@@ -823,12 +914,62 @@ pub async fn run_once(
     let duration = last_answer.unwrap_or(last).saturating_duration_since(t0);
     let mut report = RunReport::new(&stats, duration);
     report.connection_failures = failures;
+    if let Some(ocs) = &shared.ocs {
+        report.doic = true;
+        (report.olrs_accepted, report.last_reduction_percentage) = ocs.accepted();
+    }
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_olr_of_an_answer_is_read_only_when_wanted() {
+        use ocf_protocol::{Header, MessageWriter};
+        let plan = Plan {
+            origin_host: "lt".into(),
+            origin_realm: "r".into(),
+            destination_realm: None,
+            destination_host: None,
+            service_context_id: String::new(),
+            auth_application_id: 4,
+            scenario: crate::plan::Scenario::Event,
+            rating_groups: vec![10],
+            requested_octets: 1,
+            subscribers: crate::plan::Subscribers::range(1, 1),
+            think: Duration::ZERO,
+        };
+        let report = Olr {
+            sequence: 5,
+            report_type: doic::HOST_REPORT,
+            reduction: 30,
+            validity_s: 10,
+        };
+        let mut cca = BytesMut::new();
+        let mut w = MessageWriter::new(&mut cca, &Header::request(272, 4, 1, 2));
+        w.u32(c::RESULT_CODE, 3004);
+        w.finish();
+        assert!(doic::append(
+            &mut cca,
+            0,
+            &doic::encode(doic::OLR_DEFAULT_ALGO, Some(&report))
+        ));
+        let mut granted = [0; MAX_MSCC];
+        assert_eq!(
+            read_cca(&cca, &plan, &mut granted, true),
+            (Some(3004), Some(report))
+        );
+        assert_eq!(
+            read_cca(&cca, &plan, &mut granted, false),
+            (Some(3004), None)
+        );
+        assert_eq!(
+            read_cca(&cca[..10], &plan, &mut granted, true),
+            (None, None)
+        );
+    }
 
     #[test]
     fn pacing_inverts_its_schedule() {

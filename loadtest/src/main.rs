@@ -206,6 +206,20 @@ struct RunArgs {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// DOIC reacting node (RFC 7683, loss algorithm): announce it and abate what overload
+    /// reports ask.
+    ///
+    /// Every CCR carries OC-Supported-Features with OC-Feature-Vector 1 (the loss algorithm).
+    /// While the last OC-OLR accepted (one with a new OC-Sequence-Number) holds, its
+    /// OC-Reduction-Percentage of the requests due is abated and reported apart: CCR-Is and
+    /// EVENTs are not sent (the session is not started), CCR-Us only when those are not enough
+    /// (answered locally: the session goes on), CCR-Ts never. Sending resumes in full when the
+    /// report expires or one with OC-Validity-Duration 0 arrives. At reduction 100, one request
+    /// in 100 is still sent as a probe, to hear newer reports. --requests counts abated
+    /// requests too. In the closed loop an abated session's place goes to the next at once:
+    /// --rate shows what abatement takes off the server.
+    #[arg(long)]
+    doic: bool,
 
     /// Print the report as JSON on standard output.
     #[arg(long)]
@@ -295,6 +309,7 @@ fn load_of(a: &RunArgs) -> Result<LoadConfig, BoxError> {
         answer_timeout: Duration::from_millis(a.answer_timeout_ms.max(1)),
         tick: Duration::from_micros(a.tick_us.max(1)),
         live: !a.quiet,
+        doic: a.doic,
     })
 }
 
@@ -362,7 +377,7 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
         let l = &median.latency;
         out!(
             "median of {} runs: {:.0} answers/s, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, \
-             p99.9 {:.1} µs, max {:.1} µs, error rate {:.4}",
+             p99.9 {:.1} µs, max {:.1} µs, error rate {:.4}{}",
             median.runs,
             median.answers_per_s,
             l.p50_us,
@@ -370,7 +385,12 @@ async fn run_load(a: RunArgs) -> Result<bool, BoxError> {
             l.p99_us,
             l.p999_us,
             l.max_us,
-            median.error_rate
+            median.error_rate,
+            if a.doic {
+                format!(", abated {}", median.abated)
+            } else {
+                String::new()
+            }
         );
     }
     let ok = reports

@@ -196,6 +196,9 @@ pub struct SessionState {
     pub subscriber: u64,
     /// CC-Request-Number of the next request.
     pub next_number: u32,
+    /// Requests of the session done, answered or abated (DOIC): which one comes next. An
+    /// abated update takes a step but no CC-Request-Number.
+    pub step: u32,
     /// Octets granted per MSCC by the last answer, reported as used by the next request.
     pub granted: [u64; MAX_MSCC],
 }
@@ -212,7 +215,7 @@ impl Plan {
     pub fn next_kind(&self, s: &SessionState) -> Kind {
         match self.scenario {
             Scenario::Event => Kind::Event,
-            Scenario::Session { updates } => match s.next_number {
+            Scenario::Session { updates } => match s.step {
                 0 => Kind::Initial,
                 n if n <= updates => Kind::Update,
                 _ => Kind::Termination,
@@ -220,7 +223,8 @@ impl Plan {
         }
     }
 
-    /// Writes one CCR for session `s` into `out`.
+    /// Writes one CCR for session `s` into `out`, ending with `extra` (already-encoded AVPs:
+    /// DOIC's OC-Supported-Features, or nothing).
     #[allow(clippy::too_many_arguments)]
     pub fn write_ccr(
         &self,
@@ -232,6 +236,7 @@ impl Plan {
         kind: Kind,
         ids: (u32, u32),
         retransmit: bool,
+        extra: &[u8],
     ) {
         let mut h = Header::request(
             command::CREDIT_CONTROL,
@@ -280,6 +285,7 @@ impl Plan {
             w.u32(c::RATING_GROUP, *rg);
             w.end_group(g);
         }
+        w.raw(extra);
         w.finish();
     }
 }
@@ -309,6 +315,60 @@ mod tests {
             })
             .collect();
         assert_eq!(all, ["4470", "100", "101", "500", "501", "502", "4470"]);
+    }
+
+    #[test]
+    fn doic_only_appends_oc_supported_features() {
+        use ocf_protocol::doic;
+        let plan = Plan {
+            origin_host: "lt.localdomain".into(),
+            origin_realm: "localdomain".into(),
+            destination_realm: None,
+            destination_host: None,
+            service_context_id: "32251@3gpp.org".into(),
+            auth_application_id: 4,
+            scenario: Scenario::Session { updates: 1 },
+            rating_groups: vec![10, 20],
+            requested_octets: 1000,
+            subscribers: Subscribers::range(15551000000, 10),
+            think: Duration::ZERO,
+        };
+        let s = SessionState {
+            serial: 7,
+            subscriber: 3,
+            next_number: 1,
+            step: 2,
+            granted: [500; MAX_MSCC],
+        };
+        assert_eq!(plan.next_kind(&s), Kind::Termination, "by step, not number");
+        let write = |extra: &[u8]| {
+            let mut out = BytesMut::new();
+            let mut scratch = Scratch::default();
+            let k = Kind::Update;
+            plan.write_ccr(
+                &mut out,
+                &mut scratch,
+                "r",
+                "p;",
+                &s,
+                k,
+                (1, 2),
+                false,
+                extra,
+            );
+            out
+        };
+        let plain = write(&[]);
+        let avps = doic::encode(doic::OLR_DEFAULT_ALGO, None);
+        let with = write(&avps);
+        // The same request, its length aside, followed by OC-Supported-Features.
+        assert_eq!(with.len(), plain.len() + avps.len());
+        assert_eq!(with[4..plain.len()], plain[4..]);
+        assert_eq!(with[plain.len()..], avps[..]);
+        assert!(!doic::frame_announces_loss(&plain));
+        assert!(doic::frame_announces_loss(&with));
+        let m = ocf_protocol::Message::decode(with.freeze()).unwrap();
+        assert_eq!(doic::announced(m.avps()), Some(doic::OLR_DEFAULT_ALGO));
     }
 
     #[test]

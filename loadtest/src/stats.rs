@@ -25,6 +25,8 @@ fn histogram() -> Histogram<u64> {
 pub struct PerKind {
     /// Requests sent, not counting retransmissions.
     pub sent: u64,
+    /// Requests not sent because of a DOIC overload report (neither sent nor answered).
+    pub abated: u64,
     pub answers: u64,
     pub latency: Histogram<u64>,
     /// Command-level Result-Code (0: none in the answer) → count.
@@ -35,6 +37,7 @@ impl Default for PerKind {
     fn default() -> Self {
         PerKind {
             sent: 0,
+            abated: 0,
             answers: 0,
             latency: histogram(),
             result_codes: BTreeMap::new(),
@@ -54,6 +57,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Answers that came after their request had timed out.
     pub late_answers: u64,
+    /// Requests sent at reduction 100 that would otherwise have been abated (also in `sent`).
+    pub probes: u64,
     /// Latency of the answers with a success Result-Code (2xxx) only: what an overloaded
     /// server admitted, as opposed to what it refused.
     pub success_latency: Option<Histogram<u64>>,
@@ -88,6 +93,10 @@ impl Stats {
 
     pub fn sent_total(&self) -> u64 {
         self.kinds.iter().map(|k| k.sent).sum()
+    }
+
+    pub fn abated_total(&self) -> u64 {
+        self.kinds.iter().map(|k| k.abated).sum()
     }
 
     /// Requests sent and neither answered nor timed out yet.
@@ -155,6 +164,7 @@ impl Latency {
 #[derive(Clone, Debug, Serialize)]
 pub struct KindReport {
     pub sent: u64,
+    pub abated: u64,
     pub answers: u64,
     pub latency: Latency,
     pub result_codes: BTreeMap<String, u64>,
@@ -171,6 +181,17 @@ pub struct RunReport {
     pub timeouts: u64,
     pub protocol_errors: u64,
     pub late_answers: u64,
+    /// Whether requests announced DOIC (`--doic`).
+    pub doic: bool,
+    /// Requests not sent because of an overload report: counted neither as sent nor answered,
+    /// nor in the latency or the error rate.
+    pub abated: u64,
+    /// Requests sent at reduction 100 that would otherwise have been abated (in `sent` too).
+    pub probes: u64,
+    /// Overload reports (OC-OLR) accepted, that is with a new OC-Sequence-Number.
+    pub olrs_accepted: u64,
+    /// The OC-Reduction-Percentage of the last report accepted.
+    pub last_reduction_percentage: Option<u32>,
     /// Answers with a command-level Result-Code other than 2xxx.
     pub failed_answers: u64,
     /// (timeouts + protocol errors + failed answers) / requests sent.
@@ -191,13 +212,14 @@ impl RunReport {
         let mut by_type = BTreeMap::new();
         for kind in Kind::ALL {
             let k = &s.kinds[kind as usize];
-            if k.sent == 0 && k.answers == 0 {
+            if k.sent == 0 && k.answers == 0 && k.abated == 0 {
                 continue;
             }
             by_type.insert(
                 kind.name(),
                 KindReport {
                     sent: k.sent,
+                    abated: k.abated,
                     answers: k.answers,
                     latency: Latency::of(&k.latency),
                     result_codes: k
@@ -217,6 +239,11 @@ impl RunReport {
             timeouts: s.timeouts,
             protocol_errors: s.protocol_errors,
             late_answers: s.late_answers,
+            doic: false,
+            abated: s.abated_total(),
+            probes: s.probes,
+            olrs_accepted: 0,
+            last_reduction_percentage: None,
             failed_answers: s.failed_answers(),
             error_rate: if sent == 0 {
                 0.0
@@ -271,6 +298,28 @@ impl RunReport {
         if self.success_latency.count != self.latency.count {
             t.push_str(&row("2xxx only", &self.success_latency, String::new()));
         }
+        if self.doic {
+            let by: Vec<String> = self
+                .by_type
+                .iter()
+                .filter(|(_, k)| k.abated > 0)
+                .map(|(name, k)| format!("{name} {}", k.abated))
+                .collect();
+            let last = self
+                .last_reduction_percentage
+                .map_or("none".into(), |r| format!("{r}%"));
+            t.push_str(&format!(
+                "  DOIC: abated {}{}, probes {}; {} OLRs accepted, last reduction {last}\n",
+                self.abated,
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", by.join(", "))
+                },
+                self.probes,
+                self.olrs_accepted,
+            ));
+        }
         for f in &self.connection_failures {
             t.push_str(&format!("  connection failure: {f}\n"));
         }
@@ -285,6 +334,8 @@ pub struct Median {
     pub answers_per_s: f64,
     pub latency: Latency,
     pub error_rate: f64,
+    /// Requests abated by DOIC.
+    pub abated: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -315,6 +366,7 @@ impl Median {
                 max_us: m(&|r| r.latency.max_us),
             },
             error_rate: m(&|r| r.error_rate),
+            abated: m(&|r| r.abated as f64) as u64,
         }
     }
 }
@@ -343,10 +395,33 @@ mod tests {
         assert!((r.latency.p50_us - 50.0).abs() < 0.5, "{:?}", r.latency);
         assert_eq!(r.by_type["initial"].result_codes["5030"], 10);
         assert_eq!(s.outstanding(), 0);
+        // Abated requests are neither sent nor answered, nor errors.
+        s.kinds[Kind::Initial as usize].abated += 40;
+        s.probes += 1;
+        let r = RunReport::new(&s, Duration::from_secs(2));
+        assert_eq!((r.sent, r.answers, r.abated, r.probes), (101, 100, 40, 1));
+        assert_eq!(r.by_type["initial"].abated, 40);
+        assert!((r.error_rate - 11.0 / 101.0).abs() < 1e-12);
+        assert!(!r.text().contains("DOIC"));
+        let doic = RunReport {
+            doic: true,
+            olrs_accepted: 3,
+            last_reduction_percentage: Some(25),
+            ..r.clone()
+        };
+        assert!(
+            doic.text().contains(
+                "DOIC: abated 40 (initial 40), probes 1; 3 OLRs accepted, last reduction 25%"
+            ),
+            "{}",
+            doic.text()
+        );
         let mut a = r.clone();
         let mut b = r.clone();
         a.answers_per_s = 10.0;
         b.answers_per_s = 30.0;
-        assert_eq!(Median::of(&[a, r, b]).answers_per_s, 30.0);
+        b.abated = 90;
+        let m = Median::of(&[a, r, b]);
+        assert_eq!((m.answers_per_s, m.abated), (30.0, 40));
     }
 }

@@ -1,6 +1,6 @@
 //! The ocf-loadtest binary end to end: against an ocfd server running in this process on
 //! 127.0.0.1 port 0, and against small servers of the test's own that answer only
-//! retransmissions or nothing at all.
+//! retransmissions or nothing at all, or stamp a DOIC overload report into every answer.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -11,6 +11,7 @@ use ocf::config::Config;
 use ocf::server::Server;
 use ocf_protocol::base::LocalIdentity;
 use ocf_protocol::codes::{ResultCode, application, command};
+use ocf_protocol::doic::{self, Olr};
 use ocf_protocol::header::parse_header;
 use ocf_protocol::{CommandFlags, Message};
 
@@ -205,6 +206,21 @@ fn open_loop_events_meet_their_rate_and_failures_set_the_exit_status() {
     d.stop();
 }
 
+/// The identity of the test's own servers.
+fn test_identity(addr: SocketAddr) -> LocalIdentity {
+    LocalIdentity {
+        origin_host: "t.localdomain".into(),
+        origin_realm: "localdomain".into(),
+        host_ip_addresses: vec![addr.ip()],
+        vendor_id: 0,
+        product_name: "t".into(),
+        firmware_revision: 1,
+        origin_state_id: 1,
+        auth_application_ids: vec![application::CREDIT_CONTROL],
+        supported_vendor_ids: vec![],
+    }
+}
+
 /// A server of the test's own: CER/CEA and DPR/DPA, and for CCRs only the copies that carry
 /// the T flag are answered (with a bare 2001).
 fn retransmission_only_server() -> (SocketAddr, std::thread::JoinHandle<(u32, u32)>) {
@@ -212,17 +228,7 @@ fn retransmission_only_server() -> (SocketAddr, std::thread::JoinHandle<(u32, u3
     let addr = l.local_addr().unwrap();
     let t = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let id = LocalIdentity {
-            origin_host: "t.localdomain".into(),
-            origin_realm: "localdomain".into(),
-            host_ip_addresses: vec![addr.ip()],
-            vendor_id: 0,
-            product_name: "t".into(),
-            firmware_revision: 1,
-            origin_state_id: 1,
-            auth_application_ids: vec![application::CREDIT_CONTROL],
-            supported_vendor_ids: vec![],
-        };
+        let id = test_identity(addr);
         let (mut plain, mut marked) = (0, 0);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -392,4 +398,232 @@ fn the_load_tool_speaks_tls_with_a_client_certificate() {
     let out = loadtest(&right);
     assert!(out.status.success(), "{}", text(&out));
     d.stop();
+}
+
+/// A DOIC reporting server of the test's own: every CCR is answered with a bare 2001 that
+/// carries OC-Supported-Features and `olr`, whether the request announced DOIC or not (a tool
+/// that did not announce it must still ignore it). Serves `connections` connections, one after
+/// the other, and returns (CCRs, CCRs that announced the loss algorithm).
+fn reporting_server(
+    olr: Olr,
+    connections: usize,
+) -> (SocketAddr, std::thread::JoinHandle<(u64, u64)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let serve = move |mut s: std::net::TcpStream| {
+        let id = test_identity(addr);
+        let avps = doic::encode(doic::OLR_DEFAULT_ALGO, Some(&olr));
+        let (mut ccrs, mut announcing) = (0, 0);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            let n = s.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return (ccrs, announcing);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut out = BytesMut::new();
+            while buf.len() >= 20 {
+                let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..len).collect();
+                let (_, h) = parse_header(&frame).unwrap();
+                match h.command_code {
+                    command::CAPABILITIES_EXCHANGE => {
+                        id.write_cea(&mut out, &h, ResultCode::Success, None, false)
+                    }
+                    command::DEVICE_WATCHDOG => id.write_dwa(&mut out, &h),
+                    command::DISCONNECT_PEER => id.write_dpa(&mut out, &h),
+                    command::CREDIT_CONTROL => {
+                        ccrs += 1;
+                        announcing += u64::from(doic::frame_announces_loss(&frame));
+                        let m = Message::decode(frame.into()).unwrap();
+                        let e = ocf_protocol::DiameterError::new(ResultCode::Success, "");
+                        let start = out.len();
+                        id.write_error_answer(&mut out, &m, &e);
+                        assert!(doic::append(&mut out, start, &avps));
+                    }
+                    _ => {}
+                }
+            }
+            s.write_all(&out).unwrap();
+        }
+    };
+    let t = std::thread::spawn(move || {
+        let mut served = Vec::new();
+        for _ in 0..connections {
+            let (s, _) = l.accept().unwrap();
+            served.push(std::thread::spawn(move || serve(s)));
+        }
+        served
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    (addr, t)
+}
+
+fn report(reduction: u32) -> Olr {
+    Olr {
+        sequence: 1_764_000_000_000,
+        report_type: doic::HOST_REPORT,
+        reduction,
+        // Longer than any of these runs: the report holds throughout (expiry is unit-tested).
+        validity_s: 600,
+    }
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn with_doic_the_reported_share_is_abated_and_counted_apart() {
+    let (addr, server) = reporting_server(report(50), 2);
+    let addr = addr.to_string();
+    // Events: every request may be abated, so half of them are once the first answer has
+    // brought the report (the first window of 4 goes before it).
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--doic",
+        "--scenario",
+        "event",
+        "--sessions",
+        "4",
+        "--requests",
+        "2000",
+        "--duration-s",
+        "60",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    let (sent, abated) = (u(&r["sent"]), u(&r["abated"]));
+    assert_eq!(sent + abated, 2000, "{r}");
+    assert!((990..=1000).contains(&abated), "{r}");
+    assert_eq!(r["answers"], sent, "abated requests are not answers");
+    assert_eq!(r["error_rate"], 0.0);
+    assert_eq!(r["by_type"]["event"]["abated"], abated);
+    assert_eq!(r["by_type"]["event"]["latency"]["count"], sent);
+    assert_eq!((u(&r["probes"]), r["doic"].as_bool()), (0, Some(true)));
+    // Every answer carries the same report: accepted once.
+    assert_eq!(r["olrs_accepted"], 1, "{r}");
+    assert_eq!(r["last_reduction_percentage"], 50);
+
+    // Sessions: CCR-Is (and CCR-Us when needed) are abated, never a CCR-T, so every session
+    // that started also ended.
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--doic",
+        "--sessions",
+        "4",
+        "--updates",
+        "2",
+        "--requests",
+        "2000",
+        "--duration-s",
+        "60",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r2 = &json(&out)["runs"][0];
+    let by = &r2["by_type"];
+    assert_eq!(by["termination"]["abated"], 0, "{by}");
+    assert_eq!(
+        by["termination"]["answers"], by["initial"]["answers"],
+        "{by}"
+    );
+    let abated2 = u(&r2["abated"]);
+    assert_eq!(
+        abated2,
+        u(&by["initial"]["abated"]) + u(&by["update"]["abated"])
+    );
+    let share = abated2 as f64 / (abated2 + u(&r2["sent"])) as f64;
+    assert!((0.45..=0.55).contains(&share), "{share}: {r2}");
+    assert_eq!(r2["answers"], r2["sent"]);
+    let (ccrs, announcing) = server.join().unwrap();
+    assert_eq!(ccrs, sent + u(&r2["sent"]));
+    assert_eq!(announcing, ccrs, "every CCR announced DOIC");
+}
+
+#[test]
+fn at_reduction_100_only_probes_go_and_without_doic_reports_are_ignored() {
+    let (addr, server) = reporting_server(report(100), 2);
+    let addr = addr.to_string();
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--doic",
+        "--scenario",
+        "event",
+        "--sessions",
+        "4",
+        "--requests",
+        "1000",
+        "--duration-s",
+        "60",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // "  DOIC: abated 987 (event 987), probes 9; 1 OLRs accepted, last reduction 100%"
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("DOIC: abated"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let number_after = |word: &str| -> u64 {
+        let mut w = line.split_whitespace();
+        w.find(|x| *x == word);
+        w.next()
+            .and_then(|n| n.trim_end_matches([',', ';']).parse().ok())
+            .unwrap_or_else(|| panic!("{word} in {line}"))
+    };
+    let (abated, probes) = (number_after("abated"), number_after("probes"));
+    // After the first window (4 requests), one in 100 of what would be abated goes.
+    assert!((9..=10).contains(&probes), "{line}");
+    assert!((985..=991).contains(&abated), "{line}");
+    assert!(
+        line.contains(&format!("(event {abated})"))
+            && line.contains("1 OLRs accepted, last reduction 100%"),
+        "{line}"
+    );
+    let sent_with_doic = 1000 - abated;
+
+    // Without --doic: the same reports change nothing, and no request announces DOIC.
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--scenario",
+        "event",
+        "--sessions",
+        "4",
+        "--requests",
+        "1000",
+        "--duration-s",
+        "60",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = &json(&out)["runs"][0];
+    assert_eq!((u(&r["sent"]), u(&r["answers"])), (1000, 1000), "{r}");
+    assert_eq!((u(&r["abated"]), u(&r["olrs_accepted"])), (0, 0), "{r}");
+    assert_eq!(r["doic"], false);
+    assert!(r["last_reduction_percentage"].is_null());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("DOIC"),
+        "no DOIC line in JSON"
+    );
+    let (ccrs, announcing) = server.join().unwrap();
+    assert_eq!((ccrs, announcing), (sent_with_doic + 1000, sent_with_doic));
 }
