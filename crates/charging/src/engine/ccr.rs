@@ -152,7 +152,7 @@ impl Engine {
                     // Refused before anything was charged: no session.
                     return identity.write_error_answer(out, req, &e);
                 }
-                session.last_answer = out[start..].to_vec();
+                session.last_answer = session::kept(&out[start..]);
                 if self.journaled {
                     rec.session(cr.session_id, &session, session.terminated);
                 }
@@ -182,13 +182,13 @@ impl Engine {
                     // Refused whole, nothing charged; the session stays as it was, and a
                     // retransmission gets the same refusal.
                     identity.write_error_answer(out, req, &e);
-                    session.last_answer = out[start..].to_vec();
+                    session.last_answer = session::kept(&out[start..]);
                     if self.journaled {
                         rec.session(cr.session_id, session, false);
                     }
                     return;
                 }
-                session.last_answer = out[start..].to_vec();
+                session.last_answer = session::kept(&out[start..]);
                 if self.journaled {
                     rec.session(cr.session_id, session, session.terminated);
                 }

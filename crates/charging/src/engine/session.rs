@@ -279,17 +279,35 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
 /// our identity (Origin-Host, Origin-Realm) or are constant (Auth-Application-Id 4).
 const LEADING: [u32; 7] = [263, 268, 264, 296, 258, 416, 415];
 
-/// Writes an answer as `bytes`, compact where it can be (see [`encode_state`]):
-/// `0x00 flags:u8 present:u8 [result_code:u32be] tail`, `present` having bit i set for each
-/// AVP of [`LEADING`] the answer starts with.
-fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
+/// The parts of an answer's compact form (see [`put_answer`]).
+struct Compact<'a> {
+    flags: u8,
+    /// Bit i: the answer starts with AVP i of [`LEADING`].
+    present: u8,
+    result_code: Option<[u8; 4]>,
+    /// The rest, as it is.
+    tail: &'a [u8],
+}
+
+impl Compact<'_> {
+    fn len(&self) -> usize {
+        3 + self.result_code.map_or(0, |_| 4) + self.tail.len()
+    }
+
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0, self.flags, self.present]);
+        if let Some(rc) = self.result_code {
+            out.extend_from_slice(&rc);
+        }
+        out.extend_from_slice(self.tail);
+    }
+}
+
+/// An answer's compact form, or None if it cannot be kept compact (it is kept whole).
+fn compact_parts(answer: &[u8]) -> Option<Compact<'_>> {
     const HEADER: usize = ocf_protocol::header::HEADER_LEN;
-    let whole = |out: &mut Vec<u8>| {
-        crate::le::put_varint(out, answer.len() as u64);
-        out.extend_from_slice(answer);
-    };
     if answer.first() != Some(&1) || answer.len() < HEADER {
-        return whole(out);
+        return None;
     }
     let mut at = HEADER;
     let mut present = 0u8;
@@ -305,22 +323,47 @@ fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
         if *code == 268 {
             match answer.get(at + 8..at + 12) {
                 Some(v) if len == 12 => result_code = Some([v[0], v[1], v[2], v[3]]),
-                _ => return whole(out),
+                _ => return None,
             }
         }
         present |= 1 << i;
         at += len.div_ceil(4) * 4;
     }
-    let Some(tail) = answer.get(at..) else {
-        return whole(out);
-    };
-    let n = 3 + result_code.map_or(0, |_| 4) + tail.len();
-    crate::le::put_varint(out, n as u64);
-    out.extend_from_slice(&[0, answer[4], present]);
-    if let Some(rc) = result_code {
-        out.extend_from_slice(&rc);
+    Some(Compact {
+        flags: answer[4],
+        present,
+        result_code,
+        tail: answer.get(at..)?,
+    })
+}
+
+/// Writes an answer as `bytes`, compact where it can be (see [`encode_state`]):
+/// `0x00 flags:u8 present:u8 [result_code:u32be] tail`, `present` having bit i set for each
+/// AVP of [`LEADING`] the answer starts with. An answer already compact is written as it is.
+fn put_answer(out: &mut Vec<u8>, answer: &[u8]) {
+    match compact_parts(answer) {
+        Some(c) => {
+            crate::le::put_varint(out, c.len() as u64);
+            c.put(out);
+        }
+        None => {
+            crate::le::put_varint(out, answer.len() as u64);
+            out.extend_from_slice(answer);
+        }
     }
-    out.extend_from_slice(tail);
+}
+
+/// What a session keeps of the answer it just sent, for a retransmission: the compact form
+/// (about half the octets: a third of a session's memory was its last answer, whole).
+pub(crate) fn kept(answer: &[u8]) -> Vec<u8> {
+    match compact_parts(answer) {
+        Some(c) => {
+            let mut v = Vec::with_capacity(c.len());
+            c.put(&mut v);
+            v
+        }
+        None => answer.to_vec(),
+    }
 }
 
 /// Writes the answer to `req` from an answer kept compact (see [`put_answer`]); false if
