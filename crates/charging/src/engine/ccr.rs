@@ -36,6 +36,23 @@ impl Engine {
             return identity.write_error_answer(out, req, &e);
         }
         let mut shard = self.sessions.lock(cr.session_id);
+        let held_before = shard.open.get(cr.session_id).map_or(0, |s| s.held.len());
+        self.answer_in_shard(identity, req, now, out, rec, &cr, &mut shard);
+        shard.settle(cr.session_id, held_before);
+    }
+
+    /// [`Self::answer_ccr`] with the session's shard locked.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_in_shard(
+        &self,
+        identity: &LocalIdentity,
+        req: &Message,
+        now: i64,
+        out: &mut BytesMut,
+        rec: &mut Recorder,
+        cr: &CreditRequest<'_>,
+        shard: &mut session::ShardMaps,
+    ) {
         let seen = match shard.open.get(cr.session_id) {
             Some(s) => Some((
                 s.origin_host.clone(),
@@ -114,7 +131,7 @@ impl Engine {
         let start = out.len();
         match cr.request_type {
             RequestType::Initial | RequestType::Event => {
-                let Some((account, subscriber)) = self.lookup(&cr) else {
+                let Some((account, subscriber)) = self.lookup(cr) else {
                     let e = DiameterError::new(
                         ResultCode::UserUnknown,
                         "no subscriber with these Subscription-Ids",
@@ -135,7 +152,7 @@ impl Engine {
                     services: Vec::new(),
                 };
                 if cr.request_type == RequestType::Event {
-                    self.event(Reply { identity, req, out }, &cr, &mut session, now, rec);
+                    self.event(Reply { identity, req, out }, cr, &mut session, now, rec);
                     session.deadline = now + i64::from(self.linger_s.load(Relaxed));
                     self.record_usage(
                         rec,
@@ -147,7 +164,7 @@ impl Engine {
                         false,
                     );
                 } else if let Err(e) =
-                    self.session_step(Reply { identity, req, out }, &cr, &mut session, now, rec)
+                    self.session_step(Reply { identity, req, out }, cr, &mut session, now, rec)
                 {
                     // Refused before anything was charged: no session.
                     return identity.write_error_answer(out, req, &e);
@@ -177,7 +194,7 @@ impl Engine {
                     .is_some_and(|u| u.interim)
                     .then(|| session.services.clone());
                 if let Err(e) =
-                    self.session_step(Reply { identity, req, out }, &cr, session, now, rec)
+                    self.session_step(Reply { identity, req, out }, cr, session, now, rec)
                 {
                     // Refused whole, nothing charged; the session stays as it was, and a
                     // retransmission gets the same refusal.

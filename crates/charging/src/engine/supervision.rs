@@ -70,6 +70,12 @@ impl Engine {
         for i in shards {
             let mut shard = self.sessions.lock_index(i);
             shard.expire_ended(now);
+            if now < shard.next_due {
+                // Nothing open here is due yet.
+                sup.held_reservations += shard.held;
+                continue;
+            }
+            let (mut next_due, mut held) = (i64::MAX, 0);
             shard.open.retain(|id, s| {
                 let account = s.account;
                 let before = s.held.len();
@@ -82,7 +88,8 @@ impl Engine {
                 });
                 sup.expired_reservations += before - s.held.len();
                 if now < s.deadline {
-                    sup.held_reservations += s.held.len();
+                    held += s.held.len();
+                    next_due = next_due.min(session::due(s));
                     return true;
                 }
                 if !s.terminated {
@@ -106,6 +113,8 @@ impl Engine {
                 }
                 false
             });
+            (shard.next_due, shard.held) = (next_due, held);
+            sup.held_reservations += held;
         }
         let pending = Pending {
             ops: rec.ops,
