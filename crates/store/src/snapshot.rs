@@ -110,11 +110,19 @@ fn get_str(r: &mut &[u8]) -> Option<String> {
     String::from_utf8(s.to_vec()).ok()
 }
 
-/// Encodes the ledger, `info` and the sessions (each a session's state as
+/// Encodes the ledger, `info` and `session_count` sessions, which `sessions` hands to the
+/// function it is given one by one (each a session's state as
 /// `charging::session::encode_state` writes it). The caller makes sure nothing changes
 /// meanwhile.
-pub fn encode(ledger: &Ledger, info: &SnapshotInfo, sessions: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 << 20);
+pub fn encode(
+    ledger: &Ledger,
+    info: &SnapshotInfo,
+    session_count: usize,
+    sessions: impl FnOnce(&mut dyn FnMut(&[u8])),
+) -> Vec<u8> {
+    // About what a session takes (with its compact last answer), so that ten million are
+    // not copied again and again as the buffer doubles.
+    let mut out = Vec::with_capacity((1 << 20) + session_count.saturating_mul(160));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&info.sequence.to_le_bytes());
@@ -159,11 +167,11 @@ pub fn encode(ledger: &Ledger, info: &SnapshotInfo, sessions: &[Vec<u8>]) -> Vec
         out.extend_from_slice(&o.amount.to_le_bytes());
         out.extend_from_slice(&o.expires.to_le_bytes());
     }
-    out.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
-    for s in sessions {
+    out.extend_from_slice(&(session_count as u32).to_le_bytes());
+    sessions(&mut |s: &[u8]| {
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
         out.extend_from_slice(s);
-    }
+    });
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -511,7 +519,7 @@ mod tests {
             fingerprint: fingerprint(&ledger),
             changes: 3,
         };
-        let data = encode(&ledger, &info, &[]);
+        let data = encode(&ledger, &info, 0, |_| {});
 
         let (fresh, _) = default_tenant();
         for by_index in [true, false] {
@@ -569,7 +577,7 @@ mod tests {
     #[test]
     fn damaged_snapshots_are_refused() {
         let (ledger, _) = default_tenant();
-        let data = encode(&ledger, &SnapshotInfo::default(), &[]);
+        let data = encode(&ledger, &SnapshotInfo::default(), 0, |_| {});
         for i in [0, 5, 100, data.len() / 2, data.len() - 1] {
             let mut d = data.clone();
             d[i] ^= 1;

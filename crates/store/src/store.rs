@@ -237,7 +237,7 @@ impl Store {
     /// Takes a snapshot of the ledger and its sessions and writes it to `path` (atomically).
     /// Returns the journal sequence it includes; segments wholly at or below it may go.
     pub fn snapshot(&self, path: &Path) -> io::Result<u64> {
-        let (data, sequence) = self.engine.frozen(|f| {
+        let (data, sequence) = self.engine.frozen(|mut f| {
             let sequence = self
                 .journal
                 .as_ref()
@@ -245,11 +245,14 @@ impl Store {
             let info = SnapshotInfo {
                 sequence,
                 next_reservation: f.next_reservation,
-                outstanding: f.outstanding,
+                outstanding: std::mem::take(&mut f.outstanding),
                 fingerprint: snapshot::fingerprint(f.ledger),
                 changes: f.changes,
             };
-            (snapshot::encode(f.ledger, &info, &f.sessions), sequence)
+            let data = snapshot::encode(f.ledger, &info, f.session_count(), |put| {
+                f.each_session(put)
+            });
+            (data, sequence)
         });
         crate::write_atomically(path, &data)?;
         Ok(sequence)

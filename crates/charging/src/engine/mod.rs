@@ -265,10 +265,9 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut sessions = Vec::new();
         for i in 0..self.sessions.shard_count() {
             let shard = self.sessions.lock_index(i);
-            for (id, s) in &shard.open {
+            for s in shard.open.values() {
                 outstanding.extend(s.held.iter().map(|h| Outstanding {
                     id: h.id,
                     account: s.account,
@@ -276,20 +275,12 @@ impl Engine {
                     amount: h.reserved,
                     expires: h.expires,
                 }));
-                let mut data = Vec::with_capacity(128 + s.last_answer.len());
-                session::encode_state(&mut data, id, s, false);
-                sessions.push(data);
-            }
-            for (id, e) in &shard.ended {
-                let mut data = Vec::with_capacity(128 + e.last_answer.len());
-                session::encode_ended(&mut data, id, e);
-                sessions.push(data);
             }
         }
         f(Frozen {
             ledger: self.accounts.ledger(),
             outstanding,
-            sessions,
+            sessions: &self.sessions,
             next_reservation: self.next_reservation.load(Relaxed),
             changes: self.accounts.changes_applied(),
         })
@@ -374,9 +365,40 @@ pub struct Frozen<'e> {
     pub ledger: &'e Ledger,
     /// Reservations still open, in sessions and from before the last start.
     pub outstanding: Vec<Outstanding>,
-    /// Sessions, open or lingering, each encoded as a journal Session op's data.
-    pub sessions: Vec<Vec<u8>>,
+    sessions: &'e session::Sessions,
     pub next_reservation: u64,
     /// Account changes made so far (the change log's length).
     pub changes: u64,
+}
+
+impl Frozen<'_> {
+    /// Sessions, open or lingering.
+    pub fn session_count(&self) -> usize {
+        (0..self.sessions.shard_count())
+            .map(|i| {
+                let shard = self.sessions.lock_index(i);
+                shard.open.len() + shard.ended.len()
+            })
+            .sum()
+    }
+
+    /// Calls `each` with every session, open or lingering, encoded as a journal Session op's
+    /// data, one after the other in one buffer: ten million sessions were ten million
+    /// allocations, and twice their size in memory, while requests waited.
+    pub fn each_session(&self, mut each: impl FnMut(&[u8])) {
+        let mut data = Vec::with_capacity(1024);
+        for i in 0..self.sessions.shard_count() {
+            let shard = self.sessions.lock_index(i);
+            for (id, s) in &shard.open {
+                data.clear();
+                session::encode_state(&mut data, id, s, false);
+                each(&data);
+            }
+            for (id, e) in &shard.ended {
+                data.clear();
+                session::encode_ended(&mut data, id, e);
+                each(&data);
+            }
+        }
+    }
 }
