@@ -678,8 +678,24 @@ impl Follower {
             source,
         };
         let segments = list(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let Some((first, path)) = segments.into_iter().rev().find(|(f, _)| *f <= self.next) else {
-            return Ok(false);
+        let oldest = segments.first().map(|(f, _)| *f);
+        let found = segments.into_iter().rev().find(|(f, _)| *f <= self.next);
+        let Some((first, path)) = found else {
+            return match oldest {
+                // The records before the oldest segment were removed, which happens only once
+                // a snapshot covers them and what followed them was synced (so a usage file
+                // that ends earlier had nothing more to take from them): go on from there.
+                Some(oldest) if oldest > self.next => {
+                    tracing::info!(
+                        from = self.next,
+                        to = oldest,
+                        "journal follower: records removed after a snapshot are skipped"
+                    );
+                    self.next = oldest;
+                    self.open_segment()
+                }
+                _ => Ok(false),
+            };
         };
         let mut file = File::open(&path).map_err(|e| io(&path, e))?;
         let mut head = [0u8; SEGMENT_HEADER];

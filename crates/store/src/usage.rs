@@ -345,6 +345,7 @@ fn follow_run(
     loop {
         let stopping = st.stop.load(Ordering::Acquire);
         let upto = written();
+        let read_before = read_to;
         if pending.is_empty() && read_to < upto {
             let result = follower.read_up_to(upto, super::record::KIND_USAGE, |r| {
                 if let Op::Usage(line) = &r.op {
@@ -395,8 +396,12 @@ fn follow_run(
         }
         let wait = if failures > 0 {
             super::retry_wait(failures)
-        } else if read_to < written() {
+        } else if read_to < written() && read_to > read_before {
             Duration::ZERO
+        } else if read_to < written() {
+            // Behind, but nothing could be read (the journal is not there yet): wait rather
+            // than spin.
+            Duration::from_millis(100)
         } else {
             Duration::from_secs(1)
         };

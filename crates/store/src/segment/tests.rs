@@ -211,3 +211,30 @@ fn cutting_at_corruption_keeps_what_precedes_it() {
     // Clean now: nothing more to cut.
     assert_eq!(cut_at_corruption(dir.path(), 0, 43).unwrap(), None);
 }
+
+#[test]
+fn a_follower_behind_removed_segments_goes_on_from_the_oldest_left() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 1000, 7, 4096);
+    let segments = list(dir.path()).unwrap();
+    assert!(segments.len() > 3, "several segments");
+    // A snapshot covered the first two segments and they were removed; a follower that
+    // resumes from before them (a usage file whose last line is older) must not wait for
+    // them forever.
+    for (_, path) in &segments[..2] {
+        fs::remove_file(path).unwrap();
+    }
+    let oldest = segments[2].0;
+    let mut follower = Follower::new(dir.path(), 0);
+    let mut seen = Vec::new();
+    follower
+        .read_up_to(1000, 2, |r| seen.push(r.sequence)) // kind 2: Commit
+        .unwrap();
+    assert_eq!(seen, (oldest..=1000).collect::<Vec<_>>());
+    assert_eq!(follower.next_sequence(), 1001);
+    // With nothing removed it starts where it was told.
+    let mut follower = Follower::new(dir.path(), oldest + 5);
+    let mut n = 0;
+    follower.read_up_to(1000, 2, |_| n += 1).unwrap();
+    assert_eq!(n, 1000 - oldest - 5);
+}
