@@ -167,11 +167,7 @@ impl Engine {
         self.journaled = true;
         // Reservation id 0 means "none".
         self.next_reservation = AtomicU64::new(recovered.next_reservation.max(1));
-        let mut open: std::collections::HashMap<u64, Outstanding> = recovered
-            .outstanding
-            .into_iter()
-            .map(|o| (o.id, o))
-            .collect();
+        let mut open = recovered.outstanding;
         for (_, mut r) in recovered.sessions {
             if r.ended {
                 if r.session.deadline <= now {

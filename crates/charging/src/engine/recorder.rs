@@ -186,18 +186,22 @@ pub struct Outstanding {
 pub struct Recovered {
     /// The next reservation id to hand out.
     pub next_reservation: u64,
-    /// Reservations still open, sessions' included.
-    pub outstanding: Vec<Outstanding>,
+    /// Reservations still open, sessions' included, by id.
+    pub outstanding: HashMap<u64, Outstanding, Fast>,
     /// Sessions as they were last recorded, open or lingering after their end, by Session-Id.
-    pub sessions: HashMap<String, super::session::Restored>,
+    pub sessions: HashMap<String, super::session::Restored, Fast>,
 }
+
+/// Replay fills maps of ten million entries: SipHash was a tenth of a start-up's time.
+/// Journal records were checksummed when read back and come from our own writer.
+type Fast = foldhash::fast::RandomState;
 
 /// Applies ops read back from the journal to a ledger provisioned as it was when they were
 /// recorded, and keeps what a restart resumes from: reservations still open and sessions.
 pub struct Replayer {
     max_id: u64,
-    open: HashMap<u64, Outstanding>,
-    sessions: HashMap<String, super::session::Restored>,
+    open: HashMap<u64, Outstanding, Fast>,
+    sessions: HashMap<String, super::session::Restored, Fast>,
 }
 
 /// An op that cannot be applied: the store reports it as corruption at its sequence.
@@ -212,14 +216,19 @@ pub enum ReplayError {
 impl Replayer {
     /// Starts from what a snapshot held.
     pub fn new(open: Vec<Outstanding>, sessions: Vec<super::session::Restored>) -> Self {
-        Replayer {
+        let mut r = Replayer {
             max_id: open.iter().map(|o| o.id).max().unwrap_or(0),
-            open: open.into_iter().map(|o| (o.id, o)).collect(),
-            sessions: sessions
-                .into_iter()
-                .map(|r| (r.session_id.clone(), r))
-                .collect(),
-        }
+            // Sized once for what the snapshot holds (and some), not grown and moved.
+            open: HashMap::with_capacity_and_hasher(open.len() + open.len() / 4, Fast::default()),
+            sessions: HashMap::with_capacity_and_hasher(
+                sessions.len() + sessions.len() / 4,
+                Fast::default(),
+            ),
+        };
+        r.open.extend(open.into_iter().map(|o| (o.id, o)));
+        r.sessions
+            .extend(sessions.into_iter().map(|s| (s.session_id.clone(), s)));
+        r
     }
 
     /// Applies one op as it ran at `now`.
@@ -302,11 +311,9 @@ impl Replayer {
 
     /// What to resume from.
     pub fn finish(self) -> Recovered {
-        let mut outstanding: Vec<Outstanding> = self.open.into_values().collect();
-        outstanding.sort_by_key(|o| o.id);
         Recovered {
             next_reservation: self.max_id + 1,
-            outstanding,
+            outstanding: self.open,
             sessions: self.sessions,
         }
     }
