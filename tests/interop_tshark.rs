@@ -84,6 +84,33 @@ fn problems(file: &std::path::Path, port: u16) -> String {
     )
 }
 
+/// Stops ocfd (its DPR answered with a DPA from gw.localdomain), then the capture once
+/// tshark has seen the DPA, and checks that tshark found nothing malformed or suspect.
+fn stop_and_check(
+    ocfd: &mut Daemon,
+    conn: &mut Conn,
+    tshark: &mut Watched,
+    file: &std::path::Path,
+) {
+    ocfd.proc.signal("TERM");
+    let dpr = conn.expect_frame();
+    assert_eq!(dpr.header.command_code, 282);
+    let mut dpa = BytesMut::new();
+    identity("gw.localdomain").write_dpa(&mut dpa, &dpr.header);
+    conn.send(&dpa);
+    conn.expect_closed();
+    assert!(ocfd.proc.wait_exit(WAIT).success());
+    // The live summary shows the last message once tshark has it; then stop the capture.
+    tshark.wait_for("Disconnect-Peer Answer(282)", WAIT);
+    tshark.signal("INT");
+    tshark.wait_exit(WAIT);
+    let problems = problems(file, ocfd.addr.port());
+    assert!(
+        problems.trim().is_empty(),
+        "tshark found problems:\n{problems}"
+    );
+}
+
 #[test]
 fn tshark_dissects_our_bytes_without_complaint() {
     require_tool("tshark", "tshark");
@@ -123,25 +150,7 @@ fn tshark_dissects_our_bytes_without_complaint() {
     assert_eq!(result_code(&realm), 3003);
     assert!(realm.find(c::FAILED_AVP).is_some());
 
-    ocfd.proc.signal("TERM");
-    let dpr = conn.expect_frame();
-    assert_eq!(dpr.header.command_code, 282);
-    let mut dpa = BytesMut::new();
-    id.write_dpa(&mut dpa, &dpr.header);
-    conn.send(&dpa);
-    conn.expect_closed();
-    assert!(ocfd.proc.wait_exit(WAIT).success());
-
-    // The live summary shows the last message once tshark has it; then stop the capture.
-    tshark.wait_for("Disconnect-Peer Answer(282)", WAIT);
-    tshark.signal("INT");
-    tshark.wait_exit(WAIT);
-
-    let problems = problems(&file, port);
-    assert!(
-        problems.trim().is_empty(),
-        "tshark found problems:\n{problems}"
-    );
+    stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
     let messages = tshark_read(
         &file,
         port,
@@ -241,23 +250,7 @@ fn tshark_dissects_a_doic_overload_report() {
         ocfd.proc.wait_count("supervision tick", ticks + 1, WAIT);
     }
     let report = report.expect("an OC-OLR while requests were shed");
-    ocfd.proc.signal("TERM");
-    let id = identity("gw.localdomain");
-    let dpr = conn.expect_frame();
-    let mut dpa = BytesMut::new();
-    id.write_dpa(&mut dpa, &dpr.header);
-    conn.send(&dpa);
-    conn.expect_closed();
-    assert!(ocfd.proc.wait_exit(WAIT).success());
-    tshark.wait_for("Disconnect-Peer Answer(282)", WAIT);
-    tshark.signal("INT");
-    tshark.wait_exit(WAIT);
-
-    let problems = problems(&file, port);
-    assert!(
-        problems.trim().is_empty(),
-        "tshark found problems:\n{problems}"
-    );
+    stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
     let fields = tshark_read(
         &file,
         port,
