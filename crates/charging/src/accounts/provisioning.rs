@@ -419,6 +419,15 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
             subscriptions.push((id, subs));
         }
     }
+    // Ten million devices grown one doubling at a time were copied again and again: size the
+    // tree and the list once (bounded: the count is checked against MAX_DEVICES below).
+    let ranged = t
+        .devices
+        .iter()
+        .fold(0u64, |n, r| n.saturating_add(r.count))
+        .min(MAX_DEVICES) as usize;
+    tree.nodes.reserve(ranged);
+    subscriptions.reserve(ranged);
     for r in &t.devices {
         let rerr = |reason: String| terr(format!("devices under '{}': {reason}", r.parent));
         let parent = *by_path

@@ -144,6 +144,11 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// Makes room for `n` more subscription identities at once.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.numbers.reserve(n);
+    }
+
     /// Registers a subscription identity for an account.
     pub fn add(&mut self, kind: SubscriptionType, id: &str, at: AccountRef) {
         match number_key(kind, id) {

@@ -168,6 +168,7 @@ impl Engine {
         // Reservation id 0 means "none".
         self.next_reservation = AtomicU64::new(recovered.next_reservation.max(1));
         let mut open = recovered.outstanding;
+        self.sessions.reserve(recovered.sessions.len());
         for (_, mut r) in recovered.sessions {
             if r.ended {
                 if r.session.deadline <= now {

@@ -34,6 +34,17 @@ impl Accounts {
                 directory.add(kind, &id, at);
             }
         };
+        // The identities of new tenants go into the directory's map at once, not one rehash
+        // of ten million entries after another.
+        directory.reserve(
+            steps
+                .iter()
+                .map(|s| match s {
+                    Step::AddTree(b) => b.subscriptions.iter().map(|(_, s)| s.len()).sum(),
+                    _ => 0,
+                })
+                .sum(),
+        );
         for step in steps {
             match step {
                 Step::AddTree(built) => {
