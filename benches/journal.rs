@@ -62,9 +62,12 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("replay_1M_records", |b| {
         b.iter_batched(
-            || default_tenant().0,
-            |ledger| {
-                let r = replay(&ledger, dir.path(), 0, Vec::new(), Vec::new(), |_| {}).unwrap();
+            || {
+                let (ledger, dir) = default_tenant();
+                ocf_charging::Engine::new(ledger, dir, Default::default())
+            },
+            |engine| {
+                let r = replay(&engine, dir.path(), 0, Vec::new(), |_| {}).unwrap();
                 assert_eq!(r.1.records, RECORDS);
                 black_box(r.0.outstanding.len())
             },

@@ -123,18 +123,18 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
     use ocf_charging::accounts::{provisioning, tenant};
     use ocf_store::{replay::replay, snapshot};
     let (ledger, dir) = provisioning::default_tenant();
-    let (after, open, sessions) = match std::fs::read(state.join("snapshot")) {
+    let engine = ocf_charging::Engine::new(ledger, dir, Default::default());
+    let ledger = engine.ledger();
+    let (after, open) = match std::fs::read(state.join("snapshot")) {
         Ok(data) => {
             let path = state.join("snapshot");
             let header = snapshot::header(&data, &path).unwrap();
-            let loaded = snapshot::apply(&ledger, header, &path, false).unwrap();
-            (
-                loaded.info.sequence,
-                loaded.info.outstanding,
-                loaded.sessions,
-            )
+            let loaded =
+                snapshot::apply(ledger, header, &path, false, |r| engine.restore_session(r))
+                    .unwrap();
+            (loaded.info.sequence, loaded.info.outstanding)
         }
-        Err(_) => (0, Vec::new(), Vec::new()),
+        Err(_) => (0, Vec::new()),
     };
     // Read-only: work on a copy so the torn tail is cut there, not in the daemon's files.
     let copy = tempfile::tempdir().unwrap();
@@ -142,7 +142,7 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         let e = e.unwrap();
         std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
     }
-    replay(&ledger, copy.path(), after, open, sessions, |_| {}).unwrap();
+    replay(&engine, copy.path(), after, open, |_| {}).unwrap();
     for t in 0..ledger.tree_count() as u32 {
         let tree = ledger.lock(t).unwrap();
         for (i, n) in tree.nodes.iter().enumerate() {
@@ -159,7 +159,9 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         }
     }
     for (k, a) in acked.iter().enumerate() {
-        let at = dir
+        let at = engine
+            .accounts()
+            .directory()
             .lookup(tenant::SubscriptionType::E164, &device(8100 + k as u64))
             .unwrap();
         let used = ledger.lock(at.tree).unwrap().nodes[at.node as usize].counters[0].used;

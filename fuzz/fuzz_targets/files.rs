@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         let mut ledger = Ledger::new();
         let mut dir = Directory::default();
         if ocf_charging::accounts::provisioning::load_str("t.toml", TREE, &mut ledger, &mut dir).is_ok() {
-            let _ = snapshot::apply(&ledger, header, file, false);
+            let _ = snapshot::apply(&ledger, header, file, false, |_| {});
         }
     }
 });

@@ -481,13 +481,15 @@ fn a_retransmission_after_a_restart_gets_the_same_answer_from_the_journal() {
 
     // A restart: a fresh tenant, the journal replayed onto it.
     let (ledger, directory) = default_tenant();
-    let mut replayer = Replayer::new(Vec::new(), Vec::new());
+    let fresh = Engine::new(ledger, directory, config);
+    let mut replayer = Replayer::new(&fresh, Vec::new());
     for (now, ops) in &journal {
         for op in ops {
-            replayer.apply(&ledger, op, *now).unwrap();
+            replayer.apply(op, *now).unwrap();
         }
     }
-    let restarted = Engine::new(ledger, directory, config).resume(replayer.finish(), NOW + 20);
+    let recovered = replayer.finish();
+    let restarted = fresh.resume(recovered, NOW + 20);
     let mut gy = Gy::with(restarted);
     // The gateway's identifiers go on from where they were.
     gy.sent = 100;

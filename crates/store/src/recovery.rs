@@ -216,17 +216,20 @@ pub fn open(
     for r in &records {
         replay(engine, r)?;
     }
-    let (after, open, snap_sessions, snap_next) = match header {
+    let (after, open, snap_next) = match header {
         Some(h) => {
             let same = h.info.fingerprint == snapshot::fingerprint(engine.ledger());
             let snapshot::Loaded {
                 info,
                 dropped,
                 sessions,
-            } = snapshot::apply(engine.ledger(), h, &snapshot_path, same)?;
+            } = snapshot::apply(engine.ledger(), h, &snapshot_path, same, |r| {
+                engine.restore_session(r)
+            })?;
             info!(
                 sequence = info.sequence,
                 changes = info.changes,
+                sessions,
                 dropped_counters = dropped,
                 "snapshot loaded"
             );
@@ -245,27 +248,21 @@ pub fn open(
                     }));
                 }
             }
-            (
-                info.sequence,
-                info.outstanding,
-                sessions,
-                info.next_reservation,
-            )
+            (info.sequence, info.outstanding, info.next_reservation)
         }
-        None => (0, Vec::new(), Vec::new(), 1),
+        None => (0, Vec::new(), 1),
     };
     let mut failed: Option<StoreError> = None;
-    let (mut recovered, summary) =
-        crate::replay::replay(engine.ledger(), &dir, after, open, snap_sessions, |seq| {
-            // Changes made before this record (logged with a lower sequence) take effect first.
-            while let Some(r) = pending.next_if(|r| r.after_sequence < seq) {
-                if failed.is_none() {
-                    if let Err(e) = replay(engine, &r) {
-                        failed = Some(e);
-                    }
+    let (mut recovered, summary) = crate::replay::replay(engine, &dir, after, open, |seq| {
+        // Changes made before this record (logged with a lower sequence) take effect first.
+        while let Some(r) = pending.next_if(|r| r.after_sequence < seq) {
+            if failed.is_none() {
+                if let Err(e) = replay(engine, &r) {
+                    failed = Some(e);
                 }
             }
-        })?;
+        }
+    })?;
     if let Some(e) = failed {
         return Err(e);
     }

@@ -3,29 +3,28 @@
 
 use std::path::Path;
 
+use ocf_charging::engine::Engine;
 use ocf_charging::engine::recorder::{Outstanding, Recovered, Replayer};
-use ocf_charging::engine::session::Restored;
-use ocf_charging::ledger::Ledger;
 
 use crate::segment::{self, ReadError, ReadSummary};
 
-/// Applies the journal in `dir` (records after `after`) to `ledger`, starting from what a
-/// snapshot held (`open_before`, `sessions_before`); `before(sequence)` runs ahead of each
-/// record (account changes logged before it take effect first). Truncates a torn tail; stops
-/// at corruption, and refuses a record the core cannot apply.
+/// Applies the journal in `dir` (records after `after`) to `engine` (its ledger and, straight
+/// into its session maps, the sessions), starting from the reservations a snapshot held open
+/// (`open_before`; its sessions already restored); `before(sequence)` runs ahead of each record
+/// (account changes logged before it take effect first). Truncates a torn tail; stops at
+/// corruption, and refuses a record the core cannot apply.
 pub fn replay(
-    ledger: &Ledger,
+    engine: &Engine,
     dir: &Path,
     after: u64,
     open_before: Vec<Outstanding>,
-    sessions_before: Vec<Restored>,
     mut before: impl FnMut(u64),
 ) -> Result<(Recovered, ReadSummary), ReadError> {
-    let mut replayer = Replayer::new(open_before, sessions_before);
+    let mut replayer = Replayer::new(engine, open_before);
     let mut refused: Option<(u64, String)> = None;
     let summary = segment::read_all(dir, after, true, |r| {
         before(r.sequence);
-        if let Err(e) = replayer.apply(ledger, &r.op, r.time) {
+        if let Err(e) = replayer.apply(&r.op, r.time) {
             refused.get_or_insert((r.sequence, e.to_string()));
         }
     })?;

@@ -231,13 +231,13 @@ pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotErr
     })
 }
 
-/// What a snapshot restores besides the ledger.
+/// What a snapshot restores besides the ledger and the sessions.
 pub struct Loaded {
     pub info: SnapshotInfo,
     /// Counters (and own usages) of accounts no longer there.
     pub dropped: usize,
-    /// Sessions open or lingering when it was taken, their accounts matched to the tree.
-    pub sessions: Vec<ocf_charging::engine::session::Restored>,
+    /// Sessions open or lingering when it was taken (handed to `restore`).
+    pub sessions: usize,
 }
 
 /// Applies a snapshot to the ledger. `by_index`: the ledger was rebuilt to the very tree the
@@ -249,6 +249,7 @@ pub fn apply(
     header: Header<'_>,
     file: &Path,
     by_index: bool,
+    mut restore: impl FnMut(ocf_charging::engine::session::Restored),
 ) -> Result<Loaded, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
         file: file.into(),
@@ -425,7 +426,8 @@ pub fn apply(
             }
         }
     }
-    let mut sessions = Vec::new();
+    // Sessions go straight to `restore`, each as it is read, not gathered first.
+    let mut sessions = 0;
     if version >= 3 {
         for _ in 0..r.try_get_u32_le().map_err(short)? {
             let n = r.try_get_u32_le().map_err(short)? as usize;
@@ -434,13 +436,15 @@ pub fn apply(
             let mut s = ocf_charging::engine::session::decode_state(data)
                 .ok_or_else(|| corrupt("a session does not read back"))?;
             if s.ended {
-                sessions.push(s);
+                restore(s);
+                sessions += 1;
                 continue;
             }
             match map(s.session.account.tree, s.session.account.node) {
                 Some(account) => {
                     s.session.account = account;
-                    sessions.push(s);
+                    restore(s);
+                    sessions += 1;
                 }
                 None => dropped += 1,
             }
@@ -484,7 +488,7 @@ mod tests {
 
     fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
         header(d, Path::new("s"))
-            .and_then(|h| apply(l, h, Path::new("s"), by_index))
+            .and_then(|h| apply(l, h, Path::new("s"), by_index, |_| {}))
             .map(|l| (l.info, l.dropped))
     }
 

@@ -168,23 +168,37 @@ impl Engine {
         // Reservation id 0 means "none".
         self.next_reservation = AtomicU64::new(recovered.next_reservation.max(1));
         let mut open = recovered.outstanding;
-        self.sessions.reserve(recovered.sessions.len());
-        for (_, mut r) in recovered.sessions {
-            if r.ended {
-                if r.session.deadline <= now {
-                    continue;
-                }
-            } else {
+        for i in 0..self.sessions.shard_count() {
+            let mut shard = self.sessions.lock_index(i);
+            for s in shard.open.values_mut() {
                 // What the session held and the journal still has open; anything else was
                 // settled or expired after its last request.
-                r.session.held.retain(|h| open.remove(&h.id).is_some());
+                s.held.retain(|h| open.remove(&h.id).is_some());
             }
-            self.sessions.lock(&r.session_id).restore(r);
+            shard.forget_ended_before(now);
         }
         let mut outstanding: Vec<Outstanding> = open.into_values().collect();
         outstanding.sort_by_key(|o| o.id);
         self.outstanding = Mutex::new(outstanding);
         self
+    }
+
+    /// Puts back a session as a snapshot or the journal last recorded it (recovery, before
+    /// [`Self::resume`]): a later state of the same Session-Id replaces an earlier one.
+    pub fn restore_session(&self, r: session::Restored) {
+        self.sessions.lock(&r.session_id).restore(r);
+    }
+
+    /// Forgets a session that supervision closed (recovery, before [`Self::resume`]).
+    pub fn forget_session(&self, session_id: &str) {
+        let mut shard = self.sessions.lock(session_id);
+        shard.open.remove(session_id);
+        shard.ended.remove(session_id);
+    }
+
+    /// Makes room for `n` sessions about to be restored.
+    pub fn reserve_sessions(&self, n: usize) {
+        self.sessions.reserve(n);
     }
 
     /// Takes new charging settings (a reload): they apply to grants and ends from now on.

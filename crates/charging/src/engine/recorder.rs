@@ -188,20 +188,21 @@ pub struct Recovered {
     pub next_reservation: u64,
     /// Reservations still open, sessions' included, by id.
     pub outstanding: HashMap<u64, Outstanding, Fast>,
-    /// Sessions as they were last recorded, open or lingering after their end, by Session-Id.
-    pub sessions: HashMap<String, super::session::Restored, Fast>,
 }
 
 /// Replay fills maps of ten million entries: SipHash was a tenth of a start-up's time.
 /// Journal records were checksummed when read back and come from our own writer.
 type Fast = foldhash::fast::RandomState;
 
-/// Applies ops read back from the journal to a ledger provisioned as it was when they were
-/// recorded, and keeps what a restart resumes from: reservations still open and sessions.
-pub struct Replayer {
+/// Applies ops read back from the journal to an engine provisioned as it was when they were
+/// recorded (before [`super::Engine::resume`]): the ledger's, and the sessions' latest states
+/// straight into the engine's session maps (ten million sessions were copied through two
+/// maps of their own on the way, at the cost of a restart's time and memory). Keeps the
+/// reservations still open.
+pub struct Replayer<'e> {
     max_id: u64,
     open: HashMap<u64, Outstanding, Fast>,
-    sessions: HashMap<String, super::session::Restored, Fast>,
+    engine: &'e super::Engine,
 }
 
 /// An op that cannot be applied: the store reports it as corruption at its sequence.
@@ -213,26 +214,23 @@ pub enum ReplayError {
     Session,
 }
 
-impl Replayer {
-    /// Starts from what a snapshot held.
-    pub fn new(open: Vec<Outstanding>, sessions: Vec<super::session::Restored>) -> Self {
+impl<'e> Replayer<'e> {
+    /// Starts from the reservations a snapshot held open (its sessions already restored into
+    /// `engine` with [`super::Engine::restore_session`]).
+    pub fn new(engine: &'e super::Engine, open: Vec<Outstanding>) -> Self {
         let mut r = Replayer {
             max_id: open.iter().map(|o| o.id).max().unwrap_or(0),
             // Sized once for what the snapshot holds (and some), not grown and moved.
             open: HashMap::with_capacity_and_hasher(open.len() + open.len() / 4, Fast::default()),
-            sessions: HashMap::with_capacity_and_hasher(
-                sessions.len() + sessions.len() / 4,
-                Fast::default(),
-            ),
+            engine,
         };
         r.open.extend(open.into_iter().map(|o| (o.id, o)));
-        r.sessions
-            .extend(sessions.into_iter().map(|s| (s.session_id.clone(), s)));
         r
     }
 
     /// Applies one op as it ran at `now`.
-    pub fn apply(&mut self, ledger: &Ledger, op: &Op, now: i64) -> Result<(), ReplayError> {
+    pub fn apply(&mut self, op: &Op, now: i64) -> Result<(), ReplayError> {
+        let ledger = self.engine.ledger();
         let unit = |c: u8| unit_from(c).ok_or(ReplayError::Unit(c));
         match op {
             &Op::Reserve {
@@ -299,10 +297,11 @@ impl Replayer {
             }
             Op::Session(data) => {
                 let s = super::session::decode_state(data).ok_or(ReplayError::Session)?;
-                self.sessions.insert(s.session_id.clone(), s);
+                self.engine.restore_session(s);
             }
             Op::SessionClosed(id) => {
-                self.sessions.remove(String::from_utf8_lossy(id).as_ref());
+                self.engine
+                    .forget_session(String::from_utf8_lossy(id).as_ref());
             }
             Op::Usage(_) => {}
         }
@@ -314,7 +313,6 @@ impl Replayer {
         Recovered {
             next_reservation: self.max_id + 1,
             outstanding: self.open,
-            sessions: self.sessions,
         }
     }
 }

@@ -597,13 +597,29 @@ pub(crate) fn encode_ended(out: &mut Vec<u8>, session_id: &str, e: &Ended) {
 }
 
 impl ShardMaps {
-    /// Puts back a session read from the journal or a snapshot.
+    /// Puts back a session read from the journal or a snapshot, in place of any earlier state
+    /// of it.
     pub fn restore(&mut self, r: Restored) {
         if r.ended {
+            self.open.remove(r.session_id.as_str());
             self.end(&r.session_id, r.session);
         } else {
+            self.ended.remove(r.session_id.as_str());
             self.open.insert(r.session_id.into(), Box::new(r.session));
         }
+    }
+
+    /// After a restore: forgets ended sessions whose linger time is over and puts the rest in
+    /// the order they leave (the journal and a snapshot give them in any order).
+    pub(crate) fn forget_ended_before(&mut self, now: i64) {
+        self.ended.retain(|_, e| e.deadline > now);
+        let mut order: Vec<(i64, Arc<str>)> = self
+            .ended
+            .iter()
+            .map(|(k, e)| (e.deadline, k.clone()))
+            .collect();
+        order.sort_unstable_by_key(|(d, _)| *d);
+        self.ended_order = order.into();
     }
 }
 
@@ -785,5 +801,40 @@ mod tests {
             &identity()
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_later_restored_state_replaces_an_earlier_one_and_expired_ended_ones_go() {
+        let restored = |id: &str, ended: bool, deadline: i64| Restored {
+            session_id: id.into(),
+            session: Session {
+                deadline,
+                terminated: ended,
+                ..session(vec![1, 2, 3])
+            },
+            ended,
+        };
+        let mut shard = ShardMaps::default();
+        // Open, then ended (journal order): only the ended state is left.
+        shard.restore(restored("a", false, 100));
+        shard.restore(restored("a", true, 50));
+        assert!(shard.open.is_empty());
+        assert_eq!(shard.ended.get("a").map(|e| e.deadline), Some(50));
+        // A session id used again after its end: open once more.
+        shard.restore(restored("a", false, 200));
+        assert!(shard.ended.is_empty());
+        assert_eq!(shard.open.get("a").map(|s| s.deadline), Some(200));
+        // Ended sessions in any order: at resume those past their linger time go, the rest
+        // leave in deadline order.
+        for (id, deadline) in [("c", 40), ("b", 20), ("d", 30), ("e", 10)] {
+            shard.restore(restored(id, true, deadline));
+        }
+        shard.forget_ended_before(15);
+        assert!(!shard.ended.contains_key("e"));
+        let order: Vec<i64> = shard.ended_order.iter().map(|(d, _)| *d).collect();
+        assert_eq!(order, [20, 30, 40]);
+        assert_eq!(shard.expire_ended(30), 2);
+        assert_eq!(shard.ended.keys().map(|k| &**k).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(shard.open.len(), 1, "open sessions are not touched");
     }
 }
