@@ -196,11 +196,6 @@ impl Engine {
         shard.ended.remove(session_id);
     }
 
-    /// Makes room for `n` sessions about to be restored.
-    pub fn reserve_sessions(&self, n: usize) {
-        self.sessions.reserve(n);
-    }
-
     /// Takes new charging settings (a reload): they apply to grants and ends from now on.
     pub fn set_charging_config(&self, config: ChargingConfig) {
         self.reservation_grace_s

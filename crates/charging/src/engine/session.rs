@@ -232,14 +232,6 @@ impl Sessions {
         SHARDS
     }
 
-    /// Makes room for `n` open sessions spread over the shards (a restart restores millions).
-    pub(crate) fn reserve(&self, n: usize) {
-        let each = n / SHARDS + n / SHARDS / 8;
-        for i in 0..SHARDS {
-            self.lock_shard(i).open.reserve(each);
-        }
-    }
-
     pub(crate) fn lock_index(&self, i: usize) -> Shard<'_> {
         self.lock_shard(i)
     }
