@@ -448,6 +448,18 @@ impl<'e> Planner<'e> {
             .filter_map(|t| ledger.find_tree(&t.name))
             .collect();
         let mut devices = 0u64;
+        // Every id of the import is claimed once: ten million devices' ids grown into the set
+        // one doubling at a time cost seconds of a start-up. Bounded like the import itself.
+        let ids: u64 = next
+            .iter()
+            .map(|t| {
+                t.devices.iter().fold(t.node.len() as u64, |n, r| {
+                    n.saturating_add(r.count.saturating_mul(2))
+                })
+            })
+            .fold(0u64, u64::saturating_add);
+        self.claimed
+            .reserve(ids.min(2 * provisioning::MAX_DEVICES) as usize);
         let mut removed = Vec::new();
         for old in prev
             .iter()
