@@ -216,6 +216,10 @@ pub fn open(
     for r in &records {
         replay(engine, r)?;
     }
+    if !records.is_empty() {
+        // A start-up's phases show in the log's times: accounts, snapshot, journal, resume.
+        info!(changes = records.len(), "account changes replayed");
+    }
     let (after, open, snap_next) = match header {
         Some(h) => {
             let same = h.info.fingerprint == snapshot::fingerprint(engine.ledger());
