@@ -69,7 +69,7 @@ fn answer_events<'e>(
     batch: &mut Option<ocf_charging::CcrBatch<'e>>,
     remote: SocketAddr,
     tracked: &mut Option<Vec<Tracked>>,
-    reports: &mut Doic<'_>,
+    reports: &mut Doic,
 ) -> u64 {
     let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
@@ -108,20 +108,37 @@ fn answer_events<'e>(
     answered
 }
 
-/// The DOIC report the answers of one read carry (None: DOIC off), and how many carried an
+/// The DOIC report the answers of one batch carry (None: DOIC off), and how many carried an
 /// OC-OLR.
-struct Doic<'r> {
-    report: Option<&'r overload::Report>,
+struct Doic {
+    report: Option<arc_swap::Guard<Arc<overload::Report>>>,
     olr_sent: u64,
 }
 
-impl Doic<'_> {
+impl Doic {
+    /// The report out now, if DOIC is on.
+    fn new(live: &super::Live, shared: &Shared) -> Doic {
+        Doic {
+            report: (live.doic_validity_s > 0).then(|| shared.overload.report()),
+            olr_sent: 0,
+        }
+    }
+
     /// Adds the report to the answer at `start`, the last in `out`.
     fn add(&mut self, out: &mut BytesMut, start: usize) {
-        if let Some(r) = self.report {
+        if let Some(r) = &self.report {
             if doic::append(out, start, &r.avps) && r.olr.is_some() {
                 self.olr_sent += 1;
             }
+        }
+    }
+
+    /// Counts the answers that carried an OC-OLR.
+    fn finish(self, shared: &Shared) {
+        if self.olr_sent > 0 {
+            shared
+                .olr_sent
+                .fetch_add(self.olr_sent, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -248,11 +265,7 @@ pub(crate) async fn drive<S>(
         // the batch (it holds the snapshot gate) ends before anything is awaited.
         {
             let mut batch = None;
-            let report = live.doic.then(|| shared.overload.report());
-            let mut reports = Doic {
-                report: report.as_deref().map(|r| &**r),
-                olr_sent: 0,
-            };
+            let mut reports = Doic::new(&live, &shared);
             let n = answer_events(
                 &mut peer,
                 &shared.store,
@@ -261,11 +274,7 @@ pub(crate) async fn drive<S>(
                 &mut tracked,
                 &mut reports,
             );
-            if reports.olr_sent > 0 {
-                shared
-                    .olr_sent
-                    .fetch_add(reports.olr_sent, std::sync::atomic::Ordering::Relaxed);
-            }
+            reports.finish(&shared);
             if let Some(b) = batch.take() {
                 wait_for = wait_for.max(shared.store.hand_over(b.finish()));
             }
@@ -351,8 +360,7 @@ pub(crate) async fn drive<S>(
                 // requests are refused (3004) at a fraction of the cost of answering them.
                 let (mut frames, mut shedding, mut shed, mut answered) = (0u32, false, 0u64, 0u64);
                 let mut batch = None;
-                let report = live.doic.then(|| shared.overload.report());
-                let mut reports = Doic { report: report.as_deref().map(|r| &**r), olr_sent: 0 };
+                let mut reports = Doic::new(&live, &shared);
                 loop {
                     match cut(&mut rbuf, live.max_message_bytes) {
                         Cut::Frame(f) => {
@@ -398,9 +406,7 @@ pub(crate) async fn drive<S>(
                 // A 3004 costs about a tenth of an answer (docs/benchmarks.md): counted so,
                 // a read that shed does not make a request look dearer than it is.
                 shared.overload.measured(answered + shed / 10, now.elapsed());
-                if reports.olr_sent > 0 {
-                    shared.olr_sent.fetch_add(reports.olr_sent, std::sync::atomic::Ordering::Relaxed);
-                }
+                reports.finish(&shared);
                 shared.requests.fetch_add(answered + shed, std::sync::atomic::Ordering::Relaxed);
                 if shed > 0 {
                     shared.shed.fetch_add(shed, std::sync::atomic::Ordering::Relaxed);

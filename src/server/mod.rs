@@ -112,9 +112,7 @@ pub(crate) struct Live {
     pub partial_message_timeout: Duration,
     /// See `diameter.overload_queue_us` (None: never shed).
     pub overload_queue: Option<Duration>,
-    /// DOIC on (`diameter.doic_validity_s` > 0).
-    pub doic: bool,
-    /// How long a DOIC overload report holds, seconds.
+    /// How long a DOIC overload report holds, seconds (0: DOIC off).
     pub doic_validity_s: u32,
     /// TLS/TCP: the server's TLS settings (None: no TLS listener), and whether a peer's
     /// Origin-Host must be a name in its certificate.
@@ -299,7 +297,6 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
         partial_message_timeout: Duration::from_secs(d.partial_message_timeout_s),
         overload_queue: (d.overload_queue_us > 0)
             .then(|| Duration::from_micros(d.overload_queue_us)),
-        doic: d.doic_validity_s > 0,
         doic_validity_s: d.doic_validity_s,
         durable_timeout: Duration::from_millis(config.journal.durable_timeout_ms),
     })
@@ -594,10 +591,10 @@ impl Server {
                 if part + 1 < parts {
                     continue;
                 }
-                let shed = shed.load(Ordering::Relaxed);
+                let (shed, refused) = (shed.load(Ordering::Relaxed), store.refused());
                 let reduction = reporter.tick(
                     shared.requests.load(Ordering::Relaxed),
-                    shed + store.refused(),
+                    shed + refused,
                     shared.live.load().doic_validity_s,
                     overload::unix_ms(),
                     &shared.overload,
@@ -606,7 +603,7 @@ impl Server {
                     &store,
                     admin::OverloadFigures {
                         shed,
-                        refused: store.refused(),
+                        refused,
                         not_durable: not_durable.load(Ordering::Relaxed),
                         service_ns: shared.overload.service_ns(),
                         reduction,

@@ -435,19 +435,18 @@ pub fn apply(
             r = rest;
             let mut s = ocf_charging::engine::session::decode_state(data)
                 .ok_or_else(|| corrupt("a session does not read back"))?;
-            if s.ended {
-                restore(s);
-                sessions += 1;
-                continue;
-            }
-            match map(s.session.account.tree, s.session.account.node) {
-                Some(account) => {
-                    s.session.account = account;
-                    restore(s);
-                    sessions += 1;
+            // A lingering session names no account; an open one's must still be there.
+            if !s.ended {
+                match map(s.session.account.tree, s.session.account.node) {
+                    Some(account) => s.session.account = account,
+                    None => {
+                        dropped += 1;
+                        continue;
+                    }
                 }
-                None => dropped += 1,
             }
+            restore(s);
+            sessions += 1;
         }
     }
     if !r.is_empty() {

@@ -396,12 +396,14 @@ fn follow_run(
         }
         let wait = if failures > 0 {
             super::retry_wait(failures)
-        } else if read_to < written() && read_to > read_before {
-            Duration::ZERO
         } else if read_to < written() {
-            // Behind, but nothing could be read (the journal is not there yet): wait rather
-            // than spin.
-            Duration::from_millis(100)
+            if read_to > read_before {
+                Duration::ZERO
+            } else {
+                // Behind, but nothing could be read (the journal is not there yet): wait
+                // rather than spin.
+                Duration::from_millis(100)
+            }
         } else {
             Duration::from_secs(1)
         };

@@ -346,8 +346,9 @@ fn run(
                     closed_at = Some(Instant::now());
                 }
                 gathering = durability == Durability::Async && !pending.is_empty();
-            } else if rx.take_all(Duration::ZERO, &mut pending) == Taken::Closed {
-                // Closing: everything still queued is taken.
+            } else {
+                // Closing: everything still queued is taken (closed, nothing more comes).
+                rx.take_all(Duration::ZERO, &mut pending);
             }
             // Group commit: everything waiting goes in the same write, up to a bound.
             while group.buf.len() < MAX_GROUP_BYTES {
@@ -416,10 +417,11 @@ fn run(
                 return;
             }
             if failures > 0 && at.elapsed() > GIVE_UP_AFTER_CLOSE {
+                // Counted in records: what the group holds and every batch not yet in it.
+                rx.take_all(Duration::ZERO, &mut pending);
                 tracing::error!(
-                    records_lost = group.count
-                        + pending.iter().map(|b| b.ops.len() as u64).sum::<u64>()
-                        + rx.len() as u64,
+                    records_lost =
+                        group.count + pending.iter().map(|b| b.ops.len() as u64).sum::<u64>(),
                     "journal: stopping with records that could not be written"
                 );
                 return;
