@@ -584,6 +584,19 @@ mod tests {
         assert!(c.validate().is_err());
         let c: Config = toml::from_str("[diameter]\norigin_host = \"no spaces please\"\n").unwrap();
         assert!(c.validate().is_err());
+        // DOIC reports hold at most a day (RFC 7683 §7.4); 0 turns DOIC off.
+        let c: Config = toml::from_str("[diameter]\ndoic_validity_s = 86401\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("diameter.doic_validity_s")
+        );
+        for ok in [0, 86400] {
+            let c: Config =
+                toml::from_str(&format!("[diameter]\ndoic_validity_s = {ok}\n")).unwrap();
+            c.validate().unwrap();
+        }
     }
 
     #[test]
