@@ -623,6 +623,10 @@ fn full_disk(mode: &str) {
             "{mode}: after the disk was freed: {seen:?}"
         );
     }
+    // The backlog queued while full is written after the first retry succeeds; until it is,
+    // admission may still refuse (a busy machine can leave the writer unscheduled for
+    // milliseconds after "journal writes succeed again"). Once it is: everything is admitted.
+    wait_journal_written(&mut d, &api, mode);
     for _ in 0..20 {
         let seen = load.session();
         assert!(
