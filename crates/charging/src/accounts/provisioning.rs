@@ -10,7 +10,9 @@ use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::tenant::{Directory, FinalUnitAction, Policy, SubscriptionType, Tariff, Unmetered};
+use super::tenant::{
+    Directory, FinalUnitAction, NumberKey, Policy, SubscriptionType, Tariff, Unmetered,
+};
 use crate::ledger::{AccountRef, Counter, Ledger, MONEY_SCALE, Period, Tree, Unit};
 
 #[derive(Debug, Deserialize)]
@@ -333,8 +335,115 @@ pub type Subscriptions = Vec<(SubscriptionType, String)>;
 /// A tenant as built from its spec: the tree, each node's subscription ids, and the policy.
 pub struct BuiltTenant {
     pub tree: Tree,
+    /// The ids of nodes that name theirs (`[[tenant.node]]` with an MSISDN, IMSI, ...).
     pub subscriptions: Vec<(u32, Subscriptions)>,
+    /// The ids of devices provisioned as ranges, kept as numbers.
+    pub runs: Vec<DeviceRun>,
     pub policy: Policy,
+}
+
+impl BuiltTenant {
+    /// How many subscription ids the tenant binds.
+    pub(crate) fn id_count(&self) -> usize {
+        let named: usize = self.subscriptions.iter().map(|(_, s)| s.len()).sum();
+        let runs: usize = self
+            .runs
+            .iter()
+            .map(|r| r.ids_per_device() * r.count as usize)
+            .sum();
+        named + runs
+    }
+
+    /// Every node's subscription ids as strings, ranges included (for comparing two imports of
+    /// a tenant, not for a start-up).
+    pub(crate) fn all_subscriptions(&self) -> impl Iterator<Item = (u32, Subscriptions)> + '_ {
+        self.subscriptions
+            .iter()
+            .cloned()
+            .chain(self.runs.iter().flat_map(|r| {
+                r.keys().map(|(node, keys)| {
+                    let subs = keys
+                        .into_iter()
+                        .flatten()
+                        .map(|(kind, digits, n)| {
+                            (kind, format!("{n:0width$}", width = digits as usize))
+                        })
+                        .collect();
+                    (node, subs)
+                })
+            }))
+    }
+}
+
+/// Devices provisioned as a range (`[[tenant.devices]]`): device k is node `first_node + k`,
+/// with MSISDN `msisdn_from + k` and IMSI `imsi_from + k`. Their ids stay numbers from file to
+/// directory: ten million of them formatted as strings and parsed back were a third of a
+/// start-up.
+#[derive(Clone, Debug)]
+pub struct DeviceRun {
+    pub first_node: u32,
+    pub count: u32,
+    pub msisdn_from: u64,
+    pub imsi_from: Option<u64>,
+}
+
+/// An IMSI of a range is written with 15 digits at least (leading zeros count).
+const IMSI_DIGITS: u8 = 15;
+
+/// Decimal digits of `n` (1 for 0).
+fn digits(n: u64) -> u8 {
+    n.checked_ilog10().map_or(1, |d| d as u8 + 1)
+}
+
+impl DeviceRun {
+    fn ids_per_device(&self) -> usize {
+        1 + usize::from(self.imsi_from.is_some())
+    }
+
+    /// Each device's node and directory keys (the MSISDN, then the IMSI if the range has
+    /// them), as [`number_key`](super::tenant::number_key) would make them from the strings.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = (u32, [Option<NumberKey>; 2])> + '_ {
+        (0..self.count).map(move |k| {
+            let msisdn = self.msisdn_from + u64::from(k);
+            let imsi = self.imsi_from.map(|i| {
+                let n = i + u64::from(k);
+                (SubscriptionType::Imsi, digits(n).max(IMSI_DIGITS), n)
+            });
+            (
+                self.first_node + k,
+                [Some((SubscriptionType::E164, digits(msisdn), msisdn)), imsi],
+            )
+        })
+    }
+
+    /// The run's keys as spans of equal digit count, (kind, digits, first, last): what an
+    /// import claims, so that overlapping ranges are found without a set of every number.
+    pub(crate) fn spans(&self) -> Vec<(SubscriptionType, u8, u64, u64)> {
+        let last = u64::from(self.count.saturating_sub(1));
+        let mut out = Vec::new();
+        let mut split = |kind: SubscriptionType, from: u64, min_digits: u8| {
+            let to = from + last;
+            let mut a = from;
+            while a <= to {
+                let d = digits(a);
+                // The last number with d digits, or the end of the range.
+                let top = 10u64.checked_pow(u32::from(d)).map_or(u64::MAX, |p| p - 1);
+                let b = top.min(to);
+                out.push((kind, d.max(min_digits), a, b));
+                match b.checked_add(1) {
+                    Some(next) => a = next,
+                    None => break,
+                }
+            }
+        };
+        if self.count > 0 {
+            split(SubscriptionType::E164, self.msisdn_from, 1);
+            if let Some(i) = self.imsi_from {
+                split(SubscriptionType::Imsi, i, IMSI_DIGITS);
+            }
+        }
+        out
+    }
 }
 
 /// Builds one tenant from its spec, checking everything about it; errors name the tenant and
@@ -427,7 +536,7 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
         .fold(0u64, |n, r| n.saturating_add(r.count))
         .min(MAX_DEVICES) as usize;
     tree.nodes.reserve(ranged);
-    subscriptions.reserve(ranged);
+    let mut runs = Vec::with_capacity(t.devices.len());
     for r in &t.devices {
         let rerr = |reason: String| terr(format!("devices under '{}': {reason}", r.parent));
         let parent = *by_path
@@ -451,21 +560,35 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
             )));
         }
         let limits = counters(&r.limits).map_err(&rerr)?;
-        for k in 0..r.count {
-            let msisdn = r
-                .msisdn_from
-                .checked_add(k)
-                .ok_or_else(|| rerr("MSISDN range overflows".into()))?;
-            let id = tree.add(msisdn.to_string(), Some(parent), limits.clone());
-            let mut subs = vec![(SubscriptionType::E164, msisdn.to_string())];
-            if let Some(imsi) = r.imsi_from {
-                let imsi = imsi
-                    .checked_add(k)
-                    .ok_or_else(|| rerr("IMSI range overflows".into()))?;
-                subs.push((SubscriptionType::Imsi, format!("{imsi:015}")));
-            }
-            subscriptions.push((id, subs));
+        // A directory key holds 19 digits at most (E.164 numbers have 15, IMSIs 15).
+        let fits = |from: u64| {
+            from.checked_add(r.count.saturating_sub(1))
+                .is_some_and(|last| last < 10u64.pow(19))
+        };
+        if !fits(r.msisdn_from) {
+            return Err(rerr("the MSISDN range goes beyond 19 digits".into()));
         }
+        if r.imsi_from.is_some_and(|i| !fits(i)) {
+            return Err(rerr("the IMSI range goes beyond 19 digits".into()));
+        }
+        if r.count == 0 {
+            continue;
+        }
+        let first_node = tree.nodes.len() as u32;
+        for k in 0..r.count {
+            tree.add(
+                (r.msisdn_from + k).to_string(),
+                Some(parent),
+                limits.clone(),
+            );
+        }
+        runs.push(DeviceRun {
+            first_node,
+            // At most MAX_DEVICES, checked above.
+            count: r.count as u32,
+            msisdn_from: r.msisdn_from,
+            imsi_from: r.imsi_from,
+        });
     }
     if tree.nodes.is_empty() {
         return Err(terr("has no nodes".into()));
@@ -473,6 +596,7 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
     Ok(BuiltTenant {
         tree,
         subscriptions,
+        runs,
         policy: pol,
     })
 }
@@ -529,27 +653,43 @@ pub fn load_str(
         if ledger.find_tree(&t.name).is_some() {
             return Err(err(format!("tenant '{}' is defined twice", t.name)));
         }
+        let taken = |id: &str| {
+            err(format!(
+                "tenant '{}': subscription {id} is already provisioned",
+                t.name
+            ))
+        };
         for (_, subs) in &built.subscriptions {
             for (kind, id) in subs {
                 if dir.lookup(*kind, id).is_some() {
-                    return Err(err(format!(
-                        "tenant '{}': subscription {id} is already provisioned",
-                        t.name
-                    )));
+                    return Err(taken(id));
+                }
+            }
+        }
+        for run in &built.runs {
+            for (_, keys) in run.keys() {
+                for (kind, digits, n) in keys.into_iter().flatten() {
+                    if dir.lookup_key(&(kind, digits, n)).is_some() {
+                        return Err(taken(&format!("{n:0width$}", width = digits as usize)));
+                    }
                 }
             }
         }
         let tree_id = ledger.add_tree(built.tree);
+        let at = |node| AccountRef {
+            tree: tree_id,
+            node,
+        };
         for (node, subs) in built.subscriptions {
             for (kind, id) in subs {
-                dir.add(
-                    kind,
-                    &id,
-                    AccountRef {
-                        tree: tree_id,
-                        node,
-                    },
-                );
+                dir.add(kind, &id, at(node));
+            }
+        }
+        for run in &built.runs {
+            for (node, keys) in run.keys() {
+                for key in keys.into_iter().flatten() {
+                    dir.add_key(key, at(node));
+                }
             }
         }
         dir.set_policy(tree_id, built.policy);

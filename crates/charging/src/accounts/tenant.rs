@@ -138,7 +138,7 @@ impl SubscriptionType {
 pub struct Directory {
     /// E.164 numbers and IMSIs as (type, number of digits, value): compact, and two strings
     /// name the same subscription only if their digits are the same (leading zeros count).
-    numbers: HashMap<(SubscriptionType, u8, u64), AccountRef, RandomState>,
+    numbers: HashMap<NumberKey, AccountRef, RandomState>,
     names: HashMap<(SubscriptionType, String), AccountRef, RandomState>,
     policies: Vec<Policy>,
 }
@@ -159,6 +159,16 @@ impl Directory {
                 self.names.insert((kind, id.to_ascii_lowercase()), at);
             }
         }
+    }
+
+    /// Registers a subscription identity already in its compact form.
+    pub(crate) fn add_key(&mut self, key: NumberKey, at: AccountRef) {
+        self.numbers.insert(key, at);
+    }
+
+    /// Finds the account of a subscription identity in its compact form.
+    pub(crate) fn lookup_key(&self, key: &NumberKey) -> Option<AccountRef> {
+        self.numbers.get(key).copied()
     }
 
     /// Finds the account of a subscription identity: E.164 numbers and IMSIs by their digit
@@ -225,9 +235,12 @@ impl Directory {
     }
 }
 
+/// An E.164 number or IMSI as (type, number of digits, value).
+pub(crate) type NumberKey = (SubscriptionType, u8, u64);
+
 /// The compact key of an E.164 number or IMSI written in plain digits (an E.164 number may
 /// start with `+`); `None` for anything else, which is kept as a name.
-pub(crate) fn number_key(kind: SubscriptionType, id: &str) -> Option<(SubscriptionType, u8, u64)> {
+pub(crate) fn number_key(kind: SubscriptionType, id: &str) -> Option<NumberKey> {
     if !matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi) {
         return None;
     }

@@ -40,7 +40,7 @@ impl Accounts {
             steps
                 .iter()
                 .map(|s| match s {
-                    Step::AddTree(b) => b.subscriptions.iter().map(|(_, s)| s.len()).sum(),
+                    Step::AddTree(b) => b.id_count(),
                     _ => 0,
                 })
                 .sum(),
@@ -51,11 +51,19 @@ impl Accounts {
                     let BuiltTenant {
                         tree,
                         subscriptions,
+                        runs,
                         policy,
                     } = *built;
                     let id = self.ledger.add_tree(tree);
                     for (node, subs) in subscriptions {
                         bind(&mut directory, AccountRef { tree: id, node }, subs);
+                    }
+                    for run in &runs {
+                        for (node, keys) in run.keys() {
+                            for key in keys.into_iter().flatten() {
+                                directory.add_key(key, AccountRef { tree: id, node });
+                            }
+                        }
                     }
                     set_policy(id, policy);
                     sum.tenants_added += 1;

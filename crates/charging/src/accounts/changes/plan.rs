@@ -1,13 +1,13 @@
 //! Planning a change: every check against the live tree, nothing touched; the result is a list
 //! of steps that cannot fail.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Tree, Unit};
 
 use super::super::Accounts;
 use super::super::provisioning::{
-    self, BuiltTenant, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
+    self, BuiltTenant, DeviceRun, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
 use super::super::tenant::{Policy, SubscriptionType, number_key};
 use super::{Change, ChangeError, ChangeState, Source};
@@ -76,6 +76,9 @@ fn components(path: &str) -> Result<Vec<&str>, ChangeError> {
 struct Claimed {
     numbers: HashSet<(u8, u8, u64), foldhash::fast::RandomState>,
     names: HashSet<(u8, String), foldhash::fast::RandomState>,
+    /// Ranges of devices, as spans (kind, digits, first) → last: ten million numbers claimed
+    /// one by one were a fifth of a start-up.
+    spans: BTreeMap<(u8, u8, u64), u64>,
 }
 
 impl Claimed {
@@ -83,9 +86,43 @@ impl Claimed {
     fn claim(&mut self, kind: SubscriptionType, id: &str) -> bool {
         let code = kind as u8;
         match number_key(kind, id) {
-            Some((_, digits, n)) => self.numbers.insert((code, digits, n)),
+            Some((_, digits, n)) => {
+                self.span_holding(code, digits, n, n).is_none()
+                    && self.numbers.insert((code, digits, n))
+            }
             None => self.names.insert((code, id.to_ascii_lowercase())),
         }
+    }
+
+    /// The first number of `first..=last` that a claimed span holds.
+    fn span_holding(&self, kind: u8, digits: u8, first: u64, last: u64) -> Option<u64> {
+        // Spans are disjoint: only the last one starting at or before `last` can overlap.
+        let (&(_, _, from), &to) = self
+            .spans
+            .range((kind, digits, 0)..=(kind, digits, last))
+            .next_back()?;
+        (to >= first).then(|| from.max(first))
+    }
+
+    /// Claims the ids of a range of devices; the first one claimed already if any.
+    fn claim_run(&mut self, run: &DeviceRun) -> Result<(), (SubscriptionType, u8, u64)> {
+        let spans = run.spans();
+        for &(kind, digits, first, last) in &spans {
+            let code = kind as u8;
+            if let Some(n) = self.span_holding(code, digits, first, last) {
+                return Err((kind, digits, n));
+            }
+            if !self.numbers.is_empty() {
+                if let Some(n) = (first..=last).find(|n| self.numbers.contains(&(code, digits, *n)))
+                {
+                    return Err((kind, digits, n));
+                }
+            }
+        }
+        for (kind, digits, first, last) in spans {
+            self.spans.insert((kind as u8, digits, first), last);
+        }
+        Ok(())
     }
 }
 
@@ -452,15 +489,11 @@ impl<'e> Planner<'e> {
             .filter_map(|t| ledger.find_tree(&t.name))
             .collect();
         let mut devices = 0u64;
-        // Every id of the import is claimed once: ten million devices' ids grown into the set
-        // one doubling at a time cost seconds of a start-up. Bounded like the import itself.
+        // Every id of a node is claimed once, into a set sized once (ranges of devices are
+        // claimed as spans). Bounded like the import itself.
         let ids: u64 = next
             .iter()
-            .map(|t| {
-                t.devices.iter().fold(t.node.len() as u64, |n, r| {
-                    n.saturating_add(r.count.saturating_mul(2))
-                })
-            })
+            .map(|t| t.node.len() as u64)
             .fold(0u64, u64::saturating_add);
         self.claimed
             .numbers
@@ -492,6 +525,10 @@ impl<'e> Planner<'e> {
                 self.claim_for_import(&t.name, subs, &kept)
                     .map_err(in_file)?;
             }
+            for run in &built.runs {
+                self.claim_run_for_import(&t.name, run, &kept)
+                    .map_err(in_file)?;
+            }
             match live {
                 None => self.steps.push(Step::AddTree(Box::new(built))),
                 Some(tree) => {
@@ -506,6 +543,38 @@ impl<'e> Planner<'e> {
             }
         }
         Ok(())
+    }
+
+    /// Claims the ids of a range of devices for an import, as [`Self::claim_for_import`].
+    fn claim_run_for_import(
+        &mut self,
+        tenant: &str,
+        run: &DeviceRun,
+        kept: &HashSet<u32>,
+    ) -> Result<(), ChangeError> {
+        let taken = |(_, digits, n): (SubscriptionType, u8, u64)| {
+            invalid(format!(
+                "tenant '{tenant}': subscription {n:0width$} is already provisioned",
+                width = digits as usize
+            ))
+        };
+        let directory = self.accounts.directory();
+        if !kept.is_empty() {
+            for (_, keys) in run.keys() {
+                for key in keys.into_iter().flatten() {
+                    if directory
+                        .lookup_key(&key)
+                        .is_some_and(|a| kept.contains(&a.tree))
+                    {
+                        return Err(taken(key));
+                    }
+                }
+            }
+        }
+        drop(directory);
+        self.claimed
+            .claim_run(run)
+            .map_err(|(kind, digits, n)| taken((kind, digits, n)))
     }
 
     /// Steps that bring a live tree from what the last import said (`old`) to what this one
@@ -537,9 +606,8 @@ impl<'e> Planner<'e> {
             self.steps
                 .push(Step::SetTimeZone(tree, new.tree.tz.clone()));
         }
-        let subs_of = |b: &BuiltTenant| -> HashMap<u32, Subscriptions> {
-            b.subscriptions.iter().cloned().collect()
-        };
+        let subs_of =
+            |b: &BuiltTenant| -> HashMap<u32, Subscriptions> { b.all_subscriptions().collect() };
         let old_state: HashMap<String, (LimitKey, Subscriptions)> = match old {
             Some(o) => {
                 let subs = subs_of(o);

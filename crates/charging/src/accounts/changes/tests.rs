@@ -307,3 +307,145 @@ fn the_change_records_rebuild_the_same_tree() {
             .lookup(SubscriptionType::Nai, "laptop@globex.example")
     );
 }
+
+/// A tenant with one range of devices under its root.
+fn ranged(name: &str, msisdn_from: u64, imsi_from: Option<u64>, count: u64) -> String {
+    let imsi = imsi_from.map_or(String::new(), |i| format!("imsi_from = {i}\n"));
+    format!(
+        "[[tenant]]\nname = \"{name}\"\n[[tenant.node]]\npath = \"{name}\"\n\
+         [[tenant.devices]]\nparent = \"{name}\"\nmsisdn_from = {msisdn_from}\n{imsi}count = {count}\n"
+    )
+}
+
+#[test]
+fn ranges_of_devices_bind_the_same_ids_as_their_strings() {
+    // Across a change in the number of digits: 98, 99, 100, 101; IMSIs keep 15 digits.
+    let e = engine();
+    import(&e, &ranged("r", 98, Some(1_010_000_000_099), 4)).expect("import");
+    for (k, n) in ["98", "99", "100", "101"].into_iter().enumerate() {
+        let at = msisdn(&e, n).unwrap_or_else(|| panic!("{n} is bound"));
+        assert_eq!(at.node, 1 + k as u32, "device {k} is node {}", 1 + k);
+        let imsi = format!("{:015}", 1_010_000_000_099u64 + k as u64);
+        assert_eq!(
+            e.directory().lookup(SubscriptionType::Imsi, &imsi),
+            Some(at)
+        );
+    }
+    assert_eq!(msisdn(&e, "097"), None, "leading zeros name another number");
+    assert_eq!(msisdn(&e, "97"), None);
+    assert_eq!(msisdn(&e, "102"), None);
+    assert_eq!(e.directory().subscriber_count(), 8);
+    // An IMSI shorter than 15 digits is written (and found) with its leading zeros.
+    let e = engine();
+    import(&e, &ranged("s", 447_700_900_000, Some(1_234), 2)).expect("import");
+    assert!(
+        e.directory()
+            .lookup(SubscriptionType::Imsi, "000000000001235")
+            .is_some()
+    );
+    assert!(
+        e.directory()
+            .lookup(SubscriptionType::Imsi, "1235")
+            .is_none()
+    );
+}
+
+#[test]
+fn overlapping_ranges_and_ids_are_refused_by_number() {
+    let e = engine();
+    // Two tenants' ranges overlapping at 15551000099.
+    let both = format!(
+        "{}{}",
+        ranged("a", 15_551_000_000, None, 100),
+        ranged("b", 15_551_000_099, None, 10)
+    );
+    let err = import(&e, &both).expect_err("overlap").to_string();
+    assert!(
+        err.contains("tenant 'b'") && err.contains("15551000099"),
+        "{err}"
+    );
+    // Their IMSIs overlapping, their MSISDNs not.
+    let both = format!(
+        "{}{}",
+        ranged("a", 15_551_000_000, Some(1_010_000_000_000), 100),
+        ranged("b", 15_551_001_000, Some(1_010_000_000_050), 10)
+    );
+    let err = import(&e, &both).expect_err("overlap").to_string();
+    assert!(err.contains("001010000000050"), "{err}");
+    // A range over a number a node of another tenant names, in either order.
+    let node =
+        "[[tenant]]\nname = \"n\"\n[[tenant.node]]\npath = \"n\"\nmsisdn = \"15551000042\"\n";
+    for text in [
+        format!("{node}{}", ranged("a", 15_551_000_000, None, 100)),
+        format!("{}{node}", ranged("a", 15_551_000_000, None, 100)),
+    ] {
+        let err = import(&e, &text).expect_err("overlap").to_string();
+        assert!(err.contains("15551000042"), "{err}");
+    }
+    assert_eq!(e.directory().subscriber_count(), 0, "nothing was bound");
+    // Adjacent ranges are fine; so is the same number with another digit count.
+    let fine = format!(
+        "{}{}{}",
+        ranged("a", 15_551_000_000, None, 100),
+        ranged("b", 15_551_000_100, None, 100),
+        ranged("c", 0, None, 1)
+    );
+    import(&e, &fine).expect("adjacent ranges");
+    assert_eq!(e.directory().subscriber_count(), 201);
+    // A node added through the API cannot take a number of a range.
+    let err = e
+        .change(
+            &Change::AddNode {
+                path: "c/x".into(),
+                limits: vec![],
+                msisdn: Some("15551000150".into()),
+                imsi: None,
+                nai: None,
+                sip_uri: None,
+            },
+            NOW,
+        )
+        .expect_err("taken")
+        .to_string();
+    assert!(err.contains("15551000150"), "{err}");
+}
+
+#[test]
+fn a_range_beyond_nineteen_digits_is_refused() {
+    let e = engine();
+    let err = import(&e, &ranged("a", 9_999_999_999_999_999_999, None, 2))
+        .expect_err("20 digits")
+        .to_string();
+    assert!(err.contains("beyond 19 digits"), "{err}");
+    let err = import(&e, &ranged("a", 1, Some(u64::MAX), 1))
+        .expect_err("overflow")
+        .to_string();
+    assert!(err.contains("IMSI range goes beyond 19 digits"), "{err}");
+}
+
+#[test]
+fn a_reimport_moves_a_range_and_its_ids() {
+    let e = engine();
+    import(
+        &e,
+        &ranged("a", 15_551_000_000, Some(1_010_000_000_000), 10),
+    )
+    .expect("import");
+    // The range grows by five and its IMSIs move: the new ids are bound, the old ones not.
+    import(
+        &e,
+        &ranged("a", 15_551_000_000, Some(2_020_000_000_000), 15),
+    )
+    .expect("reimport");
+    assert!(msisdn(&e, "15551000014").is_some());
+    let dir = e.directory();
+    assert!(
+        dir.lookup(SubscriptionType::Imsi, "002020000000014")
+            .is_some()
+    );
+    assert!(
+        dir.lookup(SubscriptionType::Imsi, "001010000000000")
+            .is_none()
+    );
+    assert_eq!(dir.subscriber_count(), 30);
+}
