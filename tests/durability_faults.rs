@@ -925,6 +925,55 @@ fn missing_segments_or_snapshot_are_refused_and_repair_accepts_a_lost_last_segme
 }
 
 #[test]
+fn a_damaged_snapshot_is_refused_by_name_and_nothing_changes() {
+    // The snapshot is read on a thread while the accounts are rebuilt: whatever is wrong with
+    // it is still found, and said, before anything is written.
+    let fixture = segmented_state();
+    let config = fixture.path().join("ocfd.toml");
+    let original = fixture.path().join("state");
+    let work = tempfile::tempdir().unwrap();
+    let snapshot = |case: &Path| std::fs::read(case.join("snapshot")).unwrap();
+    let cases: [(&str, &str, fn(&mut Vec<u8>)); 4] = [
+        ("flipped", "checksum mismatch", |d| {
+            let mid = d.len() / 2;
+            d[mid] ^= 0x20;
+        }),
+        ("cut", "checksum mismatch", |d| d.truncate(d.len() - 100)),
+        ("header", "not a snapshot", |d| d[0] = b'X'),
+        ("tiny", "not a snapshot", |d| d.truncate(7)),
+    ];
+    for (name, reason, damage) in cases {
+        for without_changes in [false, true] {
+            let case = work.path().join(format!("{name}-{without_changes}"));
+            copy_dir(&original, &case);
+            let mut data = snapshot(&case);
+            damage(&mut data);
+            std::fs::write(case.join("snapshot"), &data).unwrap();
+            if without_changes {
+                // The missing change log would be refused too: the snapshot is named first.
+                std::fs::remove_file(case.join("changes")).unwrap();
+            }
+            let said = refused_start(&config, &case);
+            assert!(
+                said.contains(reason) && said.contains("snapshot"),
+                "{name}, change log removed {without_changes}: {said}"
+            );
+            assert_eq!(
+                snapshot(&case),
+                data,
+                "{name}: the snapshot is left as it was"
+            );
+        }
+    }
+    // And the undamaged state starts from it.
+    let case = work.path().join("intact");
+    copy_dir(&original, &case);
+    let mut d = Daemon::start_in_state(tempfile::tempdir().unwrap(), &case, SEGMENTED, &[]);
+    d.wait_log("snapshot loaded");
+    assert!(d.terminate().success(), "{}", d.proc.output());
+}
+
+#[test]
 fn a_missing_change_log_is_refused_and_not_recreated() {
     let mut d = Daemon::start("");
     let api = d.admin();

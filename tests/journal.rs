@@ -129,9 +129,15 @@ fn check_persisted_state(state: &std::path::Path, acked: &[u64], round: usize) {
         Ok(data) => {
             let path = state.join("snapshot");
             let header = snapshot::header(&data, &path).unwrap();
-            let loaded =
-                snapshot::apply(ledger, header, &path, false, |r| engine.restore_session(r))
-                    .unwrap();
+            let loaded = snapshot::apply(
+                ledger,
+                header,
+                &path,
+                false,
+                |_| {},
+                |r| engine.restore_session(r),
+            )
+            .unwrap();
             (loaded.info.sequence, loaded.info.outstanding)
         }
         Err(_) => (0, Vec::new()),

@@ -134,27 +134,13 @@ pub fn open(
     let snapshot_path = config.state_dir.join("snapshot");
     let changes_path = config.state_dir.join("changes");
     // Everything is checked before anything is written: a refused start changes nothing.
-    let data = match std::fs::read(&snapshot_path) {
-        Ok(data) => Some(data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(StoreError::Snapshot(snapshot::SnapshotError::Io {
-                file: snapshot_path,
-                source,
-            }));
-        }
-    };
+    // The snapshot is read whole on a thread of its own while the account changes are
+    // replayed: each is seconds of first-touched memory at ten million sessions.
+    let mut snap = snapshot::Reading::start(&snapshot_path)?;
+    let peek = snap.peek();
     // Snapshots of version 1 come from before the change log: none is expected with them.
-    // Checked (its checksum read) once, here.
-    let header = data
-        .as_deref()
-        .map(|d| snapshot::header(d, &snapshot_path))
-        .transpose()?;
-    let legacy = header.as_ref().is_some_and(|h| h.version() == 1);
-    let included_changes = header
-        .as_ref()
-        .filter(|h| h.version() > 1)
-        .map_or(0, |h| h.info.changes);
+    let legacy = peek.is_some_and(|p| p.version == 1);
+    let included_changes = peek.filter(|p| p.version > 1).map_or(0, |p| p.changes);
     let journal_has_records = crate::segment::list(&dir)
         .map_err(|source| {
             StoreError::Journal(crate::segment::ReadError::Io {
@@ -166,7 +152,9 @@ pub fn open(
         .any(|(_, p)| {
             std::fs::metadata(p).is_ok_and(|m| m.len() > crate::segment::SEGMENT_HEADER as u64)
         });
+    // A refusal below names what is wrong with the snapshot first, if anything is.
     if !changes_path.exists() && !legacy && (included_changes > 0 || journal_has_records) {
+        snap.check()?;
         return Err(StoreError::Changes(format!(
             "{} is missing, but {}: the account tree cannot be rebuilt without it; restore it (docs/durability.md)",
             changes_path.display(),
@@ -179,6 +167,7 @@ pub fn open(
     }
     let (log, mut records) = ChangeLog::open(&changes_path)?;
     if (records.len() as u64) < included_changes {
+        snap.check()?;
         return Err(StoreError::Changes(format!(
             "{} holds {} account changes but the snapshot includes {included_changes}: changes are missing from it; restore it (docs/durability.md)",
             changes_path.display(),
@@ -186,6 +175,10 @@ pub fn open(
         )));
     }
     let first_start = records.is_empty();
+    if first_start {
+        // The import below writes change 0: the snapshot is checked whole before that.
+        snap.check()?;
+    }
     // Changes are logged from here on; the journal joins once replay is done.
     let store = Store::new(engine).with_change_log(log);
     let engine = store.engine();
@@ -207,10 +200,7 @@ pub fn open(
     let included = if first_start {
         0
     } else {
-        header
-            .as_ref()
-            .map_or(0, |h| h.info.changes)
-            .min(records.len() as u64) as usize
+        peek.map_or(0, |p| p.changes).min(records.len() as u64) as usize
     };
     let mut pending = records.split_off(included).into_iter().peekable();
     for r in &records {
@@ -220,6 +210,7 @@ pub fn open(
         // A start-up's phases show in the log's times: accounts, snapshot, journal, resume.
         info!(changes = records.len(), "account changes replayed");
     }
+    let header = snap.header()?;
     let (after, open, snap_next) = match header {
         Some(h) => {
             let same = h.info.fingerprint == snapshot::fingerprint(engine.ledger());
@@ -227,9 +218,14 @@ pub fn open(
                 info,
                 dropped,
                 sessions,
-            } = snapshot::apply(engine.ledger(), h, &snapshot_path, same, |r| {
-                engine.restore_session(r)
-            })?;
+            } = snapshot::apply(
+                engine.ledger(),
+                h,
+                &snapshot_path,
+                same,
+                |n| engine.expect_sessions(n),
+                |r| engine.restore_session(r),
+            )?;
             info!(
                 sequence = info.sequence,
                 changes = info.changes,

@@ -191,6 +191,152 @@ impl Header<'_> {
     }
 }
 
+/// A snapshot's format version and the account changes it includes, read from its first
+/// octets alone (no checksum): what a start needs to know before the whole file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peek {
+    pub version: u32,
+    pub changes: u64,
+}
+
+/// Peeks at the snapshot `file`: `Ok(None)` if there is none, `Some(None)` if its first octets
+/// are no snapshot header (reading it whole says why).
+fn peek(file: &Path) -> Result<Option<Option<Peek>>, SnapshotError> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Io {
+                file: file.into(),
+                source,
+            });
+        }
+    };
+    // Magic, version, sequence, next reservation, fingerprint, changes.
+    let mut head = [0u8; 4 + 4 + 8 * 4];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(SnapshotError::Io {
+                    file: file.into(),
+                    source,
+                });
+            }
+        }
+    }
+    let mut r = &head[..got];
+    let parsed = (|| {
+        let (magic, rest) = r.split_at_checked(4)?;
+        if magic != MAGIC {
+            return None;
+        }
+        r = rest;
+        let version = r.try_get_u32_le().ok()?;
+        r.try_get_u64_le().ok()?;
+        r.try_get_u64_le().ok()?;
+        r.try_get_u64_le().ok()?;
+        let changes = if version == 1 {
+            1
+        } else {
+            r.try_get_u64_le().ok()?
+        };
+        Some(Peek { version, changes })
+    })();
+    Ok(Some(parsed))
+}
+
+/// A snapshot file read whole on a thread of its own, so that a start can rebuild the
+/// accounts meanwhile; its header is peeked at first, and checked against the whole file's.
+pub struct Reading {
+    file: PathBuf,
+    peek: Option<Peek>,
+    thread: Option<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
+    data: Option<Vec<u8>>,
+}
+
+impl Reading {
+    /// Starts reading `file`, if there is one. A file whose first octets are no snapshot
+    /// header is read and checked at once, so that the error says why.
+    pub fn start(file: &Path) -> Result<Self, SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            file: file.into(),
+            source,
+        };
+        let mut r = Reading {
+            file: file.into(),
+            peek: None,
+            thread: None,
+            data: None,
+        };
+        match peek(file)? {
+            None => {}
+            Some(Some(p)) => {
+                let path = file.to_path_buf();
+                let spawned = std::thread::Builder::new()
+                    .name("snapshot-read".into())
+                    .spawn(move || fs::read(path));
+                r.thread = Some(spawned.map_err(io)?);
+                r.peek = Some(p);
+            }
+            Some(None) => {
+                let data = fs::read(file).map_err(io)?;
+                let h = header(&data, file)?;
+                r.peek = Some(Peek {
+                    version: h.version(),
+                    changes: h.info.changes,
+                });
+                r.data = Some(data);
+            }
+        }
+        Ok(r)
+    }
+
+    /// The version and included changes of the snapshot, if there is one (not yet checked).
+    pub fn peek(&self) -> Option<Peek> {
+        self.peek
+    }
+
+    /// Waits for the whole file and checks its checksum and that its header is the one peeked.
+    pub fn check(&mut self) -> Result<(), SnapshotError> {
+        self.header().map(|_| ())
+    }
+
+    /// Waits for the whole file, checks it, and reads its header.
+    pub fn header(&mut self) -> Result<Option<Header<'_>>, SnapshotError> {
+        if let Some(t) = self.thread.take() {
+            let io = |source| SnapshotError::Io {
+                file: self.file.clone(),
+                source,
+            };
+            let data = t
+                .join()
+                .map_err(|_| io(io::Error::other("the thread reading it failed")))?
+                .map_err(io)?;
+            self.data = Some(data);
+        }
+        let Some(data) = self.data.as_deref() else {
+            return Ok(None);
+        };
+        let h = header(data, &self.file)?;
+        let read = Peek {
+            version: h.version(),
+            changes: h.info.changes,
+        };
+        if self.peek != Some(read) {
+            return Err(SnapshotError::Corrupt {
+                file: self.file.clone(),
+                reason: "it changed while it was read".into(),
+            });
+        }
+        Ok(Some(h))
+    }
+}
+
 /// Checks a snapshot's checksum and reads its header.
 pub fn header<'a>(data: &'a [u8], file: &Path) -> Result<Header<'a>, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
@@ -249,6 +395,7 @@ pub fn apply(
     header: Header<'_>,
     file: &Path,
     by_index: bool,
+    expect: impl FnOnce(usize),
     mut restore: impl FnMut(ocf_charging::engine::session::Restored),
 ) -> Result<Loaded, SnapshotError> {
     let corrupt = |reason: &str| SnapshotError::Corrupt {
@@ -429,7 +576,11 @@ pub fn apply(
     // Sessions go straight to `restore`, each as it is read, not gathered first.
     let mut sessions = 0;
     if version >= 3 {
-        for _ in 0..r.try_get_u32_le().map_err(short)? {
+        let count = r.try_get_u32_le().map_err(short)?;
+        // Room for them at once (a session takes at least its four-octet length, so a
+        // damaged count cannot ask for more than the file could hold).
+        expect((count as usize).min(r.len() / 4));
+        for _ in 0..count {
             let n = r.try_get_u32_le().map_err(short)? as usize;
             let (data, rest) = r.split_at_checked(n).ok_or_else(cut_short)?;
             r = rest;
@@ -487,7 +638,7 @@ mod tests {
 
     fn load(l: &Ledger, d: &[u8], by_index: bool) -> Result<(SnapshotInfo, usize), SnapshotError> {
         header(d, Path::new("s"))
-            .and_then(|h| apply(l, h, Path::new("s"), by_index, |_| {}))
+            .and_then(|h| apply(l, h, Path::new("s"), by_index, |_| {}, |_| {}))
             .map(|l| (l.info, l.dropped))
     }
 

@@ -189,6 +189,20 @@ impl Engine {
         self.sessions.lock(&r.session_id).restore(r);
     }
 
+    /// Makes room for `n` sessions about to be restored, spread over the shards as they will
+    /// be: ten million grown one doubling at a time were copied again and again.
+    pub fn expect_sessions(&self, n: usize) {
+        let shards = self.sessions.shard_count();
+        let per = n / shards;
+        for i in 0..shards {
+            // A shard gets a little more or less than its share.
+            self.sessions
+                .lock_index(i)
+                .open
+                .reserve(per + per / 16 + 16);
+        }
+    }
+
     /// Forgets a session that supervision closed (recovery, before [`Self::resume`]).
     pub fn forget_session(&self, session_id: &str) {
         let mut shard = self.sessions.lock(session_id);
