@@ -933,7 +933,8 @@ fn a_damaged_snapshot_is_refused_by_name_and_nothing_changes() {
     let original = fixture.path().join("state");
     let work = tempfile::tempdir().unwrap();
     let snapshot = |case: &Path| std::fs::read(case.join("snapshot")).unwrap();
-    let cases: [(&str, &str, fn(&mut Vec<u8>)); 4] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, &str, Damage); 4] = [
         ("flipped", "checksum mismatch", |d| {
             let mid = d.len() / 2;
             d[mid] ^= 0x20;
