@@ -117,6 +117,16 @@ pub struct ChargingSection {
     pub embedded_tenant: bool,
     /// Provisioning files (docs/provisioning.md) loaded at start, in order.
     pub tenant_files: Vec<PathBuf>,
+    /// Thresholds every account (device) has on each of its limits, percentages rising: an
+    /// event when its usage crosses each, once per period (docs/thresholds.md).
+    pub device_thresholds: Vec<u8>,
+}
+
+impl ChargingSection {
+    /// The device thresholds as the engine takes them (checked by [`Config::validate`]).
+    pub fn device_percents(&self) -> ocf_charging::ledger::DefaultPercents {
+        ocf_charging::ledger::DefaultPercents::new(&self.device_thresholds).unwrap_or_default()
+    }
 }
 
 impl Default for ChargingSection {
@@ -127,6 +137,7 @@ impl Default for ChargingSection {
             linger_s: 15,
             embedded_tenant: true,
             tenant_files: vec![],
+            device_thresholds: vec![80, 100],
         }
     }
 }
@@ -440,6 +451,10 @@ impl Config {
                 "must be at most 86400 (RFC 7683 §7.4)",
             ));
         }
+        if let Err(e) = ocf_charging::ledger::DefaultPercents::new(&self.charging.device_thresholds)
+        {
+            return Err(invalid("charging.device_thresholds", &e));
+        }
         if self.charging.validity_time_s == 0 {
             return Err(invalid("charging.validity_time_s", "must be at least 1"));
         }
@@ -595,6 +610,29 @@ mod tests {
         for ok in [0, 86400] {
             let c: Config =
                 toml::from_str(&format!("[diameter]\ndoic_validity_s = {ok}\n")).unwrap();
+            c.validate().unwrap();
+        }
+        // Device thresholds: percentages, rising, at most eight; none is fine.
+        for bad in [
+            "[0]",
+            "[101]",
+            "[80, 50]",
+            "[50, 50]",
+            "[1, 2, 3, 4, 5, 6, 7, 8, 9]",
+        ] {
+            let c: Config =
+                toml::from_str(&format!("[charging]\ndevice_thresholds = {bad}\n")).unwrap();
+            assert!(
+                c.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("charging.device_thresholds"),
+                "{bad}"
+            );
+        }
+        for ok in ["[]", "[50, 80, 100]"] {
+            let c: Config =
+                toml::from_str(&format!("[charging]\ndevice_thresholds = {ok}\n")).unwrap();
             c.validate().unwrap();
         }
     }

@@ -109,6 +109,7 @@ impl Reloader {
         engine.set_charging_config(ChargingConfig {
             reservation_grace_s: next.charging.reservation_grace_s,
             linger_s: next.charging.linger_s,
+            device_thresholds: next.charging.device_percents(),
         });
         if let Some(set) = &self.set_log_level {
             if let Err(e) = set(&next.log.level) {

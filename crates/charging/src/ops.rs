@@ -53,6 +53,38 @@ pub enum Op {
     Session(Vec<u8>),
     Usage(Vec<u8>),
     SessionClosed(Vec<u8>),
+    /// (Version 3) A threshold fired: replay marks it fired again, and the store turns it
+    /// into an event.
+    Threshold(Box<Fired>),
+}
+
+/// A threshold that fired, as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fired {
+    /// The node whose limit it is a level of.
+    pub account: Account,
+    pub unit: UnitCode,
+    /// 0 day, 1 month, 2 total.
+    pub period: u8,
+    /// When the period it fired in ends.
+    pub period_end: i64,
+    /// One of the accounts' default levels (else one of the node's own thresholds).
+    pub default: bool,
+    /// Its place among the levels of the counter.
+    pub bit: u8,
+    /// The level: a percentage of the limit (1-100), or an amount.
+    pub level: FiredLevel,
+    pub used: u64,
+    pub limit: u64,
+    /// The tenant and the node's path, as the event names them ("acme/sales").
+    pub path: String,
+}
+
+/// A threshold's level as the journal keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FiredLevel {
+    Percent(u8),
+    Amount(u64),
 }
 
 /// The most octets of data (a session's state, a usage record) one op may carry: what a

@@ -9,7 +9,7 @@ use ocf_charging::accounts::provisioning::default_tenant;
 use ocf_charging::engine::Supervision;
 use ocf_charging::engine::recorder::{Recovered, Replayer};
 use ocf_charging::ledger::{Counter, OwnUsage, Unit};
-use ocf_charging::ops::{Account, Op};
+use ocf_charging::ops::{Account, FiredLevel, Op};
 use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::base::LocalIdentity;
@@ -788,6 +788,7 @@ fn reservation_grace_is_the_configured_one() {
     let config = ChargingConfig {
         reservation_grace_s: 5,
         linger_s: 15,
+        ..ChargingConfig::default()
     };
     let mut gy = Gy::new(config);
     let i = gy.send(
@@ -1060,4 +1061,101 @@ fn price_enquiry_quotes_the_exact_tariff_and_charges_nothing() {
         assert_eq!(r.ledger_ops(), 0);
     }
     assert_eq!(alice_money(&gy.engine), (0, 0));
+}
+
+// Thresholds ----------------------------------------------------------------------------------
+
+/// The thresholds that fired in `ops`: (path, default level or own, level, used, limit).
+fn fired(ops: &[Op]) -> Vec<(String, bool, FiredLevel, u64, u64)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Threshold(f) => Some((f.path.clone(), f.default, f.level, f.used, f.limit)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn device_thresholds_fire_once_per_crossing_and_not_again_after_a_replay() {
+    // acme/iot devices have 10 MiB a month; every account has 80% and 100% by default.
+    const IOT: &str = "15551008000";
+    let path = format!("acme/iot/{IOT}");
+    let config = ChargingConfig::default();
+    let (ledger, directory) = default_tenant();
+    let start = Recovered {
+        next_reservation: 1,
+        ..Default::default()
+    };
+    let mut gy = Gy::with(Engine::new(ledger, directory, config).resume(start, NOW));
+    let mut journal = Vec::new();
+    let sid = "pgw.localdomain;thresholds;1";
+    let i = gy.send(
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn(IOT)
+            .mscc(MsccSpec::ask(10, 4 * MIB)),
+        NOW,
+    );
+    assert_eq!(i.cca.result_code, SUCCESS);
+    assert!(fired(&i.ops).is_empty(), "a reservation is not usage");
+    journal.push((NOW, i.ops));
+    // 7 MiB used: under 80% (8 MiB).
+    let u1 = gy.send(
+        &CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(10, 7 * MIB, true)),
+        NOW + 1,
+    );
+    assert!(fired(&u1.ops).is_empty(), "{:?}", fired(&u1.ops));
+    journal.push((NOW + 1, u1.ops));
+    // 1 MiB more: exactly 80%, once, after the commit that crossed it.
+    let u2 = gy.send(
+        &CcrSpec::new(sid, UPDATE, 2).mscc(MsccSpec::report(10, MIB, true)),
+        NOW + 2,
+    );
+    assert_eq!(
+        fired(&u2.ops),
+        [(
+            path.clone(),
+            true,
+            FiredLevel::Percent(80),
+            8 * MIB,
+            10 * MIB
+        )]
+    );
+    let commit = u2.ops.iter().position(|op| matches!(op, Op::Commit { .. }));
+    let threshold = u2.ops.iter().position(|op| matches!(op, Op::Threshold(_)));
+    assert!(commit < threshold, "the event follows the usage it reports");
+    journal.push((NOW + 2, u2.ops.clone()));
+    // A retransmission is answered from the session: nothing fires again.
+    let again = gy.send(
+        &CcrSpec::new(sid, UPDATE, 2).mscc(MsccSpec::report(10, MIB, true)),
+        NOW + 3,
+    );
+    assert!(fired(&again.ops).is_empty());
+    let journal_len = journal.len();
+
+    // A restart from the journal: the 80% bit comes back with it.
+    let (ledger, directory) = default_tenant();
+    let fresh = Engine::new(ledger, directory, config);
+    let mut replayer = Replayer::new(&fresh, Vec::new());
+    for (now, ops) in &journal[..journal_len] {
+        for op in ops {
+            replayer.apply(op, *now).unwrap();
+        }
+    }
+    let recovered = replayer.finish();
+    let mut gy = Gy::with(fresh.resume(recovered, NOW + 4));
+    gy.sent = 100;
+    // 1 MiB more (9 MiB): 80% does not fire again; then 100% fires once.
+    let u3 = gy.send(
+        &CcrSpec::new(sid, UPDATE, 3).mscc(MsccSpec::report(10, MIB, true)),
+        NOW + 5,
+    );
+    assert!(fired(&u3.ops).is_empty(), "{:?}", fired(&u3.ops));
+    let t = gy.send(
+        &CcrSpec::new(sid, TERMINATION, 4).mscc(MsccSpec::report(10, MIB, true)),
+        NOW + 6,
+    );
+    assert_eq!(
+        fired(&t.ops),
+        [(path, true, FiredLevel::Percent(100), 10 * MIB, 10 * MIB)]
+    );
 }

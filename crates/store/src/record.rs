@@ -22,6 +22,10 @@
 //! | 6 | 2 | Session | data: a credit-control session's state after a request (`charging::session`) |
 //! | 7 | 2 | Usage | data: one usage record, a JSON object (`docs/durability.md`) |
 //! | 8 | 2 | SessionClosed | data: the Session-Id of a session supervision closed |
+//! | 9 | 3 | Threshold | account unit period:u8 period_end:i64 default:u8 bit:u8 level_kind:u8 level:u64 used:u64 limit:u64 data: the tenant and node path, UTF-8 |
+//!
+//! Version 3 is version 2 with kind 9 (a threshold that fired: `period` 0 day, 1 month,
+//! 2 total; `level_kind` 1 a percentage of the limit, 2 an amount).
 //!
 //! The journal keeps kinds 6 to 8 as opaque octets; the charging layer, which writes them,
 //! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
@@ -29,7 +33,7 @@
 
 use bytes::Buf;
 
-pub use ocf_charging::ops::{Account, MAX_UNIT, Op, UnitCode};
+pub use ocf_charging::ops::{Account, Fired, FiredLevel, MAX_UNIT, Op, UnitCode};
 
 /// Header octets before the body: length and CRC.
 pub(crate) const FRAME_HEADER: usize = 8;
@@ -40,13 +44,13 @@ pub(crate) const MAX_BODY_V1: usize = 256;
 /// Largest body of a version 2 record (a session's state with its last answer).
 pub(crate) const MAX_BODY_V2: usize = 1 << 20;
 /// The version this build writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The largest body a record of `version` may have (0: an unknown version).
 pub(crate) fn max_body(version: u32) -> usize {
     match version {
         1 => MAX_BODY_V1,
-        2 => MAX_BODY_V2,
+        2 | 3 => MAX_BODY_V2,
         _ => 0,
     }
 }
@@ -195,6 +199,28 @@ impl Record {
                 });
                 o.0.extend_from_slice(data);
             }
+            Op::Threshold(f) => {
+                o.u8(9);
+                o.account(f.account);
+                o.u8(f.unit);
+                o.u8(f.period);
+                o.i64(f.period_end);
+                o.u8(u8::from(f.default));
+                o.u8(f.bit);
+                match f.level {
+                    FiredLevel::Percent(p) => {
+                        o.u8(1);
+                        o.u64(u64::from(p));
+                    }
+                    FiredLevel::Amount(a) => {
+                        o.u8(2);
+                        o.u64(a);
+                    }
+                }
+                o.u64(f.used);
+                o.u64(f.limit);
+                o.0.extend_from_slice(f.path.as_bytes());
+            }
         }
         let body_len = out.len() - start - FRAME_HEADER;
         let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
@@ -250,6 +276,38 @@ impl Record {
                 unit: i.unit()?,
                 amount: i.u64()?,
             },
+            9 if version >= 3 => {
+                let account = i.account()?;
+                let unit = i.unit()?;
+                let period = i.u8().filter(|p| *p <= 2)?;
+                let period_end = i.i64()?;
+                let default = match i.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                let bit = i.u8().filter(|b| *b < 16)?;
+                let level = match (i.u8()?, i.u64()?) {
+                    (1, p @ 1..=100) => FiredLevel::Percent(p as u8),
+                    (2, a) => FiredLevel::Amount(a),
+                    _ => return None,
+                };
+                let used = i.u64()?;
+                let limit = i.u64()?;
+                let path = String::from_utf8(std::mem::take(&mut i.0).to_vec()).ok()?;
+                Op::Threshold(Box::new(Fired {
+                    account,
+                    unit,
+                    period,
+                    period_end,
+                    default,
+                    bit,
+                    level,
+                    used,
+                    limit,
+                    path,
+                }))
+            }
             _ => return None,
         };
         // Every octet must be accounted for.
@@ -442,7 +500,81 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 1..600).prop_map(Op::Session),
             proptest::collection::vec(any::<u8>(), 1..300).prop_map(Op::Usage),
             proptest::collection::vec(any::<u8>(), 1..100).prop_map(Op::SessionClosed),
+            (
+                acc_fired(),
+                (
+                    0u8..=MAX_UNIT,
+                    0u8..=2,
+                    any::<i64>(),
+                    any::<bool>(),
+                    0u8..16
+                ),
+                prop_oneof![
+                    (1u8..=100).prop_map(FiredLevel::Percent),
+                    any::<u64>().prop_map(FiredLevel::Amount)
+                ],
+                (any::<u64>(), any::<u64>(), "[a-z0-9/ é]{0,40}")
+            )
+                .prop_map(
+                    |(
+                        account,
+                        (unit, period, period_end, default, bit),
+                        level,
+                        (used, limit, path),
+                    )| {
+                        Op::Threshold(Box::new(Fired {
+                            account,
+                            unit,
+                            period,
+                            period_end,
+                            default,
+                            bit,
+                            level,
+                            used,
+                            limit,
+                            path,
+                        }))
+                    }
+                ),
         ]
+    }
+
+    fn acc_fired() -> impl Strategy<Value = Account> {
+        (any::<u32>(), any::<u32>()).prop_map(|(tree, node)| Account { tree, node })
+    }
+
+    /// Frozen bytes of version 3's kind 9; versions 1 and 2 refuse it.
+    #[test]
+    fn frozen_encoding_of_version_3_kinds() {
+        let r = Record {
+            sequence: 7,
+            time: 8,
+            op: Op::Threshold(Box::new(Fired {
+                account: A,
+                unit: 0,
+                period: 1,
+                period_end: 9,
+                default: true,
+                bit: 1,
+                level: FiredLevel::Percent(80),
+                used: 800,
+                limit: 1000,
+                path: "a/b".into(),
+            })),
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        #[rustfmt::skip]
+        let body: &[u8] = &[
+            7, 0, 0, 0, 0, 0, 0, 0,   8, 0, 0, 0, 0, 0, 0, 0,   9,
+            3, 0, 0, 0, 77, 0, 0, 0,  0,  1,  9, 0, 0, 0, 0, 0, 0, 0,  1,  1,
+            1,  80, 0, 0, 0, 0, 0, 0, 0,
+            0x20, 3, 0, 0, 0, 0, 0, 0,  0xe8, 3, 0, 0, 0, 0, 0, 0,  b'a', b'/', b'b',
+        ];
+        assert_eq!(&out[8..], body);
+        assert_eq!(next(&out, 3), Next::Record(r, out.len()));
+        assert!(matches!(next(&out, 2), Next::Corrupt(_)));
+        assert!(matches!(next(&out, 1), Next::Corrupt(_)));
     }
 
     proptest! {
@@ -451,14 +583,18 @@ mod tests {
             let r = Record { sequence, time, op };
             let mut out = Vec::new();
             r.encode(&mut out);
-            let v1 = !matches!(r.op, Op::Session(_) | Op::Usage(_) | Op::SessionClosed(_));
+            let v3 = matches!(r.op, Op::Threshold(_));
+            let v1 = !v3 && !matches!(r.op, Op::Session(_) | Op::Usage(_) | Op::SessionClosed(_));
             if v1 {
                 prop_assert_eq!(next(&out, 1), Next::Record(r.clone(), out.len()));
             }
-            prop_assert_eq!(next(&out, 2), Next::Record(r, out.len()));
+            if !v3 {
+                prop_assert_eq!(next(&out, 2), Next::Record(r.clone(), out.len()));
+            }
+            prop_assert_eq!(next(&out, 3), Next::Record(r, out.len()));
             // Every proper prefix is incomplete, never a record and never a panic.
             for cut in 0..out.len() {
-                prop_assert_eq!(next(&out[..cut], 2), Next::Incomplete);
+                prop_assert_eq!(next(&out[..cut], 3), Next::Incomplete);
             }
         }
 
@@ -469,7 +605,7 @@ mod tests {
             r.encode(&mut out);
             let bit = bit % (out.len() * 8);
             out[bit / 8] ^= 1 << (bit % 8);
-            match next(&out, 2) {
+            match next(&out, 3) {
                 Next::Record(got, _) => prop_assert!(false, "flipped bit {} accepted as {:?}", bit, got),
                 Next::Incomplete | Next::Corrupt(_) => {}
             }
@@ -479,6 +615,7 @@ mod tests {
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = next(&data, 1);
             let _ = next(&data, 2);
+            let _ = next(&data, 3);
         }
     }
 }

@@ -18,6 +18,12 @@
 //! (`count:u32`, each `length:u32` and a session's state as `ocf_charging::engine::session`
 //! writes it), so that open sessions outlive a restart. Each node's reserved units are the sum of the open
 //! reservations of its subtree, rebuilt from the reservations on loading.
+//!
+//! Version 4 adds, after the header, the accounts' default threshold levels (`count:u8`, each
+//! `kind:u8 value:u64`: 1 a percentage, 2 an amount) and, after each counter's `period_end`,
+//! the thresholds that fired in its period (`fired:u16 fired_default:u8`). Loaded with other
+//! default levels than it names, or from an older version, the levels usage already reached
+//! count as fired (nothing fires twice; a level passed before counts as passed).
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,12 +31,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Buf;
-use ocf_charging::ledger::{AccountRef, Ledger, OwnUsage, Period, unit_index};
+use ocf_charging::ledger::{AccountRef, Ledger, Level, OwnUsage, Period, unit_index};
 
 use ocf_charging::engine::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// What a snapshot holds besides the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +64,21 @@ fn period_code(p: Period) -> u8 {
         Period::Day => 0,
         Period::Month => 1,
         Period::Total => 2,
+    }
+}
+
+fn level_code(l: Level) -> (u8, u64) {
+    match l {
+        Level::Percent(p) => (1, u64::from(p)),
+        Level::Amount(a) => (2, a),
+    }
+}
+
+fn level_from(kind: u8, value: u64) -> Option<Level> {
+    match (kind, value) {
+        (1, p @ 1..=100) => Some(Level::Percent(p as u8)),
+        (2, a) => Some(Level::Amount(a)),
+        _ => None,
     }
 }
 
@@ -129,6 +150,13 @@ pub fn encode(
     out.extend_from_slice(&info.next_reservation.to_le_bytes());
     out.extend_from_slice(&info.fingerprint.to_le_bytes());
     out.extend_from_slice(&info.changes.to_le_bytes());
+    let levels = ledger.default_levels();
+    out.push(levels.len().min(255) as u8);
+    for l in levels.iter().take(255) {
+        let (kind, value) = level_code(*l);
+        out.push(kind);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
     out.extend_from_slice(&(ledger.tree_count() as u32).to_le_bytes());
     for t in 0..ledger.tree_count() as u32 {
         let Some(tree) = ledger.lock(t) else { continue };
@@ -145,6 +173,8 @@ pub fn encode(
                 out.extend_from_slice(&c.reserved.to_le_bytes());
                 out.extend_from_slice(&c.rated.to_le_bytes());
                 out.extend_from_slice(&c.period_end.to_le_bytes());
+                out.extend_from_slice(&c.fired.to_le_bytes());
+                out.push(c.fired_default);
             }
             out.push(n.own.len().min(255) as u8);
             for o in n.own.iter().take(255) {
@@ -425,6 +455,19 @@ pub fn apply(
         })
         .collect();
     let mut dropped = 0usize;
+    // The fired bits of default levels hold only for the levels they were kept for.
+    let mut same_levels = false;
+    if version >= 4 {
+        let mut levels = Vec::new();
+        for _ in 0..r.try_get_u8().map_err(short)? {
+            let (kind, value) = (
+                r.try_get_u8().map_err(short)?,
+                r.try_get_u64_le().map_err(short)?,
+            );
+            levels.push(level_from(kind, value).ok_or_else(|| corrupt("bad threshold level"))?);
+        }
+        same_levels = *levels == *ledger.default_levels();
+    }
     // Snapshot tree index -> current tree index, and per tree snapshot node -> current node.
     let mut tree_map: Vec<Option<u32>> = Vec::new();
     let mut node_maps: Vec<Vec<Option<u32>>> = Vec::new();
@@ -478,6 +521,14 @@ pub fn apply(
                     r.try_get_u128_le().map_err(short)?,
                     r.try_get_i64_le().map_err(short)?,
                 );
+                let fired = if version >= 4 {
+                    Some((
+                        r.try_get_u16_le().map_err(short)?,
+                        r.try_get_u8().map_err(short)?,
+                    ))
+                } else {
+                    None
+                };
                 let target = match (&mut guard, cur) {
                     (Some(g), Some(n)) => g.nodes[n as usize]
                         .counters
@@ -491,8 +542,17 @@ pub fn apply(
                         c.reserved = reserved;
                         c.rated = rated;
                         c.period_end = period_end;
+                        if let Some((own, default)) = fired {
+                            c.fired = own;
+                            c.fired_default = default;
+                        }
                     }
                     None => dropped += 1,
+                }
+            }
+            if let (Some(g), Some(n)) = (&mut guard, cur) {
+                if version < 4 || !same_levels {
+                    g.settle_fired(n, version < 4, true);
                 }
             }
             if version < 3 {

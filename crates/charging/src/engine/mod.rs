@@ -46,6 +46,8 @@ pub struct ChargingConfig {
     pub reservation_grace_s: u32,
     /// How long a terminated session's last answer is kept for retransmissions.
     pub linger_s: u32,
+    /// The thresholds every account has on each of its limits.
+    pub device_thresholds: crate::ledger::DefaultPercents,
 }
 
 impl Default for ChargingConfig {
@@ -53,9 +55,17 @@ impl Default for ChargingConfig {
         ChargingConfig {
             reservation_grace_s: 30,
             linger_s: 15,
+            device_thresholds: DEFAULT_DEVICE_THRESHOLDS,
         }
     }
 }
+
+/// 80% and 100% of every limit of every account.
+pub const DEFAULT_DEVICE_THRESHOLDS: crate::ledger::DefaultPercents =
+    match crate::ledger::DefaultPercents::from_const(&[80, 100]) {
+        Some(d) => d,
+        None => crate::ledger::DefaultPercents::NONE,
+    };
 
 /// Where an answer goes: who we are, the request, and the output buffer.
 struct Reply<'a> {
@@ -145,6 +155,7 @@ fn policy_of(policies: &[Arc<Policy>], tree: u32) -> &Policy {
 
 impl Engine {
     pub fn new(ledger: Ledger, directory: Directory, config: ChargingConfig) -> Self {
+        ledger.set_default_levels(&config.device_thresholds.levels());
         Engine {
             accounts: Accounts::new(ledger, directory),
             sessions: Sessions::default(),
@@ -215,6 +226,8 @@ impl Engine {
         self.reservation_grace_s
             .store(config.reservation_grace_s, Relaxed);
         self.linger_s.store(config.linger_s, Relaxed);
+        self.ledger()
+            .set_default_levels(&config.device_thresholds.levels());
     }
 
     /// The accounts this engine charges: the ledger, directory, policies, their changes and

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ledger::{AccountRef, Grant, Ledger, Unit};
-use crate::ops::{Account, Op};
+use crate::ledger::{AccountRef, Crossing, Grant, Ledger, Level, Period, Unit, period_index};
+use crate::ops::{Account, Fired, FiredLevel, Op};
 
 pub fn unit_code(u: Unit) -> u8 {
     crate::ledger::unit_index(u) as u8
@@ -32,6 +32,45 @@ fn at(a: Account) -> AccountRef {
 }
 
 use crate::ops::MAX_DATA;
+
+/// The journal's form of a threshold that fired.
+pub fn fired_of(tree: u32, c: &Crossing, path: String) -> Fired {
+    Fired {
+        account: Account { tree, node: c.node },
+        unit: unit_code(c.unit),
+        period: period_index(c.period) as u8,
+        period_end: c.period_end,
+        default: c.default,
+        bit: c.bit,
+        level: match c.level {
+            Level::Percent(p) => FiredLevel::Percent(p),
+            Level::Amount(a) => FiredLevel::Amount(a),
+        },
+        used: c.used,
+        limit: c.limit,
+        path,
+    }
+}
+
+/// The ledger's form of a threshold the journal says fired (`None`: not one this build knows).
+pub fn crossing_of(f: &Fired) -> Option<Crossing> {
+    Some(Crossing {
+        node: f.account.node,
+        unit: unit_from(f.unit)?,
+        period: [Period::Day, Period::Month, Period::Total]
+            .get(usize::from(f.period))
+            .copied()?,
+        period_end: f.period_end,
+        level: match f.level {
+            FiredLevel::Percent(p) => Level::Percent(p),
+            FiredLevel::Amount(a) => Level::Amount(a),
+        },
+        default: f.default,
+        bit: f.bit,
+        used: f.used,
+        limit: f.limit,
+    })
+}
 
 /// Applies ledger operations and notes their journal records.
 pub struct Recorder<'a> {
@@ -90,7 +129,7 @@ impl<'a> Recorder<'a> {
         used: u64,
         now: i64,
     ) {
-        self.ledger.commit(a, unit, reserved, used, now);
+        let crossed = self.ledger.commit_watched(a, unit, reserved, used, now);
         self.ops.push(Op::Commit {
             reservation: id,
             account: acc(a),
@@ -98,6 +137,23 @@ impl<'a> Recorder<'a> {
             reserved,
             used,
         });
+        self.fired(a.tree, crossed);
+    }
+
+    /// Notes the thresholds a commit crossed, after the commit (replay marks them fired
+    /// again; the store turns them into events).
+    fn fired(&mut self, tree: u32, crossed: Vec<Crossing>) {
+        if crossed.is_empty() {
+            return;
+        }
+        let Some(t) = self.ledger.lock(tree) else {
+            return;
+        };
+        for c in crossed {
+            let path = t.names(c.node).join("/");
+            self.ops
+                .push(Op::Threshold(Box::new(fired_of(tree, &c, path))));
+        }
     }
 
     pub fn commit_rated(
@@ -109,7 +165,9 @@ impl<'a> Recorder<'a> {
         price: (u128, u128),
         now: i64,
     ) -> u64 {
-        let charged = self.ledger.commit_rated(a, reserved, octets, price, now);
+        let (charged, crossed) = self
+            .ledger
+            .commit_rated_watched(a, reserved, octets, price, now);
         self.ops.push(Op::CommitRated {
             reservation: id,
             account: acc(a),
@@ -117,6 +175,7 @@ impl<'a> Recorder<'a> {
             octets,
             price,
         });
+        self.fired(a.tree, crossed);
         charged
     }
 
@@ -304,6 +363,13 @@ impl<'e> Replayer<'e> {
                     .forget_session(String::from_utf8_lossy(id).as_ref());
             }
             Op::Usage(_) => {}
+            Op::Threshold(f) => {
+                if let Some(c) = crossing_of(f) {
+                    if let Some(mut t) = ledger.lock(f.account.tree) {
+                        t.mark_fired(&c);
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -10,14 +10,17 @@
 //! what it was granted can push `used` past the limit, and that is charged, never hidden.
 
 pub mod period;
+pub mod threshold;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crossbeam_utils::CachePadded;
 use jiff::tz::TimeZone;
 
 pub use period::Period;
+pub use threshold::{Crossing, DefaultPercents, Level, Threshold};
 
 /// What a limit counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -57,6 +60,11 @@ pub struct Counter {
     /// Money counters charged by a tariff: the octets rated in this period. The money used is
     /// always derived from this total, so rounding never accumulates.
     pub rated: u128,
+    /// The node's own thresholds that fired this period, by their place among those that
+    /// apply to this counter ([`threshold`]).
+    pub fired: u16,
+    /// The default levels (of accounts) that fired this period, by place.
+    pub fired_default: u8,
 }
 
 impl Counter {
@@ -69,6 +77,8 @@ impl Counter {
             reserved: 0,
             period_end: i64::MIN,
             rated: 0,
+            fired: 0,
+            fired_default: 0,
         }
     }
 
@@ -86,6 +96,9 @@ impl Counter {
                 self.used = 0;
                 self.rated = 0;
             }
+            // A new period re-arms every threshold.
+            self.fired = 0;
+            self.fired_default = 0;
             self.period_end = period::period_end(self.period, tz, now);
         }
     }
@@ -187,6 +200,10 @@ pub struct Tree {
     pub nodes: Vec<Node>,
     /// Removed (see [`Node::removed`]).
     pub removed: bool,
+    /// The nodes that have thresholds of their own, and those (most nodes have none).
+    pub thresholds: HashMap<u32, Box<[Threshold]>>,
+    /// The levels every account (the node a request charges) has on each of its limits.
+    pub default_levels: Arc<[Level]>,
 }
 
 /// The outcome of a reservation.
@@ -209,6 +226,167 @@ impl Tree {
             tz,
             nodes: Vec::new(),
             removed: false,
+            thresholds: HashMap::new(),
+            default_levels: Arc::from([]),
+        }
+    }
+
+    /// The levels of a node's own thresholds that apply to `c`, in bit order.
+    fn own_levels(
+        thresholds: &HashMap<u32, Box<[Threshold]>>,
+        node: u32,
+        (unit, period): (Unit, Period),
+    ) -> impl Iterator<Item = Level> {
+        thresholds
+            .get(&node)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter(move |t| t.applies(unit, period))
+            .map(|t| t.level)
+    }
+
+    /// After usage of `unit` was charged to the account `node`: the thresholds on its path
+    /// that it crossed for the first time this period (the account's default levels included),
+    /// now marked fired.
+    pub fn crossings(&mut self, node: u32, unit: Unit) -> Vec<Crossing> {
+        let mut out = Vec::new();
+        if self.thresholds.is_empty() && self.default_levels.is_empty() {
+            return out;
+        }
+        let (path, len) = self.path(node);
+        let Tree {
+            nodes,
+            thresholds,
+            default_levels,
+            ..
+        } = self;
+        for (depth, &n) in path[..len].iter().enumerate() {
+            let own = thresholds.contains_key(&(n as u32));
+            if depth > 0 && !own {
+                continue;
+            }
+            for c in nodes[n].counters.iter_mut().filter(|c| c.unit == unit) {
+                if depth == 0 {
+                    c.cross(n as u32, true, default_levels.iter().copied(), &mut out);
+                }
+                if own {
+                    let levels = Self::own_levels(thresholds, n as u32, (c.unit, c.period));
+                    c.cross(n as u32, false, levels, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-arms the thresholds of `node`'s limits that usage no longer reaches (after its limits
+    /// changed).
+    fn rearm(&mut self, node: u32) {
+        let Tree {
+            nodes,
+            thresholds,
+            default_levels,
+            ..
+        } = self;
+        let Some(nd) = nodes.get_mut(node as usize) else {
+            return;
+        };
+        for c in &mut nd.counters {
+            c.rearm(true, default_levels.iter().copied());
+            let levels = Self::own_levels(thresholds, node, (c.unit, c.period));
+            c.rearm(false, levels);
+        }
+    }
+
+    /// Replaces a node's own thresholds; levels usage already reached count as fired.
+    pub fn set_thresholds(&mut self, node: u32, list: Vec<Threshold>) {
+        if list.is_empty() {
+            self.thresholds.remove(&node);
+        } else {
+            self.thresholds.insert(node, list.into_boxed_slice());
+        }
+        let Tree {
+            nodes, thresholds, ..
+        } = self;
+        let Some(nd) = nodes.get_mut(node as usize) else {
+            return;
+        };
+        for c in &mut nd.counters {
+            let levels = Self::own_levels(thresholds, node, (c.unit, c.period));
+            c.rebase(levels);
+        }
+    }
+
+    /// Marks a threshold fired as the journal recorded it (replay), if its counter is still in
+    /// the period it fired in and the level at that bit is still the one that fired.
+    pub fn mark_fired(&mut self, c: &Crossing) {
+        let Tree {
+            nodes,
+            thresholds,
+            default_levels,
+            ..
+        } = self;
+        let Some(nd) = nodes.get_mut(c.node as usize) else {
+            return;
+        };
+        let Some(counter) = nd
+            .counters
+            .iter_mut()
+            .find(|k| k.unit == c.unit && k.period == c.period && k.period_end == c.period_end)
+        else {
+            return;
+        };
+        let level = if c.default {
+            default_levels.get(usize::from(c.bit)).copied()
+        } else {
+            Self::own_levels(thresholds, c.node, (counter.unit, counter.period))
+                .nth(usize::from(c.bit))
+        };
+        if level != Some(c.level) {
+            return;
+        }
+        if c.default {
+            counter.fired_default |= 1 << c.bit;
+        } else {
+            counter.fired |= 1 << c.bit;
+        }
+    }
+
+    /// Counts the thresholds of `node`'s limits that usage already reached as fired: its own
+    /// (`own`) and the default levels (`default`). For counters restored without that state.
+    pub fn settle_fired(&mut self, node: u32, own: bool, default: bool) {
+        let Tree {
+            nodes,
+            thresholds,
+            default_levels,
+            ..
+        } = self;
+        let Some(nd) = nodes.get_mut(node as usize) else {
+            return;
+        };
+        for c in &mut nd.counters {
+            if own {
+                let levels = Self::own_levels(thresholds, node, (c.unit, c.period));
+                c.rebase(levels);
+            }
+            if default {
+                c.fired_default = 0;
+                for (bit, level) in default_levels.iter().enumerate() {
+                    if level.reached(c.used, c.limit) {
+                        c.fired_default |= 1 << bit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes new default levels: those usage already reached count as fired.
+    fn set_default_levels(&mut self, levels: Arc<[Level]>) {
+        if *levels == *self.default_levels {
+            return;
+        }
+        self.default_levels = levels;
+        for n in 0..self.nodes.len() as u32 {
+            self.settle_fired(n, false, true);
         }
     }
 
@@ -461,6 +639,7 @@ impl Tree {
         if let Some(nd) = self.nodes.get_mut(node as usize) {
             nd.counters = next;
         }
+        self.rearm(node);
     }
 
     /// Whether any node on the path from `node` to the root has a limit in `unit`.
@@ -543,8 +722,8 @@ type Slot = CachePadded<Mutex<Tree>>;
 pub struct Ledger {
     segments: [OnceLock<Box<[OnceLock<Slot>]>>; SEGMENTS],
     len: AtomicUsize,
-    /// Serialises appends.
-    append: Mutex<()>,
+    /// Serialises appends, and holds the default levels new trees get.
+    append: Mutex<Arc<[Level]>>,
 }
 
 impl Default for Ledger {
@@ -552,7 +731,7 @@ impl Default for Ledger {
         Ledger {
             segments: std::array::from_fn(|_| OnceLock::new()),
             len: AtomicUsize::new(0),
-            append: Mutex::new(()),
+            append: Mutex::new(Arc::from([])),
         }
     }
 }
@@ -569,8 +748,9 @@ impl Ledger {
     }
 
     /// Adds a tree and returns its index.
-    pub fn add_tree(&self, tree: Tree) -> u32 {
-        let _one = self.append.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn add_tree(&self, mut tree: Tree) -> u32 {
+        let defaults = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        tree.set_default_levels(defaults.clone());
         let i = self.len.load(Ordering::Acquire);
         let (k, at) = segment_of(i);
         let Some(segment) = self.segments.get(k) else {
@@ -581,6 +761,32 @@ impl Ledger {
         let _ = slots[at].set(CachePadded::new(Mutex::new(tree)));
         self.len.store(i + 1, Ordering::Release);
         i as u32
+    }
+
+    /// Sets the levels every account has on each of its limits (at most
+    /// [`threshold::MAX_DEFAULT_LEVELS`]; more are ignored). Where they change, levels usage
+    /// already reached count as fired.
+    pub fn set_default_levels(&self, levels: &[Level]) {
+        let levels: Arc<[Level]> = levels
+            .iter()
+            .copied()
+            .take(threshold::MAX_DEFAULT_LEVELS)
+            .collect();
+        let mut defaults = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        *defaults = levels.clone();
+        for t in 0..self.tree_count() as u32 {
+            if let Some(mut tree) = self.lock(t) {
+                tree.set_default_levels(levels.clone());
+            }
+        }
+    }
+
+    /// The default levels of accounts.
+    pub fn default_levels(&self) -> Arc<[Level]> {
+        self.append
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn tree_count(&self) -> usize {
@@ -638,6 +844,25 @@ impl Ledger {
             .is_some_and(|mut t| t.refund(at.node, unit, amount, now))
     }
 
+    /// Commits as [`Self::commit`] and returns the thresholds the usage crossed.
+    pub fn commit_watched(
+        &self,
+        at: AccountRef,
+        unit: Unit,
+        reserved: u64,
+        used: u64,
+        now: i64,
+    ) -> Vec<Crossing> {
+        let Some(mut t) = self.lock(at.tree) else {
+            return Vec::new();
+        };
+        t.commit(at.node, unit, reserved, used, now);
+        if used == 0 {
+            return Vec::new();
+        }
+        t.crossings(at.node, unit)
+    }
+
     /// See [`Tree::commit_rated`].
     pub fn commit_rated(
         &self,
@@ -650,6 +875,26 @@ impl Ledger {
         self.lock(at.tree).map_or(0, |mut t| {
             t.commit_rated(at.node, reserved, octets, price, now)
         })
+    }
+
+    /// Commits as [`Self::commit_rated`]; returns what it charged and the thresholds of money
+    /// limits the charge crossed.
+    pub fn commit_rated_watched(
+        &self,
+        at: AccountRef,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) -> (u64, Vec<Crossing>) {
+        let Some(mut t) = self.lock(at.tree) else {
+            return (0, Vec::new());
+        };
+        let charged = t.commit_rated(at.node, reserved, octets, price, now);
+        if charged == 0 {
+            return (0, Vec::new());
+        }
+        (charged, t.crossings(at.node, Unit::Money))
     }
 }
 
