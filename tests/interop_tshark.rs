@@ -80,7 +80,12 @@ fn problems(file: &std::path::Path, port: u16) -> String {
     tshark_read(
         file,
         port,
-        &["-Y", "_ws.malformed || _ws.expert.severity >= 0x00600000"],
+        // TCP analysis warnings ("ACKed segment that wasn't captured") say what the capture
+        // missed on a busy machine, not what is wrong with our bytes.
+        &[
+            "-Y",
+            "_ws.malformed || (_ws.expert.severity >= 0x00600000 && !tcp.analysis.flags)",
+        ],
     )
 }
 

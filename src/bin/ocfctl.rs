@@ -105,6 +105,23 @@ enum Cmd {
         #[arg(long)]
         set: Option<String>,
     },
+    /// Events (thresholds crossed, limits reached) from the outbox, oldest first.
+    Events {
+        /// Only events after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only events of this node or below it.
+        #[arg(long)]
+        node: Option<String>,
+        /// Events asked for at a time.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep printing new events as they come.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Whether ocfd is ready.
     Ready,
 }
@@ -139,6 +156,23 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         } => ctl::move_allowance(&c, from, to, amount, unit, period, json),
         Cmd::Policy { tenant, set } => ctl::policy(&c, tenant, set.as_deref()),
         Cmd::Ready => ctl::ready(&c),
+        Cmd::Events {
+            after,
+            tenant,
+            node,
+            limit,
+            follow,
+        } => {
+            let q = ctl::EventsQuery {
+                after: *after,
+                tenant: tenant.as_deref(),
+                node: node.as_deref(),
+                limit: *limit,
+            };
+            // Printed as they come, not gathered: --follow never ends by itself.
+            ctl::events(&c, &q, *follow, json, &mut std::io::stdout().lock())?;
+            Ok(String::new())
+        }
     }
 }
 

@@ -554,6 +554,100 @@ pub fn ready(c: &Client) -> Result<String, CtlError> {
     Ok(format!("{}\n", v["status"].as_str().unwrap_or("?")))
 }
 
+/// What `events` prints, and from where.
+pub struct EventsQuery<'a> {
+    pub after: u64,
+    pub tenant: Option<&'a str>,
+    pub node: Option<&'a str>,
+    pub limit: usize,
+}
+
+/// How long `events --follow` asks the API to wait for the next event at a time.
+const FOLLOW_WAIT_MS: u64 = 5_000;
+
+fn events_path(q: &EventsQuery, after: u64, wait_ms: u64) -> String {
+    let mut p = format!("/v1/events?after={after}&limit={}", q.limit);
+    if let Some(t) = q.tenant {
+        p.push_str(&format!("&tenant={}", encode_query(t)));
+    }
+    if let Some(n) = q.node {
+        p.push_str(&format!("&node={}", encode_query(n)));
+    }
+    if wait_ms > 0 {
+        p.push_str(&format!("&wait_ms={wait_ms}"));
+    }
+    p
+}
+
+/// Percent-encodes a query value.
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One event as a line: id, time, kind, path, what was crossed.
+fn event_line(e: &Value) -> String {
+    let unit = e["unit"].as_str().unwrap_or("");
+    let level = match (&e["threshold"]["percent"], &e["threshold"]["amount"]) {
+        (p, _) if p.is_u64() => format!("{p}%"),
+        (_, a) => human(unit, a),
+    };
+    format!(
+        "{}\t{}\t{}\t{}\t{} {} of {} ({}: {})\n",
+        e["id"],
+        e["time"],
+        e["kind"].as_str().unwrap_or(""),
+        e["path"].as_str().unwrap_or(""),
+        level,
+        e["period"].as_str().unwrap_or(""),
+        human(unit, &e["limit"]),
+        unit,
+        human(unit, &e["used"]),
+    )
+}
+
+/// `events`: the events after `after`, as lines (or the API's JSON); with `follow`, goes on
+/// printing new ones as they come, through `out`, until the API cannot be reached.
+pub fn events(
+    c: &Client,
+    q: &EventsQuery,
+    follow: bool,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CtlError> {
+    let mut after = q.after;
+    loop {
+        let wait = if follow { FOLLOW_WAIT_MS } else { 0 };
+        let v = call(c, "GET", &events_path(q, after, wait), None)?;
+        for e in v["events"].as_array().into_iter().flatten() {
+            let line = if json {
+                format!("{e}\n")
+            } else {
+                event_line(e)
+            };
+            if out
+                .write_all(line.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                // The reader went away (`| head`): done.
+                return Ok(());
+            }
+        }
+        after = v["next_after"].as_u64().unwrap_or(after).max(after);
+        let full = v["events"].as_array().is_some_and(|a| a.len() >= q.limit);
+        if !follow && !full {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

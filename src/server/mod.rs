@@ -525,6 +525,7 @@ impl Server {
                 store: self.shared.store.clone(),
                 token: token.into(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+                events_dir: self.config.state_dir.join("events").into(),
             };
             tokio::spawn(admin::serve(l, state))
         });
@@ -687,11 +688,13 @@ impl Server {
 /// Takes a snapshot and removes the journal segments it covers.
 fn snapshot_now(store: &Store, path: &std::path::Path, journal: &std::path::Path) {
     match store.snapshot(path) {
-        // Segments go once the snapshot covers them and their usage records are in the usage
-        // files.
+        // Segments go once the snapshot covers them and their usage records and events are in
+        // their files.
         Ok(sequence) => match snapshot::remove_covered_segments(
             journal,
-            sequence.min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence())),
+            sequence
+                .min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence()))
+                .min(store.event_log().map_or(u64::MAX, |u| u.synced_sequence())),
         ) {
             Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
             Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),

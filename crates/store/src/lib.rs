@@ -10,6 +10,7 @@
 
 pub mod change_record;
 pub mod changes;
+pub mod events;
 mod mailbox;
 pub mod record;
 pub mod recovery;

@@ -345,6 +345,8 @@ pub(crate) fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
 
 /// The kind number of usage records.
 pub(crate) const KIND_USAGE: u8 = 7;
+/// The kind number of thresholds that fired.
+pub(crate) const KIND_THRESHOLD: u8 = 9;
 
 /// Reads the record at the front of `buf`, in a segment of `version`.
 pub fn next(buf: &[u8], version: u32) -> Next {

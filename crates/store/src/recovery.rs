@@ -128,7 +128,17 @@ pub fn open(
                 .map_err(|source| ReadError::Io { file: dir, source })?;
             store = store.with_usage_log(log);
         }
-        return Ok(store);
+        let dir = config.state_dir.join("events");
+        let log =
+            crate::usage::UsageLog::start_stream(&dir, crate::events::EVENTS, EVENT_FILE_BYTES)
+                .map_err(|source| ReadError::Io {
+                    file: dir.clone(),
+                    source,
+                })?;
+        let last =
+            crate::events::last_id(&dir).map_err(|source| ReadError::Io { file: dir, source })?;
+        let start = (now.max(0) as u64).saturating_mul(1_000_000);
+        return Ok(store.with_event_log(log, last.max(start)));
     };
     let dir = config.state_dir.join("journal");
     let snapshot_path = config.state_dir.join("snapshot");
@@ -282,9 +292,11 @@ pub fn open(
         warn!(file = %file.display(), offset, dropped, "journal: torn last record cut off");
     }
     let durability = jc.durability;
-    // The usage-record follower is woken whenever the journal has written more.
+    // The usage-record and event followers are woken whenever the journal has written more.
     let wake = std::sync::Arc::new(crate::mailbox::Signal::default());
     let wake_usage = wake.clone();
+    let wake_events = std::sync::Arc::new(crate::mailbox::Signal::default());
+    let wake_events_too = wake_events.clone();
     let on_progress: OnProgress = Box::new(move |p| {
         use std::sync::atomic::Ordering;
         let durable = match durability {
@@ -293,6 +305,7 @@ pub fn open(
         };
         on_durable(durable);
         wake_usage.notify();
+        wake_events_too.notify();
     });
     let last = s.last_sequence.unwrap_or(0);
     let journal = crate::writer::Journal::start(
@@ -328,12 +341,32 @@ pub fn open(
             .map_err(import_error)?;
         log_summary("start", &s);
     }
+    // Events follow the journal always; usage records if configured.
+    let events_dir = config.state_dir.join("events");
+    let written = {
+        let progress = progress.clone();
+        move || progress.written.load(std::sync::atomic::Ordering::Acquire)
+    };
+    let events = crate::usage::UsageLog::follow(
+        &events_dir,
+        crate::events::EVENTS,
+        &dir,
+        EVENT_FILE_BYTES,
+        written,
+        wake_events,
+    )
+    .map_err(|source| ReadError::Io {
+        file: events_dir,
+        source,
+    })?;
+    let store = store.with_event_log(events, 0);
     let Some(u) = &config.usage else {
         return Ok(store);
     };
     let usage_dir = config.state_dir.join("usage");
     let log = crate::usage::UsageLog::follow(
         &usage_dir,
+        crate::usage::USAGE,
         &dir,
         u.file_bytes,
         move || progress.written.load(std::sync::atomic::Ordering::Acquire),
@@ -345,6 +378,9 @@ pub fn open(
     })?;
     Ok(store.with_usage_log(log))
 }
+
+/// Size at which a new events file starts.
+const EVENT_FILE_BYTES: u64 = 16 << 20;
 
 fn replay(engine: &Engine, r: &ChangeRecord) -> Result<(), StoreError> {
     let change = crate::change_record::decode(&r.change).map_err(|e| {

@@ -28,6 +28,11 @@ pub struct Store {
     engine: Engine,
     journal: Option<Journal>,
     usage: Option<UsageLog>,
+    /// The event outbox's writer (`crate::events`).
+    events: Option<UsageLog>,
+    /// Without a journal, the last event id given (ids rise across restarts: they start past
+    /// the last one in the outbox and past the clock's microseconds at start).
+    event_ids: std::sync::atomic::AtomicU64,
     /// The change log; changes are already one at a time (the engine's change lock), so this
     /// lock is never contended.
     changes: Option<Mutex<ChangeLog>>,
@@ -42,6 +47,8 @@ impl Store {
             engine,
             journal: None,
             usage: None,
+            events: None,
+            event_ids: Default::default(),
             changes: None,
             refused: Default::default(),
         }
@@ -58,6 +65,19 @@ impl Store {
     pub fn with_usage_log(mut self, log: UsageLog) -> Store {
         self.usage = Some(log);
         self
+    }
+
+    /// Writes events to the outbox `log` (with a journal, `log` follows it; without one, ids
+    /// go on after `last_id`).
+    pub fn with_event_log(mut self, log: UsageLog, last_id: u64) -> Store {
+        self.events = Some(log);
+        self.event_ids = last_id.into();
+        self
+    }
+
+    /// The event outbox's writer.
+    pub fn event_log(&self) -> Option<&UsageLog> {
+        self.events.as_ref()
     }
 
     /// Logs every account change to `log` before it is carried out.
@@ -164,6 +184,21 @@ impl Store {
                         log.write(lines);
                     }
                 }
+                if let Some(log) = &self.events {
+                    // No journal, no sequence: ids of their own.
+                    let mut lines = Vec::new();
+                    for op in ops.iter().filter(|op| matches!(op, Op::Threshold(_))) {
+                        let r = crate::record::Record {
+                            sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
+                            time: now,
+                            op: op.clone(),
+                        };
+                        (crate::events::EVENTS.render)(&r, &mut lines);
+                    }
+                    if !lines.is_empty() {
+                        log.write(String::from_utf8_lossy(&lines).into_owned());
+                    }
+                }
                 0
             }
         }
@@ -266,6 +301,9 @@ impl Store {
         }
         if let Some(u) = &self.usage {
             u.close();
+        }
+        if let Some(e) = &self.events {
+            e.close();
         }
     }
 }

@@ -40,23 +40,56 @@ pub struct FollowState {
     pub synced: AtomicU64,
     /// Failed writes of the usage files (retried; ops must alert).
     pub errors: AtomicU64,
+    /// Lines written since start.
+    pub lines: AtomicU64,
     stop: AtomicBool,
     wake: std::sync::Arc<crate::mailbox::Signal>,
+}
+
+/// What a writer copies out of the journal (or is handed) into files of its own: usage
+/// records, or events.
+#[derive(Clone, Copy)]
+pub struct Stream {
+    /// Files are `<prefix>-<n>.jsonl`.
+    pub prefix: &'static str,
+    /// The journal records it copies.
+    pub(crate) kind: u8,
+    /// Appends the line of one record, `{"seq":N,...}` and a newline.
+    pub(crate) render: fn(&super::record::Record, &mut Vec<u8>),
+    /// Its name in log messages.
+    pub(crate) what: &'static str,
+}
+
+/// Usage records: journal kind 7, each a JSON object the core wrote.
+pub const USAGE: Stream = Stream {
+    prefix: "usage",
+    kind: super::record::KIND_USAGE,
+    render: render_usage,
+    what: "usage records",
+};
+
+fn render_usage(r: &super::record::Record, out: &mut Vec<u8>) {
+    if let Op::Usage(line) = &r.op {
+        let _ = write!(out, "{{\"seq\":{},", r.sequence);
+        out.extend_from_slice(line.strip_prefix(b"{").unwrap_or(line));
+        out.push(b'\n');
+    }
 }
 
 /// Lines that may wait for the writer; a full queue makes the caller wait rather than drop an
 /// audit record.
 const QUEUE: usize = 65536;
 
-/// The usage files in `dir` (`usage-<n>.jsonl`) with their numbers, oldest first.
-fn numbered(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The files of `prefix` in `dir` (`<prefix>-<n>.jsonl`) with their numbers, oldest first.
+fn numbered(dir: &Path, prefix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut v: Vec<(u64, PathBuf)> = Vec::new();
     for e in fs::read_dir(dir)? {
         let path = e?.path();
         let n = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("usage-"))
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix('-'))
             .and_then(|n| n.strip_suffix(".jsonl"))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(n) = n {
@@ -67,25 +100,36 @@ fn numbered(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(v)
 }
 
-/// The number of the newest usage file in `dir` (0: none).
-fn last_index(dir: &Path) -> io::Result<u64> {
-    Ok(numbered(dir)?.last().map_or(0, |(n, _)| *n))
+/// The number of the newest file of `prefix` in `dir` (0: none).
+fn last_index(dir: &Path, prefix: &str) -> io::Result<u64> {
+    Ok(numbered(dir, prefix)?.last().map_or(0, |(n, _)| *n))
 }
 
 /// The usage files in `dir`, oldest first.
 pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    Ok(numbered(dir)?.into_iter().map(|(_, p)| p).collect())
+    stream_files(dir, USAGE.prefix)
+}
+
+/// The files of a stream (`prefix`) in `dir`, oldest first.
+pub fn stream_files(dir: &Path, prefix: &str) -> io::Result<Vec<PathBuf>> {
+    Ok(numbered(dir, prefix)?.into_iter().map(|(_, p)| p).collect())
 }
 
 impl UsageLog {
+    /// Usage records handed over directly (no journal).
     pub fn start(dir: &Path, rotate_bytes: u64) -> io::Result<UsageLog> {
+        Self::start_stream(dir, USAGE, rotate_bytes)
+    }
+
+    /// Lines of `stream` handed over directly (no journal).
+    pub fn start_stream(dir: &Path, stream: Stream, rotate_bytes: u64) -> io::Result<UsageLog> {
         fs::create_dir_all(dir)?;
-        let index = last_index(dir)? + 1;
+        let index = last_index(dir, stream.prefix)? + 1;
         let (tx, rx) = bounded(QUEUE);
         let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()
-            .name("ocfd-usage".into())
-            .spawn(move || run(rx, dir, index, rotate_bytes))?;
+            .name(format!("ocfd-{}", stream.prefix))
+            .spawn(move || run(rx, dir, stream, index, rotate_bytes))?;
         Ok(UsageLog {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -99,23 +143,25 @@ impl UsageLog {
     /// written more (it never blocks).
     pub(crate) fn follow(
         dir: &Path,
+        stream: Stream,
         journal: &Path,
         rotate_bytes: u64,
         written: impl Fn() -> u64 + Send + 'static,
         wake: std::sync::Arc<crate::mailbox::Signal>,
     ) -> io::Result<UsageLog> {
         fs::create_dir_all(dir)?;
-        let after = resume_point(dir)?;
+        let after = resume_point(dir, stream.prefix)?;
         let state = Arc::new(FollowState {
             synced: AtomicU64::new(after),
             errors: AtomicU64::new(0),
+            lines: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake,
         });
         let (dir, journal, st) = (dir.to_path_buf(), journal.to_path_buf(), state.clone());
         let thread = std::thread::Builder::new()
-            .name("ocfd-usage".into())
-            .spawn(move || follow_run(&dir, &journal, rotate_bytes, after, written, &st))?;
+            .name(format!("ocfd-{}", stream.prefix))
+            .spawn(move || follow_run(&dir, stream, &journal, rotate_bytes, after, written, &st))?;
         Ok(UsageLog {
             tx: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
@@ -167,16 +213,17 @@ impl Drop for UsageLog {
     }
 }
 
-fn open(dir: &Path, index: u64) -> io::Result<File> {
+fn open(dir: &Path, prefix: &str, index: u64) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(format!("usage-{index:08}.jsonl")))
+        .open(dir.join(format!("{prefix}-{index:08}.jsonl")))
 }
 
 /// The current usage file: written whole lines at a time, a new one past the size limit.
 struct Files {
     dir: PathBuf,
+    prefix: &'static str,
     index: u64,
     file: Option<File>,
     size: u64,
@@ -186,9 +233,10 @@ struct Files {
 }
 
 impl Files {
-    fn new(dir: &Path, index: u64, rotate_bytes: u64) -> Files {
+    fn new(dir: &Path, prefix: &'static str, index: u64, rotate_bytes: u64) -> Files {
         Files {
             dir: dir.into(),
+            prefix,
             index,
             file: None,
             size: 0,
@@ -210,7 +258,7 @@ impl Files {
                 self.index += 1;
             }
             if self.file.is_none() {
-                let f = open(&self.dir, self.index)?;
+                let f = open(&self.dir, self.prefix, self.index)?;
                 self.size = f.metadata()?.len();
                 self.file = Some(f);
             }
@@ -251,8 +299,9 @@ impl Files {
     }
 }
 
-fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
-    let mut files = Files::new(&dir, index, rotate_bytes);
+fn run(rx: Receiver<String>, dir: PathBuf, stream: Stream, index: u64, rotate_bytes: u64) {
+    let what = stream.what;
+    let mut files = Files::new(&dir, stream.prefix, index, rotate_bytes);
     let mut buf: Vec<u8> = Vec::new();
     let mut failures = 0usize;
     let mut open = true;
@@ -277,10 +326,10 @@ fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::error!(error = %e, "usage record write failed; retrying");
+                    tracing::error!(error = %e, what, "write failed; retrying");
                 }
                 if !open && failures > 100 {
-                    tracing::error!(error = %e, octets = buf.len(), "usage records not written at stop");
+                    tracing::error!(error = %e, what, octets = buf.len(), "not written at stop");
                     return;
                 }
                 continue;
@@ -294,8 +343,8 @@ fn run(rx: Receiver<String>, dir: PathBuf, index: u64, rotate_bytes: u64) {
 
 /// Where following resumes: the `seq` of the last whole line of the newest usage file that has
 /// one (a torn last line is cut off first); 0 if none has.
-fn resume_point(dir: &Path) -> io::Result<u64> {
-    for path in files(dir)?.iter().rev() {
+fn resume_point(dir: &Path, prefix: &str) -> io::Result<u64> {
+    for path in stream_files(dir, prefix)?.iter().rev() {
         let data = fs::read(path)?;
         let whole = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if whole < data.len() {
@@ -320,7 +369,7 @@ fn resume_point(dir: &Path) -> io::Result<u64> {
 }
 
 /// The journal sequence a line starts with (`{"seq":N,`).
-fn line_sequence(line: &[u8]) -> Option<u64> {
+pub(crate) fn line_sequence(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
     let end = rest.iter().position(|b| !b.is_ascii_digit())?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
@@ -328,6 +377,7 @@ fn line_sequence(line: &[u8]) -> Option<u64> {
 
 fn follow_run(
     dir: &Path,
+    stream: Stream,
     journal: &Path,
     rotate_bytes: u64,
     after: u64,
@@ -335,8 +385,9 @@ fn follow_run(
     st: &FollowState,
 ) {
     // Lines go on in the newest file.
-    let index = last_index(dir).unwrap_or(0).max(1);
-    let mut files = Files::new(dir, index, rotate_bytes);
+    let what = stream.what;
+    let index = last_index(dir, stream.prefix).unwrap_or(0).max(1);
+    let mut files = Files::new(dir, stream.prefix, index, rotate_bytes);
     let mut follower = Follower::new(journal, after);
     let mut pending: Vec<u8> = Vec::new();
     // The last journal sequence whose usage records are in `pending` or the files.
@@ -347,23 +398,22 @@ fn follow_run(
         let upto = written();
         let read_before = read_to;
         if pending.is_empty() && read_to < upto {
-            let result = follower.read_up_to(upto, super::record::KIND_USAGE, |r| {
-                if let Op::Usage(line) = &r.op {
-                    let _ = write!(pending, "{{\"seq\":{},", r.sequence);
-                    pending.extend_from_slice(line.strip_prefix(b"{").unwrap_or(line));
-                    pending.push(b'\n');
-                }
+            let mut lines = 0;
+            let result = follower.read_up_to(upto, stream.kind, |r| {
+                (stream.render)(r, &mut pending);
+                lines += 1;
             });
+            st.lines.fetch_add(lines, Ordering::Relaxed);
             if let Err(e) = result {
                 st.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "usage records: the journal cannot be read");
+                tracing::error!(error = %e, what, "the journal cannot be read");
             }
             read_to = follower.next_sequence() - 1;
         }
         match files.append(&mut pending) {
             Ok(()) => {
                 if failures > 0 {
-                    tracing::info!("usage records written again");
+                    tracing::info!(what, "written again");
                 }
                 failures = 0;
             }
@@ -371,7 +421,7 @@ fn follow_run(
                 st.errors.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 if failures == 1 {
-                    tracing::error!(error = %e, "usage record write failed; retrying");
+                    tracing::error!(error = %e, what, "write failed; retrying");
                 }
             }
         }
@@ -381,7 +431,7 @@ fn follow_run(
                 Ok(()) => st.synced.store(read_to, Ordering::Release),
                 Err(e) => {
                     st.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "usage record sync failed; retrying");
+                    tracing::error!(error = %e, what, "sync failed; retrying");
                 }
             }
         }
@@ -391,7 +441,7 @@ fn follow_run(
             return;
         }
         if stopping && failures > 100 {
-            tracing::error!("usage records not all written at stop; they are in the journal");
+            tracing::error!(what, "not all written at stop; they are in the journal");
             return;
         }
         let wait = if failures > 0 {

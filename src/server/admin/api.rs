@@ -4,8 +4,8 @@
 //! `{"error": reason}` with 400 (bad request), 404 (no such tenant or node), 409 (clashes
 //! with the tree as it is) or 503 (the change log cannot be written).
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -329,6 +329,89 @@ async fn move_allowance(
     .await
 }
 
+/// `GET /v1/events`: what the outbox holds after `after`, oldest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    #[serde(default)]
+    after: u64,
+    tenant: Option<String>,
+    node: Option<String>,
+    #[serde(default = "default_event_limit")]
+    limit: usize,
+    /// Wait up to this long for an event if there is none yet (a live view's long poll).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+fn default_event_limit() -> usize {
+    100
+}
+
+/// Most events one answer holds, and the longest wait for one.
+const MAX_EVENT_LIMIT: usize = 1000;
+const MAX_EVENT_WAIT_MS: u64 = 5_000;
+
+#[derive(Serialize)]
+struct Events {
+    events: Vec<serde_json::Value>,
+    /// Ask with `after` set to this for the next page.
+    next_after: u64,
+}
+
+async fn events(
+    State(s): State<AdminState>,
+    q: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if !(1..=MAX_EVENT_LIMIT).contains(&q.limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit is 1 to {MAX_EVENT_LIMIT}"),
+        ));
+    }
+    if q.wait_ms > MAX_EVENT_WAIT_MS {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("wait_ms is at most {MAX_EVENT_WAIT_MS}"),
+        ));
+    }
+    let filter = ocf_store::events::Filter {
+        after: q.after,
+        tenant: q.tenant,
+        node: q.node.map(|n| n.trim_matches('/').to_owned()),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms);
+    loop {
+        // What the follower has written so far, to wait on if nothing is there yet.
+        let lines = |st: &ocf_store::Store| {
+            st.event_log()
+                .and_then(|l| l.following())
+                .map(|f| f.lines.load(std::sync::atomic::Ordering::Acquire))
+        };
+        let seen = lines(&s.store);
+        let (dir, f, limit) = (s.events_dir.clone(), filter.clone(), q.limit);
+        let (events, next_after) =
+            off_workers(&s, move |_| ocf_store::events::read(&dir, &f, limit))
+                .await?
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("events: {e}")))?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(Events { events, next_after }).into_response());
+        }
+        // Nothing yet: look again once the follower wrote more (checked every 50 ms), or at
+        // the deadline.
+        while tokio::time::Instant::now() < deadline && lines(&s.store) == seen && seen.is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if seen.is_none() {
+            tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200)),
+            )
+            .await;
+        }
+    }
+}
+
 /// The `/v1` routes (nested under `/v1` by the caller).
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -343,4 +426,5 @@ pub fn routes() -> Router<AdminState> {
         .route("/sessions/{*path}", get(sessions))
         .route("/policy/{tenant}", get(policy).put(set_policy))
         .route("/moves", post(move_allowance))
+        .route("/events", get(events))
 }

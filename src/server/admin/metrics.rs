@@ -148,6 +148,18 @@ fn describe() {
         "ocfd_usage_records_synced_sequence",
         "Journal sequence up to which usage records are synced to the usage files"
     );
+    metrics::describe_counter!(
+        "ocfd_events_total",
+        "Events written to the outbox (state_dir/events) since start"
+    );
+    metrics::describe_gauge!(
+        "ocfd_events_errors",
+        "Failed writes or syncs of the event outbox since start (retried; nothing is dropped)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_events_synced_sequence",
+        "Journal sequence up to which events are synced to the outbox"
+    );
 }
 
 /// Overload and DOIC figures the supervision tick passes to [`Gauges::refresh`].
@@ -179,6 +191,9 @@ pub struct Gauges {
     reports_refused: Counter,
     usage_errors: Gauge,
     usage_synced: Gauge,
+    events: Counter,
+    events_errors: Gauge,
+    events_synced: Gauge,
 }
 
 /// Enterprises (trees of more than one node) shown with per-tenant gauges, at most: a
@@ -205,6 +220,9 @@ impl Gauges {
             reports_refused: metrics::counter!("ocfd_usage_reports_refused_total"),
             usage_errors: metrics::gauge!("ocfd_usage_record_errors"),
             usage_synced: metrics::gauge!("ocfd_usage_records_synced_sequence"),
+            events: metrics::counter!("ocfd_events_total"),
+            events_errors: metrics::gauge!("ocfd_events_errors"),
+            events_synced: metrics::gauge!("ocfd_events_synced_sequence"),
         }
     }
 
@@ -231,6 +249,13 @@ impl Gauges {
             self.usage_errors
                 .set(f.errors.load(Ordering::Relaxed) as f64);
             self.usage_synced
+                .set(f.synced.load(Ordering::Relaxed) as f64);
+        }
+        if let Some(f) = store.event_log().and_then(|u| u.following()) {
+            self.events.absolute(f.lines.load(Ordering::Relaxed));
+            self.events_errors
+                .set(f.errors.load(Ordering::Relaxed) as f64);
+            self.events_synced
                 .set(f.synced.load(Ordering::Relaxed) as f64);
         }
         if let Some(j) = store.journal() {

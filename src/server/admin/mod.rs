@@ -28,6 +28,8 @@ pub struct AdminState {
     pub token: Arc<str>,
     /// Admin API requests worked on at once (`admin.max_concurrent`).
     pub permits: Arc<tokio::sync::Semaphore>,
+    /// The event outbox (`state_dir/events`).
+    pub events_dir: Arc<Path>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.

@@ -1,0 +1,213 @@
+//! Thresholds and the event outbox end to end over TCP: a device's default levels (80% and
+//! 100% of its limit) fire once each, the events reach `GET /v1/events` and `ocfctl events`
+//! with ids that rise, and neither a `kill -9` nor a clean stop with a snapshot makes a level
+//! fire again; bad queries get 400 and lose nothing.
+
+mod common;
+
+use common::{Daemon, Gw, Http};
+use ocf_loadtest::gy::{CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
+
+const MIB: u64 = 1 << 20;
+/// An acme/iot device: 10 MiB a month (DESIGN.md §7).
+const IOT: &str = "15551008100";
+const PATH: &str = "acme/iot/15551008100";
+
+/// The events after `after`, waiting (bounded, by the API's long poll) until there are at
+/// least `n` of them.
+fn events(api: &Http, after: u64, n: usize) -> Vec<serde_json::Value> {
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    let mut next = after;
+    for _ in 0..10 {
+        let (status, v) = api.call(
+            "GET",
+            &format!("/v1/events?after={next}&wait_ms=2000"),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+        got.extend(v["events"].as_array().cloned().unwrap_or_default());
+        next = v["next_after"].as_u64().expect("next_after");
+        if got.len() >= n {
+            return got;
+        }
+    }
+    panic!("{n} events expected after {after}, got {got:?}");
+}
+
+fn levels(events: &[serde_json::Value]) -> Vec<(String, String, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["path"].as_str().unwrap_or_default().to_owned(),
+                e["threshold"]["percent"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn report(gw: &mut Gw, sid: &str, number: u32, used: u64) {
+    let r = gw.ask(&CcrSpec::new(sid, UPDATE, number).mscc(MsccSpec::report(10, used, true)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+}
+
+#[test]
+fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
+    let mut d = Daemon::start("");
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let sid = "pgw.localdomain;thresholds;1";
+    let i = gw.ask(
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn(IOT)
+            .mscc(MsccSpec::ask(10, 4 * MIB)),
+    );
+    assert_eq!(i.result_code, 2001);
+    report(&mut gw, sid, 1, 7 * MIB);
+    // 8 MiB of 10: 80% crossed.
+    report(&mut gw, sid, 2, MIB);
+    let api = d.admin();
+    let first = events(&api, 0, 1);
+    assert_eq!(
+        levels(&first),
+        [("threshold_crossed".into(), PATH.into(), 80)]
+    );
+    let e = &first[0];
+    assert_eq!(e["tenant"], "acme");
+    assert_eq!(
+        (e["unit"].as_str(), e["period"].as_str()),
+        (Some("octets"), Some("month"))
+    );
+    assert_eq!(
+        (e["used"].as_u64(), e["limit"].as_u64()),
+        (Some(8 * MIB), Some(10 * MIB))
+    );
+    assert_eq!(e["default"], true);
+    let id80 = e["id"].as_u64().expect("an id");
+    assert_eq!(e["seq"].as_u64(), Some(id80));
+
+    // kill -9, restart: 80% is not fired again by more usage below 100%.
+    drop(gw);
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), "", &[]);
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    report(&mut gw, sid, 3, MIB / 2);
+    // And a clean stop (a snapshot that lets the journal's segments go), restart.
+    drop(gw);
+    assert!(d.terminate().success(), "{}", d.proc.output());
+    let mut d = Daemon::start_in(d.into_dir(), "", &[]);
+    d.wait_log("snapshot loaded");
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    report(&mut gw, sid, 4, MIB / 4);
+    // 7 + 1 + 1/2 + 1/4 MiB so far; 10 MiB with the last report: 100%, once.
+    let t =
+        gw.ask(&CcrSpec::new(sid, TERMINATION, 5).mscc(MsccSpec::report(10, MIB + MIB / 4, false)));
+    assert_eq!(t.result_code, 2001);
+    let api = d.admin();
+    let all = events(&api, 0, 2);
+    assert_eq!(
+        levels(&all),
+        [
+            ("threshold_crossed".into(), PATH.into(), 80),
+            ("limit_reached".into(), PATH.into(), 100)
+        ],
+        "each level once: {all:?}"
+    );
+    assert_eq!(
+        all[0]["id"].as_u64(),
+        Some(id80),
+        "the same event, the same id"
+    );
+    assert!(all[1]["id"].as_u64() > Some(id80));
+    // Nothing more is there (an immediate answer, no wait).
+    let (status, v) = api.call("GET", &format!("/v1/events?after={}", all[1]["id"]), None);
+    assert_eq!(status, 200);
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
+
+    // Filters: by tenant and by node (a path and what is below it).
+    for (query, n) in [
+        ("tenant=acme", 2),
+        ("tenant=alice", 0),
+        ("node=acme/iot", 2),
+        ("node=acme/io", 0),
+        ("node=acme/engineering", 0),
+        (&format!("node={PATH}") as &str, 2),
+    ] {
+        let (status, v) = api.call("GET", &format!("/v1/events?{query}"), None);
+        assert_eq!(status, 200, "{query}: {v}");
+        assert_eq!(
+            v["events"].as_array().map(Vec::len),
+            Some(n),
+            "{query}: {v}"
+        );
+    }
+    // Paging: one at a time, each page after the last.
+    let (_, p1) = api.call("GET", "/v1/events?limit=1", None);
+    let (_, p2) = api.call(
+        "GET",
+        &format!("/v1/events?limit=1&after={}", p1["next_after"]),
+        None,
+    );
+    assert_eq!(p1["events"][0]["id"].as_u64(), Some(id80));
+    assert_eq!(p2["events"][0]["kind"], "limit_reached");
+
+    // ocfctl prints them, as lines or JSON.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocfctl"))
+            .arg("--url")
+            .arg(format!("http://{}", api.addr))
+            .arg("--token-file")
+            .arg(d.state_path().join("admin-token"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lines = ctl(&["events"]);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines.contains("threshold_crossed") && lines.contains("80% month of 10.0 MiB"),
+        "{lines}"
+    );
+    let json = ctl(&["events", "--json", "--after", &id80.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["kind"], "limit_reached");
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn bad_event_queries_get_400_and_lose_nothing() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "after=abc",
+        "after=-1",
+        "wait_ms=5001",
+        "bogus=1",
+        "limit=%FF",
+    ] {
+        let (status, v) = api.call("GET", &format!("/v1/events?{query}"), None);
+        assert_eq!(status, 400, "{query}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{query}: {v}"
+        );
+    }
+    let (status, _) = api.call("GET", "/v1/events", None);
+    assert_eq!(status, 200);
+    // Without the token: refused.
+    let anon = Http {
+        addr: api.addr,
+        token: None,
+    };
+    assert_eq!(anon.call("GET", "/v1/events", None).0, 401);
+    d.assert_serving();
+    assert!(d.terminate().success());
+}
