@@ -211,3 +211,91 @@ fn bad_event_queries_get_400_and_lose_nothing() {
     d.assert_serving();
     assert!(d.terminate().success());
 }
+
+#[test]
+fn a_cost_centre_threshold_set_with_ocfctl_fires_for_its_devices_usage() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ocfctl"))
+            .arg("--url")
+            .arg(format!("http://{}", api.addr))
+            .arg("--token-file")
+            .arg(d.state_path().join("admin-token"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // acme/iot: 20 MiB, 50% of it and an amount of 18 MiB.
+    ok(ctl(&["limit", "acme/iot", "--limit", "octets:20MiB"]));
+    let shown = ok(ctl(&[
+        "thresholds",
+        "acme/iot",
+        "--level",
+        "50%",
+        "--level",
+        "octets:month:18MiB",
+    ]));
+    assert!(
+        shown.contains("thresholds: 50%, octets:month:18.0 MiB"),
+        "{shown}"
+    );
+    // A bad level is refused by ocfctl or by the API, and changes nothing.
+    for bad in ["octets", "150%", "4GiB"] {
+        let out = ctl(&["thresholds", "acme/iot", "--level", bad]);
+        assert!(!out.status.success(), "{bad} accepted");
+    }
+    let (_, node) = api.call("GET", "/v1/nodes/acme/iot", None);
+    assert_eq!(
+        node["thresholds"].as_array().map(Vec::len),
+        Some(2),
+        "{node}"
+    );
+
+    // Two devices: 8 MiB and 5 MiB, 13 MiB of 20 under acme/iot: 50% crossed once.
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    for (k, (device, used)) in [("15551008200", 8 * MIB), ("15551008201", 5 * MIB)]
+        .into_iter()
+        .enumerate()
+    {
+        let sid = format!("pgw.localdomain;cc;{k}");
+        let i = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(device)
+                .mscc(MsccSpec::ask(10, MIB)),
+        );
+        assert_eq!(i.result_code, 2001);
+        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(MsccSpec::report(10, used, false)));
+        assert_eq!(t.result_code, 2001);
+    }
+    let own: Vec<serde_json::Value> = events(&api, 0, 2)
+        .into_iter()
+        .filter(|e| e["path"] == "acme/iot")
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0]["default"], false);
+    assert_eq!(own[0]["threshold"]["percent"], 50);
+    assert_eq!(own[0]["used"].as_u64(), Some(13 * MIB));
+
+    // The thresholds are in the change log: a kill -9 keeps them.
+    drop(gw);
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), "", &[]);
+    let api = d.admin();
+    let (_, node) = api.call("GET", "/v1/nodes/acme/iot", None);
+    assert_eq!(node["thresholds"][0]["percent"], 50, "{node}");
+    assert_eq!(
+        node["thresholds"][1]["amount"].as_u64(),
+        Some(18 * MIB),
+        "{node}"
+    );
+    assert!(d.terminate().success());
+}

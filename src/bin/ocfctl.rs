@@ -88,6 +88,13 @@ enum Cmd {
         #[arg(long = "limit", required = true)]
         limits: Vec<String>,
     },
+    /// Set all of a node's own thresholds (none given: clears them).
+    Thresholds {
+        path: String,
+        /// [UNIT[:PERIOD]:]LEVEL, e.g. 80% or octets:month:4GiB (repeat for several).
+        #[arg(long = "level")]
+        levels: Vec<String>,
+    },
     /// Move allowance from one node to another of the same tenant.
     Move {
         from: String,
@@ -147,6 +154,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Ids { path, ids } => ctl::ids(&c, path, ids, json),
         Cmd::Remove { path } => ctl::remove(&c, path),
         Cmd::Limit { path, limits } => ctl::limit(&c, path, limits, json),
+        Cmd::Thresholds { path, levels } => ctl::thresholds(&c, path, levels, json),
         Cmd::Move {
             from,
             to,

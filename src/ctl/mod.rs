@@ -73,6 +73,71 @@ pub fn parse_limit(text: &str) -> Result<Value, CtlError> {
     Ok(serde_json::json!({ "unit": unit, "period": period, "amount": amount }))
 }
 
+/// A threshold from `[UNIT[:PERIOD]:]LEVEL`, LEVEL a percentage (`80%`) or, with a unit, an
+/// amount (`octets:month:4GiB`).
+pub fn parse_threshold(text: &str) -> Result<Value, CtlError> {
+    let bad = || {
+        CtlError::Usage(format!(
+            "threshold '{text}': give [UNIT[:PERIOD]:]LEVEL, LEVEL a percentage (80%) or an amount with a unit (octets:4GiB)"
+        ))
+    };
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    let (unit, period, level) = match parts.as_slice() {
+        [l] => (None, None, *l),
+        [u, l] => (Some(*u), None, *l),
+        [u, p, l] => (Some(*u), Some(*p), *l),
+        _ => return Err(bad()),
+    };
+    let mut v = serde_json::Map::new();
+    if let Some(u) = unit {
+        v.insert("unit".into(), Value::from(u));
+    }
+    if let Some(p) = period {
+        v.insert("period".into(), Value::from(p));
+    }
+    let level = level.trim();
+    match level.strip_suffix('%') {
+        Some(p) => {
+            let p: u8 = p.trim().parse().map_err(|_| bad())?;
+            v.insert("percent".into(), Value::from(p));
+        }
+        None if unit.is_some() => {
+            let amount = match level.parse::<u64>() {
+                Ok(n) if unit != Some("money") => Value::from(n),
+                _ => Value::from(level),
+            };
+            v.insert("amount".into(), amount);
+        }
+        None => return Err(bad()),
+    }
+    Ok(Value::Object(v))
+}
+
+/// `thresholds PATH --level L ...`: sets all of a node's own thresholds (none: clears them).
+pub fn thresholds(
+    c: &Client,
+    path: &str,
+    levels: &[String],
+    json: bool,
+) -> Result<String, CtlError> {
+    let list: Vec<Value> = levels
+        .iter()
+        .map(|l| parse_threshold(l))
+        .collect::<Result<_, _>>()?;
+    let body = serde_json::json!({ "thresholds": list });
+    let v = call(
+        c,
+        "PUT",
+        &format!("/v1/thresholds/{}", encode_path(path)),
+        Some(&body),
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
 /// A human amount: binary units for octets, seconds, events as they are, money as given.
 pub fn human(unit: &str, v: &Value) -> String {
     match (unit, v.as_u64()) {
@@ -290,6 +355,26 @@ fn node_text(v: &Value) -> String {
         .collect();
     if !subs.is_empty() {
         out.push_str(&format!("subscriptions: {}\n", subs.join(", ")));
+    }
+    let levels: Vec<String> = v["thresholds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let unit = t["unit"].as_str();
+            let level = match t["percent"].as_u64() {
+                Some(p) => format!("{p}%"),
+                None => human(unit.unwrap_or(""), &t["amount"]),
+            };
+            [unit, t["period"].as_str(), Some(&level)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect();
+    if !levels.is_empty() {
+        out.push_str(&format!("thresholds: {}\n", levels.join(", ")));
     }
     let n = v["children"].as_array().map_or(0, Vec::len);
     if n > 0 {

@@ -1,4 +1,4 @@
-//! Account-change records, schema 1. FROZEN: the JSON object each change-log entry holds
+//! Account-change records, schema 2. FROZEN: the JSON object each change-log entry holds
 //! (`changes.rs` frames it). A change log written by any version of ocfd must replay the same
 //! way forever, so these types are the store's own, not the admin API's: renaming a field of
 //! the API changes nothing here, and a new kind of change or field needs a new schema version.
@@ -11,9 +11,11 @@
 //!            | "add_node"          path, limits?, msisdn?, imsi?, nai?, sip_uri?
 //!            | "set_limits"        path, limits
 //!            | "set_subscriptions" path, msisdn?, imsi?, nai?, sip_uri?
+//!            | "set_thresholds"    path, thresholds: [threshold]        (schema 2)
 //!            | "remove"            path
 //!            | "move"              from, to, unit, period? (default "month"), amount
 //! limit      = {unit, period? (default "month"), amount}
+//! threshold  = {unit?, period?, percent?, amount?}  (one of percent and amount)
 //! unit       = "octets" | "seconds" | "events" | "money"
 //! period     = "day" | "month" | "total"
 //! amount     = number | string with a unit ("10 MiB", "5.00")
@@ -25,11 +27,15 @@
 //!               max_report_seconds?, max_report_events?}
 //! ```
 //!
+//! Schema 2 adds `set_thresholds`; every schema 1 record reads as it did.
+//!
 //! An import keeps the provisioning files' text, which replay parses again: the provisioning
 //! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
 
 use ocf_charging::accounts::changes::{Change, Source};
-use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec, TariffSpec};
+use ocf_charging::accounts::provisioning::{
+    Amount, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
+};
 use ocf_charging::ledger::{Period, Unit};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -80,6 +86,10 @@ enum Record {
         nai: Option<String>,
         #[serde(default)]
         sip_uri: Option<String>,
+    },
+    SetThresholds {
+        path: String,
+        thresholds: Vec<ThresholdV2>,
     },
     Remove {
         path: String,
@@ -136,6 +146,19 @@ struct LimitV1 {
     #[serde(default = "month")]
     period: PeriodV1,
     amount: AmountV1,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdV2 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unit: Option<UnitV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    period: Option<PeriodV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    percent: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    amount: Option<AmountV1>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -262,6 +285,18 @@ impl From<&Change> for Record {
                 nai,
                 sip_uri,
             },
+            Change::SetThresholds { path, thresholds } => Record::SetThresholds {
+                path,
+                thresholds: thresholds
+                    .into_iter()
+                    .map(|t| ThresholdV2 {
+                        unit: t.unit.map(UnitV1::from),
+                        period: t.period.map(PeriodV1::from),
+                        percent: t.percent,
+                        amount: t.amount.map(AmountV1::from),
+                    })
+                    .collect(),
+            },
             Change::Remove { path } => Record::Remove { path },
             Change::Move {
                 from,
@@ -338,6 +373,18 @@ impl From<Record> for Change {
                 imsi,
                 nai,
                 sip_uri,
+            },
+            Record::SetThresholds { path, thresholds } => Change::SetThresholds {
+                path,
+                thresholds: thresholds
+                    .into_iter()
+                    .map(|t| ThresholdSpec {
+                        unit: t.unit.map(Unit::from),
+                        period: t.period.map(Period::from),
+                        percent: t.percent,
+                        amount: t.amount.map(Amount::from),
+                    })
+                    .collect(),
             },
             Record::Remove { path } => Change::Remove { path },
             Record::Move {
@@ -499,7 +546,7 @@ impl From<PolicyV1> for PolicySpec {
 mod tests {
     use super::*;
 
-    /// One record of every kind, as schema 1 writes it: these bytes must never change.
+    /// One record of every kind, as schemas 1 and 2 write them: these bytes must never change.
     const GOLDEN: &[&str] = &[
         r#"{"op":"import","sources":[{"name":"(embedded)","text":"[[tenant]]\nname = \"acme\"\n"}]}"#,
         r#"{"op":"add_tenant","name":"globex","time_zone":"Europe/London","policy":{"slice_octets":"5 MiB","validity_time_s":300,"final_unit_action":"redirect","redirect_address":"http://top-up.example","filter_ids":[],"restriction_rules":[],"denied_rating_groups":[9]},"limits":[{"unit":"octets","period":"month","amount":"10 GiB"},{"unit":"money","period":"day","amount":"5.00"}]}"#,
@@ -509,10 +556,11 @@ mod tests {
         r#"{"op":"set_subscriptions","path":"globex/sales/laptop","msisdn":null,"imsi":null,"nai":"laptop@globex.example","sip_uri":"sip:laptop@globex.example"}"#,
         r#"{"op":"remove","path":"globex/ops"}"#,
         r#"{"op":"move","from":"globex/sales","to":"globex/ops","unit":"events","period":"day","amount":7}"#,
+        r#"{"op":"set_thresholds","path":"globex/sales","thresholds":[{"percent":50},{"unit":"octets","period":"month","amount":"4 GiB"},{"unit":"money","percent":90}]}"#,
     ];
 
     #[test]
-    fn schema_1_reads_and_writes_the_same_bytes() {
+    fn every_schema_reads_and_writes_the_same_bytes() {
         for golden in GOLDEN {
             let change = decode(golden.as_bytes()).unwrap_or_else(|e| panic!("{golden}: {e}"));
             assert_eq!(String::from_utf8(encode(&change)).unwrap(), *golden);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::dispatch::unix_now;
 use ocf_charging::accounts::changes::{Change, ChangeError};
-use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec};
+use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec, ThresholdSpec};
 use ocf_charging::accounts::views::NodeUsage;
 use ocf_charging::ledger::{Period, Unit};
 
@@ -222,6 +222,31 @@ async fn remove_node(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    thresholds: Vec<ThresholdSpec>,
+}
+
+async fn set_thresholds(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<Thresholds>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let t = body(b)?;
+    changed_node(
+        &s,
+        Change::SetThresholds {
+            path: path.clone(),
+            thresholds: t.thresholds,
+        },
+        &path,
+        StatusCode::OK,
+    )
+    .await
+}
+
 async fn set_limits(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -421,6 +446,7 @@ pub fn routes() -> Router<AdminState> {
             get(node).post(add_node).delete(remove_node),
         )
         .route("/limits/{*path}", put(set_limits))
+        .route("/thresholds/{*path}", put(set_thresholds))
         .route("/subscriptions/{*path}", put(set_subscriptions))
         .route("/usage/{*path}", get(usage))
         .route("/sessions/{*path}", get(sessions))

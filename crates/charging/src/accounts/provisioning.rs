@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::tenant::{
     Directory, FinalUnitAction, NumberKey, Policy, SubscriptionType, Tariff, Unmetered,
 };
-use crate::ledger::{AccountRef, Counter, Ledger, MONEY_SCALE, Period, Tree, Unit};
+use crate::ledger::{
+    AccountRef, Counter, Ledger, Level, MONEY_SCALE, Period, Threshold, Tree, Unit,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +122,54 @@ fn month() -> Period {
     Period::Month
 }
 
+/// A threshold of a node (docs/thresholds.md): a percentage of its limits, or an amount of one
+/// unit; of one unit and period, or of every limit it has.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    #[serde(default)]
+    pub period: Option<Period>,
+    #[serde(default)]
+    pub percent: Option<u8>,
+    #[serde(default)]
+    pub amount: Option<Amount>,
+}
+
+/// A node's thresholds, checked: each a percentage (1 to 100) or an amount of a named unit,
+/// not both; at most [`crate::ledger::threshold::MAX_THRESHOLDS`], none twice.
+pub fn thresholds(specs: &[ThresholdSpec]) -> Result<Vec<Threshold>, String> {
+    use crate::ledger::threshold::MAX_THRESHOLDS;
+    if specs.len() > MAX_THRESHOLDS {
+        return Err(format!("at most {MAX_THRESHOLDS} thresholds on a node"));
+    }
+    let mut out: Vec<Threshold> = Vec::with_capacity(specs.len());
+    for t in specs {
+        let level = match (t.percent, &t.amount) {
+            (Some(p @ 1..=100), None) => Level::Percent(p),
+            (Some(p), None) => return Err(format!("threshold {p}%: a percentage is 1 to 100")),
+            (None, Some(a)) => {
+                let unit = t
+                    .unit
+                    .ok_or_else(|| "a threshold with an amount names its unit".to_owned())?;
+                Level::Amount(parse_amount(a, unit)?)
+            }
+            _ => return Err("a threshold has a percent or an amount (one of them)".into()),
+        };
+        let th = Threshold {
+            unit: t.unit,
+            period: t.period,
+            level,
+        };
+        if out.contains(&th) {
+            return Err("a threshold is given twice".into());
+        }
+        out.push(th);
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
@@ -127,6 +177,8 @@ pub struct NodeSpec {
     pub path: String,
     #[serde(default)]
     pub limits: Vec<LimitSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdSpec>,
     pub msisdn: Option<String>,
     pub imsi: Option<String>,
     pub nai: Option<String>,
@@ -521,6 +573,10 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
             )));
         }
         let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
+        let own = thresholds(&n.thresholds).map_err(&nerr)?;
+        if !own.is_empty() {
+            tree.set_thresholds(id, own);
+        }
         by_path.insert(n.path.clone(), id);
         let subs = node_subscriptions(n);
         if !subs.is_empty() {

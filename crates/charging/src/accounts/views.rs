@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::ledger::{AccountRef, Counter, MONEY_SCALE, Period, Unit, period};
+use crate::ledger::{AccountRef, Counter, Level, MONEY_SCALE, Period, Unit, period};
 
 use super::Accounts;
 use super::changes::ChangeError;
@@ -52,8 +52,23 @@ pub struct NodeView {
     pub path: String,
     pub name: String,
     pub limits: Vec<LimitView>,
+    /// The node's own thresholds (the levels every device has are in the configuration).
+    pub thresholds: Vec<ThresholdView>,
     pub subscriptions: Vec<SubscriptionView>,
     pub children: Vec<String>,
+}
+
+/// A threshold as the API shows it: a percentage of the limits it applies to, or an amount.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThresholdView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Shown>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -159,7 +174,7 @@ impl Accounts {
     /// A node with its limits, usage, subscription ids and children.
     pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
         let at = self.find_node(path)?;
-        let (name, counters, tz, children) = {
+        let (name, counters, tz, children, own) = {
             let t = self
                 .ledger()
                 .lock(at.tree)
@@ -171,7 +186,31 @@ impl Accounts {
                 .filter(|c| !c.removed && c.parent == Some(at.node))
                 .map(|c| c.name.clone())
                 .collect();
-            (n.name.clone(), n.counters.clone(), t.tz.clone(), children)
+            let own: Vec<ThresholdView> = t
+                .thresholds
+                .get(&at.node)
+                .into_iter()
+                .flat_map(|l| l.iter())
+                .map(|th| {
+                    let (percent, amount) = match th.level {
+                        Level::Percent(p) => (Some(p), None),
+                        Level::Amount(a) => (None, th.unit.map(|u| shown(u, a))),
+                    };
+                    ThresholdView {
+                        unit: th.unit,
+                        period: th.period,
+                        percent,
+                        amount,
+                    }
+                })
+                .collect();
+            (
+                n.name.clone(),
+                n.counters.clone(),
+                t.tz.clone(),
+                children,
+                own,
+            )
         };
         let limits = counters.iter().map(|c| limit_view(c, &tz, now)).collect();
         let subscriptions = self
@@ -187,6 +226,7 @@ impl Accounts {
             path: path.to_owned(),
             name,
             limits,
+            thresholds: own,
             subscriptions,
             children,
         })

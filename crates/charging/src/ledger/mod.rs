@@ -280,7 +280,7 @@ impl Tree {
 
     /// Re-arms the thresholds of `node`'s limits that usage no longer reaches (after its limits
     /// changed).
-    fn rearm(&mut self, node: u32) {
+    pub fn rearm(&mut self, node: u32) {
         let Tree {
             nodes,
             thresholds,

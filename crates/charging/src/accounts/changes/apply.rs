@@ -89,9 +89,13 @@ impl Accounts {
                     name,
                     counters,
                     subs,
+                    thresholds,
                 } => {
                     if let Some(mut t) = self.ledger.lock(parent.tree) {
                         let node = t.add(name, Some(parent.node), counters);
+                        if !thresholds.is_empty() {
+                            t.set_thresholds(node, thresholds);
+                        }
                         bind(
                             &mut directory,
                             AccountRef {
@@ -108,6 +112,11 @@ impl Accounts {
                         t.set_limits(at.node, counters, now);
                     }
                     sum.nodes_changed += 1;
+                }
+                Step::SetThresholds(at, list) => {
+                    if let Some(mut t) = self.ledger.lock(at.tree) {
+                        t.set_thresholds(at.node, list);
+                    }
                 }
                 Step::SetSubscriptions(at, subs) => {
                     let at = AccountRef {
@@ -161,6 +170,8 @@ impl Accounts {
                                     c.limit.saturating_sub(amount)
                                 };
                             }
+                            // Allowance moved in re-arms the levels usage is below again.
+                            t.rearm(n);
                         }
                     }
                     sum.nodes_changed += 2;

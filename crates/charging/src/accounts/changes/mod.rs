@@ -24,7 +24,7 @@ use tracing::info;
 use crate::ledger::{Period, Unit};
 
 use super::Accounts;
-use super::provisioning::{Amount, LimitSpec, PolicySpec, TenantSpec};
+use super::provisioning::{Amount, LimitSpec, PolicySpec, TenantSpec, ThresholdSpec};
 use plan::parse_sources;
 
 /// One provisioning source of an import: a file's name and text.
@@ -72,6 +72,12 @@ pub enum Change {
     SetLimits {
         path: String,
         limits: Vec<LimitSpec>,
+    },
+    /// A node's own thresholds, all of them (docs/thresholds.md); those usage already passed
+    /// count as fired.
+    SetThresholds {
+        path: String,
+        thresholds: Vec<ThresholdSpec>,
     },
     /// A node's subscription ids, all of them (none: it is no longer a device).
     SetSubscriptions {

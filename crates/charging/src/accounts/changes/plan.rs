@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Tree, Unit};
+use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Threshold, Tree, Unit};
 
 use super::super::Accounts;
 use super::super::provisioning::{
@@ -30,8 +30,10 @@ pub(super) enum Step {
         name: String,
         counters: Vec<Counter>,
         subs: Subscriptions,
+        thresholds: Vec<Threshold>,
     },
     SetLimits(At, Vec<Counter>),
+    SetThresholds(At, Vec<Threshold>),
     SetSubscriptions(At, Subscriptions),
     RemoveNode(At),
     Move {
@@ -184,6 +186,7 @@ impl Accounts {
                     node: vec![NodeSpec {
                         path: name.clone(),
                         limits: limits.clone(),
+                        thresholds: Vec::new(),
                         msisdn: None,
                         imsi: None,
                         nai: None,
@@ -240,6 +243,7 @@ impl Accounts {
                     name: (*name).to_owned(),
                     counters,
                     subs,
+                    thresholds: Vec::new(),
                 });
             }
             Change::SetLimits { path, limits } => {
@@ -248,6 +252,12 @@ impl Accounts {
                     .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
                 plan.steps.push(Step::SetLimits(at, counters));
+            }
+            Change::SetThresholds { path, thresholds } => {
+                let at = plan.node(path)?;
+                let list = provisioning::thresholds(thresholds)
+                    .map_err(|e| invalid(format!("thresholds: {e}")))?;
+                plan.steps.push(Step::SetThresholds(at, list));
             }
             Change::SetSubscriptions {
                 path,
@@ -608,7 +618,14 @@ impl<'e> Planner<'e> {
         }
         let subs_of =
             |b: &BuiltTenant| -> HashMap<u32, Subscriptions> { b.all_subscriptions().collect() };
-        let old_state: HashMap<String, (LimitKey, Subscriptions)> = match old {
+        let own = |b: &BuiltTenant, i: u32| -> Vec<Threshold> {
+            b.tree
+                .thresholds
+                .get(&i)
+                .map(|t| t.to_vec())
+                .unwrap_or_default()
+        };
+        let old_state: HashMap<String, (LimitKey, Subscriptions, Vec<Threshold>)> = match old {
             Some(o) => {
                 let subs = subs_of(o);
                 paths(&o.tree)
@@ -622,6 +639,7 @@ impl<'e> Planner<'e> {
                                 (
                                     limit_key(&n.counters),
                                     subs.get(&(i as u32)).cloned().unwrap_or_default(),
+                                    own(o, i as u32),
                                 ),
                             )
                         })
@@ -630,6 +648,12 @@ impl<'e> Planner<'e> {
             }
             None => HashMap::new(),
         };
+        let new_own: HashMap<u32, Vec<Threshold>> = new
+            .tree
+            .thresholds
+            .iter()
+            .map(|(k, v)| (*k, v.to_vec()))
+            .collect();
         let new_subs = subs_of(&new);
         let new_paths = paths(&new.tree);
         let mut in_new = HashSet::new();
@@ -639,9 +663,10 @@ impl<'e> Planner<'e> {
             };
             in_new.insert(path.clone());
             let subs = new_subs.get(&(i as u32)).cloned().unwrap_or_default();
-            let same = old_state
-                .get(&path)
-                .is_some_and(|(l, s)| *l == limit_key(&n.counters) && *s == subs);
+            let thresholds = new_own.get(&(i as u32)).cloned().unwrap_or_default();
+            let same = old_state.get(&path).is_some_and(|(l, s, t)| {
+                *l == limit_key(&n.counters) && *s == subs && *t == thresholds
+            });
             if same {
                 // Unchanged in the files: an API change to it (even its removal) stands.
                 continue;
@@ -651,6 +676,7 @@ impl<'e> Planner<'e> {
                     let at = At { tree, node };
                     self.steps.push(Step::SetLimits(at, n.counters));
                     self.steps.push(Step::SetSubscriptions(at, subs));
+                    self.steps.push(Step::SetThresholds(at, thresholds));
                 }
                 None => {
                     let parent = match path.rsplit_once('/') {
@@ -670,6 +696,7 @@ impl<'e> Planner<'e> {
                         name: n.name,
                         counters: n.counters,
                         subs,
+                        thresholds,
                     });
                     live.insert(path, next_node);
                     next_node += 1;

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::accounts::Accounts;
+use crate::accounts::provisioning::ThresholdSpec;
 use crate::accounts::tenant::{GIB, MIB, SubscriptionType};
-use crate::ledger::{AccountRef, Ledger};
+use crate::ledger::{AccountRef, Ledger, Level};
 
 const NOW: i64 = 1_795_000_000;
 
@@ -448,4 +449,183 @@ fn a_reimport_moves_a_range_and_its_ids() {
             .is_none()
     );
     assert_eq!(dir.subscriber_count(), 30);
+}
+
+/// The levels of a node's own thresholds that fire when `used` more is charged to `device`.
+fn charge(e: &Accounts, device: &str, used: u64) -> Vec<(String, Level)> {
+    let at = msisdn(e, device).expect("a device");
+    e.ledger()
+        .commit_watched(at, Unit::Octets, 0, used, NOW)
+        .into_iter()
+        .filter(|c| !c.default)
+        .map(|c| {
+            let t = e.ledger().lock(at.tree).unwrap();
+            (t.names(c.node).join("/"), c.level)
+        })
+        .collect()
+}
+
+#[test]
+fn node_thresholds_come_from_files_and_the_api_and_rearm_when_allowance_moves_in() {
+    let e = engine();
+    let with = |thresholds: &str| {
+        GLOBEX.replace(
+            "path = \"globex/sales\"\n",
+            &format!("path = \"globex/sales\"\nthresholds = {thresholds}\n"),
+        )
+    };
+    // sales has 4 GiB: 50% is 2 GiB, and an amount of 3 GiB.
+    import(
+        &e,
+        &with(r#"[{ percent = 50 }, { unit = "octets", period = "month", amount = "3 GiB" }]"#),
+    )
+    .unwrap();
+    let phone = "447700900001";
+    assert!(charge(&e, phone, GIB).is_empty());
+    assert_eq!(
+        charge(&e, phone, GIB),
+        [("globex/sales".to_owned(), Level::Percent(50))]
+    );
+    assert!(charge(&e, phone, MIB).is_empty(), "fired once");
+    assert_eq!(
+        charge(&e, phone, GIB),
+        [("globex/sales".to_owned(), Level::Amount(3 * GIB))]
+    );
+    // 2 GiB + 1 MiB + 1 GiB used. Moving 4 GiB in makes 50% 4 GiB: re-armed, fires again.
+    e.change(
+        &Change::Move {
+            from: "globex".into(),
+            to: "globex/sales".into(),
+            unit: Unit::Octets,
+            period: Period::Month,
+            amount: Amount::Text("4 GiB".into()),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert!(charge(&e, phone, 512 * MIB).is_empty());
+    assert_eq!(
+        charge(&e, phone, 512 * MIB),
+        [("globex/sales".to_owned(), Level::Percent(50))]
+    );
+    // The API replaces them; levels already passed count as fired.
+    e.change(
+        &Change::SetThresholds {
+            path: "globex/sales".into(),
+            thresholds: vec![
+                ThresholdSpec {
+                    unit: None,
+                    period: None,
+                    percent: Some(10),
+                    amount: None,
+                },
+                ThresholdSpec {
+                    unit: None,
+                    period: None,
+                    percent: Some(90),
+                    amount: None,
+                },
+            ],
+        },
+        NOW,
+    )
+    .unwrap();
+    let view = e.node_view("globex/sales", NOW).unwrap();
+    assert_eq!(view.thresholds.len(), 2);
+    assert!(
+        charge(&e, phone, MIB).is_empty(),
+        "10% was passed before it was set"
+    );
+    // 90% of 8 GiB.
+    let used: u64 = 4 * GIB + MIB + MIB;
+    assert_eq!(
+        charge(&e, phone, (8 * GIB * 9).div_ceil(10) - used),
+        [("globex/sales".to_owned(), Level::Percent(90))]
+    );
+    // A reimport of the same files changes nothing the API did; a changed file sets them again.
+    import(
+        &e,
+        &with(r#"[{ percent = 50 }, { unit = "octets", period = "month", amount = "3 GiB" }]"#),
+    )
+    .unwrap();
+    assert_eq!(
+        e.node_view("globex/sales", NOW).unwrap().thresholds.len(),
+        2
+    );
+    import(&e, &with(r#"[{ percent = 95 }]"#)).unwrap();
+    let view = e.node_view("globex/sales", NOW).unwrap();
+    assert_eq!(view.thresholds.len(), 1);
+    assert_eq!(view.thresholds[0].percent, Some(95));
+}
+
+#[test]
+fn bad_thresholds_are_refused_whole() {
+    let e = engine();
+    import(&e, GLOBEX).unwrap();
+    let set = |t: Vec<ThresholdSpec>| {
+        e.change(
+            &Change::SetThresholds {
+                path: "globex/sales".into(),
+                thresholds: t,
+            },
+            NOW,
+        )
+    };
+    let spec = |percent: Option<u8>, amount: Option<&str>, unit: Option<Unit>| ThresholdSpec {
+        unit,
+        period: None,
+        percent,
+        amount: amount.map(|a| Amount::Text(a.into())),
+    };
+    for (bad, why) in [
+        (vec![spec(Some(0), None, None)], "1 to 100"),
+        (vec![spec(Some(101), None, None)], "1 to 100"),
+        (vec![spec(None, None, None)], "one of them"),
+        (
+            vec![spec(Some(5), Some("1 GiB"), Some(Unit::Octets))],
+            "one of them",
+        ),
+        (vec![spec(None, Some("1 GiB"), None)], "names its unit"),
+        (vec![spec(None, Some("lots"), Some(Unit::Octets))], "lots"),
+        (
+            vec![spec(Some(5), None, None), spec(Some(5), None, None)],
+            "twice",
+        ),
+        (
+            (1..=17).map(|p| spec(Some(p), None, None)).collect(),
+            "at most 16",
+        ),
+    ] {
+        let err = set(bad).expect_err(why).to_string();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    let err = import(
+        &e,
+        &GLOBEX.replace(
+            "path = \"globex/ops\"\n",
+            "path = \"globex/ops\"\nthresholds = [{ percent = 0 }]\n",
+        ),
+    )
+    .expect_err("a bad file")
+    .to_string();
+    assert!(
+        err.contains("globex/ops") && err.contains("1 to 100"),
+        "{err}"
+    );
+    assert!(
+        e.node_view("globex/sales", NOW)
+            .unwrap()
+            .thresholds
+            .is_empty()
+    );
+    assert!(matches!(
+        e.change(
+            &Change::SetThresholds {
+                path: "globex/nowhere".into(),
+                thresholds: vec![],
+            },
+            NOW
+        ),
+        Err(ChangeError::NotFound(_))
+    ));
 }
