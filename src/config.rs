@@ -21,6 +21,54 @@ pub struct Config {
     /// Tokio worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
     pub log: LogConfig,
+    /// Endpoints that get the events of the outbox by HTTP POST (docs/thresholds.md).
+    pub webhooks: Vec<WebhookSection>,
+}
+
+/// One webhook endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Names the endpoint in logs and metrics, and its cursor file
+    /// (`state_dir/webhooks/<name>.cursor`): letters, digits, `-` and `_`.
+    pub name: String,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Tenants whose events it gets; empty: all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// File whose first line is the HMAC-SHA256 key of the `X-Ocfd-Signature` header (at
+    /// least 16 characters).
+    pub secret_file: PathBuf,
+    /// PEM file of the CAs trusted for an https URL (required for https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Events older than this are given up (counted, logged), seconds.
+    #[serde(default = "webhook_max_age_s")]
+    pub max_age_s: u64,
+    /// Bound on one POST, connection to status line, milliseconds.
+    #[serde(default = "webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// First wait before a failed POST is tried again (doubling, with ±20% jitter),
+    /// milliseconds.
+    #[serde(default = "webhook_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest wait between tries, milliseconds.
+    #[serde(default = "webhook_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn webhook_max_age_s() -> u64 {
+    86_400
+}
+fn webhook_timeout_ms() -> u64 {
+    5_000
+}
+fn webhook_retry_initial_ms() -> u64 {
+    1_000
+}
+fn webhook_retry_max_ms() -> u64 {
+    300_000
 }
 
 /// Diameter identity, listeners and peer handling.
@@ -239,6 +287,7 @@ impl Default for Config {
             state_dir: PathBuf::from("./ocfd-data"),
             worker_threads: 0,
             log: LogConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -454,6 +503,43 @@ impl Config {
         if let Err(e) = ocf_charging::ledger::DefaultPercents::new(&self.charging.device_thresholds)
         {
             return Err(invalid("charging.device_thresholds", &e));
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            let ok_name = !w.name.is_empty()
+                && w.name.len() <= 64
+                && w.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok_name || !names.insert(w.name.as_str()) {
+                return Err(invalid(
+                    "webhooks.name",
+                    format!(
+                        "'{}': 1 to 64 letters, digits, '-' or '_', each name once",
+                        w.name
+                    ),
+                ));
+            }
+            let target = crate::server::webhooks::parse_url(&w.url)
+                .map_err(|e| invalid("webhooks.url", e))?;
+            if target.https && w.ca_file.is_none() {
+                return Err(invalid(
+                    "webhooks.ca_file",
+                    format!(
+                        "'{}': an https URL needs the CA that signs its certificate",
+                        w.url
+                    ),
+                ));
+            }
+            if w.timeout_ms == 0 || w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
+                return Err(invalid(
+                    "webhooks",
+                    format!(
+                        "'{}': timeout_ms and retry_initial_ms at least 1, retry_max_ms at least retry_initial_ms",
+                        w.name
+                    ),
+                ));
+            }
         }
         if self.charging.validity_time_s == 0 {
             return Err(invalid("charging.validity_time_s", "must be at least 1"));

@@ -9,6 +9,7 @@ mod overload;
 pub mod recovery;
 pub mod reload;
 mod systemd;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +72,8 @@ pub enum ServerError {
     Tls(ocf_transport::tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("webhook: {0}")]
+    Webhook(String),
     #[error("cannot listen on {transport} {addr}: {source}")]
     Listen {
         transport: &'static str,
@@ -88,7 +91,8 @@ impl ServerError {
             ServerError::Dictionary(_)
             | ServerError::Config(_)
             | ServerError::Provisioning(_)
-            | ServerError::Tls(_) => true,
+            | ServerError::Tls(_)
+            | ServerError::Webhook(_) => true,
             ServerError::Store(e) => e.is_config_error(),
             ServerError::Admin(_) | ServerError::Listen { .. } => false,
         }
@@ -190,6 +194,8 @@ pub struct Server {
     shutdown_grace: Duration,
     /// The configuration it was started with (a reload compares against it).
     config: Config,
+    /// Webhook endpoints, started with the server.
+    webhooks: Vec<webhooks::Endpoint>,
 }
 
 /// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the
@@ -314,6 +320,13 @@ impl Server {
             .unwrap_or_default();
         let d = &config.diameter;
         let live = live_settings(config, now.as_secs() as u32)?;
+        // Their secret and CA files are read now: a bad one stops the start.
+        let hooks = config
+            .webhooks
+            .iter()
+            .map(webhooks::Endpoint::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServerError::Webhook)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let store = Arc::new(recovery::build(config, durable_tx)?);
         let mut tcp_listeners = Vec::new();
@@ -395,6 +408,7 @@ impl Server {
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
+            webhooks: hooks,
         })
     }
 
@@ -456,7 +470,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then disconnects every peer with DPR (REBOOTING) and
     /// waits for their DPAs, at most the DPA timeout.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         for (transport, addr) in self.local_addrs() {
             info!(transport, %addr, "listening");
         }
@@ -529,6 +543,28 @@ impl Server {
             };
             tokio::spawn(admin::serve(l, state))
         });
+        // Webhooks: each endpoint reads the outbox on a task of its own; the outbox's follower
+        // says when there is more (without a journal, the clock does, once a second).
+        let written: Arc<dyn Fn() -> u64 + Send + Sync> = {
+            let store = self.shared.store.clone();
+            Arc::new(move || {
+                store.event_log().and_then(|l| l.following()).map_or_else(
+                    || dispatch::unix_now() as u64,
+                    |f| f.lines.load(Ordering::Acquire),
+                )
+            })
+        };
+        let hooks = match webhooks::start(
+            std::mem::take(&mut self.webhooks),
+            &self.config.state_dir,
+            written,
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "webhooks not started");
+                Vec::new()
+            }
+        };
         // Supervision: expired reservations return to the pool, silent sessions are closed,
         // gauges are refreshed and the metrics recorder's upkeep runs (once a second).
         let store = self.shared.store.clone();
@@ -612,6 +648,7 @@ impl Server {
                     },
                     sum.held_reservations + store.engine().outstanding_count(),
                 );
+                gauges.webhooks(&hooks);
                 systemd::status(&status());
                 tracing::debug!("supervision tick");
                 if sum.expired_reservations > 0 || sum.closed_sessions > 0 {

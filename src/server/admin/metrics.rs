@@ -6,8 +6,8 @@
 //! exporter keeps every histogram sample until it is drained into its buckets, so without it
 //! memory would grow with traffic between two scrapes (or forever, with nobody scraping).
 
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -149,6 +149,26 @@ fn describe() {
         "Journal sequence up to which usage records are synced to the usage files"
     );
     metrics::describe_counter!(
+        "ocfd_webhook_delivered_total",
+        "Events a webhook endpoint took (2xx)"
+    );
+    metrics::describe_counter!(
+        "ocfd_webhook_failures_total",
+        "Failed webhook POSTs (each retried until taken or given up)"
+    );
+    metrics::describe_counter!(
+        "ocfd_webhook_given_up_total",
+        "Events not delivered to a webhook endpoint within its max_age_s"
+    );
+    metrics::describe_gauge!(
+        "ocfd_webhook_pending_events",
+        "Events of a webhook endpoint's tenants read from the outbox and not yet delivered"
+    );
+    metrics::describe_gauge!(
+        "ocfd_webhook_cursor",
+        "Id of the last event a webhook endpoint took or gave up"
+    );
+    metrics::describe_counter!(
         "ocfd_events_total",
         "Events written to the outbox (state_dir/events) since start"
     );
@@ -223,6 +243,23 @@ impl Gauges {
             events: metrics::counter!("ocfd_events_total"),
             events_errors: metrics::gauge!("ocfd_events_errors"),
             events_synced: metrics::gauge!("ocfd_events_synced_sequence"),
+        }
+    }
+
+    /// Each webhook endpoint's counters, labelled with its name.
+    pub fn webhooks(&self, hooks: &[(String, Arc<crate::server::webhooks::Progress>)]) {
+        for (name, p) in hooks {
+            let label = [("webhook", name.clone())];
+            metrics::counter!("ocfd_webhook_delivered_total", &label)
+                .absolute(p.delivered.load(Ordering::Relaxed));
+            metrics::counter!("ocfd_webhook_failures_total", &label)
+                .absolute(p.failures.load(Ordering::Relaxed));
+            metrics::counter!("ocfd_webhook_given_up_total", &label)
+                .absolute(p.given_up.load(Ordering::Relaxed));
+            metrics::gauge!("ocfd_webhook_pending_events", &label)
+                .set(p.pending.load(Ordering::Relaxed) as f64);
+            metrics::gauge!("ocfd_webhook_cursor", &label)
+                .set(p.cursor.load(Ordering::Relaxed) as f64);
         }
     }
 
