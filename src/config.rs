@@ -21,8 +21,32 @@ pub struct Config {
     /// Tokio worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
     pub log: LogConfig,
+    /// The event outbox (`state_dir/events`).
+    pub events: EventsSection,
     /// Endpoints that get the events of the outbox by HTTP POST (docs/thresholds.md).
     pub webhooks: Vec<WebhookSection>,
+}
+
+/// How long the event outbox keeps events, and how large it may grow.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// Events older than this, and taken by every webhook, are removed (a file at a time),
+    /// seconds.
+    pub retention_s: u64,
+    /// Past this size the oldest files are removed even if a webhook has not taken their
+    /// events (counted in ocfd_events_dropped_total; alert on ocfd_events_outbox_bytes first),
+    /// MiB.
+    pub max_mib: u64,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            retention_s: 30 * 86_400,
+            max_mib: 1024,
+        }
+    }
 }
 
 /// One webhook endpoint.
@@ -287,6 +311,7 @@ impl Default for Config {
             state_dir: PathBuf::from("./ocfd-data"),
             worker_threads: 0,
             log: LogConfig::default(),
+            events: EventsSection::default(),
             webhooks: Vec::new(),
         }
     }
@@ -503,6 +528,9 @@ impl Config {
         if let Err(e) = ocf_charging::ledger::DefaultPercents::new(&self.charging.device_thresholds)
         {
             return Err(invalid("charging.device_thresholds", &e));
+        }
+        if self.events.max_mib == 0 {
+            return Err(invalid("events.max_mib", "must be at least 1"));
         }
         let mut names = std::collections::HashSet::new();
         for w in &self.webhooks {

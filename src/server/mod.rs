@@ -565,6 +565,47 @@ impl Server {
                 Vec::new()
             }
         };
+        // The outbox stays bounded: a pass a minute removes what is old and taken by every
+        // webhook, or past the size bound.
+        let outbox = {
+            let dir = self.config.state_dir.join("events");
+            let events = self.config.events.clone();
+            let cursors: Vec<Arc<webhooks::Progress>> =
+                hooks.iter().map(|(_, p)| p.clone()).collect();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let taken = cursors
+                        .iter()
+                        .map(|p| p.cursor.load(Ordering::Acquire))
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    let older_than =
+                        dispatch::unix_now() - events.retention_s.min(i64::MAX as u64) as i64;
+                    let (dir, max) = (dir.clone(), events.max_mib.saturating_mul(1 << 20));
+                    let pruned = tokio::task::spawn_blocking(move || {
+                        ocf_store::events::prune(&dir, older_than, taken, max)
+                    })
+                    .await;
+                    match pruned {
+                        Ok(Ok(p)) => {
+                            metrics::gauge!("ocfd_events_outbox_bytes").set(p.bytes as f64);
+                            if p.undelivered > 0 {
+                                metrics::counter!("ocfd_events_dropped_total")
+                                    .increment(p.undelivered);
+                                warn!(
+                                    events = p.undelivered,
+                                    "event outbox past events.max_mib: events no webhook had taken yet were removed"
+                                );
+                            }
+                        }
+                        Ok(Err(e)) => warn!(error = %e, "event outbox not pruned"),
+                        Err(e) => warn!(error = %e, "event outbox not pruned"),
+                    }
+                }
+            })
+        };
         // Supervision: expired reservations return to the pool, silent sessions are closed,
         // gauges are refreshed and the metrics recorder's upkeep runs (once a second).
         let store = self.shared.store.clone();
@@ -687,6 +728,7 @@ impl Server {
             connections.load(Ordering::Relaxed)
         ));
         supervisor.abort();
+        outbox.abort();
         if let Some(a) = &admin {
             a.abort();
         }

@@ -185,3 +185,106 @@ fn first_id(path: &Path) -> io::Result<Option<u64>> {
     let n = std::fs::File::open(path)?.read(&mut head)?;
     Ok(crate::usage::line_sequence(&head[..n]))
 }
+
+/// What [`prune`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Files removed.
+    pub files: usize,
+    /// Events in them that some reader (`undelivered_after`) had not taken yet.
+    pub undelivered: u64,
+    /// Octets the outbox holds after.
+    pub bytes: u64,
+}
+
+/// Keeps the outbox in `dir` bounded: removes its oldest files, never the newest one (the
+/// follower writes to it), when every event in them is older than `older_than` (Unix seconds)
+/// and at or below `taken` (what every webhook endpoint has taken), and, past `max_bytes`,
+/// whatever the oldest files hold (those events are lost to readers that had not taken them,
+/// counted in [`Pruned::undelivered`]).
+pub fn prune(dir: &Path, older_than: i64, taken: u64, max_bytes: u64) -> io::Result<Pruned> {
+    let files = match crate::usage::stream_files(dir, EVENTS.prefix) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pruned::default()),
+        Err(e) => return Err(e),
+    };
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()))
+        .collect::<io::Result<_>>()?;
+    let mut out = Pruned {
+        bytes: sizes.iter().sum(),
+        ..Pruned::default()
+    };
+    let Some((_, older)) = files.split_last() else {
+        return Ok(out);
+    };
+    for (path, size) in older.iter().zip(&sizes) {
+        let data = std::fs::read(path)?;
+        let (mut last_id, mut last_time, mut after_taken) = (0u64, i64::MIN, 0u64);
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(id) = crate::usage::line_sequence(line) else {
+                continue;
+            };
+            last_id = last_id.max(id);
+            if id > taken {
+                after_taken += 1;
+            }
+            if let Some(t) = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["time"].as_i64())
+            {
+                last_time = last_time.max(t);
+            }
+        }
+        let expired = last_time < older_than && last_id <= taken;
+        let over = out.bytes > max_bytes;
+        if !expired && !over {
+            break;
+        }
+        std::fs::remove_file(path)?;
+        out.files += 1;
+        out.bytes -= size;
+        if !expired {
+            out.undelivered += after_taken;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u64, time: i64) -> String {
+        format!(
+            "{{\"seq\":{id},\"id\":{id},\"kind\":\"threshold_crossed\",\"time\":{time},\"tenant\":\"t\",\"path\":\"t\"}}\n"
+        )
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_file_what_is_not_taken_and_what_is_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |n: u64, lines: &[(u64, i64)]| {
+            let text: String = lines.iter().map(|(i, t)| line(*i, *t)).collect();
+            std::fs::write(dir.path().join(format!("events-{n:08}.jsonl")), text).unwrap();
+        };
+        file(1, &[(1, 100), (2, 110)]);
+        file(2, &[(5, 200), (6, 210)]);
+        file(3, &[(9, 300)]);
+        // Everything old, but the endpoints took only up to 5: file 1 goes, file 2 stays.
+        let p = prune(dir.path(), 1000, 5, u64::MAX).unwrap();
+        assert_eq!((p.files, p.undelivered), (1, 0));
+        // All taken; file 2 is recent: stays.
+        let p = prune(dir.path(), 205, 100, u64::MAX).unwrap();
+        assert_eq!(p.files, 0);
+        // Past the size bound: file 2 goes though its event 6 was not taken; never file 3.
+        let p = prune(dir.path(), 0, 5, 1).unwrap();
+        assert_eq!((p.files, p.undelivered), (1, 1));
+        let p = prune(dir.path(), i64::MAX, u64::MAX, 0).unwrap();
+        assert_eq!(p.files, 0, "the newest file is never removed");
+        let (events, _) = read(dir.path(), &Filter::default(), 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["id"], 9);
+    }
+}

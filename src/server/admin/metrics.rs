@@ -168,6 +168,14 @@ fn describe() {
         "ocfd_webhook_cursor",
         "Id of the last event a webhook endpoint took or gave up"
     );
+    metrics::describe_gauge!(
+        "ocfd_events_outbox_bytes",
+        "Octets the event outbox holds (bounded by events.max_mib; alert before it is reached)"
+    );
+    metrics::describe_counter!(
+        "ocfd_events_dropped_total",
+        "Events removed from the outbox past events.max_mib before every webhook had taken them"
+    );
     metrics::describe_counter!(
         "ocfd_events_total",
         "Events written to the outbox (state_dir/events) since start"
