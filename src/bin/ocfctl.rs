@@ -88,6 +88,11 @@ enum Cmd {
         #[arg(long = "limit", required = true)]
         limits: Vec<String>,
     },
+    /// Block a device or everything under a node: its open sessions are aborted (ASR) and
+    /// nothing more is granted (4010) until it is unblocked.
+    Block { path: String },
+    /// Lift a block.
+    Unblock { path: String },
     /// Set all of a node's own thresholds (none given: clears them).
     Thresholds {
         path: String,
@@ -155,6 +160,8 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Remove { path } => ctl::remove(&c, path),
         Cmd::Limit { path, limits } => ctl::limit(&c, path, limits, json),
         Cmd::Thresholds { path, levels } => ctl::thresholds(&c, path, levels, json),
+        Cmd::Block { path } => ctl::blocked(&c, path, true, json),
+        Cmd::Unblock { path } => ctl::blocked(&c, path, false, json),
         Cmd::Move {
             from,
             to,

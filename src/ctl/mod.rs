@@ -138,6 +138,21 @@ pub fn thresholds(
     })
 }
 
+/// `block PATH` / `unblock PATH`.
+pub fn blocked(c: &Client, path: &str, block: bool, json: bool) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        if block { "PUT" } else { "DELETE" },
+        &format!("/v1/blocked/{}", encode_path(path)),
+        None,
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
 /// A human amount: binary units for octets, seconds, events as they are, money as given.
 pub fn human(unit: &str, v: &Value) -> String {
     match (unit, v.as_u64()) {
@@ -375,6 +390,9 @@ fn node_text(v: &Value) -> String {
         .collect();
     if !levels.is_empty() {
         out.push_str(&format!("thresholds: {}\n", levels.join(", ")));
+    }
+    if v["blocked"].as_bool() == Some(true) {
+        out.push_str("blocked: nothing under it is granted\n");
     }
     let n = v["children"].as_array().map_or(0, Vec::len);
     if n > 0 {

@@ -70,6 +70,7 @@ fn answer_events<'e>(
     remote: SocketAddr,
     tracked: &mut Option<Vec<Tracked>>,
     reports: &mut Doic,
+    ours: &mut Ours,
 ) -> u64 {
     let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
@@ -77,7 +78,10 @@ fn answer_events<'e>(
             Event::Opened {
                 origin_host,
                 origin_realm,
-            } => info!(%remote, %origin_host, %origin_realm, "peer open"),
+            } => {
+                info!(%remote, %origin_host, %origin_realm, "peer open");
+                ours.opened = Some((origin_host, origin_realm));
+            }
             Event::Request(msg) => {
                 let (identity, out) = peer.identity_and_transmit();
                 let start = out.len();
@@ -99,7 +103,12 @@ fn answer_events<'e>(
                 }
                 answered += 1;
             }
-            Event::Answer(_) => {}
+            Event::Answer(msg) => {
+                // An answer to a request we sent (ASR, RAR): to whoever waits for it.
+                if let Some(reply) = ours.awaiting.remove(&msg.header.hop_by_hop) {
+                    let _ = reply.send(msg);
+                }
+            }
             Event::Closed(reason) => {
                 info!(%remote, host = peer.remote_host().unwrap_or("-"), ?reason, "peer closed")
             }
@@ -107,6 +116,17 @@ fn answer_events<'e>(
     }
     answered
 }
+
+/// Requests this connection sent for others (ASR, RAR), awaiting their answers by Hop-by-Hop,
+/// and the peer's identity once it is open.
+#[derive(Default)]
+struct Ours {
+    opened: Option<(String, String)>,
+    awaiting: std::collections::HashMap<u32, tokio::sync::oneshot::Sender<ocf_protocol::Message>>,
+}
+
+/// Answers awaited at once at most; past it the oldest waiter is dropped (it sees no answer).
+const MAX_AWAITING: usize = 4096;
 
 /// The DOIC report the answers of one batch carry (None: DOIC off), and how many carried an
 /// OC-OLR.
@@ -260,6 +280,9 @@ pub(crate) async fn drive<S>(
         .journal()
         .filter(|j| j.durability() != ocf_store::writer::Durability::Async)
         .map(|_| Vec::new());
+    // Requests others want sent to this peer (ASR, RAR), once it is open.
+    let mut ours = Ours::default();
+    let mut registered: Option<super::abort::Registered> = None;
     loop {
         // Answer events (application requests) into the same output buffer, as one batch;
         // the batch (it holds the snapshot gate) ends before anything is awaited.
@@ -273,6 +296,7 @@ pub(crate) async fn drive<S>(
                 remote,
                 &mut tracked,
                 &mut reports,
+                &mut ours,
             );
             reports.finish(&shared);
             if let Some(b) = batch.take() {
@@ -322,6 +346,9 @@ pub(crate) async fn drive<S>(
             }
             let elapsed = read_at.map(|t| t.elapsed()).unwrap_or_default();
             shared.meters.add(&mut meters, elapsed);
+        }
+        if let Some((host, realm)) = ours.opened.take() {
+            registered = Some(shared.peers.register(&host, &realm));
         }
         state.set(peer.state());
         if peer.is_closed() {
@@ -385,7 +412,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked, &mut reports);
+                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked, &mut reports, &mut ours);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");
@@ -426,7 +453,26 @@ pub(crate) async fn drive<S>(
                 stopping = true;
                 peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
             }
+            Some(o) = async {
+                match registered.as_mut() {
+                    Some(r) => r.rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if peer.is_open() => {
+                let (hbh, e2e) = peer.send_request(o.command);
+                let (identity, out) = peer.identity_and_transmit();
+                (o.write)(identity, out, hbh, e2e);
+                if ours.awaiting.len() >= MAX_AWAITING {
+                    if let Some(k) = ours.awaiting.keys().next().copied() {
+                        ours.awaiting.remove(&k);
+                    }
+                }
+                ours.awaiting.insert(hbh, o.reply);
+            }
         }
+    }
+    if let Some(r) = &registered {
+        shared.peers.unregister(r);
     }
     debug!(%remote, "connection closed");
 }

@@ -1,6 +1,7 @@
 //! The daemon's shell: binds the listeners, runs one driver task per connection, and on
 //! shutdown stops accepting, sends DPR to every peer and waits (bounded) for them to go.
 
+pub mod abort;
 pub mod admin;
 mod connection;
 pub mod dispatch;
@@ -148,6 +149,8 @@ pub(crate) struct Shared {
     pub overload: overload::Overload,
     /// Answers that carried an OC-OLR.
     pub olr_sent: AtomicU64,
+    /// Open connections by peer, for requests ocfd sends (ASR).
+    pub peers: Arc<abort::Peers>,
 }
 
 impl Shared {
@@ -405,6 +408,7 @@ impl Server {
                 meters: Arc::new(meter::Meters::new()),
                 overload: overload::Overload::default(),
                 olr_sent: AtomicU64::new(0),
+                peers: Arc::new(abort::Peers::default()),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
@@ -540,6 +544,7 @@ impl Server {
                 token: token.into(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
                 events_dir: self.config.state_dir.join("events").into(),
+                peers: self.shared.peers.clone(),
             };
             tokio::spawn(admin::serve(l, state))
         });

@@ -130,6 +130,35 @@ impl LocalIdentity {
         w.finish();
     }
 
+    /// Abort-Session-Request (RFC 6733 §8.5) for a credit-control session (Auth-Application-Id
+    /// 4, as RFC 4006 §5.5 has it), to the gateway `destination_host` in
+    /// `destination_realm`.
+    pub fn write_asr(
+        &self,
+        out: &mut BytesMut,
+        hop_by_hop: u32,
+        end_to_end: u32,
+        session_id: &str,
+        destination_host: &str,
+        destination_realm: &str,
+    ) {
+        let mut h = Header::request(
+            command::ABORT_SESSION,
+            application::CREDIT_CONTROL,
+            hop_by_hop,
+            end_to_end,
+        );
+        h.flags = CommandFlags(CommandFlags::REQUEST | CommandFlags::PROXIABLE);
+        let mut w = MessageWriter::new(out, &h);
+        w.utf8(c::SESSION_ID, session_id);
+        self.origin(&mut w);
+        w.identity(c::DESTINATION_REALM, destination_realm);
+        w.identity(c::DESTINATION_HOST, destination_host);
+        w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
+        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        w.finish();
+    }
+
     pub fn write_dpa(&self, out: &mut BytesMut, req: &Header) {
         let mut w = MessageWriter::new(out, &req.answer());
         w.u32(c::RESULT_CODE, ResultCode::Success.code());

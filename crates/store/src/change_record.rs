@@ -12,6 +12,8 @@
 //!            | "set_limits"        path, limits
 //!            | "set_subscriptions" path, msisdn?, imsi?, nai?, sip_uri?
 //!            | "set_thresholds"    path, thresholds: [threshold]        (schema 2)
+//!            | "block"             path                                  (schema 2)
+//!            | "unblock"           path                                  (schema 2)
 //!            | "remove"            path
 //!            | "move"              from, to, unit, period? (default "month"), amount
 //! limit      = {unit, period? (default "month"), amount}
@@ -27,7 +29,8 @@
 //!               max_report_seconds?, max_report_events?}
 //! ```
 //!
-//! Schema 2 adds `set_thresholds`; every schema 1 record reads as it did.
+//! Schema 2 adds `set_thresholds`, `block` and `unblock`; every schema 1 record reads as it
+//! did.
 //!
 //! An import keeps the provisioning files' text, which replay parses again: the provisioning
 //! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
@@ -90,6 +93,12 @@ enum Record {
     SetThresholds {
         path: String,
         thresholds: Vec<ThresholdV2>,
+    },
+    Block {
+        path: String,
+    },
+    Unblock {
+        path: String,
     },
     Remove {
         path: String,
@@ -297,6 +306,8 @@ impl From<&Change> for Record {
                     })
                     .collect(),
             },
+            Change::Block { path } => Record::Block { path },
+            Change::Unblock { path } => Record::Unblock { path },
             Change::Remove { path } => Record::Remove { path },
             Change::Move {
                 from,
@@ -386,6 +397,8 @@ impl From<Record> for Change {
                     })
                     .collect(),
             },
+            Record::Block { path } => Change::Block { path },
+            Record::Unblock { path } => Change::Unblock { path },
             Record::Remove { path } => Change::Remove { path },
             Record::Move {
                 from,
@@ -557,6 +570,8 @@ mod tests {
         r#"{"op":"remove","path":"globex/ops"}"#,
         r#"{"op":"move","from":"globex/sales","to":"globex/ops","unit":"events","period":"day","amount":7}"#,
         r#"{"op":"set_thresholds","path":"globex/sales","thresholds":[{"percent":50},{"unit":"octets","period":"month","amount":"4 GiB"},{"unit":"money","percent":90}]}"#,
+        r#"{"op":"block","path":"globex/sales/phone"}"#,
+        r#"{"op":"unblock","path":"globex/sales"}"#,
     ];
 
     #[test]

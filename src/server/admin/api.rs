@@ -247,6 +247,42 @@ async fn set_thresholds(
     .await
 }
 
+/// `PUT /v1/blocked/{path}` blocks, `DELETE` unblocks; the node as it is now.
+async fn block(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let r = changed_node(
+        &s,
+        Change::Block { path: path.clone() },
+        &path,
+        StatusCode::OK,
+    )
+    .await?;
+    // Open sessions under it are aborted (ASR), off the request.
+    tokio::spawn(crate::server::abort::abort_sessions(
+        s.store.clone(),
+        s.peers.clone(),
+        path,
+    ));
+    Ok(r)
+}
+
+async fn unblock(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    changed_node(
+        &s,
+        Change::Unblock { path: path.clone() },
+        &path,
+        StatusCode::OK,
+    )
+    .await
+}
+
 async fn set_limits(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -447,6 +483,7 @@ pub fn routes() -> Router<AdminState> {
         )
         .route("/limits/{*path}", put(set_limits))
         .route("/thresholds/{*path}", put(set_thresholds))
+        .route("/blocked/{*path}", put(block).delete(unblock))
         .route("/subscriptions/{*path}", put(set_subscriptions))
         .route("/usage/{*path}", get(usage))
         .route("/sessions/{*path}", get(sessions))

@@ -30,6 +30,8 @@ pub struct AdminState {
     pub permits: Arc<tokio::sync::Semaphore>,
     /// The event outbox (`state_dir/events`).
     pub events_dir: Arc<Path>,
+    /// Open connections by peer, for requests ocfd sends (ASR).
+    pub peers: Arc<crate::server::abort::Peers>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.

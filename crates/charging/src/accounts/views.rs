@@ -54,6 +54,8 @@ pub struct NodeView {
     pub limits: Vec<LimitView>,
     /// The node's own thresholds (the levels every device has are in the configuration).
     pub thresholds: Vec<ThresholdView>,
+    /// The node, or one above it, is blocked: nothing under it is granted.
+    pub blocked: bool,
     pub subscriptions: Vec<SubscriptionView>,
     pub children: Vec<String>,
 }
@@ -174,7 +176,7 @@ impl Accounts {
     /// A node with its limits, usage, subscription ids and children.
     pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
         let at = self.find_node(path)?;
-        let (name, counters, tz, children, own) = {
+        let (name, counters, tz, children, own, blocked) = {
             let t = self
                 .ledger()
                 .lock(at.tree)
@@ -210,6 +212,7 @@ impl Accounts {
                 t.tz.clone(),
                 children,
                 own,
+                t.is_blocked(at.node),
             )
         };
         let limits = counters.iter().map(|c| limit_view(c, &tz, now)).collect();
@@ -227,6 +230,7 @@ impl Accounts {
             name,
             limits,
             thresholds: own,
+            blocked,
             subscriptions,
             children,
         })

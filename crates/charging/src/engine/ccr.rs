@@ -138,6 +138,13 @@ impl Engine {
                     );
                     return identity.write_error_answer(out, req, &e);
                 };
+                if self.accounts.ledger().is_blocked(account) {
+                    let e = DiameterError::new(
+                        ResultCode::EndUserServiceDenied,
+                        "the subscriber is blocked by its enterprise",
+                    );
+                    return identity.write_error_answer(out, req, &e);
+                }
                 let mut session = Session {
                     account,
                     origin_host: self.intern_host(cr.origin_host),
@@ -349,11 +356,20 @@ impl Engine {
         for m in &cr.mscc {
             self.settle(s, m, tariff, now, rec);
         }
+        // Blocked since the session began: what was reported is charged (above), nothing is
+        // held or granted any more, and every service is denied.
+        let blocked = !terminating && self.accounts.ledger().is_blocked(s.account);
+        if blocked {
+            for h in s.held.drain(..) {
+                rec.release(h.id, s.account, h.unit, h.reserved, now);
+            }
+        }
         let mut answers = Vec::with_capacity(cr.mscc.len());
         for m in &cr.mscc {
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
-            if m.rating_group
-                .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
+            if blocked
+                || m.rating_group
+                    .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
             {
                 a.result = ResultCode::EndUserServiceDenied;
             } else if !terminating && !m.is_final() {

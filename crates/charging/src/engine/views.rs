@@ -1,5 +1,7 @@
 //! What the admin API shows of the engine's sessions: those charged to a node or under it.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::Engine;
@@ -43,6 +45,35 @@ pub struct ServiceView {
 impl Engine {
     /// The open sessions charged to a node or anywhere under it. Each lock (the tree's, a
     /// session shard's) is held only to copy out what the view needs.
+    /// The open sessions of a device or of everything under a node: each one's Session-Id
+    /// and the Origin-Host of the gateway it came from (to abort or re-authorise them).
+    pub fn sessions_under(&self, path: &str) -> Result<Vec<(String, Arc<str>)>, ChangeError> {
+        let at = self.accounts.find_node(path)?;
+        let inside = {
+            let t = self
+                .accounts
+                .ledger()
+                .lock(at.tree)
+                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+            let mut inside = vec![false; t.nodes.len()];
+            for n in t.subtree(at.node) {
+                inside[n as usize] = true;
+            }
+            inside
+        };
+        let mut out = Vec::new();
+        for i in 0..self.sessions.shard_count() {
+            let shard = self.sessions.lock_index(i);
+            for (id, s) in &shard.open {
+                let n = s.account.node as usize;
+                if s.account.tree == at.tree && inside.get(n).copied().unwrap_or(false) {
+                    out.push((id.to_string(), s.origin_host.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
         let at = self.accounts.find_node(path)?;
         let inside = {

@@ -204,6 +204,8 @@ pub struct Tree {
     pub thresholds: HashMap<u32, Box<[Threshold]>>,
     /// The levels every account (the node a request charges) has on each of its limits.
     pub default_levels: Arc<[Level]>,
+    /// Nodes a manager blocked: nothing under them is granted (most trees have none).
+    pub blocked: std::collections::HashSet<u32>,
 }
 
 /// The outcome of a reservation.
@@ -228,7 +230,19 @@ impl Tree {
             removed: false,
             thresholds: HashMap::new(),
             default_levels: Arc::from([]),
+            blocked: std::collections::HashSet::new(),
         }
+    }
+
+    /// Whether `node` or a node above it is blocked.
+    pub fn is_blocked(&self, node: u32) -> bool {
+        if self.blocked.is_empty() {
+            return false;
+        }
+        let (path, len) = self.path(node);
+        path[..len]
+            .iter()
+            .any(|&n| self.blocked.contains(&(n as u32)))
     }
 
     /// The levels of a node's own thresholds that apply to `c`, in bit order.
@@ -831,6 +845,11 @@ impl Ledger {
 
     pub fn release(&self, at: AccountRef, unit: Unit, reserved: u64, now: i64) {
         self.commit(at, unit, reserved, 0, now);
+    }
+
+    /// See [`Tree::is_blocked`].
+    pub fn is_blocked(&self, at: AccountRef) -> bool {
+        self.lock(at.tree).is_some_and(|t| t.is_blocked(at.node))
     }
 
     /// See [`Tree::limited`].

@@ -113,6 +113,16 @@ impl Accounts {
                     }
                     sum.nodes_changed += 1;
                 }
+                Step::SetBlocked(at, block) => {
+                    if let Some(mut t) = self.ledger.lock(at.tree) {
+                        if block {
+                            t.blocked.insert(at.node);
+                        } else {
+                            t.blocked.remove(&at.node);
+                        }
+                    }
+                    sum.nodes_changed += 1;
+                }
                 Step::SetThresholds(at, list) => {
                     if let Some(mut t) = self.ledger.lock(at.tree) {
                         t.set_thresholds(at.node, list);

@@ -79,6 +79,11 @@ pub enum Change {
         path: String,
         thresholds: Vec<ThresholdSpec>,
     },
+    /// Blocks a device or everything under a node: no grant until it is unblocked; open
+    /// sessions are aborted by the server (ASR).
+    Block { path: String },
+    /// Lifts a block.
+    Unblock { path: String },
     /// A node's subscription ids, all of them (none: it is no longer a device).
     SetSubscriptions {
         path: String,

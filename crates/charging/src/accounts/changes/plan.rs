@@ -34,6 +34,7 @@ pub(super) enum Step {
     },
     SetLimits(At, Vec<Counter>),
     SetThresholds(At, Vec<Threshold>),
+    SetBlocked(At, bool),
     SetSubscriptions(At, Subscriptions),
     RemoveNode(At),
     Move {
@@ -252,6 +253,11 @@ impl Accounts {
                     .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
                 plan.steps.push(Step::SetLimits(at, counters));
+            }
+            Change::Block { path } | Change::Unblock { path } => {
+                let at = plan.node(path)?;
+                let block = matches!(change, Change::Block { .. });
+                plan.steps.push(Step::SetBlocked(at, block));
             }
             Change::SetThresholds { path, thresholds } => {
                 let at = plan.node(path)?;

@@ -629,3 +629,45 @@ fn bad_thresholds_are_refused_whole() {
         Err(ChangeError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_block_covers_the_node_and_what_is_under_it_only() {
+    let e = engine();
+    import(&e, GLOBEX).unwrap();
+    let phone = msisdn(&e, "447700900001").unwrap();
+    e.change(
+        &Change::Block {
+            path: "globex/ops".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert!(!e.ledger().is_blocked(phone), "ops is not above the phone");
+    e.change(
+        &Change::Block {
+            path: "globex/sales".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert!(e.ledger().is_blocked(phone));
+    assert!(e.node_view("globex/sales/phone", NOW).unwrap().blocked);
+    assert!(!e.node_view("globex", NOW).unwrap().blocked);
+    e.change(
+        &Change::Unblock {
+            path: "globex/sales".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert!(!e.ledger().is_blocked(phone));
+    assert!(matches!(
+        e.change(
+            &Change::Block {
+                path: "globex/nowhere".into()
+            },
+            NOW
+        ),
+        Err(ChangeError::NotFound(_))
+    ));
+}

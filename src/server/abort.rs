@@ -1,0 +1,157 @@
+//! Requests ocfd starts itself (RFC 4006 §5.5): they leave through the connection of the
+//! gateway a session came from, found by its Origin-Host, and go through that connection's
+//! peer state machine, which matches the answer by Hop-by-Hop. Here: Abort-Session-Request for
+//! the open sessions of a node a manager blocked.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ocf_protocol::Message;
+use ocf_protocol::base::LocalIdentity;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+/// Writes a request with our identity and the Hop-by-Hop and End-to-End identifiers given.
+pub type WriteRequest = Box<dyn FnOnce(&LocalIdentity, &mut BytesMut, u32, u32) + Send>;
+
+/// A request for one connection to send: its command, how to write it with the identifiers the
+/// peer state machine gives, and where its answer goes.
+pub struct Outbound {
+    pub command: u32,
+    pub write: WriteRequest,
+    pub reply: oneshot::Sender<Message>,
+}
+
+/// Requests a connection may have queued at once; the sender waits past that.
+const QUEUE: usize = 1024;
+/// How long an answer to a request we sent is waited for.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// Tries of one request before it is left to supervision (reservation expiry).
+const TRIES: u32 = 2;
+
+struct Entry {
+    id: u64,
+    realm: String,
+    tx: mpsc::Sender<Outbound>,
+}
+
+/// Open connections by their peer's Origin-Host (the newest, if a host has several).
+#[derive(Default)]
+pub struct Peers {
+    by_host: Mutex<HashMap<String, Entry>>,
+    next: AtomicU64,
+}
+
+/// A connection's place in [`Peers`], and the requests for it.
+pub struct Registered {
+    pub id: u64,
+    pub host: String,
+    pub rx: mpsc::Receiver<Outbound>,
+}
+
+impl Peers {
+    /// Registers an open connection to `host` in `realm`.
+    pub fn register(&self, host: &str, realm: &str) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.by_host
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                host.to_owned(),
+                Entry {
+                    id,
+                    realm: realm.to_owned(),
+                    tx,
+                },
+            );
+        Registered {
+            id,
+            host: host.to_owned(),
+            rx,
+        }
+    }
+
+    /// Forgets a connection that ended (unless a newer one of its host replaced it).
+    pub fn unregister(&self, r: &Registered) {
+        let mut m = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&r.host).is_some_and(|e| e.id == r.id) {
+            m.remove(&r.host);
+        }
+    }
+
+    /// The way to `host`, and its realm, if it is connected.
+    fn route(&self, host: &str) -> Option<(mpsc::Sender<Outbound>, String)> {
+        self.by_host
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .map(|e| (e.tx.clone(), e.realm.clone()))
+    }
+}
+
+/// How an Abort-Session-Request ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Aborted {
+    /// The gateway answered with this Result-Code.
+    Answered(u32),
+    /// Its gateway is not connected.
+    NotConnected,
+    /// No answer in time, after every try.
+    NoAnswer,
+}
+
+/// Sends ASR for one session to `host` and waits (bounded, tried again once) for the ASA.
+pub async fn abort(peers: &Peers, session_id: &str, host: &str) -> Aborted {
+    for _ in 0..TRIES {
+        let Some((tx, realm)) = peers.route(host) else {
+            return Aborted::NotConnected;
+        };
+        let (reply, answer) = oneshot::channel();
+        let (sid, dest) = (session_id.to_owned(), host.to_owned());
+        let o = Outbound {
+            command: ocf_protocol::codes::command::ABORT_SESSION,
+            write: Box::new(move |identity, out, hbh, e2e| {
+                identity.write_asr(out, hbh, e2e, &sid, &dest, &realm);
+            }),
+            reply,
+        };
+        if tx.send(o).await.is_err() {
+            continue;
+        }
+        if let Ok(Ok(a)) = tokio::time::timeout(ANSWER_WAIT, answer).await {
+            let code = a
+                .find(ocf_protocol::codes::avp::RESULT_CODE)
+                .and_then(|r| r.u32().ok())
+                .unwrap_or(0);
+            return Aborted::Answered(code);
+        }
+    }
+    Aborted::NoAnswer
+}
+
+/// Aborts every open session under `path` (a device or a node a manager blocked). The gateway
+/// ends each with a CCR-T, which charges what it used; one that does not (no answer, not
+/// connected, an error) keeps getting 4010 for the node, and its reservations return to the
+/// pool when they expire.
+pub async fn abort_sessions(store: Arc<ocf_store::Store>, peers: Arc<Peers>, path: String) {
+    let sessions = match store.engine().sessions_under(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%path, error = %e, "sessions to abort not found");
+            return;
+        }
+    };
+    let mut outcomes: HashMap<String, u64> = HashMap::new();
+    for (sid, host) in &sessions {
+        let outcome = abort(&peers, sid, host).await;
+        if !matches!(outcome, Aborted::Answered(2001)) {
+            warn!(%path, session_id = %sid, host = &**host, ?outcome, "session not aborted by its gateway");
+        }
+        *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
+    }
+    info!(%path, sessions = sessions.len(), ?outcomes, "blocked: open sessions aborted (ASR)");
+}
