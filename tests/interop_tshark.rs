@@ -1,7 +1,8 @@
 //! Wireshark's Diameter dissector (tshark) reads every byte ocfd sends in a captured exchange:
 //! CER/CEA, DWR/DWA, a CCR/CCA with a Multiple-Services-Credit-Control grant and
 //! Final-Unit-Indication, an
-//! E-bit protocol error, and the DPR/DPA of a shutdown. The capture must show every message
+//! E-bit protocol error, the DPR/DPA of a shutdown, and the ASR/ASA of a blocked device. The
+//! capture must show every message
 //! and no malformed packet or expert warning/error.
 
 mod common;
@@ -291,6 +292,79 @@ fn tshark_dissects_a_doic_overload_report() {
         fields.lines().any(|l| l == want),
         "want a message with {want:?}; tshark read:\n{fields}"
     );
+    let avps = tshark_read(&file, port, &["-Y", "diameter", "-V"]);
+    assert!(!avps.contains("Unknown AVP"), "{avps}");
+}
+
+/// The Abort-Session-Request ocfd sends when a manager blocks a device, and the gateway's
+/// ASA, dissect cleanly; tshark reads the session and the destination ocfd named.
+#[test]
+fn tshark_dissects_an_abort_session_request() {
+    require_tool("tshark", "tshark");
+    let mut ocfd = Daemon::start("");
+    let port = ocfd.addr.port();
+    let api = ocfd.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("asr.pcapng");
+    let mut tshark = capture(&ocfd, &file);
+    let mut conn = Conn::connect(ocfd.addr);
+    // The CCRs name pgw.localdomain as their Origin-Host: the ASR goes to that peer.
+    assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);
+    let sid = "pgw.localdomain;asr;1";
+    let mut gy = BytesMut::new();
+    ocf_loadtest::gy::CcrSpec::new(sid, ocf_loadtest::gy::INITIAL, 0)
+        .msisdn("15551008900")
+        .mscc(ocf_loadtest::gy::MsccSpec::ask(1, 1 << 20))
+        .write(&mut gy, 3, 3);
+    conn.send(&gy);
+    assert_eq!(result_code(&conn.expect_frame()), 2001);
+    let (status, _) = api.call("PUT", "/v1/blocked/acme/iot/15551008900", None);
+    assert_eq!(status, 200);
+    let asr = conn.expect_frame();
+    assert_eq!(asr.header.command_code, 274);
+    let mut asa = BytesMut::new();
+    let mut w = MessageWriter::new(&mut asa, &asr.header.answer());
+    w.utf8(c::SESSION_ID, sid);
+    w.u32(c::RESULT_CODE, 2001);
+    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    conn.send(&asa);
+    // The gateway's CCR-T after the abort.
+    let mut t = BytesMut::new();
+    ocf_loadtest::gy::CcrSpec::new(sid, ocf_loadtest::gy::TERMINATION, 1)
+        .mscc(ocf_loadtest::gy::MsccSpec::report(1, 1000, false))
+        .write(&mut t, 4, 4);
+    conn.send(&t);
+    assert_eq!(result_code(&conn.expect_frame()), 2001);
+    stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
+    let fields = tshark_read(
+        &file,
+        port,
+        &[
+            "-Y",
+            "diameter.cmd.code == 274",
+            "-T",
+            "fields",
+            "-e",
+            "diameter.flags.request",
+            "-e",
+            "diameter.Session-Id",
+            "-e",
+            "diameter.Destination-Host",
+            "-e",
+            "diameter.Auth-Application-Id",
+            "-e",
+            "diameter.Result-Code",
+        ],
+    );
+    let lines: Vec<&str> = fields.lines().collect();
+    assert_eq!(lines.len(), 2, "ASR and ASA: {fields}");
+    assert!(
+        lines[0].contains(sid) && lines[0].contains("pgw.localdomain") && lines[0].contains('4'),
+        "{fields}"
+    );
+    assert!(lines[1].ends_with("2001"), "{fields}");
     let avps = tshark_read(&file, port, &["-Y", "diameter", "-V"]);
     assert!(!avps.contains("Unknown AVP"), "{avps}");
 }
