@@ -93,6 +93,9 @@ enum Cmd {
     Block { path: String },
     /// Lift a block.
     Unblock { path: String },
+    /// Re-authorise every open session under a node (RAR): their next grants follow the
+    /// limits and policy as they are now.
+    Reauth { path: String },
     /// Set all of a node's own thresholds (none given: clears them).
     Thresholds {
         path: String,
@@ -162,6 +165,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Thresholds { path, levels } => ctl::thresholds(&c, path, levels, json),
         Cmd::Block { path } => ctl::blocked(&c, path, true, json),
         Cmd::Unblock { path } => ctl::blocked(&c, path, false, json),
+        Cmd::Reauth { path } => ctl::reauth(&c, path, json),
         Cmd::Move {
             from,
             to,

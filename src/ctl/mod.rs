@@ -153,6 +153,21 @@ pub fn blocked(c: &Client, path: &str, block: bool, json: bool) -> Result<String
     })
 }
 
+/// `reauth PATH`.
+pub fn reauth(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        "POST",
+        &format!("/v1/reauth/{}", encode_path(path)),
+        None,
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        format!("re-authorising {} sessions\n", v["sessions"])
+    })
+}
+
 /// A human amount: binary units for octets, seconds, events as they are, money as given.
 pub fn human(unit: &str, v: &Value) -> String {
     match (unit, v.as_u64()) {

@@ -1,7 +1,8 @@
 //! Requests ocfd starts itself (RFC 4006 §5.5): they leave through the connection of the
 //! gateway a session came from, found by its Origin-Host, and go through that connection's
-//! peer state machine, which matches the answer by Hop-by-Hop. Here: Abort-Session-Request for
-//! the open sessions of a node a manager blocked.
+//! peer state machine, which matches the answer by Hop-by-Hop: Abort-Session-Request for the
+//! open sessions of a node a manager blocked, Re-Auth-Request for those whose reservations no
+//! longer fit after a change (or that a manager asks to re-authorise).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,9 +94,9 @@ impl Peers {
     }
 }
 
-/// How an Abort-Session-Request ended.
+/// How a request we sent ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Aborted {
+pub enum Outcome {
     /// The gateway answered with this Result-Code.
     Answered(u32),
     /// Its gateway is not connected.
@@ -104,19 +105,40 @@ pub enum Aborted {
     NoAnswer,
 }
 
-/// Sends ASR for one session to `host` and waits (bounded, tried again once) for the ASA.
-pub async fn abort(peers: &Peers, session_id: &str, host: &str) -> Aborted {
+/// What a request for one session is: its command and how to write it to a gateway
+/// (`session_id`, destination host and realm).
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Abort,
+    ReAuth,
+}
+
+/// Sends ASR or RAR for one session to `host` and waits (bounded, tried again once) for the
+/// answer.
+pub async fn ask(peers: &Peers, kind: Kind, session_id: &str, host: &str) -> Outcome {
     for _ in 0..TRIES {
         let Some((tx, realm)) = peers.route(host) else {
-            return Aborted::NotConnected;
+            return Outcome::NotConnected;
         };
         let (reply, answer) = oneshot::channel();
         let (sid, dest) = (session_id.to_owned(), host.to_owned());
+        let (command, write): (u32, WriteRequest) = match kind {
+            Kind::Abort => (
+                ocf_protocol::codes::command::ABORT_SESSION,
+                Box::new(move |identity, out, hbh, e2e| {
+                    identity.write_asr(out, hbh, e2e, &sid, &dest, &realm);
+                }),
+            ),
+            Kind::ReAuth => (
+                ocf_protocol::codes::command::RE_AUTH,
+                Box::new(move |identity, out, hbh, e2e| {
+                    identity.write_rar(out, hbh, e2e, &sid, &dest, &realm, None);
+                }),
+            ),
+        };
         let o = Outbound {
-            command: ocf_protocol::codes::command::ABORT_SESSION,
-            write: Box::new(move |identity, out, hbh, e2e| {
-                identity.write_asr(out, hbh, e2e, &sid, &dest, &realm);
-            }),
+            command,
+            write,
             reply,
         };
         if tx.send(o).await.is_err() {
@@ -127,10 +149,10 @@ pub async fn abort(peers: &Peers, session_id: &str, host: &str) -> Aborted {
                 .find(ocf_protocol::codes::avp::RESULT_CODE)
                 .and_then(|r| r.u32().ok())
                 .unwrap_or(0);
-            return Aborted::Answered(code);
+            return Outcome::Answered(code);
         }
     }
-    Aborted::NoAnswer
+    Outcome::NoAnswer
 }
 
 /// Aborts every open session under `path` (a device or a node a manager blocked). The gateway
@@ -138,20 +160,50 @@ pub async fn abort(peers: &Peers, session_id: &str, host: &str) -> Aborted {
 /// connected, an error) keeps getting 4010 for the node, and its reservations return to the
 /// pool when they expire.
 pub async fn abort_sessions(store: Arc<ocf_store::Store>, peers: Arc<Peers>, path: String) {
+    each_session(store, peers, path, Kind::Abort, false).await;
+}
+
+/// Re-authorises the open sessions under `path` that hold reservations (RAR): each gateway
+/// answers RAA and sends a CCR-U (Reporting-Reason FORCED_REAUTHORISATION), whose grant
+/// follows the limits as they are now. `all`: every open session, holding or not (a
+/// manager's request).
+pub async fn reauth_sessions(
+    store: Arc<ocf_store::Store>,
+    peers: Arc<Peers>,
+    path: String,
+    all: bool,
+) {
+    each_session(store, peers, path, Kind::ReAuth, all).await;
+}
+
+async fn each_session(
+    store: Arc<ocf_store::Store>,
+    peers: Arc<Peers>,
+    path: String,
+    kind: Kind,
+    all: bool,
+) {
     let sessions = match store.engine().sessions_under(&path) {
         Ok(s) => s,
         Err(e) => {
-            warn!(%path, error = %e, "sessions to abort not found");
+            warn!(%path, error = %e, ?kind, "sessions not found");
             return;
         }
     };
     let mut outcomes: HashMap<String, u64> = HashMap::new();
-    for (sid, host) in &sessions {
-        let outcome = abort(&peers, sid, host).await;
-        if !matches!(outcome, Aborted::Answered(2001)) {
-            warn!(%path, session_id = %sid, host = &**host, ?outcome, "session not aborted by its gateway");
+    let mut n = 0;
+    for (sid, host, holding) in &sessions {
+        if !(holding | all | matches!(kind, Kind::Abort)) {
+            continue;
+        }
+        n += 1;
+        let outcome = ask(&peers, kind, sid, host).await;
+        if !matches!(outcome, Outcome::Answered(2001)) {
+            warn!(%path, session_id = %sid, host = &**host, ?kind, ?outcome, "not taken by the gateway");
         }
         *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
     }
-    info!(%path, sessions = sessions.len(), ?outcomes, "blocked: open sessions aborted (ASR)");
+    if n > 0 {
+        info!(%path, sessions = n, ?kind, ?outcomes, "server-initiated requests sent");
+    }
 }

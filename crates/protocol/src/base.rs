@@ -159,6 +159,41 @@ impl LocalIdentity {
         w.finish();
     }
 
+    /// Re-Auth-Request (RFC 6733 §8.3, RFC 4006 §5.5) for a credit-control session:
+    /// Re-Auth-Request-Type AUTHORIZE_ONLY, and the Rating-Group when one service is meant.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_rar(
+        &self,
+        out: &mut BytesMut,
+        hop_by_hop: u32,
+        end_to_end: u32,
+        session_id: &str,
+        destination_host: &str,
+        destination_realm: &str,
+        rating_group: Option<u32>,
+    ) {
+        let mut h = Header::request(
+            command::RE_AUTH,
+            application::CREDIT_CONTROL,
+            hop_by_hop,
+            end_to_end,
+        );
+        h.flags = CommandFlags(CommandFlags::REQUEST | CommandFlags::PROXIABLE);
+        let mut w = MessageWriter::new(out, &h);
+        w.utf8(c::SESSION_ID, session_id);
+        self.origin(&mut w);
+        w.identity(c::DESTINATION_REALM, destination_realm);
+        w.identity(c::DESTINATION_HOST, destination_host);
+        w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
+        // AUTHORIZE_ONLY (RFC 6733 §8.12).
+        w.u32(c::RE_AUTH_REQUEST_TYPE, 0);
+        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        if let Some(rg) = rating_group {
+            w.u32(c::RATING_GROUP, rg);
+        }
+        w.finish();
+    }
+
     pub fn write_dpa(&self, out: &mut BytesMut, req: &Header) {
         let mut w = MessageWriter::new(out, &req.answer());
         w.u32(c::RESULT_CODE, ResultCode::Success.code());

@@ -290,7 +290,7 @@ async fn set_limits(
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
     let l = body(b)?;
-    changed_node(
+    let r = changed_node(
         &s,
         Change::SetLimits {
             path: path.clone(),
@@ -299,7 +299,54 @@ async fn set_limits(
         &path,
         StatusCode::OK,
     )
-    .await
+    .await?;
+    reauth_if_overcommitted(&s, path);
+    Ok(r)
+}
+
+/// After a limit was lowered or allowance moved away: if what is used and reserved under the
+/// node no longer fits, the gateways holding reservations there re-authorise (RAR), off the
+/// request.
+fn reauth_if_overcommitted(s: &AdminState, path: String) {
+    if s.store
+        .engine()
+        .accounts()
+        .overcommitted(&path)
+        .unwrap_or(false)
+    {
+        tokio::spawn(crate::server::abort::reauth_sessions(
+            s.store.clone(),
+            s.peers.clone(),
+            path,
+            false,
+        ));
+    }
+}
+
+/// `POST /v1/reauth/{path}`: every open session under the node re-authorises (RAR); answers
+/// 202 with how many there are.
+async fn reauth(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let p = path.clone();
+    let n = off_workers(&s, move |st| {
+        st.engine().sessions_under(&p).map(|v| v.len())
+    })
+    .await?
+    .map_err(error)?;
+    tokio::spawn(crate::server::abort::reauth_sessions(
+        s.store.clone(),
+        s.peers.clone(),
+        path,
+        true,
+    ));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sessions": n })),
+    )
+        .into_response())
 }
 
 async fn set_subscriptions(
@@ -360,6 +407,13 @@ async fn set_policy(
     off_workers(&s, move |e| e.patch_policy(&name, &patch, unix_now()))
         .await?
         .map_err(error)?;
+    // What the tenant's gateways hold was granted under the old policy.
+    tokio::spawn(crate::server::abort::reauth_sessions(
+        s.store.clone(),
+        s.peers.clone(),
+        tenant.clone(),
+        false,
+    ));
     view(&s, move |e| e.accounts().policy_view(&tenant)).await
 }
 
@@ -380,6 +434,7 @@ async fn move_allowance(
         },
     )
     .await?;
+    reauth_if_overcommitted(&s, from.clone());
     view(&s, move |e| {
         let now = unix_now();
         Ok(Moved {
@@ -484,6 +539,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/limits/{*path}", put(set_limits))
         .route("/thresholds/{*path}", put(set_thresholds))
         .route("/blocked/{*path}", put(block).delete(unblock))
+        .route("/reauth/{*path}", post(reauth))
         .route("/subscriptions/{*path}", put(set_subscriptions))
         .route("/usage/{*path}", get(usage))
         .route("/sessions/{*path}", get(sessions))

@@ -173,6 +173,21 @@ impl Accounts {
             .collect()
     }
 
+    /// Whether a node's units used and reserved no longer fit one of its limits (after its limit
+    /// was lowered or allowance moved away): the gateways holding them are asked to
+    /// re-authorise.
+    pub fn overcommitted(&self, path: &str) -> Result<bool, ChangeError> {
+        let at = self.find_node(path)?;
+        let t = self
+            .ledger()
+            .lock(at.tree)
+            .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+        Ok(t.nodes[at.node as usize]
+            .counters
+            .iter()
+            .any(|c| c.used.saturating_add(c.reserved) > c.limit && c.reserved > 0))
+    }
+
     /// A node with its limits, usage, subscription ids and children.
     pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
         let at = self.find_node(path)?;

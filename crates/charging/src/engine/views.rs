@@ -45,9 +45,10 @@ pub struct ServiceView {
 impl Engine {
     /// The open sessions charged to a node or anywhere under it. Each lock (the tree's, a
     /// session shard's) is held only to copy out what the view needs.
-    /// The open sessions of a device or of everything under a node: each one's Session-Id
-    /// and the Origin-Host of the gateway it came from (to abort or re-authorise them).
-    pub fn sessions_under(&self, path: &str) -> Result<Vec<(String, Arc<str>)>, ChangeError> {
+    /// The open sessions of a device or of everything under a node: each one's Session-Id,
+    /// the Origin-Host of the gateway it came from and whether it holds reservations (to abort
+    /// or re-authorise them).
+    pub fn sessions_under(&self, path: &str) -> Result<Vec<(String, Arc<str>, bool)>, ChangeError> {
         let at = self.accounts.find_node(path)?;
         let inside = {
             let t = self
@@ -67,7 +68,7 @@ impl Engine {
             for (id, s) in &shard.open {
                 let n = s.account.node as usize;
                 if s.account.tree == at.tree && inside.get(n).copied().unwrap_or(false) {
-                    out.push((id.to_string(), s.origin_host.clone()));
+                    out.push((id.to_string(), s.origin_host.clone(), !s.held.is_empty()));
                 }
             }
         }
