@@ -1,7 +1,7 @@
 //! Wireshark's Diameter dissector (tshark) reads every byte ocfd sends in a captured exchange:
 //! CER/CEA, DWR/DWA, a CCR/CCA with a Multiple-Services-Credit-Control grant and
 //! Final-Unit-Indication, an
-//! E-bit protocol error, the DPR/DPA of a shutdown, and the ASR/ASA of a blocked device. The
+//! E-bit protocol error, the DPR/DPA of a shutdown, and RAR/RAA and ASR/ASA. The
 //! capture must show every message
 //! and no malformed packet or expert warning/error.
 
@@ -296,10 +296,11 @@ fn tshark_dissects_a_doic_overload_report() {
     assert!(!avps.contains("Unknown AVP"), "{avps}");
 }
 
-/// The Abort-Session-Request ocfd sends when a manager blocks a device, and the gateway's
-/// ASA, dissect cleanly; tshark reads the session and the destination ocfd named.
+/// The Re-Auth-Request ocfd sends when a manager asks, the Abort-Session-Request when a manager
+/// blocks a device, and the gateway's answers dissect cleanly; tshark reads the session and
+/// the destination ocfd named.
 #[test]
-fn tshark_dissects_an_abort_session_request() {
+fn tshark_dissects_re_auth_and_abort_session_requests() {
     require_tool("tshark", "tshark");
     let mut ocfd = Daemon::start("");
     let port = ocfd.addr.port();
@@ -318,6 +319,19 @@ fn tshark_dissects_an_abort_session_request() {
         .write(&mut gy, 3, 3);
     conn.send(&gy);
     assert_eq!(result_code(&conn.expect_frame()), 2001);
+    // A manager's re-authorisation first: RAR, answered RAA.
+    let (status, _) = api.call("POST", "/v1/reauth/acme/iot/15551008900", None);
+    assert_eq!(status, 202);
+    let rar = conn.expect_frame();
+    assert_eq!(rar.header.command_code, 258);
+    let mut raa = BytesMut::new();
+    let mut w = MessageWriter::new(&mut raa, &rar.header.answer());
+    w.utf8(c::SESSION_ID, sid);
+    w.u32(c::RESULT_CODE, 2001);
+    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    conn.send(&raa);
     let (status, _) = api.call("PUT", "/v1/blocked/acme/iot/15551008900", None);
     assert_eq!(status, 200);
     let asr = conn.expect_frame();
@@ -338,6 +352,26 @@ fn tshark_dissects_an_abort_session_request() {
     conn.send(&t);
     assert_eq!(result_code(&conn.expect_frame()), 2001);
     stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
+    let rar_fields = tshark_read(
+        &file,
+        port,
+        &[
+            "-Y",
+            "diameter.cmd.code == 258",
+            "-T",
+            "fields",
+            "-e",
+            "diameter.Session-Id",
+            "-e",
+            "diameter.Re-Auth-Request-Type",
+            "-e",
+            "diameter.Result-Code",
+        ],
+    );
+    let rar_lines: Vec<&str> = rar_fields.lines().collect();
+    assert_eq!(rar_lines.len(), 2, "RAR and RAA: {rar_fields}");
+    assert!(rar_lines[0].starts_with(sid), "{rar_fields}");
+    assert!(rar_lines[1].ends_with("2001"), "{rar_fields}");
     let fields = tshark_read(
         &file,
         port,
