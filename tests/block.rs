@@ -97,6 +97,26 @@ fn a_blocked_device_is_aborted_refused_and_let_in_again() {
     );
     assert_eq!(again.result_code, 4010, "{again:?}");
 
+    // The outbox tells: blocked, and the session aborted (its gateway took the ASR).
+    let events = |api: &Http, n: usize| {
+        let mut got: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..10 {
+            let (_, v) = api.call(
+                "GET",
+                &format!("/v1/events?node=acme/iot/{device}&kind=blocked,unblocked,session_aborted&wait_ms=2000"),
+                None,
+            );
+            got = v["events"].as_array().cloned().unwrap_or_default();
+            if got.len() >= n {
+                break;
+            }
+        }
+        got.iter()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&api, 2), ["blocked", "session_aborted"]);
+
     // A block is an account change: it survives a kill -9.
     drop(gw);
     d.kill9();
@@ -119,6 +139,7 @@ fn a_blocked_device_is_aborted_refused_and_let_in_again() {
     );
     assert!(!shown.contains("blocked"), "{shown}");
     open(&mut gw, "pgw.localdomain;blocked;4", device);
+    assert_eq!(events(&api, 3), ["blocked", "session_aborted", "unblocked"]);
     assert!(d.terminate().success());
 }
 

@@ -100,6 +100,23 @@ fn what_no_longer_fits_is_reauthorised_and_granted_within_the_new_limits() {
         )),
     );
     assert_eq!(status, 409, "the headroom bounds a move: {moved}");
+    let (status, _) = api.call(
+        "POST",
+        "/v1/moves",
+        Some(r#"{"from":"acme/iot","to":"acme","unit":"octets","amount":"1 MiB"}"#),
+    );
+    assert_eq!(status, 200);
+    let (_, ev) = api.call("GET", "/v1/events?kind=allowance_moved&wait_ms=2000", None);
+    let moved = &ev["events"][0];
+    assert_eq!(
+        (
+            moved["path"].as_str(),
+            moved["to"].as_str(),
+            moved["amount"].as_str()
+        ),
+        (Some("acme/iot"), Some("acme"), Some("1 MiB")),
+        "{ev}"
+    );
     // A move is bounded by the headroom, so what is held always fits after one. A manager
     // asking re-authorises every session under the node.
     let (status, n) = api.call("POST", "/v1/reauth/acme/iot", None);
@@ -121,6 +138,13 @@ fn what_no_longer_fits_is_reauthorised_and_granted_within_the_new_limits() {
         "the new slice"
     );
 
+    // Every RAR was the one expected: none came while the gateway waited for a CCA (the
+    // raised limit sent none).
+    assert!(
+        gw.answered.is_empty(),
+        "unexpected requests: {:?}",
+        gw.answered
+    );
     // Bad input: 404 for no node, 400 for a bad path; nothing sent.
     assert_eq!(api.call("POST", "/v1/reauth/acme/nowhere", None).0, 404);
     assert_eq!(api.call("POST", "/v1/reauth/acme//x", None).0, 400);

@@ -12,6 +12,8 @@ const MIB: u64 = 1 << 20;
 /// An acme/iot device: 10 MiB a month (DESIGN.md §7).
 const IOT: &str = "15551008100";
 const PATH: &str = "acme/iot/15551008100";
+/// The kinds thresholds make (the last units granted also make policy_applied events).
+const KINDS: &str = "threshold_crossed,limit_reached";
 
 /// The events after `after`, waiting (bounded, by the API's long poll) until there are at
 /// least `n` of them.
@@ -21,7 +23,7 @@ fn events(api: &Http, after: u64, n: usize) -> Vec<serde_json::Value> {
     for _ in 0..10 {
         let (status, v) = api.call(
             "GET",
-            &format!("/v1/events?after={next}&wait_ms=2000"),
+            &format!("/v1/events?after={next}&wait_ms=2000&kind={KINDS}"),
             None,
         );
         assert_eq!(status, 200, "{v}");
@@ -120,7 +122,11 @@ fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
     );
     assert!(all[1]["id"].as_u64() > Some(id80));
     // Nothing more is there (an immediate answer, no wait).
-    let (status, v) = api.call("GET", &format!("/v1/events?after={}", all[1]["id"]), None);
+    let (status, v) = api.call(
+        "GET",
+        &format!("/v1/events?after={}&kind={KINDS}", all[1]["id"]),
+        None,
+    );
     assert_eq!(status, 200);
     assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
 
@@ -133,7 +139,7 @@ fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
         ("node=acme/engineering", 0),
         (&format!("node={PATH}") as &str, 2),
     ] {
-        let (status, v) = api.call("GET", &format!("/v1/events?{query}"), None);
+        let (status, v) = api.call("GET", &format!("/v1/events?{query}&kind={KINDS}"), None);
         assert_eq!(status, 200, "{query}: {v}");
         assert_eq!(
             v["events"].as_array().map(Vec::len),
@@ -142,10 +148,10 @@ fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
         );
     }
     // Paging: one at a time, each page after the last.
-    let (_, p1) = api.call("GET", "/v1/events?limit=1", None);
+    let (_, p1) = api.call("GET", &format!("/v1/events?limit=1&kind={KINDS}"), None);
     let (_, p2) = api.call(
         "GET",
-        &format!("/v1/events?limit=1&after={}", p1["next_after"]),
+        &format!("/v1/events?limit=1&kind={KINDS}&after={}", p1["next_after"]),
         None,
     );
     assert_eq!(p1["events"][0]["id"].as_u64(), Some(id80));
@@ -168,13 +174,26 @@ fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let lines = ctl(&["events"]);
+    let lines = ctl(&["events", "--kind", KINDS]);
     assert_eq!(lines.lines().count(), 2, "{lines}");
+    // The last units granted went with the policy at the limit: events too.
+    let all_lines = ctl(&["events"]);
+    assert!(
+        all_lines.contains("policy_applied") && all_lines.contains("action=terminate"),
+        "{all_lines}"
+    );
     assert!(
         lines.contains("threshold_crossed") && lines.contains("80% month of 10.0 MiB"),
         "{lines}"
     );
-    let json = ctl(&["events", "--json", "--after", &id80.to_string()]);
+    let json = ctl(&[
+        "events",
+        "--json",
+        "--kind",
+        KINDS,
+        "--after",
+        &id80.to_string(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["kind"], "limit_reached");
     assert!(d.terminate().success());

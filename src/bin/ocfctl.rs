@@ -130,6 +130,10 @@ enum Cmd {
         /// Only events of this node or below it.
         #[arg(long)]
         node: Option<String>,
+        /// Only events of these kinds, comma-separated (threshold_crossed, limit_reached,
+        /// policy_applied, blocked, unblocked, allowance_moved, session_aborted).
+        #[arg(long)]
+        kind: Option<String>,
         /// Events asked for at a time.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -179,6 +183,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             after,
             tenant,
             node,
+            kind,
             limit,
             follow,
         } => {
@@ -186,6 +191,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
                 after: *after,
                 tenant: tenant.as_deref(),
                 node: node.as_deref(),
+                kind: kind.as_deref(),
                 limit: *limit,
             };
             // Printed as they come, not gathered: --follow never ends by itself.

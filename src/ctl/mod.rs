@@ -677,6 +677,8 @@ pub struct EventsQuery<'a> {
     pub after: u64,
     pub tenant: Option<&'a str>,
     pub node: Option<&'a str>,
+    /// Kinds, comma-separated.
+    pub kind: Option<&'a str>,
     pub limit: usize,
 }
 
@@ -690,6 +692,9 @@ fn events_path(q: &EventsQuery, after: u64, wait_ms: u64) -> String {
     }
     if let Some(n) = q.node {
         p.push_str(&format!("&node={}", encode_query(n)));
+    }
+    if let Some(k) = q.kind {
+        p.push_str(&format!("&kind={}", encode_query(k)));
     }
     if wait_ms > 0 {
         p.push_str(&format!("&wait_ms={wait_ms}"));
@@ -709,8 +714,30 @@ fn encode_query(v: &str) -> String {
         .collect()
 }
 
-/// One event as a line: id, time, kind, path, what was crossed.
+/// One event as a line: id, time, kind, path, what was crossed (or the event's own fields).
 fn event_line(e: &Value) -> String {
+    if e.get("threshold").is_none() {
+        let rest: Vec<String> = e
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !["seq", "id", "time", "kind", "tenant", "path"].contains(&k.as_str()))
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+            .collect();
+        return format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            e["id"],
+            e["time"],
+            e["kind"].as_str().unwrap_or(""),
+            e["path"].as_str().unwrap_or(""),
+            rest.join(" ")
+        );
+    }
     let unit = e["unit"].as_str().unwrap_or("");
     let level = match (&e["threshold"]["percent"], &e["threshold"]["amount"]) {
         (p, _) if p.is_u64() => format!("{p}%"),

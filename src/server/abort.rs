@@ -200,6 +200,19 @@ async fn each_session(
         let outcome = ask(&peers, kind, sid, host).await;
         if !matches!(outcome, Outcome::Answered(2001)) {
             warn!(%path, session_id = %sid, host = &**host, ?kind, ?outcome, "not taken by the gateway");
+        } else if matches!(kind, Kind::Abort) {
+            store.event(
+                crate::server::dispatch::unix_now(),
+                &serde_json::json!({
+                    "kind": "session_aborted",
+                    "tenant": path.split('/').next().unwrap_or_default(),
+                    "path": path,
+                    "time": crate::server::dispatch::unix_now(),
+                    "session_id": sid,
+                    "gateway": &**host,
+                    "reason": "blocked",
+                }),
+            );
         }
         *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
     }

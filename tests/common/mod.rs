@@ -519,10 +519,13 @@ impl Conn {
     }
 }
 
-/// A gateway connection that sends CCRs one at a time.
+/// A gateway connection that sends CCRs one at a time. Like a gateway, it answers the
+/// requests ocfd sends on its own (RAR, ASR) with 2001 while it waits for a CCA, and notes
+/// their command codes in `answered`.
 pub(crate) struct Gw {
     pub conn: Conn,
     hop: u32,
+    pub answered: Vec<u32>,
 }
 
 impl Gw {
@@ -532,13 +535,21 @@ impl Gw {
 
     /// A gateway on a connection whose CER/CEA is done.
     pub(crate) fn over(conn: Conn) -> Gw {
-        Gw { conn, hop: 1 }
+        Gw {
+            conn,
+            hop: 1,
+            answered: Vec::new(),
+        }
     }
 
     pub(crate) fn open_at(addr: SocketAddr, host: &str) -> Gw {
         let mut conn = Conn::connect(addr);
         assert_eq!(result_code(&conn.handshake(host)), 2001);
-        Gw { conn, hop: 1 }
+        Gw {
+            conn,
+            hop: 1,
+            answered: Vec::new(),
+        }
     }
 
     pub(crate) fn send(
@@ -549,13 +560,33 @@ impl Gw {
         self.hop += 1;
         spec.write(&mut b, self.hop, self.hop);
         self.conn.send(&b);
-        let m = self.conn.expect_frame();
+        let mut m = self.conn.expect_frame();
+        while m.header.is_request() && matches!(m.header.command_code, 258 | 274) {
+            self.answer_server_request(&m);
+            m = self.conn.expect_frame();
+        }
         assert_eq!(
             (m.header.command_code, m.header.hop_by_hop),
             (272, self.hop)
         );
         let r = ocf_loadtest::gy::CcaResult::read(&m);
         (m, r)
+    }
+
+    /// Answers a RAR or ASR from ocfd with 2001.
+    fn answer_server_request(&mut self, req: &Message) {
+        use ocf_protocol::codes::avp as c;
+        let mut out = BytesMut::new();
+        let mut w = ocf_protocol::MessageWriter::new(&mut out, &req.header.answer());
+        if let Some(sid) = req.find(c::SESSION_ID).and_then(|a| a.utf8().ok()) {
+            w.utf8(c::SESSION_ID, sid);
+        }
+        w.u32(c::RESULT_CODE, 2001);
+        w.identity(c::ORIGIN_HOST, "pgw.localdomain");
+        w.identity(c::ORIGIN_REALM, "localdomain");
+        w.finish();
+        self.conn.send(&out);
+        self.answered.push(req.header.command_code);
     }
 
     pub(crate) fn ask(&mut self, spec: &ocf_loadtest::gy::CcrSpec) -> ocf_loadtest::gy::CcaResult {

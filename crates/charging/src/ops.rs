@@ -56,6 +56,10 @@ pub enum Op {
     /// (Version 3) A threshold fired: replay marks it fired again, and the store turns it
     /// into an event.
     Threshold(Box<Fired>),
+    /// (Version 3) Any other event (a block, a move, an aborted session, a policy applied at
+    /// a limit): a JSON object with at least `kind`, `tenant`, `path` and `time`, for the
+    /// outbox. Replay does nothing with it.
+    Event(Vec<u8>),
 }
 
 /// A threshold that fired, as the journal keeps it.

@@ -13,9 +13,14 @@
 //!
 //! `kind` is `limit_reached` when the level is the whole limit (100%, or an amount at or above
 //! it), else `threshold_crossed`; `default` says whether the level is one every account has
-//! (`charging.device_thresholds`) or one of the node's own thresholds.
+//! (`charging.device_thresholds`) or one of the node's own thresholds. Other events (journal
+//! kind 10) carry `kind`, `tenant`, `path` and `time` and fields of their own: `blocked` and
+//! `unblocked`, `allowance_moved` (`to`, `unit`, `period`, `amount`), `session_aborted`
+//! (`session_id`, `gateway`, `reason`) and `policy_applied` (`action`, `subscriber`,
+//! `rating_group`).
 
 use std::io;
+use std::io::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -23,10 +28,11 @@ use serde::Serialize;
 use crate::record::{FiredLevel, Op, Record};
 use crate::usage::Stream;
 
-/// Events: journal kind 9 (a threshold that fired), rendered as JSON lines.
+/// Events: journal kinds 9 (a threshold that fired) and 10 (any other event), rendered as
+/// JSON lines.
 pub const EVENTS: Stream = Stream {
     prefix: "events",
-    kind: crate::record::KIND_THRESHOLD,
+    kinds: &[crate::record::KIND_THRESHOLD, crate::record::KIND_EVENT],
     render,
     what: "events",
 };
@@ -55,8 +61,18 @@ enum Level {
 }
 
 fn render(r: &Record, out: &mut Vec<u8>) {
-    let Op::Threshold(f) = &r.op else {
-        return;
+    let f = match &r.op {
+        Op::Threshold(f) => f,
+        Op::Event(data) => {
+            // `{"seq":N,"id":N,` then the event's own fields.
+            if data.first() == Some(&b'{') && data.len() > 2 {
+                let _ = write!(out, "{{\"seq\":{},\"id\":{},", r.sequence, r.sequence);
+                out.extend_from_slice(&data[1..]);
+                out.push(b'\n');
+            }
+            return;
+        }
+        _ => return,
     };
     let (threshold, whole) = match f.level {
         FiredLevel::Percent(p) => (Level::Percent(p), p >= 100),
@@ -100,12 +116,15 @@ pub struct Filter {
     pub tenant: Option<String>,
     /// Only events of this node or below it (a path, "acme/sales").
     pub node: Option<String>,
+    /// Only events of these kinds (none: all).
+    pub kinds: Vec<String>,
 }
 
 impl Filter {
     fn wants(&self, e: &serde_json::Value) -> bool {
         let text = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-        self.tenant.as_deref().is_none_or(|t| text("tenant") == t)
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| text("kind") == k))
+            && self.tenant.as_deref().is_none_or(|t| text("tenant") == t)
             && self.node.as_deref().is_none_or(|n| {
                 let p = text("path");
                 p == n || p.strip_prefix(n).is_some_and(|rest| rest.starts_with('/'))

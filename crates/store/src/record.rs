@@ -23,9 +23,10 @@
 //! | 7 | 2 | Usage | data: one usage record, a JSON object (`docs/durability.md`) |
 //! | 8 | 2 | SessionClosed | data: the Session-Id of a session supervision closed |
 //! | 9 | 3 | Threshold | account unit period:u8 period_end:i64 default:u8 bit:u8 level_kind:u8 level:u64 used:u64 limit:u64 data: the tenant and node path, UTF-8 |
+//! | 10 | 3 | Event | data: one event for the outbox, a JSON object |
 //!
-//! Version 3 is version 2 with kind 9 (a threshold that fired: `period` 0 day, 1 month,
-//! 2 total; `level_kind` 1 a percentage of the limit, 2 an amount).
+//! Version 3 is version 2 with kinds 9 (a threshold that fired: `period` 0 day, 1 month,
+//! 2 total; `level_kind` 1 a percentage of the limit, 2 an amount) and 10 (another event).
 //!
 //! The journal keeps kinds 6 to 8 as opaque octets; the charging layer, which writes them,
 //! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
@@ -199,6 +200,10 @@ impl Record {
                 });
                 o.0.extend_from_slice(data);
             }
+            Op::Event(data) => {
+                o.u8(10);
+                o.0.extend_from_slice(data);
+            }
             Op::Threshold(f) => {
                 o.u8(9);
                 o.account(f.account);
@@ -234,6 +239,14 @@ impl Record {
         let sequence = i.u64()?;
         let time = i.i64()?;
         let kind = i.u8()?;
+        if version >= 3 && kind == 10 {
+            let data = body.get(BODY_HEADER..)?.to_vec();
+            return Some(Record {
+                sequence,
+                time,
+                op: Op::Event(data),
+            });
+        }
         if version >= 2 && (6..=8).contains(&kind) {
             let data = body.get(BODY_HEADER..)?.to_vec();
             let op = match kind {
@@ -347,6 +360,8 @@ pub(crate) fn peek(buf: &[u8], version: u32) -> Option<(usize, u64, u8)> {
 pub(crate) const KIND_USAGE: u8 = 7;
 /// The kind number of thresholds that fired.
 pub(crate) const KIND_THRESHOLD: u8 = 9;
+/// The kind number of other events.
+pub(crate) const KIND_EVENT: u8 = 10;
 
 /// Reads the record at the front of `buf`, in a segment of `version`.
 pub fn next(buf: &[u8], version: u32) -> Next {
@@ -502,6 +517,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 1..600).prop_map(Op::Session),
             proptest::collection::vec(any::<u8>(), 1..300).prop_map(Op::Usage),
             proptest::collection::vec(any::<u8>(), 1..100).prop_map(Op::SessionClosed),
+            proptest::collection::vec(any::<u8>(), 1..200).prop_map(Op::Event),
             (
                 acc_fired(),
                 (
@@ -577,6 +593,20 @@ mod tests {
         assert_eq!(next(&out, 3), Next::Record(r, out.len()));
         assert!(matches!(next(&out, 2), Next::Corrupt(_)));
         assert!(matches!(next(&out, 1), Next::Corrupt(_)));
+        let e = Record {
+            sequence: 9,
+            time: 10,
+            op: Op::Event(b"{}".to_vec()),
+        };
+        let mut out = Vec::new();
+        e.encode(&mut out);
+        #[rustfmt::skip]
+        let body: &[u8] = &[
+            9, 0, 0, 0, 0, 0, 0, 0,   10, 0, 0, 0, 0, 0, 0, 0,   10,   b'{', b'}',
+        ];
+        assert_eq!(&out[8..], body);
+        assert_eq!(next(&out, 3), Next::Record(e, out.len()));
+        assert!(matches!(next(&out, 2), Next::Corrupt(_)));
     }
 
     proptest! {
@@ -585,7 +615,7 @@ mod tests {
             let r = Record { sequence, time, op };
             let mut out = Vec::new();
             r.encode(&mut out);
-            let v3 = matches!(r.op, Op::Threshold(_));
+            let v3 = matches!(r.op, Op::Threshold(_) | Op::Event(_));
             let v1 = !v3 && !matches!(r.op, Op::Session(_) | Op::Usage(_) | Op::SessionClosed(_));
             if v1 {
                 prop_assert_eq!(next(&out, 1), Next::Record(r.clone(), out.len()));

@@ -592,7 +592,7 @@ impl Follower {
     pub(crate) fn read_up_to(
         &mut self,
         upto: u64,
-        kind: u8,
+        kinds: &[u8],
         mut f: impl FnMut(&Record),
     ) -> Result<(), ReadError> {
         if self.buf.len() < FOLLOW_CHUNK {
@@ -631,7 +631,7 @@ impl Follower {
                 if sequence > upto {
                     break;
                 }
-                if sequence >= self.next && k == kind {
+                if sequence >= self.next && kinds.contains(&k) {
                     match record::next(&data[pos..], *version) {
                         Next::Record(r, _) => f(&r),
                         Next::Incomplete => break,

@@ -187,7 +187,10 @@ impl Store {
                 if let Some(log) = &self.events {
                     // No journal, no sequence: ids of their own.
                     let mut lines = Vec::new();
-                    for op in ops.iter().filter(|op| matches!(op, Op::Threshold(_))) {
+                    for op in ops
+                        .iter()
+                        .filter(|op| matches!(op, Op::Threshold(_) | Op::Event(_)))
+                    {
                         let r = crate::record::Record {
                             sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
                             time: now,
@@ -229,7 +232,63 @@ impl Store {
     /// happens if any of that fails.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
         let pending = self.engine.accounts().prepare_change(change, now)?;
-        self.log_and_carry_out(pending)
+        let s = self.log_and_carry_out(pending)?;
+        // What a manager did that the outbox tells.
+        let tenant = |p: &str| p.split('/').next().unwrap_or_default().to_owned();
+        let event = match change {
+            Change::Block { path } | Change::Unblock { path } => Some(serde_json::json!({
+                "kind": if matches!(change, Change::Block { .. }) { "blocked" } else { "unblocked" },
+                "tenant": tenant(path),
+                "path": path,
+                "time": now,
+            })),
+            Change::Move {
+                from,
+                to,
+                unit,
+                period,
+                amount,
+            } => Some(serde_json::json!({
+                "kind": "allowance_moved",
+                "tenant": tenant(from),
+                "path": from,
+                "to": to,
+                "unit": unit,
+                "period": period,
+                "amount": amount,
+                "time": now,
+            })),
+            _ => None,
+        };
+        if let Some(e) = event {
+            self.event(now, &e);
+        }
+        Ok(s)
+    }
+
+    /// Hands an event to the outbox (through the journal, so it has a sequence as its id).
+    pub fn event(&self, now: i64, event: &serde_json::Value) {
+        let Ok(data) = serde_json::to_vec(event) else {
+            return;
+        };
+        let op = Op::Event(data);
+        match &self.journal {
+            Some(j) => {
+                j.append(now, vec![op]);
+            }
+            None => {
+                if let Some(log) = &self.events {
+                    let r = crate::record::Record {
+                        sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
+                        time: now,
+                        op,
+                    };
+                    let mut line = Vec::new();
+                    (crate::events::EVENTS.render)(&r, &mut line);
+                    log.write(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
+        }
     }
 
     /// Changes the keys of a tenant's policy that `patch` names (a JSON merge patch).

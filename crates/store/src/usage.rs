@@ -52,8 +52,8 @@ pub struct FollowState {
 pub struct Stream {
     /// Files are `<prefix>-<n>.jsonl`.
     pub prefix: &'static str,
-    /// The journal records it copies.
-    pub(crate) kind: u8,
+    /// The kinds of journal records it copies.
+    pub(crate) kinds: &'static [u8],
     /// Appends the line of one record, `{"seq":N,...}` and a newline.
     pub(crate) render: fn(&super::record::Record, &mut Vec<u8>),
     /// Its name in log messages.
@@ -63,7 +63,7 @@ pub struct Stream {
 /// Usage records: journal kind 7, each a JSON object the core wrote.
 pub const USAGE: Stream = Stream {
     prefix: "usage",
-    kind: super::record::KIND_USAGE,
+    kinds: &[super::record::KIND_USAGE],
     render: render_usage,
     what: "usage records",
 };
@@ -399,7 +399,7 @@ fn follow_run(
         let read_before = read_to;
         if pending.is_empty() && read_to < upto {
             let mut lines = 0;
-            let result = follower.read_up_to(upto, stream.kind, |r| {
+            let result = follower.read_up_to(upto, stream.kinds, |r| {
                 (stream.render)(r, &mut pending);
                 lines += 1;
             });

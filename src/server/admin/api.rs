@@ -453,6 +453,8 @@ struct EventQuery {
     after: u64,
     tenant: Option<String>,
     node: Option<String>,
+    /// Kinds, comma-separated.
+    kind: Option<String>,
     #[serde(default = "default_event_limit")]
     limit: usize,
     /// Wait up to this long for an event if there is none yet (a live view's long poll).
@@ -496,6 +498,10 @@ async fn events(
         after: q.after,
         tenant: q.tenant,
         node: q.node.map(|n| n.trim_matches('/').to_owned()),
+        kinds: q
+            .kind
+            .map(|k| k.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms);
     loop {

@@ -144,6 +144,35 @@ impl Engine {
         }
         if last {
             a.final_unit = Some(policy.final_unit_action.clone());
+            self.policy_applied(s, m, policy, now, rec);
+        }
+    }
+
+    /// Notes for the outbox that the policy at a limit was applied to a session: its last
+    /// units went with a Final-Unit-Indication.
+    fn policy_applied(&self, s: &Session, m: &Mscc, policy: &Policy, now: i64, rec: &mut Recorder) {
+        let path = self
+            .accounts
+            .ledger()
+            .lock(s.account.tree)
+            .map(|t| t.names(s.account.node).join("/"))
+            .unwrap_or_default();
+        let action = match policy.final_unit_action {
+            crate::accounts::tenant::FinalUnitAction::Terminate => "terminate",
+            crate::accounts::tenant::FinalUnitAction::Redirect { .. } => "redirect",
+            crate::accounts::tenant::FinalUnitAction::RestrictAccess { .. } => "restrict",
+        };
+        let event = serde_json::json!({
+            "kind": "policy_applied",
+            "tenant": path.split('/').next().unwrap_or_default(),
+            "path": path,
+            "time": now,
+            "action": action,
+            "subscriber": &*s.subscriber,
+            "rating_group": m.rating_group,
+        });
+        if let Ok(data) = serde_json::to_vec(&event) {
+            rec.ops.push(crate::ops::Op::Event(data));
         }
     }
 }

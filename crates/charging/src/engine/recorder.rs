@@ -362,7 +362,7 @@ impl<'e> Replayer<'e> {
                 self.engine
                     .forget_session(String::from_utf8_lossy(id).as_ref());
             }
-            Op::Usage(_) => {}
+            Op::Usage(_) | Op::Event(_) => {}
             Op::Threshold(f) => {
                 if let Some(c) = crossing_of(f) {
                     if let Some(mut t) = ledger.lock(f.account.tree) {

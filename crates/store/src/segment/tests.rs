@@ -228,13 +228,13 @@ fn a_follower_behind_removed_segments_goes_on_from_the_oldest_left() {
     let mut follower = Follower::new(dir.path(), 0);
     let mut seen = Vec::new();
     follower
-        .read_up_to(1000, 2, |r| seen.push(r.sequence)) // kind 2: Commit
+        .read_up_to(1000, &[2], |r| seen.push(r.sequence)) // kind 2: Commit
         .unwrap();
     assert_eq!(seen, (oldest..=1000).collect::<Vec<_>>());
     assert_eq!(follower.next_sequence(), 1001);
     // With nothing removed it starts where it was told.
     let mut follower = Follower::new(dir.path(), oldest + 5);
     let mut n = 0;
-    follower.read_up_to(1000, 2, |_| n += 1).unwrap();
+    follower.read_up_to(1000, &[2], |_| n += 1).unwrap();
     assert_eq!(n, 1000 - oldest - 5);
 }
