@@ -151,3 +151,47 @@ fn what_no_longer_fits_is_reauthorised_and_granted_within_the_new_limits() {
     d.assert_serving();
     assert!(d.terminate().success());
 }
+
+#[test]
+fn a_gateway_that_does_not_know_the_session_has_it_closed_here() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let mut gw = Gw::open(&d, GW);
+    let device = "15551009100";
+    let sid = "pgw.localdomain;rar;5002";
+    assert_eq!(open(&mut gw, sid, device), Some(8 * MIB));
+    let (status, _) = api.call("POST", &format!("/v1/reauth/acme/iot/{device}"), None);
+    assert_eq!(status, 202);
+    let rar = gw.conn.expect_frame();
+    assert_eq!(rar.header.command_code, 258);
+    let mut out = BytesMut::new();
+    let mut w = MessageWriter::new(&mut out, &rar.header.answer());
+    w.utf8(c::SESSION_ID, sid);
+    w.u32(c::RESULT_CODE, 5002);
+    w.identity(c::ORIGIN_HOST, GW);
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    gw.conn.send(&out);
+    // Closed here (bounded wait): nothing open, nothing held.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, sessions) = api.call("GET", &format!("/v1/sessions/acme/iot/{device}"), None);
+        if sessions.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open: {sessions}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, usage) = api.call("GET", &format!("/v1/usage/acme/iot/{device}"), None);
+    assert_eq!(
+        usage["node"]["limits"][0]["reserved"].as_u64(),
+        Some(0),
+        "{usage}"
+    );
+    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(10, MIB, true)));
+    assert_eq!(u.result_code, 5002, "{u:?}");
+    assert!(d.terminate().success());
+}

@@ -32,6 +32,8 @@ const QUEUE: usize = 1024;
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Tries of one request before it is left to supervision (reservation expiry).
 const TRIES: u32 = 2;
+/// DIAMETER_UNKNOWN_SESSION_ID in an RAA or ASA: the gateway has no such session.
+const UNKNOWN_SESSION_ID: u32 = 5002;
 
 struct Entry {
     id: u64,
@@ -198,7 +200,15 @@ async fn each_session(
         }
         n += 1;
         let outcome = ask(&peers, kind, sid, host).await;
-        if !matches!(outcome, Outcome::Answered(2001)) {
+        if outcome == Outcome::Answered(UNKNOWN_SESSION_ID) {
+            // The gateway has no such session: it is closed here, what it held returned.
+            let closed = store.close_session(
+                sid,
+                crate::server::dispatch::unix_now(),
+                "unknown at its gateway",
+            );
+            info!(%path, session_id = %sid, host = &**host, ?kind, closed, "the gateway does not know the session: closed here");
+        } else if !matches!(outcome, Outcome::Answered(2001)) {
             warn!(%path, session_id = %sid, host = &**host, ?kind, ?outcome, "not taken by the gateway");
         } else if matches!(kind, Kind::Abort) {
             store.event(

@@ -266,6 +266,18 @@ impl Store {
         Ok(s)
     }
 
+    /// Closes an open session here, journaled like any other close (see
+    /// [`Engine::close_session`]); false if it was not open.
+    pub fn close_session(&self, session_id: &str, now: i64, outcome: &str) -> bool {
+        match self.engine.close_session(session_id, now, outcome) {
+            Some(p) => {
+                self.hand_over(p);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Hands an event to the outbox (through the journal, so it has a sequence as its id).
     pub fn event(&self, now: i64, event: &serde_json::Value) {
         let Ok(data) = serde_json::to_vec(event) else {

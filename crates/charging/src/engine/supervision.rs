@@ -47,6 +47,34 @@ impl Engine {
         self.supervise_shards(now, first..(first + each).min(n))
     }
 
+    /// Closes an open session here (its gateway said it does not know it: RAA or ASA 5002):
+    /// what it holds returns to the pool, and a usage record says `outcome`. `None` if it is
+    /// not open (any more).
+    pub fn close_session(&self, session_id: &str, now: i64, outcome: &str) -> Option<Pending<'_>> {
+        let gate = self.accounts.share_gate();
+        let mut rec = Recorder::new(self.accounts.ledger(), &self.next_reservation);
+        let mut shard = self.sessions.lock(session_id);
+        let held_before = shard.open.get(session_id)?.held.len();
+        let mut s = shard.open.remove(session_id)?;
+        let account = s.account;
+        for h in s.held.drain(..) {
+            rec.release(h.id, account, h.unit, h.reserved, now);
+        }
+        log_usage(session_id, &s, now, outcome);
+        if self.journaled {
+            rec.session_closed(session_id);
+        }
+        self.record_usage(&mut rec, session_id, &s, &s.services, now, outcome, false);
+        shard.settle(session_id, held_before);
+        drop(shard);
+        Some(Pending {
+            ops: rec.ops,
+            replayed: false,
+            now,
+            _gate: gate,
+        })
+    }
+
     pub(super) fn supervise_shards(
         &self,
         now: i64,
