@@ -127,6 +127,8 @@ impl Pacing {
 
 /// One request awaiting its answer.
 struct Slot {
+    /// An update the server asked for (RAR).
+    forced: bool,
     intended: Instant,
     first_sent: Instant,
     last_sent: Instant,
@@ -149,6 +151,12 @@ struct Batch {
     protocol_errors: u64,
     late: u64,
     last_answer: Option<Instant>,
+    /// Server-initiated requests answered, and the updates RARs asked for that were answered.
+    rar: u64,
+    asr: u64,
+    forced_answered: u64,
+    first_rar: Option<Instant>,
+    last_forced: Option<Instant>,
 }
 
 impl Batch {
@@ -156,7 +164,14 @@ impl Batch {
         self.sent == [0; 4]
             && self.abated == [0; 4]
             && self.answers.is_empty()
-            && self.retransmits + self.timeouts + self.protocol_errors + self.late + self.probes
+            && self.retransmits
+                + self.timeouts
+                + self.protocol_errors
+                + self.late
+                + self.probes
+                + self.rar
+                + self.asr
+                + self.forced_answered
                 == 0
     }
 }
@@ -187,6 +202,15 @@ impl RunShared {
                 s.answered(kind, lat, rc);
             }
             s.retransmits += b.retransmits;
+            s.reauth.rar += b.rar;
+            s.reauth.asr += b.asr;
+            s.reauth.forced_answered += b.forced_answered;
+            if let Some(t) = b.first_rar {
+                s.reauth.first_rar = Some(s.reauth.first_rar.map_or(t, |x| x.min(t)));
+            }
+            if let Some(t) = b.last_forced {
+                s.reauth.last_forced = Some(s.reauth.last_forced.map_or(t, |x| x.max(t)));
+            }
             s.timeouts += b.timeouts;
             s.protocol_errors += b.protocol_errors;
             s.late_answers += b.late;
@@ -198,6 +222,7 @@ impl RunShared {
         }
         b.sent = [0; 4];
         b.abated = [0; 4];
+        (b.rar, b.asr, b.forced_answered, b.first_rar, b.last_forced) = (0, 0, 0, None, None);
         b.probes = 0;
         b.answers.clear();
         b.retransmits = 0;
@@ -272,6 +297,8 @@ struct Conn {
     /// Whether each session is to end with its next request.
     ending: Vec<bool>,
     free: Vec<u32>,
+    /// Sessions by serial (the end of their Session-Id), to find the one a RAR or ASR names.
+    by_serial: std::collections::HashMap<u64, u32>,
     /// Sessions waiting for their next request, by the time it may go.
     ready: VecDeque<(Instant, u32)>,
     /// Unanswered requests; index = Hop-by-Hop − `base_hbh`.
@@ -307,7 +334,13 @@ impl Conn {
             next_number: 0,
             step: 0,
             granted: [0; MAX_MSCC],
+            forced: false,
         };
+        let slot = match self.free.last() {
+            Some(&i) => i,
+            None => self.sessions.len() as u32,
+        };
+        self.by_serial.insert(serial, slot);
         match self.free.pop() {
             Some(i) => {
                 self.sessions[i as usize] = state;
@@ -323,7 +356,65 @@ impl Conn {
     }
 
     fn end_session(&mut self, i: u32) {
+        if let Some(s) = self.sessions.get(i as usize) {
+            self.by_serial.remove(&s.serial);
+        }
         self.free.push(i);
+    }
+
+    /// A request the server sent on its own: RAR (answered, and the session's next update goes
+    /// at once as FORCED_REAUTHORISATION), ASR (answered, and the session ends with a CCR-T at
+    /// once); anything else is refused.
+    fn server_request(&mut self, m: &ocf_protocol::Message, now: Instant) {
+        let code = m.header.command_code;
+        if code != command::RE_AUTH && code != command::ABORT_SESSION {
+            return self.refuse(m);
+        }
+        let sid = m
+            .find(c::SESSION_ID)
+            .and_then(|a| a.utf8().ok())
+            .unwrap_or_default();
+        let slot = sid
+            .strip_prefix(self.session_prefix.as_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(|serial| self.by_serial.get(&serial).copied());
+        let result = if slot.is_some() {
+            ResultCode::Success
+        } else {
+            ResultCode::UnknownSessionId
+        };
+        let (origin_host, origin_realm) = (
+            self.plan.origin_host.clone(),
+            self.plan.origin_realm.clone(),
+        );
+        {
+            let out = self.peer.transmit();
+            let mut w = ocf_protocol::MessageWriter::new(out, &m.header.answer());
+            w.utf8(c::SESSION_ID, sid);
+            w.u32(c::RESULT_CODE, result.code());
+            w.identity(c::ORIGIN_HOST, &origin_host);
+            w.identity(c::ORIGIN_REALM, &origin_realm);
+            w.finish();
+        }
+        if code == command::RE_AUTH {
+            self.batch.rar += 1;
+            self.batch.first_rar.get_or_insert(now);
+        } else {
+            self.batch.asr += 1;
+        }
+        let Some(i) = slot else {
+            return;
+        };
+        if code == command::RE_AUTH {
+            self.sessions[i as usize].forced = true;
+        } else {
+            self.ending[i as usize] = true;
+        }
+        // Waiting for its think time: it goes now. In flight: it goes once answered.
+        if let Some(k) = self.ready.iter().position(|&(_, j)| j == i) {
+            self.ready.remove(k);
+            self.ready.push_front((now, i));
+        }
     }
 
     fn kind_of(&self, i: u32) -> Kind {
@@ -355,7 +446,10 @@ impl Conn {
         let e2e = self.next_e2e;
         self.next_e2e = self.next_e2e.wrapping_add(1);
         self.write(i, kind, hbh, e2e, false);
+        let forced = kind == Kind::Update && self.sessions[i as usize].forced;
+        self.sessions[i as usize].forced = false;
         self.inflight.push_back(Some(Slot {
+            forced,
             intended,
             first_sent: now,
             last_sent: now,
@@ -494,6 +588,10 @@ impl Conn {
         self.batch
             .answers
             .push((slot.kind, now.saturating_duration_since(slot.intended), rc));
+        if slot.forced {
+            self.batch.forced_answered += 1;
+            self.batch.last_forced = Some(now);
+        }
         self.batch.last_answer = Some(now);
         let success = (2000..3000).contains(&rc);
         // 3004 TOO_BUSY charged nothing: a gateway tries the same update or termination again
@@ -508,9 +606,12 @@ impl Conn {
                 s.granted = granted;
                 s.next_number += 1;
                 s.step += 1;
-                if self.stopping {
+                if self.stopping || self.ending[i as usize] {
                     self.ending[i as usize] = true;
                     self.send(i, now, now);
+                } else if self.sessions[i as usize].forced {
+                    // A RAR came while this was in flight.
+                    self.ready.push_front((now, i));
                 } else {
                     self.ready.push_back((now + self.plan.think, i));
                 }
@@ -622,7 +723,7 @@ async fn drive(
                     conn.shared.flush(&mut conn.batch);
                     return Err(lost(conn.id, format!("closed: {r:?}")));
                 }
-                Event::Request(m) => conn.refuse(&m),
+                Event::Request(m) => conn.server_request(&m, now),
                 Event::Answer(_) | Event::Opened { .. } => {}
             }
         }
@@ -726,10 +827,14 @@ pub async fn run_once(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let t0 = Instant::now() + Duration::from_millis(1);
+    // Session-Ids unique across runs and processes, even two started within one second (the
+    // server keeps ended sessions' answers for a while: a reused id would be refused).
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        .wrapping_mul(1000)
+        .wrapping_add(u64::from(std::process::id() % 1000));
     let n = cfg.connections as u64;
     let mut tasks = Vec::new();
     let mut notifies = Vec::new();
@@ -766,6 +871,7 @@ pub async fn run_once(
             sessions: Vec::new(),
             ending: Vec::new(),
             free: Vec::new(),
+            by_serial: std::collections::HashMap::new(),
             ready: VecDeque::new(),
             inflight: VecDeque::new(),
             base_hbh: fastrand::u32(..),

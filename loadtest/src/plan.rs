@@ -188,6 +188,9 @@ pub struct Plan {
     pub think: Duration,
 }
 
+/// Reporting-Reason FORCED_REAUTHORISATION (TS 32.299): an update the server asked for.
+pub const FORCED_REAUTHORISATION: u32 = 7;
+
 /// The state of one session that [`write_ccr`] needs.
 #[derive(Clone, Debug)]
 pub struct SessionState {
@@ -201,6 +204,9 @@ pub struct SessionState {
     pub step: u32,
     /// Octets granted per MSCC by the last answer, reported as used by the next request.
     pub granted: [u64; MAX_MSCC],
+    /// The server asked to re-authorise (RAR): the next update goes at once, with
+    /// Reporting-Reason FORCED_REAUTHORISATION.
+    pub forced: bool,
 }
 
 /// Reusable text buffers, so that a request costs no allocation.
@@ -280,6 +286,9 @@ impl Plan {
             if matches!(kind, Kind::Update | Kind::Termination) {
                 let u = w.begin_group(c::USED_SERVICE_UNIT);
                 w.u64(c::CC_TOTAL_OCTETS, s.granted[i]);
+                if s.forced && kind == Kind::Update {
+                    w.u32(c::REPORTING_REASON, FORCED_REAUTHORISATION);
+                }
                 w.end_group(u);
             }
             w.u32(c::RATING_GROUP, *rg);
@@ -339,6 +348,7 @@ mod tests {
             next_number: 1,
             step: 2,
             granted: [500; MAX_MSCC],
+            forced: false,
         };
         assert_eq!(plan.next_kind(&s), Kind::Termination, "by step, not number");
         let write = |extra: &[u8]| {

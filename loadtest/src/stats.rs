@@ -62,6 +62,30 @@ pub struct Stats {
     /// Latency of the answers with a success Result-Code (2xxx) only: what an overloaded
     /// server admitted, as opposed to what it refused.
     pub success_latency: Option<Histogram<u64>>,
+    /// Requests the server sent on its own (RAR, ASR) and what followed.
+    pub reauth: Reauth,
+}
+
+/// Server-initiated requests answered during a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reauth {
+    pub rar: u64,
+    pub asr: u64,
+    /// Updates a RAR asked for (FORCED_REAUTHORISATION) that were answered.
+    pub forced_answered: u64,
+    pub first_rar: Option<std::time::Instant>,
+    pub last_forced: Option<std::time::Instant>,
+}
+
+/// What a run's report says of them.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ServerRequests {
+    pub rar: u64,
+    pub asr: u64,
+    pub forced_updates_answered: u64,
+    /// From the first RAR to the last answer to an update a RAR asked for: how long until the
+    /// sessions run under what the server now says.
+    pub reauth_s: Option<f64>,
 }
 
 impl Stats {
@@ -202,6 +226,8 @@ pub struct RunReport {
     pub by_type: BTreeMap<&'static str, KindReport>,
     /// Connections that ended other than by DPR/DPA, and why.
     pub connection_failures: Vec<String>,
+    /// RAR and ASR the server sent, answered as a gateway does.
+    pub server_requests: ServerRequests,
 }
 
 impl RunReport {
@@ -258,6 +284,15 @@ impl RunReport {
                 .unwrap_or_default(),
             by_type,
             connection_failures: Vec::new(),
+            server_requests: ServerRequests {
+                rar: s.reauth.rar,
+                asr: s.reauth.asr,
+                forced_updates_answered: s.reauth.forced_answered,
+                reauth_s: match (s.reauth.first_rar, s.reauth.last_forced) {
+                    (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64()),
+                    _ => None,
+                },
+            },
         }
     }
 

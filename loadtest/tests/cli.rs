@@ -627,3 +627,109 @@ fn at_reduction_100_only_probes_go_and_without_doic_reports_are_ignored() {
     let (ccrs, announcing) = server.join().unwrap();
     assert_eq!((ccrs, announcing), (sent_with_doic + 1000, sent_with_doic));
 }
+
+/// The load tool plays the network side: it answers RAR with RAA and sends the update at once
+/// (FORCED_REAUTHORISATION), and answers ASR with ASA and ends the session; its report says
+/// how many came and how long the re-authorisation took.
+#[test]
+fn the_load_tool_answers_rar_and_asr_as_a_gateway_does() {
+    let admin_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = start_ocfd_with(|c| c.admin.listen = Some(format!("127.0.0.1:{admin_port}")));
+    let addr = d.addr.to_string();
+    let token = std::fs::read_to_string(d._state.path().join("admin-token")).unwrap();
+    let api = ocf::ctl::http::Client {
+        addr: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        token: Some(token.trim().to_owned()),
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let sessions_open = |path: &str| {
+        let a = api
+            .call("GET", &format!("/v1/sessions/{path}"), None)
+            .unwrap();
+        a.json().as_array().map_or(0, Vec::len)
+    };
+    let wait_open = |path: &str, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while sessions_open(path) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} sessions never opened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let spawn = |requests: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ocf-loadtest"))
+            .args([
+                "run",
+                "--server",
+                &addr,
+                "--connections",
+                "1",
+                "--sessions",
+                "20",
+                "--think-ms",
+                "600000",
+                "--requests",
+                requests,
+                "--duration-s",
+                "60",
+                "--max-error-rate",
+                "1",
+                "--json",
+                "--quiet",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // 20 sessions think for ten minutes; a manager re-authorises them all: 20 RARs, 20 forced
+    // updates, and the run (40 requests) is done.
+    let run = spawn("40");
+    wait_open("acme", 20);
+    let a = api.call("POST", "/v1/reauth/acme", None).unwrap();
+    assert_eq!(a.status, 202, "{}", a.reason());
+    let out = run.wait_with_output().unwrap();
+    let r = json(&out);
+    let s = &r["runs"][0]["server_requests"];
+    assert_eq!(s["rar"], 20, "{}", text(&out));
+    assert_eq!(s["forced_updates_answered"], 20, "{}", text(&out));
+    assert!(s["reauth_s"].as_f64().is_some_and(|t| t >= 0.0), "{s}");
+    assert_eq!(
+        r["runs"][0]["by_type"]["update"]["result_codes"]["2001"],
+        20,
+        "{}",
+        text(&out)
+    );
+
+    // The same sessions blocked: 20 ASRs, each session ended with a CCR-T; the new sessions
+    // that follow are refused 4010.
+    let run = spawn("400");
+    wait_open("acme", 20);
+    let a = api
+        .call("PUT", "/v1/blocked/acme/engineering", None)
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.reason());
+    let out = run.wait_with_output().unwrap();
+    let r = json(&out);
+    let s = &r["runs"][0]["server_requests"];
+    assert_eq!(s["asr"], 20, "{}", text(&out));
+    let t = &r["runs"][0]["by_type"]["termination"]["result_codes"];
+    assert!(
+        t["2001"].as_u64().is_some_and(|n| n >= 20),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        r["runs"][0]["by_type"]["initial"]["result_codes"]["4010"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{}",
+        text(&out)
+    );
+    d.stop();
+}

@@ -34,6 +34,8 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 const TRIES: u32 = 2;
 /// DIAMETER_UNKNOWN_SESSION_ID in an RAA or ASA: the gateway has no such session.
 const UNKNOWN_SESSION_ID: u32 = 5002;
+/// Requests of one storm (a block, a re-authorisation) awaiting answers at once.
+const IN_FLIGHT: usize = 256;
 
 struct Entry {
     id: u64,
@@ -115,6 +117,43 @@ pub enum Kind {
     ReAuth,
 }
 
+/// What follows a request's outcome: a session its gateway does not know is closed here, one
+/// its gateway aborted is an event, anything else is logged.
+fn after(
+    store: &ocf_store::Store,
+    path: &str,
+    kind: Kind,
+    sid: &str,
+    host: &str,
+    outcome: &Outcome,
+) {
+    if *outcome == Outcome::Answered(UNKNOWN_SESSION_ID) {
+        // The gateway has no such session: it is closed here, what it held returned.
+        let closed = store.close_session(
+            sid,
+            crate::server::dispatch::unix_now(),
+            "unknown at its gateway",
+        );
+        info!(%path, session_id = %sid, host, ?kind, closed, "the gateway does not know the session: closed here");
+    } else if *outcome != Outcome::Answered(2001) {
+        warn!(%path, session_id = %sid, host, ?kind, ?outcome, "not taken by the gateway");
+    } else if matches!(kind, Kind::Abort) {
+        let now = crate::server::dispatch::unix_now();
+        store.event(
+            now,
+            &serde_json::json!({
+                "kind": "session_aborted",
+                "tenant": path.split('/').next().unwrap_or_default(),
+                "path": path,
+                "time": now,
+                "session_id": sid,
+                "gateway": host,
+                "reason": "blocked",
+            }),
+        );
+    }
+}
+
 /// Sends ASR or RAR for one session to `host` and waits (bounded, tried again once) for the
 /// answer.
 pub async fn ask(peers: &Peers, kind: Kind, session_id: &str, host: &str) -> Outcome {
@@ -194,37 +233,31 @@ async fn each_session(
     };
     let mut outcomes: HashMap<String, u64> = HashMap::new();
     let mut n = 0;
-    for (sid, host, holding) in &sessions {
-        if !(holding | all | matches!(kind, Kind::Abort)) {
-            continue;
+    // Up to IN_FLIGHT at once: a storm of thousands goes out at the pace the gateways answer,
+    // not one round trip after another.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut todo = sessions
+        .into_iter()
+        .filter(|(_, _, holding)| *holding || all || matches!(kind, Kind::Abort));
+    loop {
+        while tasks.len() < IN_FLIGHT {
+            let Some((sid, host, _)) = todo.next() else {
+                break;
+            };
+            n += 1;
+            let (store, peers, path) = (store.clone(), peers.clone(), path.clone());
+            tasks.spawn(async move {
+                let outcome = ask(&peers, kind, &sid, &host).await;
+                after(&store, &path, kind, &sid, &host, &outcome);
+                outcome
+            });
         }
-        n += 1;
-        let outcome = ask(&peers, kind, sid, host).await;
-        if outcome == Outcome::Answered(UNKNOWN_SESSION_ID) {
-            // The gateway has no such session: it is closed here, what it held returned.
-            let closed = store.close_session(
-                sid,
-                crate::server::dispatch::unix_now(),
-                "unknown at its gateway",
-            );
-            info!(%path, session_id = %sid, host = &**host, ?kind, closed, "the gateway does not know the session: closed here");
-        } else if !matches!(outcome, Outcome::Answered(2001)) {
-            warn!(%path, session_id = %sid, host = &**host, ?kind, ?outcome, "not taken by the gateway");
-        } else if matches!(kind, Kind::Abort) {
-            store.event(
-                crate::server::dispatch::unix_now(),
-                &serde_json::json!({
-                    "kind": "session_aborted",
-                    "tenant": path.split('/').next().unwrap_or_default(),
-                    "path": path,
-                    "time": crate::server::dispatch::unix_now(),
-                    "session_id": sid,
-                    "gateway": &**host,
-                    "reason": "blocked",
-                }),
-            );
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
+        if let Ok(outcome) = done {
+            *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
         }
-        *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
     }
     if n > 0 {
         info!(%path, sessions = n, ?kind, ?outcomes, "server-initiated requests sent");
