@@ -290,6 +290,9 @@ struct Conn {
     cfg: Arc<LoadConfig>,
     shared: Arc<RunShared>,
     destination_realm: String,
+    /// Each connection is a peer of its own: its Origin-Host (so that what the server sends
+    /// for a session, RAR or ASR, comes back on the connection the session is on).
+    origin_host: String,
     session_prefix: String,
     peer: Peer,
     scratch: Scratch,
@@ -383,10 +386,8 @@ impl Conn {
         } else {
             ResultCode::UnknownSessionId
         };
-        let (origin_host, origin_realm) = (
-            self.plan.origin_host.clone(),
-            self.plan.origin_realm.clone(),
-        );
+        let (origin_host, origin_realm) =
+            (self.origin_host.clone(), self.plan.origin_realm.clone());
         {
             let out = self.peer.transmit();
             let mut w = ocf_protocol::MessageWriter::new(out, &m.header.answer());
@@ -431,6 +432,7 @@ impl Conn {
             self.peer.transmit(),
             &mut self.scratch,
             &self.destination_realm,
+            &self.origin_host,
             &self.session_prefix,
             s,
             kind,
@@ -799,6 +801,16 @@ fn fine_timer_slack() {
     let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1000");
 }
 
+/// The Origin-Host of connection `id`: the configured one for the first, `c<id>.` before it for
+/// the others (each connection is a Diameter peer of its own).
+fn connection_host(host: &str, id: usize) -> String {
+    if id == 0 {
+        host.to_owned()
+    } else {
+        format!("c{id}.{host}")
+    }
+}
+
 /// Opens the connections (CER/CEA each), runs the load, drains and disconnects.
 pub async fn run_once(
     cfg: Arc<LoadConfig>,
@@ -807,11 +819,13 @@ pub async fn run_once(
     sink: Option<&mut IntervalSink<'_>>,
 ) -> Result<RunReport, Box<dyn std::error::Error + Send + Sync>> {
     let mut opened = Vec::with_capacity(cfg.connections);
-    for _ in 0..cfg.connections {
+    for id in 0..cfg.connections {
+        let mut client_cfg = cfg.client.clone();
+        client_cfg.origin_host = connection_host(&cfg.client.origin_host, id);
         let client = match &cfg.transport {
-            Transport::Tcp => Client::connect_tcp(cfg.server, &cfg.client).await?,
-            Transport::Sctp(local) => Client::connect_sctp(cfg.server, local, &cfg.client).await?,
-            Transport::Tls(tls) => Client::connect_tls(cfg.server, tls, &cfg.client).await?,
+            Transport::Tcp => Client::connect_tcp(cfg.server, &client_cfg).await?,
+            Transport::Sctp(local) => Client::connect_sctp(cfg.server, local, &client_cfg).await?,
+            Transport::Tls(tls) => Client::connect_tls(cfg.server, tls, &client_cfg).await?,
         };
         opened.push(client);
     }
@@ -865,6 +879,7 @@ pub async fn run_once(
             cfg: cfg.clone(),
             shared: shared.clone(),
             destination_realm,
+            origin_host: connection_host(&plan.origin_host, id),
             session_prefix: format!("{};{nonce};{run}.{id};", plan.origin_host),
             peer,
             scratch: Scratch::default(),

@@ -237,6 +237,7 @@ impl Plan {
         out: &mut BytesMut,
         scratch: &mut Scratch,
         destination_realm: &str,
+        origin_host: &str,
         session_prefix: &str,
         s: &SessionState,
         kind: Kind,
@@ -258,7 +259,7 @@ impl Plan {
         self.subscribers.msisdn(s.subscriber, &mut scratch.msisdn);
         let mut w = MessageWriter::new(out, &h);
         w.utf8(c::SESSION_ID, &scratch.session_id);
-        w.identity(c::ORIGIN_HOST, &self.origin_host);
+        w.identity(c::ORIGIN_HOST, origin_host);
         w.identity(c::ORIGIN_REALM, &self.origin_realm);
         w.identity(c::DESTINATION_REALM, destination_realm);
         if let Some(dh) = &self.destination_host {
@@ -359,6 +360,7 @@ mod tests {
                 &mut out,
                 &mut scratch,
                 "r",
+                "lt.localdomain",
                 "p;",
                 &s,
                 k,
