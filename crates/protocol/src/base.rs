@@ -142,20 +142,9 @@ impl LocalIdentity {
         destination_host: &str,
         destination_realm: &str,
     ) {
-        let mut h = Header::request(
-            command::ABORT_SESSION,
-            application::CREDIT_CONTROL,
-            hop_by_hop,
-            end_to_end,
-        );
-        h.flags = CommandFlags(CommandFlags::REQUEST | CommandFlags::PROXIABLE);
-        let mut w = MessageWriter::new(out, &h);
-        w.utf8(c::SESSION_ID, session_id);
-        self.origin(&mut w);
-        w.identity(c::DESTINATION_REALM, destination_realm);
-        w.identity(c::DESTINATION_HOST, destination_host);
-        w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
-        w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
+        let ids = (hop_by_hop, end_to_end);
+        let to = (session_id, destination_host, destination_realm);
+        let w = self.session_request(out, command::ABORT_SESSION, ids, to);
         w.finish();
     }
 
@@ -172,8 +161,29 @@ impl LocalIdentity {
         destination_realm: &str,
         rating_group: Option<u32>,
     ) {
+        let ids = (hop_by_hop, end_to_end);
+        let to = (session_id, destination_host, destination_realm);
+        let mut w = self.session_request(out, command::RE_AUTH, ids, to);
+        // AUTHORIZE_ONLY (RFC 6733 §8.12).
+        w.u32(c::RE_AUTH_REQUEST_TYPE, 0);
+        if let Some(rg) = rating_group {
+            w.u32(c::RATING_GROUP, rg);
+        }
+        w.finish();
+    }
+
+    /// The start of a request we send a gateway about one of its credit-control sessions:
+    /// Session-Id, our origin, its Destination-Host and -Realm, Auth-Application-Id 4 and
+    /// Origin-State-Id. The caller adds what the command needs and finishes it.
+    fn session_request<'o>(
+        &self,
+        out: &'o mut BytesMut,
+        command_code: u32,
+        (hop_by_hop, end_to_end): (u32, u32),
+        (session_id, destination_host, destination_realm): (&str, &str, &str),
+    ) -> MessageWriter<'o> {
         let mut h = Header::request(
-            command::RE_AUTH,
+            command_code,
             application::CREDIT_CONTROL,
             hop_by_hop,
             end_to_end,
@@ -185,13 +195,8 @@ impl LocalIdentity {
         w.identity(c::DESTINATION_REALM, destination_realm);
         w.identity(c::DESTINATION_HOST, destination_host);
         w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
-        // AUTHORIZE_ONLY (RFC 6733 §8.12).
-        w.u32(c::RE_AUTH_REQUEST_TYPE, 0);
         w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
-        if let Some(rg) = rating_group {
-            w.u32(c::RATING_GROUP, rg);
-        }
-        w.finish();
+        w
     }
 
     pub fn write_dpa(&self, out: &mut BytesMut, req: &Header) {

@@ -49,19 +49,7 @@ impl Engine {
     /// the Origin-Host of the gateway it came from and whether it holds reservations (to abort
     /// or re-authorise them).
     pub fn sessions_under(&self, path: &str) -> Result<Vec<(String, Arc<str>, bool)>, ChangeError> {
-        let at = self.accounts.find_node(path)?;
-        let inside = {
-            let t = self
-                .accounts
-                .ledger()
-                .lock(at.tree)
-                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
-            let mut inside = vec![false; t.nodes.len()];
-            for n in t.subtree(at.node) {
-                inside[n as usize] = true;
-            }
-            inside
-        };
+        let (at, inside) = self.subtree_of(path)?;
         let mut out = Vec::new();
         for i in 0..self.sessions.shard_count() {
             let shard = self.sessions.lock_index(i);
@@ -75,20 +63,23 @@ impl Engine {
         Ok(out)
     }
 
-    pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
+    /// The node at `path`, and which nodes of its tree are it or under it.
+    fn subtree_of(&self, path: &str) -> Result<(AccountRef, Vec<bool>), ChangeError> {
         let at = self.accounts.find_node(path)?;
-        let inside = {
-            let t = self
-                .accounts
-                .ledger()
-                .lock(at.tree)
-                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
-            let mut inside = vec![false; t.nodes.len()];
-            for n in t.subtree(at.node) {
-                inside[n as usize] = true;
-            }
-            inside
-        };
+        let t = self
+            .accounts
+            .ledger()
+            .lock(at.tree)
+            .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
+        let mut inside = vec![false; t.nodes.len()];
+        for n in t.subtree(at.node) {
+            inside[n as usize] = true;
+        }
+        Ok((at, inside))
+    }
+
+    pub fn sessions_view(&self, path: &str) -> Result<Vec<SessionView>, ChangeError> {
+        let (at, inside) = self.subtree_of(path)?;
         struct Found {
             account: AccountRef,
             subscriber: Box<str>,
