@@ -96,6 +96,21 @@ enum Cmd {
     /// Re-authorise every open session under a node (RAR): their next grants follow the
     /// limits and policy as they are now.
     Reauth { path: String },
+    /// Set a node's own policy at its limit: deny, terminate, redirect (--redirect URL) or
+    /// restrict (--filter-id, --rule); --clear for the tenant's.
+    AtLimit {
+        path: String,
+        #[arg(long, required_unless_present = "clear")]
+        action: Option<String>,
+        #[arg(long)]
+        redirect: Option<String>,
+        #[arg(long = "filter-id")]
+        filter_ids: Vec<String>,
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        #[arg(long, conflicts_with = "action")]
+        clear: bool,
+    },
     /// Set all of a node's own thresholds (none given: clears them).
     Thresholds {
         path: String,
@@ -170,6 +185,24 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Block { path } => ctl::blocked(&c, path, true, json),
         Cmd::Unblock { path } => ctl::blocked(&c, path, false, json),
         Cmd::Reauth { path } => ctl::reauth(&c, path, json),
+        Cmd::AtLimit {
+            path,
+            action,
+            redirect,
+            filter_ids,
+            rules,
+            clear,
+        } => {
+            let body = (!clear).then(|| {
+                serde_json::json!({
+                    "action": action,
+                    "redirect_address": redirect,
+                    "filter_ids": filter_ids,
+                    "restriction_rules": rules,
+                })
+            });
+            ctl::at_limit(&c, path, body.as_ref(), json)
+        }
         Cmd::Move {
             from,
             to,

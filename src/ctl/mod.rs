@@ -153,6 +153,26 @@ pub fn blocked(c: &Client, path: &str, block: bool, json: bool) -> Result<String
     })
 }
 
+/// `at-limit PATH ...`: sets (or with no body, clears) a node's own policy at its limit.
+pub fn at_limit(
+    c: &Client,
+    path: &str,
+    body: Option<&Value>,
+    json: bool,
+) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        if body.is_some() { "PUT" } else { "DELETE" },
+        &format!("/v1/at-limit/{}", encode_path(path)),
+        body,
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
 /// `reauth PATH`.
 pub fn reauth(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
     let v = call(
@@ -405,6 +425,13 @@ fn node_text(v: &Value) -> String {
         .collect();
     if !levels.is_empty() {
         out.push_str(&format!("thresholds: {}\n", levels.join(", ")));
+    }
+    if let Some(a) = v["at_limit"]["action"].as_str() {
+        let detail = v["at_limit"]["redirect_address"]
+            .as_str()
+            .map(|r| format!(" to {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!("at its limit: {a}{detail}\n"));
     }
     if v["blocked"].as_bool() == Some(true) {
         out.push_str("blocked: nothing under it is granted\n");

@@ -12,12 +12,15 @@
 //!            | "set_limits"        path, limits
 //!            | "set_subscriptions" path, msisdn?, imsi?, nai?, sip_uri?
 //!            | "set_thresholds"    path, thresholds: [threshold]        (schema 2)
+//!            | "set_at_limit"      path, at_limit: at_limit | null       (schema 2)
 //!            | "block"             path                                  (schema 2)
 //!            | "unblock"           path                                  (schema 2)
 //!            | "remove"            path
 //!            | "move"              from, to, unit, period? (default "month"), amount
 //! limit      = {unit, period? (default "month"), amount}
 //! threshold  = {unit?, period?, percent?, amount?}  (one of percent and amount)
+//! at_limit   = {action: "deny" | "terminate" | "redirect" | "restrict", redirect_address?,
+//!               redirect_address_type?, filter_ids?, restriction_rules?}
 //! unit       = "octets" | "seconds" | "events" | "money"
 //! period     = "day" | "month" | "total"
 //! amount     = number | string with a unit ("10 MiB", "5.00")
@@ -29,15 +32,15 @@
 //!               max_report_seconds?, max_report_events?}
 //! ```
 //!
-//! Schema 2 adds `set_thresholds`, `block` and `unblock`; every schema 1 record reads as it
-//! did.
+//! Schema 2 adds `set_thresholds`, `set_at_limit`, `block` and `unblock`; every schema 1
+//! record reads as it did.
 //!
 //! An import keeps the provisioning files' text, which replay parses again: the provisioning
 //! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
 
 use ocf_charging::accounts::changes::{Change, Source};
 use ocf_charging::accounts::provisioning::{
-    Amount, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
+    Amount, AtLimitSpec, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
 };
 use ocf_charging::ledger::{Period, Unit};
 use rust_decimal::Decimal;
@@ -93,6 +96,10 @@ enum Record {
     SetThresholds {
         path: String,
         thresholds: Vec<ThresholdV2>,
+    },
+    SetAtLimit {
+        path: String,
+        at_limit: Option<AtLimitV2>,
     },
     Block {
         path: String,
@@ -155,6 +162,20 @@ struct LimitV1 {
     #[serde(default = "month")]
     period: PeriodV1,
     amount: AmountV1,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AtLimitV2 {
+    action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_address_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    filter_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    restriction_rules: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -306,6 +327,16 @@ impl From<&Change> for Record {
                     })
                     .collect(),
             },
+            Change::SetAtLimit { path, at_limit } => Record::SetAtLimit {
+                path,
+                at_limit: at_limit.map(|a| AtLimitV2 {
+                    action: a.action,
+                    redirect_address: a.redirect_address,
+                    redirect_address_type: a.redirect_address_type,
+                    filter_ids: a.filter_ids,
+                    restriction_rules: a.restriction_rules,
+                }),
+            },
             Change::Block { path } => Record::Block { path },
             Change::Unblock { path } => Record::Unblock { path },
             Change::Remove { path } => Record::Remove { path },
@@ -396,6 +427,16 @@ impl From<Record> for Change {
                         amount: t.amount.map(Amount::from),
                     })
                     .collect(),
+            },
+            Record::SetAtLimit { path, at_limit } => Change::SetAtLimit {
+                path,
+                at_limit: at_limit.map(|a| AtLimitSpec {
+                    action: a.action,
+                    redirect_address: a.redirect_address,
+                    redirect_address_type: a.redirect_address_type,
+                    filter_ids: a.filter_ids,
+                    restriction_rules: a.restriction_rules,
+                }),
             },
             Record::Block { path } => Change::Block { path },
             Record::Unblock { path } => Change::Unblock { path },
@@ -570,6 +611,8 @@ mod tests {
         r#"{"op":"remove","path":"globex/ops"}"#,
         r#"{"op":"move","from":"globex/sales","to":"globex/ops","unit":"events","period":"day","amount":7}"#,
         r#"{"op":"set_thresholds","path":"globex/sales","thresholds":[{"percent":50},{"unit":"octets","period":"month","amount":"4 GiB"},{"unit":"money","percent":90}]}"#,
+        r#"{"op":"set_at_limit","path":"globex/sales","at_limit":{"action":"redirect","redirect_address":"http://approve.globex.example/"}}"#,
+        r#"{"op":"set_at_limit","path":"globex/ops","at_limit":null}"#,
         r#"{"op":"block","path":"globex/sales/phone"}"#,
         r#"{"op":"unblock","path":"globex/sales"}"#,
     ];

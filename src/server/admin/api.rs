@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::dispatch::unix_now;
 use ocf_charging::accounts::changes::{Change, ChangeError};
-use ocf_charging::accounts::provisioning::{Amount, LimitSpec, PolicySpec, ThresholdSpec};
+use ocf_charging::accounts::provisioning::{
+    Amount, AtLimitSpec, LimitSpec, PolicySpec, ThresholdSpec,
+};
 use ocf_charging::accounts::views::NodeUsage;
 use ocf_charging::ledger::{Period, Unit};
 
@@ -245,6 +247,46 @@ async fn set_thresholds(
         StatusCode::OK,
     )
     .await
+}
+
+/// `PUT /v1/at-limit/{path}` sets a node's own policy at its limit, `DELETE` clears it;
+/// the node as it is now. What gateways hold was granted under the old one: they
+/// re-authorise.
+async fn set_at_limit(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<AtLimitSpec>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let spec = body(b)?;
+    at_limit_change(s, path, Some(spec)).await
+}
+
+async fn clear_at_limit(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    at_limit_change(s, path, None).await
+}
+
+async fn at_limit_change(
+    s: AdminState,
+    path: String,
+    at_limit: Option<AtLimitSpec>,
+) -> Result<Response, ApiError> {
+    let change = Change::SetAtLimit {
+        path: path.clone(),
+        at_limit,
+    };
+    let r = changed_node(&s, change, &path, StatusCode::OK).await?;
+    tokio::spawn(crate::server::abort::reauth_sessions(
+        s.store.clone(),
+        s.peers.clone(),
+        path,
+        false,
+    ));
+    Ok(r)
 }
 
 /// `PUT /v1/blocked/{path}` blocks, `DELETE` unblocks; the node as it is now.
@@ -545,6 +587,10 @@ pub fn routes() -> Router<AdminState> {
         .route("/limits/{*path}", put(set_limits))
         .route("/thresholds/{*path}", put(set_thresholds))
         .route("/blocked/{*path}", put(block).delete(unblock))
+        .route(
+            "/at-limit/{*path}",
+            put(set_at_limit).delete(clear_at_limit),
+        )
         .route("/reauth/{*path}", post(reauth))
         .route("/subscriptions/{*path}", put(set_subscriptions))
         .route("/usage/{*path}", get(usage))

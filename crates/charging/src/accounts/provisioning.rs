@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::tenant::{
-    Directory, FinalUnitAction, NumberKey, Policy, SubscriptionType, Tariff, Unmetered,
+    AtLimit, Directory, FinalUnitAction, NumberKey, Policy, SubscriptionType, Tariff, Unmetered,
 };
 use crate::ledger::{
     AccountRef, Counter, Ledger, Level, MONEY_SCALE, Period, Threshold, Tree, Unit,
@@ -179,6 +179,9 @@ pub struct NodeSpec {
     pub limits: Vec<LimitSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thresholds: Vec<ThresholdSpec>,
+    /// What happens at this node's limit, instead of the tenant's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_limit: Option<AtLimitSpec>,
     pub msisdn: Option<String>,
     pub imsi: Option<String>,
     pub nai: Option<String>,
@@ -273,6 +276,93 @@ fn counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
         .collect()
 }
 
+/// A Final-Unit-Action from its name and the fields it needs.
+fn final_unit_action(
+    action: &str,
+    redirect_address: &Option<String>,
+    redirect_address_type: &Option<String>,
+    filter_ids: &[String],
+    restriction_rules: &[String],
+) -> Result<FinalUnitAction, String> {
+    // Checked whatever the action: a typo is an error even where it would not be used.
+    let address_type = match redirect_address_type.as_deref().unwrap_or("url") {
+        "ipv4" => 0,
+        "ipv6" => 1,
+        "url" => 2,
+        "sip" => 3,
+        other => {
+            return Err(format!(
+                "redirect_address_type '{other}': use ipv4, ipv6, url or sip"
+            ));
+        }
+    };
+    Ok(match action {
+        "terminate" => FinalUnitAction::Terminate,
+        "redirect" => {
+            let address = redirect_address
+                .clone()
+                .ok_or("redirect needs redirect_address")?;
+            FinalUnitAction::Redirect {
+                address_type,
+                address,
+            }
+        }
+        "restrict" => {
+            if filter_ids.is_empty() && restriction_rules.is_empty() {
+                return Err("restrict needs filter_ids or restriction_rules".into());
+            }
+            for r in restriction_rules {
+                ocf_protocol::types::decode_ipfilter(r.as_bytes())
+                    .map_err(|e| format!("restriction rule '{r}': {}", e.reason()))?;
+            }
+            FinalUnitAction::RestrictAccess {
+                filter_ids: filter_ids.to_vec(),
+                rules: restriction_rules.to_vec(),
+            }
+        }
+        other => {
+            return Err(format!(
+                "final_unit_action '{other}': use terminate, redirect or restrict"
+            ));
+        }
+    })
+}
+
+/// A node's policy at its limit (docs/charging.md): what happens when the last units under
+/// its limit go, instead of the tenant's policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtLimitSpec {
+    /// deny | terminate | redirect | restrict
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_address_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restriction_rules: Vec<String>,
+}
+
+/// Checks a node's policy at its limit.
+pub fn at_limit(spec: &AtLimitSpec) -> Result<AtLimit, String> {
+    match spec.action.as_str() {
+        "deny" => Ok(AtLimit::Deny),
+        "terminate" | "redirect" | "restrict" => final_unit_action(
+            &spec.action,
+            &spec.redirect_address,
+            &spec.redirect_address_type,
+            &spec.filter_ids,
+            &spec.restriction_rules,
+        )
+        .map(AtLimit::Act),
+        other => Err(format!(
+            "action '{other}': use deny, terminate, redirect or restrict"
+        )),
+    }
+}
+
 fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     let mut p = Policy::default();
     if let Some(s) = &spec.slice_octets {
@@ -310,49 +400,13 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     if let Some(v) = spec.max_report_events {
         p.max_report[2] = v;
     }
-    // Checked whatever the action: a typo is an error even where it would not be used.
-    let address_type = match spec.redirect_address_type.as_deref().unwrap_or("url") {
-        "ipv4" => 0,
-        "ipv6" => 1,
-        "url" => 2,
-        "sip" => 3,
-        other => {
-            return Err(format!(
-                "redirect_address_type '{other}': use ipv4, ipv6, url or sip"
-            ));
-        }
-    };
-    p.final_unit_action = match spec.final_unit_action.as_deref().unwrap_or("terminate") {
-        "terminate" => FinalUnitAction::Terminate,
-        "redirect" => {
-            let address = spec
-                .redirect_address
-                .clone()
-                .ok_or("redirect needs redirect_address")?;
-            FinalUnitAction::Redirect {
-                address_type,
-                address,
-            }
-        }
-        "restrict" => {
-            if spec.filter_ids.is_empty() && spec.restriction_rules.is_empty() {
-                return Err("restrict needs filter_ids or restriction_rules".into());
-            }
-            for r in &spec.restriction_rules {
-                ocf_protocol::types::decode_ipfilter(r.as_bytes())
-                    .map_err(|e| format!("restriction rule '{r}': {}", e.reason()))?;
-            }
-            FinalUnitAction::RestrictAccess {
-                filter_ids: spec.filter_ids.clone(),
-                rules: spec.restriction_rules.clone(),
-            }
-        }
-        other => {
-            return Err(format!(
-                "final_unit_action '{other}': use terminate, redirect or restrict"
-            ));
-        }
-    };
+    p.final_unit_action = final_unit_action(
+        spec.final_unit_action.as_deref().unwrap_or("terminate"),
+        &spec.redirect_address,
+        &spec.redirect_address_type,
+        &spec.filter_ids,
+        &spec.restriction_rules,
+    )?;
     p.denied_rating_groups = spec.denied_rating_groups.clone();
     if let Some(t) = &spec.tariff {
         let tariff = Tariff {
@@ -533,7 +587,7 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
         TimeZone::get(&t.time_zone)
             .map_err(|e| terr(format!("time zone '{}': {e}", t.time_zone)))?
     };
-    let pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
+    let mut pol = policy(&t.policy).map_err(|r| terr(format!("policy: {r}")))?;
     let mut tree = Tree::new(t.name.clone(), tz);
     let mut by_path: HashMap<String, u32> = HashMap::new();
     let mut subscriptions = Vec::new();
@@ -574,6 +628,10 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
         }
         let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
         let own = thresholds(&n.thresholds).map_err(&nerr)?;
+        if let Some(a) = &n.at_limit {
+            let a = at_limit(a).map_err(|e| nerr(format!("at_limit: {e}")))?;
+            pol.at_limit.insert(n.path.clone(), a);
+        }
         if !own.is_empty() {
             tree.set_thresholds(id, own);
         }

@@ -90,6 +90,18 @@ pub struct Policy {
     /// far above any grant, but a report past it is refused as corrupt (5004) and charges
     /// nothing, so one bad report cannot use up an enterprise.
     pub max_report: [u64; 3],
+    /// Nodes (by path) whose limit has a policy of its own: applied instead of
+    /// `final_unit_action` when the last units go under that node's limit.
+    pub at_limit: std::collections::BTreeMap<String, AtLimit>,
+}
+
+/// A node's policy at its limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AtLimit {
+    /// The last units go without a Final-Unit-Indication; the next request gets 4012.
+    Deny,
+    /// The last units go with this Final-Unit-Action.
+    Act(FinalUnitAction),
 }
 
 impl Default for Policy {
@@ -106,6 +118,7 @@ impl Default for Policy {
             denied_rating_groups: Vec::new(),
             unmetered: Unmetered::Refuse,
             max_report: [100 * GIB, 7 * 86_400, 1_000_000],
+            at_limit: Default::default(),
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::ledger::{AccountRef, Counter, Level, MONEY_SCALE, Period, Unit, perio
 
 use super::Accounts;
 use super::changes::ChangeError;
-use super::provisioning::{Amount, PolicySpec, TariffSpec};
-use super::tenant::{FinalUnitAction, Policy, SubscriptionType, Unmetered};
+use super::provisioning::{Amount, AtLimitSpec, PolicySpec, TariffSpec};
+use super::tenant::{AtLimit, FinalUnitAction, Policy, SubscriptionType, Unmetered};
 
 /// An amount as shown: a number of units, or for money a decimal string in the currency.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -56,6 +56,9 @@ pub struct NodeView {
     pub thresholds: Vec<ThresholdView>,
     /// The node, or one above it, is blocked: nothing under it is granted.
     pub blocked: bool,
+    /// The node's own policy at its limit (none: the tenant's applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_limit: Option<AtLimitSpec>,
     pub subscriptions: Vec<SubscriptionView>,
     pub children: Vec<String>,
 }
@@ -246,6 +249,10 @@ impl Accounts {
             limits,
             thresholds: own,
             blocked,
+            at_limit: self
+                .policies()
+                .get(at.tree as usize)
+                .and_then(|p| p.at_limit.get(path.trim_matches('/')).map(at_limit_spec)),
             subscriptions,
             children,
         })
@@ -337,15 +344,33 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
         max_report_seconds: Some(p.max_report[1]),
         max_report_events: Some(p.max_report[2]),
     };
-    match &p.final_unit_action {
-        FinalUnitAction::Terminate => spec.final_unit_action = Some("terminate".into()),
+    let a = action_spec(&p.final_unit_action);
+    spec.final_unit_action = Some(a.action);
+    spec.redirect_address = a.redirect_address;
+    spec.redirect_address_type = a.redirect_address_type;
+    spec.filter_ids = a.filter_ids;
+    spec.restriction_rules = a.restriction_rules;
+    spec
+}
+
+/// A Final-Unit-Action as the API writes it.
+fn action_spec(f: &FinalUnitAction) -> AtLimitSpec {
+    let mut a = AtLimitSpec {
+        action: String::new(),
+        redirect_address: None,
+        redirect_address_type: None,
+        filter_ids: Vec::new(),
+        restriction_rules: Vec::new(),
+    };
+    match f {
+        FinalUnitAction::Terminate => a.action = "terminate".into(),
         FinalUnitAction::Redirect {
             address_type,
             address,
         } => {
-            spec.final_unit_action = Some("redirect".into());
-            spec.redirect_address = Some(address.clone());
-            spec.redirect_address_type = Some(
+            a.action = "redirect".into();
+            a.redirect_address = Some(address.clone());
+            a.redirect_address_type = Some(
                 match address_type {
                     0 => "ipv4",
                     1 => "ipv6",
@@ -356,10 +381,24 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
             );
         }
         FinalUnitAction::RestrictAccess { filter_ids, rules } => {
-            spec.final_unit_action = Some("restrict".into());
-            spec.filter_ids = filter_ids.clone();
-            spec.restriction_rules = rules.clone();
+            a.action = "restrict".into();
+            a.filter_ids = filter_ids.clone();
+            a.restriction_rules = rules.clone();
         }
     }
-    spec
+    a
+}
+
+/// A node's policy at its limit as the API writes it.
+fn at_limit_spec(a: &AtLimit) -> AtLimitSpec {
+    match a {
+        AtLimit::Deny => AtLimitSpec {
+            action: "deny".into(),
+            redirect_address: None,
+            redirect_address_type: None,
+            filter_ids: Vec::new(),
+            restriction_rules: Vec::new(),
+        },
+        AtLimit::Act(f) => action_spec(f),
+    }
 }

@@ -3,6 +3,7 @@
 //! thresholds and the Final-Unit-Indication when the last units go; tariffs for money.
 
 use super::*;
+use crate::accounts::tenant::{AtLimit, FinalUnitAction};
 
 /// The kind of service unit a reservation in `unit` was granted for: money reservations buy
 /// octets.
@@ -143,29 +144,54 @@ impl Engine {
             a.quota_holding_time = Some(policy.quota_holding_time_s);
         }
         if last {
-            a.final_unit = Some(policy.final_unit_action.clone());
-            self.policy_applied(s, m, policy, now, rec);
+            // The policy at the limit of the level that cut the grant, if it has one of its
+            // own, else the tenant's.
+            let limited = if price.is_some() { Unit::Money } else { unit };
+            let (limit, path) = self.limiting_path(s, limited);
+            let action = match policy.at_limit.get(&limit) {
+                Some(AtLimit::Deny) => None,
+                Some(AtLimit::Act(f)) => Some(f.clone()),
+                None => Some(policy.final_unit_action.clone()),
+            };
+            a.final_unit = action.clone();
+            self.policy_applied(s, m, action.as_ref(), (limit, path), now, rec);
         }
+    }
+
+    /// The path of the node whose limit cut a grant on `s`'s account, and of the account.
+    fn limiting_path(&self, s: &Session, unit: Unit) -> (String, String) {
+        self.accounts
+            .ledger()
+            .lock(s.account.tree)
+            .map(|t| {
+                let n = t.limiting(s.account.node, unit).unwrap_or(s.account.node);
+                (t.names(n).join("/"), t.names(s.account.node).join("/"))
+            })
+            .unwrap_or_default()
     }
 
     /// Notes for the outbox that the policy at a limit was applied to a session: its last
     /// units went with a Final-Unit-Indication.
-    fn policy_applied(&self, s: &Session, m: &Mscc, policy: &Policy, now: i64, rec: &mut Recorder) {
-        let path = self
-            .accounts
-            .ledger()
-            .lock(s.account.tree)
-            .map(|t| t.names(s.account.node).join("/"))
-            .unwrap_or_default();
-        let action = match policy.final_unit_action {
-            crate::accounts::tenant::FinalUnitAction::Terminate => "terminate",
-            crate::accounts::tenant::FinalUnitAction::Redirect { .. } => "redirect",
-            crate::accounts::tenant::FinalUnitAction::RestrictAccess { .. } => "restrict",
+    fn policy_applied(
+        &self,
+        s: &Session,
+        m: &Mscc,
+        action: Option<&FinalUnitAction>,
+        (limit, path): (String, String),
+        now: i64,
+        rec: &mut Recorder,
+    ) {
+        let action = match action {
+            None => "deny",
+            Some(FinalUnitAction::Terminate) => "terminate",
+            Some(FinalUnitAction::Redirect { .. }) => "redirect",
+            Some(FinalUnitAction::RestrictAccess { .. }) => "restrict",
         };
         let event = serde_json::json!({
             "kind": "policy_applied",
             "tenant": path.split('/').next().unwrap_or_default(),
             "path": path,
+            "limit": limit,
             "time": now,
             "action": action,
             "subscriber": &*s.subscriber,

@@ -234,6 +234,22 @@ impl Tree {
         }
     }
 
+    /// The node on the path from `node` whose limits of `unit` have the least headroom (the
+    /// one nearest `node` of those tied): the level that decides a grant.
+    pub fn limiting(&self, node: u32, unit: Unit) -> Option<u32> {
+        let (path, len) = self.path(node);
+        let mut best: Option<(u64, u32)> = None;
+        for &n in &path[..len] {
+            for c in self.nodes[n].counters.iter().filter(|c| c.unit == unit) {
+                let h = c.headroom();
+                if best.is_none_or(|(b, _)| h < b) {
+                    best = Some((h, n as u32));
+                }
+            }
+        }
+        best.map(|(_, n)| n)
+    }
+
     /// Whether `node` or a node above it is blocked.
     pub fn is_blocked(&self, node: u32) -> bool {
         if self.blocked.is_empty() {

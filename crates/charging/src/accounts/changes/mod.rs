@@ -24,7 +24,7 @@ use tracing::info;
 use crate::ledger::{Period, Unit};
 
 use super::Accounts;
-use super::provisioning::{Amount, LimitSpec, PolicySpec, TenantSpec, ThresholdSpec};
+use super::provisioning::{Amount, AtLimitSpec, LimitSpec, PolicySpec, TenantSpec, ThresholdSpec};
 use plan::parse_sources;
 
 /// One provisioning source of an import: a file's name and text.
@@ -78,6 +78,12 @@ pub enum Change {
     SetThresholds {
         path: String,
         thresholds: Vec<ThresholdSpec>,
+    },
+    /// A node's own policy at its limit (none: the tenant's applies).
+    SetAtLimit {
+        path: String,
+        #[serde(default)]
+        at_limit: Option<AtLimitSpec>,
     },
     /// Blocks a device or everything under a node: no grant until it is unblocked; open
     /// sessions are aborted by the server (ASR).

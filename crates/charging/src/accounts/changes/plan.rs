@@ -7,7 +7,7 @@ use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Threshold, Tree, Uni
 
 use super::super::Accounts;
 use super::super::provisioning::{
-    self, BuiltTenant, DeviceRun, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
+    self, AtLimitSpec, BuiltTenant, DeviceRun, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
 use super::super::tenant::{Policy, SubscriptionType, number_key};
 use super::{Change, ChangeError, ChangeState, Source};
@@ -188,6 +188,7 @@ impl Accounts {
                         path: name.clone(),
                         limits: limits.clone(),
                         thresholds: Vec::new(),
+                        at_limit: None,
                         msisdn: None,
                         imsi: None,
                         nai: None,
@@ -200,9 +201,34 @@ impl Accounts {
             }
             Change::SetPolicy { tenant, policy } => {
                 let tree = plan.tree(tenant)?;
-                let p = provisioning::policy_from_spec(policy)
+                let mut p = provisioning::policy_from_spec(policy)
                     .map_err(|e| invalid(format!("policy: {e}")))?;
+                // The nodes' own policies at their limits stay.
+                p.at_limit = self
+                    .policies()
+                    .get(tree as usize)
+                    .map(|c| c.at_limit.clone())
+                    .unwrap_or_default();
                 plan.steps.push(Step::SetPolicy(tree, p));
+            }
+            Change::SetAtLimit { path, at_limit } => {
+                let at = plan.node(path)?;
+                let mut p = self
+                    .policies()
+                    .get(at.tree as usize)
+                    .map(|c| (**c).clone())
+                    .unwrap_or_default();
+                match at_limit {
+                    Some(spec) => {
+                        let a = provisioning::at_limit(spec)
+                            .map_err(|e| invalid(format!("at_limit: {e}")))?;
+                        p.at_limit.insert(path.trim_matches('/').to_owned(), a);
+                    }
+                    None => {
+                        p.at_limit.remove(path.trim_matches('/'));
+                    }
+                }
+                plan.steps.push(Step::SetPolicy(at.tree, p));
             }
             Change::AddNode {
                 path,
@@ -552,7 +578,14 @@ impl<'e> Planner<'e> {
                         .map(|o| provisioning::build_tenant(o, &mut 0))
                         .transpose()
                         .map_err(invalid)?;
-                    let changed_policy = old.is_none_or(|o| o.policy != t.policy);
+                    let at_limits = |t: &TenantSpec| -> Vec<(String, Option<AtLimitSpec>)> {
+                        t.node
+                            .iter()
+                            .map(|n| (n.path.clone(), n.at_limit.clone()))
+                            .collect()
+                    };
+                    let changed_policy =
+                        old.is_none_or(|o| o.policy != t.policy || at_limits(o) != at_limits(t));
                     self.diff(tree, old_built.as_ref(), built, changed_policy)
                         .map_err(in_file)?;
                 }

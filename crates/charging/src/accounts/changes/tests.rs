@@ -671,3 +671,47 @@ fn a_block_covers_the_node_and_what_is_under_it_only() {
         Err(ChangeError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_nodes_policy_at_its_limit_comes_from_files_and_survives_a_tenant_policy_change() {
+    use crate::accounts::tenant::{AtLimit, FinalUnitAction};
+    let e = engine();
+    let with = |at_limit: &str| {
+        GLOBEX.replace(
+            "path = \"globex/sales\"\n",
+            &format!("path = \"globex/sales\"\nat_limit = {at_limit}\n"),
+        )
+    };
+    import(&e, &with(r#"{ action = "deny" }"#)).unwrap();
+    let tree = e.ledger().find_tree("globex").unwrap() as usize;
+    let at = |e: &Accounts| e.policies()[tree].at_limit.get("globex/sales").cloned();
+    assert_eq!(at(&e), Some(AtLimit::Deny));
+    // A changed file changes it.
+    import(
+        &e,
+        &with(r#"{ action = "redirect", redirect_address = "http://approve.globex.example/" }"#),
+    )
+    .unwrap();
+    assert!(matches!(
+        at(&e),
+        Some(AtLimit::Act(FinalUnitAction::Redirect { .. }))
+    ));
+    // The tenant's own policy changed through the API: the node's stays.
+    e.change(
+        &Change::SetPolicy {
+            tenant: "globex".into(),
+            policy: Default::default(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert!(at(&e).is_some());
+    // Bad ones are refused with the node named.
+    let err = import(&e, &with(r#"{ action = "throttle" }"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("globex/sales") && err.contains("deny, terminate"),
+        "{err}"
+    );
+}
