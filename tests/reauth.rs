@@ -195,3 +195,52 @@ fn a_gateway_that_does_not_know_the_session_has_it_closed_here() {
     assert_eq!(u.result_code, 5002, "{u:?}");
     assert!(d.terminate().success());
 }
+
+#[test]
+fn a_dry_pool_asks_the_idle_holder_to_report_so_an_active_device_is_served() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let (status, _) = api.call(
+        "PUT",
+        "/v1/limits/acme/iot",
+        Some(r#"{"limits":[{"unit":"octets","amount":"4 MiB"}]}"#),
+    );
+    assert_eq!(status, 200);
+    let mut gw = Gw::open(&d, GW);
+    // A takes the whole pool and goes idle.
+    let idle = "pgw.localdomain;pool;idle";
+    assert_eq!(open(&mut gw, idle, "15551009200"), Some(4 * MIB));
+    // B finds it dry.
+    let active = "pgw.localdomain;pool;active";
+    let b = gw.ask(
+        &CcrSpec::new(active, INITIAL, 0)
+            .msisdn("15551009201")
+            .mscc(MsccSpec::ask(10, MIB)),
+    );
+    assert_eq!(b.mscc[0].result_code, Some(4012), "{b:?}");
+    // The holder is asked to report (RAR, within a supervision tick), reports 1 MiB used
+    // and asks for nothing more: the rest returns to the pool.
+    let rar = gw.conn.expect_frame();
+    assert_eq!(rar.header.command_code, 258, "{rar:?}");
+    assert_eq!(rar.find(c::SESSION_ID).unwrap().utf8().unwrap(), idle);
+    let mut out = BytesMut::new();
+    let mut w = MessageWriter::new(&mut out, &rar.header.answer());
+    w.utf8(c::SESSION_ID, idle);
+    w.u32(c::RESULT_CODE, 2001);
+    w.identity(c::ORIGIN_HOST, GW);
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    gw.conn.send(&out);
+    let u = gw.ask(&CcrSpec::new(idle, UPDATE, 1).mscc(MsccSpec {
+        rating_group: Some(10),
+        used_octets: Some(MIB),
+        reporting_reason: Some(FORCED_REAUTHORISATION),
+        ..Default::default()
+    }));
+    assert_eq!(u.result_code, 2001, "{u:?}");
+    // B is served now.
+    let b = gw.ask(&CcrSpec::new(active, UPDATE, 1).mscc(MsccSpec::ask(10, MIB)));
+    assert_eq!(b.mscc[0].granted_octets, Some(MIB), "{b:?}");
+    assert!(gw.answered.is_empty(), "{:?}", gw.answered);
+    assert!(d.terminate().success());
+}

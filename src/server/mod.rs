@@ -110,6 +110,9 @@ impl ServerError {
     }
 }
 
+/// How often the holders of a dry shared pool's units are asked to report, at most.
+const RECLAIM_EVERY: Duration = Duration::from_secs(10);
+
 /// Settings a reload may change, swapped whole; connections pick them up at their next read.
 pub(crate) struct Live {
     pub peer: Arc<PeerConfig>,
@@ -645,8 +648,12 @@ impl Server {
         );
         systemd::ready(&status());
         let watchdog_every = systemd::watchdog_interval();
+        let peers = self.shared.peers.clone();
         let supervisor = tokio::spawn(async move {
             let mut live = Liveness::default();
+            // Shared pools that ran dry while units were held under them: when their holders
+            // were last asked to report (RAR), at most every RECLAIM_EVERY per pool.
+            let mut reclaimed: std::collections::HashMap<String, Instant> = Default::default();
             let mut last_ping = Instant::now();
             // A pass a second, in parts spread over it.
             let parts = store.engine().supervision_parts();
@@ -695,6 +702,21 @@ impl Server {
                     sum.held_reservations + store.engine().outstanding_count(),
                 );
                 gauges.webhooks(&hooks);
+                let now_i = Instant::now();
+                reclaimed.retain(|_, at| now_i.duration_since(*at) < RECLAIM_EVERY);
+                for path in store.engine().take_dry_pools() {
+                    if reclaimed.contains_key(&path) {
+                        continue;
+                    }
+                    info!(%path, "shared pool dry while units are held under it: asking their holders to report (RAR)");
+                    reclaimed.insert(path.clone(), now_i);
+                    tokio::spawn(abort::reauth_sessions(
+                        store.clone(),
+                        peers.clone(),
+                        path,
+                        false,
+                    ));
+                }
                 systemd::status(&status());
                 tracing::debug!("supervision tick");
                 if sum.expired_reservations > 0 || sum.closed_sessions > 0 {

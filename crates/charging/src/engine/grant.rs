@@ -122,6 +122,7 @@ impl Engine {
         };
         if granted == 0 {
             a.result = ResultCode::CreditLimitReached;
+            self.note_dry(s.account, if price.is_some() { Unit::Money } else { unit });
             return;
         }
         // One more at a time: a Vec would round up to four, and a million sessions each

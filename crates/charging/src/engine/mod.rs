@@ -94,7 +94,14 @@ pub struct Engine {
     hosts: RwLock<std::collections::HashSet<Arc<str>>>,
     /// Usage reports refused as impossibly large (see [`Policy::max_report`]).
     pub reports_refused: AtomicU64,
+    /// Levels (tree, node) that refused a grant while reservations under them held units:
+    /// the server asks the gateways holding them to report (RAR) so that active devices can
+    /// be served. Drained by [`Engine::take_dry_pools`]; bounded.
+    dry: Mutex<Vec<AccountRef>>,
 }
+
+/// Dry levels noted at once at most (more are dropped until drained).
+const MAX_DRY: usize = 64;
 
 /// The most services (Rating-Group and Service-Identifier) one session may use.
 const MAX_SERVICES: usize = 1024;
@@ -167,6 +174,7 @@ impl Engine {
             outstanding: Mutex::new(Vec::new()),
             hosts: RwLock::new(Default::default()),
             reports_refused: AtomicU64::new(0),
+            dry: Mutex::new(Vec::new()),
         }
     }
 
@@ -211,6 +219,41 @@ impl Engine {
                 .lock_index(i)
                 .open
                 .reserve(per + per / 16 + 16);
+        }
+    }
+
+    /// The paths of the levels that refused a grant since the last call while reservations
+    /// under them held units (each once).
+    pub fn take_dry_pools(&self) -> Vec<String> {
+        let dry = std::mem::take(&mut *self.dry.lock().unwrap_or_else(|p| p.into_inner()));
+        dry.into_iter()
+            .filter_map(|at| {
+                let t = self.accounts.ledger().lock(at.tree)?;
+                Some(t.names(at.node).join("/"))
+            })
+            .collect()
+    }
+
+    /// Notes that the level above `account` that cut a grant to nothing has units held.
+    pub(super) fn note_dry(&self, account: AccountRef, unit: Unit) {
+        let Some(level) = self.accounts.ledger().lock(account.tree).and_then(|t| {
+            let n = t.limiting(account.node, unit)?;
+            t.nodes
+                .get(n as usize)?
+                .counters
+                .iter()
+                .any(|c| c.unit == unit && c.reserved > 0)
+                .then_some(n)
+        }) else {
+            return;
+        };
+        let at = AccountRef {
+            tree: account.tree,
+            node: level,
+        };
+        let mut dry = self.dry.lock().unwrap_or_else(|p| p.into_inner());
+        if dry.len() < MAX_DRY && !dry.contains(&at) {
+            dry.push(at);
         }
     }
 
