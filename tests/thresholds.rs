@@ -86,6 +86,21 @@ fn device_levels_fire_once_across_kill_and_snapshot_restarts() {
     );
     assert_eq!(e["default"], true);
     let id80 = e["id"].as_u64().expect("an id");
+    // Counted by kind in the metrics (refreshed once a second: a bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let c = ocf::ctl::http::Client {
+            addr: api.addr,
+            token: None,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let body = c.call("GET", "/metrics", None).unwrap().body;
+        if body.contains("ocfd_events_made_total{kind=\"threshold_crossed\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(e["seq"].as_u64(), Some(id80));
 
     // kill -9, restart: 80% is not fired again by more usage below 100%.

@@ -38,6 +38,8 @@ pub struct Store {
     changes: Option<Mutex<ChangeLog>>,
     /// Credit-control requests answered 3004 because the journal could not admit them.
     refused: std::sync::atomic::AtomicU64,
+    /// Events made since start, by kind (for metrics).
+    events_by_kind: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Store {
@@ -51,6 +53,7 @@ impl Store {
             event_ids: Default::default(),
             changes: None,
             refused: Default::default(),
+            events_by_kind: Default::default(),
         }
     }
 
@@ -160,6 +163,7 @@ impl Store {
     pub fn hand_over(&self, mut pending: Pending<'_>) -> u64 {
         let now = pending.now();
         let ops = pending.take_ops();
+        self.count_events(&ops);
         match &self.journal {
             Some(j) => {
                 let last = j.append(now, ops);
@@ -278,12 +282,51 @@ impl Store {
         }
     }
 
+    /// Counts the events among `ops` by kind (they are rare: a lock is cheap).
+    fn count_events(&self, ops: &[Op]) {
+        let kinds = ops.iter().filter_map(|op| match op {
+            Op::Threshold(f) => Some(
+                if matches!(f.level, crate::record::FiredLevel::Percent(p) if p >= 100)
+                    || matches!(f.level, crate::record::FiredLevel::Amount(a) if a >= f.limit)
+                {
+                    "limit_reached".to_owned()
+                } else {
+                    "threshold_crossed".to_owned()
+                },
+            ),
+            Op::Event(data) => serde_json::from_slice::<serde_json::Value>(data)
+                .ok()
+                .and_then(|v| v["kind"].as_str().map(str::to_owned)),
+            _ => None,
+        });
+        let mut by_kind = None;
+        for k in kinds {
+            let m = by_kind.get_or_insert_with(|| {
+                self.events_by_kind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
+            *m.entry(k).or_insert(0) += 1;
+        }
+    }
+
+    /// Events made since start, by kind.
+    pub fn events_by_kind(&self) -> Vec<(String, u64)> {
+        self.events_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Hands an event to the outbox (through the journal, so it has a sequence as its id).
     pub fn event(&self, now: i64, event: &serde_json::Value) {
         let Ok(data) = serde_json::to_vec(event) else {
             return;
         };
         let op = Op::Event(data);
+        self.count_events(std::slice::from_ref(&op));
         match &self.journal {
             Some(j) => {
                 j.append(now, vec![op]);

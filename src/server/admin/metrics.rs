@@ -168,6 +168,10 @@ fn describe() {
         "ocfd_webhook_cursor",
         "Id of the last event a webhook endpoint took or gave up"
     );
+    metrics::describe_counter!(
+        "ocfd_events_made_total",
+        "Events made since start, by kind (threshold_crossed, limit_reached, policy_applied, blocked, ...)"
+    );
     metrics::describe_gauge!(
         "ocfd_events_outbox_bytes",
         "Octets the event outbox holds (bounded by events.max_mib; alert before it is reached)"
@@ -295,6 +299,9 @@ impl Gauges {
                 .set(f.errors.load(Ordering::Relaxed) as f64);
             self.usage_synced
                 .set(f.synced.load(Ordering::Relaxed) as f64);
+        }
+        for (kind, n) in store.events_by_kind() {
+            metrics::counter!("ocfd_events_made_total", "kind" => kind).absolute(n);
         }
         if let Some(f) = store.event_log().and_then(|u| u.following()) {
             self.events.absolute(f.lines.load(Ordering::Relaxed));
