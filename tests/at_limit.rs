@@ -66,10 +66,8 @@ fn a_cost_centres_own_policy_decides_at_its_limit() {
     assert_eq!(t.mscc[0].final_unit_action, Some(TERMINATE), "{t:?}");
 
     // Each is an event naming the level that decided.
-    let (_, ev) = api.call("GET", "/v1/events?kind=policy_applied&wait_ms=2000", None);
-    let seen: Vec<(String, String)> = ev["events"]
-        .as_array()
-        .unwrap()
+    let ev = events_of(&api, "kind=policy_applied", 3);
+    let seen: Vec<(String, String)> = ev
         .iter()
         .map(|e| {
             (
@@ -85,7 +83,7 @@ fn a_cost_centres_own_policy_decides_at_its_limit() {
             ("acme/sales".to_owned(), "deny".to_owned()),
             ("acme/iot/15551008801".to_owned(), "terminate".to_owned()),
         ],
-        "{ev}"
+        "{ev:?}"
     );
 
     // Bad input: 400 with a reason, 404 for no node; nothing changed.

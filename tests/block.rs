@@ -98,22 +98,26 @@ fn a_blocked_device_is_aborted_refused_and_let_in_again() {
     assert_eq!(again.result_code, 4010, "{again:?}");
 
     // The outbox tells: blocked, and the session aborted (its gateway took the ASR).
+    // The events of the device, waiting (long poll after the last one seen, bounded) until
+    // there are `n`.
     let events = |api: &Http, n: usize| {
-        let mut got: Vec<serde_json::Value> = Vec::new();
-        for _ in 0..10 {
+        let mut got: Vec<String> = Vec::new();
+        let mut after = 0;
+        let deadline = std::time::Instant::now() + WAIT;
+        while got.len() < n && std::time::Instant::now() < deadline {
             let (_, v) = api.call(
                 "GET",
-                &format!("/v1/events?node=acme/iot/{device}&kind=blocked,unblocked,session_aborted&wait_ms=2000"),
+                &format!(
+                    "/v1/events?node=acme/iot/{device}&kind=blocked,unblocked,session_aborted&after={after}&wait_ms=2000"
+                ),
                 None,
             );
-            got = v["events"].as_array().cloned().unwrap_or_default();
-            if got.len() >= n {
-                break;
+            for e in v["events"].as_array().into_iter().flatten() {
+                got.push(e["kind"].as_str().unwrap_or_default().to_owned());
             }
+            after = v["next_after"].as_u64().unwrap_or(after);
         }
-        got.iter()
-            .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
+        got
     };
     assert_eq!(events(&api, 2), ["blocked", "session_aborted"]);
 

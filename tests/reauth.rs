@@ -106,8 +106,8 @@ fn what_no_longer_fits_is_reauthorised_and_granted_within_the_new_limits() {
         Some(r#"{"from":"acme/iot","to":"acme","unit":"octets","amount":"1 MiB"}"#),
     );
     assert_eq!(status, 200);
-    let (_, ev) = api.call("GET", "/v1/events?kind=allowance_moved&wait_ms=2000", None);
-    let moved = &ev["events"][0];
+    let ev = events_of(&api, "kind=allowance_moved", 1);
+    let moved = &ev[0];
     assert_eq!(
         (
             moved["path"].as_str(),
@@ -115,7 +115,7 @@ fn what_no_longer_fits_is_reauthorised_and_granted_within_the_new_limits() {
             moved["amount"].as_str()
         ),
         (Some("acme/iot"), Some("acme"), Some("1 MiB")),
-        "{ev}"
+        "{ev:?}"
     );
     // A move is bounded by the headroom, so what is held always fits after one. A manager
     // asking re-authorises every session under the node.

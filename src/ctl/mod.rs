@@ -113,6 +113,29 @@ pub fn parse_threshold(text: &str) -> Result<Value, CtlError> {
     Ok(Value::Object(v))
 }
 
+/// Calls `METHOD /v1/<endpoint>/<path>` with `body`; the node it answers with, as a table or
+/// the API's JSON.
+fn node_call(
+    c: &Client,
+    method: &str,
+    endpoint: &str,
+    path: &str,
+    body: Option<&Value>,
+    json: bool,
+) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        method,
+        &format!("/v1/{endpoint}/{}", encode_path(path)),
+        body,
+    )?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        node_text(&v)
+    })
+}
+
 /// `thresholds PATH --level L ...`: sets all of a node's own thresholds (none: clears them).
 pub fn thresholds(
     c: &Client,
@@ -125,32 +148,19 @@ pub fn thresholds(
         .map(|l| parse_threshold(l))
         .collect::<Result<_, _>>()?;
     let body = serde_json::json!({ "thresholds": list });
-    let v = call(
-        c,
-        "PUT",
-        &format!("/v1/thresholds/{}", encode_path(path)),
-        Some(&body),
-    )?;
-    Ok(if json {
-        format!("{v:#}\n")
-    } else {
-        node_text(&v)
-    })
+    node_call(c, "PUT", "thresholds", path, Some(&body), json)
 }
 
 /// `block PATH` / `unblock PATH`.
 pub fn blocked(c: &Client, path: &str, block: bool, json: bool) -> Result<String, CtlError> {
-    let v = call(
+    node_call(
         c,
         if block { "PUT" } else { "DELETE" },
-        &format!("/v1/blocked/{}", encode_path(path)),
+        "blocked",
+        path,
         None,
-    )?;
-    Ok(if json {
-        format!("{v:#}\n")
-    } else {
-        node_text(&v)
-    })
+        json,
+    )
 }
 
 /// `at-limit PATH ...`: sets (or with no body, clears) a node's own policy at its limit.
@@ -160,17 +170,14 @@ pub fn at_limit(
     body: Option<&Value>,
     json: bool,
 ) -> Result<String, CtlError> {
-    let v = call(
+    node_call(
         c,
         if body.is_some() { "PUT" } else { "DELETE" },
-        &format!("/v1/at-limit/{}", encode_path(path)),
+        "at-limit",
+        path,
         body,
-    )?;
-    Ok(if json {
-        format!("{v:#}\n")
-    } else {
-        node_text(&v)
-    })
+        json,
+    )
 }
 
 /// `reauth PATH`.
@@ -642,17 +649,7 @@ pub fn limit(c: &Client, path: &str, limits: &[String], json: bool) -> Result<St
         .map(|l| parse_limit(l))
         .collect::<Result<_, _>>()?;
     let body = serde_json::json!({ "limits": limits });
-    let v = call(
-        c,
-        "PUT",
-        &format!("/v1/limits/{}", encode_path(path)),
-        Some(&body),
-    )?;
-    Ok(if json {
-        format!("{v:#}\n")
-    } else {
-        node_text(&v)
-    })
+    node_call(c, "PUT", "limits", path, Some(&body), json)
 }
 
 /// `move FROM TO AMOUNT`.

@@ -635,3 +635,27 @@ impl Http {
         (a.status, a.json())
     }
 }
+
+/// The outbox's events for `query` (e.g. `kind=blocked`), waiting (long polls after the last
+/// one seen, bounded by WAIT) until there are at least `n`.
+#[allow(dead_code)]
+pub(crate) fn events_of(api: &Http, query: &str, n: usize) -> Vec<serde_json::Value> {
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    let mut after = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} events expected for {query}, got {got:?}"
+        );
+        let (status, v) = api.call(
+            "GET",
+            &format!("/v1/events?{query}&after={after}&wait_ms=2000"),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+        got.extend(v["events"].as_array().cloned().unwrap_or_default());
+        after = v["next_after"].as_u64().unwrap_or(after);
+    }
+    got
+}
