@@ -82,6 +82,67 @@ pub struct WebhookSection {
     pub retry_max_ms: u64,
 }
 
+/// Where an endpoint is: scheme, host, port and path of its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookTarget {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Parses an `http://` or `https://` URL: host (an IPv6 address in brackets), optional port,
+/// path (default `/`). No user info, no fragment.
+pub fn parse_url(url: &str) -> Result<WebhookTarget, String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!(
+            "'{url}': a webhook URL starts with http:// or https://"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.contains('@') || path.contains('#') || path.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "'{url}': no user info, fragment or spaces in a webhook URL"
+        ));
+    }
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("'{url}': an IPv6 host is written [addr]"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("'{url}': bad port"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("'{url}': bad authority")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse().map_err(|_| format!("'{url}': bad port"))?,
+            ),
+            None => (authority.to_owned(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("'{url}': no host"));
+    }
+    Ok(WebhookTarget {
+        https,
+        host,
+        port,
+        path: path.to_owned(),
+    })
+}
+
 fn webhook_max_age_s() -> u64 {
     86_400
 }
@@ -548,8 +609,7 @@ impl Config {
                     ),
                 ));
             }
-            let target = crate::server::webhooks::parse_url(&w.url)
-                .map_err(|e| invalid("webhooks.url", e))?;
+            let target = parse_url(&w.url).map_err(|e| invalid("webhooks.url", e))?;
             if target.https && w.ca_file.is_none() {
                 return Err(invalid(
                     "webhooks.ca_file",
@@ -748,6 +808,40 @@ mod tests {
             let c: Config =
                 toml::from_str(&format!("[charging]\ndevice_thresholds = {ok}\n")).unwrap();
             c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("https://hooks.example:8443/ocfd?x=1").unwrap(),
+            WebhookTarget {
+                https: true,
+                host: "hooks.example".into(),
+                port: 8443,
+                path: "/ocfd?x=1".into()
+            }
+        );
+        assert_eq!(
+            parse_url("http://[::1]/").unwrap(),
+            WebhookTarget {
+                https: false,
+                host: "::1".into(),
+                port: 80,
+                path: "/".into()
+            }
+        );
+        assert_eq!(parse_url("http://h").unwrap().path, "/");
+        for bad in [
+            "ftp://h/",
+            "http://",
+            "http://u:p@h/",
+            "http://h:99999/",
+            "http://[::1/",
+            "http://h/a b",
+            "http://h/#f",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 

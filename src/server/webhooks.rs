@@ -15,68 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::config::WebhookSection;
-
-/// Where an endpoint is: scheme, host, port and path of its URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-/// Parses an `http://` or `https://` URL: host (an IPv6 address in brackets), optional port,
-/// path (default `/`). No user info, no fragment.
-pub fn parse_url(url: &str) -> Result<Target, String> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(format!(
-            "'{url}': a webhook URL starts with http:// or https://"
-        ));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.contains('@') || path.contains('#') || path.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "'{url}': no user info, fragment or spaces in a webhook URL"
-        ));
-    }
-    let default_port = if https { 443 } else { 80 };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("'{url}': an IPv6 host is written [addr]"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("'{url}': bad port"))?,
-            None if after.is_empty() => default_port,
-            None => return Err(format!("'{url}': bad authority")),
-        };
-        (h.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse().map_err(|_| format!("'{url}': bad port"))?,
-            ),
-            None => (authority.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("'{url}': no host"));
-    }
-    Ok(Target {
-        https,
-        host,
-        port,
-        path: path.to_owned(),
-    })
-}
+pub use crate::config::WebhookTarget as Target;
+use crate::config::{WebhookSection, parse_url};
 
 /// One endpoint, ready to deliver.
 pub struct Endpoint {
@@ -422,40 +362,6 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("https://hooks.example:8443/ocfd?x=1").unwrap(),
-            Target {
-                https: true,
-                host: "hooks.example".into(),
-                port: 8443,
-                path: "/ocfd?x=1".into()
-            }
-        );
-        assert_eq!(
-            parse_url("http://[::1]/").unwrap(),
-            Target {
-                https: false,
-                host: "::1".into(),
-                port: 80,
-                path: "/".into()
-            }
-        );
-        assert_eq!(parse_url("http://h").unwrap().path, "/");
-        for bad in [
-            "ftp://h/",
-            "http://",
-            "http://u:p@h/",
-            "http://h:99999/",
-            "http://[::1/",
-            "http://h/a b",
-            "http://h/#f",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn jitter_stays_within_a_fifth() {

@@ -296,7 +296,7 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
     for h in held {
         var(out, h.id);
         ids(out, h.rating_group, h.service_identifier);
-        out.push(super::recorder::unit_code(h.unit));
+        out.push(crate::ledger::unit_index(h.unit) as u8);
         var(out, h.reserved);
         var(out, h.granted);
         zig(out, h.expires);
