@@ -402,3 +402,86 @@ fn tshark_dissects_re_auth_and_abort_session_requests() {
     let avps = tshark_read(&file, port, &["-Y", "diameter", "-V"]);
     assert!(!avps.contains("Unknown AVP"), "{avps}");
 }
+
+/// Sy: a PCRF's Spending-Limit request and ocfd's answer, ocfd's Spending-Status-Notification
+/// when a counter changes, and the PCRF's answer dissect cleanly, with the counter and status
+/// tshark reads being ocfd's.
+#[test]
+fn tshark_dissects_sy_spending_limit_and_status_notification() {
+    require_tool("tshark", "tshark");
+    const SY: u32 = 16777302;
+    let mut ocfd = Daemon::start("");
+    let port = ocfd.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sy.pcapng");
+    let mut tshark = capture(&ocfd, &file);
+    let mut conn = Conn::connect(ocfd.addr);
+    // One peer for both: the gateway and the PCRF (Gy and Sy).
+    let mut id = identity("pgw.localdomain");
+    id.auth_application_ids = vec![4, SY];
+    let mut cer = BytesMut::new();
+    id.write_cer(&mut cer, 1, 1);
+    conn.send(&cer);
+    assert_eq!(result_code(&conn.expect_frame()), 2001);
+    let sid = "pgw.localdomain;sy;1";
+    let mut slr = BytesMut::new();
+    let mut w = MessageWriter::new(&mut slr, &Header::request(8388635, SY, 2, 2));
+    w.utf8(c::SESSION_ID, sid);
+    w.u32(c::AUTH_APPLICATION_ID, SY);
+    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.identity(c::DESTINATION_REALM, "localdomain");
+    w.u32(c::SL_REQUEST_TYPE, 0);
+    let g = w.begin_group(c::SUBSCRIPTION_ID);
+    w.u32(c::SUBSCRIPTION_ID_TYPE, 0);
+    w.utf8(c::SUBSCRIPTION_ID_DATA, "15551009400");
+    w.end_group(g);
+    w.finish();
+    conn.send(&slr);
+    assert_eq!(result_code(&conn.expect_frame()), 2001);
+    // Usage past 80% of the device's 10 MiB: the status changes, an SNR comes.
+    let mut gy = BytesMut::new();
+    ocf_loadtest::gy::CcrSpec::new("pgw.localdomain;gy;9", ocf_loadtest::gy::INITIAL, 0)
+        .msisdn("15551009400")
+        .mscc(ocf_loadtest::gy::MsccSpec::report(1, 9 << 20, false))
+        .write(&mut gy, 3, 3);
+    conn.send(&gy);
+    let mut snr = conn.expect_frame();
+    while snr.header.command_code != 8388636 {
+        snr = conn.expect_frame();
+    }
+    let mut sna = BytesMut::new();
+    let mut w = MessageWriter::new(&mut sna, &snr.header.answer());
+    w.utf8(c::SESSION_ID, sid);
+    w.u32(c::RESULT_CODE, 2001);
+    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    conn.send(&sna);
+    stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
+    let fields = tshark_read(
+        &file,
+        port,
+        &[
+            "-Y",
+            "diameter.cmd.code == 8388635 || diameter.cmd.code == 8388636",
+            "-T",
+            "fields",
+            "-e",
+            "diameter.cmd.code",
+            "-e",
+            "diameter.flags.request",
+            "-e",
+            "diameter.Policy-Counter-Status",
+        ],
+    );
+    let lines: Vec<&str> = fields.lines().collect();
+    assert_eq!(lines.len(), 4, "SLR, SLA, SNR, SNA: {fields}");
+    assert!(lines[1].contains("normal"), "{fields}");
+    assert!(
+        lines[2].starts_with("8388636") && lines[2].contains("warn-80"),
+        "{fields}"
+    );
+    let avps = tshark_read(&file, port, &["-Y", "diameter", "-V"]);
+    assert!(!avps.contains("Unknown AVP"), "{avps}");
+}

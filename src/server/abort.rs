@@ -88,6 +88,11 @@ impl Peers {
         }
     }
 
+    /// The way to `host`, if it is connected.
+    pub fn sender(&self, host: &str) -> Option<mpsc::Sender<Outbound>> {
+        self.route(host).map(|(tx, _)| tx)
+    }
+
     /// The way to `host`, and its realm, if it is connected.
     fn route(&self, host: &str) -> Option<(mpsc::Sender<Outbound>, String)> {
         self.by_host

@@ -63,9 +63,11 @@ fn is_credit_control_request(frame: &[u8]) -> bool {
 /// Handles what the peer state machine has for the upper layer: logs opens and closes and
 /// answers application requests, credit control joining `batch`. Returns how many requests
 /// it answered.
+#[allow(clippy::too_many_arguments)]
 fn answer_events<'e>(
     peer: &mut Peer,
     store: &'e ocf_store::Store,
+    sy: &super::sy::Sy,
     batch: &mut Option<ocf_charging::CcrBatch<'e>>,
     remote: SocketAddr,
     tracked: &mut Option<Vec<Tracked>>,
@@ -85,7 +87,7 @@ fn answer_events<'e>(
             Event::Request(msg) => {
                 let (identity, out) = peer.identity_and_transmit();
                 let start = out.len();
-                dispatch::answer(store, batch, identity, out, &msg);
+                dispatch::answer(store, sy, batch, identity, out, &msg);
                 let h = &msg.header;
                 if h.application_id == ocf_protocol::codes::application::CREDIT_CONTROL
                     && h.command_code == ocf_protocol::codes::command::CREDIT_CONTROL
@@ -292,6 +294,7 @@ pub(crate) async fn drive<S>(
             let n = answer_events(
                 &mut peer,
                 &shared.store,
+                &shared.sy,
                 &mut batch,
                 remote,
                 &mut tracked,
@@ -412,7 +415,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.store, &mut batch, remote, &mut tracked, &mut reports, &mut ours);
+                            answered += answer_events(&mut peer, &shared.store, &shared.sy, &mut batch, remote, &mut tracked, &mut reports, &mut ours);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");

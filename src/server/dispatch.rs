@@ -1,5 +1,5 @@
 //! Answers to application requests that passed the base protocol's checks: credit control
-//! goes to the charging engine; anything else in application 4 is 3001.
+//! goes to the charging engine, Sy to the PCRFs' subscriptions; anything else is 3001.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,7 @@ pub fn unix_now() -> i64 {
 /// request of a read), which the caller finishes once the read is answered.
 pub fn answer<'e>(
     store: &'e Store,
+    sy: &super::sy::Sy,
     batch: &mut Option<CcrBatch<'e>>,
     identity: &LocalIdentity,
     out: &mut bytes::BytesMut,
@@ -32,6 +33,8 @@ pub fn answer<'e>(
     {
         let batch = batch.get_or_insert_with(|| store.batch(unix_now()));
         store.credit_control(batch, identity, request, out);
+    } else if h.application_id == application::SY {
+        sy.answer(store, identity, out, request);
     } else {
         let e = DiameterError::new(
             ResultCode::CommandUnsupported,

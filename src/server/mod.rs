@@ -9,6 +9,7 @@ pub mod meter;
 mod overload;
 pub mod recovery;
 pub mod reload;
+pub mod sy;
 mod systemd;
 pub mod webhooks;
 
@@ -154,6 +155,8 @@ pub(crate) struct Shared {
     pub olr_sent: AtomicU64,
     /// Open connections by peer, for requests ocfd sends (ASR).
     pub peers: Arc<abort::Peers>,
+    /// Sy subscriptions of PCRFs.
+    pub sy: Arc<sy::Sy>,
 }
 
 impl Shared {
@@ -278,7 +281,7 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
         product_name: d.product_name.clone(),
         firmware_revision: firmware_revision(),
         origin_state_id,
-        auth_application_ids: vec![application::CREDIT_CONTROL],
+        auth_application_ids: vec![application::CREDIT_CONTROL, application::SY],
         supported_vendor_ids: vec![VENDOR_3GPP],
     };
     let peer = Arc::new(PeerConfig {
@@ -412,6 +415,7 @@ impl Server {
                 overload: overload::Overload::default(),
                 olr_sent: AtomicU64::new(0),
                 peers: Arc::new(abort::Peers::default()),
+                sy: Arc::new(sy::Sy::default()),
             }),
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
@@ -649,6 +653,7 @@ impl Server {
         systemd::ready(&status());
         let watchdog_every = systemd::watchdog_interval();
         let peers = self.shared.peers.clone();
+        let sy = self.shared.sy.clone();
         let supervisor = tokio::spawn(async move {
             let mut live = Liveness::default();
             // Shared pools that ran dry while units were held under them: when their holders
@@ -702,6 +707,7 @@ impl Server {
                     sum.held_reservations + store.engine().outstanding_count(),
                 );
                 gauges.webhooks(&hooks);
+                tokio::spawn(sy.clone().notify(store.clone(), peers.clone()));
                 let now_i = Instant::now();
                 reclaimed.retain(|_, at| now_i.duration_since(*at) < RECLAIM_EVERY);
                 for path in store.engine().take_dry_pools() {

@@ -144,7 +144,8 @@ impl LocalIdentity {
     ) {
         let ids = (hop_by_hop, end_to_end);
         let to = (session_id, destination_host, destination_realm);
-        let w = self.session_request(out, command::ABORT_SESSION, ids, to);
+        let app = application::CREDIT_CONTROL;
+        let w = self.session_request(out, (command::ABORT_SESSION, app), ids, to);
         w.finish();
     }
 
@@ -163,7 +164,8 @@ impl LocalIdentity {
     ) {
         let ids = (hop_by_hop, end_to_end);
         let to = (session_id, destination_host, destination_realm);
-        let mut w = self.session_request(out, command::RE_AUTH, ids, to);
+        let app = application::CREDIT_CONTROL;
+        let mut w = self.session_request(out, (command::RE_AUTH, app), ids, to);
         // AUTHORIZE_ONLY (RFC 6733 §8.12).
         w.u32(c::RE_AUTH_REQUEST_TYPE, 0);
         if let Some(rg) = rating_group {
@@ -172,29 +174,50 @@ impl LocalIdentity {
         w.finish();
     }
 
-    /// The start of a request we send a gateway about one of its credit-control sessions:
-    /// Session-Id, our origin, its Destination-Host and -Realm, Auth-Application-Id 4 and
+    /// Spending-Status-Notification-Request (3GPP TS 29.219) for a PCRF's Sy session: each
+    /// changed policy counter as (identifier, status).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_snr(
+        &self,
+        out: &mut BytesMut,
+        hop_by_hop: u32,
+        end_to_end: u32,
+        session_id: &str,
+        destination_host: &str,
+        destination_realm: &str,
+        reports: &[(String, String)],
+    ) {
+        let ids = (hop_by_hop, end_to_end);
+        let to = (session_id, destination_host, destination_realm);
+        let what = (command::SPENDING_STATUS_NOTIFICATION, application::SY);
+        let mut w = self.session_request(out, what, ids, to);
+        for (id, status) in reports {
+            let g = w.begin_group(c::POLICY_COUNTER_STATUS_REPORT);
+            w.utf8(c::POLICY_COUNTER_IDENTIFIER, id);
+            w.utf8(c::POLICY_COUNTER_STATUS, status);
+            w.end_group(g);
+        }
+        w.finish();
+    }
+
+    /// The start of a request we send a peer about one of its sessions: Session-Id, our
+    /// origin, its Destination-Host and -Realm, the Auth-Application-Id of the application and
     /// Origin-State-Id. The caller adds what the command needs and finishes it.
     fn session_request<'o>(
         &self,
         out: &'o mut BytesMut,
-        command_code: u32,
+        (command_code, app): (u32, u32),
         (hop_by_hop, end_to_end): (u32, u32),
         (session_id, destination_host, destination_realm): (&str, &str, &str),
     ) -> MessageWriter<'o> {
-        let mut h = Header::request(
-            command_code,
-            application::CREDIT_CONTROL,
-            hop_by_hop,
-            end_to_end,
-        );
+        let mut h = Header::request(command_code, app, hop_by_hop, end_to_end);
         h.flags = CommandFlags(CommandFlags::REQUEST | CommandFlags::PROXIABLE);
         let mut w = MessageWriter::new(out, &h);
         w.utf8(c::SESSION_ID, session_id);
         self.origin(&mut w);
         w.identity(c::DESTINATION_REALM, destination_realm);
         w.identity(c::DESTINATION_HOST, destination_host);
-        w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
+        w.u32(c::AUTH_APPLICATION_ID, app);
         w.u32(c::ORIGIN_STATE_ID, self.origin_state_id);
         w
     }

@@ -11,6 +11,8 @@ pub const VENDOR_3GPP: u32 = 10415;
 pub mod application {
     pub(crate) const COMMON_MESSAGES: u32 = 0;
     pub const CREDIT_CONTROL: u32 = 4;
+    /// Sy (3GPP TS 29.219): the OCS side towards a PCRF.
+    pub const SY: u32 = 16777302;
     pub(crate) const RELAY: u32 = 0xffff_ffff;
 }
 
@@ -24,6 +26,10 @@ pub mod command {
     pub const SESSION_TERMINATION: u32 = 275;
     pub const DEVICE_WATCHDOG: u32 = 280;
     pub const DISCONNECT_PEER: u32 = 282;
+    /// Sy Spending-Limit-Request/Answer.
+    pub const SPENDING_LIMIT: u32 = 8388635;
+    /// Sy Spending-Status-Notification-Request/Answer.
+    pub const SPENDING_STATUS_NOTIFICATION: u32 = 8388636;
 }
 
 /// An AVP as the code uses it: its dictionary name, code, vendor and whether we set the M bit
@@ -139,6 +145,12 @@ pub mod avp {
         QUOTA_CONSUMPTION_TIME = ("Quota-Consumption-Time", 881, VENDOR_3GPP, true);
         UNIT_QUOTA_THRESHOLD = ("Unit-Quota-Threshold", 1226, VENDOR_3GPP, true);
         TRIGGER = ("Trigger", 1264, VENDOR_3GPP, true);
+        // 3GPP TS 29.219 Sy
+        POLICY_COUNTER_IDENTIFIER = ("Policy-Counter-Identifier", 2901, VENDOR_3GPP, true);
+        POLICY_COUNTER_STATUS = ("Policy-Counter-Status", 2902, VENDOR_3GPP, true);
+        POLICY_COUNTER_STATUS_REPORT = ("Policy-Counter-Status-Report", 2903, VENDOR_3GPP, true);
+        SL_REQUEST_TYPE = ("SL-Request-Type", 2904, VENDOR_3GPP, true);
+        SN_REQUEST_TYPE = ("SN-Request-Type", 2907, VENDOR_3GPP, true);
         // RFC 7683 DOIC: sent without the M bit (its §7.7), so a peer that does not know them
         // ignores them.
         OC_SUPPORTED_FEATURES = ("OC-Supported-Features", 621, VENDOR_IETF, false);

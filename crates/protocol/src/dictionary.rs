@@ -27,6 +27,7 @@ pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("base.xml", include_str!("../../../dictionaries/base.xml")),
     // Before credit-control.xml, whose commands name its AVPs.
     ("doic.xml", include_str!("../../../dictionaries/doic.xml")),
+    ("sy.xml", include_str!("../../../dictionaries/sy.xml")),
     (
         "credit-control.xml",
         include_str!("../../../dictionaries/credit-control.xml"),
