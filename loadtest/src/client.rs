@@ -189,7 +189,11 @@ impl Client {
     /// Flushes pending output, then reads until the state machine has an event (answering
     /// watchdogs on the way).
     async fn next_event(&mut self) -> Result<Event, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        self.next_event_until(Instant::now() + self.timeout).await
+    }
+
+    /// [`Self::next_event`], giving up at `deadline`.
+    async fn next_event_until(&mut self, deadline: Instant) -> Result<Event, ClientError> {
         loop {
             if !self.peer.transmit().is_empty() {
                 let out = self.peer.transmit().split();
@@ -246,6 +250,28 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// Waits until `deadline` for a request from the server (answering watchdogs on the way);
+    /// `None` if none came. Answer it with [`Self::answer`].
+    pub async fn next_request(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<Message>, ClientError> {
+        loop {
+            match self.next_event_until(deadline).await {
+                Ok(Event::Request(m)) => return Ok(Some(m)),
+                Ok(Event::Closed(r)) => return Err(ClientError::Closed(Some(r))),
+                Ok(_) => {}
+                Err(ClientError::Timeout(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues an answer written by `build` (sent with the next read or request).
+    pub fn answer(&mut self, build: impl FnOnce(&mut BytesMut)) {
+        build(self.peer.transmit());
     }
 
     /// The connection, its state machine and any bytes read past the CEA, for a driver of its

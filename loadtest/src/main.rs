@@ -45,6 +45,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
         count: u32,
     },
+    /// A PCRF on Sy (3GPP TS 29.219): subscribe to subscribers' policy counters
+    /// (Spending-Limit), answer the status notifications that follow for --duration-s, then
+    /// unsubscribe (Session-Termination); the statuses seen, as JSON on stdout.
+    Sy {
+        #[command(flatten)]
+        conn: Box<ConnArgs>,
+        /// Subscribers FIRST:COUNT (MSISDNs), at most 100,000.
+        #[arg(long, default_value = "15551000000:10")]
+        subscribers: String,
+        /// Seconds to stay subscribed, answering notifications.
+        #[arg(long, default_value_t = 10)]
+        duration_s: u64,
+    },
     /// A Gy server that answers every CCR with a fixed grant and does nothing else; for
     /// measuring the generator's own ceiling.
     Responder {
@@ -462,7 +475,7 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Cmd::Run(a) => a.threads,
         Cmd::Responder { threads, .. } => *threads,
-        Cmd::Watchdog { .. } => 1,
+        Cmd::Watchdog { .. } | Cmd::Sy { .. } => 1,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.clamp(1, 64))
@@ -479,6 +492,11 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Run(a) => run_load(*a).await,
             Cmd::Watchdog { conn, count } => watchdog(*conn, count).await,
+            Cmd::Sy {
+                conn,
+                subscribers,
+                duration_s,
+            } => pcrf(*conn, &subscribers, duration_s).await,
             Cmd::Responder { listen, .. } => responder(listen).await,
         }
     });
@@ -490,6 +508,133 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Policy-Counter-Status-Reports of a message as (identifier, status).
+fn counter_reports(m: &ocf_protocol::Message) -> Vec<(String, String)> {
+    m.avps()
+        .filter(|a| a.is(avp::POLICY_COUNTER_STATUS_REPORT))
+        .map(|r| {
+            let get = |k| {
+                r.children()
+                    .find(|a| a.is(k))
+                    .and_then(|a| a.utf8().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (
+                get(avp::POLICY_COUNTER_IDENTIFIER),
+                get(avp::POLICY_COUNTER_STATUS),
+            )
+        })
+        .collect()
+}
+
+/// `sy`: a PCRF's subscriptions for `subscribers`, held for `duration_s`.
+async fn pcrf(mut conn: ConnArgs, subscribers: &str, duration_s: u64) -> Result<bool, BoxError> {
+    use ocf_protocol::{Header, MessageWriter};
+    conn.auth_application_id = application::SY;
+    let (first, count) = subscribers
+        .split_once(':')
+        .and_then(|(f, n)| Some((f.parse::<u64>().ok()?, n.parse::<u64>().ok()?)))
+        .filter(|(_, n)| *n <= 100_000)
+        .ok_or("--subscribers: FIRST:COUNT, at most 100,000")?;
+    let cfg = conn.client();
+    let mut client = Client::connect_tcp(conn.server, &cfg).await?;
+    let id = client.identity().clone();
+    let realm = client.server_realm.clone();
+    let nonce = std::process::id();
+    let sid = |k: u64| format!("{};sy;{nonce};{k}", id.origin_host);
+    let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut failed = 0u64;
+    for k in 0..count {
+        let sla = client
+            .request(command::SPENDING_LIMIT, |b, hbh, e2e| {
+                let mut w = MessageWriter::new(
+                    b,
+                    &Header::request(command::SPENDING_LIMIT, application::SY, hbh, e2e),
+                );
+                w.utf8(avp::SESSION_ID, &sid(k));
+                w.u32(avp::AUTH_APPLICATION_ID, application::SY);
+                w.identity(avp::ORIGIN_HOST, &id.origin_host);
+                w.identity(avp::ORIGIN_REALM, &id.origin_realm);
+                w.identity(avp::DESTINATION_REALM, &realm);
+                w.u32(avp::SL_REQUEST_TYPE, 0);
+                let g = w.begin_group(avp::SUBSCRIPTION_ID);
+                w.u32(avp::SUBSCRIPTION_ID_TYPE, 0);
+                w.utf8(avp::SUBSCRIPTION_ID_DATA, &(first + k).to_string());
+                w.end_group(g);
+                w.finish();
+            })
+            .await?;
+        if sla.find(avp::RESULT_CODE).and_then(|a| a.u32().ok()) != Some(2001) {
+            failed += 1;
+        }
+        for (_, s) in counter_reports(&sla) {
+            *statuses.entry(s).or_insert(0) += 1;
+        }
+    }
+    eprintln!("ocf-loadtest: subscribed {}", count - failed);
+    // Notifications until the time is up, each answered 2001.
+    let (mut snr, mut changes) = (0u64, std::collections::BTreeMap::<String, u64>::new());
+    let until = Instant::now() + Duration::from_secs(duration_s);
+    while let Some(m) = client.next_request(until).await? {
+        let ok = m.header.command_code == command::SPENDING_STATUS_NOTIFICATION;
+        if ok {
+            snr += 1;
+            for (_, s) in counter_reports(&m) {
+                *changes.entry(s).or_insert(0) += 1;
+            }
+        }
+        let msid = m
+            .find(avp::SESSION_ID)
+            .and_then(|a| a.utf8().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let origin = (id.origin_host.clone(), id.origin_realm.clone());
+        client.answer(|b| {
+            let mut w = MessageWriter::new(b, &m.header.answer());
+            w.utf8(avp::SESSION_ID, &msid);
+            w.u32(avp::RESULT_CODE, if ok { 2001 } else { 3001 });
+            w.identity(avp::ORIGIN_HOST, &origin.0);
+            w.identity(avp::ORIGIN_REALM, &origin.1);
+            w.finish();
+        });
+    }
+    let mut ended = 0u64;
+    for k in 0..count {
+        let sta = client
+            .request(command::SESSION_TERMINATION, |b, hbh, e2e| {
+                let mut w = MessageWriter::new(
+                    b,
+                    &Header::request(command::SESSION_TERMINATION, application::SY, hbh, e2e),
+                );
+                w.utf8(avp::SESSION_ID, &sid(k));
+                w.identity(avp::ORIGIN_HOST, &id.origin_host);
+                w.identity(avp::ORIGIN_REALM, &id.origin_realm);
+                w.identity(avp::DESTINATION_REALM, &realm);
+                w.u32(avp::AUTH_APPLICATION_ID, application::SY);
+                w.u32(avp::TERMINATION_CAUSE, 1);
+                w.finish();
+            })
+            .await?;
+        if sta.find(avp::RESULT_CODE).and_then(|a| a.u32().ok()) == Some(2001) {
+            ended += 1;
+        }
+    }
+    client.disconnect().await?;
+    out!(
+        "{}",
+        serde_json::json!({
+            "subscribed": count - failed,
+            "refused": failed,
+            "statuses": statuses,
+            "notifications": snr,
+            "changes": changes,
+            "unsubscribed": ended,
+        })
+    );
+    Ok(failed == 0)
 }
 
 async fn responder(listen: SocketAddr) -> Result<bool, BoxError> {

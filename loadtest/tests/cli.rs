@@ -733,3 +733,74 @@ fn the_load_tool_answers_rar_and_asr_as_a_gateway_does() {
     );
     d.stop();
 }
+
+/// The load tool as a PCRF on Sy: it subscribes to subscribers' policy counters, answers the
+/// notification that Gy usage past 80% brings, and unsubscribes.
+#[test]
+fn the_load_tool_is_a_pcrf_on_sy() {
+    use std::io::BufRead;
+    let d = start_ocfd();
+    let addr = d.addr.to_string();
+    let mut pcrf = Command::new(env!("CARGO_BIN_EXE_ocf-loadtest"))
+        .args([
+            "sy",
+            "--server",
+            &addr,
+            "--origin-host",
+            "pcrf.localdomain",
+            "--subscribers",
+            "15551008000:3",
+            "--duration-s",
+            "6",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once subscribed (bounded: the child's stderr ends if it fails)...
+    let mut err = std::io::BufReader::new(pcrf.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("subscribed") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the PCRF ended before subscribing"
+        );
+    }
+    assert!(line.contains("subscribed 3"), "{line}");
+    // ...9 MiB of the first device's 10 through Gy: warn-80.
+    let out = loadtest(&[
+        "run",
+        "--server",
+        &addr,
+        "--subscribers",
+        "15551008000:1",
+        "--connections",
+        "1",
+        "--sessions",
+        "1",
+        "--updates",
+        "0",
+        "--requests",
+        "2",
+        "--request-octets",
+        "9437184",
+        "--duration-s",
+        "30",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = pcrf.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["subscribed"], 3, "{v}");
+    assert_eq!(v["unsubscribed"], 3, "{v}");
+    assert!(
+        v["statuses"]["normal"].as_u64().is_some_and(|n| n >= 3),
+        "{v}"
+    );
+    assert_eq!(v["notifications"], 1, "{v}");
+    assert_eq!(v["changes"]["warn-80"], 1, "{v}");
+    d.stop();
+}
