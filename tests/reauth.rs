@@ -244,3 +244,38 @@ fn a_dry_pool_asks_the_idle_holder_to_report_so_an_active_device_is_served() {
     assert!(gw.answered.is_empty(), "{:?}", gw.answered);
     assert!(d.terminate().success());
 }
+
+#[test]
+fn bad_answers_to_our_requests_lose_nothing() {
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let mut gw = Gw::open(&d, GW);
+    let sid = "pgw.localdomain;rar;bad";
+    assert_eq!(open(&mut gw, sid, "15551009500"), Some(8 * MIB));
+    let (status, _) = api.call("POST", "/v1/reauth/acme/iot/15551009500", None);
+    assert_eq!(status, 202);
+    let rar = gw.conn.expect_frame();
+    assert_eq!(rar.header.command_code, 258);
+    // An answer that matches nothing we sent, then one with no Result-Code at all.
+    for hbh in [
+        rar.header.hop_by_hop.wrapping_add(1000),
+        rar.header.hop_by_hop,
+    ] {
+        let mut h = rar.header.answer();
+        h.hop_by_hop = hbh;
+        let mut out = BytesMut::new();
+        let mut w = MessageWriter::new(&mut out, &h);
+        w.utf8(c::SESSION_ID, sid);
+        w.identity(c::ORIGIN_HOST, GW);
+        w.identity(c::ORIGIN_REALM, "localdomain");
+        w.finish();
+        gw.conn.send(&out);
+    }
+    // Nothing was lost: the session and its reservation are there and the gateway is served.
+    let (_, sessions) = api.call("GET", "/v1/sessions/acme/iot/15551009500", None);
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    let u = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(MsccSpec::report(10, MIB, true)));
+    assert_eq!(u.result_code, 2001, "{u:?}");
+    d.assert_serving();
+    assert!(d.terminate().success());
+}
