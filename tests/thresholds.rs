@@ -333,3 +333,49 @@ fn a_cost_centre_threshold_set_with_ocfctl_fires_for_its_devices_usage() {
     );
     assert!(d.terminate().success());
 }
+
+#[test]
+fn the_event_stream_delivers_events_as_they_are_written() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut d = Daemon::start("");
+    let api = d.admin();
+    let mut s = std::net::TcpStream::connect(api.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET /v1/events/stream?kind=blocked HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        api.token.clone().unwrap()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if l == "\r\n" {
+            break;
+        }
+        head.push_str(&l);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("text/event-stream"), "{head}");
+    // An event made after the stream opened arrives on it.
+    let (status, _) = api.call("PUT", "/v1/blocked/acme/iot/15551008150", None);
+    assert_eq!(status, 200);
+    let mut seen = String::new();
+    while !seen.contains("data: ") {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0, "the stream ended: {seen}");
+        seen.push_str(&l);
+    }
+    assert!(
+        seen.contains("\"kind\":\"blocked\"") && seen.contains("acme/iot/15551008150"),
+        "{seen}"
+    );
+    assert!(seen.contains("id: "), "{seen}");
+    drop(r);
+    drop(s);
+    d.assert_serving();
+    assert!(d.terminate().success());
+}

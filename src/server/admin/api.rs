@@ -576,6 +576,94 @@ async fn events(
     }
 }
 
+/// `GET /v1/events/stream`: the events after `after` that the filters want, and then each new
+/// one as it is written, as Server-Sent Events (`id:` the event's id, `data:` its JSON), until
+/// the client goes; a comment every 15 s keeps idle connections open. For live views.
+async fn events_stream(
+    State(s): State<AdminState>,
+    q: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut filter = ocf_store::events::Filter {
+        after: q.after,
+        tenant: q.tenant,
+        node: q.node.map(|n| n.trim_matches('/').to_owned()),
+        kinds: q
+            .kind
+            .map(|k| k.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let (dir, store) = (s.events_dir.clone(), s.store.clone());
+    tokio::spawn(async move {
+        let written = || {
+            store
+                .event_log()
+                .and_then(|l| l.following())
+                .map(|f| f.lines.load(std::sync::atomic::Ordering::Acquire))
+        };
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let seen = written();
+            let (d, f) = (dir.clone(), filter.clone());
+            let read =
+                tokio::task::spawn_blocking(move || ocf_store::events::read(&d, &f, 100)).await;
+            let Ok(Ok((events, next))) = read else {
+                return;
+            };
+            for e in &events {
+                let chunk = format!("id: {}\ndata: {e}\n\n", e["id"]);
+                if tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+                quiet_since = tokio::time::Instant::now();
+            }
+            filter.after = next.max(filter.after);
+            if events.len() >= 100 {
+                continue;
+            }
+            // Until the follower has written more (looked at every 200 ms).
+            while written() == seen {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                if quiet_since.elapsed() >= std::time::Duration::from_secs(15) {
+                    if tx
+                        .send(Ok(bytes::Bytes::from_static(b": keep-alive\n\n")))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                }
+                if seen.is_none() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(Chunks(rx)),
+    )
+        .into_response())
+}
+
+/// The chunks a task hands over, as a stream for a response body.
+struct Chunks(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<bytes::Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// The `/v1` routes (nested under `/v1` by the caller).
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -598,4 +686,5 @@ pub fn routes() -> Router<AdminState> {
         .route("/policy/{tenant}", get(policy).put(set_policy))
         .route("/moves", post(move_allowance))
         .route("/events", get(events))
+        .route("/events/stream", get(events_stream))
 }
