@@ -59,8 +59,10 @@ fn the_admin_api_matches_its_openapi_document() {
             "25",
             "--seed",
             "20261123",
+            // One worker: with two, hypothesis's cache of lambda sources races between the
+            // threads and schemathesis reports a KeyError of its own (1 run in 4 here).
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--request-timeout", "10", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")
