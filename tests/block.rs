@@ -6,11 +6,9 @@
 
 mod common;
 
-use bytes::BytesMut;
 use common::*;
 use ocf_loadtest::gy::{CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::codes::avp as c;
-use ocf_protocol::{Message, MessageWriter};
 
 const MIB: u64 = 1 << 20;
 const GW: &str = "pgw.localdomain";
@@ -30,21 +28,6 @@ fn ctl(api: &Http, state: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Answers an ASR with `result`, as a gateway does.
-fn answer_asr(gw: &mut Gw, asr: &Message, result: u32) {
-    let mut out = BytesMut::new();
-    let mut w = MessageWriter::new(&mut out, &asr.header.answer());
-    w.utf8(
-        c::SESSION_ID,
-        asr.find(c::SESSION_ID).unwrap().utf8().unwrap(),
-    );
-    w.u32(c::RESULT_CODE, result);
-    w.identity(c::ORIGIN_HOST, GW);
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    gw.conn.send(&out);
 }
 
 fn open(gw: &mut Gw, sid: &str, device: &str) {
@@ -79,7 +62,7 @@ fn a_blocked_device_is_aborted_refused_and_let_in_again() {
         GW
     );
     assert_eq!(asr.find(c::AUTH_APPLICATION_ID).unwrap().u32().unwrap(), 4);
-    answer_asr(&mut gw, &asr, 2001);
+    gw.conn.send(&answer_of(&asr, GW, 2001));
     // The gateway ends the session: what it used is charged.
     let t = gw.ask(&CcrSpec::new(sid, TERMINATION, 1).mscc(MsccSpec::report(10, MIB / 2, false)));
     assert_eq!(t.result_code, 2001);

@@ -325,26 +325,12 @@ fn tshark_dissects_re_auth_and_abort_session_requests() {
     assert_eq!(status, 202);
     let rar = conn.expect_frame();
     assert_eq!(rar.header.command_code, 258);
-    let mut raa = BytesMut::new();
-    let mut w = MessageWriter::new(&mut raa, &rar.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    conn.send(&raa);
+    conn.send(&answer_of(&rar, "pgw.localdomain", 2001));
     let (status, _) = api.call("PUT", "/v1/blocked/acme/iot/15551008900", None);
     assert_eq!(status, 200);
     let asr = conn.expect_frame();
     assert_eq!(asr.header.command_code, 274);
-    let mut asa = BytesMut::new();
-    let mut w = MessageWriter::new(&mut asa, &asr.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    conn.send(&asa);
+    conn.send(&answer_of(&asr, "pgw.localdomain", 2001));
     // The gateway's CCR-T after the abort.
     let mut t = BytesMut::new();
     ocf_loadtest::gy::CcrSpec::new(sid, ocf_loadtest::gy::TERMINATION, 1)
@@ -451,14 +437,7 @@ fn tshark_dissects_sy_spending_limit_and_status_notification() {
     while snr.header.command_code != 8388636 {
         snr = conn.expect_frame();
     }
-    let mut sna = BytesMut::new();
-    let mut w = MessageWriter::new(&mut sna, &snr.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, "pgw.localdomain");
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    conn.send(&sna);
+    conn.send(&answer_of(&snr, "pgw.localdomain", 2001));
     stop_and_check(&mut ocfd, &mut conn, &mut tshark, &file);
     let fields = tshark_read(
         &file,

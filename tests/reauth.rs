@@ -29,14 +29,7 @@ fn expect_rar(gw: &mut Gw, sid: &str) -> Message {
         GW
     );
     assert_eq!(rar.find(c::RE_AUTH_REQUEST_TYPE).unwrap().u32().unwrap(), 0);
-    let mut out = BytesMut::new();
-    let mut w = MessageWriter::new(&mut out, &rar.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, GW);
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    gw.conn.send(&out);
+    gw.conn.send(&answer_of(&rar, GW, 2001));
     rar
 }
 
@@ -164,14 +157,7 @@ fn a_gateway_that_does_not_know_the_session_has_it_closed_here() {
     assert_eq!(status, 202);
     let rar = gw.conn.expect_frame();
     assert_eq!(rar.header.command_code, 258);
-    let mut out = BytesMut::new();
-    let mut w = MessageWriter::new(&mut out, &rar.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 5002);
-    w.identity(c::ORIGIN_HOST, GW);
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    gw.conn.send(&out);
+    gw.conn.send(&answer_of(&rar, GW, 5002));
     // Closed here (bounded wait): nothing open, nothing held.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -223,14 +209,7 @@ fn a_dry_pool_asks_the_idle_holder_to_report_so_an_active_device_is_served() {
     let rar = gw.conn.expect_frame();
     assert_eq!(rar.header.command_code, 258, "{rar:?}");
     assert_eq!(rar.find(c::SESSION_ID).unwrap().utf8().unwrap(), idle);
-    let mut out = BytesMut::new();
-    let mut w = MessageWriter::new(&mut out, &rar.header.answer());
-    w.utf8(c::SESSION_ID, idle);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, GW);
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    gw.conn.send(&out);
+    gw.conn.send(&answer_of(&rar, GW, 2001));
     let u = gw.ask(&CcrSpec::new(idle, UPDATE, 1).mscc(MsccSpec {
         rating_group: Some(10),
         used_octets: Some(MIB),

@@ -68,14 +68,7 @@ fn expect_snr(pcrf: &mut Conn, sid: &str) -> Vec<(String, String)> {
         snr.find(c::DESTINATION_HOST).unwrap().identity().unwrap(),
         PCRF
     );
-    let mut out = BytesMut::new();
-    let mut w = MessageWriter::new(&mut out, &snr.header.answer());
-    w.utf8(c::SESSION_ID, sid);
-    w.u32(c::RESULT_CODE, 2001);
-    w.identity(c::ORIGIN_HOST, PCRF);
-    w.identity(c::ORIGIN_REALM, "localdomain");
-    w.finish();
-    pcrf.send(&out);
+    pcrf.send(&answer_of(&snr, PCRF, 2001));
     reports(&snr)
 }
 

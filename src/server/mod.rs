@@ -560,10 +560,9 @@ impl Server {
         let written: Arc<dyn Fn() -> u64 + Send + Sync> = {
             let store = self.shared.store.clone();
             Arc::new(move || {
-                store.event_log().and_then(|l| l.following()).map_or_else(
-                    || dispatch::unix_now() as u64,
-                    |f| f.lines.load(Ordering::Acquire),
-                )
+                store
+                    .events_written()
+                    .unwrap_or_else(|| dispatch::unix_now() as u64)
             })
         };
         let hooks = match webhooks::start(

@@ -93,15 +93,6 @@ fn reported(all: &BTreeMap<String, String>, wanted: &[String]) -> BTreeMap<Strin
         .collect()
 }
 
-fn write_reports(w: &mut MessageWriter<'_>, reports: &BTreeMap<String, String>) {
-    for (id, status) in reports {
-        let g = w.begin_group(c::POLICY_COUNTER_STATUS_REPORT);
-        w.utf8(c::POLICY_COUNTER_IDENTIFIER, id);
-        w.utf8(c::POLICY_COUNTER_STATUS, status);
-        w.end_group(g);
-    }
-}
-
 impl Sy {
     /// Answers an Sy request: SLR with the counters' statuses, STR ending the subscription.
     pub fn answer(
@@ -203,7 +194,10 @@ impl Sy {
         }
         let reports = reported(&statuses(store, account), &wanted);
         w.u32(c::RESULT_CODE, ResultCode::Success.code());
-        write_reports(&mut w, &reports);
+        ocf_protocol::base::write_policy_counter_reports(
+            &mut w,
+            reports.iter().map(|(i, s)| (i.as_str(), s.as_str())),
+        );
         w.finish();
         subs.insert(
             sid,

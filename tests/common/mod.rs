@@ -575,17 +575,7 @@ impl Gw {
 
     /// Answers a RAR or ASR from ocfd with 2001.
     fn answer_server_request(&mut self, req: &Message) {
-        use ocf_protocol::codes::avp as c;
-        let mut out = BytesMut::new();
-        let mut w = ocf_protocol::MessageWriter::new(&mut out, &req.header.answer());
-        if let Some(sid) = req.find(c::SESSION_ID).and_then(|a| a.utf8().ok()) {
-            w.utf8(c::SESSION_ID, sid);
-        }
-        w.u32(c::RESULT_CODE, 2001);
-        w.identity(c::ORIGIN_HOST, "pgw.localdomain");
-        w.identity(c::ORIGIN_REALM, "localdomain");
-        w.finish();
-        self.conn.send(&out);
+        self.conn.send(&answer_of(req, "pgw.localdomain", 2001));
         self.answered.push(req.header.command_code);
     }
 
@@ -658,4 +648,21 @@ pub(crate) fn events_of(api: &Http, query: &str, n: usize) -> Vec<serde_json::Va
         after = v["next_after"].as_u64().unwrap_or(after);
     }
     got
+}
+
+/// The answer a peer `host` (realm `localdomain`) gives to a request ocfd sent (RAR, ASR, SNR):
+/// its Session-Id echoed and `result`.
+#[allow(dead_code)]
+pub(crate) fn answer_of(req: &Message, host: &str, result: u32) -> BytesMut {
+    use ocf_protocol::codes::avp as c;
+    let mut out = BytesMut::new();
+    let mut w = ocf_protocol::MessageWriter::new(&mut out, &req.header.answer());
+    if let Some(sid) = req.find(c::SESSION_ID).and_then(|a| a.utf8().ok()) {
+        w.utf8(c::SESSION_ID, sid);
+    }
+    w.u32(c::RESULT_CODE, result);
+    w.identity(c::ORIGIN_HOST, host);
+    w.identity(c::ORIGIN_REALM, "localdomain");
+    w.finish();
+    out
 }

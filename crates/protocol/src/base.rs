@@ -191,12 +191,10 @@ impl LocalIdentity {
         let to = (session_id, destination_host, destination_realm);
         let what = (command::SPENDING_STATUS_NOTIFICATION, application::SY);
         let mut w = self.session_request(out, what, ids, to);
-        for (id, status) in reports {
-            let g = w.begin_group(c::POLICY_COUNTER_STATUS_REPORT);
-            w.utf8(c::POLICY_COUNTER_IDENTIFIER, id);
-            w.utf8(c::POLICY_COUNTER_STATUS, status);
-            w.end_group(g);
-        }
+        write_policy_counter_reports(
+            &mut w,
+            reports.iter().map(|(i, s)| (i.as_str(), s.as_str())),
+        );
         w.finish();
     }
 
@@ -306,6 +304,20 @@ impl LocalIdentity {
 }
 
 /// The header of a request between peers (CER, DWR, DPR): R set, not proxiable (RFC 6733 §5).
+/// A Policy-Counter-Status-Report (3GPP TS 29.219) per (identifier, status): in an SLA and in
+/// an SNR.
+pub fn write_policy_counter_reports<'a>(
+    w: &mut MessageWriter<'_>,
+    reports: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    for (id, status) in reports {
+        let g = w.begin_group(c::POLICY_COUNTER_STATUS_REPORT);
+        w.utf8(c::POLICY_COUNTER_IDENTIFIER, id);
+        w.utf8(c::POLICY_COUNTER_STATUS, status);
+        w.end_group(g);
+    }
+}
+
 fn peer_request(command_code: u32, hop_by_hop: u32, end_to_end: u32) -> Header {
     let mut h = Header::request(
         command_code,

@@ -60,6 +60,20 @@ enum Level {
     Amount(u64),
 }
 
+/// The kind of event a threshold that fired is: `limit_reached` when its level is the whole
+/// limit, else `threshold_crossed`.
+pub(crate) fn threshold_kind(f: &crate::record::Fired) -> &'static str {
+    let whole = match f.level {
+        FiredLevel::Percent(p) => p >= 100,
+        FiredLevel::Amount(a) => a >= f.limit,
+    };
+    if whole {
+        "limit_reached"
+    } else {
+        "threshold_crossed"
+    }
+}
+
 fn render(r: &Record, out: &mut Vec<u8>) {
     let f = match &r.op {
         Op::Threshold(f) => f,
@@ -74,18 +88,14 @@ fn render(r: &Record, out: &mut Vec<u8>) {
         }
         _ => return,
     };
-    let (threshold, whole) = match f.level {
-        FiredLevel::Percent(p) => (Level::Percent(p), p >= 100),
-        FiredLevel::Amount(a) => (Level::Amount(a), a >= f.limit),
+    let threshold = match f.level {
+        FiredLevel::Percent(p) => Level::Percent(p),
+        FiredLevel::Amount(a) => Level::Amount(a),
     };
     let line = Line {
         seq: r.sequence,
         id: r.sequence,
-        kind: if whole {
-            "limit_reached"
-        } else {
-            "threshold_crossed"
-        },
+        kind: threshold_kind(f),
         time: r.time,
         tenant: f.path.split('/').next().unwrap_or_default(),
         path: &f.path,

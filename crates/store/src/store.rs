@@ -188,24 +188,7 @@ impl Store {
                         log.write(lines);
                     }
                 }
-                if let Some(log) = &self.events {
-                    // No journal, no sequence: ids of their own.
-                    let mut lines = Vec::new();
-                    for op in ops
-                        .iter()
-                        .filter(|op| matches!(op, Op::Threshold(_) | Op::Event(_)))
-                    {
-                        let r = crate::record::Record {
-                            sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
-                            time: now,
-                            op: op.clone(),
-                        };
-                        (crate::events::EVENTS.render)(&r, &mut lines);
-                    }
-                    if !lines.is_empty() {
-                        log.write(String::from_utf8_lossy(&lines).into_owned());
-                    }
-                }
+                self.write_events(now, &ops);
                 0
             }
         }
@@ -285,15 +268,7 @@ impl Store {
     /// Counts the events among `ops` by kind (they are rare: a lock is cheap).
     fn count_events(&self, ops: &[Op]) {
         let kinds = ops.iter().filter_map(|op| match op {
-            Op::Threshold(f) => Some(
-                if matches!(f.level, crate::record::FiredLevel::Percent(p) if p >= 100)
-                    || matches!(f.level, crate::record::FiredLevel::Amount(a) if a >= f.limit)
-                {
-                    "limit_reached".to_owned()
-                } else {
-                    "threshold_crossed".to_owned()
-                },
-            ),
+            Op::Threshold(f) => Some(crate::events::threshold_kind(f).to_owned()),
             Op::Event(data) => serde_json::from_slice::<serde_json::Value>(data)
                 .ok()
                 .and_then(|v| v["kind"].as_str().map(str::to_owned)),
@@ -308,6 +283,38 @@ impl Store {
             });
             *m.entry(k).or_insert(0) += 1;
         }
+    }
+
+    /// Without a journal: writes the events among `ops` to the outbox directly, with ids of
+    /// their own (there is no sequence).
+    fn write_events(&self, now: i64, ops: &[Op]) {
+        let Some(log) = &self.events else {
+            return;
+        };
+        let mut lines = Vec::new();
+        for op in ops
+            .iter()
+            .filter(|op| matches!(op, Op::Threshold(_) | Op::Event(_)))
+        {
+            let r = crate::record::Record {
+                sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
+                time: now,
+                op: op.clone(),
+            };
+            (crate::events::EVENTS.render)(&r, &mut lines);
+        }
+        if !lines.is_empty() {
+            log.write(String::from_utf8_lossy(&lines).into_owned());
+        }
+    }
+
+    /// How many events the outbox's follower has written since start (`None` without a
+    /// journal): it changes when there is more to read.
+    pub fn events_written(&self) -> Option<u64> {
+        self.events
+            .as_ref()
+            .and_then(|l| l.following())
+            .map(|f| f.lines.load(Ordering::Acquire))
     }
 
     /// Events made since start, by kind.
@@ -331,18 +338,7 @@ impl Store {
             Some(j) => {
                 j.append(now, vec![op]);
             }
-            None => {
-                if let Some(log) = &self.events {
-                    let r = crate::record::Record {
-                        sequence: self.event_ids.fetch_add(1, Ordering::Relaxed) + 1,
-                        time: now,
-                        op,
-                    };
-                    let mut line = Vec::new();
-                    (crate::events::EVENTS.render)(&r, &mut line);
-                    log.write(String::from_utf8_lossy(&line).into_owned());
-                }
-            }
+            None => self.write_events(now, std::slice::from_ref(&op)),
         }
     }
 

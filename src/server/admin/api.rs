@@ -504,6 +504,22 @@ struct EventQuery {
     wait_ms: u64,
 }
 
+impl EventQuery {
+    /// The events the query wants.
+    fn filter(&self) -> ocf_store::events::Filter {
+        ocf_store::events::Filter {
+            after: self.after,
+            tenant: self.tenant.clone(),
+            node: self.node.as_ref().map(|n| n.trim_matches('/').to_owned()),
+            kinds: self
+                .kind
+                .as_ref()
+                .map(|k| k.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 fn default_event_limit() -> usize {
     100
 }
@@ -536,24 +552,11 @@ async fn events(
             format!("wait_ms is at most {MAX_EVENT_WAIT_MS}"),
         ));
     }
-    let filter = ocf_store::events::Filter {
-        after: q.after,
-        tenant: q.tenant,
-        node: q.node.map(|n| n.trim_matches('/').to_owned()),
-        kinds: q
-            .kind
-            .map(|k| k.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
-    };
+    let filter = q.filter();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms);
     loop {
         // What the follower has written so far, to wait on if nothing is there yet.
-        let lines = |st: &ocf_store::Store| {
-            st.event_log()
-                .and_then(|l| l.following())
-                .map(|f| f.lines.load(std::sync::atomic::Ordering::Acquire))
-        };
-        let seen = lines(&s.store);
+        let seen = s.store.events_written();
         let (dir, f, limit) = (s.events_dir.clone(), filter.clone(), q.limit);
         let (events, next_after) =
             off_workers(&s, move |_| ocf_store::events::read(&dir, &f, limit))
@@ -564,7 +567,10 @@ async fn events(
         }
         // Nothing yet: look again once the follower wrote more (checked every 50 ms), or at
         // the deadline.
-        while tokio::time::Instant::now() < deadline && lines(&s.store) == seen && seen.is_some() {
+        while tokio::time::Instant::now() < deadline
+            && s.store.events_written() == seen
+            && seen.is_some()
+        {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         if seen.is_none() {
@@ -584,24 +590,11 @@ async fn events_stream(
     q: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let mut filter = ocf_store::events::Filter {
-        after: q.after,
-        tenant: q.tenant,
-        node: q.node.map(|n| n.trim_matches('/').to_owned()),
-        kinds: q
-            .kind
-            .map(|k| k.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
-    };
+    let mut filter = q.filter();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
     let (dir, store) = (s.events_dir.clone(), s.store.clone());
     tokio::spawn(async move {
-        let written = || {
-            store
-                .event_log()
-                .and_then(|l| l.following())
-                .map(|f| f.lines.load(std::sync::atomic::Ordering::Acquire))
-        };
+        let written = || store.events_written();
         let mut quiet_since = tokio::time::Instant::now();
         loop {
             let seen = written();
