@@ -752,6 +752,8 @@ type Slot = CachePadded<Mutex<Tree>>;
 pub struct Ledger {
     segments: [OnceLock<Box<[OnceLock<Slot>]>>; SEGMENTS],
     len: AtomicUsize,
+    /// Nodes blocked in all trees: while none is, a request's check takes no lock.
+    blocked: AtomicUsize,
     /// Serialises appends, and holds the default levels new trees get.
     append: Mutex<Arc<[Level]>>,
 }
@@ -761,6 +763,7 @@ impl Default for Ledger {
         Ledger {
             segments: std::array::from_fn(|_| OnceLock::new()),
             len: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
             append: Mutex::new(Arc::from([])),
         }
     }
@@ -865,7 +868,27 @@ impl Ledger {
 
     /// See [`Tree::is_blocked`].
     pub fn is_blocked(&self, at: AccountRef) -> bool {
-        self.lock(at.tree).is_some_and(|t| t.is_blocked(at.node))
+        self.blocked.load(Ordering::Acquire) > 0
+            && self.lock(at.tree).is_some_and(|t| t.is_blocked(at.node))
+    }
+
+    /// Blocks or unblocks a node (an account change, under the tree's lock).
+    pub fn set_blocked(&self, at: AccountRef, block: bool) {
+        let Some(mut t) = self.lock(at.tree) else {
+            return;
+        };
+        let changed = if block {
+            t.blocked.insert(at.node)
+        } else {
+            t.blocked.remove(&at.node)
+        };
+        if changed {
+            if block {
+                self.blocked.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.blocked.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// See [`Tree::limited`].

@@ -114,13 +114,11 @@ impl Accounts {
                     sum.nodes_changed += 1;
                 }
                 Step::SetBlocked(at, block) => {
-                    if let Some(mut t) = self.ledger.lock(at.tree) {
-                        if block {
-                            t.blocked.insert(at.node);
-                        } else {
-                            t.blocked.remove(&at.node);
-                        }
-                    }
+                    let at = AccountRef {
+                        tree: at.tree,
+                        node: at.node,
+                    };
+                    self.ledger.set_blocked(at, block);
                     sum.nodes_changed += 1;
                 }
                 Step::SetThresholds(at, list) => {
