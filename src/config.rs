@@ -234,6 +234,9 @@ impl Default for TlsSection {
     }
 }
 
+/// The most decisions explain may keep (about 3 GiB).
+const MAX_EXPLAIN_DECISIONS: usize = 16 << 20;
+
 /// Credit control.
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -253,6 +256,10 @@ pub struct ChargingSection {
     /// Thresholds every account (device) has on each of its limits, percentages rising: an
     /// event when its usage crosses each, once per period (docs/thresholds.md).
     pub device_thresholds: Vec<u8>,
+    /// Recent credit-control decisions kept in memory for explain (`GET /v1/explain`), about
+    /// 200 bytes each; 0 keeps none. Older ones are read back from the usage records. Taken at
+    /// start.
+    pub explain_decisions: usize,
 }
 
 impl ChargingSection {
@@ -271,6 +278,7 @@ impl Default for ChargingSection {
             embedded_tenant: true,
             tenant_files: vec![],
             device_thresholds: vec![80, 100],
+            explain_decisions: ocf_charging::engine::DEFAULT_EXPLAIN_DECISIONS,
         }
     }
 }
@@ -584,6 +592,12 @@ impl Config {
             return Err(invalid(
                 "diameter.doic_validity_s",
                 "must be at most 86400 (RFC 7683 §7.4)",
+            ));
+        }
+        if self.charging.explain_decisions > MAX_EXPLAIN_DECISIONS {
+            return Err(invalid(
+                "charging.explain_decisions",
+                format!("at most {MAX_EXPLAIN_DECISIONS}"),
             ));
         }
         if let Err(e) = ocf_charging::ledger::DefaultPercents::new(&self.charging.device_thresholds)

@@ -73,6 +73,12 @@ pub struct CcrSpec {
     pub mscc: Vec<MsccSpec>,
     /// Set the T flag (a retransmission).
     pub retransmit: bool,
+    /// Sent in Service-Information/PS-Information (TS 32.299 §7.2.158): the APN
+    /// (Called-Station-Id), the serving network (3GPP-SGSN-MCC-MNC, "MCCMNC") and the RAT type
+    /// (3GPP-RAT-Type: 1 UTRAN, 2 GERAN, 6 EUTRAN, 10 NR).
+    pub apn: Option<String>,
+    pub serving_network: Option<String>,
+    pub rat_type: Option<u8>,
 }
 
 impl CcrSpec {
@@ -88,7 +94,28 @@ impl CcrSpec {
             requested_action: None,
             mscc: Vec::new(),
             retransmit: false,
+            apn: None,
+            serving_network: None,
+            rat_type: None,
         }
+    }
+
+    /// Sends the APN (Called-Station-Id).
+    pub fn apn(mut self, apn: &str) -> Self {
+        self.apn = Some(apn.into());
+        self
+    }
+
+    /// Sends the serving network (3GPP-SGSN-MCC-MNC), "MCCMNC".
+    pub fn serving_network(mut self, plmn: &str) -> Self {
+        self.serving_network = Some(plmn.into());
+        self
+    }
+
+    /// Sends the RAT type (3GPP-RAT-Type).
+    pub fn rat_type(mut self, rat: u8) -> Self {
+        self.rat_type = Some(rat);
+        self
     }
 
     pub fn msisdn(mut self, msisdn: &str) -> Self {
@@ -137,6 +164,21 @@ impl CcrSpec {
         }
         if !self.mscc.is_empty() {
             w.u32(c::MULTIPLE_SERVICES_INDICATOR, 1);
+        }
+        if self.apn.is_some() || self.serving_network.is_some() || self.rat_type.is_some() {
+            let si = w.begin_group(c::SERVICE_INFORMATION);
+            let ps = w.begin_group(c::PS_INFORMATION);
+            if let Some(plmn) = &self.serving_network {
+                w.utf8(c::THREEGPP_SGSN_MCC_MNC, plmn);
+            }
+            if let Some(rat) = self.rat_type {
+                w.bytes(c::THREEGPP_RAT_TYPE, &[rat]);
+            }
+            if let Some(apn) = &self.apn {
+                w.utf8(c::CALLED_STATION_ID, apn);
+            }
+            w.end_group(ps);
+            w.end_group(si);
         }
         for m in &self.mscc {
             let g = w.begin_group(c::MULTIPLE_SERVICES_CREDIT_CONTROL);

@@ -111,6 +111,25 @@ enum Cmd {
         #[arg(long, conflicts_with = "action")]
         clear: bool,
     },
+    /// Show a node's rules over the request (with those it inherits and its personal
+    /// account); --file sets all of them from a TOML file of [[rules]] tables, --clear removes
+    /// them (docs/rules.md).
+    Rules {
+        path: String,
+        #[arg(long, conflicts_with = "clear")]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Link a device to its user's personal account (an MSISDN, or imsi:/nai:/private: and
+    /// the id, or a SIP URI); --clear unlinks it.
+    PersonalAccount {
+        path: String,
+        #[arg(required_unless_present = "clear")]
+        account: Option<String>,
+        #[arg(long, conflicts_with = "account")]
+        clear: bool,
+    },
     /// Set all of a node's own thresholds (none given: clears them).
     Thresholds {
         path: String,
@@ -185,6 +204,12 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Block { path } => ctl::blocked(&c, path, true, json),
         Cmd::Unblock { path } => ctl::blocked(&c, path, false, json),
         Cmd::Reauth { path } => ctl::reauth(&c, path, json),
+        Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
+        Cmd::PersonalAccount {
+            path,
+            account,
+            clear: _,
+        } => ctl::personal_account(&c, path, account.as_deref()),
         Cmd::AtLimit {
             path,
             action,

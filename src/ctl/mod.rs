@@ -180,6 +180,51 @@ pub fn at_limit(
     )
 }
 
+/// `rules PATH [--file F | --clear]`: shows, sets (from a TOML file of `[[rules]]` tables,
+/// checked for form here and for sense by the server) or clears a node's rules.
+pub fn rules(
+    c: &Client,
+    path: &str,
+    file: Option<&std::path::Path>,
+    clear: bool,
+) -> Result<String, CtlError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RulesFile {
+        #[serde(default)]
+        rules: Vec<ocf_charging::rules::RuleSpec>,
+    }
+    let at = format!("/v1/rules/{}", encode_path(path));
+    let v = match (file, clear) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| CtlError::Usage(format!("{}: {e}", f.display())))?;
+            let parsed: RulesFile = toml::from_str(&text)
+                .map_err(|e| CtlError::Usage(format!("{}: {e}", f.display())))?;
+            let body = serde_json::json!({ "rules": parsed.rules });
+            call(c, "PUT", &at, Some(&body))?
+        }
+        (None, true) => call(c, "DELETE", &at, None)?,
+        (None, false) => call(c, "GET", &at, None)?,
+    };
+    Ok(format!("{v:#}\n"))
+}
+
+/// `personal-account PATH [ACCOUNT | --clear]`.
+pub fn personal_account(c: &Client, path: &str, account: Option<&str>) -> Result<String, CtlError> {
+    let at = format!("/v1/personal-account/{}", encode_path(path));
+    let v = match account {
+        Some(a) => call(
+            c,
+            "PUT",
+            &at,
+            Some(&serde_json::json!({ "personal_account": a })),
+        )?,
+        None => call(c, "DELETE", &at, None)?,
+    };
+    Ok(format!("{v:#}\n"))
+}
+
 /// `reauth PATH`.
 pub fn reauth(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
     let v = call(

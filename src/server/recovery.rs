@@ -49,6 +49,7 @@ fn charging_config(config: &Config) -> ChargingConfig {
         reservation_grace_s: config.charging.reservation_grace_s,
         linger_s: config.charging.linger_s,
         device_thresholds: config.charging.device_percents(),
+        explain_decisions: config.charging.explain_decisions,
     }
 }
 

@@ -110,6 +110,7 @@ impl Reloader {
             reservation_grace_s: next.charging.reservation_grace_s,
             linger_s: next.charging.linger_s,
             device_thresholds: next.charging.device_percents(),
+            explain_decisions: next.charging.explain_decisions,
         });
         if let Some(set) = &self.set_log_level {
             if let Err(e) = set(&next.log.level) {

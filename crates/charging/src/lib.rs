@@ -11,5 +11,6 @@ pub mod engine;
 mod le;
 pub mod ledger;
 pub mod ops;
+pub mod rules;
 
 pub use engine::{CcrBatch, ChargingConfig, Engine};

@@ -133,6 +133,7 @@ pub mod avp {
         SERVICE_CONTEXT_ID = ("Service-Context-Id", 461, VENDOR_IETF, true);
         // 3GPP TS 32.299 / TS 29.061
         THREEGPP_CHARGING_ID = ("3GPP-Charging-Id", 2, VENDOR_3GPP, true);
+        THREEGPP_SGSN_MCC_MNC = ("3GPP-SGSN-MCC-MNC", 18, VENDOR_3GPP, true);
         THREEGPP_RAT_TYPE = ("3GPP-RAT-Type", 21, VENDOR_3GPP, true);
         THREEGPP_USER_LOCATION_INFO = ("3GPP-User-Location-Info", 22, VENDOR_3GPP, true);
         TIME_QUOTA_THRESHOLD = ("Time-Quota-Threshold", 868, VENDOR_3GPP, true);

@@ -1,4 +1,4 @@
-//! Account-change records, schema 2. FROZEN: the JSON object each change-log entry holds
+//! Account-change records, schema 3. FROZEN: the JSON object each change-log entry holds
 //! (`changes.rs` frames it). A change log written by any version of ocfd must replay the same
 //! way forever, so these types are the store's own, not the admin API's: renaming a field of
 //! the API changes nothing here, and a new kind of change or field needs a new schema version.
@@ -15,6 +15,8 @@
 //!            | "set_at_limit"      path, at_limit: at_limit | null       (schema 2)
 //!            | "block"             path                                  (schema 2)
 //!            | "unblock"           path                                  (schema 2)
+//!            | "set_rules"         path, rules: [rule]                   (schema 3)
+//!            | "set_personal_account" path, personal_account: string | null (schema 3)
 //!            | "remove"            path
 //!            | "move"              from, to, unit, period? (default "month"), amount
 //! limit      = {unit, period? (default "month"), amount}
@@ -29,11 +31,17 @@
 //!               redirect_address?, redirect_address_type?, filter_ids?, restriction_rules?,
 //!               denied_rating_groups?, tariff? {price: decimal string, per_octets: amount,
 //!               currency_code? (default 978)}, unmetered?, max_report_octets?,
-//!               max_report_seconds?, max_report_events?}
+//!               max_report_seconds?, max_report_events?,
+//!               tariffs? {name: tariff}, zones? {name: [network]}, home_networks? [network],
+//!               equivalent_networks? [network]}                          (the last four: schema 3)
+//! rule       = {name, rating_groups?, service_ids?, apn?, serving_networks?, zones?, rat_types?,
+//!               roaming?, days?, hours?, charge, tariff?}                 (schema 3)
+//!               (rating_groups, service_ids, rat_types: numbers or strings)
 //! ```
 //!
-//! Schema 2 adds `set_thresholds`, `set_at_limit`, `block` and `unblock`; every schema 1
-//! record reads as it did.
+//! Schema 2 adds `set_thresholds`, `set_at_limit`, `block` and `unblock`; schema 3 adds
+//! `set_rules`, `set_personal_account` and the policy's `tariffs`, `zones`, `home_networks` and
+//! `equivalent_networks`. Every record of an earlier schema reads as it did.
 //!
 //! An import keeps the provisioning files' text, which replay parses again: the provisioning
 //! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
@@ -43,8 +51,11 @@ use ocf_charging::accounts::provisioning::{
     Amount, AtLimitSpec, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
 };
 use ocf_charging::ledger::{Period, Unit};
+use ocf_charging::rules::RuleSpec;
+use ocf_charging::rules::spec::NumberOrText;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -106,6 +117,14 @@ enum Record {
     },
     Unblock {
         path: String,
+    },
+    SetRules {
+        path: String,
+        rules: Vec<RuleV3>,
+    },
+    SetPersonalAccount {
+        path: String,
+        personal_account: Option<String>,
     },
     Remove {
         path: String,
@@ -228,6 +247,104 @@ struct PolicyV1 {
     max_report_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_report_events: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tariffs: BTreeMap<String, TariffV1>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    zones: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    home_networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    equivalent_networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum NumberOrTextV3 {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RuleV3 {
+    name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rating_groups: Vec<NumberOrTextV3>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    service_ids: Vec<NumberOrTextV3>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    apn: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    serving_networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    zones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rat_types: Vec<NumberOrTextV3>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    roaming: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    days: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hours: Vec<String>,
+    charge: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tariff: Option<String>,
+}
+
+fn nots_v3(v: Vec<NumberOrText>) -> Vec<NumberOrTextV3> {
+    v.into_iter()
+        .map(|n| match n {
+            NumberOrText::Number(n) => NumberOrTextV3::Number(n),
+            NumberOrText::Text(t) => NumberOrTextV3::Text(t),
+        })
+        .collect()
+}
+
+fn nots_of(v: Vec<NumberOrTextV3>) -> Vec<NumberOrText> {
+    v.into_iter()
+        .map(|n| match n {
+            NumberOrTextV3::Number(n) => NumberOrText::Number(n),
+            NumberOrTextV3::Text(t) => NumberOrText::Text(t),
+        })
+        .collect()
+}
+
+impl From<RuleSpec> for RuleV3 {
+    fn from(r: RuleSpec) -> RuleV3 {
+        RuleV3 {
+            name: r.name,
+            rating_groups: nots_v3(r.rating_groups),
+            service_ids: nots_v3(r.service_ids),
+            apn: r.apn,
+            serving_networks: r.serving_networks,
+            zones: r.zones,
+            rat_types: nots_v3(r.rat_types),
+            roaming: r.roaming,
+            days: r.days,
+            hours: r.hours,
+            charge: r.charge,
+            tariff: r.tariff,
+        }
+    }
+}
+
+impl From<RuleV3> for RuleSpec {
+    fn from(r: RuleV3) -> RuleSpec {
+        RuleSpec {
+            name: r.name,
+            rating_groups: nots_of(r.rating_groups),
+            service_ids: nots_of(r.service_ids),
+            apn: r.apn,
+            serving_networks: r.serving_networks,
+            zones: r.zones,
+            rat_types: nots_of(r.rat_types),
+            roaming: r.roaming,
+            days: r.days,
+            hours: r.hours,
+            charge: r.charge,
+            tariff: r.tariff,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -339,6 +456,17 @@ impl From<&Change> for Record {
             },
             Change::Block { path } => Record::Block { path },
             Change::Unblock { path } => Record::Unblock { path },
+            Change::SetRules { path, rules } => Record::SetRules {
+                path,
+                rules: rules.into_iter().map(RuleV3::from).collect(),
+            },
+            Change::SetPersonalAccount {
+                path,
+                personal_account,
+            } => Record::SetPersonalAccount {
+                path,
+                personal_account,
+            },
             Change::Remove { path } => Record::Remove { path },
             Change::Move {
                 from,
@@ -440,6 +568,17 @@ impl From<Record> for Change {
             },
             Record::Block { path } => Change::Block { path },
             Record::Unblock { path } => Change::Unblock { path },
+            Record::SetRules { path, rules } => Change::SetRules {
+                path,
+                rules: rules.into_iter().map(RuleSpec::from).collect(),
+            },
+            Record::SetPersonalAccount {
+                path,
+                personal_account,
+            } => Change::SetPersonalAccount {
+                path,
+                personal_account,
+            },
             Record::Remove { path } => Change::Remove { path },
             Record::Move {
                 from,
@@ -540,6 +679,26 @@ impl From<AmountV1> for Amount {
     }
 }
 
+impl From<TariffSpec> for TariffV1 {
+    fn from(t: TariffSpec) -> TariffV1 {
+        TariffV1 {
+            price: t.price,
+            per_octets: t.per_octets.into(),
+            currency_code: t.currency_code,
+        }
+    }
+}
+
+impl From<TariffV1> for TariffSpec {
+    fn from(t: TariffV1) -> TariffSpec {
+        TariffSpec {
+            price: t.price,
+            per_octets: t.per_octets.into(),
+            currency_code: t.currency_code,
+        }
+    }
+}
+
 impl From<PolicySpec> for PolicyV1 {
     fn from(p: PolicySpec) -> PolicyV1 {
         PolicyV1 {
@@ -555,15 +714,19 @@ impl From<PolicySpec> for PolicyV1 {
             filter_ids: p.filter_ids,
             restriction_rules: p.restriction_rules,
             denied_rating_groups: p.denied_rating_groups,
-            tariff: p.tariff.map(|t| TariffV1 {
-                price: t.price,
-                per_octets: t.per_octets.into(),
-                currency_code: t.currency_code,
-            }),
+            tariff: p.tariff.map(TariffV1::from),
             unmetered: p.unmetered,
             max_report_octets: p.max_report_octets.map(Into::into),
             max_report_seconds: p.max_report_seconds,
             max_report_events: p.max_report_events,
+            tariffs: p
+                .tariffs
+                .into_iter()
+                .map(|(k, t)| (k, TariffV1::from(t)))
+                .collect(),
+            zones: p.zones,
+            home_networks: p.home_networks,
+            equivalent_networks: p.equivalent_networks,
         }
     }
 }
@@ -583,15 +746,19 @@ impl From<PolicyV1> for PolicySpec {
             filter_ids: p.filter_ids,
             restriction_rules: p.restriction_rules,
             denied_rating_groups: p.denied_rating_groups,
-            tariff: p.tariff.map(|t| TariffSpec {
-                price: t.price,
-                per_octets: t.per_octets.into(),
-                currency_code: t.currency_code,
-            }),
+            tariff: p.tariff.map(TariffSpec::from),
             unmetered: p.unmetered,
             max_report_octets: p.max_report_octets.map(Into::into),
             max_report_seconds: p.max_report_seconds,
             max_report_events: p.max_report_events,
+            tariffs: p
+                .tariffs
+                .into_iter()
+                .map(|(k, t)| (k, TariffSpec::from(t)))
+                .collect(),
+            zones: p.zones,
+            home_networks: p.home_networks,
+            equivalent_networks: p.equivalent_networks,
         }
     }
 }
@@ -600,7 +767,7 @@ impl From<PolicyV1> for PolicySpec {
 mod tests {
     use super::*;
 
-    /// One record of every kind, as schemas 1 and 2 write them: these bytes must never change.
+    /// One record of every kind, as schemas 1 to 3 write them: these bytes must never change.
     const GOLDEN: &[&str] = &[
         r#"{"op":"import","sources":[{"name":"(embedded)","text":"[[tenant]]\nname = \"acme\"\n"}]}"#,
         r#"{"op":"add_tenant","name":"globex","time_zone":"Europe/London","policy":{"slice_octets":"5 MiB","validity_time_s":300,"final_unit_action":"redirect","redirect_address":"http://top-up.example","filter_ids":[],"restriction_rules":[],"denied_rating_groups":[9]},"limits":[{"unit":"octets","period":"month","amount":"10 GiB"},{"unit":"money","period":"day","amount":"5.00"}]}"#,
@@ -615,6 +782,11 @@ mod tests {
         r#"{"op":"set_at_limit","path":"globex/ops","at_limit":null}"#,
         r#"{"op":"block","path":"globex/sales/phone"}"#,
         r#"{"op":"unblock","path":"globex/sales"}"#,
+        r#"{"op":"set_policy","tenant":"globex","policy":{"filter_ids":[],"restriction_rules":[],"denied_rating_groups":[],"tariffs":{"roaming-eu":{"price":"0.50","per_octets":"1 MiB","currency_code":978}},"zones":{"eu":["208","262"]},"home_networks":["23415"],"equivalent_networks":["23410"]}}"#,
+        r#"{"op":"set_rules","path":"globex/sales/phone","rules":[{"name":"video","rating_groups":[20,"30-39"],"service_ids":[1],"apn":["*.corp.example"],"serving_networks":["208"],"zones":["eu"],"rat_types":["EUTRAN",10],"roaming":true,"days":["mon-fri"],"hours":["08:00-18:00"],"charge":"tariff","tariff":"roaming-eu"},{"name":"rest","charge":"personal"}]}"#,
+        r#"{"op":"set_rules","path":"globex","rules":[]}"#,
+        r#"{"op":"set_personal_account","path":"globex/sales/phone","personal_account":"imsi:001019990000002"}"#,
+        r#"{"op":"set_personal_account","path":"globex/sales/phone","personal_account":null}"#,
     ];
 
     #[test]

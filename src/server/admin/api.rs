@@ -289,6 +289,113 @@ async fn at_limit_change(
     Ok(r)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rules {
+    rules: Vec<ocf_charging::rules::RuleSpec>,
+}
+
+/// `GET /v1/rules/{path}`: the node's rules, its personal account and what it inherits.
+async fn rules(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    view(&s, move |e| e.accounts().rules_view(&path)).await
+}
+
+/// `PUT /v1/rules/{path}` sets a node's rules (all or none of them), `DELETE` clears them;
+/// the rules as they are now. Gateways holding units under the node re-authorise, so what
+/// they use next is charged by the new rules.
+async fn set_rules(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<Rules>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let r = body(b)?;
+    rules_change(
+        s,
+        path.clone(),
+        Change::SetRules {
+            path,
+            rules: r.rules,
+        },
+    )
+    .await
+}
+
+async fn clear_rules(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    rules_change(
+        s,
+        path.clone(),
+        Change::SetRules {
+            path,
+            rules: Vec::new(),
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonalAccount {
+    personal_account: String,
+}
+
+/// `PUT /v1/personal-account/{path}` links a device to its user's personal account,
+/// `DELETE` unlinks it; the rules view.
+async fn set_personal_account(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<PersonalAccount>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let p = body(b)?;
+    rules_change(
+        s,
+        path.clone(),
+        Change::SetPersonalAccount {
+            path,
+            personal_account: Some(p.personal_account),
+        },
+    )
+    .await
+}
+
+async fn clear_personal_account(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    rules_change(
+        s,
+        path.clone(),
+        Change::SetPersonalAccount {
+            path,
+            personal_account: None,
+        },
+    )
+    .await
+}
+
+async fn rules_change(s: AdminState, path: String, c: Change) -> Result<Response, ApiError> {
+    change(&s, c).await?;
+    let p = path.clone();
+    let r = view(&s, move |e| e.accounts().rules_view(&p)).await?;
+    tokio::spawn(crate::server::abort::reauth_sessions(
+        s.store.clone(),
+        s.peers.clone(),
+        path,
+        false,
+    ));
+    Ok(r)
+}
+
 /// `PUT /v1/blocked/{path}` blocks, `DELETE` unblocks; the node as it is now.
 async fn block(
     State(s): State<AdminState>,
@@ -671,6 +778,14 @@ pub fn routes() -> Router<AdminState> {
         .route(
             "/at-limit/{*path}",
             put(set_at_limit).delete(clear_at_limit),
+        )
+        .route(
+            "/rules/{*path}",
+            get(rules).put(set_rules).delete(clear_rules),
+        )
+        .route(
+            "/personal-account/{*path}",
+            put(set_personal_account).delete(clear_personal_account),
         )
         .route("/reauth/{*path}", post(reauth))
         .route("/subscriptions/{*path}", put(set_subscriptions))

@@ -72,6 +72,14 @@ impl Accounts {
         self.policies.load()
     }
 
+    /// A copy of a tree's policy, to change and swap in.
+    pub(crate) fn policy_copy(&self, tree: u32) -> Policy {
+        self.policies()
+            .get(tree as usize)
+            .map(|c| (**c).clone())
+            .unwrap_or_default()
+    }
+
     fn set_policies(&self, policies: Vec<Arc<Policy>>) {
         self.policies.store(Arc::new(policies));
     }

@@ -3,7 +3,7 @@
 //! node. Device ranges keep files for millions of devices small, and
 //! [`generate`] writes such a file for load tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
@@ -16,6 +16,8 @@ use super::tenant::{
 use crate::ledger::{
     AccountRef, Counter, Ledger, Level, MONEY_SCALE, Period, Threshold, Tree, Unit,
 };
+use crate::rules::spec::{Names, compile_all, personal_account};
+use crate::rules::{Plmn, RuleSpec, Zones};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +88,18 @@ pub struct PolicySpec {
     pub max_report_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_report_events: Option<u64>,
+    /// Tariffs rules may name (`charge = "tariff"`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tariffs: BTreeMap<String, TariffSpec>,
+    /// Roaming zones rules may name: serving networks (an MCC, or an MCC and MNC) by zone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, Vec<String>>,
+    /// The tenant's home networks (MCC and MNC); none: each IMSI's network is its home.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home_networks: Vec<String>,
+    /// Networks that count as home (not roaming).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub equivalent_networks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
@@ -182,6 +196,13 @@ pub struct NodeSpec {
     /// What happens at this node's limit, instead of the tenant's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_limit: Option<AtLimitSpec>,
+    /// Rules over the request for this node and everything under it (docs/rules.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<toml::Spanned<RuleSpec>>,
+    /// The subscription of the personal account this device's user pays with (an MSISDN, or
+    /// `imsi:`, `nai:`, `private:` followed by the id, or a SIP URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_account: Option<String>,
     pub msisdn: Option<String>,
     pub imsi: Option<String>,
     pub nai: Option<String>,
@@ -409,20 +430,75 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
     )?;
     p.denied_rating_groups = spec.denied_rating_groups.clone();
     if let Some(t) = &spec.tariff {
-        let tariff = Tariff {
-            price: t.price,
-            per_octets: parse_amount(&t.per_octets, Unit::Octets)?,
-            currency_code: t.currency_code,
-        };
-        if tariff.per_octet().is_none() {
-            return Err(format!(
-                "tariff price {} has more than {MONEY_SCALE} decimals, is too large or negative, or per_octets is 0",
-                t.price
-            ));
-        }
-        p.tariff = Some(tariff);
+        p.tariff = Some(tariff_of(t)?);
     }
+    for (name, t) in &spec.tariffs {
+        check_name(name).map_err(|e| format!("tariffs: {e}"))?;
+        p.tariffs.insert(name.clone(), tariff_of(t)?);
+    }
+    let mut zones = Vec::with_capacity(spec.zones.len());
+    for (name, networks) in &spec.zones {
+        check_name(name).map_err(|e| format!("zones: {e}"))?;
+        for n in networks {
+            if !(3..=6).contains(&n.len()) || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "zone '{name}': '{n}' is not an MCC or an MCC and MNC (3 to 6 digits)"
+                ));
+            }
+        }
+        zones.push((name.clone(), networks.clone()));
+    }
+    p.zones = Zones(zones);
+    let plmns = |what: &str, list: &[String]| -> Result<Vec<Plmn>, String> {
+        list.iter()
+            .map(|n| {
+                Plmn::parse(n.trim())
+                    .ok_or_else(|| format!("{what}: '{n}' is not an MCC and MNC (5 or 6 digits)"))
+            })
+            .collect()
+    };
+    p.home_networks = plmns("home_networks", &spec.home_networks)?;
+    p.equivalent_networks = plmns("equivalent_networks", &spec.equivalent_networks)?;
     Ok(p)
+}
+
+/// A tariff, checked: its price must be exact in ledger money units.
+fn tariff_of(t: &TariffSpec) -> Result<Tariff, String> {
+    let tariff = Tariff {
+        price: t.price,
+        per_octets: parse_amount(&t.per_octets, Unit::Octets)?,
+        currency_code: t.currency_code,
+    };
+    if tariff.per_octet().is_none() {
+        return Err(format!(
+            "tariff price {} has more than {MONEY_SCALE} decimals, is too large or negative, or per_octets is 0",
+            t.price
+        ));
+    }
+    Ok(tariff)
+}
+
+/// Compiles a node's rules against its tenant's policy (the tariffs and zones they name) and
+/// sets them, with its personal account, in the policy's rule book.
+pub(crate) fn set_node_rules(
+    pol: &mut Policy,
+    path: &str,
+    rules: &[RuleSpec],
+    personal: Option<&str>,
+) -> Result<(), String> {
+    let compiled = compile_all(rules, &names_of(pol))?;
+    let personal = personal.map(personal_account).transpose()?;
+    pol.rules.set(path, compiled);
+    pol.rules.set_personal(path, personal);
+    Ok(())
+}
+
+/// What rules of a tenant with this policy may name.
+pub(crate) fn names_of(pol: &Policy) -> Names<'_> {
+    Names {
+        tariffs: pol.tariffs.keys().map(String::as_str).collect(),
+        zones: &pol.zones,
+    }
 }
 
 /// Reads the tenants of a provisioning text, checking only its syntax; [`build_tenant`]
@@ -432,6 +508,29 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<TenantSpec>, ProvisioningErro
         file: file.to_owned(),
         reason: e.to_string(),
     })?;
+    // Rules are checked here, where the text is, so that a bad one is named with its line.
+    for t in &parsed.tenant {
+        let Ok(pol) = policy(&t.policy) else {
+            // Reported by build_tenant, with the tenant.
+            continue;
+        };
+        let names = names_of(&pol);
+        for n in &t.node {
+            for r in &n.rules {
+                if let Err(e) = crate::rules::spec::compile(r.get_ref(), &names) {
+                    let line = text.as_bytes()[..r.span().start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1;
+                    return Err(ProvisioningError {
+                        file: file.to_owned(),
+                        reason: format!("line {line}: tenant '{}': node '{}': {e}", t.name, n.path),
+                    });
+                }
+            }
+        }
+    }
     Ok(parsed.tenant)
 }
 
@@ -634,6 +733,11 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
         }
         if !own.is_empty() {
             tree.set_thresholds(id, own);
+        }
+        if !n.rules.is_empty() || n.personal_account.is_some() {
+            let specs: Vec<RuleSpec> = n.rules.iter().map(|r| r.get_ref().clone()).collect();
+            set_node_rules(&mut pol, &n.path, &specs, n.personal_account.as_deref())
+                .map_err(&nerr)?;
         }
         by_path.insert(n.path.clone(), id);
         let subs = node_subscriptions(n);

@@ -93,6 +93,18 @@ pub struct Policy {
     /// Nodes (by path) whose limit has a policy of its own: applied instead of
     /// `final_unit_action` when the last units go under that node's limit.
     pub at_limit: std::collections::BTreeMap<String, AtLimit>,
+    /// Rules over the request on the tree's nodes, and the personal accounts devices are
+    /// linked to ([`crate::rules`]).
+    pub rules: crate::rules::RuleBook,
+    /// Tariffs rules may name (`charge = "tariff"`), by name.
+    pub tariffs: std::collections::BTreeMap<String, Tariff>,
+    /// Roaming zones rules may name.
+    pub zones: crate::rules::Zones,
+    /// The tenant's home networks: a device served elsewhere (and not in
+    /// `equivalent_networks`) is roaming. Empty: each IMSI's own network is its home.
+    pub home_networks: Vec<crate::rules::Plmn>,
+    /// Networks that count as home.
+    pub equivalent_networks: Vec<crate::rules::Plmn>,
 }
 
 /// A node's policy at its limit.
@@ -102,6 +114,28 @@ pub enum AtLimit {
     Deny,
     /// The last units go with this Final-Unit-Action.
     Act(FinalUnitAction),
+}
+
+impl Policy {
+    /// Whether a device served by `serving` roams: the serving network is known and is neither
+    /// a home network (the tenant's, else the IMSI's) nor an equivalent one.
+    pub fn roaming(
+        &self,
+        serving: Option<crate::rules::Plmn>,
+        imsi_home: Option<crate::rules::Plmn>,
+    ) -> bool {
+        let Some(serving) = serving else {
+            return false;
+        };
+        if self.equivalent_networks.contains(&serving) {
+            return false;
+        }
+        if self.home_networks.is_empty() {
+            imsi_home.is_some_and(|h| h != serving)
+        } else {
+            !self.home_networks.contains(&serving)
+        }
+    }
 }
 
 impl Default for Policy {
@@ -119,6 +153,11 @@ impl Default for Policy {
             unmetered: Unmetered::Refuse,
             max_report: [100 * GIB, 7 * 86_400, 1_000_000],
             at_limit: Default::default(),
+            rules: Default::default(),
+            tariffs: Default::default(),
+            zones: Default::default(),
+            home_networks: Vec::new(),
+            equivalent_networks: Vec::new(),
         }
     }
 }

@@ -46,6 +46,25 @@ pub struct LimitView {
     pub period_end: Option<String>,
 }
 
+/// A node's rules as the API shows them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RulesView {
+    pub path: String,
+    /// The node's own rules, first to last.
+    pub rules: Vec<crate::rules::RuleSpec>,
+    /// The personal account its user pays with (a device's).
+    pub personal_account: Option<String>,
+    /// The rules of the nodes above, nearest first: a request meets them after the node's.
+    pub inherited: Vec<InheritedRules>,
+}
+
+/// The rules of a node above.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InheritedRules {
+    pub path: String,
+    pub rules: Vec<crate::rules::RuleSpec>,
+}
+
 /// A node of an account tree as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NodeView {
@@ -298,6 +317,42 @@ impl Accounts {
         })
     }
 
+    /// A node's rules over the request and its personal account, with the rules it inherits
+    /// from above, in the order a request meets them.
+    pub fn rules_view(&self, path: &str) -> Result<RulesView, ChangeError> {
+        let at = self.find_node(path)?;
+        let names: Vec<String> = self
+            .ledger()
+            .lock(at.tree)
+            .map(|t| t.names(at.node).iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default();
+        let policies = self.policies();
+        let p = policies.get(at.tree as usize);
+        let book = p.map(|p| &p.rules);
+        let path = names.join("/");
+        let specs = |path: &str| -> Vec<crate::rules::RuleSpec> {
+            book.map(|b| b.rules_of(path).iter().map(|r| r.spec.clone()).collect())
+                .unwrap_or_default()
+        };
+        let inherited = (1..names.len())
+            .rev()
+            .map(|d| names[..d].join("/"))
+            .map(|p| InheritedRules {
+                rules: specs(&p),
+                path: p,
+            })
+            .filter(|i| !i.rules.is_empty())
+            .collect();
+        Ok(RulesView {
+            rules: specs(&path),
+            personal_account: book
+                .and_then(|b| b.personal_of(&path))
+                .map(|(k, id)| crate::rules::spec::personal_text(k, id)),
+            inherited,
+            path,
+        })
+    }
+
     /// A tenant's policy, in the form the API and provisioning files take.
     pub fn policy_view(&self, tenant: &str) -> Result<PolicySpec, ChangeError> {
         let tree = self
@@ -328,11 +383,7 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
         filter_ids: Vec::new(),
         restriction_rules: Vec::new(),
         denied_rating_groups: p.denied_rating_groups.clone(),
-        tariff: p.tariff.as_ref().map(|t| TariffSpec {
-            price: t.price,
-            per_octets: Amount::Number(t.per_octets),
-            currency_code: t.currency_code,
-        }),
+        tariff: p.tariff.as_ref().map(tariff_spec),
         unmetered: Some(
             match p.unmetered {
                 Unmetered::Refuse => "refuse",
@@ -343,6 +394,18 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
         max_report_octets: Some(Amount::Number(p.max_report[0])),
         max_report_seconds: Some(p.max_report[1]),
         max_report_events: Some(p.max_report[2]),
+        tariffs: p
+            .tariffs
+            .iter()
+            .map(|(name, t)| (name.clone(), tariff_spec(t)))
+            .collect(),
+        zones: p.zones.0.iter().cloned().collect(),
+        home_networks: p.home_networks.iter().map(|n| n.to_string()).collect(),
+        equivalent_networks: p
+            .equivalent_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
     };
     let a = action_spec(&p.final_unit_action);
     spec.final_unit_action = Some(a.action);
@@ -351,6 +414,14 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
     spec.filter_ids = a.filter_ids;
     spec.restriction_rules = a.restriction_rules;
     spec
+}
+
+fn tariff_spec(t: &super::tenant::Tariff) -> TariffSpec {
+    TariffSpec {
+        price: t.price,
+        per_octets: Amount::Number(t.per_octets),
+        currency_code: t.currency_code,
+    }
 }
 
 /// A Final-Unit-Action as the API writes it.

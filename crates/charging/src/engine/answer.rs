@@ -25,6 +25,12 @@ pub(super) struct MsccAnswer {
     pub quota_holding_time: Option<u32>,
     /// Set on the grant that takes the last units.
     pub final_unit: Option<FinalUnitAction>,
+    /// For explain: the Final-Unit-Action's code when the last units went (3: none, deny),
+    /// the level (node of the charged account's tree) whose limit cut the grant, and why
+    /// the answer is what it is.
+    pub final_unit_kind: Option<u8>,
+    pub cut_by: Option<u32>,
+    pub why: Option<&'static str>,
 }
 
 impl MsccAnswer {
@@ -42,6 +48,9 @@ impl MsccAnswer {
             threshold: None,
             quota_holding_time: None,
             final_unit: None,
+            final_unit_kind: None,
+            cut_by: None,
+            why: None,
         }
     }
 }

@@ -351,36 +351,59 @@ impl Engine {
         let terminating = cr.request_type == RequestType::Termination;
         // Looked up once for the request: it takes the tree's lock.
         let tariff = self.tariff_for(policy, s.account);
+        // Where each MSCC goes: the rules on the device's path, matched once per MSCC.
+        let ctx = self.rule_context(cr, s, policy, now);
+        let rules: Vec<Option<&crate::rules::Rule>> = cr
+            .mscc
+            .iter()
+            .map(|m| ctx.as_ref().and_then(|c| c.decide(m)))
+            .collect();
+        let payers: Vec<Payer> = rules
+            .iter()
+            .map(|rule| self.payer(s, policy, ctx.as_ref(), *rule, tariff))
+            .collect();
         // Every report is settled before anything is granted, so that no settlement can
         // return what this request has just granted.
-        for m in &cr.mscc {
-            self.settle(s, m, tariff, now, rec);
+        for (m, payer) in cr.mscc.iter().zip(&payers) {
+            self.settle(s, m, tariff, payer, now, rec);
         }
         // Blocked since the session began: what was reported is charged (above), nothing is
         // held or granted any more, and every service is denied.
         let blocked = !terminating && self.accounts.ledger().is_blocked(s.account);
         if blocked {
             for h in s.held.drain(..) {
-                rec.release(h.id, s.account, h.unit, h.reserved, now);
+                rec.release(h.id, h.account(s.account), h.unit, h.reserved, now);
             }
         }
+        // A grant never outlasts the rule that decided it.
+        let validity_s = ctx
+            .as_ref()
+            .and_then(|c| c.edge)
+            .map_or(policy.validity_time_s, |e| e.min(policy.validity_time_s));
         let mut answers = Vec::with_capacity(cr.mscc.len());
-        for m in &cr.mscc {
+        for (m, payer) in cr.mscc.iter().zip(&payers) {
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
-            if blocked
-                || m.rating_group
-                    .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
+            if blocked {
+                a.result = ResultCode::EndUserServiceDenied;
+                a.why = Some("the subscriber is blocked by its enterprise");
+            } else if let Some(why) = payer.denied {
+                a.result = ResultCode::EndUserServiceDenied;
+                a.why = Some(why);
+            } else if m
+                .rating_group
+                .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
             {
                 a.result = ResultCode::EndUserServiceDenied;
+                a.why = Some("the tenant's policy denies this rating group");
             } else if !terminating && !m.is_final() {
-                self.grant(s, m, policy, tariff, now, &mut a, rec);
+                self.grant(s, m, policy, payer, validity_s, now, &mut a, rec);
             }
             answers.push(a);
         }
         if terminating {
             // Anything not reported is returned.
             for h in s.held.drain(..) {
-                rec.release(h.id, s.account, h.unit, h.reserved, now);
+                rec.release(h.id, h.account(s.account), h.unit, h.reserved, now);
             }
             s.terminated = true;
             s.deadline = now + i64::from(self.linger_s.load(Relaxed));
@@ -389,6 +412,8 @@ impl Engine {
                 + i64::from(policy.validity_time_s)
                 + i64::from(self.reservation_grace_s.load(Relaxed));
         }
+        let cut = validity_s < policy.validity_time_s;
+        self.note_decision(cr, s, ctx.as_ref(), &rules, &payers, &answers, cut, now);
         let result = command_result(&answers, cr.multiple_services);
         write_cca(
             identity,
@@ -403,16 +428,17 @@ impl Engine {
     }
 
     /// Charges the usage an MSCC reports and returns what the session held for that service.
-    /// Each reservation is settled in the unit it was granted in (octets against an octets
-    /// grant, money at the tariff against a money grant), whatever the policy says now, so a
-    /// policy changed mid-session neither leaks nor double-counts a reservation; usage that
-    /// nothing was reserved for is charged as the policy says now (`tariff`: see
-    /// [`Self::tariff_for`]).
+    /// Each reservation is settled on the account it was held on and in the unit it was
+    /// granted in (octets against an octets grant, money at the tariff against a money grant),
+    /// whatever the policy or the rules say now, so a policy changed mid-session neither leaks
+    /// nor double-counts a reservation; usage that nothing was reserved for is charged where
+    /// `payer` says (`tariff`: the session's own account's, see [`Self::tariff_for`]).
     pub(super) fn settle(
         &self,
         s: &mut Session,
         m: &Mscc,
         tariff: Option<(u128, u128)>,
+        payer: &Payer,
         now: i64,
         rec: &mut Recorder,
     ) {
@@ -421,7 +447,7 @@ impl Engine {
         s.held.retain(|h| {
             let mine = (h.rating_group, h.service_identifier) == key;
             if mine {
-                held.push(*h);
+                held.push(h.clone());
             }
             !mine
         });
@@ -431,7 +457,6 @@ impl Engine {
             used[1] = used[1].saturating_add(u64::from(u.units.time.unwrap_or(0)));
             used[2] = used[2].saturating_add(u.units.events.unwrap_or(0));
         }
-        let account = s.account;
         for (k, kind) in [Unit::Octets, Unit::Seconds, Unit::Events]
             .into_iter()
             .enumerate()
@@ -439,16 +464,19 @@ impl Engine {
             // The report is charged once, against the first reservation of its kind.
             let mut charged = used[k] == 0;
             for h in held.iter().filter(|h| service_kind(h.unit) == kind) {
+                let account = h.account(s.account);
                 if charged {
                     rec.release(h.id, account, h.unit, h.reserved, now);
                     continue;
                 }
                 charged = true;
-                match (h.unit, tariff) {
+                let price = h.route.as_ref().map_or(tariff, |r| r.price);
+                let paid = h.route.as_deref();
+                match (h.unit, price) {
                     (Unit::Money, Some(price)) => {
                         let money =
                             rec.commit_rated(h.id, account, h.reserved, used[k], price, now);
-                        s.charge(key, unit_index(Unit::Money), money);
+                        s.charge(key, s.paid_by(paid), unit_index(Unit::Money), money);
                     }
                     (Unit::Money, None) => {
                         // The tariff is gone: the money goes back, the octets count as octets.
@@ -457,17 +485,19 @@ impl Engine {
                     }
                     (unit, _) => rec.commit(h.id, account, unit, h.reserved, used[k], now),
                 }
-                s.charge(key, k, used[k]);
+                s.charge(key, s.paid_by(paid), k, used[k]);
             }
             if !charged {
-                match (kind, tariff) {
+                let account = payer.account;
+                let paid = payer.route.as_deref();
+                match (kind, payer.price) {
                     (Unit::Octets, Some(price)) => {
                         let money = rec.commit_rated(0, account, 0, used[k], price, now);
-                        s.charge(key, unit_index(Unit::Money), money);
+                        s.charge(key, s.paid_by(paid), unit_index(Unit::Money), money);
                     }
                     _ => rec.commit(0, account, kind, 0, used[k], now),
                 }
-                s.charge(key, k, used[k]);
+                s.charge(key, s.paid_by(paid), k, used[k]);
             }
         }
     }

@@ -111,8 +111,13 @@ impl Engine {
                             Some(price) => {
                                 let money = rec
                                     .commit_rated(*id, s.account, *granted, it.amount, price, now);
-                                s.charge(service, unit_index(Unit::Octets), it.amount);
-                                s.charge(service, unit_index(Unit::Money), money);
+                                s.charge(
+                                    service,
+                                    (None, None),
+                                    unit_index(Unit::Octets),
+                                    it.amount,
+                                );
+                                s.charge(service, (None, None), unit_index(Unit::Money), money);
                             }
                             None => {
                                 rec.commit(
@@ -123,7 +128,12 @@ impl Engine {
                                     it.ledger_amount,
                                     now,
                                 );
-                                s.charge(service, unit_index(it.ledger_unit), it.ledger_amount);
+                                s.charge(
+                                    service,
+                                    (None, None),
+                                    unit_index(it.ledger_unit),
+                                    it.ledger_amount,
+                                );
                             }
                         }
                         a.granted = Some((it.unit, it.amount));

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::accounts::tenant::{AtLimit, FinalUnitAction};
+use route::Payer;
 
 /// The kind of service unit a reservation in `unit` was granted for: money reservations buy
 /// octets.
@@ -53,14 +54,16 @@ impl Engine {
             .filter(|_| self.accounts.ledger().limited(account, Unit::Money))
     }
 
-    /// Reserves the next grant for an MSCC (`tariff`: see [`Self::tariff_for`]).
+    /// Reserves the next grant for an MSCC on the account `payer` names, at its price, for at
+    /// most `validity_s` (a rule's time edge may cut the policy's Validity-Time).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn grant(
         &self,
         s: &mut Session,
         m: &Mscc,
         policy: &Policy,
-        tariff: Option<(u128, u128)>,
+        payer: &Payer,
+        validity_s: u32,
         now: i64,
         a: &mut MsccAnswer,
         rec: &mut Recorder,
@@ -68,9 +71,9 @@ impl Engine {
         let Some(requested) = &m.requested else {
             return;
         };
-        let expires = now
-            + i64::from(policy.validity_time_s)
-            + i64::from(self.reservation_grace_s.load(Relaxed));
+        let account = payer.account;
+        let expires =
+            now + i64::from(validity_s) + i64::from(self.reservation_grace_s.load(Relaxed));
         let unit = requested_unit(requested);
         // An empty or zero Requested-Service-Unit leaves the amount to the server
         // (RFC 4006 §8.18): the slice.
@@ -78,7 +81,7 @@ impl Engine {
             .filter(|&n| n > 0)
             .unwrap_or(u64::MAX)
             .min(slice(policy, unit));
-        let price = match (tariff, unit) {
+        let price = match (payer.price, unit) {
             (Some(p), Unit::Octets) => Some(p),
             _ => None,
         };
@@ -88,9 +91,10 @@ impl Engine {
         // without bound.
         if price.is_none()
             && policy.unmetered == Unmetered::Refuse
-            && !self.accounts.ledger().limited(s.account, ledger_unit)
+            && !self.accounts.ledger().limited(account, ledger_unit)
         {
             a.result = ResultCode::RatingFailed;
+            a.why = Some("no limit on the account's path counts this unit");
             return;
         }
         let (granted, reserved, last, id) = match price {
@@ -100,7 +104,7 @@ impl Engine {
                 // octets always fit the money reserved.
                 let money = u64::try_from(crate::ledger::cost(u128::from(want), (num, den)))
                     .unwrap_or(u64::MAX);
-                let (g, id) = rec.reserve(s.account, Unit::Money, money, now, expires);
+                let (g, id) = rec.reserve(account, Unit::Money, money, now, expires);
                 let octets = if g.granted == money {
                     want
                 } else {
@@ -109,20 +113,27 @@ impl Engine {
                         .min(want)
                 };
                 if octets == 0 && g.granted > 0 {
-                    rec.release(id, s.account, Unit::Money, g.granted, now);
+                    rec.release(id, account, Unit::Money, g.granted, now);
                     (0, 0, true, 0)
                 } else {
                     (octets, g.granted, g.last, id)
                 }
             }
             None => {
-                let (g, id) = rec.reserve(s.account, unit, want, now, expires);
+                let (g, id) = rec.reserve(account, unit, want, now, expires);
                 (g.granted, g.granted, g.last, id)
             }
         };
         if granted == 0 {
             a.result = ResultCode::CreditLimitReached;
-            self.note_dry(s.account, if price.is_some() { Unit::Money } else { unit });
+            let limited = if price.is_some() { Unit::Money } else { unit };
+            a.why = Some("no headroom left on the account's path");
+            a.cut_by = self
+                .accounts
+                .ledger()
+                .lock(account.tree)
+                .and_then(|t| t.limiting(account.node, limited));
+            self.note_dry(account, limited);
             return;
         }
         // One more at a time: a Vec would round up to four, and a million sessions each
@@ -136,9 +147,10 @@ impl Engine {
             reserved,
             granted,
             expires,
+            route: payer.route.clone(),
         });
         a.granted = Some((unit, granted));
-        a.validity_time = Some(policy.validity_time_s);
+        a.validity_time = Some(validity_s);
         let threshold = granted.saturating_mul(u64::from(policy.threshold_percent)) / 100;
         a.threshold = Some(u32::try_from(threshold).unwrap_or(u32::MAX));
         if policy.quota_holding_time_s > 0 {
@@ -148,27 +160,36 @@ impl Engine {
             // The policy at the limit of the level that cut the grant, if it has one of its
             // own, else the tenant's.
             let limited = if price.is_some() { Unit::Money } else { unit };
-            let (limit, path) = self.limiting_path(s, limited);
+            let (limit, path, node) = self.limiting_path(account, limited);
             let action = match policy.at_limit.get(&limit) {
                 Some(AtLimit::Deny) => None,
                 Some(AtLimit::Act(f)) => Some(f.clone()),
                 None => Some(policy.final_unit_action.clone()),
             };
             a.final_unit = action.clone();
-            self.policy_applied(s, m, action.as_ref(), (limit, path), now, rec);
+            a.final_unit_kind = explain::final_unit_code(&action, true);
+            a.cut_by = Some(node);
+            a.why = Some(if action.is_some() {
+                "the grant takes the last units under this level's limit: the policy at the limit goes with it"
+            } else {
+                "the grant takes the last units under this level's limit, whose policy is to deny: no Final-Unit-Indication"
+            });
+            let rule = payer.route.as_ref().map(|r| &*r.rule);
+            self.policy_applied(s, m, action.as_ref(), (limit, path, rule), now, rec);
         }
     }
 
-    /// The path of the node whose limit cut a grant on `s`'s account, and of the account.
-    fn limiting_path(&self, s: &Session, unit: Unit) -> (String, String) {
+    /// The path of the node whose limit cut a grant on `account`, of the account, and that
+    /// node.
+    fn limiting_path(&self, account: AccountRef, unit: Unit) -> (String, String, u32) {
         self.accounts
             .ledger()
-            .lock(s.account.tree)
+            .lock(account.tree)
             .map(|t| {
-                let n = t.limiting(s.account.node, unit).unwrap_or(s.account.node);
-                (t.names(n).join("/"), t.names(s.account.node).join("/"))
+                let n = t.limiting(account.node, unit).unwrap_or(account.node);
+                (t.names(n).join("/"), t.names(account.node).join("/"), n)
             })
-            .unwrap_or_default()
+            .unwrap_or((String::new(), String::new(), account.node))
     }
 
     /// Notes for the outbox that the policy at a limit was applied to a session: its last
@@ -178,7 +199,7 @@ impl Engine {
         s: &Session,
         m: &Mscc,
         action: Option<&FinalUnitAction>,
-        (limit, path): (String, String),
+        (limit, path, rule): (String, String, Option<&str>),
         now: i64,
         rec: &mut Recorder,
     ) {
@@ -188,7 +209,7 @@ impl Engine {
             Some(FinalUnitAction::Redirect { .. }) => "redirect",
             Some(FinalUnitAction::RestrictAccess { .. }) => "restrict",
         };
-        let event = serde_json::json!({
+        let mut event = serde_json::json!({
             "kind": "policy_applied",
             "tenant": path.split('/').next().unwrap_or_default(),
             "path": path,
@@ -198,6 +219,9 @@ impl Engine {
             "subscriber": &*s.subscriber,
             "rating_group": m.rating_group,
         });
+        if let Some(rule) = rule {
+            event["rule"] = rule.into();
+        }
         if let Ok(data) = serde_json::to_vec(&event) {
             rec.ops.push(crate::ops::Op::Event(data));
         }

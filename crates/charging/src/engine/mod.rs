@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 mod answer;
 mod ccr;
 mod event;
+pub mod explain;
 mod grant;
 pub mod recorder;
 mod request;
+mod route;
 pub mod session;
 mod supervision;
 mod usage;
@@ -29,6 +31,7 @@ use grant::{requested_amount, requested_unit, service_kind};
 use usage::{UsageRecords, log_usage, usage_delta};
 
 use crate::accounts::Accounts;
+use crate::accounts::changes::ChangeError;
 use crate::ledger::{AccountRef, Ledger, Unit, unit_index};
 use crate::ops::Op;
 
@@ -36,6 +39,7 @@ use crate::accounts::tenant::{Directory, Policy, SubscriptionType, Unmetered};
 use answer::{EventAnswer, MsccAnswer, write_cca};
 use recorder::{Outstanding, Recorder, Recovered};
 use request::{CreditRequest, Mscc, RequestType, RequestedAction, Units};
+use route::Payer;
 use session::{Held, ServiceUsage, Session, Sessions};
 
 /// Charging settings that are not per tree.
@@ -48,6 +52,8 @@ pub struct ChargingConfig {
     pub linger_s: u32,
     /// The thresholds every account has on each of its limits.
     pub device_thresholds: crate::ledger::DefaultPercents,
+    /// Recent decisions kept for explain (0: none).
+    pub explain_decisions: usize,
 }
 
 impl Default for ChargingConfig {
@@ -56,9 +62,13 @@ impl Default for ChargingConfig {
             reservation_grace_s: 30,
             linger_s: 15,
             device_thresholds: DEFAULT_DEVICE_THRESHOLDS,
+            explain_decisions: DEFAULT_EXPLAIN_DECISIONS,
         }
     }
 }
+
+/// Decisions explain keeps by default.
+pub const DEFAULT_EXPLAIN_DECISIONS: usize = 65_536;
 
 /// 80% and 100% of every limit of every account.
 pub const DEFAULT_DEVICE_THRESHOLDS: crate::ledger::DefaultPercents =
@@ -98,6 +108,8 @@ pub struct Engine {
     /// the server asks the gateways holding them to report (RAR) so that active devices can
     /// be served. Drained by [`Engine::take_dry_pools`]; bounded.
     dry: Mutex<Vec<AccountRef>>,
+    /// Recent decisions, for explain.
+    decisions: explain::Decisions,
 }
 
 /// Dry levels noted at once at most (more are dropped until drained).
@@ -175,6 +187,7 @@ impl Engine {
             hosts: RwLock::new(Default::default()),
             reports_refused: AtomicU64::new(0),
             dry: Mutex::new(Vec::new()),
+            decisions: explain::Decisions::new(config.explain_decisions),
         }
     }
 
@@ -346,7 +359,7 @@ impl Engine {
             for s in shard.open.values() {
                 outstanding.extend(s.held.iter().map(|h| Outstanding {
                     id: h.id,
-                    account: s.account,
+                    account: h.account(s.account),
                     unit: h.unit,
                     amount: h.reserved,
                     expires: h.expires,

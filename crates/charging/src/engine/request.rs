@@ -10,6 +10,7 @@ use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
 
 use crate::accounts::tenant::SubscriptionType;
+use crate::rules::{Plmn, RequestAttributes};
 
 /// CC-Request-Type (RFC 4006 §8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +150,56 @@ pub(super) struct CreditRequest<'a> {
     pub mscc: Vec<Mscc>,
     /// Whether the request used Multiple-Services-Credit-Control (the answer mirrors it).
     pub multiple_services: bool,
+    /// Where and how the device is, for rules.
+    pub attributes: RequestAttributes<'a>,
+}
+
+/// Reads the APN, serving network and RAT type from the AVPs of a group (the command, or
+/// PS-Information): later ones override. A value that is not one (an SGSN-MCC-MNC that is not
+/// digits, a location without a PLMN) leaves the attribute unknown: a rule on it then does not
+/// match, and nothing else depends on it.
+fn read_attributes<'a>(
+    avps: impl Iterator<Item = Avp<'a>>,
+    out: &mut RequestAttributes<'a>,
+    serving_from_uli: &mut Option<Plmn>,
+) -> Result<(), DiameterError> {
+    for a in avps {
+        if a.is(c::CALLED_STATION_ID) {
+            out.apn = Some(a.utf8()?);
+        } else if a.is(c::THREEGPP_SGSN_MCC_MNC) {
+            if let Some(p) = Plmn::parse(a.utf8()?) {
+                out.serving = Some(p);
+            }
+        } else if a.is(c::THREEGPP_RAT_TYPE) {
+            if let [rat] = a.data {
+                out.rat = Some(*rat);
+            }
+        } else if a.is(c::THREEGPP_USER_LOCATION_INFO) {
+            if let Some(p) = crate::rules::attributes::uli_plmn(a.data) {
+                *serving_from_uli = Some(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The request's attributes: at command level and inside Service-Information/PS-Information
+/// (TS 32.299 §7.2.158), the latter taking precedence; the serving network from
+/// 3GPP-SGSN-MCC-MNC, else from 3GPP-User-Location-Info.
+fn attributes_of<'a>(msg: &'a Message) -> Result<RequestAttributes<'a>, DiameterError> {
+    let mut out = RequestAttributes::default();
+    let mut uli = None;
+    read_attributes(msg.avps(), &mut out, &mut uli)?;
+    if let Some(si) = msg.find(c::SERVICE_INFORMATION) {
+        for ps in si.children().filter(|a| a.is(c::PS_INFORMATION)) {
+            read_attributes(ps.children(), &mut out, &mut uli)
+                .map_err(|e| si.wrap_error(ps.wrap_error(e)))?;
+        }
+    }
+    if out.serving.is_none() {
+        out.serving = uli;
+    }
+    Ok(out)
 }
 
 /// 5005 with an example of the missing AVP (the dictionary's command rules normally catch it
@@ -305,7 +356,9 @@ impl<'a> CreditRequest<'a> {
                 mscc.push(single);
             }
         }
+        let attributes = attributes_of(msg)?;
         Ok(CreditRequest {
+            attributes,
             session_id,
             origin_host,
             request_type,

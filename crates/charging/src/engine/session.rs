@@ -11,8 +11,18 @@ use crossbeam_utils::CachePadded;
 
 use crate::ledger::{AccountRef, Unit};
 
+/// Where a rule sent a reservation: the account it is held on and settled against, the price
+/// its money is settled at, and the rule's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub account: AccountRef,
+    /// Money per octet (numerator, denominator) for a money reservation.
+    pub price: Option<(u128, u128)>,
+    pub rule: Arc<str>,
+}
+
 /// Units reserved for one service (rating group / service identifier) of a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     /// The reservation's id in the journal.
     pub id: u64,
@@ -26,6 +36,16 @@ pub struct Held {
     pub granted: u64,
     /// When the reservation returns to the pool by itself (Validity-Time plus grace).
     pub expires: i64,
+    /// Set when a rule chose where it is held; none: on the session's account, settled at
+    /// its policy's tariff.
+    pub route: Option<Box<Route>>,
+}
+
+impl Held {
+    /// The account the reservation is held on.
+    pub fn account(&self, session: AccountRef) -> AccountRef {
+        self.route.as_ref().map_or(session, |r| r.account)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -50,25 +70,55 @@ pub struct Session {
 }
 
 /// Units charged to one service (rating group / service identifier) of a session, per unit
-/// kind: octets, seconds, events, money (ledger units).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// kind: octets, seconds, events, money (ledger units); apart for each account and rule that
+/// paid for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceUsage {
     pub rating_group: Option<u32>,
     pub service_identifier: Option<u32>,
     pub units: [u64; 4],
+    /// The account that paid, when a rule sent it elsewhere than the session's account.
+    pub account: Option<AccountRef>,
+    /// The rule that matched.
+    pub rule: Option<Arc<str>>,
 }
 
+impl ServiceUsage {
+    /// Whether this is the usage of `service` paid as `paid` says (account, rule).
+    pub fn is(&self, service: (Option<u32>, Option<u32>), paid: Paid<'_>) -> bool {
+        (self.rating_group, self.service_identifier) == service
+            && self.account == paid.0
+            && self.rule.as_deref() == paid.1
+    }
+}
+
+/// Who paid for usage: the account when it is not the session's, and the rule that matched.
+pub type Paid<'a> = (Option<AccountRef>, Option<&'a str>);
+
 impl Session {
+    /// How a reservation's usage is recorded as paid.
+    pub fn paid_by<'r>(&self, route: Option<&'r Route>) -> Paid<'r> {
+        match route {
+            None => (None, None),
+            Some(r) => (
+                (r.account != self.account).then_some(r.account),
+                Some(&*r.rule),
+            ),
+        }
+    }
+
     /// Adds `amount` of unit kind `unit` (see [`unit_index`]) to a service's usage.
-    pub fn charge(&mut self, service: (Option<u32>, Option<u32>), unit: usize, amount: u64) {
+    pub fn charge(
+        &mut self,
+        service: (Option<u32>, Option<u32>),
+        paid: Paid<'_>,
+        unit: usize,
+        amount: u64,
+    ) {
         if amount == 0 {
             return;
         }
-        let i = match self
-            .services
-            .iter()
-            .position(|s| (s.rating_group, s.service_identifier) == service)
-        {
+        let i = match self.services.iter().position(|s| s.is(service, paid)) {
             Some(i) => i,
             None => {
                 self.services.reserve_exact(1);
@@ -76,6 +126,8 @@ impl Session {
                     rating_group: service.0,
                     service_identifier: service.1,
                     units: [0; 4],
+                    account: paid.0,
+                    rule: paid.1.map(Arc::from),
                 });
                 self.services.len() - 1
             }
@@ -254,11 +306,18 @@ impl Sessions {
 ///            started:zig deadline:zig last_number:var last_type:u8 ended:u8
 ///            held_count:var held* service_count:var service* answer:bytes
 /// bytes    = length:var octets (strings in UTF-8)
-/// held     = id:var ids reserved_unit:u8 reserved:var granted:var expires:zig
-/// service  = ids octets:var seconds:var events:var money:var
-/// ids      = flags:u8 (1: Rating-Group present, 2: Service-Identifier present)
+/// held     = id:var ids reserved_unit:u8 reserved:var granted:var expires:zig [route]
+/// service  = ids octets:var seconds:var events:var money:var [paid]
+/// ids      = flags:u8 (1: Rating-Group present, 2: Service-Identifier present,
+///            4: a rule chose the route or the payer, which follows at the end)
 ///            [rating_group:var] [service_identifier:var]
+/// route    = tree:var node:var priced:u8 [num_high:var num_low:var den_high:var den_low:var]
+///            rule:bytes
+/// paid     = other_account:u8 [tree:var node:var] rule:bytes
 /// ```
+///
+/// Flag 4 and what it announces came with rules over the request; a state without it reads as
+/// it always did.
 ///
 /// The answer is kept compact (see `put_answer`): its flags, its Result-Code and its AVPs after
 /// the ones every answer starts with, which a retransmission and our identity give back; an
@@ -271,11 +330,19 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
         var(out, b.len() as u64);
         out.extend_from_slice(b);
     }
-    fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>) {
-        out.push(u8::from(rg.is_some()) | (u8::from(si.is_some()) << 1));
+    fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>, ruled: bool) {
+        out.push(u8::from(rg.is_some()) | (u8::from(si.is_some()) << 1) | (u8::from(ruled) << 2));
         for v in [rg, si].into_iter().flatten() {
             var(out, u64::from(v));
         }
+    }
+    fn account(out: &mut Vec<u8>, a: AccountRef) {
+        var(out, u64::from(a.tree));
+        var(out, u64::from(a.node));
+    }
+    fn wide(out: &mut Vec<u8>, v: u128) {
+        var(out, (v >> 64) as u64);
+        var(out, v as u64);
     }
     put(out, session_id.as_bytes());
     put(out, s.origin_host.as_bytes());
@@ -295,17 +362,34 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
     var(out, held.len() as u64);
     for h in held {
         var(out, h.id);
-        ids(out, h.rating_group, h.service_identifier);
+        ids(out, h.rating_group, h.service_identifier, h.route.is_some());
         out.push(crate::ledger::unit_index(h.unit) as u8);
         var(out, h.reserved);
         var(out, h.granted);
         zig(out, h.expires);
+        if let Some(r) = &h.route {
+            account(out, r.account);
+            out.push(u8::from(r.price.is_some()));
+            if let Some((num, den)) = r.price {
+                wide(out, num);
+                wide(out, den);
+            }
+            put(out, r.rule.as_bytes());
+        }
     }
     var(out, services.len() as u64);
     for u in services {
-        ids(out, u.rating_group, u.service_identifier);
+        let ruled = u.account.is_some() || u.rule.is_some();
+        ids(out, u.rating_group, u.service_identifier, ruled);
         for v in u.units {
             var(out, v);
+        }
+        if ruled {
+            out.push(u8::from(u.account.is_some()));
+            if let Some(a) = u.account {
+                account(out, a);
+            }
+            put(out, u.rule.as_deref().unwrap_or("").as_bytes());
         }
     }
     put_answer(out, &s.last_answer);
@@ -482,9 +566,9 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     fn u32_of(r: &mut &[u8]) -> Option<u32> {
         u32::try_from(var(r)?).ok()
     }
-    fn ids(r: &mut &[u8]) -> Option<(Option<u32>, Option<u32>)> {
+    fn ids(r: &mut &[u8]) -> Option<(Option<u32>, Option<u32>, bool)> {
         let flags = r.try_get_u8().ok()?;
-        if flags > 3 {
+        if flags > 7 {
             return None;
         }
         let rg = if flags & 1 != 0 {
@@ -497,7 +581,19 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
         } else {
             None
         };
-        Some((rg, si))
+        Some((rg, si, flags & 4 != 0))
+    }
+    fn account_of(r: &mut &[u8]) -> Option<AccountRef> {
+        Some(AccountRef {
+            tree: u32_of(r)?,
+            node: u32_of(r)?,
+        })
+    }
+    fn wide(r: &mut &[u8]) -> Option<u128> {
+        Some((u128::from(var(r)?) << 64) | u128::from(var(r)?))
+    }
+    fn rule(r: &mut &[u8]) -> Option<Arc<str>> {
+        Some(Arc::from(std::str::from_utf8(bytes(r)?).ok()?))
     }
     fn unit(code: u8) -> Option<Unit> {
         Unit::ALL.get(usize::from(code)).copied()
@@ -522,8 +618,8 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     let mut held = Vec::with_capacity(held_count.min(64));
     for _ in 0..held_count {
         let id = var(&mut r)?;
-        let (rating_group, service_identifier) = ids(&mut r)?;
-        held.push(Held {
+        let (rating_group, service_identifier, routed) = ids(&mut r)?;
+        let mut h = Held {
             id,
             rating_group,
             service_identifier,
@@ -531,17 +627,43 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
             reserved: var(&mut r)?,
             granted: var(&mut r)?,
             expires: zig(&mut r)?,
-        });
+            route: None,
+        };
+        if routed {
+            let account = account_of(&mut r)?;
+            let price = match r.try_get_u8().ok()? {
+                0 => None,
+                1 => Some((wide(&mut r)?, wide(&mut r)?)),
+                _ => return None,
+            };
+            h.route = Some(Box::new(Route {
+                account,
+                price,
+                rule: rule(&mut r)?,
+            }));
+        }
+        held.push(h);
     }
     let service_count = usize::try_from(var(&mut r)?).ok()?.min(data.len());
     let mut services = Vec::with_capacity(service_count.min(64));
     for _ in 0..service_count {
-        let (rating_group, service_identifier) = ids(&mut r)?;
-        services.push(ServiceUsage {
+        let (rating_group, service_identifier, paid) = ids(&mut r)?;
+        let mut u = ServiceUsage {
             rating_group,
             service_identifier,
             units: [var(&mut r)?, var(&mut r)?, var(&mut r)?, var(&mut r)?],
-        });
+            account: None,
+            rule: None,
+        };
+        if paid {
+            u.account = match r.try_get_u8().ok()? {
+                0 => None,
+                1 => Some(account_of(&mut r)?),
+                _ => return None,
+            };
+            u.rule = Some(rule(&mut r)?).filter(|r| !r.is_empty());
+        }
+        services.push(u);
     }
     let last_answer = bytes(&mut r)?.to_vec();
     if !r.is_empty() {
@@ -690,24 +812,60 @@ mod tests {
             last_number: 7,
             last_type: 2,
             last_answer: answer,
-            held: vec![Held {
-                id: 1 << 40,
-                rating_group: Some(10),
-                service_identifier: None,
-                unit: Unit::Money,
-                reserved: 123_456_789,
-                granted: 10 << 20,
-                expires: 1_795_000_600,
-            }],
+            held: vec![
+                Held {
+                    id: 1 << 40,
+                    rating_group: Some(10),
+                    service_identifier: None,
+                    unit: Unit::Money,
+                    reserved: 123_456_789,
+                    granted: 10 << 20,
+                    expires: 1_795_000_600,
+                    route: None,
+                },
+                // Sent by a rule to a personal account, priced.
+                Held {
+                    id: 2,
+                    rating_group: Some(20),
+                    service_identifier: Some(1),
+                    unit: Unit::Money,
+                    reserved: 5,
+                    granted: 1 << 20,
+                    expires: 1_795_000_600,
+                    route: Some(Box::new(Route {
+                        account: AccountRef { tree: 9, node: 0 },
+                        price: Some((u128::MAX - 1, 1 << 70)),
+                        rule: Arc::from("personal-video"),
+                    })),
+                },
+            ],
             deadline: 1_795_000_630,
             terminated: false,
             started: -5,
             subscriber: Box::from("e164:15551008000"),
-            services: vec![ServiceUsage {
-                rating_group: None,
-                service_identifier: Some(u32::MAX),
-                units: [u64::MAX, 0, 1, 2],
-            }],
+            services: vec![
+                ServiceUsage {
+                    rating_group: None,
+                    service_identifier: Some(u32::MAX),
+                    units: [u64::MAX, 0, 1, 2],
+                    account: None,
+                    rule: None,
+                },
+                ServiceUsage {
+                    rating_group: Some(20),
+                    service_identifier: None,
+                    units: [1, 0, 0, 2],
+                    account: Some(AccountRef { tree: 9, node: 0 }),
+                    rule: Some(Arc::from("personal-video")),
+                },
+                ServiceUsage {
+                    rating_group: Some(10),
+                    service_identifier: None,
+                    units: [1, 0, 0, 0],
+                    account: None,
+                    rule: Some(Arc::from("work")),
+                },
+            ],
         }
     }
 

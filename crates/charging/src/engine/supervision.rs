@@ -58,7 +58,7 @@ impl Engine {
         let mut s = shard.open.remove(session_id)?;
         let account = s.account;
         for h in s.held.drain(..) {
-            rec.release(h.id, account, h.unit, h.reserved, now);
+            rec.release(h.id, h.account(account), h.unit, h.reserved, now);
         }
         log_usage(session_id, &s, now, outcome);
         if self.journaled {
@@ -110,7 +110,7 @@ impl Engine {
                 s.held.retain(|h| {
                     let keep = h.expires > now;
                     if !keep {
-                        rec.release(h.id, account, h.unit, h.reserved, now);
+                        rec.release(h.id, h.account(account), h.unit, h.reserved, now);
                     }
                     keep
                 });
@@ -122,7 +122,7 @@ impl Engine {
                 }
                 if !s.terminated {
                     for h in s.held.drain(..) {
-                        rec.release(h.id, account, h.unit, h.reserved, now);
+                        rec.release(h.id, h.account(account), h.unit, h.reserved, now);
                     }
                     log_usage(id, s, now, "supervision timeout");
                     if self.journaled {

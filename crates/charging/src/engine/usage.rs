@@ -12,9 +12,12 @@ pub(super) fn usage_delta(before: &[ServiceUsage], after: &[ServiceUsage]) -> Ve
         .iter()
         .filter_map(|a| {
             let b = before.iter().find(|b| {
-                (b.rating_group, b.service_identifier) == (a.rating_group, a.service_identifier)
+                b.is(
+                    (a.rating_group, a.service_identifier),
+                    (a.account, a.rule.as_deref()),
+                )
             });
-            let mut d = *a;
+            let mut d = a.clone();
             for k in 0..4 {
                 d.units[k] = a.units[k].saturating_sub(b.map_or(0, |b| b.units[k]));
             }
@@ -47,6 +50,15 @@ pub(super) fn log_usage(session_id: &str, s: &Session, now: i64, outcome: &str) 
 }
 
 impl Engine {
+    /// An account's path, "tenant/cost-centre/device" (empty if it is gone).
+    pub(super) fn path_of(&self, at: AccountRef) -> String {
+        self.accounts
+            .ledger()
+            .lock(at.tree)
+            .map(|t| Path(&t.names(at.node)).to_string())
+            .unwrap_or_default()
+    }
+
     /// Records usage ([`Op::Usage`], one JSON object per session end; per update too if
     /// `interim`).
     pub fn with_usage_records(mut self, interim: bool) -> Self {
@@ -75,18 +87,20 @@ impl Engine {
             return;
         }
         // The tree's lock is held only to copy the account's path out.
-        let account = self
-            .accounts
-            .ledger()
-            .lock(s.account.tree)
-            .map(|t| Path(&t.names(s.account.node)).to_string())
-            .unwrap_or_default();
+        let account = self.path_of(s.account);
         let record = UsageRecord {
             account: &account,
             end: now,
             interim,
             outcome,
-            services: services.iter().map(ServiceRecord::from).collect(),
+            services: services
+                .iter()
+                .map(|u| {
+                    let mut r = ServiceRecord::from(u);
+                    r.account = u.account.map(|a| self.path_of(a));
+                    r
+                })
+                .collect(),
             session_id,
             start: s.started,
             subscriber: &s.subscriber,
@@ -112,14 +126,20 @@ struct UsageRecord<'a> {
     subscriber: &'a str,
 }
 
-/// What one service (Rating-Group, Service-Identifier) used.
+/// What one service (Rating-Group, Service-Identifier) used (per account and rule that paid).
 #[derive(Serialize)]
 struct ServiceRecord {
+    /// The account that paid, when a rule sent the service elsewhere than the session's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
     events: u64,
     /// In the currency, as a decimal string with the ledger's nine places.
     money: Decimal,
     octets: u64,
     rating_group: Option<u32>,
+    /// The rule that decided where the service was charged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
     seconds: u64,
     service_identifier: Option<u32>,
 }
@@ -127,6 +147,7 @@ struct ServiceRecord {
 impl From<&ServiceUsage> for ServiceRecord {
     fn from(u: &ServiceUsage) -> Self {
         ServiceRecord {
+            account: None,
             events: u.units[2],
             money: Decimal::new(
                 i64::try_from(u.units[3]).unwrap_or(i64::MAX),
@@ -134,6 +155,7 @@ impl From<&ServiceUsage> for ServiceRecord {
             ),
             octets: u.units[0],
             rating_group: u.rating_group,
+            rule: u.rule.as_deref().map(str::to_owned),
             seconds: u.units[1],
             service_identifier: u.service_identifier,
         }

@@ -68,7 +68,7 @@ impl Accounts {
                     set_policy(id, policy);
                     sum.tenants_added += 1;
                 }
-                Step::SetPolicy(tree, p) => set_policy(tree, p),
+                Step::SetPolicy(tree, p) => set_policy(tree, *p),
                 Step::SetTimeZone(tree, tz) => {
                     if let Some(mut t) = self.ledger.lock(tree) {
                         t.tz = tz;

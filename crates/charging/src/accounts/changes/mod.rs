@@ -102,6 +102,17 @@ pub enum Change {
         #[serde(default)]
         sip_uri: Option<String>,
     },
+    /// A node's rules over the request, all of them (docs/rules.md); none removes them.
+    SetRules {
+        path: String,
+        rules: Vec<crate::rules::RuleSpec>,
+    },
+    /// The personal account a device's user pays with (none: unlinked).
+    SetPersonalAccount {
+        path: String,
+        #[serde(default)]
+        personal_account: Option<String>,
+    },
     /// A node and everything under it (a tenant, if the path is its root).
     Remove { path: String },
     /// Moves allowance: `amount` off the limit of `from` onto the limit of `to` (same unit and

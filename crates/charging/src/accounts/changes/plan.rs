@@ -7,7 +7,7 @@ use crate::ledger::{AccountRef, Counter, MAX_DEPTH, Period, Threshold, Tree, Uni
 
 use super::super::Accounts;
 use super::super::provisioning::{
-    self, AtLimitSpec, BuiltTenant, DeviceRun, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
+    self, BuiltTenant, DeviceRun, LimitSpec, NodeSpec, Subscriptions, TenantSpec,
 };
 use super::super::tenant::{Policy, SubscriptionType, number_key};
 use super::{Change, ChangeError, ChangeState, Source};
@@ -22,7 +22,7 @@ pub(super) struct At {
 /// One step of a planned change; carrying it out cannot fail.
 pub(super) enum Step {
     AddTree(Box<BuiltTenant>),
-    SetPolicy(u32, Policy),
+    SetPolicy(u32, Box<Policy>),
     SetTimeZone(u32, jiff::tz::TimeZone),
     RemoveTree(u32),
     AddNode {
@@ -152,6 +152,30 @@ fn paths(tree: &Tree) -> Vec<Option<String>> {
 /// Limits as compared between imports: unit, period, amount.
 type LimitKey = Vec<(Unit, Period, u64)>;
 
+/// Carries the rules of `old` over to the new policy `p`, compiled again against its tariffs
+/// and zones: a policy that takes away a tariff or zone a rule names is refused.
+fn keep_rules(old: &Policy, p: &mut Policy) -> Result<(), ChangeError> {
+    p.rules = old.rules.clone();
+    let names = provisioning::names_of(p);
+    let mut again = Vec::new();
+    for path in old.rules.paths() {
+        let specs: Vec<_> = old
+            .rules
+            .rules_of(path)
+            .iter()
+            .map(|r| r.spec.clone())
+            .collect();
+        let rules = crate::rules::spec::compile_all(&specs, &names)
+            .map_err(|e| invalid(format!("policy: the rules of '{path}' would break: {e}")))?;
+        again.push((path.to_owned(), rules));
+    }
+    drop(names);
+    for (path, rules) in again {
+        p.rules.set(&path, rules);
+    }
+    Ok(())
+}
+
 fn limit_key(c: &[Counter]) -> LimitKey {
     c.iter().map(|c| (c.unit, c.period, c.limit)).collect()
 }
@@ -189,6 +213,8 @@ impl Accounts {
                         limits: limits.clone(),
                         thresholds: Vec::new(),
                         at_limit: None,
+                        rules: Vec::new(),
+                        personal_account: None,
                         msisdn: None,
                         imsi: None,
                         nai: None,
@@ -203,13 +229,40 @@ impl Accounts {
                 let tree = plan.tree(tenant)?;
                 let mut p = provisioning::policy_from_spec(policy)
                     .map_err(|e| invalid(format!("policy: {e}")))?;
-                // The nodes' own policies at their limits stay.
-                p.at_limit = self
-                    .policies()
-                    .get(tree as usize)
-                    .map(|c| c.at_limit.clone())
-                    .unwrap_or_default();
-                plan.steps.push(Step::SetPolicy(tree, p));
+                // The nodes' own policies at their limits and their rules stay; the rules must
+                // still find the tariffs and zones they name.
+                let current = self.policies().get(tree as usize).cloned();
+                if let Some(c) = current {
+                    p.at_limit = c.at_limit.clone();
+                    keep_rules(&c, &mut p)?;
+                }
+                plan.steps.push(Step::SetPolicy(tree, Box::new(p)));
+            }
+            Change::SetRules { path, rules } => {
+                let at = plan.node(path)?;
+                let mut p = self.policy_copy(at.tree);
+                let path = path.trim_matches('/');
+                let personal = p
+                    .rules
+                    .personal_of(path)
+                    .map(|(k, id)| crate::rules::spec::personal_text(k, id));
+                provisioning::set_node_rules(&mut p, path, rules, personal.as_deref())
+                    .map_err(|e| invalid(format!("rules: {e}")))?;
+                plan.steps.push(Step::SetPolicy(at.tree, Box::new(p)));
+            }
+            Change::SetPersonalAccount {
+                path,
+                personal_account,
+            } => {
+                let at = plan.node(path)?;
+                let mut p = self.policy_copy(at.tree);
+                let link = personal_account
+                    .as_deref()
+                    .map(crate::rules::spec::personal_account)
+                    .transpose()
+                    .map_err(invalid)?;
+                p.rules.set_personal(path, link);
+                plan.steps.push(Step::SetPolicy(at.tree, Box::new(p)));
             }
             Change::SetAtLimit { path, at_limit } => {
                 let at = plan.node(path)?;
@@ -228,7 +281,7 @@ impl Accounts {
                         p.at_limit.remove(path.trim_matches('/'));
                     }
                 }
-                plan.steps.push(Step::SetPolicy(at.tree, p));
+                plan.steps.push(Step::SetPolicy(at.tree, Box::new(p)));
             }
             Change::AddNode {
                 path,
@@ -578,10 +631,19 @@ impl<'e> Planner<'e> {
                         .map(|o| provisioning::build_tenant(o, &mut 0))
                         .transpose()
                         .map_err(invalid)?;
-                    let at_limits = |t: &TenantSpec| -> Vec<(String, Option<AtLimitSpec>)> {
+                    // What of the nodes goes into the policy: their policies at their limits,
+                    // their rules and personal accounts.
+                    let at_limits = |t: &TenantSpec| -> Vec<_> {
                         t.node
                             .iter()
-                            .map(|n| (n.path.clone(), n.at_limit.clone()))
+                            .map(|n| {
+                                (
+                                    n.path.clone(),
+                                    n.at_limit.clone(),
+                                    n.rules.clone(),
+                                    n.personal_account.clone(),
+                                )
+                            })
                             .collect()
                     };
                     let changed_policy =
@@ -649,7 +711,8 @@ impl<'e> Planner<'e> {
             (live, t.tz.clone(), t.nodes.len() as u32)
         };
         if changed_policy {
-            self.steps.push(Step::SetPolicy(tree, new.policy.clone()));
+            self.steps
+                .push(Step::SetPolicy(tree, Box::new(new.policy.clone())));
         }
         if live_tz != new.tree.tz {
             self.steps
