@@ -130,6 +130,39 @@ enum Cmd {
         #[arg(long, conflicts_with = "account")]
         clear: bool,
     },
+    /// Explain a subscriber's recent decisions (the rule, the account, each level's headroom,
+    /// why a grant was cut or refused) and its latest usage records; --what-if decides a
+    /// hypothetical request instead, charging nothing (docs/rules.md).
+    Explain {
+        /// An MSISDN, or imsi:/nai:/private: and the id, or a SIP URI.
+        subscriber: String,
+        /// Usage records to show (0 to 100).
+        #[arg(long, default_value_t = 10)]
+        history: usize,
+        #[arg(long)]
+        what_if: bool,
+        #[arg(long, requires = "what_if")]
+        rating_group: Option<u32>,
+        #[arg(long, requires = "what_if")]
+        service_id: Option<u32>,
+        #[arg(long, requires = "what_if")]
+        apn: Option<String>,
+        /// The serving network, MCCMNC.
+        #[arg(long, requires = "what_if")]
+        serving_network: Option<String>,
+        #[arg(long, requires = "what_if")]
+        rat_type: Option<String>,
+        #[arg(long, requires = "what_if")]
+        roaming: Option<bool>,
+        #[arg(long, requires = "what_if")]
+        zone: Option<String>,
+        /// The tenant's local time: "22:00" or "sat 22:00".
+        #[arg(long, requires = "what_if")]
+        at: Option<String>,
+        /// Octets asked for.
+        #[arg(long, requires = "what_if")]
+        requested: Option<u64>,
+    },
     /// Set all of a node's own thresholds (none given: clears them).
     Thresholds {
         path: String,
@@ -204,6 +237,40 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Block { path } => ctl::blocked(&c, path, true, json),
         Cmd::Unblock { path } => ctl::blocked(&c, path, false, json),
         Cmd::Reauth { path } => ctl::reauth(&c, path, json),
+        Cmd::Explain {
+            subscriber,
+            history,
+            what_if,
+            rating_group,
+            service_id,
+            apn,
+            serving_network,
+            rat_type,
+            roaming,
+            zone,
+            at,
+            requested,
+        } => {
+            if *what_if {
+                let q: Vec<(&str, String)> = [
+                    ("rating_group", rating_group.map(|v| v.to_string())),
+                    ("service_id", service_id.map(|v| v.to_string())),
+                    ("apn", apn.clone()),
+                    ("serving_network", serving_network.clone()),
+                    ("rat_type", rat_type.clone()),
+                    ("roaming", roaming.map(|v| v.to_string())),
+                    ("zone", zone.clone()),
+                    ("at", at.clone()),
+                    ("requested", requested.map(|v| v.to_string())),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+                ctl::what_if(&c, subscriber, &q, json)
+            } else {
+                ctl::explain(&c, subscriber, *history, json)
+            }
+        }
         Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
         Cmd::PersonalAccount {
             path,

@@ -4,6 +4,7 @@
 pub mod http;
 
 use serde_json::Value;
+use std::fmt::Write as _;
 
 use http::{Client, encode_path};
 
@@ -208,6 +209,153 @@ pub fn rules(
         (None, false) => call(c, "GET", &at, None)?,
     };
     Ok(format!("{v:#}\n"))
+}
+
+/// `explain SUBSCRIBER`: its recent decisions and usage records.
+pub fn explain(c: &Client, subscriber: &str, history: usize, json: bool) -> Result<String, CtlError> {
+    let v = call(
+        c,
+        "GET",
+        &format!(
+            "/v1/explain/{}?history={history}",
+            encode_path(subscriber).replace('/', "%2F")
+        ),
+        None,
+    )?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let mut out = format!(
+        "{} ({})\n",
+        v["subscriber"].as_str().unwrap_or(""),
+        v["account"].as_str().unwrap_or("")
+    );
+    let decisions = v["decisions"].as_array().cloned().unwrap_or_default();
+    if decisions.is_empty() {
+        out.push_str("no recent decisions in memory\n");
+    }
+    for d in &decisions {
+        let _ = writeln!(
+            out,
+            "{} {} #{} session {}{}",
+            d["time"],
+            d["request_type"].as_str().unwrap_or(""),
+            d["request_number"],
+            d["session_id"].as_str().unwrap_or(""),
+            attributes_text(&d["attributes"])
+        );
+        for s in d["services"].as_array().into_iter().flatten() {
+            out.push_str(&service_text(s));
+        }
+    }
+    let history = v["history"].as_array().cloned().unwrap_or_default();
+    if !history.is_empty() {
+        out.push_str("usage records, newest first:\n");
+        for h in &history {
+            let _ = writeln!(out, "  {h}");
+        }
+    }
+    Ok(out)
+}
+
+/// `explain SUBSCRIBER --what-if ...`.
+pub fn what_if(
+    c: &Client,
+    subscriber: &str,
+    query: &[(&str, String)],
+    json: bool,
+) -> Result<String, CtlError> {
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_path(v).replace('/', "%2F")))
+        .collect();
+    let v = call(
+        c,
+        "GET",
+        &format!(
+            "/v1/explain/{}/what-if?{}",
+            encode_path(subscriber).replace('/', "%2F"),
+            q.join("&")
+        ),
+        None,
+    )?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    Ok(format!(
+        "what if {} ({}){}:\n{}",
+        v["subscriber"].as_str().unwrap_or(""),
+        v["account"].as_str().unwrap_or(""),
+        attributes_text(&v["attributes"]),
+        service_text(&v["service"])
+    ))
+}
+
+fn attributes_text(a: &Value) -> String {
+    let mut out = String::new();
+    for (k, label) in [
+        ("apn", "apn"),
+        ("serving_network", "serving"),
+        ("zone", "zone"),
+        ("rat_type", "rat"),
+        ("local_time", "local"),
+    ] {
+        if let Some(v) = a[k].as_str() {
+            let _ = write!(out, " {label}={v}");
+        }
+    }
+    if a["roaming"].as_bool() == Some(true) {
+        out.push_str(" roaming");
+    }
+    out
+}
+
+fn service_text(s: &Value) -> String {
+    let mut out = String::new();
+    let rg = s["rating_group"]
+        .as_u64()
+        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let _ = write!(out, "  RG {rg}: {}", s["result_code"]);
+    if let Some(g) = s["granted"].as_u64() {
+        let _ = write!(out, " granted {g}");
+        if let Some(v) = s["validity_time"].as_u64() {
+            let _ = write!(out, " for {v} s");
+            if s["validity_cut_to_rule_edge"].as_bool() == Some(true) {
+                out.push_str(" (cut to a rule's time edge)");
+            }
+        }
+    }
+    match s["rule"].as_str() {
+        Some(r) => {
+            let _ = write!(out, "; rule {r} ({})", s["charge"].as_str().unwrap_or(""));
+        }
+        None => out.push_str("; no rule"),
+    }
+    let _ = write!(out, " -> {}", s["account"].as_str().unwrap_or(""));
+    if let Some(a) = s["final_unit_action"].as_str() {
+        let _ = write!(out, "; final units: {a}");
+    }
+    if let Some(l) = s["limited_by"].as_str() {
+        let _ = write!(out, "; limited by {l}");
+    }
+    if let Some(w) = s["why"].as_str() {
+        let _ = write!(out, ": {w}");
+    }
+    out.push('\n');
+    for l in s["levels"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "      {} {}/{}: limit {} used {} reserved {} headroom {}",
+            l["path"].as_str().unwrap_or(""),
+            l["unit"].as_str().unwrap_or(""),
+            l["period"].as_str().unwrap_or(""),
+            l["limit"],
+            l["used"],
+            l["reserved"],
+            l["headroom"]
+        );
+    }
+    out
 }
 
 /// `personal-account PATH [ACCOUNT | --clear]`.

@@ -551,6 +551,7 @@ impl Server {
                 token: token.into(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
                 events_dir: self.config.state_dir.join("events").into(),
+                usage_dir: self.config.state_dir.join("usage").into(),
                 peers: self.shared.peers.clone(),
             };
             tokio::spawn(admin::serve(l, state))

@@ -282,7 +282,8 @@ fn a_time_window_that_opens_mid_session_cuts_the_grant_at_its_edge() {
     // What if bob used RG 10 at 22:00, or RG 20 at noon? Nothing is charged to find out.
     let at_ten = ocf_charging::engine::explain::WhatIf {
         rating_group: Some(10),
-        local: Some((2, 22 * 3600)),
+        day: Some(2),
+        second: Some(22 * 3600),
         ..Default::default()
     };
     let w = e.what_if(BOB, &at_ten, BEFORE_NIGHT).unwrap();
@@ -294,7 +295,7 @@ fn a_time_window_that_opens_mid_session_cuts_the_grant_at_its_edge() {
     assert_eq!(w.service.validity_time, Some(600));
     let noon_video = ocf_charging::engine::explain::WhatIf {
         rating_group: Some(20),
-        local: Some((2, 12 * 3600)),
+        second: Some(12 * 3600),
         ..Default::default()
     };
     let w = e.what_if(BOB, &noon_video, BEFORE_NIGHT).unwrap();

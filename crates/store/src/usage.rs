@@ -110,6 +110,66 @@ pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     stream_files(dir, USAGE.prefix)
 }
 
+/// The newest usage records of `subscriber` (as records name it, `e164:...`), newest first:
+/// at most `max` of them, from at most the last `max_bytes` octets of the usage files (explain's
+/// history; a torn or foreign line is skipped). No directory: none.
+pub fn recent_of(
+    dir: &Path,
+    subscriber: &str,
+    max: usize,
+    max_bytes: u64,
+) -> io::Result<Vec<serde_json::Value>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let files = match files(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let needle = match serde_json::to_string(subscriber) {
+        Ok(quoted) => format!("\"subscriber\":{quoted}"),
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    let mut budget = max_bytes;
+    for path in files.iter().rev() {
+        if budget == 0 || out.len() >= max {
+            break;
+        }
+        let mut f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let take = len.min(budget);
+        budget -= take;
+        f.seek(SeekFrom::Start(len - take))?;
+        let mut text = Vec::with_capacity(take as usize);
+        f.take(take).read_to_end(&mut text)?;
+        // A cut first line is not a record.
+        let whole = if take < len {
+            text.iter()
+                .position(|&b| b == b'\n')
+                .map_or(&text[..0], |i| &text[i + 1..])
+        } else {
+            &text[..]
+        };
+        for line in whole.split(|&b| b == b'\n').rev() {
+            if out.len() >= max {
+                break;
+            }
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            if !line.contains(&needle) {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["subscriber"] == subscriber {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The files of a stream (`prefix`) in `dir`, oldest first.
 pub fn stream_files(dir: &Path, prefix: &str) -> io::Result<Vec<PathBuf>> {
     Ok(numbered(dir, prefix)?.into_iter().map(|(_, p)| p).collect())

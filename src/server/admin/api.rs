@@ -22,7 +22,7 @@ use ocf_charging::ledger::{Period, Unit};
 
 use super::{AdminState, ApiError};
 
-fn error(e: ChangeError) -> ApiError {
+pub(super) fn error(e: ChangeError) -> ApiError {
     let status = match e {
         ChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
         ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -35,7 +35,7 @@ fn error(e: ChangeError) -> ApiError {
 /// Runs admin work (building a view and its JSON, or making a change) on the blocking pool,
 /// never on the workers that serve gateways, and no more than `admin.max_concurrent` at once:
 /// the rest wait their turn without taking a thread.
-async fn off_workers<T: Send + 'static>(
+pub(super) async fn off_workers<T: Send + 'static>(
     state: &AdminState,
     f: impl FnOnce(&ocf_store::Store) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -88,7 +88,7 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// A path parameter that did not decode (not UTF-8): 400 with what was wrong.
-fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(p)| p)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
 }
@@ -795,4 +795,5 @@ pub fn routes() -> Router<AdminState> {
         .route("/moves", post(move_allowance))
         .route("/events", get(events))
         .route("/events/stream", get(events_stream))
+        .merge(super::explain::routes())
 }

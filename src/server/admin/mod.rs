@@ -5,6 +5,7 @@
 //! first line of `admin.token_file`.
 
 pub mod api;
+mod explain;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub permits: Arc<tokio::sync::Semaphore>,
     /// The event outbox (`state_dir/events`).
     pub events_dir: Arc<Path>,
+    /// The usage records (`state_dir/usage`), for explain's history.
+    pub usage_dir: Arc<Path>,
     /// Open connections by peer, for requests ocfd sends (ASR).
     pub peers: Arc<crate::server::abort::Peers>,
 }

@@ -173,6 +173,17 @@ pub enum SubscriptionType {
 }
 
 impl SubscriptionType {
+    /// The type's name in usage records (`e164:15551000000`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::E164 => "e164",
+            Self::Imsi => "imsi",
+            Self::SipUri => "sip",
+            Self::Nai => "nai",
+            Self::Private => "private",
+        }
+    }
+
     pub fn from_code(code: u32) -> Option<Self> {
         Some(match code {
             0 => Self::E164,

@@ -181,6 +181,8 @@ pub struct DecisionView {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExplainView {
     pub subscriber: String,
+    /// The subscriber as usage records name it (`e164:15551000000`).
+    pub usage_name: String,
     pub account: String,
     /// Newest first.
     pub decisions: Vec<DecisionView>,
@@ -196,11 +198,12 @@ pub struct WhatIf<'a> {
     pub rat_type: Option<u8>,
     /// Octets asked for (none: the slice).
     pub requested: Option<u64>,
-    /// Decides as if roaming (or not), in this zone, at this local weekday (0 Monday) and
-    /// second of the day, whatever the serving network and `now` say.
+    /// Decides as if roaming (or not), in this zone, on this local weekday (0 Monday) and at
+    /// this second of the local day, whatever the serving network and `now` say.
     pub roaming: Option<bool>,
     pub zone: Option<&'a str>,
-    pub local: Option<(u8, u32)>,
+    pub day: Option<u8>,
+    pub second: Option<u32>,
 }
 
 /// What a hypothetical request would get.
@@ -449,7 +452,10 @@ impl Engine {
             })
             .collect();
         decisions.truncate(64);
+        let (kind, id) =
+            crate::rules::spec::personal_account(subscriber).map_err(ChangeError::Invalid)?;
         Ok(ExplainView {
+            usage_name: format!("{}:{id}", kind.label()),
             subscriber: subscriber.to_owned(),
             account: self.path_of(device),
             decisions,
@@ -501,8 +507,12 @@ impl Engine {
             if let Some(z) = q.zone {
                 c.facts.zone = Some(z);
             }
-            if let Some(local) = q.local {
-                c.at_local(local);
+            if q.day.is_some() || q.second.is_some() {
+                let tz = self.accounts.ledger().lock(device.tree).map(|t| t.tz.clone());
+                let (day, second) = tz
+                    .and_then(|tz| crate::rules::local_time(&tz, now))
+                    .unwrap_or((0, 0));
+                c.at_local((q.day.unwrap_or(day) % 7, q.second.unwrap_or(second) % 86_400));
             }
         }
         let m = Mscc {

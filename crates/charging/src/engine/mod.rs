@@ -306,14 +306,7 @@ impl Engine {
         let directory = self.accounts.directory();
         cr.subscriptions.iter().find_map(|(kind, id)| {
             let at = directory.lookup(*kind, id)?;
-            let label = match kind {
-                SubscriptionType::E164 => "e164",
-                SubscriptionType::Imsi => "imsi",
-                SubscriptionType::SipUri => "sip",
-                SubscriptionType::Nai => "nai",
-                SubscriptionType::Private => "private",
-            };
-            Some((at, format!("{label}:{id}").into_boxed_str()))
+            Some((at, format!("{}:{id}", kind.label()).into_boxed_str()))
         })
     }
 

@@ -1,0 +1,176 @@
+//! `GET /v1/explain/{subscriber}`: a device's recent credit-control decisions (the engine's
+//! ring) and its latest usage records (read back from the usage files); and
+//! `GET /v1/explain/{subscriber}/what-if`: how a hypothetical request would be decided, charging
+//! nothing (docs/rules.md).
+
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::api::{error, off_workers, path_param};
+use super::{AdminState, ApiError};
+use crate::server::dispatch::unix_now;
+use ocf_charging::engine::explain::WhatIf;
+use ocf_charging::rules::Plmn;
+
+/// Usage records explain reads back at most, and from how much of the newest usage files.
+const MAX_HISTORY: usize = 100;
+const HISTORY_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    /// Usage records to add (0 to 100).
+    #[serde(default = "ten")]
+    history: usize,
+}
+
+fn ten() -> usize {
+    10
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+fn bad(reason: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, reason.into())
+}
+
+async fn explain(
+    State(s): State<AdminState>,
+    subscriber: Result<Path<String>, PathRejection>,
+    q: Result<Query<ExplainQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let subscriber = path_param(subscriber)?;
+    let q = query(q)?;
+    if q.history > MAX_HISTORY {
+        return Err(bad(format!("history is at most {MAX_HISTORY}")));
+    }
+    let dir = s.usage_dir.clone();
+    let body = off_workers(&s, move |store| {
+        let view = store
+            .engine()
+            .explain(&subscriber, unix_now())
+            .map_err(error)?;
+        let history = if q.history == 0 {
+            Vec::new()
+        } else {
+            ocf_store::usage::recent_of(&dir, &view.usage_name, q.history, HISTORY_BYTES).map_err(
+                |e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("usage records: {e}")),
+            )?
+        };
+        let mut v = serde_json::to_value(&view).unwrap_or_default();
+        v["history"] = serde_json::Value::Array(history);
+        Ok::<_, ApiError>(v)
+    })
+    .await??;
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhatIfQuery {
+    rating_group: Option<u32>,
+    service_id: Option<u32>,
+    apn: Option<String>,
+    /// "MCCMNC".
+    serving_network: Option<String>,
+    /// A name (EUTRAN, NR, ...) or a 3GPP-RAT-Type value.
+    rat_type: Option<String>,
+    roaming: Option<bool>,
+    zone: Option<String>,
+    /// Local time in the tenant's time zone: "22:00", or with a weekday, "sat 22:00".
+    at: Option<String>,
+    /// Octets asked for (default: the slice).
+    requested: Option<u64>,
+}
+
+/// "22:00" or "sat 22:00" as (weekday, second of the day).
+fn local_at(text: &str) -> Result<(Option<u8>, u32), ApiError> {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let text = text.trim();
+    let (day, time) = match text.split_once(' ') {
+        Some((d, t)) => {
+            let i = DAYS
+                .iter()
+                .position(|x| x.eq_ignore_ascii_case(d))
+                .ok_or_else(|| bad(format!("at: '{d}' is not mon..sun")))?;
+            (Some(i as u8), t)
+        }
+        None => (None, text),
+    };
+    let wrong = || bad(format!("at: '{text}' is not HH:MM or DAY HH:MM"));
+    let (h, m) = time.split_once(':').ok_or_else(wrong)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| wrong())?, m.parse().map_err(|_| wrong())?);
+    if h > 23 || m > 59 {
+        return Err(wrong());
+    }
+    Ok((day, h * 3600 + m * 60))
+}
+
+async fn what_if(
+    State(s): State<AdminState>,
+    subscriber: Result<Path<String>, PathRejection>,
+    q: Result<Query<WhatIfQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let subscriber = path_param(subscriber)?;
+    let q = query(q)?;
+    let serving = q
+        .serving_network
+        .as_deref()
+        .map(|n| Plmn::parse(n).ok_or_else(|| bad(format!("serving_network '{n}' is not MCCMNC"))))
+        .transpose()?;
+    let rat = q
+        .rat_type
+        .as_deref()
+        .map(|r| {
+            r.parse::<u8>().ok().or_else(|| {
+                ocf_charging::rules::attributes::RAT_TYPES
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(r))
+                    .map(|(_, v)| *v)
+            })
+            .ok_or_else(|| bad(format!("rat_type '{r}' is not a RAT type")))
+        })
+        .transpose()?;
+    let (day, second) = match q.at.as_deref() {
+        Some(t) => {
+            let (d, s) = local_at(t)?;
+            (d, Some(s))
+        }
+        None => (None, None),
+    };
+    let body = off_workers(&s, move |store| {
+        let w = WhatIf {
+            rating_group: q.rating_group,
+            service_identifier: q.service_id,
+            apn: q.apn.as_deref(),
+            serving_network: serving,
+            rat_type: rat,
+            requested: q.requested,
+            roaming: q.roaming,
+            zone: q.zone.as_deref(),
+            day,
+            second,
+        };
+        store
+            .engine()
+            .what_if(&subscriber, &w, unix_now())
+            .map(|v| serde_json::to_value(&v).unwrap_or_default())
+            .map_err(error)
+    })
+    .await??;
+    Ok(axum::Json(body).into_response())
+}
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/explain/{subscriber}", get(explain))
+        .route("/explain/{subscriber}/what-if", get(what_if))
+}
