@@ -212,7 +212,12 @@ pub fn rules(
 }
 
 /// `explain SUBSCRIBER`: its recent decisions and usage records.
-pub fn explain(c: &Client, subscriber: &str, history: usize, json: bool) -> Result<String, CtlError> {
+pub fn explain(
+    c: &Client,
+    subscriber: &str,
+    history: usize,
+    json: bool,
+) -> Result<String, CtlError> {
     let v = call(
         c,
         "GET",

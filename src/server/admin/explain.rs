@@ -62,7 +62,12 @@ async fn explain(
             Vec::new()
         } else {
             ocf_store::usage::recent_of(&dir, &view.usage_name, q.history, HISTORY_BYTES).map_err(
-                |e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("usage records: {e}")),
+                |e| {
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("usage records: {e}"),
+                    )
+                },
             )?
         };
         let mut v = serde_json::to_value(&view).unwrap_or_default();
@@ -107,7 +112,10 @@ fn local_at(text: &str) -> Result<(Option<u8>, u32), ApiError> {
     };
     let wrong = || bad(format!("at: '{text}' is not HH:MM or DAY HH:MM"));
     let (h, m) = time.split_once(':').ok_or_else(wrong)?;
-    let (h, m): (u32, u32) = (h.parse().map_err(|_| wrong())?, m.parse().map_err(|_| wrong())?);
+    let (h, m): (u32, u32) = (
+        h.parse().map_err(|_| wrong())?,
+        m.parse().map_err(|_| wrong())?,
+    );
     if h > 23 || m > 59 {
         return Err(wrong());
     }
@@ -130,13 +138,15 @@ async fn what_if(
         .rat_type
         .as_deref()
         .map(|r| {
-            r.parse::<u8>().ok().or_else(|| {
-                ocf_charging::rules::attributes::RAT_TYPES
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(r))
-                    .map(|(_, v)| *v)
-            })
-            .ok_or_else(|| bad(format!("rat_type '{r}' is not a RAT type")))
+            r.parse::<u8>()
+                .ok()
+                .or_else(|| {
+                    ocf_charging::rules::attributes::RAT_TYPES
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(r))
+                        .map(|(_, v)| *v)
+                })
+                .ok_or_else(|| bad(format!("rat_type '{r}' is not a RAT type")))
         })
         .transpose()?;
     let (day, second) = match q.at.as_deref() {

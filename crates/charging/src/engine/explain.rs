@@ -508,11 +508,18 @@ impl Engine {
                 c.facts.zone = Some(z);
             }
             if q.day.is_some() || q.second.is_some() {
-                let tz = self.accounts.ledger().lock(device.tree).map(|t| t.tz.clone());
+                let tz = self
+                    .accounts
+                    .ledger()
+                    .lock(device.tree)
+                    .map(|t| t.tz.clone());
                 let (day, second) = tz
                     .and_then(|tz| crate::rules::local_time(&tz, now))
                     .unwrap_or((0, 0));
-                c.at_local((q.day.unwrap_or(day) % 7, q.second.unwrap_or(second) % 86_400));
+                c.at_local((
+                    q.day.unwrap_or(day) % 7,
+                    q.second.unwrap_or(second) % 86_400,
+                ));
             }
         }
         let m = Mscc {

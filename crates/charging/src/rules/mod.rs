@@ -61,8 +61,8 @@ pub struct Rule {
     roaming: Option<bool>,
     /// Local weekdays, bit 0 Monday to bit 6 Sunday (0: any day).
     days: u8,
-    /// Local times of day, minutes [from, to); from > to wraps past midnight.
-    hours: Box<[(u16, u16)]>,
+    /// Local times of day, seconds [from, to); from > to wraps past midnight.
+    hours: Box<[(u32, u32)]>,
     pub action: Action,
     /// As it was given (for the API and explain).
     pub spec: RuleSpec,
@@ -139,13 +139,12 @@ impl Rule {
             if self.days != 0 && self.days & (1 << day) == 0 {
                 return false;
             }
-            let minute = (second / 60) as u16;
             if !self.hours.is_empty()
                 && !self.hours.iter().any(|&(from, to)| {
                     if from <= to {
-                        from <= minute && minute < to
+                        from <= second && second < to
                     } else {
-                        minute >= from || minute < to
+                        second >= from || second < to
                     }
                 })
             {
@@ -155,8 +154,8 @@ impl Rule {
         true
     }
 
-    /// The local minutes of the day at which this rule's answer may change.
-    fn edges(&self, out: &mut Vec<u16>) {
+    /// The local seconds of the day at which this rule's answer may change.
+    fn edges(&self, out: &mut Vec<u32>) {
         if self.days != 0 {
             out.push(0);
         }
@@ -316,8 +315,7 @@ pub fn next_edge(chain: &[&[Rule]], second: u32) -> Option<u32> {
     }
     edges
         .into_iter()
-        .map(|m| {
-            let t = u32::from(m) * 60;
+        .map(|t| {
             if t > second {
                 t - second
             } else {

@@ -47,7 +47,8 @@ pub struct RuleSpec {
     /// Local weekdays: "mon".."sun" or ranges "mon-fri".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub days: Vec<String>,
-    /// Local times of day "HH:MM-HH:MM" (end excluded; "22:00-06:00" spans midnight).
+    /// Local times of day "HH:MM-HH:MM" or "HH:MM:SS-HH:MM:SS" (end excluded; "22:00-06:00"
+    /// spans midnight).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hours: Vec<String>,
     /// corporate, personal, tariff (with `tariff`) or deny.
@@ -112,27 +113,33 @@ fn days(list: &[String]) -> Result<u8, String> {
     Ok(mask)
 }
 
-fn minute_of(t: &str) -> Result<u16, String> {
-    let bad = || format!("hours: '{t}' is not a time HH:MM");
-    let (h, m) = t.trim().split_once(':').ok_or_else(bad)?;
-    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if m > 59 || h > 24 || (h == 24 && m > 0) {
+fn second_of(t: &str) -> Result<u32, String> {
+    let bad = || format!("hours: '{t}' is not a time HH:MM or HH:MM:SS");
+    let mut parts = t.trim().split(':');
+    let mut next =
+        || -> Result<u32, String> { parts.next().ok_or_else(bad)?.parse().map_err(|_| bad()) };
+    let (h, m) = (next()?, next()?);
+    let s = match parts.next() {
+        Some(s) => s.parse::<u32>().map_err(|_| bad())?,
+        None => 0,
+    };
+    if parts.next().is_some() || m > 59 || s > 59 || h > 24 || (h == 24 && (m, s) != (0, 0)) {
         return Err(bad());
     }
-    Ok(h * 60 + m)
+    Ok(h * 3600 + m * 60 + s)
 }
 
-fn hours(list: &[String]) -> Result<Box<[(u16, u16)]>, String> {
+fn hours(list: &[String]) -> Result<Box<[(u32, u32)]>, String> {
     list.iter()
         .map(|w| {
             let (a, b) = w
                 .split_once('-')
                 .ok_or_else(|| format!("hours: '{w}' is not a window HH:MM-HH:MM"))?;
-            let (a, b) = (minute_of(a)?, minute_of(b)?);
+            let (a, b) = (second_of(a)?, second_of(b)?);
             if a == b {
                 return Err(format!("hours: window '{w}' is empty"));
             }
-            Ok((a, b % 1440))
+            Ok((a, b % 86_400))
         })
         .collect()
 }
