@@ -377,3 +377,109 @@ fn a_manager_changes_rules_mid_session_and_nothing_is_lost_or_doubled() {
     assert_eq!(r["rules"][0]["name"], "video-on-us", "{r}");
     assert!(r["personal_account"].is_null(), "{r}");
 }
+
+#[test]
+fn guards_set_by_a_manager_restrict_a_runaway_device_and_refuse_an_absurd_report() {
+    let mut d = start(&tenants(""));
+    let api = d.admin();
+    // Staff: 30 MiB an hour, restricted past it; bob's own sessions at most 1 GiB.
+    let (status, v) = api.call(
+        "PUT",
+        "/v1/guards/byod/staff",
+        Some(
+            r#"{"velocity_octets":"30 MiB","velocity_window_s":3600,"velocity_action":"restrict"}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = api.call(
+        "PUT",
+        "/v1/guards/byod/staff/bob",
+        Some(r#"{"max_session_octets":"1 GiB"}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["inherited"][0]["guards"]["velocity_octets"], "30 MiB");
+    let (status, e) = api.call(
+        "PUT",
+        "/v1/guards/byod/staff",
+        Some(r#"{"velocity_octets":"1 GiB","velocity_window_s":5}"#),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("between 60"), "{e}");
+
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let sid = "pgw.localdomain;runaway;1";
+    let mut cca = gw.ask(
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn(BOB)
+            .mscc(MsccSpec::rsu(10)),
+    );
+    let mut granted_total = 0;
+    let mut n = 0;
+    // At line rate: every grant used at once and reported.
+    while cca.mscc[0].final_unit_action.is_none() {
+        let g = cca.mscc[0].granted_octets.expect("granted");
+        granted_total += g;
+        n += 1;
+        assert!(n < 10, "never restricted");
+        cca = gw.ask(
+            &CcrSpec::new(sid, UPDATE, n)
+                .msisdn(BOB)
+                .mscc(MsccSpec::report(10, g, true)),
+        );
+    }
+    granted_total += cca.mscc[0].granted_octets.unwrap();
+    assert_eq!(granted_total, 30 * MIB, "never past the guard");
+    assert_eq!(
+        cca.mscc[0].final_unit_action,
+        Some(2),
+        "RESTRICT_ACCESS: {cca:?}"
+    );
+    let last = cca.mscc[0].granted_octets.unwrap();
+    n += 1;
+    let after = gw.ask(
+        &CcrSpec::new(sid, UPDATE, n)
+            .msisdn(BOB)
+            .mscc(MsccSpec::report(10, last, true)),
+    );
+    assert_eq!(after.mscc[0].result_code, Some(4012), "{after:?}");
+    let ev = events_of(&api, "kind=velocity_exceeded", 1);
+    assert_eq!(
+        (&ev[0]["path"], &ev[0]["action"]),
+        (&"byod/staff/bob".into(), &"restrict".into())
+    );
+    let (_, x) = api.call("GET", &format!("/v1/explain/{BOB}?history=0"), None);
+    assert!(
+        x["decisions"][0]["services"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("velocity"),
+        "{x}"
+    );
+
+    // A report of 40 GiB on what was granted: past bob's session ceiling, refused whole.
+    let used_before = level(&api, "byod/staff/bob").0;
+    n += 1;
+    let absurd = gw.ask(
+        &CcrSpec::new(sid, UPDATE, n)
+            .msisdn(BOB)
+            .mscc(MsccSpec::report(10, 40 << 30, false)),
+    );
+    assert_eq!(absurd.result_code, 5004, "{absurd:?}");
+    assert_eq!(
+        level(&api, "byod/staff/bob").0,
+        used_before,
+        "nothing charged"
+    );
+    let ev = events_of(&api, "kind=ceiling_tripped", 1);
+    assert_eq!(
+        (&ev[0]["guard"], &ev[0]["refused"]),
+        (&"max_session".into(), &"report".into())
+    );
+    // ocfctl shows the guards where they are set and inherited.
+    let shown = ocfctl(&mut d, &["rules", "byod/staff/bob"]);
+    assert!(
+        shown.contains("\"max_session_octets\": \"1 GiB\""),
+        "{shown}"
+    );
+    assert!(shown.contains("\"velocity_octets\": \"30 MiB\""), "{shown}");
+}

@@ -121,6 +121,16 @@ enum Cmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Set a node's guards against bill shock, for everything under it, from JSON such as
+    /// '{"velocity_octets":"2 GiB","max_month_money":"500.00"}'; --clear removes them
+    /// (docs/rules.md). Shown by `ocfctl rules PATH`.
+    Guards {
+        path: String,
+        #[arg(long, required_unless_present = "clear")]
+        set: Option<String>,
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+    },
     /// Link a device to its user's personal account (an MSISDN, or imsi:/nai:/private: and
     /// the id, or a SIP URI); --clear unlinks it.
     PersonalAccount {
@@ -272,6 +282,11 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             }
         }
         Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
+        Cmd::Guards {
+            path,
+            set,
+            clear: _,
+        } => ctl::guards(&c, path, set.as_deref()),
         Cmd::PersonalAccount {
             path,
             account,

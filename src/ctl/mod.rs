@@ -363,6 +363,20 @@ fn service_text(s: &Value) -> String {
     out
 }
 
+/// `guards PATH [--set JSON | --clear]`.
+pub fn guards(c: &Client, path: &str, set: Option<&str>) -> Result<String, CtlError> {
+    let at = format!("/v1/guards/{}", encode_path(path));
+    let v = match set {
+        Some(text) => {
+            let body: Value = serde_json::from_str(text)
+                .map_err(|e| CtlError::Usage(format!("--set: not JSON: {e}")))?;
+            call(c, "PUT", &at, Some(&body))?
+        }
+        None => call(c, "DELETE", &at, None)?,
+    };
+    Ok(format!("{v:#}\n"))
+}
+
 /// `personal-account PATH [ACCOUNT | --clear]`.
 pub fn personal_account(c: &Client, path: &str, account: Option<&str>) -> Result<String, CtlError> {
     let at = format!("/v1/personal-account/{}", encode_path(path));

@@ -481,3 +481,180 @@ proptest! {
         prop_assert_eq!(counter(&e, &["wallet"], Unit::Money).1, 0);
     }
 }
+
+/// A cost centre whose devices have a velocity guard of 50 MiB an hour (`action`), and a
+/// session ceiling of 35 MiB on `ceiling`.
+fn guarded(action: &str) -> String {
+    format!(
+        r#"
+[[tenant]]
+name = "g"
+[[tenant.node]]
+path = "g"
+limits = [{{ unit = "octets", amount = "10 GiB" }}]
+[[tenant.node]]
+path = "g/field"
+guards = {{ velocity_octets = "50 MiB", velocity_window_s = 3600, velocity_action = "{action}" }}
+[[tenant.node]]
+path = "g/field/runaway"
+msisdn = "15556000001"
+[[tenant.node]]
+path = "g/field/ceiling"
+msisdn = "15556000002"
+guards = {{ max_session_octets = "35 MiB", velocity_octets = "1 TiB" }}
+"#
+    )
+}
+
+/// Reports everything granted on RG 10 and asks again until a grant carries a
+/// Final-Unit-Indication or nothing is granted; what was granted in all, the last answer.
+fn run_until_cut(e: &Engine, sid: &str, msisdn: &str, now: i64) -> (u64, CcaResult, Vec<Op>) {
+    let (mut cca, _) = send(
+        e,
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn(msisdn)
+            .mscc(MsccSpec::rsu(10)),
+        now,
+    );
+    let mut total = 0;
+    let mut ops = Vec::new();
+    for n in 1..100 {
+        let granted = cca.mscc[0].granted_octets.unwrap_or(0);
+        total += granted;
+        if granted == 0 || cca.mscc[0].final_unit_action.is_some() {
+            return (total, cca, ops);
+        }
+        let (next, o) = send(
+            e,
+            &CcrSpec::new(sid, UPDATE, n)
+                .msisdn(msisdn)
+                .mscc(MsccSpec::report(10, granted, true)),
+            now + i64::from(n),
+        );
+        cca = next;
+        ops.extend(o);
+    }
+    panic!("never cut: {total} granted")
+}
+
+#[test]
+fn a_device_downloading_at_line_rate_is_restricted_within_one_grant() {
+    let e = engine(&guarded("restrict"));
+    let (total, cca, ops) = run_until_cut(&e, "v;1", "15556000001", NOON);
+    // 10 MiB slices: the grant that reaches 50 MiB is cut to it and restricts.
+    assert_eq!(total, 50 * MIB, "never past the guard's amount");
+    assert_eq!(
+        cca.mscc[0].final_unit_action,
+        Some(2),
+        "RESTRICT_ACCESS: {cca:?}"
+    );
+    assert_eq!(cca.mscc[0].granted_octets, Some(10 * MIB));
+    // The device uses its last grant: the guard trips (one event), and nothing more is
+    // granted until the window has moved on.
+    let (after, ops2) = send(
+        &e,
+        &CcrSpec::new("v;1", UPDATE, 50)
+            .msisdn("15556000001")
+            .mscc(MsccSpec::report(10, 10 * MIB, true)),
+        NOON + 60,
+    );
+    assert_eq!(
+        after.mscc[0].result_code,
+        Some(ResultCode::CreditLimitReached.code())
+    );
+    let tripped: Vec<Value> = events(&ops)
+        .into_iter()
+        .chain(events(&ops2))
+        .filter(|e| e["kind"] == "velocity_exceeded")
+        .collect();
+    assert_eq!(tripped.len(), 1, "{tripped:?}");
+    assert_eq!(tripped[0]["path"], "g/field/runaway");
+    assert_eq!(
+        (&tripped[0]["octets"], &tripped[0]["action"]),
+        (&(50 * MIB).into(), &"restrict".into())
+    );
+    let x = e.explain("15556000001", NOON + 60).unwrap();
+    assert!(
+        x.decisions[0].services[0]
+            .why
+            .as_deref()
+            .unwrap()
+            .contains("velocity"),
+        "{x:?}"
+    );
+    // An hour later the window has slid past it all: data flows again.
+    let (later, _) = send(
+        &e,
+        &CcrSpec::new("v;1", UPDATE, 51)
+            .msisdn("15556000001")
+            .mscc(MsccSpec::rsu(10)),
+        NOON + 60 + 3600,
+    );
+    assert_eq!(later.mscc[0].granted_octets, Some(10 * MIB));
+}
+
+#[test]
+fn a_velocity_guard_that_notifies_lets_data_flow_and_says_so_once() {
+    let e = engine(&guarded("notify"));
+    let open = CcrSpec::new("n;1", INITIAL, 0)
+        .msisdn("15556000001")
+        .mscc(MsccSpec::rsu(10));
+    let mut cca = send(&e, &open, NOON).0;
+    let mut seen = Vec::new();
+    for n in 1..10 {
+        let granted = cca.mscc[0].granted_octets.unwrap();
+        assert_eq!(granted, 10 * MIB, "never cut by a guard that notifies");
+        let (next, ops) = send(
+            &e,
+            &CcrSpec::new("n;1", UPDATE, n)
+                .msisdn("15556000001")
+                .mscc(MsccSpec::report(10, granted, true)),
+            NOON + i64::from(n),
+        );
+        cca = next;
+        seen.extend(
+            events(&ops)
+                .into_iter()
+                .filter(|e| e["kind"] == "velocity_exceeded"),
+        );
+    }
+    assert_eq!(seen.len(), 1, "one event per crossing: {seen:?}");
+    assert_eq!(seen[0]["action"], "notify");
+}
+
+#[test]
+fn a_session_ceiling_cuts_grants_and_refuses_an_absurd_report() {
+    let e = engine(&guarded("restrict"));
+    let (total, cca, ops) = run_until_cut(&e, "c;1", "15556000002", NOON);
+    assert_eq!(total, 35 * MIB);
+    assert_eq!(
+        cca.mscc[0].final_unit_action,
+        Some(0),
+        "TERMINATE at the ceiling"
+    );
+    let tripped: Vec<Value> = events(&ops)
+        .into_iter()
+        .filter(|e| e["kind"] == "ceiling_tripped")
+        .collect();
+    assert_eq!(tripped.len(), 1, "{tripped:?}");
+    assert_eq!(tripped[0]["guard"], "max_session");
+    // A report of 50 GiB on a 5 MiB grant (under the policy's bound on one report, past the
+    // session's ceiling): refused whole, nothing charged, an event.
+    let before = counter(&e, &["g"], Unit::Octets);
+    let (refused, ops) = send(
+        &e,
+        &CcrSpec::new("c;1", UPDATE, 40)
+            .msisdn("15556000002")
+            .mscc(MsccSpec::report(10, 50 << 30, false)),
+        NOON + 100,
+    );
+    assert_eq!(refused.result_code, ResultCode::InvalidAvpValue.code());
+    assert_eq!(counter(&e, &["g"], Unit::Octets), before, "nothing charged");
+    assert_eq!(before.0, 30 * MIB, "what was reported before");
+    let ev = events(&ops);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(
+        (&ev[0]["kind"], &ev[0]["refused"]),
+        (&"ceiling_tripped".into(), &"report".into())
+    );
+}

@@ -17,6 +17,7 @@
 //!            | "unblock"           path                                  (schema 2)
 //!            | "set_rules"         path, rules: [rule]                   (schema 3)
 //!            | "set_personal_account" path, personal_account: string | null (schema 3)
+//!            | "set_guards"        path, guards: guards | null          (schema 3)
 //!            | "remove"            path
 //!            | "move"              from, to, unit, period? (default "month"), amount
 //! limit      = {unit, period? (default "month"), amount}
@@ -37,6 +38,9 @@
 //! rule       = {name, rating_groups?, service_ids?, apn?, serving_networks?, zones?, rat_types?,
 //!               roaming?, days?, hours?, charge, tariff?}                 (schema 3)
 //!               (rating_groups, service_ids, rat_types: numbers or strings)
+//! guards     = {velocity_octets?, velocity_window_s?, velocity_action?, max_grant_octets?,
+//!               max_session_octets?, max_session_money?, max_month_octets?, max_month_money?}
+//!                                                                          (schema 3)
 //! ```
 //!
 //! Schema 2 adds `set_thresholds`, `set_at_limit`, `block` and `unblock`; schema 3 adds
@@ -51,8 +55,8 @@ use ocf_charging::accounts::provisioning::{
     Amount, AtLimitSpec, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
 };
 use ocf_charging::ledger::{Period, Unit};
-use ocf_charging::rules::RuleSpec;
 use ocf_charging::rules::spec::NumberOrText;
+use ocf_charging::rules::{GuardSpec, RuleSpec};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -125,6 +129,10 @@ enum Record {
     SetPersonalAccount {
         path: String,
         personal_account: Option<String>,
+    },
+    SetGuards {
+        path: String,
+        guards: Option<GuardV3>,
     },
     Remove {
         path: String,
@@ -255,6 +263,57 @@ struct PolicyV1 {
     home_networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     equivalent_networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct GuardV3 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    velocity_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    velocity_window_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    velocity_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_grant_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_session_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_session_money: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_month_octets: Option<AmountV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_month_money: Option<AmountV1>,
+}
+
+impl From<GuardSpec> for GuardV3 {
+    fn from(g: GuardSpec) -> GuardV3 {
+        GuardV3 {
+            velocity_octets: g.velocity_octets.map(Into::into),
+            velocity_window_s: g.velocity_window_s,
+            velocity_action: g.velocity_action,
+            max_grant_octets: g.max_grant_octets.map(Into::into),
+            max_session_octets: g.max_session_octets.map(Into::into),
+            max_session_money: g.max_session_money.map(Into::into),
+            max_month_octets: g.max_month_octets.map(Into::into),
+            max_month_money: g.max_month_money.map(Into::into),
+        }
+    }
+}
+
+impl From<GuardV3> for GuardSpec {
+    fn from(g: GuardV3) -> GuardSpec {
+        GuardSpec {
+            velocity_octets: g.velocity_octets.map(Into::into),
+            velocity_window_s: g.velocity_window_s,
+            velocity_action: g.velocity_action,
+            max_grant_octets: g.max_grant_octets.map(Into::into),
+            max_session_octets: g.max_session_octets.map(Into::into),
+            max_session_money: g.max_session_money.map(Into::into),
+            max_month_octets: g.max_month_octets.map(Into::into),
+            max_month_money: g.max_month_money.map(Into::into),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -467,6 +526,10 @@ impl From<&Change> for Record {
                 path,
                 personal_account,
             },
+            Change::SetGuards { path, guards } => Record::SetGuards {
+                path,
+                guards: guards.map(GuardV3::from),
+            },
             Change::Remove { path } => Record::Remove { path },
             Change::Move {
                 from,
@@ -578,6 +641,10 @@ impl From<Record> for Change {
             } => Change::SetPersonalAccount {
                 path,
                 personal_account,
+            },
+            Record::SetGuards { path, guards } => Change::SetGuards {
+                path,
+                guards: guards.map(GuardSpec::from),
             },
             Record::Remove { path } => Change::Remove { path },
             Record::Move {
@@ -787,6 +854,8 @@ mod tests {
         r#"{"op":"set_rules","path":"globex","rules":[]}"#,
         r#"{"op":"set_personal_account","path":"globex/sales/phone","personal_account":"imsi:001019990000002"}"#,
         r#"{"op":"set_personal_account","path":"globex/sales/phone","personal_account":null}"#,
+        r#"{"op":"set_guards","path":"globex","guards":{"velocity_octets":"2 GiB","velocity_window_s":3600,"velocity_action":"restrict","max_grant_octets":"1 GiB","max_session_octets":"50 GiB","max_session_money":"100.00","max_month_octets":500000000000,"max_month_money":"1000"}}"#,
+        r#"{"op":"set_guards","path":"globex/sales","guards":null}"#,
     ];
 
     #[test]

@@ -341,6 +341,34 @@ async fn clear_rules(
     .await
 }
 
+/// `PUT /v1/guards/{path}` sets a node's guards against bill shock (all of them), `DELETE`
+/// removes them; the rules view.
+async fn set_guards(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    b: Result<Json<ocf_charging::rules::GuardSpec>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    let g = body(b)?;
+    rules_change(
+        s,
+        path.clone(),
+        Change::SetGuards {
+            path,
+            guards: Some(g),
+        },
+    )
+    .await
+}
+
+async fn clear_guards(
+    State(s): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = path_param(path)?;
+    rules_change(s, path.clone(), Change::SetGuards { path, guards: None }).await
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PersonalAccount {
@@ -783,6 +811,7 @@ pub fn routes() -> Router<AdminState> {
             "/rules/{*path}",
             get(rules).put(set_rules).delete(clear_rules),
         )
+        .route("/guards/{*path}", put(set_guards).delete(clear_guards))
         .route(
             "/personal-account/{*path}",
             put(set_personal_account).delete(clear_personal_account),

@@ -116,7 +116,7 @@ fn eur() -> u32 {
 }
 
 /// A quantity: a number, or a string with a unit ("10 MiB", "1 TiB", "5.00" for money).
-#[derive(Debug, Clone, Deserialize, PartialEq, Serialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Amount {
     Number(u64),
@@ -199,6 +199,9 @@ pub struct NodeSpec {
     /// Rules over the request for this node and everything under it (docs/rules.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<toml::Spanned<RuleSpec>>,
+    /// Guards against bill shock for this node and everything under it (docs/rules.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guards: Option<crate::rules::GuardSpec>,
     /// The subscription of the personal account this device's user pays with (an MSISDN, or
     /// `imsi:`, `nai:`, `private:` followed by the id, or a SIP URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,7 +237,7 @@ pub struct ProvisioningError {
 /// Devices per file at most, so a typo in a count cannot exhaust memory.
 pub const MAX_DEVICES: u64 = 20_000_000;
 
-fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
+pub(crate) fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
     let text = match a {
         Amount::Number(n) if unit != Unit::Money => return Ok(*n),
         Amount::Number(n) => n.to_string(),
@@ -738,6 +741,10 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
             let specs: Vec<RuleSpec> = n.rules.iter().map(|r| r.get_ref().clone()).collect();
             set_node_rules(&mut pol, &n.path, &specs, n.personal_account.as_deref())
                 .map_err(&nerr)?;
+        }
+        if let Some(g) = &n.guards {
+            let g = crate::rules::Guards::compile(g).map_err(|e| nerr(format!("guards: {e}")))?;
+            pol.rules.set_guards(&n.path, Some(g));
         }
         by_path.insert(n.path.clone(), id);
         let subs = node_subscriptions(n);

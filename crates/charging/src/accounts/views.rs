@@ -54,15 +54,19 @@ pub struct RulesView {
     pub rules: Vec<crate::rules::RuleSpec>,
     /// The personal account its user pays with (a device's).
     pub personal_account: Option<String>,
-    /// The rules of the nodes above, nearest first: a request meets them after the node's.
+    /// The node's own guards.
+    pub guards: Option<crate::rules::GuardSpec>,
+    /// The rules and guards of the nodes above, nearest first: a request meets their rules
+    /// after the node's, and takes a guard's setting from the nearest node that has it.
     pub inherited: Vec<InheritedRules>,
 }
 
-/// The rules of a node above.
+/// The rules and guards of a node above.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InheritedRules {
     pub path: String,
     pub rules: Vec<crate::rules::RuleSpec>,
+    pub guards: Option<crate::rules::GuardSpec>,
 }
 
 /// A node of an account tree as the API shows it.
@@ -334,16 +338,19 @@ impl Accounts {
             book.map(|b| b.rules_of(path).iter().map(|r| r.spec.clone()).collect())
                 .unwrap_or_default()
         };
+        let guards = |path: &str| book.and_then(|b| b.guards_of(path)).map(|g| g.spec.clone());
         let inherited = (1..names.len())
             .rev()
             .map(|d| names[..d].join("/"))
             .map(|p| InheritedRules {
                 rules: specs(&p),
+                guards: guards(&p),
                 path: p,
             })
-            .filter(|i| !i.rules.is_empty())
+            .filter(|i| !i.rules.is_empty() || i.guards.is_some())
             .collect();
         Ok(RulesView {
+            guards: guards(&path),
             rules: specs(&path),
             personal_account: book
                 .and_then(|b| b.personal_of(&path))

@@ -332,6 +332,12 @@ impl Engine {
         let policies = self.accounts.policies();
         let policy = policy_of(&policies, s.account.tree);
         self.check_reports(cr, req, s, policy)?;
+        // The rules and guards on the device's path, looked up once for the request.
+        let ctx = self.rule_context(cr, s, policy, now);
+        let guards = ctx.as_ref().and_then(|c| c.guards);
+        if let Some(g) = &guards {
+            self.check_ceilings(cr, s, g, now, rec)?;
+        }
         // A session keeps (and journals) what each service used: their number is bounded.
         let new_services = cr
             .mscc
@@ -351,8 +357,7 @@ impl Engine {
         let terminating = cr.request_type == RequestType::Termination;
         // Looked up once for the request: it takes the tree's lock.
         let tariff = self.tariff_for(policy, s.account);
-        // Where each MSCC goes: the rules on the device's path, matched once per MSCC.
-        let ctx = self.rule_context(cr, s, policy, now);
+        // Where each MSCC goes: the rules matched once per MSCC.
         let rules: Vec<Option<&crate::rules::Rule>> = cr
             .mscc
             .iter()
@@ -366,6 +371,15 @@ impl Engine {
         // return what this request has just granted.
         for (m, payer) in cr.mscc.iter().zip(&payers) {
             self.settle(s, m, tariff, payer, now, rec);
+        }
+        if let Some(g) = &guards {
+            let reported = cr
+                .mscc
+                .iter()
+                .flat_map(|m| &m.used)
+                .map(|u| u.units.octets().unwrap_or(0))
+                .fold(0, u64::saturating_add);
+            self.note_velocity(s, g, reported, now, rec);
         }
         // Blocked since the session began: what was reported is charged (above), nothing is
         // held or granted any more, and every service is denied.
@@ -396,7 +410,16 @@ impl Engine {
                 a.result = ResultCode::EndUserServiceDenied;
                 a.why = Some("the tenant's policy denies this rating group");
             } else if !terminating && !m.is_final() {
-                self.grant(s, m, policy, payer, validity_s, now, &mut a, rec);
+                self.grant(
+                    s,
+                    m,
+                    policy,
+                    payer,
+                    (validity_s, guards.as_ref()),
+                    now,
+                    &mut a,
+                    rec,
+                );
             }
             answers.push(a);
         }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::accounts::tenant::{AtLimit, FinalUnitAction};
+use crate::rules::GuardLimits;
 use route::Payer;
 
 /// The kind of service unit a reservation in `unit` was granted for: money reservations buy
@@ -63,7 +64,7 @@ impl Engine {
         m: &Mscc,
         policy: &Policy,
         payer: &Payer,
-        validity_s: u32,
+        (validity_s, guards): (u32, Option<&GuardLimits>),
         now: i64,
         a: &mut MsccAnswer,
         rec: &mut Recorder,
@@ -85,6 +86,22 @@ impl Engine {
             (Some(p), Unit::Octets) => Some(p),
             _ => None,
         };
+        // The guards' cap on data (ceilings, velocity).
+        let cap = match (unit, guards) {
+            (Unit::Octets, Some(g)) => self.guard_cap(s, g, price, now),
+            _ => None,
+        };
+        let want = cap.map_or(want, |c| want.min(c.octets));
+        if cap.is_some_and(|c| c.octets == 0) {
+            a.result = ResultCode::CreditLimitReached;
+            a.why = Some(match cap.map(|c| c.kind) {
+                Some(guard::CapKind::Velocity(_)) => {
+                    "the velocity guard: the device used its amount within the window"
+                }
+                _ => "a ceiling: the session or the device's month has reached its sanity bound",
+            });
+            return;
+        }
         let ledger_unit = if price.is_some() { Unit::Money } else { unit };
         // A tariff is only there where a money limit counts it; anything else must be counted
         // by a limit of its own unit. Nothing on the path counting it would be granting it
@@ -155,6 +172,28 @@ impl Engine {
         a.threshold = Some(u32::try_from(threshold).unwrap_or(u32::MAX));
         if policy.quota_holding_time_s > 0 {
             a.quota_holding_time = Some(policy.quota_holding_time_s);
+        }
+        if let Some(c) = cap.filter(|c| granted == c.octets && !last) {
+            // A guard, not a limit, cut the grant: its action goes with the last units.
+            let action = self.cap_action(c.kind, policy);
+            a.final_unit_kind = explain::final_unit_code(&Some(action.clone()), true);
+            a.final_unit = Some(action);
+            a.why = Some(match c.kind {
+                guard::CapKind::Velocity(_) => {
+                    "the velocity guard cut the grant: the device reaches its amount within the window"
+                }
+                guard::CapKind::Grant => "the grant ceiling cut the grant",
+                _ => {
+                    "a ceiling cut the grant: the session or the device's month reaches its sanity bound"
+                }
+            });
+            if c.kind == guard::CapKind::Grant {
+                // A grant ceiling is a slice: no final units.
+                a.final_unit = None;
+                a.final_unit_kind = None;
+            } else {
+                self.cap_reached(s, c, m, now, rec);
+            }
         }
         if last {
             // The policy at the limit of the level that cut the grant, if it has one of its

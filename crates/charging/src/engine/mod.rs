@@ -17,6 +17,7 @@ mod ccr;
 mod event;
 pub mod explain;
 mod grant;
+mod guard;
 pub mod recorder;
 mod request;
 mod route;
@@ -25,6 +26,7 @@ mod supervision;
 mod usage;
 pub mod views;
 
+pub use guard::VELOCITY_FILTER_ID;
 pub use supervision::Supervision;
 // Shared by the request kinds' modules (which `use super::*`).
 use grant::{requested_amount, requested_unit, service_kind};
@@ -110,6 +112,8 @@ pub struct Engine {
     dry: Mutex<Vec<AccountRef>>,
     /// Recent decisions, for explain.
     decisions: explain::Decisions,
+    /// Velocity windows of guarded devices.
+    velocities: guard::Velocities,
 }
 
 /// Dry levels noted at once at most (more are dropped until drained).
@@ -188,6 +192,7 @@ impl Engine {
             reports_refused: AtomicU64::new(0),
             dry: Mutex::new(Vec::new()),
             decisions: explain::Decisions::new(config.explain_decisions),
+            velocities: guard::Velocities::default(),
         }
     }
 

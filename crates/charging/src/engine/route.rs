@@ -14,6 +14,8 @@ pub(super) struct RuleContext<'p> {
     personal: Option<(SubscriptionType, &'p str)>,
     /// Seconds to the next local time at which a timed rule may answer differently.
     pub(super) edge: Option<u32>,
+    /// The guards that apply to the device.
+    pub(super) guards: Option<crate::rules::GuardLimits>,
 }
 
 impl<'p> RuleContext<'p> {
@@ -82,13 +84,17 @@ impl Engine {
         if !policy.rules.has_rules() {
             return None;
         }
-        let (chain, personal, tz) = {
+        let (found, tz) = {
             let t = self.accounts.ledger().lock(s.account.tree)?;
             let names = t.names(s.account.node);
-            let (chain, personal) = policy.rules.lookup(&names);
-            (chain, personal, t.tz.clone())
+            (policy.rules.lookup(&names), t.tz.clone())
         };
-        if chain.is_empty() {
+        let crate::rules::Lookup {
+            chain,
+            personal,
+            guards,
+        } = found;
+        if chain.is_empty() && guards.is_none() {
             return None;
         }
         let timed = chain.iter().any(|r| r.iter().any(Rule::timed));
@@ -109,6 +115,7 @@ impl Engine {
             facts,
             personal,
             edge,
+            guards,
         })
     }
 

@@ -83,6 +83,10 @@ impl Engine {
         let gate = self.accounts.share_gate();
         let mut sup = Supervision::default();
         let mut rec = Recorder::new(self.accounts.ledger(), &self.next_reservation);
+        if shards.start == 0 {
+            // Once a round: velocity windows that emptied go.
+            self.velocities.sweep(now);
+        }
         {
             // Reservations open at the last stop: spent until they expire, then returned.
             let mut left = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());

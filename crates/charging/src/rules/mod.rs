@@ -8,6 +8,7 @@
 //! before. Rules are kept by the node's path, so an import that renumbers nodes keeps them.
 
 pub mod attributes;
+pub mod guards;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 
 pub use attributes::{Plmn, RequestAttributes};
+pub use guards::{GuardLimits, GuardSpec, Guards};
 pub use spec::RuleSpec;
 
 use crate::accounts::tenant::SubscriptionType;
@@ -172,7 +174,9 @@ pub struct RuleBook {
     by_path: HashMap<Box<str>, Arc<[Rule]>, RandomState>,
     /// Device paths to the subscription of the personal account they may charge.
     personal: HashMap<Box<str>, (SubscriptionType, Box<str>), RandomState>,
-    /// Path depths (1: the root) that have rules: others are not looked up.
+    /// Guards by node path.
+    guards: HashMap<Box<str>, Guards, RandomState>,
+    /// Path depths (1: the root) that have rules or guards: others are not looked up.
     depths: u32,
     timed: bool,
 }
@@ -182,11 +186,38 @@ pub type Chain<'a> = Vec<&'a [Rule]>;
 
 impl RuleBook {
     pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty() && self.personal.is_empty()
+        self.by_path.is_empty() && self.personal.is_empty() && self.guards.is_empty()
     }
 
+    /// Whether a request on this tree needs a look at its path: rules or guards are set.
     pub fn has_rules(&self) -> bool {
-        !self.by_path.is_empty()
+        !self.by_path.is_empty() || !self.guards.is_empty()
+    }
+
+    /// Sets the guards of the node at `path` (none: removes them).
+    pub fn set_guards(&mut self, path: &str, guards: Option<Guards>) {
+        let path = path.trim_matches('/');
+        match guards.filter(|g| !g.limits.is_empty()) {
+            Some(g) => {
+                self.guards.insert(path.into(), g);
+            }
+            None => {
+                self.guards.remove(path);
+            }
+        }
+        self.reindex();
+    }
+
+    /// The guards set on the node at `path`.
+    pub fn guards_of(&self, path: &str) -> Option<&Guards> {
+        self.guards.get(path.trim_matches('/'))
+    }
+
+    /// Every node path that has guards, sorted.
+    pub fn guard_paths(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.guards.keys().map(|k| &**k).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether any rule depends on the local time.
@@ -212,6 +243,9 @@ impl RuleBook {
             let depth = path.split('/').count().min(31);
             self.depths |= 1 << depth;
             self.timed |= rules.iter().any(Rule::timed);
+        }
+        for path in self.guards.keys() {
+            self.depths |= 1 << path.split('/').count().min(31);
         }
     }
 
@@ -260,14 +294,15 @@ impl RuleBook {
 
     /// The rule lists for a device whose path from the root is `names`, its own first.
     pub fn chain(&self, names: &[&str]) -> Chain<'_> {
-        self.lookup(names).0
+        self.lookup(names).chain
     }
 
-    /// [`Self::chain`], and the personal account linked to the device.
-    pub fn lookup(&self, names: &[&str]) -> (Chain<'_>, Option<(SubscriptionType, &str)>) {
-        let mut out = Vec::new();
+    /// What applies to the device whose path from the root is `names`: its rule lists (its own
+    /// first), its personal account, and its guards (the nearest node's, field by field).
+    pub fn lookup(&self, names: &[&str]) -> Lookup<'_> {
+        let mut out = Lookup::default();
         if self.is_empty() {
-            return (out, None);
+            return out;
         }
         let mut path = String::with_capacity(names.iter().map(|n| n.len() + 1).sum());
         let mut ends = [0usize; crate::ledger::MAX_DEPTH];
@@ -283,17 +318,30 @@ impl RuleBook {
             if self.depths & (1 << d.min(31)) == 0 {
                 continue;
             }
-            if let Some(r) = self.by_path.get(&path[..ends[d - 1]]) {
-                out.push(&**r);
+            let at = &path[..ends[d - 1]];
+            if let Some(r) = self.by_path.get(at) {
+                out.chain.push(&**r);
+            }
+            if let Some(g) = self.guards.get(at) {
+                match &mut out.guards {
+                    None => out.guards = Some(g.limits),
+                    Some(mine) => mine.inherit(&g.limits),
+                }
             }
         }
-        let personal = if self.personal.is_empty() {
-            None
-        } else {
-            self.personal_of(&path)
-        };
-        (out, personal)
+        if !self.personal.is_empty() {
+            out.personal = self.personal_of(&path);
+        }
+        out
     }
+}
+
+/// What [`RuleBook::lookup`] finds for a device.
+#[derive(Debug, Default)]
+pub struct Lookup<'a> {
+    pub chain: Chain<'a>,
+    pub personal: Option<(SubscriptionType, &'a str)>,
+    pub guards: Option<GuardLimits>,
 }
 
 /// The first rule of the chain that matches.

@@ -107,6 +107,12 @@ pub enum Change {
         path: String,
         rules: Vec<crate::rules::RuleSpec>,
     },
+    /// A node's guards against bill shock, all of them (none: removed).
+    SetGuards {
+        path: String,
+        #[serde(default)]
+        guards: Option<crate::rules::GuardSpec>,
+    },
     /// The personal account a device's user pays with (none: unlinked).
     SetPersonalAccount {
         path: String,

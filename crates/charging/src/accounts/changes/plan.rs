@@ -214,6 +214,7 @@ impl Accounts {
                         thresholds: Vec::new(),
                         at_limit: None,
                         rules: Vec::new(),
+                        guards: None,
                         personal_account: None,
                         msisdn: None,
                         imsi: None,
@@ -248,6 +249,17 @@ impl Accounts {
                     .map(|(k, id)| crate::rules::spec::personal_text(k, id));
                 provisioning::set_node_rules(&mut p, path, rules, personal.as_deref())
                     .map_err(|e| invalid(format!("rules: {e}")))?;
+                plan.steps.push(Step::SetPolicy(at.tree, Box::new(p)));
+            }
+            Change::SetGuards { path, guards } => {
+                let at = plan.node(path)?;
+                let mut p = self.policy_copy(at.tree);
+                let g = guards
+                    .as_ref()
+                    .map(crate::rules::Guards::compile)
+                    .transpose()
+                    .map_err(|e| invalid(format!("guards: {e}")))?;
+                p.rules.set_guards(path, g);
                 plan.steps.push(Step::SetPolicy(at.tree, Box::new(p)));
             }
             Change::SetPersonalAccount {
@@ -641,7 +653,7 @@ impl<'e> Planner<'e> {
                                     n.path.clone(),
                                     n.at_limit.clone(),
                                     n.rules.clone(),
-                                    n.personal_account.clone(),
+                                    (n.personal_account.clone(), n.guards.clone()),
                                 )
                             })
                             .collect()
