@@ -1150,6 +1150,7 @@ impl World {
                     unit: Unit::Money,
                     period: Period::Total,
                     amount: Amount::Text(text.into()),
+                    class: None,
                 }],
             };
             if let Err(e) = self.engine.accounts().change(&change, self.m.now) {
@@ -1183,6 +1184,7 @@ impl World {
                     unit,
                     period,
                     amount: Amount::Number(n),
+                    class: None,
                 })
                 .collect(),
         };
@@ -1230,6 +1232,7 @@ impl World {
             unit: Unit::Octets,
             period: Period::Month,
             amount: Amount::Number(amount),
+            class: None,
         };
         let r = self.engine.accounts().change(&change, self.m.now);
         if r.is_ok() != ok {
@@ -1580,11 +1583,13 @@ fn usage_reported_under_a_tariff_without_a_money_limit_is_counted_somewhere() {
                         unit: Unit::Octets,
                         period: Period::Month,
                         amount: Amount::Text("10 MiB".into()),
+                        class: None,
                     },
                     LimitSpec {
                         unit: Unit::Money,
                         period: Period::Month,
                         amount: Amount::Text("1.00".into()),
+                        class: None,
                     },
                 ],
             },

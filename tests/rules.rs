@@ -483,3 +483,131 @@ fn guards_set_by_a_manager_restrict_a_runaway_device_and_refuse_an_absurd_report
     );
     assert!(shown.contains("\"velocity_octets\": \"30 MiB\""), "{shown}");
 }
+
+/// `text` served with `config` added (TOML tables), state kept in `dir`.
+fn start_in(dir: tempfile::TempDir, text: &str, config: &str) -> Daemon {
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(&file, text).unwrap();
+    Daemon::start_in(
+        dir,
+        &format!(
+            "{config}\n[charging]\nembedded_tenant = false\ntenant_files = [\"{}\"]\n",
+            file.display()
+        ),
+        &[],
+    )
+}
+
+const ROAMERS: &str = r#"
+[[tenant]]
+name = "travel"
+[tenant.policy]
+home_networks = ["00101"]
+[tenant.policy.tariffs.roaming-eu]
+price = "1.00"
+per_octets = "1 MiB"
+[tenant.policy.zones]
+eu = ["208", "262"]
+
+[[tenant.node]]
+path = "travel"
+limits = [{ unit = "octets", amount = "10 GiB" }]
+  [[tenant.node.rules]]
+  name = "eu-roaming"
+  roaming = true
+  zones = ["eu"]
+  charge = "tariff"
+  tariff = "roaming-eu"
+[[tenant.devices]]
+parent = "travel"
+msisdn_from = 15558000000
+count = 10
+limits = [{ unit = "money", amount = "50.00", class = "roaming" }]
+"#;
+
+/// The roaming cap of a device as the API shows it: (used, reserved).
+fn roaming_cap(api: &Http, device: &str) -> (Value, Value) {
+    let (status, node) = api.call("GET", &format!("/v1/nodes/travel/{device}"), None);
+    assert_eq!(status, 200, "{node}");
+    let l = node["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "roaming")
+        .unwrap_or_else(|| panic!("no roaming cap: {node}"))
+        .clone();
+    (l["used"].clone(), l["reserved"].clone())
+}
+
+#[test]
+fn a_roaming_cap_holds_to_the_cent_across_kill_9_and_a_snapshot_restart() {
+    const FSYNC: &str = "[journal]\ndurability = \"fsync\"";
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start_in(dir, ROAMERS, FSYNC);
+    let mut api = d.admin();
+    let device = "15558000003";
+    let sid = "pgw.localdomain;roam;1";
+    let roaming = |spec: CcrSpec| spec.msisdn(device).serving_network("20801");
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let mut cca = gw.ask(&roaming(CcrSpec::new(sid, INITIAL, 0)).mscc(MsccSpec::rsu(10)));
+    let mut n = 0;
+    // 30 EUR of roaming data, then the process dies.
+    for _ in 0..3 {
+        let g = cca.mscc[0].granted_octets.unwrap();
+        n += 1;
+        cca = gw.ask(&roaming(CcrSpec::new(sid, UPDATE, n)).mscc(MsccSpec::report(10, g, true)));
+    }
+    assert_eq!(roaming_cap(&api, device), ("30".into(), "10".into()));
+    d.kill9();
+    let dir = d.into_dir();
+    let mut d = start_in(dir, ROAMERS, FSYNC);
+    api = d.admin();
+    assert_eq!(
+        roaming_cap(&api, device),
+        ("30".into(), "10".into()),
+        "replayed with its class"
+    );
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    // Granted so far: 30 MiB reported and the 10 MiB held across the crash.
+    let mut granted = 40 * MIB;
+    while cca.mscc[0].final_unit_action.is_none() {
+        let g = cca.mscc[0].granted_octets.unwrap();
+        n += 1;
+        cca = gw.ask(&roaming(CcrSpec::new(sid, UPDATE, n)).mscc(MsccSpec::report(10, g, true)));
+        granted += cca.mscc[0].granted_octets.unwrap_or(0);
+        assert!(n < 20, "never cut off");
+    }
+    assert_eq!(
+        granted,
+        50 * MIB,
+        "50 EUR of roaming data at 1.00 per MiB, no more"
+    );
+    n += 1;
+    let g = cca.mscc[0].granted_octets.unwrap();
+    let t =
+        gw.ask(&roaming(CcrSpec::new(sid, TERMINATION, n)).mscc(MsccSpec::report(10, g, false)));
+    assert_eq!(t.result_code, SUCCESS);
+    assert_eq!(
+        roaming_cap(&api, device),
+        ("50".into(), "0".into()),
+        "50.00 EUR exactly"
+    );
+    let ev = events_of(&api, "kind=threshold_crossed", 1);
+    assert!(
+        ev.iter().any(|e| e["path"] == format!("travel/{device}")
+            && e["threshold"]["percent"] == 80
+            && e["class"] == "roaming"
+            && e["used"] == 40_000_000_000u64),
+        "warned at 80 %: {ev:?}"
+    );
+    // A graceful stop writes a snapshot; what it holds keeps the class.
+    d.terminate();
+    let dir = d.into_dir();
+    let mut d = start_in(dir, ROAMERS, FSYNC);
+    let api = d.admin();
+    assert_eq!(roaming_cap(&api, device), ("50".into(), "0".into()));
+    let mut gw = Gw::open(&d, "pgw.localdomain");
+    let again = gw
+        .ask(&roaming(CcrSpec::new("pgw.localdomain;roam;2", INITIAL, 0)).mscc(MsccSpec::rsu(10)));
+    assert_eq!(again.mscc[0].result_code, Some(4012), "{again:?}");
+}

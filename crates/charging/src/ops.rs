@@ -60,6 +60,10 @@ pub enum Op {
     /// a limit): a JSON object with at least `kind`, `tenant`, `path` and `time`, for the
     /// outbox. Replay does nothing with it.
     Event(Vec<u8>),
+    /// (Version 4) The service classes (0: none) of the ledger op that follows it (Reserve,
+    /// Commit, CommitRated or Release): the class limits that count it. An op with no such
+    /// record before it belongs to no class.
+    Classes([u32; 2]),
 }
 
 /// A threshold that fired, as the journal keeps it.
@@ -82,6 +86,9 @@ pub struct Fired {
     pub limit: u64,
     /// The tenant and the node's path, as the event names them ("acme/sales").
     pub path: String,
+    /// (Version 4) The service class of the limit ("roaming", "video"); empty: a general
+    /// limit.
+    pub class: String,
 }
 
 /// A threshold's level as the journal keeps it.

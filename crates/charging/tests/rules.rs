@@ -658,3 +658,258 @@ fn a_session_ceiling_cuts_grants_and_refuses_an_absurd_report() {
         (&"ceiling_tripped".into(), &"report".into())
     );
 }
+
+/// The executives' cost centre: 30 MiB of video (RG 40) that their other data cannot use,
+/// and 20 MiB for everything else, inside the enterprise's 1 GiB.
+const ALLOWANCES: &str = r#"
+[[tenant]]
+name = "corp"
+[tenant.policy.classes.video]
+rating_groups = [40]
+[tenant.policy.classes.data]
+rating_groups = ["0-39", "41-4294967295"]
+
+[[tenant.node]]
+path = "corp"
+limits = [{ unit = "octets", amount = "1 GiB" }]
+[[tenant.node]]
+path = "corp/exec"
+limits = [
+  { unit = "octets", amount = "30 MiB", class = "video" },
+  { unit = "octets", amount = "20 MiB", class = "data" },
+]
+[[tenant.node]]
+path = "corp/exec/ceo"
+msisdn = "15557000001"
+[[tenant.node]]
+path = "corp/ops"
+limits = [{ unit = "octets", amount = "10 MiB", class = "video" }]
+"#;
+
+/// (used, reserved) of the counter of `unit` of `class` at `path`.
+fn class_counter(e: &Engine, path: &[&str], unit: Unit, class: &str) -> (u64, u64) {
+    let ledger = e.ledger();
+    let tree = ledger.find_tree(path[0]).expect("tree");
+    let t = ledger.lock(tree).unwrap();
+    let node = t.find(path).unwrap();
+    let id = ocf_charging::rules::spec::class_id(class);
+    let c = t.nodes[node as usize]
+        .counters
+        .iter()
+        .find(|c| c.unit == unit && c.class == id)
+        .unwrap_or_else(|| panic!("{path:?} has no {class} limit"));
+    (c.used, c.reserved)
+}
+
+#[test]
+fn a_video_allowance_runs_out_while_the_devices_other_data_goes_on() {
+    let e = engine(ALLOWANCES);
+    let sid = "video;1";
+    let open = CcrSpec::new(sid, INITIAL, 0)
+        .msisdn("15557000001")
+        .mscc(MsccSpec::rsu(40))
+        .mscc(MsccSpec::ask(10, MIB));
+    let (cca, _) = send(&e, &open, NOON);
+    assert_eq!(cca.mscc[0].granted_octets, Some(10 * MIB));
+    assert_eq!(cca.mscc[1].granted_octets, Some(MIB));
+    assert_eq!(
+        class_counter(&e, &["corp", "exec"], Unit::Octets, "video"),
+        (0, 10 * MIB)
+    );
+    assert_eq!(
+        class_counter(&e, &["corp", "exec"], Unit::Octets, "data"),
+        (0, MIB)
+    );
+    assert_eq!(
+        counter(&e, &["corp"], Unit::Octets),
+        (0, 11 * MIB),
+        "the enterprise counts both"
+    );
+    // Video is used up: the grant that reaches 30 MiB carries the final units; data goes on.
+    let mut n = 0;
+    let mut video_total = 10 * MIB;
+    let mut last = cca;
+    while last.mscc[0].final_unit_action.is_none() {
+        n += 1;
+        let g = last.mscc[0].granted_octets.unwrap();
+        let (next, _) = send(
+            &e,
+            &CcrSpec::new(sid, UPDATE, n)
+                .msisdn("15557000001")
+                .mscc(MsccSpec::report(40, g, true))
+                .mscc(MsccSpec::report(10, 0, true)),
+            NOON + i64::from(n),
+        );
+        last = next;
+        video_total += last.mscc[0].granted_octets.unwrap_or(0);
+        assert!(n < 10);
+    }
+    assert_eq!(video_total, 30 * MIB);
+    n += 1;
+    let g = last.mscc[0].granted_octets.unwrap();
+    let (after, _) = send(
+        &e,
+        &CcrSpec::new(sid, UPDATE, n)
+            .msisdn("15557000001")
+            .mscc(MsccSpec::report(40, g, true))
+            .mscc(MsccSpec::report(10, MIB, true)),
+        NOON + 100,
+    );
+    assert_eq!(
+        after.mscc[0].result_code,
+        Some(ResultCode::CreditLimitReached.code())
+    );
+    assert_eq!(
+        after.mscc[1].result_code,
+        Some(SUCCESS),
+        "other data goes on: {after:?}"
+    );
+    assert_eq!(
+        class_counter(&e, &["corp", "exec"], Unit::Octets, "video").0,
+        30 * MIB
+    );
+    assert_eq!(
+        class_counter(&e, &["corp", "exec"], Unit::Octets, "data").0,
+        MIB
+    );
+    assert_eq!(counter(&e, &["corp"], Unit::Octets).0, 31 * MIB);
+    // Explain names the class of each level.
+    let x = e.explain("15557000001", NOON + 100).unwrap();
+    let video = &x.decisions[0].services[0];
+    assert_eq!(video.limited_by.as_deref(), Some("corp/exec"), "{video:?}");
+    assert!(
+        video
+            .levels
+            .iter()
+            .any(|l| l.class.as_deref() == Some("video"))
+    );
+    // Moving video allowance from ops to exec lets video go on.
+    e.accounts()
+        .change(
+            &ocf_charging::accounts::changes::Change::Move {
+                from: "corp/ops".into(),
+                to: "corp/exec".into(),
+                unit: Unit::Octets,
+                period: ocf_charging::ledger::Period::Month,
+                amount: ocf_charging::accounts::provisioning::Amount::Text("5 MiB".into()),
+                class: Some("video".into()),
+            },
+            NOON + 101,
+        )
+        .unwrap();
+    let (again, _) = send(
+        &e,
+        &CcrSpec::new(sid, UPDATE, n + 1)
+            .msisdn("15557000001")
+            .mscc(MsccSpec::rsu(40)),
+        NOON + 102,
+    );
+    assert_eq!(again.mscc[0].granted_octets, Some(5 * MIB));
+}
+
+/// A device roaming in the EU at 1.00 EUR per MiB, its roaming capped at 50.00 EUR a month.
+const ROAMER: &str = r#"
+[[tenant]]
+name = "travel"
+[tenant.policy]
+home_networks = ["00101"]
+[tenant.policy.tariffs.roaming-eu]
+price = "1.00"
+per_octets = "1 MiB"
+[tenant.policy.zones]
+eu = ["208", "262"]
+
+[[tenant.node]]
+path = "travel"
+limits = [{ unit = "octets", amount = "10 GiB" }]
+  [[tenant.node.rules]]
+  name = "eu-roaming"
+  roaming = true
+  zones = ["eu"]
+  charge = "tariff"
+  tariff = "roaming-eu"
+[[tenant.devices]]
+parent = "travel"
+msisdn_from = 15558000000
+count = 10
+limits = [{ unit = "money", amount = "50.00", class = "roaming" }]
+"#;
+
+#[test]
+fn a_roaming_device_is_warned_at_40_eur_and_cut_off_at_50_eur_exactly() {
+    let e = engine(ROAMER);
+    let sid = "roam;1";
+    let roaming = |spec: CcrSpec| spec.msisdn("15558000003").serving_network("20801");
+    let (mut cca, _) = send(
+        &e,
+        &roaming(CcrSpec::new(sid, INITIAL, 0)).mscc(MsccSpec::rsu(10)),
+        NOON,
+    );
+    let device = ["travel", "15558000003"];
+    let mut warned_at = None;
+    let mut n = 0;
+    let mut granted_total = 0;
+    while cca.mscc[0].final_unit_action.is_none() {
+        let g = cca.mscc[0].granted_octets.unwrap();
+        granted_total += g;
+        n += 1;
+        let (next, ops) = send(
+            &e,
+            &roaming(CcrSpec::new(sid, UPDATE, n)).mscc(MsccSpec::report(10, g, true)),
+            NOON + i64::from(n),
+        );
+        for (i, op) in ops.iter().enumerate() {
+            if let Op::Threshold(f) = op {
+                // The roaming cap's 80 %: a level of the roaming class's limit.
+                assert_eq!(f.class, "roaming", "{:?}", ops[i]);
+                if f.level == ocf_charging::ops::FiredLevel::Percent(80) {
+                    warned_at = Some(class_counter(&e, &device, Unit::Money, "roaming").0);
+                }
+            }
+        }
+        cca = next;
+        assert!(n < 20);
+    }
+    granted_total += cca.mscc[0].granted_octets.unwrap();
+    assert_eq!(warned_at, Some(40_000_000_000), "warned at 40.00 EUR");
+    assert_eq!(
+        granted_total,
+        50 * MIB,
+        "50 EUR of roaming data at 1.00 per MiB"
+    );
+    assert_eq!(cca.mscc[0].final_unit_action, Some(0), "cut off at the cap");
+    let last = cca.mscc[0].granted_octets.unwrap();
+    let (after, _) = send(
+        &e,
+        &roaming(CcrSpec::new(sid, UPDATE, n + 1)).mscc(MsccSpec::report(10, last, true)),
+        NOON + 100,
+    );
+    assert_eq!(
+        after.mscc[0].result_code,
+        Some(ResultCode::CreditLimitReached.code())
+    );
+    assert_eq!(
+        class_counter(&e, &device, Unit::Money, "roaming"),
+        (50_000_000_000, 0),
+        "50.00 EUR exactly"
+    );
+    // At home the device's data is not roaming: no money, no cap.
+    let (home, _) = send(
+        &e,
+        &CcrSpec::new("home;1", INITIAL, 0)
+            .msisdn("15558000003")
+            .serving_network("00101")
+            .mscc(MsccSpec::rsu(10)),
+        NOON + 200,
+    );
+    assert_eq!(home.mscc[0].granted_octets, Some(10 * MIB));
+    assert_eq!(counter(&e, &["travel"], Unit::Octets).1, 10 * MIB);
+    let x = e.explain("15558000003", NOON + 100).unwrap();
+    let roam = x
+        .decisions
+        .iter()
+        .find(|d| d.attributes.roaming)
+        .expect("a roaming decision");
+    assert_eq!(roam.attributes.zone.as_deref(), Some("eu"));
+    assert_eq!(roam.services[0].rule.as_deref(), Some("eu-roaming"));
+}

@@ -19,8 +19,9 @@
 //!            | "set_personal_account" path, personal_account: string | null (schema 3)
 //!            | "set_guards"        path, guards: guards | null          (schema 3)
 //!            | "remove"            path
-//!            | "move"              from, to, unit, period? (default "month"), amount
-//! limit      = {unit, period? (default "month"), amount}
+//!            | "move"              from, to, unit, period? (default "month"), amount,
+//!                                  class? (schema 3)
+//! limit      = {unit, period? (default "month"), amount, class? (schema 3)}
 //! threshold  = {unit?, period?, percent?, amount?}  (one of percent and amount)
 //! at_limit   = {action: "deny" | "terminate" | "redirect" | "restrict", redirect_address?,
 //!               redirect_address_type?, filter_ids?, restriction_rules?}
@@ -34,7 +35,8 @@
 //!               currency_code? (default 978)}, unmetered?, max_report_octets?,
 //!               max_report_seconds?, max_report_events?,
 //!               tariffs? {name: tariff}, zones? {name: [network]}, home_networks? [network],
-//!               equivalent_networks? [network]}                          (the last four: schema 3)
+//!               equivalent_networks? [network], classes? {name: {rating_groups?,
+//!               service_ids?}}}                             (the last five: schema 3)
 //! rule       = {name, rating_groups?, service_ids?, apn?, serving_networks?, zones?, rat_types?,
 //!               roaming?, days?, hours?, charge, tariff?}                 (schema 3)
 //!               (rating_groups, service_ids, rat_types: numbers or strings)
@@ -55,7 +57,7 @@ use ocf_charging::accounts::provisioning::{
     Amount, AtLimitSpec, LimitSpec, PolicySpec, TariffSpec, ThresholdSpec,
 };
 use ocf_charging::ledger::{Period, Unit};
-use ocf_charging::rules::spec::NumberOrText;
+use ocf_charging::rules::spec::{ClassSpec, NumberOrText};
 use ocf_charging::rules::{GuardSpec, RuleSpec};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -144,6 +146,8 @@ enum Record {
         #[serde(default = "month")]
         period: PeriodV1,
         amount: AmountV1,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<String>,
     },
 }
 
@@ -189,6 +193,17 @@ struct LimitV1 {
     #[serde(default = "month")]
     period: PeriodV1,
     amount: AmountV1,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ClassV3 {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rating_groups: Vec<NumberOrTextV3>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    service_ids: Vec<NumberOrTextV3>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -263,6 +278,8 @@ struct PolicyV1 {
     home_networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     equivalent_networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    classes: BTreeMap<String, ClassV3>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -537,12 +554,14 @@ impl From<&Change> for Record {
                 unit,
                 period,
                 amount,
+                class,
             } => Record::Move {
                 from,
                 to,
                 unit: unit.into(),
                 period: period.into(),
                 amount: amount.into(),
+                class,
             },
         }
     }
@@ -653,12 +672,14 @@ impl From<Record> for Change {
                 unit,
                 period,
                 amount,
+                class,
             } => Change::Move {
                 from,
                 to,
                 unit: unit.into(),
                 period: period.into(),
                 amount: amount.into(),
+                class,
             },
         }
     }
@@ -671,6 +692,7 @@ fn limits_v1(limits: Vec<LimitSpec>) -> Vec<LimitV1> {
             unit: l.unit.into(),
             period: l.period.into(),
             amount: l.amount.into(),
+            class: l.class,
         })
         .collect()
 }
@@ -682,6 +704,7 @@ fn limits_of(limits: Vec<LimitV1>) -> Vec<LimitSpec> {
             unit: l.unit.into(),
             period: l.period.into(),
             amount: l.amount.into(),
+            class: l.class,
         })
         .collect()
 }
@@ -794,6 +817,19 @@ impl From<PolicySpec> for PolicyV1 {
             zones: p.zones,
             home_networks: p.home_networks,
             equivalent_networks: p.equivalent_networks,
+            classes: p
+                .classes
+                .into_iter()
+                .map(|(k, c)| {
+                    (
+                        k,
+                        ClassV3 {
+                            rating_groups: nots_v3(c.rating_groups),
+                            service_ids: nots_v3(c.service_ids),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -826,6 +862,19 @@ impl From<PolicyV1> for PolicySpec {
             zones: p.zones,
             home_networks: p.home_networks,
             equivalent_networks: p.equivalent_networks,
+            classes: p
+                .classes
+                .into_iter()
+                .map(|(k, c)| {
+                    (
+                        k,
+                        ClassSpec {
+                            rating_groups: nots_of(c.rating_groups),
+                            service_ids: nots_of(c.service_ids),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -856,6 +905,9 @@ mod tests {
         r#"{"op":"set_personal_account","path":"globex/sales/phone","personal_account":null}"#,
         r#"{"op":"set_guards","path":"globex","guards":{"velocity_octets":"2 GiB","velocity_window_s":3600,"velocity_action":"restrict","max_grant_octets":"1 GiB","max_session_octets":"50 GiB","max_session_money":"100.00","max_month_octets":500000000000,"max_month_money":"1000"}}"#,
         r#"{"op":"set_guards","path":"globex/sales","guards":null}"#,
+        r#"{"op":"set_policy","tenant":"globex","policy":{"filter_ids":[],"restriction_rules":[],"denied_rating_groups":[],"classes":{"video":{"rating_groups":[40,"41-49"],"service_ids":[7]}}}}"#,
+        r#"{"op":"set_limits","path":"globex/exec","limits":[{"unit":"octets","period":"month","amount":"200 GiB","class":"video"},{"unit":"money","period":"month","amount":"50.00","class":"roaming"}]}"#,
+        r#"{"op":"move","from":"globex/exec","to":"globex/ops","unit":"octets","period":"month","amount":"10 GiB","class":"video"}"#,
     ];
 
     #[test]

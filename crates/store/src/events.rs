@@ -13,11 +13,14 @@
 //!
 //! `kind` is `limit_reached` when the level is the whole limit (100%, or an amount at or above
 //! it), else `threshold_crossed`; `default` says whether the level is one every account has
-//! (`charging.device_thresholds`) or one of the node's own thresholds. Other events (journal
-//! kind 10) carry `kind`, `tenant`, `path` and `time` and fields of their own: `blocked` and
-//! `unblocked`, `allowance_moved` (`to`, `unit`, `period`, `amount`), `session_aborted`
-//! (`session_id`, `gateway`, `reason`) and `policy_applied` (`action`, `subscriber`,
-//! `rating_group`).
+//! (`charging.device_thresholds`) or one of the node's own thresholds; `class` (when there)
+//! names the service class of the limit (a service allowance, `roaming` for a roaming cap).
+//! Other events (journal kind 10) carry `kind`, `tenant`, `path` and `time` and fields of
+//! their own: `blocked` and `unblocked`, `allowance_moved` (`to`, `unit`, `period`, `amount`,
+//! `class`), `session_aborted` (`session_id`, `gateway`, `reason`), `policy_applied`
+//! (`action`, `subscriber`, `rating_group`, `rule`), `velocity_exceeded` (`guard`, `octets`,
+//! `limit`, `window_s`, `action`, `subscriber`) and `ceiling_tripped` (`guard`, `subscriber`,
+//! and `granted`, or `limit`, `attempted` and `refused` for a report).
 
 use std::io;
 use std::io::Write as _;
@@ -51,6 +54,9 @@ struct Line<'a> {
     limit: u64,
     threshold: Level,
     default: bool,
+    /// The service class of the limit (a service allowance, a roaming cap).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    class: &'a str,
 }
 
 #[derive(Serialize)]
@@ -111,6 +117,7 @@ fn render(r: &Record, out: &mut Vec<u8>) {
         limit: f.limit,
         threshold,
         default: f.default,
+        class: &f.class,
     };
     if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');

@@ -1,4 +1,4 @@
-//! The journal's record formats, versions 1 and 2. FROZEN: a record written by any version of
+//! The journal's record formats, versions 1 to 4. FROZEN: a record written by any version of
 //! ocfd must be read the same way forever; changes need a new version number. A segment's
 //! header names the version of all its records.
 //!
@@ -24,9 +24,17 @@
 //! | 8 | 2 | SessionClosed | data: the Session-Id of a session supervision closed |
 //! | 9 | 3 | Threshold | account unit period:u8 period_end:i64 default:u8 bit:u8 level_kind:u8 level:u64 used:u64 limit:u64 data: the tenant and node path, UTF-8 |
 //! | 10 | 3 | Event | data: one event for the outbox, a JSON object |
+//! | 9 | 4 | Threshold | as in version 3, with `class_length:u8 class` (UTF-8: the service class of the limit, empty for a general one) between `limit` and the path |
+//! | 11 | 4 | Classes | class:u32 class:u32 |
 //!
 //! Version 3 is version 2 with kinds 9 (a threshold that fired: `period` 0 day, 1 month,
 //! 2 total; `level_kind` 1 a percentage of the limit, 2 an amount) and 10 (another event).
+//! Version 4 is version 3 with kind 9 naming the class of its limit, and kind 11: the
+//! service classes (0: none) of the record that follows it, a Reserve, Commit, CommitRated or
+//! Release, so that the class
+//! limits (service allowances, roaming caps) that counted it count it again on replay. A
+//! record without one before it belongs to no class; one with nothing after it (the end of
+//! the journal) means nothing.
 //!
 //! The journal keeps kinds 6 to 8 as opaque octets; the charging layer, which writes them,
 //! reads them back. `time` is the `now` the operation ran with, so replay reproduces period
@@ -45,13 +53,13 @@ pub(crate) const MAX_BODY_V1: usize = 256;
 /// Largest body of a version 2 record (a session's state with its last answer).
 pub(crate) const MAX_BODY_V2: usize = 1 << 20;
 /// The version this build writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The largest body a record of `version` may have (0: an unknown version).
 pub(crate) fn max_body(version: u32) -> usize {
     match version {
         1 => MAX_BODY_V1,
-        2 | 3 => MAX_BODY_V2,
+        2..=4 => MAX_BODY_V2,
         _ => 0,
     }
 }
@@ -204,6 +212,11 @@ impl Record {
                 o.u8(10);
                 o.0.extend_from_slice(data);
             }
+            Op::Classes([a, b]) => {
+                o.u8(KIND_CLASSES);
+                o.u32(*a);
+                o.u32(*b);
+            }
             Op::Threshold(f) => {
                 o.u8(9);
                 o.account(f.account);
@@ -224,6 +237,10 @@ impl Record {
                 }
                 o.u64(f.used);
                 o.u64(f.limit);
+                // Class names are checked names, far shorter than 255 octets.
+                let class = &f.class.as_bytes()[..f.class.len().min(255)];
+                o.u8(class.len() as u8);
+                o.0.extend_from_slice(class);
                 o.0.extend_from_slice(f.path.as_bytes());
             }
         }
@@ -289,6 +306,7 @@ impl Record {
                 unit: i.unit()?,
                 amount: i.u64()?,
             },
+            KIND_CLASSES if version >= 4 => Op::Classes([i.u32()?, i.u32()?]),
             9 if version >= 3 => {
                 let account = i.account()?;
                 let unit = i.unit()?;
@@ -307,6 +325,14 @@ impl Record {
                 };
                 let used = i.u64()?;
                 let limit = i.u64()?;
+                let class = if version >= 4 {
+                    let n = usize::from(i.u8()?);
+                    let (c, rest) = i.0.split_at_checked(n)?;
+                    i.0 = rest;
+                    String::from_utf8(c.to_vec()).ok()?
+                } else {
+                    String::new()
+                };
                 let path = String::from_utf8(std::mem::take(&mut i.0).to_vec()).ok()?;
                 Op::Threshold(Box::new(Fired {
                     account,
@@ -319,6 +345,7 @@ impl Record {
                     used,
                     limit,
                     path,
+                    class,
                 }))
             }
             _ => return None,
@@ -362,6 +389,8 @@ pub(crate) const KIND_USAGE: u8 = 7;
 pub(crate) const KIND_THRESHOLD: u8 = 9;
 /// The kind number of other events.
 pub(crate) const KIND_EVENT: u8 = 10;
+/// The kind number of the classes of the next record.
+pub(crate) const KIND_CLASSES: u8 = 11;
 
 /// Reads the record at the front of `buf`, in a segment of `version`.
 pub fn next(buf: &[u8], version: u32) -> Next {
@@ -518,6 +547,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 1..300).prop_map(Op::Usage),
             proptest::collection::vec(any::<u8>(), 1..100).prop_map(Op::SessionClosed),
             proptest::collection::vec(any::<u8>(), 1..200).prop_map(Op::Event),
+            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Op::Classes([a, b])),
             (
                 acc_fired(),
                 (
@@ -531,14 +561,19 @@ mod tests {
                     (1u8..=100).prop_map(FiredLevel::Percent),
                     any::<u64>().prop_map(FiredLevel::Amount)
                 ],
-                (any::<u64>(), any::<u64>(), "[a-z0-9/ é]{0,40}")
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    "[a-z0-9/ é]{0,40}",
+                    "[a-z0-9-]{0,20}"
+                )
             )
                 .prop_map(
                     |(
                         account,
                         (unit, period, period_end, default, bit),
                         level,
-                        (used, limit, path),
+                        (used, limit, path, class),
                     )| {
                         Op::Threshold(Box::new(Fired {
                             account,
@@ -551,6 +586,7 @@ mod tests {
                             used,
                             limit,
                             path,
+                            class,
                         }))
                     }
                 ),
@@ -561,38 +597,62 @@ mod tests {
         (any::<u32>(), any::<u32>()).prop_map(|(tree, node)| Account { tree, node })
     }
 
-    /// Frozen bytes of version 3's kind 9; versions 1 and 2 refuse it.
+    /// A body framed as a record: length, CRC, body.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Frozen bytes of version 3's kind 9, and of version 4's with the class of its limit;
+    /// versions 1 and 2 refuse it.
     #[test]
     fn frozen_encoding_of_version_3_kinds() {
-        let r = Record {
-            sequence: 7,
-            time: 8,
-            op: Op::Threshold(Box::new(Fired {
-                account: A,
-                unit: 0,
-                period: 1,
-                period_end: 9,
-                default: true,
-                bit: 1,
-                level: FiredLevel::Percent(80),
-                used: 800,
-                limit: 1000,
-                path: "a/b".into(),
-            })),
+        let mut fired = Fired {
+            account: A,
+            unit: 0,
+            period: 1,
+            period_end: 9,
+            default: true,
+            bit: 1,
+            level: FiredLevel::Percent(80),
+            used: 800,
+            limit: 1000,
+            path: "a/b".into(),
+            class: String::new(),
         };
-        let mut out = Vec::new();
-        r.encode(&mut out);
         #[rustfmt::skip]
-        let body: &[u8] = &[
+        let v3: &[u8] = &[
             7, 0, 0, 0, 0, 0, 0, 0,   8, 0, 0, 0, 0, 0, 0, 0,   9,
             3, 0, 0, 0, 77, 0, 0, 0,  0,  1,  9, 0, 0, 0, 0, 0, 0, 0,  1,  1,
             1,  80, 0, 0, 0, 0, 0, 0, 0,
             0x20, 3, 0, 0, 0, 0, 0, 0,  0xe8, 3, 0, 0, 0, 0, 0, 0,  b'a', b'/', b'b',
         ];
-        assert_eq!(&out[8..], body);
-        assert_eq!(next(&out, 3), Next::Record(r, out.len()));
-        assert!(matches!(next(&out, 2), Next::Corrupt(_)));
-        assert!(matches!(next(&out, 1), Next::Corrupt(_)));
+        let r = Record {
+            sequence: 7,
+            time: 8,
+            op: Op::Threshold(Box::new(fired.clone())),
+        };
+        let old = framed(v3);
+        assert_eq!(next(&old, 3), Next::Record(r, old.len()));
+        assert!(matches!(next(&old, 2), Next::Corrupt(_)));
+        assert!(matches!(next(&old, 1), Next::Corrupt(_)));
+        // Version 4: the class between the limit and the path.
+        fired.class = "roaming".into();
+        let r = Record {
+            sequence: 7,
+            time: 8,
+            op: Op::Threshold(Box::new(fired)),
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        let mut v4 = v3[..v3.len() - 3].to_vec();
+        v4.push(7);
+        v4.extend_from_slice(b"roaming");
+        v4.extend_from_slice(b"a/b");
+        assert_eq!(&out[8..], &v4[..]);
+        assert_eq!(next(&out, 4), Next::Record(r, out.len()));
         let e = Record {
             sequence: 9,
             time: 10,
@@ -609,13 +669,36 @@ mod tests {
         assert!(matches!(next(&out, 2), Next::Corrupt(_)));
     }
 
+    /// Frozen bytes of version 4's kind 11; earlier versions refuse it.
+    #[test]
+    fn frozen_encoding_of_version_4_kinds() {
+        let r = Record {
+            sequence: 3,
+            time: 4,
+            op: Op::Classes([0x0102_0304, 0]),
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        #[rustfmt::skip]
+        let body: &[u8] = &[
+            3, 0, 0, 0, 0, 0, 0, 0,   4, 0, 0, 0, 0, 0, 0, 0,   11,
+            4, 3, 2, 1,   0, 0, 0, 0,
+        ];
+        assert_eq!(&out[8..], body);
+        assert_eq!(next(&out, 4), Next::Record(r, out.len()));
+        for v in 1..=3 {
+            assert!(matches!(next(&out, v), Next::Corrupt(_)), "version {v}");
+        }
+    }
+
     proptest! {
         #[test]
         fn records_round_trip(sequence: u64, time: i64, op in arb_op()) {
             let r = Record { sequence, time, op };
             let mut out = Vec::new();
             r.encode(&mut out);
-            let v3 = matches!(r.op, Op::Threshold(_) | Op::Event(_));
+            let v4 = matches!(r.op, Op::Classes(_) | Op::Threshold(_));
+            let v3 = v4 || matches!(r.op, Op::Event(_));
             let v1 = !v3 && !matches!(r.op, Op::Session(_) | Op::Usage(_) | Op::SessionClosed(_));
             if v1 {
                 prop_assert_eq!(next(&out, 1), Next::Record(r.clone(), out.len()));
@@ -623,10 +706,13 @@ mod tests {
             if !v3 {
                 prop_assert_eq!(next(&out, 2), Next::Record(r.clone(), out.len()));
             }
-            prop_assert_eq!(next(&out, 3), Next::Record(r, out.len()));
+            if !v4 {
+                prop_assert_eq!(next(&out, 3), Next::Record(r.clone(), out.len()));
+            }
+            prop_assert_eq!(next(&out, 4), Next::Record(r, out.len()));
             // Every proper prefix is incomplete, never a record and never a panic.
             for cut in 0..out.len() {
-                prop_assert_eq!(next(&out[..cut], 3), Next::Incomplete);
+                prop_assert_eq!(next(&out[..cut], 4), Next::Incomplete);
             }
         }
 
@@ -637,7 +723,7 @@ mod tests {
             r.encode(&mut out);
             let bit = bit % (out.len() * 8);
             out[bit / 8] ^= 1 << (bit % 8);
-            match next(&out, 3) {
+            match next(&out, 4) {
                 Next::Record(got, _) => prop_assert!(false, "flipped bit {} accepted as {:?}", bit, got),
                 Next::Incomplete | Next::Corrupt(_) => {}
             }

@@ -1,8 +1,8 @@
 //! Snapshots of the ledger, so that replay stays short: every counter of every account, the
 //! reservations still open, and the journal sequence they include. Written to a temporary file,
 //! synced, renamed over `state_dir/snapshot`, and the directory synced, so a crash leaves
-//! either the old snapshot or the new one. Checksummed; this build writes format version 3 and
-//! reads versions 1 to 3 (below). FROZEN like the journal's records.
+//! either the old snapshot or the new one. Checksummed; this build writes format version 5 and
+//! reads versions 1 to 5 (below). FROZEN like the journal's records.
 //!
 //! A snapshot names how many account changes (the change log, `changes`) it includes.
 //! On loading, those changes are replayed first; if the tree they build has the snapshot's
@@ -24,6 +24,10 @@
 //! the thresholds that fired in its period (`fired:u16 fired_default:u8`). Loaded with other
 //! default levels than it names, or from an older version, the levels usage already reached
 //! count as fired (nothing fires twice; a level passed before counts as passed).
+//!
+//! Version 5 adds each counter's service class (`class:u32` after its period code; 0: a
+//! general limit) and each open reservation's classes (`class:u32 class:u32` after its
+//! unit). A counter is matched by unit, period and class; older versions' are general.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,12 +35,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Buf;
-use ocf_charging::ledger::{AccountRef, Ledger, Level, OwnUsage, Period, unit_index};
+use ocf_charging::ledger::{AccountRef, Classes, Ledger, Level, OwnUsage, Period, unit_index};
 
 use ocf_charging::engine::recorder::{Outstanding, unit_code, unit_from};
 
 const MAGIC: &[u8; 4] = b"OCFS";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 
 /// What a snapshot holds besides the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -169,6 +173,7 @@ pub fn encode(
             for c in n.counters.iter().take(255) {
                 out.push(unit_code(c.unit));
                 out.push(period_code(c.period));
+                out.extend_from_slice(&c.class.to_le_bytes());
                 out.extend_from_slice(&c.used.to_le_bytes());
                 out.extend_from_slice(&c.reserved.to_le_bytes());
                 out.extend_from_slice(&c.rated.to_le_bytes());
@@ -194,6 +199,9 @@ pub fn encode(
         out.extend_from_slice(&o.account.tree.to_le_bytes());
         out.extend_from_slice(&o.account.node.to_le_bytes());
         out.push(unit_code(o.unit));
+        for c in o.classes.0 {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
         out.extend_from_slice(&o.amount.to_le_bytes());
         out.extend_from_slice(&o.expires.to_le_bytes());
     }
@@ -515,6 +523,11 @@ pub fn apply(
                     unit_from(r.try_get_u8().map_err(short)?).ok_or_else(|| corrupt("bad unit"))?;
                 let period = period_from(r.try_get_u8().map_err(short)?)
                     .ok_or_else(|| corrupt("bad period"))?;
+                let class = if version >= 5 {
+                    r.try_get_u32_le().map_err(short)?
+                } else {
+                    0
+                };
                 let (used, reserved, rated, period_end) = (
                     r.try_get_u64_le().map_err(short)?,
                     r.try_get_u64_le().map_err(short)?,
@@ -533,7 +546,7 @@ pub fn apply(
                     (Some(g), Some(n)) => g.nodes[n as usize]
                         .counters
                         .iter_mut()
-                        .find(|c| c.unit == unit && c.period == period),
+                        .find(|c| c.unit == unit && c.period == period && c.class == class),
                     _ => None,
                 };
                 match target {
@@ -605,6 +618,14 @@ pub fn apply(
             r.try_get_u32_le().map_err(short)?,
         );
         let unit = unit_from(r.try_get_u8().map_err(short)?).ok_or_else(|| corrupt("bad unit"))?;
+        let classes = if version >= 5 {
+            Classes([
+                r.try_get_u32_le().map_err(short)?,
+                r.try_get_u32_le().map_err(short)?,
+            ])
+        } else {
+            Classes::NONE
+        };
         let (amount, expires) = (
             r.try_get_u64_le().map_err(short)?,
             r.try_get_i64_le().map_err(short)?,
@@ -614,6 +635,7 @@ pub fn apply(
                 id,
                 account,
                 unit,
+                classes,
                 amount,
                 expires,
             });
@@ -702,6 +724,60 @@ mod tests {
             .map(|l| (l.info, l.dropped))
     }
 
+    /// A tree with a general and a class limit on one device, as its provisioning builds it.
+    fn classed() -> Ledger {
+        let l = Ledger::new();
+        let mut t = ocf_charging::ledger::Tree::new("c", jiff::tz::TimeZone::UTC);
+        let mut video = ocf_charging::ledger::Counter::new(Unit::Octets, Period::Month, 500);
+        video.class = 42;
+        t.add(
+            "c",
+            None,
+            vec![
+                ocf_charging::ledger::Counter::new(Unit::Octets, Period::Month, 1000),
+                video,
+            ],
+        );
+        l.add_tree(t);
+        l
+    }
+
+    #[test]
+    fn class_limits_and_reservations_keep_their_classes() {
+        let ledger = classed();
+        let at = AccountRef { tree: 0, node: 0 };
+        let video = (Unit::Octets, Classes([42, 0]));
+        ledger.commit_in(at, video, 0, 100, 1_795_000_000);
+        let g = ledger.reserve_in(at, video, 50, 1_795_000_000);
+        ledger.commit(at, Unit::Octets, 0, 7, 1_795_000_000);
+        let info = SnapshotInfo {
+            sequence: 1,
+            next_reservation: 2,
+            outstanding: vec![Outstanding {
+                id: 1,
+                account: at,
+                unit: Unit::Octets,
+                classes: Classes([42, 0]),
+                amount: g.granted,
+                expires: 5,
+            }],
+            fingerprint: fingerprint(&ledger),
+            changes: 1,
+        };
+        let data = encode(&ledger, &info, 0, |_| {});
+        let fresh = classed();
+        let (back, dropped) = load(&fresh, &data, true).unwrap();
+        assert_eq!((back, dropped), (info, 0));
+        let t = fresh.lock(0).unwrap();
+        let c = &t.nodes[0].counters;
+        assert_eq!(
+            (c[0].used, c[0].reserved),
+            (107, 50),
+            "the general limit counts all"
+        );
+        assert_eq!((c[1].used, c[1].reserved, c[1].class), (100, 50, 42));
+    }
+
     #[test]
     fn snapshot_round_trips_and_matches_accounts_by_name() {
         let (ledger, dir) = default_tenant();
@@ -727,6 +803,7 @@ mod tests {
                 id: 8,
                 account: iot,
                 unit: Unit::Octets,
+                classes: Classes::NONE,
                 amount: g.granted,
                 expires: 5,
             }],

@@ -235,16 +235,23 @@ impl Store {
                 unit,
                 period,
                 amount,
-            } => Some(serde_json::json!({
-                "kind": "allowance_moved",
-                "tenant": tenant(from),
-                "path": from,
-                "to": to,
-                "unit": unit,
-                "period": period,
-                "amount": amount,
-                "time": now,
-            })),
+                class,
+            } => {
+                let mut e = serde_json::json!({
+                    "kind": "allowance_moved",
+                    "tenant": tenant(from),
+                    "path": from,
+                    "to": to,
+                    "unit": unit,
+                    "period": period,
+                    "amount": amount,
+                    "time": now,
+                });
+                if let Some(c) = class {
+                    e["class"] = c.as_str().into();
+                }
+                Some(e)
+            }
             _ => None,
         };
         if let Some(e) = event {

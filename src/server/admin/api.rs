@@ -148,6 +148,9 @@ struct Move {
     #[serde(default = "month")]
     period: Period,
     amount: Amount,
+    /// Between the service allowances of this class (none: the general limits).
+    #[serde(default)]
+    class: Option<String>,
 }
 
 fn month() -> Period {
@@ -608,6 +611,7 @@ async fn move_allowance(
             unit: m.unit,
             period: m.period,
             amount: m.amount,
+            class: m.class,
         },
     )
     .await?;

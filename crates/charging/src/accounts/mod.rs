@@ -72,6 +72,14 @@ impl Accounts {
         self.policies.load()
     }
 
+    /// A tree's policy as it is now (shared, not copied).
+    pub(crate) fn policy_of(&self, tree: u32) -> Arc<Policy> {
+        self.policies()
+            .get(tree as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// A copy of a tree's policy, to change and swap in.
     pub(crate) fn policy_copy(&self, tree: u32) -> Policy {
         self.policies()

@@ -94,6 +94,10 @@ pub struct PolicySpec {
     /// Roaming zones rules may name: serving networks (an MCC, or an MCC and MNC) by zone.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub zones: BTreeMap<String, Vec<String>>,
+    /// Classes of service for service allowances: limits with `class = "<name>"` count only
+    /// the rating groups and service identifiers of their class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, crate::rules::spec::ClassSpec>,
     /// The tenant's home networks (MCC and MNC); none: each IMSI's network is its home.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub home_networks: Vec<String>,
@@ -130,6 +134,10 @@ pub struct LimitSpec {
     #[serde(default = "month")]
     pub period: Period,
     pub amount: Amount,
+    /// A service allowance: the limit counts only this class of service (one of the tenant's
+    /// `classes`, or `roaming`: everything a roaming device uses). None: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 fn month() -> Period {
@@ -287,15 +295,17 @@ pub(crate) fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-fn counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
+fn counters(limits: &[LimitSpec], pol: &Policy) -> Result<Vec<Counter>, String> {
     limits
         .iter()
         .map(|l| {
-            Ok(Counter::new(
-                l.unit,
-                l.period,
-                parse_amount(&l.amount, l.unit)?,
-            ))
+            let mut c = Counter::new(l.unit, l.period, parse_amount(&l.amount, l.unit)?);
+            if let Some(name) = &l.class {
+                c.class = pol.class_named(name).ok_or_else(|| {
+                    format!("class '{name}' is not one of the tenant's classes (or roaming)")
+                })?;
+            }
+            Ok(c)
         })
         .collect()
 }
@@ -460,6 +470,16 @@ fn policy(spec: &PolicySpec) -> Result<Policy, String> {
             })
             .collect()
     };
+    for (name, c) in &spec.classes {
+        p.classes
+            .push(crate::rules::spec::ServiceClass::compile(name, c)?);
+    }
+    let mut ids: Vec<u32> = p.classes.iter().map(|c| c.id).collect();
+    ids.push(crate::rules::spec::class_id(crate::rules::spec::ROAMING));
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err("two classes have names whose ids collide: rename one".into());
+    }
     p.home_networks = plmns("home_networks", &spec.home_networks)?;
     p.equivalent_networks = plmns("equivalent_networks", &spec.equivalent_networks)?;
     Ok(p)
@@ -728,7 +748,7 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
                 crate::ledger::MAX_DEPTH
             )));
         }
-        let id = tree.add(name, parent, counters(&n.limits).map_err(&nerr)?);
+        let id = tree.add(name, parent, counters(&n.limits, &pol).map_err(&nerr)?);
         let own = thresholds(&n.thresholds).map_err(&nerr)?;
         if let Some(a) = &n.at_limit {
             let a = at_limit(a).map_err(|e| nerr(format!("at_limit: {e}")))?;
@@ -784,7 +804,7 @@ pub(crate) fn build_tenant(t: &TenantSpec, devices_total: &mut u64) -> Result<Bu
                 "more than {MAX_DEVICES} devices in one import"
             )));
         }
-        let limits = counters(&r.limits).map_err(&rerr)?;
+        let limits = counters(&r.limits, &pol).map_err(&rerr)?;
         // A directory key holds 19 digits at most (E.164 numbers have 15, IMSIs 15).
         let fits = |from: u64| {
             from.checked_add(r.count.saturating_sub(1))
@@ -849,9 +869,12 @@ pub(crate) fn subscriptions_of(
     .collect()
 }
 
-/// Parses the limits of a node spec into counters.
-pub(crate) fn limits_to_counters(limits: &[LimitSpec]) -> Result<Vec<Counter>, String> {
-    counters(limits)
+/// Parses the limits of a node spec into counters (`pol`: its tenant's policy, for classes).
+pub(crate) fn limits_to_counters(
+    limits: &[LimitSpec],
+    pol: &Policy,
+) -> Result<Vec<Counter>, String> {
+    counters(limits, pol)
 }
 
 /// Parses a policy spec.

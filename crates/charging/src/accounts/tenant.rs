@@ -105,6 +105,8 @@ pub struct Policy {
     pub home_networks: Vec<crate::rules::Plmn>,
     /// Networks that count as home.
     pub equivalent_networks: Vec<crate::rules::Plmn>,
+    /// Classes of service that limits may count apart (service allowances), in name order.
+    pub classes: Vec<crate::rules::spec::ServiceClass>,
 }
 
 /// A node's policy at its limit.
@@ -117,6 +119,35 @@ pub enum AtLimit {
 }
 
 impl Policy {
+    /// The classes a service of a device belongs to: the first class of service (by name)
+    /// that covers it, and the roaming class when the device roams.
+    pub fn classes_of(
+        &self,
+        rating_group: Option<u32>,
+        service_identifier: Option<u32>,
+        roaming: bool,
+    ) -> crate::ledger::Classes {
+        let service = self
+            .classes
+            .iter()
+            .find(|c| c.covers(rating_group, service_identifier))
+            .map_or(0, |c| c.id);
+        let roaming = if roaming {
+            crate::rules::spec::class_id(crate::rules::spec::ROAMING)
+        } else {
+            0
+        };
+        crate::ledger::Classes([service, roaming])
+    }
+
+    /// The id of a class a limit names (`roaming` or one of the tenant's).
+    pub fn class_named(&self, name: &str) -> Option<u32> {
+        if name == crate::rules::spec::ROAMING {
+            return Some(crate::rules::spec::class_id(name));
+        }
+        self.classes.iter().find(|c| c.name == name).map(|c| c.id)
+    }
+
     /// Whether a device served by `serving` roams: the serving network is known and is neither
     /// a home network (the tenant's, else the IMSI's) nor an equivalent one.
     pub fn roaming(
@@ -158,6 +189,7 @@ impl Default for Policy {
             zones: Default::default(),
             home_networks: Vec::new(),
             equivalent_networks: Vec::new(),
+            classes: Vec::new(),
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct LimitView {
     /// When the current period ends (RFC 3339), absent for a total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_end: Option<String>,
+    /// A service allowance: the class of service it counts (absent: everything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// A node's rules as the API shows them.
@@ -138,7 +141,7 @@ fn kind_name(k: SubscriptionType) -> &'static str {
 }
 
 /// A counter as of `now`, without changing it: a period that has ended shows as a new one.
-fn limit_view(c: &Counter, tz: &jiff::tz::TimeZone, now: i64) -> LimitView {
+fn limit_view(c: &Counter, tz: &jiff::tz::TimeZone, now: i64, policy: &Policy) -> LimitView {
     let (used, end) = if now >= c.period_end {
         (0, period::period_end(c.period, tz, now))
     } else {
@@ -156,7 +159,25 @@ fn limit_view(c: &Counter, tz: &jiff::tz::TimeZone, now: i64) -> LimitView {
             .then(|| jiff::Timestamp::from_second(end).ok())
             .flatten()
             .map(|t| t.to_string()),
+        class: class_name(policy, c.class),
     }
+}
+
+/// The name of a class id in a tenant's policy (`#id` for a class the policy no longer has).
+pub(crate) fn class_name(policy: &Policy, id: u32) -> Option<String> {
+    if id == 0 {
+        return None;
+    }
+    if id == crate::rules::spec::class_id(crate::rules::spec::ROAMING) {
+        return Some(crate::rules::spec::ROAMING.into());
+    }
+    Some(
+        policy
+            .classes
+            .iter()
+            .find(|c| c.id == id)
+            .map_or_else(|| format!("#{id}"), |c| c.name.clone()),
+    )
 }
 
 fn path_parts(path: &str) -> Result<Vec<&str>, ChangeError> {
@@ -256,7 +277,11 @@ impl Accounts {
                 t.is_blocked(at.node),
             )
         };
-        let limits = counters.iter().map(|c| limit_view(c, &tz, now)).collect();
+        let policy = self.policy_of(at.tree);
+        let limits = counters
+            .iter()
+            .map(|c| limit_view(c, &tz, now, &policy))
+            .collect();
         let subscriptions = self
             .directory()
             .bindings_of(at)
@@ -299,10 +324,11 @@ impl Accounts {
                 .collect();
             (t.tz.clone(), own, children)
         };
+        let policy = self.policy_of(at.tree);
         let limits = |counters: &[Counter]| {
             counters
                 .iter()
-                .map(|c| limit_view(c, &tz, now))
+                .map(|c| limit_view(c, &tz, now, &policy))
                 .collect::<Vec<_>>()
         };
         let children = children
@@ -407,6 +433,11 @@ pub(crate) fn policy_spec(p: &Policy) -> PolicySpec {
             .map(|(name, t)| (name.clone(), tariff_spec(t)))
             .collect(),
         zones: p.zones.0.iter().cloned().collect(),
+        classes: p
+            .classes
+            .iter()
+            .map(|c| (c.name.clone(), c.spec()))
+            .collect(),
         home_networks: p.home_networks.iter().map(|n| n.to_string()).collect(),
         equivalent_networks: p
             .equivalent_networks

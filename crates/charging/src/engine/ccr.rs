@@ -363,9 +363,21 @@ impl Engine {
             .iter()
             .map(|m| ctx.as_ref().and_then(|c| c.decide(m)))
             .collect();
+        // The classes each MSCC belongs to (its class of service; roaming).
+        let roaming = ctx.as_ref().map_or_else(
+            || {
+                cr.attributes.serving.is_some()
+                    && policy.roaming(cr.attributes.serving, route::imsi_home(cr))
+            },
+            |c| c.facts.roaming,
+        );
         let payers: Vec<Payer> = rules
             .iter()
-            .map(|rule| self.payer(s, policy, ctx.as_ref(), *rule, tariff))
+            .zip(&cr.mscc)
+            .map(|(rule, m)| {
+                let classes = policy.classes_of(m.rating_group, m.service_identifier, roaming);
+                self.payer(s, policy, ctx.as_ref(), (*rule, classes), tariff)
+            })
             .collect();
         // Every report is settled before anything is granted, so that no settlement can
         // return what this request has just granted.
@@ -386,7 +398,13 @@ impl Engine {
         let blocked = !terminating && self.accounts.ledger().is_blocked(s.account);
         if blocked {
             for h in s.held.drain(..) {
-                rec.release(h.id, h.account(s.account), h.unit, h.reserved, now);
+                rec.release(
+                    h.id,
+                    h.account(s.account),
+                    (h.unit, h.classes),
+                    h.reserved,
+                    now,
+                );
             }
         }
         // A grant never outlasts the rule that decided it.
@@ -426,7 +444,13 @@ impl Engine {
         if terminating {
             // Anything not reported is returned.
             for h in s.held.drain(..) {
-                rec.release(h.id, h.account(s.account), h.unit, h.reserved, now);
+                rec.release(
+                    h.id,
+                    h.account(s.account),
+                    (h.unit, h.classes),
+                    h.reserved,
+                    now,
+                );
             }
             s.terminated = true;
             s.deadline = now + i64::from(self.linger_s.load(Relaxed));
@@ -489,7 +513,7 @@ impl Engine {
             for h in held.iter().filter(|h| service_kind(h.unit) == kind) {
                 let account = h.account(s.account);
                 if charged {
-                    rec.release(h.id, account, h.unit, h.reserved, now);
+                    rec.release(h.id, account, (h.unit, h.classes), h.reserved, now);
                     continue;
                 }
                 charged = true;
@@ -497,16 +521,19 @@ impl Engine {
                 let paid = h.route.as_deref();
                 match (h.unit, price) {
                     (Unit::Money, Some(price)) => {
-                        let money =
-                            rec.commit_rated(h.id, account, h.reserved, used[k], price, now);
+                        let money = rec.commit_rated(
+                            h.id, account, h.classes, h.reserved, used[k], price, now,
+                        );
                         s.charge(key, s.paid_by(paid), unit_index(Unit::Money), money);
                     }
                     (Unit::Money, None) => {
                         // The tariff is gone: the money goes back, the octets count as octets.
-                        rec.release(h.id, account, Unit::Money, h.reserved, now);
-                        rec.commit(0, account, kind, 0, used[k], now);
+                        rec.release(h.id, account, (Unit::Money, h.classes), h.reserved, now);
+                        rec.commit(0, account, (kind, h.classes), 0, used[k], now);
                     }
-                    (unit, _) => rec.commit(h.id, account, unit, h.reserved, used[k], now),
+                    (unit, _) => {
+                        rec.commit(h.id, account, (unit, h.classes), h.reserved, used[k], now)
+                    }
                 }
                 s.charge(key, s.paid_by(paid), k, used[k]);
             }
@@ -515,10 +542,11 @@ impl Engine {
                 let paid = payer.route.as_deref();
                 match (kind, payer.price) {
                     (Unit::Octets, Some(price)) => {
-                        let money = rec.commit_rated(0, account, 0, used[k], price, now);
+                        let money =
+                            rec.commit_rated(0, account, payer.classes, 0, used[k], price, now);
                         s.charge(key, s.paid_by(paid), unit_index(Unit::Money), money);
                     }
-                    _ => rec.commit(0, account, kind, 0, used[k], now),
+                    _ => rec.commit(0, account, (kind, payer.classes), 0, used[k], now),
                 }
                 s.charge(key, s.paid_by(paid), k, used[k]);
             }

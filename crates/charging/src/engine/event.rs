@@ -87,15 +87,26 @@ impl Engine {
                 let mut taken = Vec::with_capacity(items.len());
                 let mut short = vec![false; items.len()];
                 for (i, it) in items.iter().flatten().enumerate() {
-                    let (g, id) =
-                        rec.reserve(s.account, it.ledger_unit, it.ledger_amount, now, now);
+                    let (g, id) = rec.reserve(
+                        s.account,
+                        (it.ledger_unit, Classes::NONE),
+                        it.ledger_amount,
+                        now,
+                        now,
+                    );
                     short[i] = g.granted < it.ledger_amount;
                     taken.push((id, g.granted));
                 }
                 if short.iter().any(|&x| x) {
                     for ((id, granted), it) in taken.iter().zip(items.iter().flatten()) {
                         if *id != 0 {
-                            rec.release(*id, s.account, it.ledger_unit, *granted, now);
+                            rec.release(
+                                *id,
+                                s.account,
+                                (it.ledger_unit, Classes::NONE),
+                                *granted,
+                                now,
+                            );
                         }
                     }
                     result = ResultCode::CreditLimitReached;
@@ -109,8 +120,15 @@ impl Engine {
                         let service = (m.rating_group, m.service_identifier);
                         match it.price {
                             Some(price) => {
-                                let money = rec
-                                    .commit_rated(*id, s.account, *granted, it.amount, price, now);
+                                let money = rec.commit_rated(
+                                    *id,
+                                    s.account,
+                                    Classes::NONE,
+                                    *granted,
+                                    it.amount,
+                                    price,
+                                    now,
+                                );
                                 s.charge(
                                     service,
                                     (None, None),
@@ -123,7 +141,7 @@ impl Engine {
                                 rec.commit(
                                     *id,
                                     s.account,
-                                    it.ledger_unit,
+                                    (it.ledger_unit, Classes::NONE),
                                     *granted,
                                     it.ledger_amount,
                                     now,

@@ -131,6 +131,8 @@ pub struct AttributesView {
 pub struct LevelView {
     pub path: String,
     pub unit: Unit,
+    /// A service allowance's class of service (absent: a general limit).
+    pub class: Option<String>,
     pub period: Period,
     pub limit: Shown,
     pub used: Shown,
@@ -354,6 +356,7 @@ impl Engine {
 
     /// Each level of `account`'s path with limits, as it stands now, and its names.
     fn levels(&self, account: AccountRef, now: i64) -> (Vec<LevelView>, Vec<(u32, String)>) {
+        let policy = self.accounts.policy_of(account.tree);
         let Some(t) = self.accounts.ledger().lock(account.tree) else {
             return (Vec::new(), Vec::new());
         };
@@ -375,6 +378,7 @@ impl Engine {
                 levels.push(LevelView {
                     path: path.clone(),
                     unit: c.unit,
+                    class: crate::accounts::views::class_name(&policy, c.class),
                     period: c.period,
                     limit: shown(c.unit, c.limit),
                     used: shown(c.unit, used),
@@ -533,7 +537,15 @@ impl Engine {
         };
         let rule = ctx.as_ref().and_then(|c| c.decide(&m));
         let tariff = self.tariff_for(policy, device);
-        let payer = self.payer(&session, policy, ctx.as_ref(), rule, tariff);
+        let roaming = ctx.as_ref().map_or_else(
+            || {
+                q.roaming
+                    .unwrap_or(policy.roaming(q.serving_network, imsi_home))
+            },
+            |c| c.facts.roaming,
+        );
+        let classes = policy.classes_of(q.rating_group, q.service_identifier, roaming);
+        let payer = self.payer(&session, policy, ctx.as_ref(), (rule, classes), tariff);
         let facts: Option<Facts> = ctx.as_ref().map(|c| *c.facts());
         let edge = ctx.as_ref().and_then(|c| c.edge);
         let validity = edge.map_or(policy.validity_time_s, |e| e.min(policy.validity_time_s));
@@ -576,8 +588,8 @@ impl Engine {
                 .lock(payer.account.tree)
                 .map(|mut t| {
                     (
-                        t.headroom(payer.account.node, unit, now),
-                        t.limiting(payer.account.node, unit),
+                        t.headroom_in(payer.account.node, (unit, classes), now),
+                        t.limiting_in(payer.account.node, unit, classes),
                     )
                 })
                 .unwrap_or((0, None));

@@ -48,11 +48,25 @@ impl Engine {
     /// limit on the account's path counts what it rates. Without one, octets count as octets
     /// (rated money nobody counts would be usage counted nowhere).
     pub(super) fn tariff_for(&self, policy: &Policy, account: AccountRef) -> Option<(u128, u128)> {
+        self.tariff_in(policy, account, Classes::NONE)
+    }
+
+    /// [`Self::tariff_for`] for a charge in `classes`: a class limit on money counts it too.
+    pub(super) fn tariff_in(
+        &self,
+        policy: &Policy,
+        account: AccountRef,
+        classes: Classes,
+    ) -> Option<(u128, u128)> {
         policy
             .tariff
             .as_ref()
             .and_then(|t| t.per_octet())
-            .filter(|_| self.accounts.ledger().limited(account, Unit::Money))
+            .filter(|_| {
+                self.accounts
+                    .ledger()
+                    .limited_in(account, Unit::Money, classes)
+            })
     }
 
     /// Reserves the next grant for an MSCC on the account `payer` names, at its price, for at
@@ -106,9 +120,13 @@ impl Engine {
         // A tariff is only there where a money limit counts it; anything else must be counted
         // by a limit of its own unit. Nothing on the path counting it would be granting it
         // without bound.
+        let classes = payer.classes;
         if price.is_none()
             && policy.unmetered == Unmetered::Refuse
-            && !self.accounts.ledger().limited(account, ledger_unit)
+            && !self
+                .accounts
+                .ledger()
+                .limited_in(account, ledger_unit, classes)
         {
             a.result = ResultCode::RatingFailed;
             a.why = Some("no limit on the account's path counts this unit");
@@ -121,7 +139,7 @@ impl Engine {
                 // octets always fit the money reserved.
                 let money = u64::try_from(crate::ledger::cost(u128::from(want), (num, den)))
                     .unwrap_or(u64::MAX);
-                let (g, id) = rec.reserve(account, Unit::Money, money, now, expires);
+                let (g, id) = rec.reserve(account, (Unit::Money, classes), money, now, expires);
                 let octets = if g.granted == money {
                     want
                 } else {
@@ -130,14 +148,14 @@ impl Engine {
                         .min(want)
                 };
                 if octets == 0 && g.granted > 0 {
-                    rec.release(id, account, Unit::Money, g.granted, now);
+                    rec.release(id, account, (Unit::Money, classes), g.granted, now);
                     (0, 0, true, 0)
                 } else {
                     (octets, g.granted, g.last, id)
                 }
             }
             None => {
-                let (g, id) = rec.reserve(account, unit, want, now, expires);
+                let (g, id) = rec.reserve(account, (unit, classes), want, now, expires);
                 (g.granted, g.granted, g.last, id)
             }
         };
@@ -149,7 +167,7 @@ impl Engine {
                 .accounts
                 .ledger()
                 .lock(account.tree)
-                .and_then(|t| t.limiting(account.node, limited));
+                .and_then(|t| t.limiting_in(account.node, limited, classes));
             self.note_dry(account, limited);
             return;
         }
@@ -165,6 +183,7 @@ impl Engine {
             granted,
             expires,
             route: payer.route.clone(),
+            classes,
         });
         a.granted = Some((unit, granted));
         a.validity_time = Some(validity_s);
@@ -199,7 +218,7 @@ impl Engine {
             // The policy at the limit of the level that cut the grant, if it has one of its
             // own, else the tenant's.
             let limited = if price.is_some() { Unit::Money } else { unit };
-            let (limit, path, node) = self.limiting_path(account, limited);
+            let (limit, path, node) = self.limiting_path(account, limited, classes);
             let action = match policy.at_limit.get(&limit) {
                 Some(AtLimit::Deny) => None,
                 Some(AtLimit::Act(f)) => Some(f.clone()),
@@ -220,12 +239,19 @@ impl Engine {
 
     /// The path of the node whose limit cut a grant on `account`, of the account, and that
     /// node.
-    fn limiting_path(&self, account: AccountRef, unit: Unit) -> (String, String, u32) {
+    fn limiting_path(
+        &self,
+        account: AccountRef,
+        unit: Unit,
+        classes: Classes,
+    ) -> (String, String, u32) {
         self.accounts
             .ledger()
             .lock(account.tree)
             .map(|t| {
-                let n = t.limiting(account.node, unit).unwrap_or(account.node);
+                let n = t
+                    .limiting_in(account.node, unit, classes)
+                    .unwrap_or(account.node);
                 (t.names(n).join("/"), t.names(account.node).join("/"), n)
             })
             .unwrap_or((String::new(), String::new(), account.node))

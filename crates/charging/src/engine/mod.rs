@@ -34,7 +34,7 @@ use usage::{UsageRecords, log_usage, usage_delta};
 
 use crate::accounts::Accounts;
 use crate::accounts::changes::ChangeError;
-use crate::ledger::{AccountRef, Ledger, Unit, unit_index};
+use crate::ledger::{AccountRef, Classes, Ledger, Unit, unit_index};
 use crate::ops::Op;
 
 use crate::accounts::tenant::{Directory, Policy, SubscriptionType, Unmetered};
@@ -335,7 +335,7 @@ impl Engine {
         CcrBatch {
             engine: self,
             gate: self.accounts.share_gate(),
-            rec: Recorder::new(self.accounts.ledger(), &self.next_reservation),
+            rec: Recorder::new(&self.accounts, &self.next_reservation),
             now,
         }
     }
@@ -359,6 +359,7 @@ impl Engine {
                     id: h.id,
                     account: h.account(s.account),
                     unit: h.unit,
+                    classes: h.classes,
                     amount: h.reserved,
                     expires: h.expires,
                 }));

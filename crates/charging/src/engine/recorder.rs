@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ledger::{AccountRef, Crossing, Grant, Ledger, Level, Period, Unit, period_index};
+use crate::ledger::{
+    AccountRef, Classes, Crossing, Grant, Ledger, Level, Period, Unit, period_index,
+};
 use crate::ops::{Account, Fired, FiredLevel, Op};
 
 pub fn unit_code(u: Unit) -> u8 {
@@ -34,8 +36,9 @@ fn at(a: Account) -> AccountRef {
 use crate::ops::MAX_DATA;
 
 /// The journal's form of a threshold that fired.
-pub fn fired_of(tree: u32, c: &Crossing, path: String) -> Fired {
+pub fn fired_of(tree: u32, c: &Crossing, path: String, class: String) -> Fired {
     Fired {
+        class,
         account: Account { tree, node: c.node },
         unit: unit_code(c.unit),
         period: period_index(c.period) as u8,
@@ -52,11 +55,17 @@ pub fn fired_of(tree: u32, c: &Crossing, path: String) -> Fired {
     }
 }
 
-/// The ledger's form of a threshold the journal says fired (`None`: not one this build knows).
+/// The ledger's form of a threshold the journal says fired (`None`: not one this build
+/// knows).
 pub fn crossing_of(f: &Fired) -> Option<Crossing> {
     Some(Crossing {
         node: f.account.node,
         unit: unit_from(f.unit)?,
+        class: if f.class.is_empty() {
+            0
+        } else {
+            crate::rules::spec::class_id(&f.class)
+        },
         period: [Period::Day, Period::Month, Period::Total]
             .get(usize::from(f.period))
             .copied()?,
@@ -75,6 +84,7 @@ pub fn crossing_of(f: &Fired) -> Option<Crossing> {
 /// Applies ledger operations and notes their journal records.
 pub struct Recorder<'a> {
     ledger: &'a Ledger,
+    accounts: &'a crate::accounts::Accounts,
     ids: &'a AtomicU64,
     pub ops: Vec<Op>,
     /// An answer was sent again from a session's cache: it may leave only once what is
@@ -83,9 +93,10 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(ledger: &'a Ledger, ids: &'a AtomicU64) -> Self {
+    pub fn new(accounts: &'a crate::accounts::Accounts, ids: &'a AtomicU64) -> Self {
         Recorder {
-            ledger,
+            ledger: accounts.ledger(),
+            accounts,
             ids,
             ops: Vec::new(),
             replayed: false,
@@ -96,20 +107,29 @@ impl<'a> Recorder<'a> {
         self.ledger
     }
 
-    /// Reserves up to `want`; returns the grant and its reservation id (0 if nothing).
+    /// Notes the classes of the ledger op about to be noted, if any.
+    fn classes(&mut self, classes: Classes) {
+        if !classes.is_none() {
+            self.ops.push(Op::Classes(classes.0));
+        }
+    }
+
+    /// Reserves up to `want` of `unit` in `classes`; returns the grant and its reservation id
+    /// (0 if nothing).
     pub fn reserve(
         &mut self,
         a: AccountRef,
-        unit: Unit,
+        (unit, classes): (Unit, Classes),
         want: u64,
         now: i64,
         expires: i64,
     ) -> (Grant, u64) {
-        let g = self.ledger.reserve(a, unit, want, now);
+        let g = self.ledger.reserve_in(a, (unit, classes), want, now);
         if g.granted == 0 {
             return (g, 0);
         }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.classes(classes);
         self.ops.push(Op::Reserve {
             reservation: id,
             account: acc(a),
@@ -124,12 +144,15 @@ impl<'a> Recorder<'a> {
         &mut self,
         id: u64,
         a: AccountRef,
-        unit: Unit,
+        (unit, classes): (Unit, Classes),
         reserved: u64,
         used: u64,
         now: i64,
     ) {
-        let crossed = self.ledger.commit_watched(a, unit, reserved, used, now);
+        let crossed = self
+            .ledger
+            .commit_watched_in(a, (unit, classes), reserved, used, now);
+        self.classes(classes);
         self.ops.push(Op::Commit {
             reservation: id,
             account: acc(a),
@@ -141,25 +164,36 @@ impl<'a> Recorder<'a> {
     }
 
     /// Notes the thresholds a commit crossed, after the commit (replay marks them fired
-    /// again; the store turns them into events).
+    /// again; the store turns them into events). `classes` names the classes of the charge.
     fn fired(&mut self, tree: u32, crossed: Vec<Crossing>) {
         if crossed.is_empty() {
             return;
         }
+        // The names of class limits, from the tenant's policy.
+        let policy = crossed
+            .iter()
+            .any(|c| c.class != 0)
+            .then(|| self.accounts.policy_of(tree));
         let Some(t) = self.ledger.lock(tree) else {
             return;
         };
         for c in crossed {
             let path = t.names(c.node).join("/");
+            let class = policy
+                .as_ref()
+                .and_then(|p| crate::accounts::views::class_name(p, c.class))
+                .unwrap_or_default();
             self.ops
-                .push(Op::Threshold(Box::new(fired_of(tree, &c, path))));
+                .push(Op::Threshold(Box::new(fired_of(tree, &c, path, class))));
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_rated(
         &mut self,
         id: u64,
         a: AccountRef,
+        classes: Classes,
         reserved: u64,
         octets: u64,
         price: (u128, u128),
@@ -167,7 +201,8 @@ impl<'a> Recorder<'a> {
     ) -> u64 {
         let (charged, crossed) = self
             .ledger
-            .commit_rated_watched(a, reserved, octets, price, now);
+            .commit_rated_watched_in(a, classes, reserved, octets, price, now);
+        self.classes(classes);
         self.ops.push(Op::CommitRated {
             reservation: id,
             account: acc(a),
@@ -179,8 +214,16 @@ impl<'a> Recorder<'a> {
         charged
     }
 
-    pub fn release(&mut self, id: u64, a: AccountRef, unit: Unit, amount: u64, now: i64) {
-        self.ledger.release(a, unit, amount, now);
+    pub fn release(
+        &mut self,
+        id: u64,
+        a: AccountRef,
+        (unit, classes): (Unit, Classes),
+        amount: u64,
+        now: i64,
+    ) {
+        self.ledger.release_in(a, (unit, classes), amount, now);
+        self.classes(classes);
         self.ops.push(Op::Release {
             reservation: id,
             account: acc(a),
@@ -236,6 +279,8 @@ pub struct Outstanding {
     pub id: u64,
     pub account: AccountRef,
     pub unit: Unit,
+    /// The service classes it was reserved in.
+    pub classes: Classes,
     pub amount: u64,
     pub expires: i64,
 }
@@ -262,6 +307,8 @@ pub struct Replayer<'e> {
     max_id: u64,
     open: HashMap<u64, Outstanding, Fast>,
     engine: &'e super::Engine,
+    /// The classes an `Op::Classes` gave the next ledger op.
+    classes: Classes,
 }
 
 /// An op that cannot be applied: the store reports it as corruption at its sequence.
@@ -282,6 +329,7 @@ impl<'e> Replayer<'e> {
             // Sized once for what the snapshot holds (and some), not grown and moved.
             open: HashMap::with_capacity_and_hasher(open.len() + open.len() / 4, Fast::default()),
             engine,
+            classes: Classes::NONE,
         };
         r.open.extend(open.into_iter().map(|o| (o.id, o)));
         r
@@ -291,7 +339,10 @@ impl<'e> Replayer<'e> {
     pub fn apply(&mut self, op: &Op, now: i64) -> Result<(), ReplayError> {
         let ledger = self.engine.ledger();
         let unit = |c: u8| unit_from(c).ok_or(ReplayError::Unit(c));
+        // The classes of this op, if the op before named them.
+        let classes = std::mem::replace(&mut self.classes, Classes::NONE);
         match op {
+            Op::Classes(c) => self.classes = Classes(*c),
             &Op::Reserve {
                 reservation,
                 account,
@@ -301,7 +352,7 @@ impl<'e> Replayer<'e> {
             } => {
                 let u = unit(u)?;
                 if let Some(mut t) = ledger.lock(account.tree) {
-                    t.add_reserved(account.node, u, amount, now);
+                    t.add_reserved(account.node, (u, classes), amount, now);
                 }
                 self.max_id = self.max_id.max(reservation);
                 self.open.insert(
@@ -310,6 +361,7 @@ impl<'e> Replayer<'e> {
                         id: reservation,
                         account: at(account),
                         unit: u,
+                        classes,
                         amount,
                         expires,
                     },
@@ -322,7 +374,7 @@ impl<'e> Replayer<'e> {
                 reserved,
                 used,
             } => {
-                ledger.commit(at(account), unit(u)?, reserved, used, now);
+                ledger.commit_in(at(account), (unit(u)?, classes), reserved, used, now);
                 self.open.remove(&reservation);
             }
             &Op::CommitRated {
@@ -332,7 +384,7 @@ impl<'e> Replayer<'e> {
                 octets,
                 price,
             } => {
-                ledger.commit_rated(at(account), reserved, octets, price, now);
+                ledger.commit_rated_in(at(account), classes, reserved, octets, price, now);
                 self.open.remove(&reservation);
             }
             &Op::Release {
@@ -341,7 +393,7 @@ impl<'e> Replayer<'e> {
                 unit: u,
                 amount,
             } => {
-                ledger.release(at(account), unit(u)?, amount, now);
+                ledger.release_in(at(account), (unit(u)?, classes), amount, now);
                 self.open.remove(&reservation);
             }
             &Op::Refund {

@@ -50,6 +50,16 @@ pub(super) struct Payer {
     pub route: Option<Box<Route>>,
     /// Refused by the rule (or a personal account that cannot be found): 4010.
     pub denied: Option<&'static str>,
+    /// The service classes of the MSCC: the class limits that count it.
+    pub classes: Classes,
+}
+
+/// The home network of the IMSI a request names, if any.
+pub(super) fn imsi_home(cr: &CreditRequest) -> Option<Plmn> {
+    cr.subscriptions
+        .iter()
+        .find(|(k, _)| *k == SubscriptionType::Imsi)
+        .and_then(|(_, imsi)| Plmn::of_imsi(imsi))
 }
 
 impl Engine {
@@ -64,12 +74,7 @@ impl Engine {
         if !policy.rules.has_rules() {
             return None;
         }
-        let imsi_home = cr
-            .subscriptions
-            .iter()
-            .find(|(k, _)| *k == SubscriptionType::Imsi)
-            .and_then(|(_, imsi)| Plmn::of_imsi(imsi));
-        self.rule_context_of(cr.attributes, imsi_home, s, policy, now)
+        self.rule_context_of(cr.attributes, imsi_home(cr), s, policy, now)
     }
 
     /// [`Self::rule_context`] from the attributes themselves.
@@ -119,21 +124,28 @@ impl Engine {
         })
     }
 
-    /// Where an MSCC that `rule` decided (none: no rule) is charged; `tariff` is the price of
-    /// the session's own account ([`Self::tariff_for`]).
+    /// Where an MSCC of `classes` that `rule` decided (none: no rule) is charged; `tariff`
+    /// is the price of the session's own account for general charges ([`Self::tariff_for`]).
     pub(super) fn payer(
         &self,
         s: &Session,
         policy: &Policy,
         ctx: Option<&RuleContext<'_>>,
-        rule: Option<&Rule>,
+        (rule, classes): (Option<&Rule>, Classes),
         tariff: Option<(u128, u128)>,
     ) -> Payer {
+        // A class limit on money may rate what the general limits count in units.
+        let tariff = if classes.is_none() {
+            tariff
+        } else {
+            self.tariff_in(policy, s.account, classes)
+        };
         let corporate = Payer {
             account: s.account,
             price: tariff,
             route: None,
             denied: None,
+            classes,
         };
         let Some(rule) = rule else {
             return corporate;
@@ -147,6 +159,7 @@ impl Engine {
                 rule: rule.name.clone(),
             })),
             denied: None,
+            classes,
         };
         match &rule.action {
             Action::Corporate => routed(s.account, tariff),
@@ -155,7 +168,11 @@ impl Engine {
                     .tariffs
                     .get(&**name)
                     .and_then(|t| t.per_octet())
-                    .filter(|_| self.accounts.ledger().limited(s.account, Unit::Money));
+                    .filter(|_| {
+                        self.accounts
+                            .ledger()
+                            .limited_in(s.account, Unit::Money, classes)
+                    });
                 routed(s.account, price)
             }
             Action::Personal => {
@@ -165,7 +182,8 @@ impl Engine {
                 match found {
                     Some(account) => {
                         let policies = self.accounts.policies();
-                        let price = self.tariff_for(policy_of(&policies, account.tree), account);
+                        let price =
+                            self.tariff_in(policy_of(&policies, account.tree), account, classes);
                         routed(account, price)
                     }
                     None => Payer {

@@ -39,6 +39,8 @@ pub struct Held {
     /// Set when a rule chose where it is held; none: on the session's account, settled at
     /// its policy's tariff.
     pub route: Option<Box<Route>>,
+    /// The service classes it was reserved in (its class limits count it).
+    pub classes: crate::ledger::Classes,
 }
 
 impl Held {
@@ -309,7 +311,8 @@ impl Sessions {
 /// held     = id:var ids reserved_unit:u8 reserved:var granted:var expires:zig [route]
 /// service  = ids octets:var seconds:var events:var money:var [paid]
 /// ids      = flags:u8 (1: Rating-Group present, 2: Service-Identifier present,
-///            4: a rule chose the route or the payer, which follows at the end)
+///            4: a rule chose the route or the payer, which follows at the end,
+///            8: the reservation's service classes follow at its end, class:var class:var)
 ///            [rating_group:var] [service_identifier:var]
 /// route    = tree:var node:var priced:u8 [num_high:var num_low:var den_high:var den_low:var]
 ///            rule:bytes
@@ -330,8 +333,13 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
         var(out, b.len() as u64);
         out.extend_from_slice(b);
     }
-    fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>, ruled: bool) {
-        out.push(u8::from(rg.is_some()) | (u8::from(si.is_some()) << 1) | (u8::from(ruled) << 2));
+    fn ids(out: &mut Vec<u8>, rg: Option<u32>, si: Option<u32>, ruled: bool, classed: bool) {
+        out.push(
+            u8::from(rg.is_some())
+                | (u8::from(si.is_some()) << 1)
+                | (u8::from(ruled) << 2)
+                | (u8::from(classed) << 3),
+        );
         for v in [rg, si].into_iter().flatten() {
             var(out, u64::from(v));
         }
@@ -362,7 +370,13 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
     var(out, held.len() as u64);
     for h in held {
         var(out, h.id);
-        ids(out, h.rating_group, h.service_identifier, h.route.is_some());
+        ids(
+            out,
+            h.rating_group,
+            h.service_identifier,
+            h.route.is_some(),
+            !h.classes.is_none(),
+        );
         out.push(crate::ledger::unit_index(h.unit) as u8);
         var(out, h.reserved);
         var(out, h.granted);
@@ -376,11 +390,15 @@ pub fn encode_state(out: &mut Vec<u8>, session_id: &str, s: &Session, ended: boo
             }
             put(out, r.rule.as_bytes());
         }
+        if !h.classes.is_none() {
+            var(out, u64::from(h.classes.0[0]));
+            var(out, u64::from(h.classes.0[1]));
+        }
     }
     var(out, services.len() as u64);
     for u in services {
         let ruled = u.account.is_some() || u.rule.is_some();
-        ids(out, u.rating_group, u.service_identifier, ruled);
+        ids(out, u.rating_group, u.service_identifier, ruled, false);
         for v in u.units {
             var(out, v);
         }
@@ -566,9 +584,9 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     fn u32_of(r: &mut &[u8]) -> Option<u32> {
         u32::try_from(var(r)?).ok()
     }
-    fn ids(r: &mut &[u8]) -> Option<(Option<u32>, Option<u32>, bool)> {
+    fn ids(r: &mut &[u8]) -> Option<(Option<u32>, Option<u32>, bool, bool)> {
         let flags = r.try_get_u8().ok()?;
-        if flags > 7 {
+        if flags > 15 {
             return None;
         }
         let rg = if flags & 1 != 0 {
@@ -581,7 +599,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
         } else {
             None
         };
-        Some((rg, si, flags & 4 != 0))
+        Some((rg, si, flags & 4 != 0, flags & 8 != 0))
     }
     fn account_of(r: &mut &[u8]) -> Option<AccountRef> {
         Some(AccountRef {
@@ -618,7 +636,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
     let mut held = Vec::with_capacity(held_count.min(64));
     for _ in 0..held_count {
         let id = var(&mut r)?;
-        let (rating_group, service_identifier, routed) = ids(&mut r)?;
+        let (rating_group, service_identifier, routed, classed) = ids(&mut r)?;
         let mut h = Held {
             id,
             rating_group,
@@ -628,6 +646,7 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
             granted: var(&mut r)?,
             expires: zig(&mut r)?,
             route: None,
+            classes: crate::ledger::Classes::NONE,
         };
         if routed {
             let account = account_of(&mut r)?;
@@ -642,12 +661,19 @@ pub fn decode_state(data: &[u8]) -> Option<Restored> {
                 rule: rule(&mut r)?,
             }));
         }
+        if classed {
+            h.classes = crate::ledger::Classes([u32_of(&mut r)?, u32_of(&mut r)?]);
+        }
         held.push(h);
     }
     let service_count = usize::try_from(var(&mut r)?).ok()?.min(data.len());
     let mut services = Vec::with_capacity(service_count.min(64));
     for _ in 0..service_count {
-        let (rating_group, service_identifier, paid) = ids(&mut r)?;
+        let (rating_group, service_identifier, paid, classed) = ids(&mut r)?;
+        if classed {
+            // Only reservations have classes.
+            return None;
+        }
         let mut u = ServiceUsage {
             rating_group,
             service_identifier,
@@ -822,6 +848,7 @@ mod tests {
                     granted: 10 << 20,
                     expires: 1_795_000_600,
                     route: None,
+                    classes: crate::ledger::Classes::NONE,
                 },
                 // Sent by a rule to a personal account, priced.
                 Held {
@@ -837,6 +864,7 @@ mod tests {
                         price: Some((u128::MAX - 1, 1 << 70)),
                         rule: Arc::from("personal-video"),
                     })),
+                    classes: crate::ledger::Classes([7, u32::MAX]),
                 },
             ],
             deadline: 1_795_000_630,

@@ -52,13 +52,19 @@ impl Engine {
     /// not open (any more).
     pub fn close_session(&self, session_id: &str, now: i64, outcome: &str) -> Option<Pending<'_>> {
         let gate = self.accounts.share_gate();
-        let mut rec = Recorder::new(self.accounts.ledger(), &self.next_reservation);
+        let mut rec = Recorder::new(&self.accounts, &self.next_reservation);
         let mut shard = self.sessions.lock(session_id);
         let held_before = shard.open.get(session_id)?.held.len();
         let mut s = shard.open.remove(session_id)?;
         let account = s.account;
         for h in s.held.drain(..) {
-            rec.release(h.id, h.account(account), h.unit, h.reserved, now);
+            rec.release(
+                h.id,
+                h.account(account),
+                (h.unit, h.classes),
+                h.reserved,
+                now,
+            );
         }
         log_usage(session_id, &s, now, outcome);
         if self.journaled {
@@ -82,7 +88,7 @@ impl Engine {
     ) -> (Supervision, Pending<'_>) {
         let gate = self.accounts.share_gate();
         let mut sup = Supervision::default();
-        let mut rec = Recorder::new(self.accounts.ledger(), &self.next_reservation);
+        let mut rec = Recorder::new(&self.accounts, &self.next_reservation);
         if shards.start == 0 {
             // Once a round: velocity windows that emptied go.
             self.velocities.sweep(now);
@@ -93,7 +99,7 @@ impl Engine {
             left.retain(|o| {
                 let keep = o.expires > now;
                 if !keep {
-                    rec.release(o.id, o.account, o.unit, o.amount, now);
+                    rec.release(o.id, o.account, (o.unit, o.classes), o.amount, now);
                     sup.expired_reservations += 1;
                 }
                 keep
@@ -114,7 +120,13 @@ impl Engine {
                 s.held.retain(|h| {
                     let keep = h.expires > now;
                     if !keep {
-                        rec.release(h.id, h.account(account), h.unit, h.reserved, now);
+                        rec.release(
+                            h.id,
+                            h.account(account),
+                            (h.unit, h.classes),
+                            h.reserved,
+                            now,
+                        );
                     }
                     keep
                 });
@@ -126,7 +138,13 @@ impl Engine {
                 }
                 if !s.terminated {
                     for h in s.held.drain(..) {
-                        rec.release(h.id, h.account(account), h.unit, h.reserved, now);
+                        rec.release(
+                            h.id,
+                            h.account(account),
+                            (h.unit, h.classes),
+                            h.reserved,
+                            now,
+                        );
                     }
                     log_usage(id, s, now, "supervision timeout");
                     if self.journaled {

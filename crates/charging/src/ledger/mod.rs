@@ -47,10 +47,32 @@ pub struct AccountRef {
     pub node: u32,
 }
 
+/// The service classes one reservation or charge belongs to (docs/rules.md): a class of
+/// service (a set of rating groups and service identifiers) and whether the device roams. A
+/// counter with a class counts only what belongs to its class; 0 is no class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Classes(pub [u32; 2]);
+
+impl Classes {
+    /// A general charge: it counts against general limits only.
+    pub const NONE: Classes = Classes([0, 0]);
+
+    /// Whether a counter of class `class` counts this.
+    pub fn covers(self, class: u32) -> bool {
+        class == 0 || self.0.contains(&class)
+    }
+
+    pub fn is_none(self) -> bool {
+        self == Classes::NONE
+    }
+}
+
 /// One limit on one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counter {
     pub unit: Unit,
+    /// The service class it counts (0: everything of its unit).
+    pub class: u32,
     pub period: Period,
     pub limit: u64,
     pub used: u64,
@@ -71,6 +93,7 @@ impl Counter {
     pub fn new(unit: Unit, period: Period, limit: u64) -> Self {
         Counter {
             unit,
+            class: 0,
             period,
             limit,
             used: 0,
@@ -80,6 +103,11 @@ impl Counter {
             fired: 0,
             fired_default: 0,
         }
+    }
+
+    /// Whether this counter counts a charge of `unit` in `classes`.
+    pub fn counts(&self, unit: Unit, classes: Classes) -> bool {
+        self.unit == unit && classes.covers(self.class)
     }
 
     /// Units still free: limit − used − reserved (zero when overspent by reported usage).
@@ -237,10 +265,19 @@ impl Tree {
     /// The node on the path from `node` whose limits of `unit` have the least headroom (the
     /// one nearest `node` of those tied): the level that decides a grant.
     pub fn limiting(&self, node: u32, unit: Unit) -> Option<u32> {
+        self.limiting_in(node, unit, Classes::NONE)
+    }
+
+    /// [`Self::limiting`] for a charge in `classes`.
+    pub fn limiting_in(&self, node: u32, unit: Unit, classes: Classes) -> Option<u32> {
         let (path, len) = self.path(node);
         let mut best: Option<(u64, u32)> = None;
         for &n in &path[..len] {
-            for c in self.nodes[n].counters.iter().filter(|c| c.unit == unit) {
+            for c in self.nodes[n]
+                .counters
+                .iter()
+                .filter(|c| c.counts(unit, classes))
+            {
                 let h = c.headroom();
                 if best.is_none_or(|(b, _)| h < b) {
                     best = Some((h, n as u32));
@@ -279,6 +316,11 @@ impl Tree {
     /// that it crossed for the first time this period (the account's default levels included),
     /// now marked fired.
     pub fn crossings(&mut self, node: u32, unit: Unit) -> Vec<Crossing> {
+        self.crossings_in(node, unit, Classes::NONE)
+    }
+
+    /// [`Self::crossings`] after a charge in `classes`.
+    pub fn crossings_in(&mut self, node: u32, unit: Unit, classes: Classes) -> Vec<Crossing> {
         let mut out = Vec::new();
         if self.thresholds.is_empty() && self.default_levels.is_empty() {
             return out;
@@ -295,7 +337,11 @@ impl Tree {
             if depth > 0 && !own {
                 continue;
             }
-            for c in nodes[n].counters.iter_mut().filter(|c| c.unit == unit) {
+            for c in nodes[n]
+                .counters
+                .iter_mut()
+                .filter(|c| c.counts(unit, classes))
+            {
                 if depth == 0 {
                     c.cross(n as u32, true, default_levels.iter().copied(), &mut out);
                 }
@@ -358,11 +404,12 @@ impl Tree {
         let Some(nd) = nodes.get_mut(c.node as usize) else {
             return;
         };
-        let Some(counter) = nd
-            .counters
-            .iter_mut()
-            .find(|k| k.unit == c.unit && k.period == c.period && k.period_end == c.period_end)
-        else {
+        let Some(counter) = nd.counters.iter_mut().find(|k| {
+            k.unit == c.unit
+                && k.class == c.class
+                && k.period == c.period
+                && k.period_end == c.period_end
+        }) else {
             return;
         };
         let level = if c.default {
@@ -457,12 +504,12 @@ impl Tree {
         (path, len)
     }
 
-    /// Applies `f` to every node on the path from `node` to the root and to each of its
-    /// counters of `unit`, after starting a new period where one has ended.
+    /// Applies `f` to every node on the path from `node` to the root and to its counters,
+    /// after starting a new period where one has ended in a counter of `unit` in `classes`.
     fn each_node(
         &mut self,
         node: u32,
-        unit: Unit,
+        (unit, classes): (Unit, Classes),
         now: i64,
         mut f: impl FnMut(&mut [u64; 4], &mut [Counter]),
     ) {
@@ -472,30 +519,37 @@ impl Tree {
             let Node {
                 counters, reserved, ..
             } = &mut nodes[n];
-            for c in counters.iter_mut().filter(|c| c.unit == unit) {
+            for c in counters.iter_mut().filter(|c| c.counts(unit, classes)) {
                 c.roll(tz, now);
             }
             f(reserved, counters);
         }
     }
 
-    /// Applies `f` to every counter of `unit` on the path from `node` to the root, after
-    /// starting a new period where one has ended.
-    fn each_counter(&mut self, node: u32, unit: Unit, now: i64, mut f: impl FnMut(&mut Counter)) {
-        self.each_node(node, unit, now, |_, counters| {
-            for c in counters.iter_mut().filter(|c| c.unit == unit) {
+    /// Applies `f` to every counter of `unit` in `classes` on the path from `node` to the
+    /// root, after starting a new period where one has ended.
+    fn each_counter(
+        &mut self,
+        node: u32,
+        (unit, classes): (Unit, Classes),
+        now: i64,
+        mut f: impl FnMut(&mut Counter),
+    ) {
+        self.each_node(node, (unit, classes), now, |_, counters| {
+            for c in counters.iter_mut().filter(|c| c.counts(unit, classes)) {
                 f(c);
             }
         });
     }
 
     /// Moves `add` units into and `sub` units out of reservation on every node of the path
-    /// and every counter of `unit` there.
-    fn hold(&mut self, node: u32, unit: Unit, add: u64, sub: u64, now: i64) {
+    /// and every counter of `unit` in `classes` there.
+    fn hold(&mut self, node: u32, scope: (Unit, Classes), add: u64, sub: u64, now: i64) {
+        let (unit, classes) = scope;
         let u = unit_index(unit);
-        self.each_node(node, unit, now, |reserved, counters| {
+        self.each_node(node, scope, now, |reserved, counters| {
             reserved[u] = reserved[u].saturating_sub(sub).saturating_add(add);
-            for c in counters.iter_mut().filter(|c| c.unit == unit) {
+            for c in counters.iter_mut().filter(|c| c.counts(unit, classes)) {
                 c.reserved = c.reserved.saturating_sub(sub).saturating_add(add);
             }
         });
@@ -534,10 +588,16 @@ impl Tree {
     /// root: the grant is the smallest headroom on the path, one amount for all. A path with no
     /// counter of that unit is unlimited (the engine decides whether to grant on such a path).
     pub fn reserve(&mut self, node: u32, unit: Unit, want: u64, now: i64) -> Grant {
-        let smallest = self.headroom(node, unit, now);
+        self.reserve_in(node, (unit, Classes::NONE), want, now)
+    }
+
+    /// [`Self::reserve`] of a charge in some classes: the class limits that count them apply
+    /// beside the general ones.
+    pub fn reserve_in(&mut self, node: u32, scope: (Unit, Classes), want: u64, now: i64) -> Grant {
+        let smallest = self.headroom_in(node, scope, now);
         let granted = want.min(smallest);
         if granted > 0 {
-            self.hold(node, unit, granted, 0, now);
+            self.hold(node, scope, granted, 0, now);
         }
         Grant {
             granted,
@@ -549,10 +609,22 @@ impl Tree {
     /// every counter of `unit` along the path. Usage may exceed the reservation (a gateway
     /// reporting more than it was granted); it is charged all the same.
     pub fn commit(&mut self, node: u32, unit: Unit, reserved: u64, used: u64, now: i64) {
-        self.hold(node, unit, 0, reserved, now);
+        self.commit_in(node, (unit, Classes::NONE), reserved, used, now);
+    }
+
+    /// [`Self::commit`] of a charge in some classes.
+    pub fn commit_in(
+        &mut self,
+        node: u32,
+        scope: (Unit, Classes),
+        reserved: u64,
+        used: u64,
+        now: i64,
+    ) {
+        self.hold(node, scope, 0, reserved, now);
         if used > 0 {
-            self.each_counter(node, unit, now, |c| c.used = c.used.saturating_add(used));
-            self.charge_own(node, unit, used, now);
+            self.each_counter(node, scope, now, |c| c.used = c.used.saturating_add(used));
+            self.charge_own(node, scope.0, used, now);
         }
     }
 
@@ -563,8 +635,14 @@ impl Tree {
 
     /// Adds `amount` to the reserved units on the path as it is, without sizing (replaying a
     /// journal: the grant was sized when it was made).
-    pub(crate) fn add_reserved(&mut self, node: u32, unit: Unit, amount: u64, now: i64) {
-        self.hold(node, unit, amount, 0, now);
+    pub(crate) fn add_reserved(
+        &mut self,
+        node: u32,
+        scope: (Unit, Classes),
+        amount: u64,
+        now: i64,
+    ) {
+        self.hold(node, scope, amount, 0, now);
     }
 
     /// How much of `unit` a refund to the account `node` may give back: what the account itself
@@ -576,7 +654,7 @@ impl Tree {
             None => return 0,
         };
         let mut most = own.used[period_index(Period::Total)];
-        self.each_counter(node, unit, now, |c| {
+        self.each_counter(node, (unit, Classes::NONE), now, |c| {
             most = most.min(c.used).min(own.used[period_index(c.period)]);
         });
         most
@@ -588,7 +666,7 @@ impl Tree {
         if amount > self.refundable(node, unit, now) {
             return false;
         }
-        self.each_counter(node, unit, now, |c| c.used -= amount);
+        self.each_counter(node, (unit, Classes::NONE), now, |c| c.used -= amount);
         if let Some(o) = self.own_mut(node, unit, now) {
             for v in &mut o.used {
                 *v = v.saturating_sub(amount);
@@ -609,13 +687,27 @@ impl Tree {
         price: (u128, u128),
         now: i64,
     ) -> u64 {
-        self.hold(node, Unit::Money, 0, reserved, now);
+        self.commit_rated_in(node, Classes::NONE, reserved, octets, price, now)
+    }
+
+    /// [`Self::commit_rated`] of a charge in some classes.
+    pub fn commit_rated_in(
+        &mut self,
+        node: u32,
+        classes: Classes,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) -> u64 {
+        let scope = (Unit::Money, classes);
+        self.hold(node, scope, 0, reserved, now);
         if price.1 == 0 {
             return 0;
         }
         let cost = |rated: u128| cost(rated, price);
         let mut charged = None;
-        self.each_counter(node, Unit::Money, now, |c| {
+        self.each_counter(node, scope, now, |c| {
             let before = cost(c.rated);
             c.rated = c.rated.saturating_add(u128::from(octets));
             let delta = u64::try_from(cost(c.rated).saturating_sub(before)).unwrap_or(u64::MAX);
@@ -646,7 +738,7 @@ impl Tree {
             let old = self.nodes.get(node as usize).and_then(|nd| {
                 nd.counters
                     .iter()
-                    .find(|c| c.unit == n.unit && c.period == n.period)
+                    .find(|c| c.unit == n.unit && c.period == n.period && c.class == n.class)
                     .cloned()
             });
             match old {
@@ -656,12 +748,17 @@ impl Tree {
                 }),
                 None => {
                     let mut c = Counter::new(n.unit, n.period, n.limit);
+                    c.class = n.class;
                     c.roll(&self.tz, now);
-                    c.used = self.subtree_used(node, n.unit, n.period, now);
-                    c.reserved = self
-                        .nodes
-                        .get(node as usize)
-                        .map_or(0, |nd| nd.reserved[unit_index(n.unit)]);
+                    // A class limit starts from nothing: what the subtree used and holds is
+                    // not kept by class.
+                    if n.class == 0 {
+                        c.used = self.subtree_used(node, n.unit, n.period, now);
+                        c.reserved = self
+                            .nodes
+                            .get(node as usize)
+                            .map_or(0, |nd| nd.reserved[unit_index(n.unit)]);
+                    }
                     next.push(c);
                 }
             }
@@ -674,10 +771,18 @@ impl Tree {
 
     /// Whether any node on the path from `node` to the root has a limit in `unit`.
     pub fn limited(&self, node: u32, unit: Unit) -> bool {
+        self.limited_in(node, unit, Classes::NONE)
+    }
+
+    /// Whether any limit on the path counts a charge of `unit` in `classes`.
+    pub fn limited_in(&self, node: u32, unit: Unit, classes: Classes) -> bool {
         let (path, len) = self.path(node);
-        path[..len]
-            .iter()
-            .any(|&n| self.nodes[n].counters.iter().any(|c| c.unit == unit))
+        path[..len].iter().any(|&n| {
+            self.nodes[n]
+                .counters
+                .iter()
+                .any(|c| c.counts(unit, classes))
+        })
     }
 
     /// Whether `ancestor` is `node` or above it.
@@ -688,8 +793,13 @@ impl Tree {
 
     /// The smallest headroom for `unit` along the path (u64::MAX: unlimited).
     pub fn headroom(&mut self, node: u32, unit: Unit, now: i64) -> u64 {
+        self.headroom_in(node, (unit, Classes::NONE), now)
+    }
+
+    /// [`Self::headroom`] for a charge in some classes.
+    pub fn headroom_in(&mut self, node: u32, scope: (Unit, Classes), now: i64) -> u64 {
         let mut smallest = u64::MAX;
-        self.each_counter(node, unit, now, |c| smallest = smallest.min(c.headroom()));
+        self.each_counter(node, scope, now, |c| smallest = smallest.min(c.headroom()));
         smallest
     }
 
@@ -847,8 +957,13 @@ impl Ledger {
     }
 
     pub fn reserve(&self, at: AccountRef, unit: Unit, want: u64, now: i64) -> Grant {
+        self.reserve_in(at, (unit, Classes::NONE), want, now)
+    }
+
+    /// See [`Tree::reserve_in`].
+    pub fn reserve_in(&self, at: AccountRef, scope: (Unit, Classes), want: u64, now: i64) -> Grant {
         match self.lock(at.tree) {
-            Some(mut t) => t.reserve(at.node, unit, want, now),
+            Some(mut t) => t.reserve_in(at.node, scope, want, now),
             None => Grant {
                 granted: 0,
                 last: true,
@@ -857,13 +972,30 @@ impl Ledger {
     }
 
     pub fn commit(&self, at: AccountRef, unit: Unit, reserved: u64, used: u64, now: i64) {
+        self.commit_in(at, (unit, Classes::NONE), reserved, used, now);
+    }
+
+    /// See [`Tree::commit_in`].
+    pub fn commit_in(
+        &self,
+        at: AccountRef,
+        scope: (Unit, Classes),
+        reserved: u64,
+        used: u64,
+        now: i64,
+    ) {
         if let Some(mut t) = self.lock(at.tree) {
-            t.commit(at.node, unit, reserved, used, now);
+            t.commit_in(at.node, scope, reserved, used, now);
         }
     }
 
     pub fn release(&self, at: AccountRef, unit: Unit, reserved: u64, now: i64) {
         self.commit(at, unit, reserved, 0, now);
+    }
+
+    /// Returns a reservation made in some classes.
+    pub fn release_in(&self, at: AccountRef, scope: (Unit, Classes), reserved: u64, now: i64) {
+        self.commit_in(at, scope, reserved, 0, now);
     }
 
     /// See [`Tree::is_blocked`].
@@ -893,7 +1025,13 @@ impl Ledger {
 
     /// See [`Tree::limited`].
     pub fn limited(&self, at: AccountRef, unit: Unit) -> bool {
-        self.lock(at.tree).is_some_and(|t| t.limited(at.node, unit))
+        self.limited_in(at, unit, Classes::NONE)
+    }
+
+    /// See [`Tree::limited_in`].
+    pub fn limited_in(&self, at: AccountRef, unit: Unit, classes: Classes) -> bool {
+        self.lock(at.tree)
+            .is_some_and(|t| t.limited_in(at.node, unit, classes))
     }
 
     /// See [`Tree::refund`].
@@ -911,14 +1049,26 @@ impl Ledger {
         used: u64,
         now: i64,
     ) -> Vec<Crossing> {
+        self.commit_watched_in(at, (unit, Classes::NONE), reserved, used, now)
+    }
+
+    /// Commits as [`Self::commit_in`] and returns the thresholds the usage crossed.
+    pub fn commit_watched_in(
+        &self,
+        at: AccountRef,
+        scope: (Unit, Classes),
+        reserved: u64,
+        used: u64,
+        now: i64,
+    ) -> Vec<Crossing> {
         let Some(mut t) = self.lock(at.tree) else {
             return Vec::new();
         };
-        t.commit(at.node, unit, reserved, used, now);
+        t.commit_in(at.node, scope, reserved, used, now);
         if used == 0 {
             return Vec::new();
         }
-        t.crossings(at.node, unit)
+        t.crossings_in(at.node, scope.0, scope.1)
     }
 
     /// See [`Tree::commit_rated`].
@@ -930,16 +1080,30 @@ impl Ledger {
         price: (u128, u128),
         now: i64,
     ) -> u64 {
+        self.commit_rated_in(at, Classes::NONE, reserved, octets, price, now)
+    }
+
+    /// See [`Tree::commit_rated_in`].
+    pub fn commit_rated_in(
+        &self,
+        at: AccountRef,
+        classes: Classes,
+        reserved: u64,
+        octets: u64,
+        price: (u128, u128),
+        now: i64,
+    ) -> u64 {
         self.lock(at.tree).map_or(0, |mut t| {
-            t.commit_rated(at.node, reserved, octets, price, now)
+            t.commit_rated_in(at.node, classes, reserved, octets, price, now)
         })
     }
 
-    /// Commits as [`Self::commit_rated`]; returns what it charged and the thresholds of money
-    /// limits the charge crossed.
-    pub fn commit_rated_watched(
+    /// Commits as [`Self::commit_rated_in`]; returns what it charged and the thresholds of
+    /// money limits the charge crossed.
+    pub fn commit_rated_watched_in(
         &self,
         at: AccountRef,
+        classes: Classes,
         reserved: u64,
         octets: u64,
         price: (u128, u128),
@@ -948,11 +1112,11 @@ impl Ledger {
         let Some(mut t) = self.lock(at.tree) else {
             return (0, Vec::new());
         };
-        let charged = t.commit_rated(at.node, reserved, octets, price, now);
+        let charged = t.commit_rated_in(at.node, classes, reserved, octets, price, now);
         if charged == 0 {
             return (0, Vec::new());
         }
-        (charged, t.crossings(at.node, Unit::Money))
+        (charged, t.crossings_in(at.node, Unit::Money, classes))
     }
 }
 

@@ -111,6 +111,8 @@ impl DefaultPercents {
 pub struct Crossing {
     pub node: u32,
     pub unit: Unit,
+    /// The service class of the counter (0: a general limit).
+    pub class: u32,
     pub period: Period,
     /// When the period it fired in ends (its bit is cleared then).
     pub period_end: i64,
@@ -151,6 +153,7 @@ impl Counter {
             out.push(Crossing {
                 node,
                 unit: self.unit,
+                class: self.class,
                 period: self.period,
                 period_end: self.period_end,
                 level,

@@ -57,6 +57,89 @@ pub struct RuleSpec {
     pub tariff: Option<String>,
 }
 
+/// A class of service as written: its rating groups and service identifiers (numbers or
+/// ranges). Limits with `class = "<name>"` count only what belongs to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rating_groups: Vec<NumberOrText>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_ids: Vec<NumberOrText>,
+}
+
+/// A class of service, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceClass {
+    pub id: u32,
+    pub name: String,
+    rating_groups: Box<[(u32, u32)]>,
+    service_ids: Box<[(u32, u32)]>,
+}
+
+/// The name of the class every service of a roaming device belongs to.
+pub const ROAMING: &str = "roaming";
+
+/// A class's id: a hash of its name (FNV-1a), never 0, so that limits keep their class
+/// whatever other classes come and go.
+pub fn class_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+impl ServiceClass {
+    pub fn compile(name: &str, spec: &ClassSpec) -> Result<ServiceClass, String> {
+        crate::accounts::provisioning::check_name(name).map_err(|e| format!("class: {e}"))?;
+        if name == ROAMING {
+            return Err("class 'roaming' is built in (every service of a roaming device)".into());
+        }
+        if spec.rating_groups.is_empty() && spec.service_ids.is_empty() {
+            return Err(format!(
+                "class '{name}' names no rating_groups or service_ids"
+            ));
+        }
+        let err = |e: String| format!("class '{name}': {e}");
+        Ok(ServiceClass {
+            id: class_id(name),
+            name: name.to_owned(),
+            rating_groups: ranges("rating_groups", &spec.rating_groups).map_err(err)?,
+            service_ids: ranges("service_ids", &spec.service_ids).map_err(err)?,
+        })
+    }
+
+    /// Whether a service (Rating-Group, Service-Identifier) belongs to this class: every list
+    /// given must name it.
+    pub fn covers(&self, rating_group: Option<u32>, service_identifier: Option<u32>) -> bool {
+        let within = |v: Option<u32>, r: &[(u32, u32)]| {
+            r.is_empty() || v.is_some_and(|v| r.iter().any(|&(a, b)| a <= v && v <= b))
+        };
+        within(rating_group, &self.rating_groups) && within(service_identifier, &self.service_ids)
+    }
+
+    /// As it was written.
+    pub fn spec(&self) -> ClassSpec {
+        let back = |r: &[(u32, u32)]| {
+            r.iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        NumberOrText::Number(u64::from(a))
+                    } else {
+                        NumberOrText::Text(format!("{a}-{b}"))
+                    }
+                })
+                .collect()
+        };
+        ClassSpec {
+            rating_groups: back(&self.rating_groups),
+            service_ids: back(&self.service_ids),
+        }
+    }
+}
+
 /// The most rules on one node.
 pub const MAX_RULES: usize = 256;
 

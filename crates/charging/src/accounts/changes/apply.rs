@@ -151,6 +151,7 @@ impl Accounts {
                     unit,
                     period,
                     amount,
+                    class,
                 } => {
                     if let Some(mut t) = self.ledger.lock(from.tree) {
                         // Between a node and its ancestor, the ancestor's limit already covers
@@ -167,11 +168,9 @@ impl Accounts {
                             let Some(node) = t.nodes.get_mut(n as usize) else {
                                 continue;
                             };
-                            for c in node
-                                .counters
-                                .iter_mut()
-                                .filter(|c| c.unit == unit && c.period == period)
-                            {
+                            for c in node.counters.iter_mut().filter(|c| {
+                                c.unit == unit && c.period == period && c.class == class
+                            }) {
                                 c.limit = if add {
                                     c.limit.saturating_add(amount)
                                 } else {

@@ -130,6 +130,9 @@ pub enum Change {
         #[serde(default = "month")]
         period: Period,
         amount: Amount,
+        /// Between the limits of this class of service (none: the general limits).
+        #[serde(default)]
+        class: Option<String>,
     },
 }
 

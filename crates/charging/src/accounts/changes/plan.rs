@@ -43,6 +43,7 @@ pub(super) enum Step {
         unit: Unit,
         period: Period,
         amount: u64,
+        class: u32,
     },
 }
 
@@ -325,8 +326,9 @@ impl Accounts {
                     return Err(ChangeError::Conflict(format!("'{path}' exists already")));
                 }
                 drop(tree);
-                let counters = provisioning::limits_to_counters(limits)
-                    .map_err(|e| invalid(format!("limits: {e}")))?;
+                let counters =
+                    provisioning::limits_to_counters(limits, &self.policy_copy(parent.tree))
+                        .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
                 let subs = provisioning::subscriptions_of(msisdn, imsi, nai, sip_uri);
                 plan.claim_free(&subs, None)?;
@@ -340,7 +342,7 @@ impl Accounts {
             }
             Change::SetLimits { path, limits } => {
                 let at = plan.node(path)?;
-                let counters = provisioning::limits_to_counters(limits)
+                let counters = provisioning::limits_to_counters(limits, &self.policy_copy(at.tree))
                     .map_err(|e| invalid(format!("limits: {e}")))?;
                 check_unique_limits(&counters)?;
                 plan.steps.push(Step::SetLimits(at, counters));
@@ -394,6 +396,7 @@ impl Accounts {
                 unit,
                 period,
                 amount,
+                class,
             } => {
                 let (f, t) = (plan.node(from)?, plan.node(to)?);
                 if f.tree != t.tree {
@@ -402,14 +405,18 @@ impl Accounts {
                 if f.node == t.node {
                     return Err(invalid("'from' and 'to' are the same node"));
                 }
-                let amount = provisioning::limits_to_counters(&[LimitSpec {
-                    unit: *unit,
-                    period: *period,
-                    amount: amount.clone(),
-                }])
-                .map_err(|e| invalid(format!("amount: {e}")))?
-                .first()
-                .map_or(0, |c| c.limit);
+                let policy = self.policy_copy(f.tree);
+                let counter = provisioning::limits_to_counters(
+                    &[LimitSpec {
+                        unit: *unit,
+                        period: *period,
+                        amount: amount.clone(),
+                        class: class.clone(),
+                    }],
+                    &policy,
+                )
+                .map_err(invalid)?;
+                let (amount, class) = counter.first().map_or((0, 0), |c| (c.limit, c.class));
                 if amount == 0 {
                     return Err(invalid("the amount to move is zero"));
                 }
@@ -419,6 +426,7 @@ impl Accounts {
                     unit: *unit,
                     period: *period,
                     amount,
+                    class,
                 });
             }
         }
@@ -435,6 +443,7 @@ impl Accounts {
                 unit,
                 period,
                 amount,
+                class,
             } = s
             {
                 let Some(mut t) = self.ledger.lock(from.tree) else {
@@ -447,7 +456,7 @@ impl Accounts {
                         .get_mut(n.node as usize)?
                         .counters
                         .iter_mut()
-                        .find(|c| c.unit == *unit && c.period == *period)?;
+                        .find(|c| c.unit == *unit && c.period == *period && c.class == *class)?;
                     c.roll(&tz, now);
                     Some((c.headroom(), c.limit))
                 };
@@ -475,7 +484,7 @@ impl Accounts {
 fn check_unique_limits(counters: &[Counter]) -> Result<(), ChangeError> {
     let mut seen = HashSet::new();
     for c in counters {
-        if !seen.insert((c.unit, c.period)) {
+        if !seen.insert((c.unit, c.period, c.class)) {
             return Err(invalid(format!(
                 "two limits for {:?} per {:?}",
                 c.unit, c.period

@@ -79,6 +79,7 @@ fn set_limit(path: &str, amount: &str) -> Change {
             unit: Unit::Octets,
             period: Period::Month,
             amount: Amount::Text(amount.into()),
+            class: None,
         }],
     }
 }
@@ -194,6 +195,7 @@ fn an_allowance_moves_only_as_far_as_the_headroom() {
         unit: Unit::Octets,
         period: Period::Month,
         amount: Amount::Text(amount.into()),
+        class: None,
     };
     // 3 GiB of sales are used: 1 GiB is free to move, not more.
     let sales = {
@@ -229,6 +231,7 @@ fn an_allowance_moves_only_as_far_as_the_headroom() {
         unit: Unit::Octets,
         period: Period::Month,
         amount: Amount::Text("1 MiB".into()),
+        class: None,
     };
     assert!(e.change(&across, NOW).is_err());
     let no_limit = Change::Move {
@@ -237,6 +240,7 @@ fn an_allowance_moves_only_as_far_as_the_headroom() {
         unit: Unit::Seconds,
         period: Period::Month,
         amount: Amount::Number(5),
+        class: None,
     };
     assert!(e.change(&no_limit, NOW).is_err());
 }
@@ -499,6 +503,7 @@ fn node_thresholds_come_from_files_and_the_api_and_rearm_when_allowance_moves_in
             unit: Unit::Octets,
             period: Period::Month,
             amount: Amount::Text("4 GiB".into()),
+            class: None,
         },
         NOW,
     )
