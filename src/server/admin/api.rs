@@ -349,10 +349,19 @@ async fn clear_rules(
 async fn set_guards(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
-    b: Result<Json<ocf_charging::rules::GuardSpec>, JsonRejection>,
+    b: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    let g = body(b)?;
+    // An object only: serde would take every field of this all-optional struct from a list.
+    let v = body(b)?;
+    if !v.is_object() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "guards are a JSON object of the guards to set".into(),
+        ));
+    }
+    let g: ocf_charging::rules::GuardSpec = serde_json::from_value(v)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("guards: {e}")))?;
     rules_change(
         s,
         path.clone(),
