@@ -1061,6 +1061,7 @@ mod tests {
             requested_octets: 1,
             subscribers: crate::plan::Subscribers::range(1, 1),
             think: Duration::ZERO,
+            attributes: Default::default(),
         };
         let report = Olr {
             sequence: 5,

@@ -159,6 +159,15 @@ struct RunArgs {
     /// Octets asked for in each Requested-Service-Unit.
     #[arg(long, default_value_t = 1 << 20)]
     request_octets: u64,
+    /// APN (Called-Station-Id) sent in PS-Information, for rules over the request.
+    #[arg(long)]
+    apn: Option<String>,
+    /// Serving network (3GPP-SGSN-MCC-MNC), MCC and MNC, e.g. 20801 (a roaming device).
+    #[arg(long)]
+    serving_network: Option<String>,
+    /// RAT type (3GPP-RAT-Type): 1 UTRAN, 2 GERAN, 6 EUTRAN, 10 NR.
+    #[arg(long)]
+    rat_type: Option<u8>,
     /// Subscribers as FIRST:COUNT of consecutive MSISDNs (default: the engineering devices of
     /// ocfd's embedded tenant).
     #[arg(
@@ -281,6 +290,21 @@ fn plan_of(a: &RunArgs) -> Result<Plan, BoxError> {
         requested_octets: a.request_octets,
         subscribers,
         think: Duration::from_millis(a.think_ms),
+        attributes: ocf_loadtest::plan::Attributes {
+            apn: a.apn.clone(),
+            serving_network: a
+                .serving_network
+                .as_ref()
+                .map(|n| {
+                    if (5..=6).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) {
+                        Ok(n.clone())
+                    } else {
+                        Err(format!("--serving-network {n}: MCC and MNC, 5 or 6 digits"))
+                    }
+                })
+                .transpose()?,
+            rat_type: a.rat_type,
+        },
     })
 }
 

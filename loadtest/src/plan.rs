@@ -186,6 +186,18 @@ pub struct Plan {
     pub subscribers: Subscribers,
     /// Pause between an answer and the session's next request.
     pub think: Duration,
+    /// Sent in Service-Information/PS-Information of every request when set: the APN
+    /// (Called-Station-Id), the serving network (3GPP-SGSN-MCC-MNC) and the RAT type
+    /// (3GPP-RAT-Type), so that rules over the request have something to match.
+    pub attributes: Attributes,
+}
+
+/// Request attributes the load sends (none by default).
+#[derive(Clone, Debug, Default)]
+pub struct Attributes {
+    pub apn: Option<String>,
+    pub serving_network: Option<String>,
+    pub rat_type: Option<u8>,
 }
 
 /// Reporting-Reason FORCED_REAUTHORISATION (TS 32.299): an update the server asked for.
@@ -277,6 +289,22 @@ impl Plan {
             w.u32(c::REQUESTED_ACTION, 0);
         }
         w.u32(c::MULTIPLE_SERVICES_INDICATOR, 1);
+        let a = &self.attributes;
+        if a.apn.is_some() || a.serving_network.is_some() || a.rat_type.is_some() {
+            let si = w.begin_group(c::SERVICE_INFORMATION);
+            let ps = w.begin_group(c::PS_INFORMATION);
+            if let Some(plmn) = &a.serving_network {
+                w.utf8(c::THREEGPP_SGSN_MCC_MNC, plmn);
+            }
+            if let Some(rat) = a.rat_type {
+                w.bytes(c::THREEGPP_RAT_TYPE, &[rat]);
+            }
+            if let Some(apn) = &a.apn {
+                w.utf8(c::CALLED_STATION_ID, apn);
+            }
+            w.end_group(ps);
+            w.end_group(si);
+        }
         for (i, rg) in self.rating_groups.iter().enumerate().take(MAX_MSCC) {
             let g = w.begin_group(c::MULTIPLE_SERVICES_CREDIT_CONTROL);
             if kind != Kind::Termination {
@@ -342,6 +370,11 @@ mod tests {
             requested_octets: 1000,
             subscribers: Subscribers::range(15551000000, 10),
             think: Duration::ZERO,
+            attributes: Attributes {
+                apn: Some("internet".into()),
+                serving_network: Some("20801".into()),
+                rat_type: Some(6),
+            },
         };
         let s = SessionState {
             serial: 7,
@@ -381,6 +414,15 @@ mod tests {
         assert!(doic::frame_announces_loss(&with));
         let m = ocf_protocol::Message::decode(with.freeze()).unwrap();
         assert_eq!(doic::announced(m.avps()), Some(doic::OLR_DEFAULT_ALGO));
+        // The attributes, in Service-Information/PS-Information.
+        let ps = m
+            .find(c::SERVICE_INFORMATION)
+            .and_then(|si| si.children().find(|a| a.is(c::PS_INFORMATION)))
+            .expect("PS-Information");
+        let get = |code| ps.children().find(|a| a.is(code)).map(|a| a.data.to_vec());
+        assert_eq!(get(c::CALLED_STATION_ID), Some(b"internet".to_vec()));
+        assert_eq!(get(c::THREEGPP_SGSN_MCC_MNC), Some(b"20801".to_vec()));
+        assert_eq!(get(c::THREEGPP_RAT_TYPE), Some(vec![6]));
     }
 
     #[test]
