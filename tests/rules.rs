@@ -611,3 +611,35 @@ fn a_roaming_cap_holds_to_the_cent_across_kill_9_and_a_snapshot_restart() {
         .ask(&roaming(CcrSpec::new("pgw.localdomain;roam;2", INITIAL, 0)).mscc(MsccSpec::rsu(10)));
     assert_eq!(again.mscc[0].result_code, Some(4012), "{again:?}");
 }
+
+#[test]
+fn a_reload_with_a_bad_rule_takes_none_of_the_file() {
+    let mut d = start(&tenants(""));
+    let api = d.admin();
+    let file = d.config_path().with_file_name("tenants.toml");
+    // A good new rule on bob and a bad one on the cost centre: none of it is taken.
+    let good = "  [[tenant.node.rules]]\n  name = \"nights\"\n  hours = [\"22:00-06:00\"]\n  charge = \"personal\"\n";
+    let bad = tenants(good).replace(
+        "  name = \"no-gaming\"\n  rating_groups = [30]",
+        "  name = \"no-gaming\"\n  rating_groups = [\"30-3\"]",
+    );
+    std::fs::write(&file, &bad).unwrap();
+    d.proc.signal("HUP");
+    let line = d.wait_log("reload refused");
+    assert!(line.contains("ends before it starts"), "{line}");
+    assert!(line.contains("tenants.toml"), "{line}");
+    let (_, r) = api.call("GET", "/v1/rules/byod/staff/bob", None);
+    assert_eq!(r["rules"].as_array().unwrap().len(), 1, "unchanged: {r}");
+    // The same without the mistake: all of it.
+    std::fs::write(&file, tenants(good)).unwrap();
+    d.proc.signal("HUP");
+    d.wait_log("reloaded");
+    let (_, r) = api.call("GET", "/v1/rules/byod/staff/bob", None);
+    let names: Vec<&str> = r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nights", "personal-video"], "{r}");
+}

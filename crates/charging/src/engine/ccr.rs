@@ -357,12 +357,12 @@ impl Engine {
         let terminating = cr.request_type == RequestType::Termination;
         // Looked up once for the request: it takes the tree's lock.
         let tariff = self.tariff_for(policy, s.account);
-        // Where each MSCC goes: the rules matched once per MSCC.
-        let rules: Vec<Option<&crate::rules::Rule>> = cr
-            .mscc
-            .iter()
-            .map(|m| ctx.as_ref().and_then(|c| c.decide(m)))
-            .collect();
+        // Where each MSCC goes: the rules matched once per MSCC (none without rules: no
+        // allocation on the common path).
+        let rules: Vec<Option<&crate::rules::Rule>> = match &ctx {
+            Some(c) => cr.mscc.iter().map(|m| c.decide(m)).collect(),
+            None => Vec::new(),
+        };
         // The classes each MSCC belongs to (its class of service; roaming).
         let roaming = ctx.as_ref().map_or_else(
             || {
@@ -371,18 +371,17 @@ impl Engine {
             },
             |c| c.facts.roaming,
         );
-        let payers: Vec<Payer> = rules
-            .iter()
-            .zip(&cr.mscc)
-            .map(|(rule, m)| {
-                let classes = policy.classes_of(m.rating_group, m.service_identifier, roaming);
-                self.payer(s, policy, ctx.as_ref(), (*rule, classes), tariff)
-            })
-            .collect();
+        // The payer of the `i`th MSCC: cheap, so made where it is needed, not kept.
+        let payer_of = |s: &Session, i: usize, m: &Mscc| {
+            let classes = policy.classes_of(m.rating_group, m.service_identifier, roaming);
+            let rule = rules.get(i).copied().flatten();
+            self.payer(s, policy, ctx.as_ref(), (rule, classes), tariff)
+        };
         // Every report is settled before anything is granted, so that no settlement can
         // return what this request has just granted.
-        for (m, payer) in cr.mscc.iter().zip(&payers) {
-            self.settle(s, m, tariff, payer, now, rec);
+        for (i, m) in cr.mscc.iter().enumerate() {
+            let payer = payer_of(s, i, m);
+            self.settle(s, m, tariff, &payer, now, rec);
         }
         if let Some(g) = &guards {
             let reported = cr
@@ -413,7 +412,13 @@ impl Engine {
             .and_then(|c| c.edge)
             .map_or(policy.validity_time_s, |e| e.min(policy.validity_time_s));
         let mut answers = Vec::with_capacity(cr.mscc.len());
-        for (m, payer) in cr.mscc.iter().zip(&payers) {
+        // The accounts charged, for explain.
+        let mut charged = [None; explain::KEPT_SERVICES];
+        for (i, m) in cr.mscc.iter().enumerate() {
+            let payer = &payer_of(s, i, m);
+            if let Some(c) = charged.get_mut(i) {
+                *c = Some(payer.account);
+            }
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
             if blocked {
                 a.result = ResultCode::EndUserServiceDenied;
@@ -460,7 +465,17 @@ impl Engine {
                 + i64::from(self.reservation_grace_s.load(Relaxed));
         }
         let cut = validity_s < policy.validity_time_s;
-        self.note_decision(cr, s, ctx.as_ref(), &rules, &payers, &answers, cut, now);
+        self.note_decision(
+            cr,
+            (s, policy),
+            ctx.as_ref(),
+            &rules,
+            &charged,
+            &answers,
+            cut,
+            now,
+            rec,
+        );
         let result = command_result(&answers, cr.multiple_services);
         write_cca(
             identity,

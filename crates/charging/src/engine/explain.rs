@@ -8,9 +8,6 @@
 //! first: recording takes one short lock of one shard. What has left the ring is in the usage
 //! records (the daemon reads them).
 
-use std::collections::VecDeque;
-use std::hash::BuildHasher;
-
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
@@ -21,52 +18,180 @@ use crate::rules::{Facts, Plmn, Rule};
 
 const SHARDS: usize = 64;
 
-/// One MSCC's decision.
-#[derive(Clone, Debug)]
+/// Why an answer is what it is, as explain says it (kept in a decision as its place here).
+pub(super) const WHYS: [&str; 13] = [
+    "the subscriber is blocked by its enterprise",
+    "a rule denies this service",
+    "the rule charges a personal account, and none is linked",
+    "the tenant's policy denies this rating group",
+    "no limit on the account's path counts this unit",
+    "no headroom left on the account's path",
+    "the grant takes the last units under this level's limit: the policy at the limit goes with it",
+    "the grant takes the last units under this level's limit, whose policy is to deny: no Final-Unit-Indication",
+    "the velocity guard: the device used its amount within the window",
+    "a ceiling: the session or the device's month has reached its sanity bound",
+    "the velocity guard cut the grant: the device reaches its amount within the window",
+    "the grant ceiling cut the grant",
+    "a ceiling cut the grant: the session or the device's month reaches its sanity bound",
+];
+
+/// The place of `why` in [`WHYS`] plus one (0: none or unknown).
+fn why_code(why: Option<&'static str>) -> u8 {
+    why.and_then(|w| WHYS.iter().position(|x| std::ptr::eq(*x, w) || *x == w))
+        .map_or(0, |i| i as u8 + 1)
+}
+
+/// Rule actions as kept: 0 no rule, then these.
+const CHARGES: [&str; 4] = ["corporate", "personal", "tariff", "deny"];
+
+/// One MSCC's decision, kept compact (72 octets): the ring is written on every request,
+/// and each octet more is memory the hot path touches.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct ServiceDecision {
     pub rating_group: Option<u32>,
     pub service_identifier: Option<u32>,
-    pub rule: Option<Arc<str>>,
-    /// What the rule said: corporate, personal, tariff or deny (none: no rule).
-    pub charge: Option<&'static str>,
+    /// The matching rule's name as [`crate::rules::spec::class_id`] hashes it (0: none),
+    /// named again from the device's rules when shown.
+    pub rule: u32,
     /// The account charged.
     pub account: AccountRef,
     pub result: u32,
-    pub requested: Option<(Unit, u64)>,
-    pub granted: Option<(Unit, u64)>,
-    pub validity_time: Option<u32>,
-    /// The Validity-Time was cut to a rule's time edge.
-    pub validity_cut: bool,
-    /// Final-Unit-Action sent: 0 TERMINATE, 1 REDIRECT, 2 RESTRICT_ACCESS, 3 none (deny).
-    pub final_unit: Option<u8>,
-    /// The level (node of the account's tree) whose limit cut the grant.
-    pub cut_by: Option<u32>,
-    pub why: Option<&'static str>,
+    /// Units asked for and granted, in `unit` (see `flags`).
+    pub requested: u64,
+    pub granted: u64,
+    /// Validity-Time (u32::MAX: none).
+    pub validity_time: u32,
+    /// The level (node of the account's tree) whose limit cut the grant (u32::MAX: none).
+    pub cut_by: u32,
+    /// The unit of `requested` and `granted` ([`unit_index`]).
+    pub unit: u8,
+    /// 1: asked for, 2: granted, 4: the Validity-Time was cut to a rule's time edge.
+    pub flags: u8,
+    /// Final-Unit-Action sent: 0 TERMINATE, 1 REDIRECT, 2 RESTRICT_ACCESS, 3 none (deny);
+    /// u8::MAX: none.
+    pub final_unit: u8,
+    /// What the rule said: a place in [`CHARGES`] plus one (0: no rule).
+    pub charge: u8,
+    /// A place in [`WHYS`] plus one (0: none).
+    pub why: u8,
 }
 
-/// One request's decision.
-#[derive(Clone, Debug)]
+impl ServiceDecision {
+    const ASKED: u8 = 1;
+    const GRANTED: u8 = 2;
+    const CUT: u8 = 4;
+
+    /// A decision on an MSCC, as its answer and payer say.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        m: &Mscc,
+        rule: Option<&Rule>,
+        account: AccountRef,
+        result: u32,
+        granted: Option<(Unit, u64)>,
+        validity_time: Option<u32>,
+        cut: bool,
+        (final_unit, cut_by, why): (Option<u8>, Option<u32>, Option<&'static str>),
+    ) -> Self {
+        let requested = m.requested.as_ref().map(|u| {
+            let unit = requested_unit(u);
+            (unit, requested_amount(u, unit).unwrap_or(0))
+        });
+        let unit = granted.or(requested).map_or(Unit::Octets, |(u, _)| u);
+        ServiceDecision {
+            rating_group: m.rating_group,
+            service_identifier: m.service_identifier,
+            rule: rule.map_or(0, |r| crate::rules::spec::class_id(&r.name)),
+            account,
+            result,
+            requested: requested.map_or(0, |(_, n)| n),
+            granted: granted.map_or(0, |(_, n)| n),
+            validity_time: validity_time.unwrap_or(u32::MAX),
+            cut_by: cut_by.unwrap_or(u32::MAX),
+            unit: unit_index(unit) as u8,
+            flags: if requested.is_some() { Self::ASKED } else { 0 }
+                | if granted.is_some() { Self::GRANTED } else { 0 }
+                | if cut && granted.is_some() {
+                    Self::CUT
+                } else {
+                    0
+                },
+            final_unit: final_unit.unwrap_or(u8::MAX),
+            charge: rule.map_or(0, |r| charge_code(r.action.name())),
+            why: why_code(why),
+        }
+    }
+}
+
+/// Text kept in place, cut at `N` octets (on a character boundary): recording a decision
+/// allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Text<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Text<N> {
+    pub(super) fn new(s: &str) -> Self {
+        let mut n = s.len().min(N).min(255);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut bytes = [0u8; N];
+        bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Text {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// MSCCs of a request kept in full (a request rarely has more; the rest are counted).
+pub(super) const KEPT_SERVICES: usize = 3;
+
+/// One request's decision (about 300 octets).
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Decision {
+    /// The batch it was kept with, and its place there: the order decisions were kept in.
+    order: (u64, u32),
     pub time: i64,
     /// The device.
     pub device: AccountRef,
-    pub session_id: Box<str>,
+    /// The Session-Id, its first 31 octets.
+    pub session_id: Text<31>,
     pub request_type: u8,
     pub request_number: u32,
-    pub apn: Option<Box<str>>,
+    /// The APN, its first 23 octets (empty: none).
+    pub apn: Text<23>,
     pub serving: Option<Plmn>,
     pub rat: Option<u8>,
     pub roaming: bool,
-    pub zone: Option<Box<str>>,
+    /// The zone's place in the tenant's zones plus one (0: none).
+    pub zone: u8,
     pub local: Option<(u8, u32)>,
-    pub services: Vec<ServiceDecision>,
+    /// MSCCs in the request (the first [`KEPT_SERVICES`] are kept).
+    pub service_count: u16,
+    pub services: [Option<ServiceDecision>; KEPT_SERVICES],
 }
 
-/// The ring of recent decisions.
+/// One shard of the ring: a fixed number of places, the oldest overwritten first.
+struct Ring {
+    places: Vec<Decision>,
+    next: usize,
+}
+
+/// The ring of recent decisions. A batch of requests keeps its decisions together, in one
+/// shard taken in turn: one hold of one lock per batch, and the shard's places written one
+/// after the other. (A lock and its release after every request, with the decision written to
+/// a cold place of a shard chosen by device, was 5-8 % of the whole server's throughput.)
 pub(super) struct Decisions {
-    shards: Box<[CachePadded<Mutex<VecDeque<Decision>>>]>,
+    shards: Box<[CachePadded<Mutex<Ring>>]>,
     per_shard: usize,
-    hasher: foldhash::fast::FixedState,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl Decisions {
@@ -75,10 +200,15 @@ impl Decisions {
         let per_shard = total.div_ceil(SHARDS);
         Decisions {
             shards: (0..if per_shard == 0 { 0 } else { SHARDS })
-                .map(|_| CachePadded::new(Mutex::new(VecDeque::new())))
+                .map(|_| {
+                    CachePadded::new(Mutex::new(Ring {
+                        places: Vec::with_capacity(per_shard),
+                        next: 0,
+                    }))
+                })
                 .collect(),
             per_shard,
-            hasher: foldhash::fast::FixedState::with_seed(0x0cfd),
+            batches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -86,31 +216,36 @@ impl Decisions {
         self.per_shard > 0
     }
 
-    fn shard(&self, device: AccountRef) -> Option<&Mutex<VecDeque<Decision>>> {
-        if self.shards.is_empty() {
-            return None;
-        }
-        Some(&self.shards[self.hasher.hash_one(device) as usize % SHARDS])
-    }
-
-    pub(super) fn record(&self, d: Decision) {
-        let Some(shard) = self.shard(d.device) else {
+    /// Keeps a batch's decisions (oldest first), overwriting the oldest of a shard.
+    pub(super) fn record_all(&self, mut ds: Vec<Decision>) {
+        if ds.is_empty() || self.shards.is_empty() {
             return;
-        };
-        let mut q = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= self.per_shard {
-            q.pop_front();
         }
-        q.push_back(d);
+        let batch = self.batches.fetch_add(1, Relaxed);
+        let shard = &self.shards[(batch % self.shards.len() as u64) as usize];
+        let mut ring = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, mut d) in ds.drain(..).enumerate() {
+            d.order = (batch, i as u32);
+            let at = ring.next;
+            ring.next = (at + 1) % self.per_shard;
+            if at < ring.places.len() {
+                ring.places[at] = d;
+            } else {
+                // Filled once, then only overwritten.
+                ring.places.push(d);
+            }
+        }
     }
 
     /// The decisions about `device` still in the ring, oldest first.
     fn of(&self, device: AccountRef) -> Vec<Decision> {
-        let Some(shard) = self.shard(device) else {
-            return Vec::new();
-        };
-        let q = shard.lock().unwrap_or_else(|p| p.into_inner());
-        q.iter().filter(|d| d.device == device).cloned().collect()
+        let mut out: Vec<Decision> = Vec::new();
+        for shard in self.shards.iter() {
+            let ring = shard.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(ring.places.iter().filter(|d| d.device == device));
+        }
+        out.sort_by_key(|d| d.order);
+        out
     }
 }
 
@@ -177,6 +312,8 @@ pub struct DecisionView {
     pub request_number: u32,
     pub attributes: AttributesView,
     pub services: Vec<ServiceView>,
+    /// MSCCs of the request past those kept.
+    pub more_services: usize,
 }
 
 /// A device's recent decisions.
@@ -221,11 +358,15 @@ pub struct WhatIfView {
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-fn attributes_view(d: &Decision) -> AttributesView {
+fn attributes_view(d: &Decision, policy: &Policy) -> AttributesView {
     AttributesView {
-        apn: d.apn.as_deref().map(str::to_owned),
+        apn: (d.apn.len > 0).then(|| d.apn.as_str().to_owned()),
         serving_network: d.serving.map(|p| p.to_string()),
-        zone: d.zone.as_deref().map(str::to_owned),
+        zone: d
+            .zone
+            .checked_sub(1)
+            .and_then(|i| policy.zones.0.get(usize::from(i)))
+            .map(|(name, _)| name.clone()),
         rat_type: d.rat.map(rat_name),
         roaming: d.roaming,
         local_time: d.local.map(|(day, s)| {
@@ -268,6 +409,14 @@ fn action_name(a: Option<u8>) -> Option<String> {
     })
 }
 
+/// The code of a rule action's name (its place in [`CHARGES`] plus one).
+fn charge_code(name: &str) -> u8 {
+    CHARGES
+        .iter()
+        .position(|c| *c == name)
+        .map_or(0, |i| i as u8 + 1)
+}
+
 /// The Final-Unit-Action code explain keeps for an answer's.
 pub(super) fn final_unit_code(f: &Option<FinalUnitAction>, last: bool) -> Option<u8> {
     match f {
@@ -287,58 +436,55 @@ impl Engine {
     pub(super) fn note_decision(
         &self,
         cr: &CreditRequest,
-        s: &Session,
+        (s, policy): (&Session, &Policy),
         ctx: Option<&route::RuleContext<'_>>,
         rules: &[Option<&Rule>],
-        payers: &[Payer],
+        charged: &[Option<AccountRef>],
         answers: &[MsccAnswer],
         cut: bool,
         now: i64,
+        rec: &mut Recorder,
     ) {
         if !self.decisions.enabled() {
             return;
         }
         let facts = ctx.map(|c| *c.facts());
-        let services = cr
-            .mscc
-            .iter()
-            .zip(answers)
-            .enumerate()
-            .map(|(i, (m, a))| {
-                let rule = rules.get(i).copied().flatten();
-                let payer = payers.get(i);
-                ServiceDecision {
-                    rating_group: m.rating_group,
-                    service_identifier: m.service_identifier,
-                    rule: rule.map(|r| r.name.clone()),
-                    charge: rule.map(|r| r.action.name()),
-                    account: payer.map_or(s.account, |p| p.account),
-                    result: a.result.code(),
-                    requested: m.requested.as_ref().map(|u| {
-                        let unit = requested_unit(u);
-                        (unit, requested_amount(u, unit).unwrap_or(0))
-                    }),
-                    granted: a.granted,
-                    validity_time: a.validity_time,
-                    validity_cut: cut && a.granted.is_some(),
-                    final_unit: a.final_unit_kind,
-                    cut_by: a.cut_by,
-                    why: a.why,
-                }
-            })
-            .collect();
-        self.decisions.record(Decision {
+        let mut services = [None; KEPT_SERVICES];
+        for (i, (m, a)) in cr.mscc.iter().zip(answers).enumerate().take(KEPT_SERVICES) {
+            let rule = rules.get(i).copied().flatten();
+            services[i] = Some(ServiceDecision::of(
+                m,
+                rule,
+                charged.get(i).copied().flatten().unwrap_or(s.account),
+                a.result.code(),
+                a.granted,
+                a.validity_time,
+                cut,
+                (a.final_unit_kind, a.cut_by, a.why),
+            ));
+        }
+        let zone = facts.and_then(|f| f.zone).map_or(0, |z| {
+            policy
+                .zones
+                .0
+                .iter()
+                .position(|(n, _)| n == z)
+                .map_or(0, |i| (i + 1).min(255) as u8)
+        });
+        rec.decisions.push(Decision {
+            order: (0, 0),
             time: now,
             device: s.account,
-            session_id: cr.session_id.into(),
+            session_id: Text::new(cr.session_id),
             request_type: cr.request_type as u8,
             request_number: cr.request_number,
-            apn: cr.attributes.apn.map(Box::from),
+            apn: Text::new(cr.attributes.apn.unwrap_or("")),
             serving: cr.attributes.serving,
             rat: cr.attributes.rat,
             roaming: facts.is_some_and(|f| f.roaming),
-            zone: facts.and_then(|f| f.zone).map(Box::from),
+            zone,
             local: facts.and_then(|f| f.local),
+            service_count: cr.mscc.len().min(usize::from(u16::MAX)) as u16,
             services,
         });
     }
@@ -398,13 +544,34 @@ impl Engine {
         (levels, names)
     }
 
-    fn service_view(&self, sd: &ServiceDecision, now: i64) -> ServiceView {
+    /// The names of the rules on a device's path, by the hash a decision keeps.
+    fn rule_names(&self, device: AccountRef, policy: &Policy) -> Vec<(u32, Arc<str>)> {
+        let Some(t) = self.accounts.ledger().lock(device.tree) else {
+            return Vec::new();
+        };
+        let names = t.names(device.node);
+        policy
+            .rules
+            .lookup(&names)
+            .chain
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|r| (crate::rules::spec::class_id(&r.name), r.name.clone()))
+            .collect()
+    }
+
+    fn service_view(
+        &self,
+        sd: &ServiceDecision,
+        now: i64,
+        rule_names: &[(u32, Arc<str>)],
+    ) -> ServiceView {
         let (levels, names) = self.levels(sd.account, now);
         let account = names
             .first()
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| self.path_of(sd.account));
-        let limited_by = sd.cut_by.map(|n| {
+        let limited_by = (sd.cut_by != u32::MAX).then_some(sd.cut_by).map(|n| {
             names.iter().find(|(m, _)| *m == n).map_or_else(
                 || {
                     self.path_of(AccountRef {
@@ -418,18 +585,34 @@ impl Engine {
         ServiceView {
             rating_group: sd.rating_group,
             service_identifier: sd.service_identifier,
-            rule: sd.rule.as_deref().map(str::to_owned),
-            charge: sd.charge.unwrap_or("corporate").to_owned(),
+            rule: (sd.rule != 0).then(|| {
+                rule_names
+                    .iter()
+                    .find(|(h, _)| *h == sd.rule)
+                    .map_or_else(|| format!("#{:08x}", sd.rule), |(_, n)| n.to_string())
+            }),
+            charge: sd
+                .charge
+                .checked_sub(1)
+                .and_then(|i| CHARGES.get(usize::from(i)))
+                .unwrap_or(&"corporate")
+                .to_string(),
             account,
             result_code: sd.result,
-            requested: sd.requested.map(|(_, n)| n),
-            granted: sd.granted.map(|(_, n)| n),
-            unit: sd.granted.or(sd.requested).map(|(u, _)| u),
-            validity_time: sd.validity_time,
-            validity_cut_to_rule_edge: sd.validity_cut,
-            final_unit_action: action_name(sd.final_unit),
+            requested: (sd.flags & ServiceDecision::ASKED != 0).then_some(sd.requested),
+            granted: (sd.flags & ServiceDecision::GRANTED != 0).then_some(sd.granted),
+            unit: (sd.flags & (ServiceDecision::ASKED | ServiceDecision::GRANTED) != 0)
+                .then(|| Unit::ALL.get(usize::from(sd.unit)).copied())
+                .flatten(),
+            validity_time: (sd.validity_time != u32::MAX).then_some(sd.validity_time),
+            validity_cut_to_rule_edge: sd.flags & ServiceDecision::CUT != 0,
+            final_unit_action: action_name((sd.final_unit != u8::MAX).then_some(sd.final_unit)),
             limited_by,
-            why: sd.why.map(str::to_owned),
+            why: sd
+                .why
+                .checked_sub(1)
+                .and_then(|i| WHYS.get(usize::from(i)))
+                .map(|w| w.to_string()),
             levels,
         }
     }
@@ -437,6 +620,8 @@ impl Engine {
     /// The recent decisions on a subscriber's requests, newest first.
     pub fn explain(&self, subscriber: &str, now: i64) -> Result<ExplainView, ChangeError> {
         let device = self.subscriber(subscriber)?;
+        let policy = self.accounts.policy_of(device.tree);
+        let rule_names = self.rule_names(device, &policy);
         let mut decisions: Vec<DecisionView> = self
             .decisions
             .of(device)
@@ -444,15 +629,17 @@ impl Engine {
             .rev()
             .map(|d| DecisionView {
                 time: d.time,
-                session_id: d.session_id.to_string(),
+                session_id: d.session_id.as_str().to_owned(),
                 request_type: request_name(d.request_type).to_owned(),
                 request_number: d.request_number,
-                attributes: attributes_view(d),
+                attributes: attributes_view(d, &policy),
                 services: d
                     .services
                     .iter()
-                    .map(|s| self.service_view(s, now))
+                    .flatten()
+                    .map(|s| self.service_view(s, now, &rule_names))
                     .collect(),
+                more_services: usize::from(d.service_count).saturating_sub(KEPT_SERVICES),
             })
             .collect();
         decisions.truncate(64);
@@ -549,26 +736,17 @@ impl Engine {
         let facts: Option<Facts> = ctx.as_ref().map(|c| *c.facts());
         let edge = ctx.as_ref().and_then(|c| c.edge);
         let validity = edge.map_or(policy.validity_time_s, |e| e.min(policy.validity_time_s));
-        let mut sd = ServiceDecision {
-            rating_group: q.rating_group,
-            service_identifier: q.service_identifier,
-            rule: rule.map(|r| r.name.clone()),
-            charge: rule.map(|r| r.action.name()),
-            account: payer.account,
-            result: ResultCode::Success.code(),
-            requested: q.requested.map(|n| (Unit::Octets, n)),
-            granted: None,
-            validity_time: None,
-            validity_cut: false,
-            final_unit: None,
-            cut_by: None,
-            why: payer.denied,
-        };
-        if payer.denied.is_some() || self.accounts.ledger().is_blocked(device) {
-            sd.result = ResultCode::EndUserServiceDenied.code();
-            sd.why = sd
-                .why
-                .or(Some("the subscriber is blocked by its enterprise"));
+        // What the request would get: (result, granted, Validity-Time, cut by, why).
+        let (result, granted, validity_time, cut_by, why) = if payer.denied.is_some()
+            || self.accounts.ledger().is_blocked(device)
+        {
+            (
+                ResultCode::EndUserServiceDenied.code(),
+                None,
+                None,
+                None,
+                Some(payer.denied.unwrap_or(WHYS[0])),
+            )
         } else {
             let want = q
                 .requested
@@ -601,39 +779,84 @@ impl Engine {
                 _ => granted_ledger.min(want),
             };
             if granted == 0 {
-                sd.result = ResultCode::CreditLimitReached.code();
-                sd.cut_by = limiting;
-                sd.why = Some("no headroom left on the account's path");
+                (
+                    ResultCode::CreditLimitReached.code(),
+                    None,
+                    None,
+                    limiting,
+                    Some(WHYS[5]),
+                )
             } else {
-                sd.granted = Some((Unit::Octets, granted));
-                sd.validity_time = Some(validity);
-                sd.validity_cut = validity < policy.validity_time_s;
-                if headroom != u64::MAX && granted_ledger == headroom {
-                    sd.cut_by = limiting;
-                    sd.why = Some("the grant takes the last units under this level's limit");
-                }
+                let last = headroom != u64::MAX && granted_ledger == headroom;
+                (
+                    ResultCode::Success.code(),
+                    Some((Unit::Octets, granted)),
+                    Some(validity),
+                    limiting.filter(|_| last),
+                    last.then_some(WHYS[6]),
+                )
             }
-        }
+        };
+        let sd = ServiceDecision::of(
+            &m,
+            rule,
+            payer.account,
+            result,
+            granted,
+            validity_time,
+            validity < policy.validity_time_s,
+            (None, cut_by, why),
+        );
         let d = Decision {
+            order: (0, 0),
             time: now,
             device,
-            session_id: Box::from(""),
+            session_id: Text::new(""),
             request_type: 2,
             request_number: 0,
-            apn: q.apn.map(Box::from),
+            apn: Text::new(q.apn.unwrap_or("")),
             serving: q.serving_network,
             rat: q.rat_type,
             roaming: facts.is_some_and(|f| f.roaming),
-            zone: facts.and_then(|f| f.zone).map(Box::from),
+            zone: facts.and_then(|f| f.zone).map_or(0, |z| {
+                policy
+                    .zones
+                    .0
+                    .iter()
+                    .position(|(n, _)| n == z)
+                    .map_or(0, |i| (i + 1).min(255) as u8)
+            }),
             local: facts.and_then(|f| f.local),
-            services: Vec::new(),
+            service_count: 1,
+            services: [None; KEPT_SERVICES],
         };
+        let rule_names: Vec<(u32, Arc<str>)> = rule
+            .map(|r| vec![(sd.rule, r.name.clone())])
+            .unwrap_or_default();
         Ok(WhatIfView {
             subscriber: subscriber.to_owned(),
             account: self.path_of(device),
             time: now,
-            attributes: attributes_view(&d),
-            service: self.service_view(&sd, now),
+            attributes: attributes_view(&d, policy),
+            service: self.service_view(&sd, now, &rule_names),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring is written on every request: its entries stay small.
+    #[test]
+    fn a_decision_is_a_few_cache_lines() {
+        assert!(std::mem::size_of::<ServiceDecision>() <= 72);
+        assert!(
+            std::mem::size_of::<Decision>() <= 320,
+            "{}",
+            std::mem::size_of::<Decision>()
+        );
+        let t = Text::<8>::new("héllo wörld");
+        assert_eq!(t.as_str(), "héllo w", "cut on a character boundary");
     }
 }

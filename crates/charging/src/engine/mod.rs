@@ -405,7 +405,11 @@ impl<'e> CcrBatch<'e> {
     }
 
     /// The batch's ops, for the store to hand over.
-    pub fn finish(self) -> Pending<'e> {
+    pub fn finish(mut self) -> Pending<'e> {
+        // One hold of explain's ring for the whole batch.
+        self.engine
+            .decisions
+            .record_all(std::mem::take(&mut self.rec.decisions));
         Pending {
             ops: self.rec.ops,
             replayed: self.rec.replayed,

@@ -90,6 +90,8 @@ pub struct Recorder<'a> {
     /// An answer was sent again from a session's cache: it may leave only once what is
     /// queued now is as durable as the mode requires (its request's records are among it).
     pub replayed: bool,
+    /// The batch's decisions, for explain's ring (kept there once per batch).
+    pub(super) decisions: Vec<super::explain::Decision>,
 }
 
 impl<'a> Recorder<'a> {
@@ -100,6 +102,7 @@ impl<'a> Recorder<'a> {
             ids,
             ops: Vec::new(),
             replayed: false,
+            decisions: Vec::new(),
         }
     }
 
