@@ -136,14 +136,14 @@ fn after(
         // The gateway has no such session: it is closed here, what it held returned.
         let closed = store.close_session(
             sid,
-            crate::server::dispatch::unix_now(),
+            crate::server::clock::unix_now(),
             "unknown at its gateway",
         );
         info!(%path, session_id = %sid, host, ?kind, closed, "the gateway does not know the session: closed here");
     } else if *outcome != Outcome::Answered(2001) {
         warn!(%path, session_id = %sid, host, ?kind, ?outcome, "not taken by the gateway");
     } else if matches!(kind, Kind::Abort) {
-        let now = crate::server::dispatch::unix_now();
+        let now = crate::server::clock::unix_now();
         store.event(
             now,
             &serde_json::json!({

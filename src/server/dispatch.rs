@@ -1,8 +1,6 @@
 //! Answers to application requests that passed the base protocol's checks: credit control
 //! goes to the charging engine, Sy to the PCRFs' subscriptions; anything else is 3001.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ocf_charging::CcrBatch;
 use ocf_protocol::base::LocalIdentity;
 use ocf_protocol::codes::{ResultCode, application, command};
@@ -10,13 +8,7 @@ use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
 use ocf_store::Store;
 
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use super::clock::unix_now;
 
 /// Answers one application request. Credit control joins `batch` (started on the first
 /// request of a read), which the caller finishes once the read is answered.

@@ -3,6 +3,7 @@
 
 pub mod abort;
 pub mod admin;
+pub mod clock;
 mod connection;
 pub mod dispatch;
 pub mod meter;

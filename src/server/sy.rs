@@ -25,7 +25,7 @@ use ocf_protocol::message::Message;
 use tracing::{info, warn};
 
 use super::abort::{Outbound, Peers};
-use super::dispatch::unix_now;
+use super::clock::unix_now;
 
 /// Subscriptions kept at most; past it an SLR for a new one is refused 3004.
 const MAX_SUBSCRIPTIONS: usize = 100_000;

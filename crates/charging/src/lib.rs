@@ -12,5 +12,6 @@ mod le;
 pub mod ledger;
 pub mod ops;
 pub mod rules;
+pub mod terms;
 
 pub use engine::{CcrBatch, ChargingConfig, Engine};

@@ -837,5 +837,4 @@ pub fn routes() -> Router<AdminState> {
         .route("/moves", post(move_allowance))
         .route("/events", get(events))
         .route("/events/stream", get(events_stream))
-        .merge(super::explain::routes())
 }

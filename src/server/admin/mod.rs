@@ -152,10 +152,12 @@ async fn render_metrics() -> Response {
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    let v1 = api::routes().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        authorize,
-    ));
+    let v1 = api::routes()
+        .merge(explain::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ));
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok\n" }))

@@ -194,39 +194,7 @@ impl Default for Policy {
     }
 }
 
-/// Subscription-Id-Type values (RFC 4006 §8.47).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SubscriptionType {
-    E164,
-    Imsi,
-    SipUri,
-    Nai,
-    Private,
-}
-
-impl SubscriptionType {
-    /// The type's name in usage records (`e164:15551000000`).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::E164 => "e164",
-            Self::Imsi => "imsi",
-            Self::SipUri => "sip",
-            Self::Nai => "nai",
-            Self::Private => "private",
-        }
-    }
-
-    pub fn from_code(code: u32) -> Option<Self> {
-        Some(match code {
-            0 => Self::E164,
-            1 => Self::Imsi,
-            2 => Self::SipUri,
-            3 => Self::Nai,
-            4 => Self::Private,
-            _ => return None,
-        })
-    }
-}
+pub use crate::terms::SubscriptionType;
 
 /// Subscribers to accounts, and each tree's policy.
 #[derive(Default)]

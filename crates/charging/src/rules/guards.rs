@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::provisioning::{Amount, parse_amount};
 use crate::ledger::Unit;
+use crate::terms::{Amount, parse_amount};
 
 /// Guards as written (on a `[[tenant.node]]` as `guards`, or through the API).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

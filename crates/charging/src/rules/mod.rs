@@ -20,7 +20,7 @@ pub use attributes::{Plmn, RequestAttributes};
 pub use guards::{GuardLimits, GuardSpec, Guards};
 pub use spec::RuleSpec;
 
-use crate::accounts::tenant::SubscriptionType;
+use crate::terms::SubscriptionType;
 
 /// Where a rule sends an MSCC.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attributes::RAT_TYPES;
 use super::{Action, Rule, Zones};
-use crate::accounts::tenant::SubscriptionType;
+use crate::terms::SubscriptionType;
 
 /// A number, or a text such as a range ("30-39") or a name ("EUTRAN").
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -93,7 +93,7 @@ pub fn class_id(name: &str) -> u32 {
 
 impl ServiceClass {
     pub fn compile(name: &str, spec: &ClassSpec) -> Result<ServiceClass, String> {
-        crate::accounts::provisioning::check_name(name).map_err(|e| format!("class: {e}"))?;
+        crate::terms::check_name(name).map_err(|e| format!("class: {e}"))?;
         if name == ROAMING {
             return Err("class 'roaming' is built in (every service of a roaming device)".into());
         }
@@ -254,7 +254,7 @@ pub struct Names<'a> {
 /// Compiles one rule, checking every condition and what it names.
 pub fn compile(spec: &RuleSpec, names: &Names) -> Result<Rule, String> {
     let err = |r: String| format!("rule '{}': {r}", spec.name);
-    crate::accounts::provisioning::check_name(&spec.name).map_err(|e| format!("rule: {e}"))?;
+    crate::terms::check_name(&spec.name).map_err(|e| format!("rule: {e}"))?;
     let action = match (spec.charge.as_str(), &spec.tariff) {
         ("corporate", None) => Action::Corporate,
         ("personal", None) => Action::Personal,

@@ -51,7 +51,7 @@ fn invalid(s: impl Into<String>) -> ChangeError {
     ChangeError::Invalid(s.into())
 }
 
-/// Path components, checked: names of 1 to [`provisioning::MAX_NAME_BYTES`] octets, at most
+/// Path components, checked: names of 1 to [`crate::terms::MAX_NAME_BYTES`] octets, at most
 /// [`MAX_DEPTH`] of them.
 fn components(path: &str) -> Result<Vec<&str>, ChangeError> {
     let parts: Vec<&str> = path.split('/').collect();
