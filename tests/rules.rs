@@ -498,32 +498,7 @@ fn start_in(dir: tempfile::TempDir, text: &str, config: &str) -> Daemon {
     )
 }
 
-const ROAMERS: &str = r#"
-[[tenant]]
-name = "travel"
-[tenant.policy]
-home_networks = ["00101"]
-[tenant.policy.tariffs.roaming-eu]
-price = "1.00"
-per_octets = "1 MiB"
-[tenant.policy.zones]
-eu = ["208", "262"]
-
-[[tenant.node]]
-path = "travel"
-limits = [{ unit = "octets", amount = "10 GiB" }]
-  [[tenant.node.rules]]
-  name = "eu-roaming"
-  roaming = true
-  zones = ["eu"]
-  charge = "tariff"
-  tariff = "roaming-eu"
-[[tenant.devices]]
-parent = "travel"
-msisdn_from = 15558000000
-count = 10
-limits = [{ unit = "money", amount = "50.00", class = "roaming" }]
-"#;
+const ROAMERS: &str = include_str!("common/roamers.toml");
 
 /// The roaming cap of a device as the API shows it: (used, reserved).
 fn roaming_cap(api: &Http, device: &str) -> (Value, Value) {

@@ -4,6 +4,8 @@
 //! No sockets, threads or clock: every request and supervision pass gets a `now` the test
 //! advances by hand, and every figure is read from the ledger itself.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use ocf_charging::accounts::provisioning::default_tenant;
 use ocf_charging::engine::Supervision;
@@ -13,7 +15,7 @@ use ocf_charging::ops::{Account, FiredLevel, Op};
 use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{CcaResult, CcrSpec, EVENT, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::base::LocalIdentity;
-use ocf_protocol::codes::{ResultCode, application, avp as c};
+use ocf_protocol::codes::{ResultCode, avp as c};
 use ocf_protocol::{CommandFlags, Message};
 use serde_json::Value;
 
@@ -50,19 +52,8 @@ const TERMINATE: u32 = 0;
 /// Currency-Code of EUR (ISO 4217).
 const EUR: u32 = 978;
 
-/// Our identity as the engine answers with it (as tests/common/mod.rs builds it).
 fn identity() -> LocalIdentity {
-    LocalIdentity {
-        origin_host: "ocfd.localdomain".into(),
-        origin_realm: "localdomain".into(),
-        host_ip_addresses: vec!["127.0.0.1".parse().unwrap()],
-        vendor_id: 10415,
-        product_name: "engine-test".into(),
-        firmware_revision: 1,
-        origin_state_id: 1,
-        auth_application_ids: vec![application::CREDIT_CONTROL],
-        supported_vendor_ids: vec![10415],
-    }
+    common::identity("engine-test")
 }
 
 /// One request and what the engine made of it.

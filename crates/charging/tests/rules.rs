@@ -1,9 +1,13 @@
 //! Rules over the request in the engine, in simulated time (DESIGN.md §5, docs/rules.md): one
 //! BYOD session charging RG 10 to the enterprise and RG 20 to the employee's personal money
 //! account in the same CCR; a service a rule denies; a time window that closes mid-session, the
-//! grant's Validity-Time cut to its edge and the next grant charged by the new rule; and, for
-//! any rules and any traffic, every unit charged to exactly one account with every invariant
-//! kept.
+//! grant's Validity-Time cut to its edge and the next grant charged by the new rule; a video
+//! allowance used up while other data goes on; a roaming cap warned at 40 EUR and reached at
+//! 50 EUR exactly; a device at line rate restricted within one grant; a ceiling that refuses
+//! an absurd report; explain and what-if for them; and, for any rules and any traffic, every
+//! unit charged to exactly one account with every invariant kept.
+
+mod common;
 
 use bytes::BytesMut;
 use ocf_charging::accounts::provisioning::load_str;
@@ -14,7 +18,7 @@ use ocf_charging::{ChargingConfig, Engine};
 use ocf_loadtest::gy::{CcaResult, CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
 use ocf_protocol::Message;
 use ocf_protocol::base::LocalIdentity;
-use ocf_protocol::codes::{ResultCode, application};
+use ocf_protocol::codes::ResultCode;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -78,17 +82,7 @@ const BOB: &str = "15552000001";
 const PRICE: (u128, u128) = (10_000_000, 1 << 20);
 
 fn identity() -> LocalIdentity {
-    LocalIdentity {
-        origin_host: "ocfd.localdomain".into(),
-        origin_realm: "localdomain".into(),
-        host_ip_addresses: vec!["127.0.0.1".parse().unwrap()],
-        vendor_id: 10415,
-        product_name: "rules-test".into(),
-        firmware_revision: 1,
-        origin_state_id: 1,
-        auth_application_ids: vec![application::CREDIT_CONTROL],
-        supported_vendor_ids: vec![10415],
-    }
+    common::identity("rules-test")
 }
 
 fn engine(text: &str) -> Engine {
@@ -808,32 +802,7 @@ fn a_video_allowance_runs_out_while_the_devices_other_data_goes_on() {
 }
 
 /// A device roaming in the EU at 1.00 EUR per MiB, its roaming capped at 50.00 EUR a month.
-const ROAMER: &str = r#"
-[[tenant]]
-name = "travel"
-[tenant.policy]
-home_networks = ["00101"]
-[tenant.policy.tariffs.roaming-eu]
-price = "1.00"
-per_octets = "1 MiB"
-[tenant.policy.zones]
-eu = ["208", "262"]
-
-[[tenant.node]]
-path = "travel"
-limits = [{ unit = "octets", amount = "10 GiB" }]
-  [[tenant.node.rules]]
-  name = "eu-roaming"
-  roaming = true
-  zones = ["eu"]
-  charge = "tariff"
-  tariff = "roaming-eu"
-[[tenant.devices]]
-parent = "travel"
-msisdn_from = 15558000000
-count = 10
-limits = [{ unit = "money", amount = "50.00", class = "roaming" }]
-"#;
+const ROAMER: &str = include_str!("../../../tests/common/roamers.toml");
 
 #[test]
 fn a_roaming_device_is_warned_at_40_eur_and_cut_off_at_50_eur_exactly() {

@@ -396,15 +396,7 @@ impl Engine {
         // held or granted any more, and every service is denied.
         let blocked = !terminating && self.accounts.ledger().is_blocked(s.account);
         if blocked {
-            for h in s.held.drain(..) {
-                rec.release(
-                    h.id,
-                    h.account(s.account),
-                    (h.unit, h.classes),
-                    h.reserved,
-                    now,
-                );
-            }
+            rec.release_all(s, now);
         }
         // A grant never outlasts the rule that decided it.
         let validity_s = ctx
@@ -448,15 +440,7 @@ impl Engine {
         }
         if terminating {
             // Anything not reported is returned.
-            for h in s.held.drain(..) {
-                rec.release(
-                    h.id,
-                    h.account(s.account),
-                    (h.unit, h.classes),
-                    h.reserved,
-                    now,
-                );
-            }
+            rec.release_all(s, now);
             s.terminated = true;
             s.deadline = now + i64::from(self.linger_s.load(Relaxed));
         } else {

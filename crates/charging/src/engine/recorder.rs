@@ -235,6 +235,14 @@ impl<'a> Recorder<'a> {
         });
     }
 
+    /// Returns everything a session holds, each reservation on its account and in its classes.
+    pub(crate) fn release_all(&mut self, s: &mut super::session::Session, now: i64) {
+        for h in s.held.drain(..) {
+            let account = h.account(s.account);
+            self.release(h.id, account, (h.unit, h.classes), h.reserved, now);
+        }
+    }
+
     /// Notes a session's state after a request, so that it outlives a restart.
     pub fn session(&mut self, session_id: &str, s: &super::session::Session, ended: bool) {
         let mut data = Vec::with_capacity(96 + session_id.len() + s.last_answer.len());

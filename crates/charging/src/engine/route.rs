@@ -86,9 +86,6 @@ impl Engine {
         policy: &'p Policy,
         now: i64,
     ) -> Option<RuleContext<'p>> {
-        if !policy.rules.has_rules() {
-            return None;
-        }
         let (found, tz) = {
             let t = self.accounts.ledger().lock(s.account.tree)?;
             let names = t.names(s.account.node);

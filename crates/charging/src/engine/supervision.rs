@@ -56,16 +56,7 @@ impl Engine {
         let mut shard = self.sessions.lock(session_id);
         let held_before = shard.open.get(session_id)?.held.len();
         let mut s = shard.open.remove(session_id)?;
-        let account = s.account;
-        for h in s.held.drain(..) {
-            rec.release(
-                h.id,
-                h.account(account),
-                (h.unit, h.classes),
-                h.reserved,
-                now,
-            );
-        }
+        rec.release_all(&mut s, now);
         log_usage(session_id, &s, now, outcome);
         if self.journaled {
             rec.session_closed(session_id);
@@ -137,15 +128,7 @@ impl Engine {
                     return true;
                 }
                 if !s.terminated {
-                    for h in s.held.drain(..) {
-                        rec.release(
-                            h.id,
-                            h.account(account),
-                            (h.unit, h.classes),
-                            h.reserved,
-                            now,
-                        );
-                    }
+                    rec.release_all(s, now);
                     log_usage(id, s, now, "supervision timeout");
                     if self.journaled {
                         rec.session_closed(id);
