@@ -39,6 +39,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token: operator (everything), manager (read and change within the scope) or
+    /// viewer (read within the scope).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["operator", "manager", "viewer"])]
+        role: String,
+        /// A tenant, or a node path and everything under it (needed but for operators).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// The tenants (enterprises and consumers).
     Tenants,
@@ -120,6 +138,12 @@ enum Cmd {
         file: Option<std::path::PathBuf>,
         #[arg(long)]
         clear: bool,
+    },
+    /// Named tokens for the admin API (operators only): `token create NAME --role manager
+    /// --scope acme` prints the new token once; `token list`; `token revoke NAME`.
+    Token {
+        #[command(subcommand)]
+        what: TokenCmd,
     },
     /// Set a node's guards against bill shock, for everything under it, from JSON such as
     /// '{"velocity_octets":"2 GiB","max_month_money":"500.00"}'; --clear removes them
@@ -282,6 +306,13 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             }
         }
         Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
+        Cmd::Token { what } => match what {
+            TokenCmd::Create { name, role, scope } => {
+                ctl::token_create(&c, name, role, scope.as_deref(), json)
+            }
+            TokenCmd::List => ctl::token_list(&c, json),
+            TokenCmd::Revoke { name } => ctl::token_revoke(&c, name),
+        },
         Cmd::Guards {
             path,
             set,

@@ -363,6 +363,53 @@ fn service_text(s: &Value) -> String {
     out
 }
 
+/// `token create NAME --role ROLE [--scope PATH]`: the token, printed once.
+pub fn token_create(
+    c: &Client,
+    name: &str,
+    role: &str,
+    scope: Option<&str>,
+    json: bool,
+) -> Result<String, CtlError> {
+    let body = serde_json::json!({ "name": name, "role": role, "scope": scope });
+    let v = call(c, "POST", "/v1/tokens", Some(&body))?;
+    Ok(if json {
+        format!("{v:#}\n")
+    } else {
+        format!("{}\n", v["token"].as_str().unwrap_or(""))
+    })
+}
+
+/// `token list`.
+pub fn token_list(c: &Client, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/v1/tokens", None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let mut out = String::from("NAME\tROLE\tSCOPE\n");
+    for t in v.as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}",
+            t["name"].as_str().unwrap_or(""),
+            t["role"].as_str().unwrap_or(""),
+            t["scope"].as_str().unwrap_or("*")
+        );
+    }
+    Ok(out)
+}
+
+/// `token revoke NAME`.
+pub fn token_revoke(c: &Client, name: &str) -> Result<String, CtlError> {
+    call(
+        c,
+        "DELETE",
+        &format!("/v1/tokens/{}", encode_path(name).replace('/', "%2F")),
+        None,
+    )?;
+    Ok(format!("revoked {name}\n"))
+}
+
 /// `guards PATH [--set JSON | --clear]`.
 pub fn guards(c: &Client, path: &str, set: Option<&str>) -> Result<String, CtlError> {
     let at = format!("/v1/guards/{}", encode_path(path));

@@ -193,7 +193,7 @@ impl Shared {
 /// A bound, not yet running server.
 pub struct Server {
     /// The admin listener and the API's bearer token.
-    admin: Option<(TcpListener, String, usize)>,
+    admin: Option<(TcpListener, String, usize, Arc<admin::access::Tokens>)>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -388,12 +388,14 @@ impl Server {
                 let token = admin::load_or_create_token(&token_file).map_err(|e| {
                     ServerError::Admin(format!("token file {}: {e}", token_file.display()))
                 })?;
+                let tokens = admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
+                    .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
                 let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
                     transport: "http",
                     addr: addr.to_string(),
                     source,
                 })?;
-                Some((l, token, config.admin.max_concurrent))
+                Some((l, token, config.admin.max_concurrent, Arc::new(tokens)))
             }
             None => None,
         };
@@ -438,7 +440,7 @@ impl Server {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
             .as_ref()
-            .and_then(|(l, _, _)| l.local_addr().ok())
+            .and_then(|(l, _, _, _)| l.local_addr().ok())
     }
 
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -543,7 +545,7 @@ impl Server {
                 }
             }));
         }
-        let admin = self.admin.map(|(l, token, max_concurrent)| {
+        let admin = self.admin.map(|(l, token, max_concurrent, tokens)| {
             if let Ok(addr) = l.local_addr() {
                 info!(transport = "http", %addr, "listening");
             }
@@ -553,6 +555,7 @@ impl Server {
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
                 events_dir: self.config.state_dir.join("events").into(),
                 usage_dir: self.config.state_dir.join("usage").into(),
+                tokens,
                 peers: self.shared.peers.clone(),
             };
             tokio::spawn(admin::serve(l, state))

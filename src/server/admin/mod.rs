@@ -1,9 +1,11 @@
 //! The admin HTTP listener (127.0.0.1:8868 by default): Prometheus metrics on `/metrics`,
 //! liveness on `/health`, readiness on `/ready`, and the admin API under `/v1` (the account
 //! tree, limits and policies, allowance moves, live usage, open sessions), documented in
-//! `docs/admin-api.yaml`. `/v1` needs `Authorization: Bearer <token>`, the token being the
-//! first line of `admin.token_file`.
+//! `docs/admin-api.yaml`. `/v1` needs `Authorization: Bearer <token>`: the operator's, the
+//! first line of `admin.token_file`, or a named token held to its role and scope
+//! ([`access`]).
 
+pub mod access;
 pub mod api;
 mod explain;
 pub mod metrics;
@@ -35,6 +37,8 @@ pub struct AdminState {
     pub usage_dir: Arc<Path>,
     /// Open connections by peer, for requests ocfd sends (ASR).
     pub peers: Arc<crate::server::abort::Peers>,
+    /// Named tokens with a role and a scope (`state_dir/tokens.json`).
+    pub tokens: Arc<access::Tokens>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
@@ -64,11 +68,9 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::{Read, Write};
+            use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            let mut raw = [0u8; 32];
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
-            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let token = random_token()?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -83,31 +85,137 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// 32 random octets from the kernel, as 64 hex digits.
+pub(crate) fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Equal in time independent of where they differ.
 fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn authorize(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+async fn authorize(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same_token(t.trim().as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = ApiError(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is needed: Authorization: Bearer <the token in admin.token_file>"
-                    .into(),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            r
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let caller = match given {
+        Some(t) if same_token(t.as_bytes(), state.token.as_bytes()) => Some(access::Caller {
+            name: "admin".into(),
+            role: access::Role::Operator,
+            scope: None,
+        }),
+        Some(t) => state.tokens.caller(&t),
+        None => None,
+    };
+    let Some(caller) = caller else {
+        let mut r = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is needed: Authorization: Bearer <the token in admin.token_file, or one ocfctl token create made>"
+                .into(),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    };
+    if caller.role != access::Role::Operator {
+        match permit(&state, &caller, req).await {
+            Ok(r) => req = r,
+            Err(denied) => return denied,
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Checks a scoped caller's request against its role and scope (see [`access`]): the request
+/// to run (events rewritten to its scope), or the 403 that answers it, audited.
+async fn permit(
+    state: &AdminState,
+    caller: &access::Caller,
+    req: Request,
+) -> Result<Request, Response> {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    // Nested under /v1, the router sees the path without it.
+    let path = uri.path();
+    let path = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or(path)
+        .to_owned();
+    let scope = caller.scope.as_deref();
+    let deny = |what: &str| {
+        let reason = format!(
+            "{} '{}' ({:?}, scope {}) may not {method} {}: {what}",
+            "token",
+            caller.name,
+            caller.role,
+            scope.unwrap_or("everything"),
+            uri.path()
+        );
+        tracing::warn!(token = %caller.name, method = %method, uri = %uri, "admin API request refused: outside the token's role or scope");
+        state.store.event(
+            crate::server::clock::unix_now(),
+            &serde_json::json!({
+                "kind": "access_denied",
+                "tenant": scope.and_then(|s| s.split('/').next()).unwrap_or_default(),
+                "path": path,
+                "time": crate::server::clock::unix_now(),
+                "token": caller.name,
+                "method": method.as_str(),
+            }),
+        );
+        ApiError(StatusCode::FORBIDDEN, reason).into_response()
+    };
+    if !access::may(caller, &method) {
+        return Err(deny("a viewer only reads"));
+    }
+    match access::target(&path) {
+        access::Target::Operators => Err(deny("only an operator's token reaches this")),
+        access::Target::Path(p) if access::within(scope, &p) => Ok(req),
+        access::Target::Path(_) => Err(deny("outside its scope")),
+        access::Target::Move => {
+            let (req, body) = access::buffered(req).await.map_err(|e| e.into_response())?;
+            match access::move_nodes(&body) {
+                Some((from, to))
+                    if !(access::within(scope, &from) && access::within(scope, &to)) =>
+                {
+                    Err(deny("a move's nodes must both be within its scope"))
+                }
+                _ => Ok(req),
+            }
+        }
+        access::Target::Events => match access::events_query(caller, uri.query()) {
+            Some(q) => {
+                let mut req = req;
+                let rewritten = format!("{}?{q}", uri.path());
+                if let Ok(u) = rewritten.parse() {
+                    *req.uri_mut() = u;
+                }
+                Ok(req)
+            }
+            None => Err(deny("outside its scope")),
+        },
+        access::Target::Subscriber(sub) => {
+            let store = state.store.clone();
+            let account = tokio::task::spawn_blocking(move || store.engine().subscriber_path(&sub))
+                .await
+                .ok()
+                .flatten();
+            match account {
+                Some(p) if access::within(scope, &p) => Ok(req),
+                _ => Err(deny("not a subscriber within its scope")),
+            }
         }
     }
 }
@@ -154,6 +262,7 @@ async fn render_metrics() -> Response {
 pub fn router(state: AdminState) -> Router {
     let v1 = api::routes()
         .merge(explain::routes())
+        .merge(access::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

@@ -500,6 +500,11 @@ impl Engine {
             .ok_or_else(|| ChangeError::NotFound(format!("no subscriber '{subscriber}'")))
     }
 
+    /// The path of the account a subscriber (as [`Self::explain`] takes it) names, if any.
+    pub fn subscriber_path(&self, subscriber: &str) -> Option<String> {
+        self.subscriber(subscriber).ok().map(|a| self.path_of(a))
+    }
+
     /// Each level of `account`'s path with limits, as it stands now, and its names.
     fn levels(&self, account: AccountRef, now: i64) -> (Vec<LevelView>, Vec<(u32, String)>) {
         let policy = self.accounts.policy_of(account.tree);
