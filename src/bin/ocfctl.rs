@@ -139,6 +139,20 @@ enum Cmd {
         #[arg(long)]
         clear: bool,
     },
+    /// A tenant's usage per device and cost centre in a period, from the usage records (this
+    /// calendar month, UTC, by default).
+    Statement {
+        tenant: String,
+        /// Unix seconds, included.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Unix seconds, excluded.
+        #[arg(long)]
+        to: Option<i64>,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Named tokens for the admin API (operators only): `token create NAME --role manager
     /// --scope acme` prints the new token once; `token list`; `token revoke NAME`.
     Token {
@@ -306,6 +320,12 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             }
         }
         Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
+        Cmd::Statement {
+            tenant,
+            from,
+            to,
+            csv,
+        } => ctl::statement(&c, tenant, (*from, *to), *csv, json),
         Cmd::Token { what } => match what {
             TokenCmd::Create { name, role, scope } => {
                 ctl::token_create(&c, name, role, scope.as_deref(), json)

@@ -363,6 +363,54 @@ fn service_text(s: &Value) -> String {
     out
 }
 
+/// `statement TENANT [--from] [--to] [--csv]`.
+pub fn statement(
+    c: &Client,
+    tenant: &str,
+    (from, to): (Option<i64>, Option<i64>),
+    csv: bool,
+    json: bool,
+) -> Result<String, CtlError> {
+    let mut q = vec![format!("format={}", if csv { "csv" } else { "json" })];
+    if let Some(f) = from {
+        q.push(format!("from={f}"));
+    }
+    if let Some(t) = to {
+        q.push(format!("to={t}"));
+    }
+    let path = format!("/v1/statements/{}?{}", encode_path(tenant), q.join("&"));
+    if csv {
+        let a = c
+            .call("GET", &path, None)
+            .map_err(|e| CtlError::Unreachable(format!("{}: {e}", c.addr)))?;
+        if !(200..300).contains(&a.status) {
+            return Err(CtlError::Refused {
+                status: a.status,
+                reason: a.reason(),
+            });
+        }
+        return Ok(a.body);
+    }
+    let v = call(c, "GET", &path, None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let mut out = String::from("PATH\tOCTETS\tSECONDS\tEVENTS\tMONEY\tRECORDS\n");
+    for l in v["lines"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            l["path"].as_str().unwrap_or(""),
+            l["octets"],
+            l["seconds"],
+            l["events"],
+            l["money"].as_str().unwrap_or("0"),
+            l["records"]
+        );
+    }
+    Ok(out)
+}
+
 /// `token create NAME --role ROLE [--scope PATH]`: the token, printed once.
 pub fn token_create(
     c: &Client,

@@ -17,6 +17,7 @@ pub mod recovery;
 pub mod replay;
 pub mod segment;
 pub mod snapshot;
+pub mod statement;
 mod store;
 pub mod usage;
 pub mod writer;

@@ -1,7 +1,8 @@
-//! `GET /v1/explain/{subscriber}`: a device's recent credit-control decisions (the engine's
-//! ring) and its latest usage records (read back from the usage files); and
-//! `GET /v1/explain/{subscriber}/what-if`: how a hypothetical request would be decided, charging
-//! nothing (docs/rules.md).
+//! What the usage records and the decisions say: `GET /v1/explain/{subscriber}`, a device's
+//! recent credit-control decisions (the engine's ring) and its latest usage records;
+//! `GET /v1/explain/{subscriber}/what-if`, how a hypothetical request would be decided,
+//! charging nothing (docs/rules.md); and `GET /v1/statements/{tenant}`, a tenant's usage per
+//! device and cost centre in a period, summed from the usage records (JSON or CSV).
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -183,4 +184,89 @@ pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/explain/{subscriber}", get(explain))
         .route("/explain/{subscriber}/what-if", get(what_if))
+        .route("/statements/{tenant}", get(statement))
+}
+
+// Statements.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    /// Unix seconds, included (default: the start of this calendar month, UTC).
+    from: Option<i64>,
+    /// Unix seconds, excluded (default: the start of the next).
+    to: Option<i64>,
+    /// json (default) or csv.
+    format: Option<String>,
+}
+
+/// The start of the calendar month (UTC) `now` is in, and of the next.
+fn this_month(now: i64) -> (i64, i64) {
+    use jiff::ToSpan;
+    let Ok(t) = jiff::Timestamp::from_second(now) else {
+        return (0, now);
+    };
+    let start = t
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .first_of_month()
+        .and_then(|z| z.start_of_day());
+    match start {
+        Ok(s) => {
+            let next = s.checked_add(1.month()).map(|n| n.timestamp().as_second());
+            (s.timestamp().as_second(), next.unwrap_or(i64::MAX))
+        }
+        Err(_) => (0, now),
+    }
+}
+
+async fn statement(
+    State(s): State<AdminState>,
+    tenant: Result<Path<String>, PathRejection>,
+    q: Result<Query<StatementQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = path_param(tenant)?;
+    let q = query(q)?;
+    let (month_from, month_to) = this_month(unix_now());
+    let (from, to) = (q.from.unwrap_or(month_from), q.to.unwrap_or(month_to));
+    if from >= to {
+        return Err(bad("from must be before to"));
+    }
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(bad(format!("format '{other}': json or csv"))),
+    };
+    let dir = s.usage_dir.clone();
+    let known = {
+        let t = tenant.clone();
+        off_workers(&s, move |store| {
+            store.engine().ledger().find_tree(&t).is_some()
+        })
+        .await?
+    };
+    if !known {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no tenant '{tenant}'"),
+        ));
+    }
+    let st = off_workers(&s, move |_| {
+        ocf_store::statement::statement(&dir, &tenant, from, to)
+    })
+    .await?
+    .map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("usage records: {e}"),
+        )
+    })?;
+    Ok(if csv {
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            st.csv(),
+        )
+            .into_response()
+    } else {
+        axum::Json(st).into_response()
+    })
 }

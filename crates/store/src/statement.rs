@@ -1,0 +1,171 @@
+//! Statements: what a tenant's accounts used in a period, per device and per cost centre,
+//! summed from the usage records (not the ledger, so that it can be held against it: a
+//! statement of a period whose sessions have all ended equals the ledger's usage to the unit).
+//!
+//! A record counts in the period its session ended in (`end`); interim records are left out
+//! (the record of the session's end carries all of it). A service charged to another account
+//! than the session's (a personal account a rule chose) counts for that account.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// What one account, or all the accounts under a node, used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Used {
+    pub octets: u64,
+    pub seconds: u64,
+    pub events: u64,
+    /// In the currency, a decimal.
+    pub money: Decimal,
+    /// Usage records (session ends) that counted.
+    pub records: u64,
+}
+
+impl Used {
+    fn add(&mut self, s: &serde_json::Value) {
+        let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        self.octets = self.octets.saturating_add(n("octets"));
+        self.seconds = self.seconds.saturating_add(n("seconds"));
+        self.events = self.events.saturating_add(n("events"));
+        let money = s
+            .get("money")
+            .and_then(|v| v.as_str())
+            .and_then(|m| m.parse::<Decimal>().ok())
+            .unwrap_or_default();
+        self.money = self.money.checked_add(money).unwrap_or(self.money);
+    }
+}
+
+/// One line of a statement: a node (a device or a cost centre) and what it used.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Line {
+    pub path: String,
+    /// A device (an account records name), or a node above devices (the sum of those under it).
+    pub device: bool,
+    #[serde(flatten)]
+    pub used: Used,
+}
+
+/// A tenant's statement for a period.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Statement {
+    pub tenant: String,
+    /// Unix seconds, the period's start (included) and end (excluded).
+    pub from: i64,
+    pub to: i64,
+    /// Every node with usage in the period, by path (the tenant's root first).
+    pub lines: Vec<Line>,
+}
+
+/// Whether `path` is `tenant` or under it.
+fn under(tenant: &str, path: &str) -> bool {
+    path == tenant
+        || path
+            .strip_prefix(tenant)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+/// The statement of `tenant` for [from, to) from the usage files in `dir` (none yet: empty).
+pub fn statement(dir: &Path, tenant: &str, from: i64, to: i64) -> io::Result<Statement> {
+    let files = match super::usage::files(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut devices: BTreeMap<String, Used> = BTreeMap::new();
+    for f in files {
+        for line in BufReader::new(std::fs::File::open(&f)?).lines() {
+            let line = line?;
+            // Cheap before parsing: the tenant's name is in every record of it.
+            if !line.contains(tenant) {
+                continue;
+            }
+            let Ok(r) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let end = r.get("end").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
+            if r.get("interim").and_then(|v| v.as_bool()) == Some(true) || end < from || end >= to {
+                continue;
+            }
+            let account = r.get("account").and_then(|v| v.as_str()).unwrap_or("");
+            let mut counted: Vec<&str> = Vec::new();
+            for s in r
+                .get("services")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let paid = s.get("account").and_then(|v| v.as_str()).unwrap_or(account);
+                if !under(tenant, paid) {
+                    continue;
+                }
+                devices.entry(paid.to_owned()).or_default().add(s);
+                if !counted.contains(&paid) {
+                    counted.push(paid);
+                }
+            }
+            for paid in counted {
+                if let Some(u) = devices.get_mut(paid) {
+                    u.records += 1;
+                }
+            }
+        }
+    }
+    // Every node above a device sums the devices under it.
+    let mut all: BTreeMap<String, (bool, Used)> = BTreeMap::new();
+    for (path, used) in &devices {
+        all.insert(path.clone(), (true, used.clone()));
+    }
+    for (path, used) in &devices {
+        let mut at = path.as_str();
+        while let Some((above, _)) = at.rsplit_once('/') {
+            let e = all
+                .entry(above.to_owned())
+                .or_insert((false, Used::default()));
+            e.1.octets = e.1.octets.saturating_add(used.octets);
+            e.1.seconds = e.1.seconds.saturating_add(used.seconds);
+            e.1.events = e.1.events.saturating_add(used.events);
+            e.1.money = e.1.money.checked_add(used.money).unwrap_or(e.1.money);
+            e.1.records = e.1.records.saturating_add(used.records);
+            at = above;
+        }
+    }
+    Ok(Statement {
+        tenant: tenant.to_owned(),
+        from,
+        to,
+        lines: all
+            .into_iter()
+            .map(|(path, (device, used))| Line { path, device, used })
+            .collect(),
+    })
+}
+
+impl Statement {
+    /// The statement as CSV: a header, then one line per node.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("path,kind,octets,seconds,events,money,records\n");
+        for l in &self.lines {
+            // Paths are names without control characters; quote any with a comma or quote.
+            let path = if l.path.contains([',', '"']) {
+                format!("\"{}\"", l.path.replace('"', "\"\""))
+            } else {
+                l.path.clone()
+            };
+            out.push_str(&format!(
+                "{path},{},{},{},{},{},{}\n",
+                if l.device { "device" } else { "node" },
+                l.used.octets,
+                l.used.seconds,
+                l.used.events,
+                l.used.money,
+                l.used.records
+            ));
+        }
+        out
+    }
+}
