@@ -1,6 +1,6 @@
 //! ocfctl: the admin API of ocfd from a shell (docs/admin-api.yaml). Tables by default, the
 //! API's JSON with --json. Exit status: 0 done, 1 refused by the API, 2 bad command line,
-//! 3 the API cannot be reached.
+//! 3 the API cannot be reached, 4 `reconcile` found differences.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +139,9 @@ enum Cmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Hold the ledger against the usage records and the open sessions, account by account
+    /// (operators only); exit 4 with the differences when they disagree.
+    Reconcile,
     /// A tenant's usage per device and cost centre in a period, from the usage records (this
     /// calendar month, UTC, by default).
     Statement {
@@ -320,6 +323,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             }
         }
         Cmd::Rules { path, file, clear } => ctl::rules(&c, path, file.as_deref(), *clear),
+        Cmd::Reconcile => ctl::reconcile(&c, json),
         Cmd::Statement {
             tenant,
             from,

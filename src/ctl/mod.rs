@@ -17,6 +17,8 @@ pub enum CtlError {
     Unreachable(String),
     /// The command line is wrong: exit 2.
     Usage(String),
+    /// Reconciliation found differences (the report): exit 4.
+    Inconsistent(String),
 }
 
 impl std::fmt::Display for CtlError {
@@ -25,6 +27,7 @@ impl std::fmt::Display for CtlError {
             CtlError::Refused { status, reason } => write!(f, "{status}: {reason}"),
             CtlError::Unreachable(e) => write!(f, "cannot reach the admin API: {e}"),
             CtlError::Usage(e) => write!(f, "{e}"),
+            CtlError::Inconsistent(report) => write!(f, "differences found\n{report}"),
         }
     }
 }
@@ -35,6 +38,7 @@ impl CtlError {
             CtlError::Refused { .. } => 1,
             CtlError::Usage(_) => 2,
             CtlError::Unreachable(_) => 3,
+            CtlError::Inconsistent(_) => 4,
         }
     }
 }
@@ -361,6 +365,40 @@ fn service_text(s: &Value) -> String {
         );
     }
     out
+}
+
+/// `reconcile`: the ledger against the usage records (and the open sessions); exit 4 and the
+/// differences when they disagree.
+pub fn reconcile(c: &Client, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/v1/reconcile", None)?;
+    let mut out = if json {
+        format!("{v:#}\n")
+    } else {
+        let mut t = format!(
+            "{} accounts; journal written to {}, usage records taken to {}\n",
+            v["accounts"], v["journal_written"], v["usage_records_synced"]
+        );
+        for d in v["differences"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                t,
+                "{} {}: ledger {} usage records {} open sessions {}",
+                d["account"].as_str().unwrap_or(""),
+                d["unit"].as_str().unwrap_or(""),
+                d["ledger"],
+                d["usage_records"],
+                d["open_sessions"]
+            );
+        }
+        t
+    };
+    if v["consistent"].as_bool() == Some(true) {
+        if !json {
+            out.push_str("consistent\n");
+        }
+        Ok(out)
+    } else {
+        Err(CtlError::Inconsistent(out))
+    }
 }
 
 /// `statement TENANT [--from] [--to] [--csv]`.

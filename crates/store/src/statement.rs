@@ -169,3 +169,52 @@ impl Statement {
         out
     }
 }
+
+/// What the usage records in `dir` say each account was charged in total (interim records
+/// aside), as the ledger counts it: octets, seconds, events, money in ledger units (10^-9 of
+/// the currency); octets rated in money count as their money only.
+pub fn charged_by_account(dir: &Path) -> io::Result<BTreeMap<String, [u64; 4]>> {
+    let files = match super::usage::files(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut out: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let scale = Decimal::from(10u64.pow(ocf_charging::ledger::MONEY_SCALE));
+    for f in files {
+        for line in BufReader::new(std::fs::File::open(&f)?).lines() {
+            let Ok(r) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
+            };
+            if r.get("interim").and_then(|v| v.as_bool()) == Some(true) {
+                continue;
+            }
+            let account = r.get("account").and_then(|v| v.as_str()).unwrap_or("");
+            for s in r
+                .get("services")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let paid = s.get("account").and_then(|v| v.as_str()).unwrap_or(account);
+                let mut used = Used::default();
+                used.add(s);
+                let money = used
+                    .money
+                    .checked_mul(scale)
+                    .and_then(|m| rust_decimal::prelude::ToPrimitive::to_u64(&m.trunc()))
+                    .unwrap_or(0);
+                // Octets rated in money are counted by the ledger as the money they cost.
+                let octets = if money > 0 { 0 } else { used.octets };
+                let e = out.entry(paid.to_owned()).or_default();
+                for (k, v) in [octets, used.seconds, used.events, money]
+                    .into_iter()
+                    .enumerate()
+                {
+                    e[k] = e[k].saturating_add(v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -185,6 +185,7 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/explain/{subscriber}", get(explain))
         .route("/explain/{subscriber}/what-if", get(what_if))
         .route("/statements/{tenant}", get(statement))
+        .route("/reconcile", get(reconcile))
 }
 
 // Statements.
@@ -269,4 +270,99 @@ async fn statement(
     } else {
         axum::Json(st).into_response()
     })
+}
+
+// Reconciliation (operators only: the scope check lets no one else reach it).
+
+/// One account whose ledger and usage records disagree.
+#[derive(Debug, serde::Serialize)]
+struct Difference {
+    account: String,
+    unit: &'static str,
+    /// What the ledger says the account was charged in total.
+    ledger: u64,
+    /// What the usage records say, and what open sessions have charged since their last
+    /// record (in no record yet).
+    usage_records: u64,
+    open_sessions: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Reconciled {
+    /// No difference.
+    consistent: bool,
+    /// The journal's last written record, and the last the usage records were taken from.
+    journal_written: u64,
+    usage_records_synced: u64,
+    /// Accounts compared.
+    accounts: usize,
+    differences: Vec<Difference>,
+}
+
+/// How long reconciliation waits for the usage records to catch up with the journal.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn reconcile(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    // What has been handed to the journal so far must reach the journal's file and then the
+    // usage files before they are compared: waited for, bounded.
+    let progress = s.store.journal().map(|j| j.progress());
+    let target = progress.map_or(0, |p| p.queued.load(std::sync::atomic::Ordering::Acquire));
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    let (written, synced) = loop {
+        let written = progress.map_or(0, |p| p.written.load(std::sync::atomic::Ordering::Acquire));
+        let synced = s
+            .store
+            .usage_log()
+            .map_or(u64::MAX, |u| u.synced_sequence());
+        if (written >= target && synced >= target) || tokio::time::Instant::now() >= deadline {
+            break (written, synced);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let dir = s.usage_dir.clone();
+    let body = off_workers(&s, move |store| {
+        let records = ocf_store::statement::charged_by_account(&dir).map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("usage records: {e}"),
+            )
+        })?;
+        // Taken with requests stopped, so the ledger and the open sessions agree.
+        let (ledger, open) = store.engine().frozen(|_| {
+            (
+                store.engine().charged_by_account(),
+                store.engine().charged_in_open_sessions(),
+            )
+        });
+        const UNITS: [&str; 4] = ["octets", "seconds", "events", "money"];
+        let mut differences = Vec::new();
+        let mut accounts: Vec<&String> = ledger.keys().chain(records.keys()).collect();
+        accounts.sort();
+        accounts.dedup();
+        for a in &accounts {
+            let l = ledger.get(*a).copied().unwrap_or_default();
+            let r = records.get(*a).copied().unwrap_or_default();
+            let o = open.get(*a).copied().unwrap_or_default();
+            for k in 0..4 {
+                if l[k] != r[k].saturating_add(o[k]) {
+                    differences.push(Difference {
+                        account: (*a).clone(),
+                        unit: UNITS[k],
+                        ledger: l[k],
+                        usage_records: r[k],
+                        open_sessions: o[k],
+                    });
+                }
+            }
+        }
+        Ok::<_, ApiError>(Reconciled {
+            consistent: differences.is_empty() && synced >= target,
+            journal_written: written,
+            usage_records_synced: synced.min(written),
+            accounts: accounts.len(),
+            differences,
+        })
+    })
+    .await??;
+    Ok(axum::Json(body).into_response())
 }

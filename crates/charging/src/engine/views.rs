@@ -154,3 +154,59 @@ impl Engine {
         Ok(out)
     }
 }
+
+/// What accounts were charged, per account path: octets, seconds, events, money (ledger units).
+pub type Charged = std::collections::BTreeMap<String, [u64; 4]>;
+
+impl Engine {
+    /// What the accounts have been charged in total, as the ledger keeps it (each account's
+    /// own usage), for reconciliation. A walk of every tree: not for the hot path.
+    pub fn charged_by_account(&self) -> Charged {
+        let mut out = Charged::new();
+        let ledger = self.ledger();
+        for t in 0..ledger.tree_count() as u32 {
+            let Some(tree) = ledger.lock(t) else { continue };
+            if tree.removed {
+                continue;
+            }
+            for (i, n) in tree.nodes.iter().enumerate() {
+                if n.removed || n.own.iter().all(|o| o.used[2] == 0) {
+                    continue;
+                }
+                let mut units = [0u64; 4];
+                for o in &n.own {
+                    units[crate::ledger::unit_index(o.unit)] = o.used[2];
+                }
+                out.insert(tree.names(i as u32).join("/"), units);
+            }
+        }
+        out
+    }
+
+    /// What the open sessions have charged so far (not yet in any usage record), per account
+    /// path.
+    pub fn charged_in_open_sessions(&self) -> Charged {
+        let mut by_account: std::collections::HashMap<AccountRef, [u64; 4]> = Default::default();
+        for i in 0..self.sessions.shard_count() {
+            let shard = self.sessions.lock_index(i);
+            for s in shard.open.values() {
+                for u in &s.services {
+                    let e = by_account
+                        .entry(u.account.unwrap_or(s.account))
+                        .or_default();
+                    for (k, v) in u.units.iter().enumerate() {
+                        // Octets rated in money count as their money only, as in the ledger.
+                        if k == 0 && u.units[3] > 0 {
+                            continue;
+                        }
+                        e[k] = e[k].saturating_add(*v);
+                    }
+                }
+            }
+        }
+        by_account
+            .into_iter()
+            .map(|(a, units)| (self.path_of(a), units))
+            .collect()
+    }
+}
