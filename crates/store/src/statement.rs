@@ -69,30 +69,34 @@ fn under(tenant: &str, path: &str) -> bool {
             .is_some_and(|r| r.starts_with('/'))
 }
 
-/// The statement of `tenant` for [from, to) from the usage files in `dir` (none yet: empty).
-pub fn statement(dir: &Path, tenant: &str, from: i64, to: i64) -> io::Result<Statement> {
+/// Calls `each` with every usage record in `dir` that is not interim, whose line contains
+/// `needle` (a cheap filter before parsing), with its `end` and each service and the account
+/// that paid for it (the service's own `account`, else the record's).
+fn each_service(
+    dir: &Path,
+    needle: &str,
+    mut each: impl FnMut(i64, &[(&str, &serde_json::Value)]),
+) -> io::Result<()> {
     let files = match super::usage::files(dir) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let mut devices: BTreeMap<String, Used> = BTreeMap::new();
     for f in files {
         for line in BufReader::new(std::fs::File::open(&f)?).lines() {
             let line = line?;
-            // Cheap before parsing: the tenant's name is in every record of it.
-            if !line.contains(tenant) {
+            if !line.contains(needle) {
                 continue;
             }
             let Ok(r) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            let end = r.get("end").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
-            if r.get("interim").and_then(|v| v.as_bool()) == Some(true) || end < from || end >= to {
+            if r.get("interim").and_then(|v| v.as_bool()) == Some(true) {
                 continue;
             }
+            let end = r.get("end").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
             let account = r.get("account").and_then(|v| v.as_str()).unwrap_or("");
-            let mut counted: Vec<&str> = Vec::new();
+            let mut services = Vec::new();
             for s in r
                 .get("services")
                 .and_then(|v| v.as_array())
@@ -100,21 +104,37 @@ pub fn statement(dir: &Path, tenant: &str, from: i64, to: i64) -> io::Result<Sta
                 .flatten()
             {
                 let paid = s.get("account").and_then(|v| v.as_str()).unwrap_or(account);
-                if !under(tenant, paid) {
-                    continue;
-                }
-                devices.entry(paid.to_owned()).or_default().add(s);
-                if !counted.contains(&paid) {
-                    counted.push(paid);
-                }
+                services.push((paid, s));
             }
-            for paid in counted {
-                if let Some(u) = devices.get_mut(paid) {
-                    u.records += 1;
-                }
-            }
+            each(end, &services);
         }
     }
+    Ok(())
+}
+
+/// The statement of `tenant` for [from, to) from the usage files in `dir` (none yet: empty).
+pub fn statement(dir: &Path, tenant: &str, from: i64, to: i64) -> io::Result<Statement> {
+    let mut devices: BTreeMap<String, Used> = BTreeMap::new();
+    each_service(dir, tenant, |end, services| {
+        if end < from || end >= to {
+            return;
+        }
+        let mut counted: Vec<&str> = Vec::new();
+        for &(paid, s) in services {
+            if !under(tenant, paid) {
+                continue;
+            }
+            devices.entry(paid.to_owned()).or_default().add(s);
+            if !counted.contains(&paid) {
+                counted.push(paid);
+            }
+        }
+        for paid in counted {
+            if let Some(u) = devices.get_mut(paid) {
+                u.records += 1;
+            }
+        }
+    })?;
     // Every node above a device sums the devices under it.
     let mut all: BTreeMap<String, (bool, Used)> = BTreeMap::new();
     for (path, used) in &devices {
@@ -174,47 +194,27 @@ impl Statement {
 /// aside), as the ledger counts it: octets, seconds, events, money in ledger units (10^-9 of
 /// the currency); octets rated in money count as their money only.
 pub fn charged_by_account(dir: &Path) -> io::Result<BTreeMap<String, [u64; 4]>> {
-    let files = match super::usage::files(dir) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
     let mut out: BTreeMap<String, [u64; 4]> = BTreeMap::new();
     let scale = Decimal::from(10u64.pow(ocf_charging::ledger::MONEY_SCALE));
-    for f in files {
-        for line in BufReader::new(std::fs::File::open(&f)?).lines() {
-            let Ok(r) = serde_json::from_str::<serde_json::Value>(&line?) else {
-                continue;
-            };
-            if r.get("interim").and_then(|v| v.as_bool()) == Some(true) {
-                continue;
-            }
-            let account = r.get("account").and_then(|v| v.as_str()).unwrap_or("");
-            for s in r
-                .get("services")
-                .and_then(|v| v.as_array())
+    each_service(dir, "", |_, services| {
+        for &(paid, s) in services {
+            let mut used = Used::default();
+            used.add(s);
+            let money = used
+                .money
+                .checked_mul(scale)
+                .and_then(|m| rust_decimal::prelude::ToPrimitive::to_u64(&m.trunc()))
+                .unwrap_or(0);
+            // Octets rated in money are counted by the ledger as the money they cost.
+            let octets = if money > 0 { 0 } else { used.octets };
+            let e = out.entry(paid.to_owned()).or_default();
+            for (k, v) in [octets, used.seconds, used.events, money]
                 .into_iter()
-                .flatten()
+                .enumerate()
             {
-                let paid = s.get("account").and_then(|v| v.as_str()).unwrap_or(account);
-                let mut used = Used::default();
-                used.add(s);
-                let money = used
-                    .money
-                    .checked_mul(scale)
-                    .and_then(|m| rust_decimal::prelude::ToPrimitive::to_u64(&m.trunc()))
-                    .unwrap_or(0);
-                // Octets rated in money are counted by the ledger as the money they cost.
-                let octets = if money > 0 { 0 } else { used.octets };
-                let e = out.entry(paid.to_owned()).or_default();
-                for (k, v) in [octets, used.seconds, used.events, money]
-                    .into_iter()
-                    .enumerate()
-                {
-                    e[k] = e[k].saturating_add(v);
-                }
+                e[k] = e[k].saturating_add(v);
             }
         }
-    }
+    })?;
     Ok(out)
 }
