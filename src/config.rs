@@ -257,7 +257,7 @@ pub struct ChargingSection {
     /// event when its usage crosses each, once per period (docs/thresholds.md).
     pub device_thresholds: Vec<u8>,
     /// Recent credit-control decisions kept in memory for explain (`GET /v1/explain`), about
-    /// 200 bytes each; 0 keeps none. Older ones are read back from the usage records. Taken at
+    /// 300 bytes each; 0 keeps none. Older ones are read back from the usage records. Taken at
     /// start.
     pub explain_decisions: usize,
 }
