@@ -44,6 +44,12 @@ fn tokens_are_held_to_their_role_and_scope() {
         Some(r#"{"name":"x","role":"manager"}"#),
     );
     assert_eq!(status, 400, "{e}");
+    let (status, e) = admin.call(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name":"y","role":"operator","scope":"acme"}"#),
+    );
+    assert_eq!(status, 400, "an operator's token takes no scope: {e}");
     let (status, _) = admin.call(
         "POST",
         "/v1/tokens",

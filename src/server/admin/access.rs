@@ -127,6 +127,11 @@ impl Tokens {
         if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
             return Err(bad("a token's name has 1 to 64 characters, no '/'".into()));
         }
+        if role == Role::Operator && scope.is_some() {
+            return Err(bad(
+                "an operator's token reaches everything: it takes no scope".into(),
+            ));
+        }
         if role != Role::Operator
             && scope
                 .as_deref()
