@@ -139,10 +139,8 @@ impl Engine {
                     return identity.write_error_answer(out, req, &e);
                 };
                 if self.accounts.ledger().is_blocked(account) {
-                    let e = DiameterError::new(
-                        ResultCode::EndUserServiceDenied,
-                        "the subscriber is blocked by its enterprise",
-                    );
+                    let e =
+                        DiameterError::new(ResultCode::EndUserServiceDenied, explain::why::BLOCKED);
                     return identity.write_error_answer(out, req, &e);
                 }
                 let mut session = Session {
@@ -384,13 +382,7 @@ impl Engine {
             self.settle(s, m, tariff, &payer, now, rec);
         }
         if let Some(g) = &guards {
-            let reported = cr
-                .mscc
-                .iter()
-                .flat_map(|m| &m.used)
-                .map(|u| u.units.octets().unwrap_or(0))
-                .fold(0, u64::saturating_add);
-            self.note_velocity(s, g, reported, now, rec);
+            self.note_velocity(s, g, cr.reported_octets(), now, rec);
         }
         // Blocked since the session began: what was reported is charged (above), nothing is
         // held or granted any more, and every service is denied.
@@ -414,7 +406,7 @@ impl Engine {
             let mut a = MsccAnswer::new(m.rating_group, m.service_identifier, ResultCode::Success);
             if blocked {
                 a.result = ResultCode::EndUserServiceDenied;
-                a.why = Some("the subscriber is blocked by its enterprise");
+                a.why = Some(explain::why::BLOCKED);
             } else if let Some(why) = payer.denied {
                 a.result = ResultCode::EndUserServiceDenied;
                 a.why = Some(why);
@@ -423,7 +415,7 @@ impl Engine {
                 .is_some_and(|rg| policy.denied_rating_groups.contains(&rg))
             {
                 a.result = ResultCode::EndUserServiceDenied;
-                a.why = Some("the tenant's policy denies this rating group");
+                a.why = Some(explain::why::POLICY_DENIES);
             } else if !terminating && !m.is_final() {
                 self.grant(
                     s,

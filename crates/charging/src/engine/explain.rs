@@ -18,21 +18,45 @@ use crate::rules::{Facts, Plmn, Rule};
 
 const SHARDS: usize = 64;
 
-/// Why an answer is what it is, as explain says it (kept in a decision as its place here).
+/// Why an answer is what it is, as explain says it: the sites that decide name these, and a
+/// decision keeps the place of its reason in [`WHYS`].
+pub(super) mod why {
+    pub(in crate::engine) const BLOCKED: &str = "the subscriber is blocked by its enterprise";
+    pub(in crate::engine) const RULE_DENIES: &str = "a rule denies this service";
+    pub(in crate::engine) const NO_PERSONAL: &str =
+        "the rule charges a personal account, and none is linked";
+    pub(in crate::engine) const POLICY_DENIES: &str =
+        "the tenant's policy denies this rating group";
+    pub(in crate::engine) const UNMETERED: &str = "no limit on the account's path counts this unit";
+    pub(in crate::engine) const NO_HEADROOM: &str = "no headroom left on the account's path";
+    pub(in crate::engine) const LAST_UNITS: &str = "the grant takes the last units under this level's limit: the policy at the limit goes with it";
+    pub(in crate::engine) const LAST_UNITS_DENY: &str = "the grant takes the last units under this level's limit, whose policy is to deny: no Final-Unit-Indication";
+    pub(in crate::engine) const VELOCITY_REFUSED: &str =
+        "the velocity guard: the device used its amount within the window";
+    pub(in crate::engine) const CEILING_REFUSED: &str =
+        "a ceiling: the session or the device's month has reached its sanity bound";
+    pub(in crate::engine) const VELOCITY_CUT: &str =
+        "the velocity guard cut the grant: the device reaches its amount within the window";
+    pub(in crate::engine) const GRANT_CEILING: &str = "the grant ceiling cut the grant";
+    pub(in crate::engine) const CEILING_CUT: &str =
+        "a ceiling cut the grant: the session or the device's month reaches its sanity bound";
+}
+
+/// Every reason, in the order decisions keep them.
 pub(super) const WHYS: [&str; 13] = [
-    "the subscriber is blocked by its enterprise",
-    "a rule denies this service",
-    "the rule charges a personal account, and none is linked",
-    "the tenant's policy denies this rating group",
-    "no limit on the account's path counts this unit",
-    "no headroom left on the account's path",
-    "the grant takes the last units under this level's limit: the policy at the limit goes with it",
-    "the grant takes the last units under this level's limit, whose policy is to deny: no Final-Unit-Indication",
-    "the velocity guard: the device used its amount within the window",
-    "a ceiling: the session or the device's month has reached its sanity bound",
-    "the velocity guard cut the grant: the device reaches its amount within the window",
-    "the grant ceiling cut the grant",
-    "a ceiling cut the grant: the session or the device's month reaches its sanity bound",
+    why::BLOCKED,
+    why::RULE_DENIES,
+    why::NO_PERSONAL,
+    why::POLICY_DENIES,
+    why::UNMETERED,
+    why::NO_HEADROOM,
+    why::LAST_UNITS,
+    why::LAST_UNITS_DENY,
+    why::VELOCITY_REFUSED,
+    why::CEILING_REFUSED,
+    why::VELOCITY_CUT,
+    why::GRANT_CEILING,
+    why::CEILING_CUT,
 ];
 
 /// The place of `why` in [`WHYS`] plus one (0: none or unknown).
@@ -750,7 +774,7 @@ impl Engine {
                 None,
                 None,
                 None,
-                Some(payer.denied.unwrap_or(WHYS[0])),
+                Some(payer.denied.unwrap_or(why::BLOCKED)),
             )
         } else {
             let want = q
@@ -789,7 +813,7 @@ impl Engine {
                     None,
                     None,
                     limiting,
-                    Some(WHYS[5]),
+                    Some(why::NO_HEADROOM),
                 )
             } else {
                 let last = headroom != u64::MAX && granted_ledger == headroom;
@@ -798,7 +822,7 @@ impl Engine {
                     Some((Unit::Octets, granted)),
                     Some(validity),
                     limiting.filter(|_| last),
-                    last.then_some(WHYS[6]),
+                    last.then_some(why::LAST_UNITS),
                 )
             }
         };

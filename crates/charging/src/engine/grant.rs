@@ -109,10 +109,8 @@ impl Engine {
         if cap.is_some_and(|c| c.octets == 0) {
             a.result = ResultCode::CreditLimitReached;
             a.why = Some(match cap.map(|c| c.kind) {
-                Some(guard::CapKind::Velocity(_)) => {
-                    "the velocity guard: the device used its amount within the window"
-                }
-                _ => "a ceiling: the session or the device's month has reached its sanity bound",
+                Some(guard::CapKind::Velocity(_)) => explain::why::VELOCITY_REFUSED,
+                _ => explain::why::CEILING_REFUSED,
             });
             return;
         }
@@ -129,7 +127,7 @@ impl Engine {
                 .limited_in(account, ledger_unit, classes)
         {
             a.result = ResultCode::RatingFailed;
-            a.why = Some("no limit on the account's path counts this unit");
+            a.why = Some(explain::why::UNMETERED);
             return;
         }
         let (granted, reserved, last, id) = match price {
@@ -162,7 +160,7 @@ impl Engine {
         if granted == 0 {
             a.result = ResultCode::CreditLimitReached;
             let limited = if price.is_some() { Unit::Money } else { unit };
-            a.why = Some("no headroom left on the account's path");
+            a.why = Some(explain::why::NO_HEADROOM);
             a.cut_by = self
                 .accounts
                 .ledger()
@@ -198,13 +196,9 @@ impl Engine {
             a.final_unit_kind = explain::final_unit_code(&Some(action.clone()), true);
             a.final_unit = Some(action);
             a.why = Some(match c.kind {
-                guard::CapKind::Velocity(_) => {
-                    "the velocity guard cut the grant: the device reaches its amount within the window"
-                }
-                guard::CapKind::Grant => "the grant ceiling cut the grant",
-                _ => {
-                    "a ceiling cut the grant: the session or the device's month reaches its sanity bound"
-                }
+                guard::CapKind::Velocity(_) => explain::why::VELOCITY_CUT,
+                guard::CapKind::Grant => explain::why::GRANT_CEILING,
+                _ => explain::why::CEILING_CUT,
             });
             if c.kind == guard::CapKind::Grant {
                 // A grant ceiling is a slice: no final units.
@@ -228,9 +222,9 @@ impl Engine {
             a.final_unit_kind = explain::final_unit_code(&action, true);
             a.cut_by = Some(node);
             a.why = Some(if action.is_some() {
-                "the grant takes the last units under this level's limit: the policy at the limit goes with it"
+                explain::why::LAST_UNITS
             } else {
-                "the grant takes the last units under this level's limit, whose policy is to deny: no Final-Unit-Indication"
+                explain::why::LAST_UNITS_DENY
             });
             let rule = payer.route.as_ref().map(|r| &*r.rule);
             self.policy_applied(s, m, action.as_ref(), (limit, path, rule), now, rec);

@@ -355,12 +355,7 @@ impl Engine {
         if g.max_session_octets.is_none() && g.max_month_octets.is_none() {
             return Ok(());
         }
-        let reported: u64 = cr
-            .mscc
-            .iter()
-            .flat_map(|m| &m.used)
-            .map(|u| u.units.octets().unwrap_or(0))
-            .fold(0, u64::saturating_add);
+        let reported = cr.reported_octets();
         if reported == 0 {
             return Ok(());
         }

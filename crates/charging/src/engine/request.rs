@@ -211,6 +211,15 @@ fn missing(avp: AvpCode) -> DiameterError {
 }
 
 impl<'a> CreditRequest<'a> {
+    /// The octets every MSCC of the request reports used, together (what guards count).
+    pub(super) fn reported_octets(&self) -> u64 {
+        self.mscc
+            .iter()
+            .flat_map(|m| &m.used)
+            .map(|u| u.units.octets().unwrap_or(0))
+            .fold(0, u64::saturating_add)
+    }
+
     /// The first MSCC whose service (Rating-Group and Service-Identifier) an earlier MSCC of
     /// the same request already names, as an error with that MSCC's identifying AVPs as
     /// Failed-AVP. RFC 4006 §8.29 identifies a rating group by Rating-Group alone, and one

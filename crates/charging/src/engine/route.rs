@@ -184,13 +184,13 @@ impl Engine {
                         routed(account, price)
                     }
                     None => Payer {
-                        denied: Some("the rule charges a personal account, and none is linked"),
+                        denied: Some(explain::why::NO_PERSONAL),
                         ..routed(s.account, tariff)
                     },
                 }
             }
             Action::Deny => Payer {
-                denied: Some("a rule denies this service"),
+                denied: Some(explain::why::RULE_DENIES),
                 ..routed(s.account, tariff)
             },
         }
