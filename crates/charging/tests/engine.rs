@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::counter;
+
 use bytes::{Bytes, BytesMut};
 use ocf_charging::accounts::provisioning::default_tenant;
 use ocf_charging::engine::Supervision;
@@ -229,20 +231,6 @@ impl LedgerState {
         }
         assert_eq!(self.0.len(), now.0.len());
     }
-}
-
-/// (used, reserved) of the node's counter of `unit`.
-fn counter(engine: &Engine, path: &[&str], unit: Unit) -> (u64, u64) {
-    let ledger = engine.ledger();
-    let tree = ledger.find_tree(path[0]).expect("tree");
-    let t = ledger.lock(tree).unwrap();
-    let node = t.find(path).unwrap_or_else(|| panic!("no node {path:?}"));
-    let c = t.nodes[node as usize]
-        .counters
-        .iter()
-        .find(|c| c.unit == unit)
-        .unwrap_or_else(|| panic!("{path:?} has no {unit:?} limit"));
-    (c.used, c.reserved)
 }
 
 /// (used, reserved) octets of the device, its cost centre and the enterprise.

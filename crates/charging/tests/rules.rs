@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::counter;
+
 use bytes::BytesMut;
 use ocf_charging::accounts::provisioning::load_str;
 use ocf_charging::accounts::tenant::Directory;
@@ -102,20 +104,6 @@ fn send(e: &Engine, spec: &CcrSpec, now: i64) -> (CcaResult, Vec<Op>) {
     drop(pending);
     let answer = Message::decode(out.freeze()).expect("the answer decodes");
     (CcaResult::read(&answer), ops)
-}
-
-/// (used, reserved) of the counter of `unit` at `path`.
-fn counter(e: &Engine, path: &[&str], unit: Unit) -> (u64, u64) {
-    let ledger = e.ledger();
-    let tree = ledger.find_tree(path[0]).expect("tree");
-    let t = ledger.lock(tree).unwrap();
-    let node = t.find(path).unwrap_or_else(|| panic!("no node {path:?}"));
-    let c = t.nodes[node as usize]
-        .counters
-        .iter()
-        .find(|c| c.unit == unit)
-        .unwrap_or_else(|| panic!("{path:?} has no {unit:?} limit"));
-    (c.used, c.reserved)
 }
 
 const BOB_PATH: [&str; 3] = ["byod", "staff", "bob"];

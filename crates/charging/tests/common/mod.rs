@@ -1,5 +1,7 @@
 //! What the engine's tests share.
 
+use ocf_charging::Engine;
+use ocf_charging::ledger::Unit;
 use ocf_protocol::base::LocalIdentity;
 use ocf_protocol::codes::application;
 
@@ -16,4 +18,18 @@ pub(crate) fn identity(product_name: &str) -> LocalIdentity {
         auth_application_ids: vec![application::CREDIT_CONTROL],
         supported_vendor_ids: vec![10415],
     }
+}
+
+/// (used, reserved) of the node's counter of `unit`.
+pub(crate) fn counter(engine: &Engine, path: &[&str], unit: Unit) -> (u64, u64) {
+    let ledger = engine.ledger();
+    let tree = ledger.find_tree(path[0]).expect("tree");
+    let t = ledger.lock(tree).unwrap();
+    let node = t.find(path).unwrap_or_else(|| panic!("no node {path:?}"));
+    let c = t.nodes[node as usize]
+        .counters
+        .iter()
+        .find(|c| c.unit == unit)
+        .unwrap_or_else(|| panic!("{path:?} has no {unit:?} limit"));
+    (c.used, c.reserved)
 }
