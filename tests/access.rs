@@ -143,6 +143,24 @@ fn tokens_are_held_to_their_role_and_scope() {
         "{denied:?}"
     );
 
+    // Every change names who made it, in the events...
+    let moved = events_of(&admin, "kind=allowance_moved", 1);
+    assert_eq!(moved[0]["by"], "acme-manager", "{moved:?}");
+    let changed = events_of(&admin, "kind=account_changed&node=acme/sales", 1);
+    assert!(
+        changed
+            .iter()
+            .any(|e| e["op"] == "set_limits" && e["by"] == "acme-manager"),
+        "{changed:?}"
+    );
+    assert_eq!(
+        admin.call("PUT", "/v1/limits/alice", Some(LIMIT)).0,
+        200,
+        "the operator's own token"
+    );
+    let changed = events_of(&admin, "kind=account_changed&node=alice", 1);
+    assert_eq!(changed[0]["by"], "admin", "{changed:?}");
+
     // Kept hashed; a restart keeps them; a revoked token is unknown.
     let file = std::fs::read_to_string(d.state_path().join("tokens.json")).unwrap();
     let kept: Value = serde_json::from_str(&file).unwrap();
@@ -152,6 +170,32 @@ fn tokens_are_held_to_their_role_and_scope() {
         "the token itself is not kept"
     );
     d.terminate();
+    // ...and in the change log: the start's import, then the API's changes by token.
+    let (_, records) =
+        ocf_store::changes::ChangeLog::open(&d.state_path().join("changes")).unwrap();
+    let by: Vec<(String, Option<String>)> = records
+        .iter()
+        .map(|r| {
+            let (c, by) = ocf_store::change_record::decode_by(&r.change).unwrap();
+            let op = serde_json::from_slice::<Value>(&ocf_store::change_record::encode(&c))
+                .unwrap()["op"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (op, by)
+        })
+        .collect();
+    let some = |op: &str, by: &str| (op.to_owned(), Some(by.to_owned()));
+    assert_eq!(
+        by,
+        [
+            some("import", "start"),
+            some("set_limits", "acme-manager"),
+            some("move", "acme-manager"),
+            some("set_limits", "admin"),
+        ],
+        "refused changes are not logged"
+    );
     let dir = d.into_dir();
     let mut d = Daemon::start_in(dir, "", &[]);
     let admin = d.admin();

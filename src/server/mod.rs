@@ -299,10 +299,12 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
     });
     let t = &d.tls;
     let tls = match (&t.certificate, &t.private_key, &t.peer_ca) {
-        (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => Some(
-            ocf_transport::tls::server_config(cert, key, ca, &t.min_version)
-                .map_err(ServerError::Tls)?,
-        ),
+        (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => {
+            let c = ocf_transport::tls::server_config(cert, key, ca, &t.min_version)
+                .map_err(ServerError::Tls)?;
+            admin::metrics::certificate_expiry(&[cert, ca]);
+            Some(c)
+        }
         _ => None,
     };
     Ok(Live {
@@ -682,7 +684,10 @@ impl Server {
                     if last_ping.elapsed() >= every {
                         match live.check(&store, every) {
                             Ok(()) => systemd::watchdog(),
-                            Err(why) => warn!(why, "withholding the systemd watchdog"),
+                            Err(why) => {
+                                warn!(why, "withholding the systemd watchdog");
+                                gauges.watchdog_withheld.increment(1);
+                            }
                         }
                         last_ping = Instant::now();
                     }

@@ -101,7 +101,11 @@ impl Reloader {
             .map_err(|e| format!("provisioning: {e}"))?
         {
             let s = store
-                .change(&Change::Import { sources }, dispatch::unix_now())
+                .change_by(
+                    &Change::Import { sources },
+                    dispatch::unix_now(),
+                    Some("reload"),
+                )
                 .map_err(|e| format!("provisioning: {e}"))?;
             log_summary("reload", &s);
         }

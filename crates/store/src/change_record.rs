@@ -1,10 +1,11 @@
-//! Account-change records, schema 3. FROZEN: the JSON object each change-log entry holds
+//! Account-change records, schema 4. FROZEN: the JSON object each change-log entry holds
 //! (`changes.rs` frames it). A change log written by any version of ocfd must replay the same
 //! way forever, so these types are the store's own, not the admin API's: renaming a field of
 //! the API changes nothing here, and a new kind of change or field needs a new schema version.
 //!
 //! ```text
-//! record     = {"op": kind, ...fields}          (unknown fields are refused)
+//! record     = {"op": kind, "by"?: string, ...fields}   (unknown fields are refused)
+//!              (by: who made the change, a token's name; schema 4)
 //! kind       = "import"            sources: [ {name, text} ]   (text: the provisioning file)
 //!            | "add_tenant"        name, time_zone?, policy?, limits?
 //!            | "set_policy"        tenant, policy
@@ -47,7 +48,8 @@
 //!
 //! Schema 2 adds `set_thresholds`, `set_at_limit`, `block` and `unblock`; schema 3 adds
 //! `set_rules`, `set_personal_account` and the policy's `tariffs`, `zones`, `home_networks` and
-//! `equivalent_networks`. Every record of an earlier schema reads as it did.
+//! `equivalent_networks`; schema 4 adds `by` to every kind. Every record of an earlier schema
+//! reads as it did.
 //!
 //! An import keeps the provisioning files' text, which replay parses again: the provisioning
 //! file format (docs/provisioning.md) is therefore frozen too, in what it accepts.
@@ -438,14 +440,39 @@ fn eur() -> u32 {
 
 /// The record of a change, as the change log keeps it.
 pub fn encode(change: &Change) -> Vec<u8> {
+    encode_by(change, None)
+}
+
+/// A change as its record, naming who made it (`by`, schema 4).
+pub fn encode_by(change: &Change, by: Option<&str>) -> Vec<u8> {
     // Plain data with string keys: serialising cannot fail.
-    serde_json::to_vec(&Record::from(change)).unwrap_or_default()
+    let record = serde_json::to_vec(&Record::from(change)).unwrap_or_default();
+    let Some(by) = by else {
+        return record;
+    };
+    // `by` first, then the record's own fields in their order: `{"by":..,"op":..}`.
+    let mut out = serde_json::to_vec(&serde_json::json!({ "by": by })).unwrap_or_default();
+    out.pop();
+    out.push(b',');
+    out.extend_from_slice(record.get(1..).unwrap_or_default());
+    out
 }
 
 /// A change read back from its record.
 pub fn decode(data: &[u8]) -> Result<Change, String> {
-    serde_json::from_slice::<Record>(data)
-        .map(Change::from)
+    decode_by(data).map(|(c, _)| c)
+}
+
+/// A change read back from its record, with who made it (absent before schema 4).
+pub fn decode_by(data: &[u8]) -> Result<(Change, Option<String>), String> {
+    let mut v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let by = match v.as_object_mut().and_then(|o| o.remove("by")) {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(_) => return Err("'by' must be a string".into()),
+    };
+    serde_json::from_value::<Record>(v)
+        .map(|r| (Change::from(r), by))
         .map_err(|e| e.to_string())
 }
 
@@ -916,6 +943,22 @@ mod tests {
             let change = decode(golden.as_bytes()).unwrap_or_else(|e| panic!("{golden}: {e}"));
             assert_eq!(String::from_utf8(encode(&change)).unwrap(), *golden);
         }
+    }
+
+    #[test]
+    fn schema_4_names_who_made_the_change() {
+        let c = decode(GOLDEN[7].as_bytes()).unwrap();
+        let bytes = encode_by(&c, Some("mgr \"acme\""));
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"by":"mgr \"acme\"","op":"move","from":"globex/sales","to":"globex/ops","unit":"events","period":"day","amount":7}"#
+        );
+        assert_eq!(
+            decode_by(&bytes).unwrap(),
+            (c.clone(), Some("mgr \"acme\"".into()))
+        );
+        assert_eq!(decode_by(GOLDEN[7].as_bytes()).unwrap(), (c, None));
+        assert!(decode_by(br#"{"by":7,"op":"remove","path":"a"}"#).is_err());
     }
 
     #[test]

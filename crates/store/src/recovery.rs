@@ -118,7 +118,7 @@ pub fn open(
         let mut store = Store::new(engine).with_change_log(log);
         if !unchanged {
             let s = store
-                .change(&Change::Import { sources }, now)
+                .change_by(&Change::Import { sources }, now, Some("start"))
                 .map_err(import_error)?;
             log_summary("start", &s);
         }
@@ -195,11 +195,12 @@ pub fn open(
     if first_start {
         // Change 0: the provisioning as it is, before any ledger record.
         let s = store
-            .change(
+            .change_by(
                 &Change::Import {
                     sources: sources.clone(),
                 },
                 now,
+                Some("start"),
             )
             .map_err(import_error)?;
         log_summary("first start", &s);
@@ -337,7 +338,7 @@ pub fn open(
             .map_err(import_error)?
     {
         let s = store
-            .change(&Change::Import { sources }, now)
+            .change_by(&Change::Import { sources }, now, Some("start"))
             .map_err(import_error)?;
         log_summary("start", &s);
     }

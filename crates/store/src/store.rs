@@ -218,17 +218,27 @@ impl Store {
     /// Makes an account change: planned and checked, logged (synced), carried out; nothing
     /// happens if any of that fails.
     pub fn change(&self, change: &Change, now: i64) -> Result<Summary, ChangeError> {
+        self.change_by(change, now, None)
+    }
+
+    /// [`Store::change`], naming who made it (a token's name) in the change log and the event.
+    pub fn change_by(
+        &self,
+        change: &Change,
+        now: i64,
+        by: Option<&str>,
+    ) -> Result<Summary, ChangeError> {
         let pending = self.engine.accounts().prepare_change(change, now)?;
-        let s = self.log_and_carry_out(pending)?;
+        let s = self.log_and_carry_out(pending, by)?;
         // What a manager did that the outbox tells.
         let tenant = |p: &str| p.split('/').next().unwrap_or_default().to_owned();
-        let event = match change {
-            Change::Block { path } | Change::Unblock { path } => Some(serde_json::json!({
+        let mut event = match change {
+            Change::Block { path } | Change::Unblock { path } => serde_json::json!({
                 "kind": if matches!(change, Change::Block { .. }) { "blocked" } else { "unblocked" },
                 "tenant": tenant(path),
                 "path": path,
                 "time": now,
-            })),
+            }),
             Change::Move {
                 from,
                 to,
@@ -250,13 +260,14 @@ impl Store {
                 if let Some(c) = class {
                     e["class"] = c.as_str().into();
                 }
-                Some(e)
+                e
             }
-            _ => None,
+            _ => changed_event(change, now),
         };
-        if let Some(e) = event {
-            self.event(now, &e);
+        if let Some(by) = by {
+            event["by"] = by.into();
         }
+        self.event(now, &event);
         Ok(s)
     }
 
@@ -355,17 +366,26 @@ impl Store {
         tenant: &str,
         patch: &serde_json::Value,
         now: i64,
+        by: Option<&str>,
     ) -> Result<Summary, ChangeError> {
         let pending = self
             .engine
             .accounts()
             .prepare_policy_patch(tenant, patch, now)?;
-        self.log_and_carry_out(pending)
+        let event = changed_event(pending.change(), now);
+        let s = self.log_and_carry_out(pending, by)?;
+        let mut event = event;
+        if let Some(by) = by {
+            event["by"] = by.into();
+        }
+        self.event(now, &event);
+        Ok(s)
     }
 
     fn log_and_carry_out(
         &self,
         pending: ocf_charging::accounts::changes::PendingChange<'_>,
+        by: Option<&str>,
     ) -> Result<Summary, ChangeError> {
         if let Some(log) = &self.changes {
             // Requests are stopped: the journal's queue names exactly the ledger records
@@ -379,7 +399,7 @@ impl Store {
                 .append(&ChangeRecord {
                     after_sequence,
                     time: pending.time(),
-                    change: crate::change_record::encode(pending.change()),
+                    change: crate::change_record::encode_by(pending.change(), by),
                 })
                 .map_err(|e| ChangeError::Log(e.to_string()))?;
         }
@@ -423,4 +443,22 @@ impl Store {
             e.close();
         }
     }
+}
+
+/// The `account_changed` event of a change without an event of its own: which change (the
+/// change log's `op`) and where.
+fn changed_event(change: &Change, now: i64) -> serde_json::Value {
+    let record: serde_json::Value =
+        serde_json::from_slice(&crate::change_record::encode(change)).unwrap_or_default();
+    let path = ["path", "tenant", "name"]
+        .iter()
+        .find_map(|k| record[k].as_str())
+        .unwrap_or_default();
+    serde_json::json!({
+        "kind": "account_changed",
+        "op": record["op"],
+        "tenant": path.split('/').next().unwrap_or_default(),
+        "path": path,
+        "time": now,
+    })
 }

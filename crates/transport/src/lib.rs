@@ -2,6 +2,7 @@
 //! (one-to-one sockets, multi-homed, PPID 46), TLS over TCP (rustls, mutual authentication).
 //! The only `unsafe` of the crate lives in `sctp`.
 
+pub mod expiry;
 pub mod sctp;
 pub mod tcp;
 pub mod tls;

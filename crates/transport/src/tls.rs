@@ -113,6 +113,20 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The earliest `notAfter` of the certificates of a PEM file, in seconds since 1970.
+pub fn earliest_expiry(path: &Path) -> Result<i64, TlsError> {
+    certificates(path)?
+        .iter()
+        .map(|c| crate::expiry::not_after(c))
+        .try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
+        .ok_or_else(|| {
+            err(
+                path.display().to_string(),
+                "a certificate's validity cannot be read",
+            )
+        })
+}
+
 /// Whether a peer's certificate (end entity, DER) is valid for `host` (its CER Origin-Host).
 pub fn certificate_names(cert: &CertificateDer<'_>, host: &str) -> bool {
     let Ok(name) = ServerName::try_from(host.to_owned()) else {

@@ -38,6 +38,17 @@ pub struct Caller {
     pub scope: Option<String>,
 }
 
+tokio::task_local! {
+    /// The caller of the request being worked on (set by `authorize` around the handler), so
+    /// that every change names who made it without each handler passing it along.
+    pub static CALLER: Caller;
+}
+
+/// The name of the token the request being worked on came with (none outside a request).
+pub fn caller_name() -> Option<String> {
+    CALLER.try_with(|c| c.name.clone()).ok()
+}
+
 /// A named token as kept: its SHA-256, never the token.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +264,8 @@ fn decode(s: &str) -> String {
 pub enum Target {
     /// Only operators (tenants, tokens, anything not listed).
     Operators,
+    /// Any caller (who it is).
+    Anyone,
     /// A node path (or a tenant).
     Path(String),
     /// A move: its two nodes (read from the body).
@@ -268,9 +281,9 @@ pub fn target(path: &str) -> Target {
     let (resource, rest) = path.split_once('/').unwrap_or((path, ""));
     match resource {
         "nodes" | "limits" | "thresholds" | "blocked" | "at-limit" | "reauth" | "subscriptions"
-        | "usage" | "sessions" | "rules" | "guards" | "personal-account" | "policy" => {
-            Target::Path(decode(rest))
-        }
+        | "usage" | "sessions" | "rules" | "guards" | "personal-account" | "policy" | "live"
+        | "statements" => Target::Path(decode(rest)),
+        "whoami" => Target::Anyone,
         "moves" => Target::Move,
         "events" => Target::Events,
         "explain" => Target::Subscriber(decode(rest.split('/').next().unwrap_or(""))),

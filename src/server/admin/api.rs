@@ -17,7 +17,7 @@ use ocf_charging::accounts::changes::{Change, ChangeError};
 use ocf_charging::accounts::provisioning::{
     Amount, AtLimitSpec, LimitSpec, PolicySpec, ThresholdSpec,
 };
-use ocf_charging::accounts::views::NodeUsage;
+use ocf_charging::accounts::views::{NodeUsage, Page};
 use ocf_charging::ledger::{Period, Unit};
 
 use super::{AdminState, ApiError};
@@ -95,7 +95,8 @@ pub(super) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<Strin
 
 /// Makes a change off the async workers (it syncs the change log).
 async fn change(state: &AdminState, c: Change) -> Result<(), ApiError> {
-    off_workers(state, move |e| e.change(&c, unix_now()))
+    let by = super::access::caller_name();
+    off_workers(state, move |e| e.change_by(&c, unix_now(), by.as_deref()))
         .await?
         .map(|_| ())
         .map_err(error)
@@ -187,12 +188,32 @@ async fn add_tenant(
     .await
 }
 
+/// `?offset=&limit=`: a page of a node's children (all of them without).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+impl PageQuery {
+    pub(super) fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<Page, ApiError> {
+        let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+        Ok(Page {
+            offset: q.offset.unwrap_or(0),
+            limit: q.limit.unwrap_or(usize::MAX),
+        })
+    }
+}
+
 async fn node(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    view(&s, move |e| e.accounts().node_view(&path, unix_now())).await
+    let page = PageQuery::page(q)?;
+    view(&s, move |e| e.accounts().node_page(&path, unix_now(), page)).await
 }
 
 async fn add_node(
@@ -563,9 +584,14 @@ async fn set_subscriptions(
 async fn usage(
     State(s): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
-    view(&s, move |e| e.accounts().usage_view(&path, unix_now())).await
+    let page = PageQuery::page(q)?;
+    view(&s, move |e| {
+        e.accounts().usage_page(&path, unix_now(), page)
+    })
+    .await
 }
 
 async fn sessions(
@@ -593,9 +619,12 @@ async fn set_policy(
     let tenant = path_param(tenant)?;
     let patch = body(b)?;
     let name = tenant.clone();
-    off_workers(&s, move |e| e.patch_policy(&name, &patch, unix_now()))
-        .await?
-        .map_err(error)?;
+    let by = super::access::caller_name();
+    off_workers(&s, move |e| {
+        e.patch_policy(&name, &patch, unix_now(), by.as_deref())
+    })
+    .await?
+    .map_err(error)?;
     // What the tenant's gateways hold was granted under the old policy.
     tokio::spawn(crate::server::abort::reauth_sessions(
         s.store.clone(),
@@ -782,14 +811,21 @@ async fn events_stream(
             }
         }
     });
-    Ok((
+    Ok(event_stream(rx))
+}
+
+/// A server-sent-events response whose chunks a task hands over on `rx`.
+pub(super) fn event_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> Response {
+    (
         [
             (axum::http::header::CONTENT_TYPE, "text/event-stream"),
             (axum::http::header::CACHE_CONTROL, "no-cache"),
         ],
         axum::body::Body::from_stream(Chunks(rx)),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The chunks a task hands over, as a stream for a response body.

@@ -192,6 +192,34 @@ fn describe() {
         "ocfd_events_synced_sequence",
         "Journal sequence up to which events are synced to the outbox"
     );
+    metrics::describe_gauge!(
+        SUPERVISION_LAST_PASS,
+        "Unix time of the last whole supervision pass (once a second while ocfd is healthy)"
+    );
+    metrics::describe_counter!(
+        WATCHDOG_WITHHELD,
+        "Times ocfd withheld its systemd watchdog ping (the journal writer was stuck)"
+    );
+    metrics::describe_gauge!(
+        CERTIFICATE_EXPIRY,
+        "Unix time the first certificate of a TLS file (diameter.tls) stops being valid"
+    );
+}
+
+pub const SUPERVISION_LAST_PASS: &str = "ocfd_supervision_last_pass_timestamp_seconds";
+pub const WATCHDOG_WITHHELD: &str = "ocfd_watchdog_withheld_total";
+pub const CERTIFICATE_EXPIRY: &str = "ocfd_tls_certificate_expiry_timestamp_seconds";
+
+/// Sets the expiry gauge of each TLS file (at start and at each reload, when they are read).
+pub fn certificate_expiry(files: &[&std::path::Path]) {
+    for f in files {
+        match ocf_transport::tls::earliest_expiry(f) {
+            Ok(t) => {
+                metrics::gauge!(CERTIFICATE_EXPIRY, "file" => f.display().to_string()).set(t as f64)
+            }
+            Err(e) => tracing::warn!(error = %e, "certificate expiry not known"),
+        }
+    }
 }
 
 /// Overload and DOIC figures the supervision tick passes to [`Gauges::refresh`].
@@ -226,6 +254,8 @@ pub struct Gauges {
     events: Counter,
     events_errors: Gauge,
     events_synced: Gauge,
+    last_pass: Gauge,
+    pub watchdog_withheld: Counter,
 }
 
 /// Enterprises (trees of more than one node) shown with per-tenant gauges, at most: a
@@ -235,6 +265,8 @@ const MAX_TENANT_SERIES: usize = 1000;
 impl Gauges {
     pub fn new() -> Self {
         let _ = prometheus();
+        // Shown at 0 from the start, so that an alert on its increase sees the first drop.
+        metrics::counter!("ocfd_events_dropped_total").absolute(0);
         Gauges {
             journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
             journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
@@ -255,6 +287,8 @@ impl Gauges {
             events: metrics::counter!("ocfd_events_total"),
             events_errors: metrics::gauge!("ocfd_events_errors"),
             events_synced: metrics::gauge!("ocfd_events_synced_sequence"),
+            last_pass: metrics::gauge!(SUPERVISION_LAST_PASS),
+            watchdog_withheld: metrics::counter!(WATCHDOG_WITHHELD),
         }
     }
 
@@ -327,6 +361,8 @@ impl Gauges {
                 });
         }
         self.sessions.set(engine.session_count() as f64);
+        self.last_pass
+            .set(crate::server::dispatch::unix_now() as f64);
         if let Some(h) = prometheus() {
             h.run_upkeep();
         }

@@ -1,12 +1,13 @@
 //! The admin HTTP listener (127.0.0.1:8868 by default): Prometheus metrics on `/metrics`,
 //! liveness on `/health`, readiness on `/ready`, and the admin API under `/v1` (the account
 //! tree, limits and policies, allowance moves, live usage, open sessions), documented in
-//! `docs/admin-api.yaml`. `/v1` needs `Authorization: Bearer <token>`: the operator's, the
+//! `docs/admin-api.yaml`, and the console at `/ui` ([`console`]). `/v1` needs `Authorization: Bearer <token>`: the operator's, the
 //! first line of `admin.token_file`, or a named token held to its role and scope
 //! ([`access`]).
 
 pub mod access;
 pub mod api;
+mod console;
 mod explain;
 pub mod metrics;
 
@@ -133,8 +134,7 @@ async fn authorize(State(state): State<AdminState>, mut req: Request, next: Next
             Err(denied) => return denied,
         }
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    access::CALLER.scope(caller, next.run(req)).await
 }
 
 /// Checks a scoped caller's request against its role and scope (see [`access`]): the request
@@ -182,6 +182,7 @@ async fn permit(
     }
     match access::target(&path) {
         access::Target::Operators => Err(deny("only an operator's token reaches this")),
+        access::Target::Anyone => Ok(req),
         access::Target::Path(p) if access::within(scope, &p) => Ok(req),
         access::Target::Path(_) => Err(deny("outside its scope")),
         access::Target::Move => {
@@ -263,6 +264,7 @@ pub fn router(state: AdminState) -> Router {
     let v1 = api::routes()
         .merge(explain::routes())
         .merge(access::routes())
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -272,6 +274,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .nest("/v1", v1)
+        .merge(console::assets())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such resource".into()) })
         .with_state(state)
 }

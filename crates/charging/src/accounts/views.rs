@@ -86,7 +86,25 @@ pub struct NodeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_limit: Option<AtLimitSpec>,
     pub subscriptions: Vec<SubscriptionView>,
+    /// The children on the page asked for (all of them unless paged).
     pub children: Vec<String>,
+    /// How many children the node has, on every page.
+    pub children_total: usize,
+}
+
+/// Which of a node's children a view carries: `limit` of them from `offset`, in tree order
+/// (a console shows a 1,000-device cost centre a page at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    pub const ALL: Page = Page {
+        offset: 0,
+        limit: usize::MAX,
+    };
 }
 
 /// A threshold as the API shows it: a percentage of the limits it applies to, or an amount.
@@ -114,6 +132,8 @@ pub struct SubscriptionView {
 pub struct UsageView {
     pub node: NodeUsage,
     pub children: Vec<NodeUsage>,
+    /// How many children the node has, on every page.
+    pub children_total: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -128,6 +148,23 @@ pub struct TenantView {
     pub name: String,
     pub time_zone: String,
     pub nodes: usize,
+}
+
+/// The page of `items` asked for, mapped, and how many items there are in all.
+fn paged<'a, N: 'a, T>(
+    items: impl Iterator<Item = &'a N>,
+    page: Page,
+    map: impl Fn(&N) -> T,
+) -> (Vec<T>, usize) {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for n in items {
+        if total >= page.offset && out.len() < page.limit {
+            out.push(map(n));
+        }
+        total += 1;
+    }
+    (out, total)
 }
 
 fn kind_name(k: SubscriptionType) -> &'static str {
@@ -237,19 +274,25 @@ impl Accounts {
 
     /// A node with its limits, usage, subscription ids and children.
     pub fn node_view(&self, path: &str, now: i64) -> Result<NodeView, ChangeError> {
+        self.node_page(path, now, Page::ALL)
+    }
+
+    /// [`Self::node_view`] with a page of its children.
+    pub fn node_page(&self, path: &str, now: i64, page: Page) -> Result<NodeView, ChangeError> {
         let at = self.find_node(path)?;
-        let (name, counters, tz, children, own, blocked) = {
+        let (name, counters, tz, (children, children_total), own, blocked) = {
             let t = self
                 .ledger()
                 .lock(at.tree)
                 .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
             let n = &t.nodes[at.node as usize];
-            let children = t
-                .nodes
-                .iter()
-                .filter(|c| !c.removed && c.parent == Some(at.node))
-                .map(|c| c.name.clone())
-                .collect();
+            let children = paged(
+                t.nodes
+                    .iter()
+                    .filter(|c| !c.removed && c.parent == Some(at.node)),
+                page,
+                |c| c.name.clone(),
+            );
             let own: Vec<ThresholdView> = t
                 .thresholds
                 .get(&at.node)
@@ -303,25 +346,32 @@ impl Accounts {
                 .and_then(|p| p.at_limit.get(path.trim_matches('/')).map(at_limit_spec)),
             subscriptions,
             children,
+            children_total,
         })
     }
 
     /// A node's usage and its children's, as of `now`. The tree is locked only to copy the
     /// counters out (charging waits on that lock); the view is built after.
     pub fn usage_view(&self, path: &str, now: i64) -> Result<UsageView, ChangeError> {
+        self.usage_page(path, now, Page::ALL)
+    }
+
+    /// [`Self::usage_view`] with a page of the children.
+    pub fn usage_page(&self, path: &str, now: i64, page: Page) -> Result<UsageView, ChangeError> {
         let at = self.find_node(path)?;
-        let (tz, own, children) = {
+        let (tz, own, (children, children_total)) = {
             let t = self
                 .ledger()
                 .lock(at.tree)
                 .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
             let own = t.nodes[at.node as usize].counters.clone();
-            let children: Vec<(String, Vec<Counter>)> = t
-                .nodes
-                .iter()
-                .filter(|c| !c.removed && c.parent == Some(at.node))
-                .map(|c| (c.name.clone(), c.counters.clone()))
-                .collect();
+            let children = paged(
+                t.nodes
+                    .iter()
+                    .filter(|c| !c.removed && c.parent == Some(at.node)),
+                page,
+                |c| (c.name.clone(), c.counters.clone()),
+            );
             (t.tz.clone(), own, children)
         };
         let policy = self.policy_of(at.tree);
@@ -344,6 +394,7 @@ impl Accounts {
                 limits: limits(&own),
             },
             children,
+            children_total,
         })
     }
 
