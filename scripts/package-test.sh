@@ -27,7 +27,7 @@ command -v cargo-deb >/dev/null ||
 
 step "building the package"
 deb="$work/ocfd.deb"
-cargo deb -p ocf --output "$deb" >&2
+cargo deb -p ocf --strip --output "$deb" >&2
 dpkg-deb --info "$deb" >&2
 
 step "lintian"
@@ -44,6 +44,7 @@ if [ ! -f "$tarball" ]; then
     rm -rf "$work/bootstrap"
 fi
 fresh=$(mktemp -d "$work/root.XXXXXX")
+chmod 0755 "$fresh" # a root directory every user may enter, as on a real system
 cleanup() {
     umount "$fresh/proc" 2>/dev/null || true
     rm -rf "$fresh"
@@ -74,7 +75,7 @@ done
 in_root dpkg-query -W -f='${Conffiles}' ocfd | grep -q '/etc/ocfd/ocfd.toml' ||
     fail "/etc/ocfd/ocfd.toml is not a conffile"
 in_root getent passwd ocfd >/dev/null || fail "no user ocfd"
-[ "$(stat -c %U "$fresh/var/lib/ocfd")" = ocfd ] || fail "/var/lib/ocfd is not ocfd's"
+[ "$(in_root stat -c %U /var/lib/ocfd)" = ocfd ] || fail "/var/lib/ocfd is not ocfd's"
 [ -L "$fresh/etc/systemd/system/multi-user.target.wants/ocfd.service" ] ||
     fail "the unit is not enabled"
 

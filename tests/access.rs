@@ -161,6 +161,16 @@ fn tokens_are_held_to_their_role_and_scope() {
     let changed = events_of(&admin, "kind=account_changed&node=alice", 1);
     assert_eq!(changed[0]["by"], "admin", "{changed:?}");
 
+    // Tokens made are audited too.
+    let made = events_of(&admin, "kind=token_created", 2);
+    assert!(
+        made.iter().any(|e| e["token"] == "acme-manager"
+            && e["role"] == "manager"
+            && e["path"] == "acme"
+            && e["by"] == "admin"),
+        "{made:?}"
+    );
+
     // Kept hashed; a restart keeps them; a revoked token is unknown.
     let file = std::fs::read_to_string(d.state_path().join("tokens.json")).unwrap();
     let kept: Value = serde_json::from_str(&file).unwrap();
@@ -207,6 +217,11 @@ fn tokens_are_held_to_their_role_and_scope() {
     assert!(list.to_string().find("sha256").is_none(), "{list}");
     assert_eq!(admin.call("DELETE", "/v1/tokens/acme-manager", None).0, 204);
     assert_eq!(manager.call("GET", "/v1/nodes/acme/sales", None).0, 401);
+    let revoked = events_of(&admin, "kind=token_revoked", 1);
+    assert_eq!(
+        (&revoked[0]["token"], &revoked[0]["by"]),
+        (&"acme-manager".into(), &"admin".into())
+    );
     assert_eq!(admin.call("DELETE", "/v1/tokens/acme-manager", None).0, 404);
 }
 

@@ -441,6 +441,97 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     )
     .await;
 
+    // A limit changed on a cost centre's page: its own bar says so.
+    b.step("limit", async {
+        b.goto(&format!("{ui}#/node/acme/iot")).await?;
+        b.click("details:has(#limits-form) > summary").await?;
+        b.type_into("#limits-text", "octets month 2 GiB").await?;
+        b.click("#limits-form button[type=submit]").await?;
+        b.until(
+            "iot's new limit",
+            &format!(
+                "document.querySelector('#own-bars .bar[data-unit=\"octets\"][data-period=\"month\"]')\
+                 ?.dataset.limit === '{}'",
+                2 * GIB
+            ),
+        )
+        .await
+        .map(|_| ())
+    }.await)
+    .await;
+    let (_, iot) = api.call("GET", "/v1/usage/acme/iot?limit=0", None);
+    assert_eq!(
+        iot["node"]["limits"][0]["limit"].as_u64(),
+        Some(2 * GIB),
+        "{iot}"
+    );
+
+    // The printable statement: a session that ended with 3 MiB shows, as the API sums it.
+    let sid = "pgw.localdomain;console;2";
+    let i = gw.ask(
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn("15551005020")
+            .mscc(MsccSpec::ask(10, 4 << 20)),
+    );
+    assert_eq!(i.result_code, 2001, "{i:?}");
+    let t = gw.ask(&CcrSpec::new(sid, TERMINATION, 1).mscc(MsccSpec::report(10, 3 << 20, false)));
+    assert_eq!(t.result_code, 2001);
+    let statement = |path: &str| {
+        let (_, st) = api.call("GET", "/v1/statements/acme", None);
+        st["lines"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["path"] == path).cloned())
+            .unwrap_or_default()
+    };
+    // The usage follower writes the record just after the answer: reconciliation waits for it
+    // to catch up with the journal.
+    let (status, r) = api.call("GET", "/v1/reconcile", None);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        statement("acme/sales/15551005020")["octets"].as_u64(),
+        Some(3 << 20)
+    );
+    let sales_records = statement("acme/sales")["records"].clone();
+    b.step("statement", async {
+        b.goto(&format!("{ui}#/statement/acme")).await?;
+        b.until(
+            "the device's 3 MiB and the cost centre's records",
+            &format!(
+                "document.querySelector('#statement-devices tr[data-path=\"acme/sales/15551005020\"] \
+                   td[data-label=\"Data\"]')?.dataset.value === '{}' \
+                 && document.querySelector('#statement-nodes tr[data-path=\"acme/sales\"] \
+                   td[data-label=\"Records\"]')?.dataset.value === '{sales_records}'",
+                3 << 20
+            ),
+        )
+        .await?;
+        b.until("a Print button", "document.querySelector('#print')")
+            .await
+            .map(|_| ())
+    }.await)
+    .await;
+
+    // The event feed, newest first: the move and the block, each naming who made it.
+    b.step(
+        "events",
+        async {
+            b.goto(&format!("{ui}#/events")).await?;
+            b.until(
+                "the move and the block, by admin",
+                "(() => { const items = [...document.querySelectorAll('#event-feed li.event')]; \
+               const text = (k) => items.find(i => i.dataset.kind === k)?.innerText ?? ''; \
+               return text('allowance_moved').includes('by: admin') \
+                 && text('blocked').includes('by: admin') \
+                 && Number(items[0].dataset.id) === Math.max(...items.map(i => Number(i.dataset.id))) \
+                 || null; })()",
+            )
+            .await
+            .map(|_| ())
+        }
+        .await,
+    )
+    .await;
+
     // A phone-sized screen: one column, nothing scrolls sideways.
     b.client.set_window_size(375, 812).await.unwrap();
     b.step(

@@ -199,6 +199,47 @@ pub fn read(
     Ok((out, last))
 }
 
+/// The newest `limit` events after `filter.after` that the filter wants, oldest first, and the
+/// id of the newest event in the outbox (to read on from): a live view starts from the end of
+/// a long outbox without reading it all out.
+pub fn read_newest(
+    dir: &Path,
+    filter: &Filter,
+    limit: usize,
+) -> io::Result<(Vec<serde_json::Value>, u64)> {
+    let mut out = Vec::new();
+    let mut newest = filter.after;
+    let files = match crate::usage::stream_files(dir, EVENTS.prefix) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, newest)),
+        Err(e) => return Err(e),
+    };
+    'files: for path in files.iter().rev() {
+        let data = std::fs::read(path)?;
+        // Only whole lines: the follower may be writing the last one.
+        let whole = match data.iter().rposition(|b| *b == b'\n') {
+            Some(end) => &data[..end],
+            None => continue,
+        };
+        for line in whole.split(|b| *b == b'\n').rev() {
+            let Some(id) = crate::usage::line_sequence(line) else {
+                continue;
+            };
+            if id <= filter.after || out.len() >= limit {
+                break 'files;
+            }
+            newest = newest.max(id);
+            if let Ok(e) = serde_json::from_slice::<serde_json::Value>(line) {
+                if filter.wants(&e) {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out.reverse();
+    Ok((out, newest))
+}
+
 /// The id of the last event in the outbox in `dir` (0: none).
 pub fn last_id(dir: &Path) -> io::Result<u64> {
     for path in crate::usage::stream_files(dir, EVENTS.prefix)?.iter().rev() {
@@ -322,5 +363,46 @@ mod tests {
         let (events, _) = read(dir.path(), &Filter::default(), 10).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["id"], 9);
+    }
+
+    #[test]
+    fn the_newest_events_come_from_the_end_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |n: u64, text: String| {
+            std::fs::write(dir.path().join(format!("events-{n:08}.jsonl")), text).unwrap();
+        };
+        file(1, line(1, 100) + &line(2, 110));
+        file(2, line(5, 200) + &line(6, 210));
+        // A line the follower is still writing is not read.
+        file(3, line(9, 300) + "{\"seq\":10,\"id\":10");
+        let ids = |f: &Filter, n| {
+            let (events, newest) = read_newest(dir.path(), f, n).unwrap();
+            let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+            (ids, newest)
+        };
+        assert_eq!(ids(&Filter::default(), 3), (vec![5, 6, 9], 9));
+        assert_eq!(ids(&Filter::default(), 100), (vec![1, 2, 5, 6, 9], 9));
+        let after = Filter {
+            after: 5,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&after, 100), (vec![6, 9], 9));
+        let other = Filter {
+            tenant: Some("u".into()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            ids(&other, 100),
+            (vec![], 9),
+            "none wanted; still the newest id"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_newest(empty.path(), &Filter::default(), 5)
+                .unwrap()
+                .0
+                .len(),
+            0
+        );
     }
 }

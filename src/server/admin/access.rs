@@ -385,6 +385,12 @@ async fn create_token(
     })
     .await??;
     let scope = t.scope.map(|s| s.trim_matches('/').to_owned());
+    token_event(
+        &s,
+        "token_created",
+        &t.name,
+        Some((t.role, scope.as_deref())),
+    );
     Ok((
         StatusCode::CREATED,
         axum::Json(Created {
@@ -410,12 +416,33 @@ async fn revoke_token(
     let tokens = s.tokens.clone();
     let n = name.0.clone();
     match super::api::off_workers(&s, move |_| tokens.revoke(&n)).await?? {
-        true => Ok(StatusCode::NO_CONTENT),
+        true => {
+            token_event(&s, "token_revoked", &name.0, None);
+            Ok(StatusCode::NO_CONTENT)
+        }
         false => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no token named '{}'", name.0),
         )),
     }
+}
+
+/// The audit event of a token made (with its role and scope) or revoked, naming who did it.
+fn token_event(s: &super::AdminState, kind: &str, token: &str, made: Option<(Role, Option<&str>)>) {
+    let now = crate::server::clock::unix_now();
+    let scope = made.and_then(|(_, scope)| scope);
+    let mut e = serde_json::json!({
+        "kind": kind,
+        "tenant": scope.and_then(|s| s.split('/').next()).unwrap_or_default(),
+        "path": scope.unwrap_or_default(),
+        "time": now,
+        "token": token,
+        "by": caller_name(),
+    });
+    if let Some((role, _)) = made {
+        e["role"] = serde_json::to_value(role).unwrap_or_default();
+    }
+    s.store.event(now, &e);
 }
 
 /// `POST/GET /v1/tokens`, `DELETE /v1/tokens/{name}`.

@@ -192,16 +192,16 @@ async fn add_tenant(
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PageQuery {
-    offset: Option<usize>,
-    limit: Option<usize>,
+    offset: Option<u32>,
+    limit: Option<u32>,
 }
 
 impl PageQuery {
     pub(super) fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<Page, ApiError> {
         let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
         Ok(Page {
-            offset: q.offset.unwrap_or(0),
-            limit: q.limit.unwrap_or(usize::MAX),
+            offset: q.offset.map_or(0, |o| o as usize),
+            limit: q.limit.map_or(usize::MAX, |l| l as usize),
         })
     }
 }
@@ -679,6 +679,10 @@ struct EventQuery {
     /// Wait up to this long for an event if there is none yet (a live view's long poll).
     #[serde(default)]
     wait_ms: u64,
+    /// The newest `limit` events (after `after`) rather than the oldest; `next_after` is then
+    /// the newest id in the outbox, to follow on from.
+    #[serde(default)]
+    newest: bool,
 }
 
 impl EventQuery {
@@ -734,11 +738,16 @@ async fn events(
     loop {
         // What the follower has written so far, to wait on if nothing is there yet.
         let seen = s.store.events_written();
-        let (dir, f, limit) = (s.events_dir.clone(), filter.clone(), q.limit);
-        let (events, next_after) =
-            off_workers(&s, move |_| ocf_store::events::read(&dir, &f, limit))
-                .await?
-                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("events: {e}")))?;
+        let (dir, f, limit, newest) = (s.events_dir.clone(), filter.clone(), q.limit, q.newest);
+        let (events, next_after) = off_workers(&s, move |_| {
+            if newest {
+                ocf_store::events::read_newest(&dir, &f, limit)
+            } else {
+                ocf_store::events::read(&dir, &f, limit)
+            }
+        })
+        .await?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("events: {e}")))?;
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(Events { events, next_after }).into_response());
         }

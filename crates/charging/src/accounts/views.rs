@@ -82,6 +82,9 @@ pub struct NodeView {
     pub thresholds: Vec<ThresholdView>,
     /// The node, or one above it, is blocked: nothing under it is granted.
     pub blocked: bool,
+    /// Which node's block that is (the nearest): unblocking is done there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
     /// The node's own policy at its limit (none: the tenant's applies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_limit: Option<AtLimitSpec>,
@@ -317,7 +320,7 @@ impl Accounts {
                 t.tz.clone(),
                 children,
                 own,
-                t.is_blocked(at.node),
+                t.blocked_by(at.node).map(|b| t.names(b).join("/")),
             )
         };
         let policy = self.policy_of(at.tree);
@@ -339,7 +342,8 @@ impl Accounts {
             name,
             limits,
             thresholds: own,
-            blocked,
+            blocked: blocked.is_some(),
+            blocked_by: blocked,
             at_limit: self
                 .policies()
                 .get(at.tree as usize)

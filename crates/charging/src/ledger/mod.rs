@@ -289,13 +289,19 @@ impl Tree {
 
     /// Whether `node` or a node above it is blocked.
     pub fn is_blocked(&self, node: u32) -> bool {
+        self.blocked_by(node).is_some()
+    }
+
+    /// The nearest node at or above `node` that is blocked, if any.
+    pub fn blocked_by(&self, node: u32) -> Option<u32> {
         if self.blocked.is_empty() {
-            return false;
+            return None;
         }
         let (path, len) = self.path(node);
         path[..len]
             .iter()
-            .any(|&n| self.blocked.contains(&(n as u32)))
+            .map(|&n| n as u32)
+            .find(|n| self.blocked.contains(n))
     }
 
     /// The levels of a node's own thresholds that apply to `c`, in bit order.

@@ -630,6 +630,10 @@ function whenOpened(details, load) {
 
 function showDevice(root, node, path, signal) {
   $('#blocked-state', root).textContent = node.blocked ? 'blocked' : 'not blocked';
+  // A block from a cost centre above is lifted there, not here.
+  if (node.blocked_by && node.blocked_by !== path) {
+    $('#blocked-by', root).textContent = `by ${node.blocked_by}: unblock it there`;
+  }
   const url = `/v1/blocked/${encPath(path)}`;
   $('#block', root).addEventListener('click', (ev) => act(ev.currentTarget, 'Blocked.', () => api('PUT', url)));
   $('#unblock', root).addEventListener('click', (ev) => act(ev.currentTarget, 'Unblocked.', () => api('DELETE', url)));
@@ -659,8 +663,8 @@ function loadDeviceLists(root, node, path, signal) {
   }
   // Events come oldest first: the newest 50 of the last 1000.
   fillList($('#device-events', root),
-    api('GET', `/v1/events?node=${encodeURIComponent(path)}&limit=1000`, undefined, signal)
-      .then((v) => v.events.slice(-50).reverse()),
+    api('GET', `/v1/events?node=${encodeURIComponent(path)}&newest=true&limit=50`, undefined, signal)
+      .then((v) => v.events.reverse()),
     eventItem);
 }
 
@@ -722,8 +726,7 @@ function eventItem(e) {
     details && el('div', { class: 'muted' }, details));
 }
 
-// Puts arriving events at the top, at most once a frame, keeping EVENT_ROWS rows: the first
-// connection replays the outbox, and only its newest part is worth a DOM node.
+// Puts arriving events at the top, at most once a frame, keeping EVENT_ROWS rows.
 function eventSink(list) {
   let queue = [], queued = false;
   return (e) => {
@@ -745,13 +748,19 @@ function showEvents(root, path, signal) {
   root.append(clone('tpl-events'));
   if (path) $('.events-title', root).textContent = `Events under ${path}`;
   const sink = eventSink($('#event-feed', root));
-  let after = '0';
   const node = path ? `&node=${encodeURIComponent(path)}` : '';
-  follow(() => `/v1/events/stream?after=${after}${node}`, signal, (m) => {
-    const e = JSON.parse(m.data);
-    after = m.id || String(e.id);
-    sink(e);
-  });
+  // The newest EVENT_ROWS first (not the whole outbox), then the stream from there on.
+  api('GET', `/v1/events?newest=true&limit=${EVENT_ROWS}${node}`, undefined, signal)
+    .then((v) => {
+      v.events.forEach(sink);
+      let after = String(v.next_after);
+      follow(() => `/v1/events/stream?after=${after}${node}`, signal, (m) => {
+        const e = JSON.parse(m.data);
+        after = m.id || String(e.id);
+        sink(e);
+      });
+    })
+    .catch(fail);
 }
 
 // ---- statements ----
