@@ -178,9 +178,14 @@ impl Browser {
             .ok_or_else(|| format!("{path}'s bar {field} is {v}"))
     }
 
+    /// Waits until `predicate` holds in the page.
+    async fn see(&self, what: &str, predicate: &str) -> Step {
+        self.until(what, predicate).await.map(|_| ())
+    }
+
     /// Runs a step; on failure keeps a screenshot and the page's text, and fails the test.
-    async fn step(&self, name: &str, r: Step) {
-        let Err(why) = r else { return };
+    async fn step(&self, name: &str, step: impl std::future::Future<Output = Step>) {
+        let Err(why) = step.await else { return };
         let dir = artifacts();
         let _ = std::fs::create_dir_all(&dir);
         let shot = dir.join(format!("{name}.png"));
@@ -229,12 +234,11 @@ async fn sign_in(b: &Browser, ui: &str, token: &str) -> Step {
     b.goto(ui).await?;
     b.type_into("#token", token).await?;
     b.click("#signin").await?;
-    b.until(
+    b.see(
         "who is signed in",
         "document.querySelector('#whoami')?.textContent.trim()",
     )
     .await
-    .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,141 +250,113 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     let b = Browser::start().await;
 
     // Sign in: a wrong token is refused in words; the operator's shows the tenants.
-    b.step(
-        "wrong-token",
-        async {
-            b.goto(&ui).await?;
-            b.type_into("#token", "not-a-token").await?;
-            b.click("#signin").await?;
-            b.until(
-                "the refusal in words",
-                "document.querySelector('#error')?.textContent.includes('bearer token')",
-            )
-            .await
-            .map(|_| ())
-        }
-        .await,
-    )
+    b.step("wrong-token", async {
+        b.goto(&ui).await?;
+        b.type_into("#token", "not-a-token").await?;
+        b.click("#signin").await?;
+        b.see(
+            "the refusal in words",
+            "document.querySelector('#error')?.textContent.includes('bearer token')",
+        )
+        .await
+    })
     .await;
-    b.step("sign-in", sign_in(&b, &ui, token.trim()).await)
-        .await;
-    b.step(
-        "tenants",
-        async {
-            b.until(
+    b.step("sign-in", sign_in(&b, &ui, token.trim())).await;
+    b.step("tenants", async {
+        b.see(
             "the tenant acme",
             "document.body.innerText.includes('acme') && document.body.innerText.includes('alice')",
         )
         .await
-        .map(|_| ())
-        }
-        .await,
-    )
+    })
     .await;
 
     // The tree: acme's cost centres with their bars, as the ledger has them.
-    b.step(
-        "tree",
-        async {
-            b.goto(&format!("{ui}#/node/acme")).await?;
-            let limit = b.bar("acme/sales", "limit").await?;
-            if limit != 100 * GIB {
-                return Err(format!("acme/sales shows a limit of {limit}"));
-            }
-            b.bar("acme/engineering", "limit").await.map(|_| ())
+    b.step("tree", async {
+        b.goto(&format!("{ui}#/node/acme")).await?;
+        let limit = b.bar("acme/sales", "limit").await?;
+        if limit != 100 * GIB {
+            return Err(format!("acme/sales shows a limit of {limit}"));
         }
-        .await,
-    )
+        b.bar("acme/engineering", "limit").await.map(|_| ())
+    })
     .await;
 
     // 3,000 devices in acme/sales: a page at a time, and the next page.
-    b.step(
-        "paging",
-        async {
-            b.goto(&format!("{ui}#/node/acme/sales")).await?;
-            b.until(
-                "a page of devices out of 3000",
-                "document.querySelector('#page-info')?.textContent.includes('3000') \
+    b.step("paging", async {
+        b.goto(&format!("{ui}#/node/acme/sales")).await?;
+        b.see(
+            "a page of devices out of 3000",
+            "document.querySelector('#page-info')?.textContent.includes('3000') \
              || document.querySelector('#page-info')?.textContent.includes('3,000')",
-            )
+        )
+        .await?;
+        let rows = b
+            .until("rows", "document.querySelectorAll('.node-row').length")
             .await?;
-            let rows = b
-                .until("rows", "document.querySelectorAll('.node-row').length")
-                .await?;
-            let rows = rows.as_u64().unwrap_or(0);
-            if rows == 0 || rows > 200 {
-                return Err(format!("{rows} rows shown for a 3,000-device cost centre"));
-            }
-            b.click("#next-page").await?;
-            b.until(
-                "the second page",
-                "document.querySelector('.node-row[data-path=\"acme/sales/15551005050\"]') \
-             && !document.querySelector('.node-row[data-path=\"acme/sales/15551005000\"]')",
-            )
-            .await
-            .map(|_| ())
+        let rows = rows.as_u64().unwrap_or(0);
+        if rows == 0 || rows > 200 {
+            return Err(format!("{rows} rows shown for a 3,000-device cost centre"));
         }
-        .await,
-    )
+        b.click("#next-page").await?;
+        b.see(
+            "the second page",
+            "document.querySelector('.node-row[data-path=\"acme/sales/15551005050\"]') \
+             && !document.querySelector('.node-row[data-path=\"acme/sales/15551005000\"]')",
+        )
+        .await
+    })
     .await;
 
     // The bar of a device moves while the load tool charges it (live, no reload).
-    b.step(
-        "live-bar",
-        async {
-            // Back to the first page.
-            b.click("#prev-page").await?;
-            let before = b.bar("acme/sales/15551005000", "used").await?;
-            let mut load = Watched::spawn("ocf-loadtest", {
-                let mut c = Command::new(loadtest());
-                c.args([
-                    "run",
-                    "--server",
-                    &d.addr.to_string(),
-                    "--subscribers",
-                    "15551005000:1",
-                ])
-                .args(["--rate", "20", "--requests", "200", "--duration-s", "30"]);
-                c
-            });
-            let after = b.bar_moves("acme/sales/15551005000", "used", before).await;
-            let _ = load.child.kill();
-            let _ = load.child.wait();
-            let after = after?;
-            if after <= before {
-                return Err(format!("used went from {before} to {after}"));
-            }
-            Ok(())
+    b.step("live-bar", async {
+        // Back to the first page.
+        b.click("#prev-page").await?;
+        let before = b.bar("acme/sales/15551005000", "used").await?;
+        let mut load = Watched::spawn("ocf-loadtest", {
+            let mut c = Command::new(loadtest());
+            c.args([
+                "run",
+                "--server",
+                &d.addr.to_string(),
+                "--subscribers",
+                "15551005000:1",
+            ])
+            .args(["--rate", "20", "--requests", "200", "--duration-s", "30"]);
+            c
+        });
+        let after = b.bar_moves("acme/sales/15551005000", "used", before).await;
+        let _ = load.child.kill();
+        let _ = load.child.wait();
+        let after = after?;
+        if after <= before {
+            return Err(format!("used went from {before} to {after}"));
         }
-        .await,
-    )
+        Ok(())
+    })
     .await;
 
     // A move from engineering to sales: both bars change by the amount.
-    b.step(
-        "move",
-        async {
-            b.goto(&format!("{ui}#/node/acme")).await?;
-            let sales = b.bar("acme/sales", "limit").await?;
-            let eng = b.bar("acme/engineering", "limit").await?;
-            b.click("details:has(#move-form) > summary").await?;
-            b.select("#move-from", "acme/engineering").await?;
-            b.select("#move-to", "acme/sales").await?;
-            b.select("#move-unit", "octets").await?;
-            b.select("#move-period", "month").await?;
-            b.type_into("#move-amount", "2 GiB").await?;
-            b.click("#move-submit").await?;
-            let sales_after = b.bar_moves("acme/sales", "limit", sales).await?;
-            let eng_after = b.bar_moves("acme/engineering", "limit", eng).await?;
-            if sales_after != sales + 2 * GIB || eng_after != eng - 2 * GIB {
-                return Err(format!(
-                    "sales {sales} -> {sales_after}, engineering {eng} -> {eng_after}"
-                ));
-            }
-            Ok(())
+    b.step("move", async {
+        b.goto(&format!("{ui}#/node/acme")).await?;
+        let sales = b.bar("acme/sales", "limit").await?;
+        let eng = b.bar("acme/engineering", "limit").await?;
+        b.click("details:has(#move-form) > summary").await?;
+        b.select("#move-from", "acme/engineering").await?;
+        b.select("#move-to", "acme/sales").await?;
+        b.select("#move-unit", "octets").await?;
+        b.select("#move-period", "month").await?;
+        b.type_into("#move-amount", "2 GiB").await?;
+        b.click("#move-submit").await?;
+        let sales_after = b.bar_moves("acme/sales", "limit", sales).await?;
+        let eng_after = b.bar_moves("acme/engineering", "limit", eng).await?;
+        if sales_after != sales + 2 * GIB || eng_after != eng - 2 * GIB {
+            return Err(format!(
+                "sales {sales} -> {sales_after}, engineering {eng} -> {eng_after}"
+            ));
         }
-        .await,
-    )
+        Ok(())
+    })
     .await;
     let (_, sales) = api.call("GET", "/v1/usage/acme/sales?limit=0", None);
     assert_eq!(
@@ -399,25 +375,20 @@ async fn a_manager_works_the_console_in_a_real_browser() {
             .mscc(MsccSpec::ask(10, 1 << 20)),
     );
     assert_eq!(i.result_code, 2001, "{i:?}");
-    b.step(
-        "block",
-        async {
-            b.goto(&format!("{ui}#/device/acme/sales/{device}")).await?;
-            b.until(
-                "the open session",
-                &format!("document.body.innerText.includes({sid:?})"),
-            )
-            .await?;
-            b.click("#block").await?;
-            b.until(
-                "blocked",
-                "document.querySelector('#blocked-state')?.textContent.trim() === 'blocked'",
-            )
-            .await
-            .map(|_| ())
-        }
-        .await,
-    )
+    b.step("block", async {
+        b.goto(&format!("{ui}#/device/acme/sales/{device}")).await?;
+        b.see(
+            "the open session",
+            &format!("document.body.innerText.includes({sid:?})"),
+        )
+        .await?;
+        b.click("#block").await?;
+        b.see(
+            "blocked",
+            "document.querySelector('#blocked-state')?.textContent.trim() === 'blocked'",
+        )
+        .await
+    })
     .await;
     let asr = gw.conn.expect_frame();
     assert_eq!(asr.header.command_code, 274, "the session is aborted");
@@ -426,19 +397,14 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     assert_eq!(t.result_code, 2001);
     let (_, node) = api.call("GET", &format!("/v1/nodes/acme/sales/{device}"), None);
     assert_eq!(node["blocked"], true, "{node}");
-    b.step(
-        "unblock",
-        async {
-            b.click("#unblock").await?;
-            b.until(
-                "not blocked",
-                "document.querySelector('#blocked-state')?.textContent.trim() === 'not blocked'",
-            )
-            .await
-            .map(|_| ())
-        }
-        .await,
-    )
+    b.step("unblock", async {
+        b.click("#unblock").await?;
+        b.see(
+            "not blocked",
+            "document.querySelector('#blocked-state')?.textContent.trim() === 'not blocked'",
+        )
+        .await
+    })
     .await;
 
     // A limit changed on a cost centre's page: its own bar says so.
@@ -447,7 +413,7 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         b.click("details:has(#limits-form) > summary").await?;
         b.type_into("#limits-text", "octets month 2 GiB").await?;
         b.click("#limits-form button[type=submit]").await?;
-        b.until(
+        b.see(
             "iot's new limit",
             &format!(
                 "document.querySelector('#own-bars .bar[data-unit=\"octets\"][data-period=\"month\"]')\
@@ -456,8 +422,7 @@ async fn a_manager_works_the_console_in_a_real_browser() {
             ),
         )
         .await
-        .map(|_| ())
-    }.await)
+    })
     .await;
     let (_, iot) = api.call("GET", "/v1/usage/acme/iot?limit=0", None);
     assert_eq!(
@@ -494,7 +459,7 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     let sales_records = statement("acme/sales")["records"].clone();
     b.step("statement", async {
         b.goto(&format!("{ui}#/statement/acme")).await?;
-        b.until(
+        b.see(
             "the device's 3 MiB and the cost centre's records",
             &format!(
                 "document.querySelector('#statement-devices tr[data-path=\"acme/sales/15551005020\"] \
@@ -505,10 +470,9 @@ async fn a_manager_works_the_console_in_a_real_browser() {
             ),
         )
         .await?;
-        b.until("a Print button", "document.querySelector('#print')")
+        b.see("a Print button", "document.querySelector('#print')")
             .await
-            .map(|_| ())
-    }.await)
+    })
     .await;
 
     // The event feed, newest first: the move and the block, each naming who made it.
@@ -516,7 +480,7 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         "events",
         async {
             b.goto(&format!("{ui}#/events")).await?;
-            b.until(
+            b.see(
                 "the move and the block, by admin",
                 "(() => { const items = [...document.querySelectorAll('#event-feed li.event')]; \
                const text = (k) => items.find(i => i.dataset.kind === k)?.innerText ?? ''; \
@@ -526,30 +490,24 @@ async fn a_manager_works_the_console_in_a_real_browser() {
                  || null; })()",
             )
             .await
-            .map(|_| ())
-        }
-        .await,
+        },
     )
     .await;
 
     // A phone-sized screen: one column, nothing scrolls sideways.
     b.client.set_window_size(375, 812).await.unwrap();
-    b.step(
-        "phone",
-        async {
-            for page in ["#/node/acme", "#/node/acme/sales", "#/events"] {
-                b.goto(&format!("{ui}{page}")).await?;
-                b.until(
-                    &format!("{page} laid out within 375 px"),
-                    "document.readyState === 'complete' && document.querySelector('main, #app') \
+    b.step("phone", async {
+        for page in ["#/node/acme", "#/node/acme/sales", "#/events"] {
+            b.goto(&format!("{ui}{page}")).await?;
+            b.see(
+                &format!("{page} laid out within 375 px"),
+                "document.readyState === 'complete' && document.querySelector('main, #app') \
                  && document.documentElement.scrollWidth <= window.innerWidth",
-                )
-                .await?;
-            }
-            Ok(())
+            )
+            .await?;
         }
-        .await,
-    )
+        Ok(())
+    })
     .await;
     b.client.set_window_size(1280, 900).await.unwrap();
 
@@ -562,36 +520,31 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     );
     assert_eq!(status, 201, "{v}");
     let viewer = v["token"].as_str().unwrap().to_owned();
-    b.step(
-        "viewer",
-        async {
-            b.click("#signout").await?;
-            sign_in(&b, &ui, &viewer).await?;
-            b.goto(&format!("{ui}#/node/acme/sales")).await?;
-            b.bar("acme/sales/15551005000", "limit").await?;
-            let can_change = b
-                .client
-                .execute(
-                    "return [...document.querySelectorAll('#move-submit, #limits-form button, \
+    b.step("viewer", async {
+        b.click("#signout").await?;
+        sign_in(&b, &ui, &viewer).await?;
+        b.goto(&format!("{ui}#/node/acme/sales")).await?;
+        b.bar("acme/sales/15551005000", "limit").await?;
+        let can_change = b
+            .client
+            .execute(
+                "return [...document.querySelectorAll('#move-submit, #limits-form button, \
                  #block, #rules-form button')].some(e => e.offsetParent !== null && !e.disabled)",
-                    vec![],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if can_change != Value::Bool(false) {
-                return Err("a viewer is offered a change".into());
-            }
-            // Asking the page for another cost centre shows the refusal in words.
-            b.goto(&format!("{ui}#/node/acme/engineering")).await?;
-            b.until(
-                "the refusal in words",
-                "document.querySelector('#error')?.textContent.includes('outside its scope')",
+                vec![],
             )
             .await
-            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        if can_change != Value::Bool(false) {
+            return Err("a viewer is offered a change".into());
         }
-        .await,
-    )
+        // Asking the page for another cost centre shows the refusal in words.
+        b.goto(&format!("{ui}#/node/acme/engineering")).await?;
+        b.see(
+            "the refusal in words",
+            "document.querySelector('#error')?.textContent.includes('outside its scope')",
+        )
+        .await
+    })
     .await;
     let (_, after) = api.call("GET", "/v1/usage/acme/sales?limit=0", None);
     assert_eq!(

@@ -158,10 +158,8 @@ pub fn read(
 ) -> io::Result<(Vec<serde_json::Value>, u64)> {
     let mut out = Vec::new();
     let mut last = filter.after;
-    let files = match crate::usage::stream_files(dir, EVENTS.prefix) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, last)),
-        Err(e) => return Err(e),
+    let Some(files) = outbox_files(dir)? else {
+        return Ok((out, last));
     };
     // Files hold rising ids: start from the last one whose first id is not past `after`.
     let mut start = 0;
@@ -199,6 +197,15 @@ pub fn read(
     Ok((out, last))
 }
 
+/// The outbox's files, oldest first; none if there is no outbox yet.
+fn outbox_files(dir: &Path) -> io::Result<Option<Vec<std::path::PathBuf>>> {
+    match crate::usage::stream_files(dir, EVENTS.prefix) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The newest `limit` events after `filter.after` that the filter wants, oldest first, and the
 /// id of the newest event in the outbox (to read on from): a live view starts from the end of
 /// a long outbox without reading it all out.
@@ -209,10 +216,8 @@ pub fn read_newest(
 ) -> io::Result<(Vec<serde_json::Value>, u64)> {
     let mut out = Vec::new();
     let mut newest = filter.after;
-    let files = match crate::usage::stream_files(dir, EVENTS.prefix) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, newest)),
-        Err(e) => return Err(e),
+    let Some(files) = outbox_files(dir)? else {
+        return Ok((out, newest));
     };
     'files: for path in files.iter().rev() {
         let data = std::fs::read(path)?;
