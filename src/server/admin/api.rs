@@ -95,7 +95,7 @@ pub(super) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<Strin
 
 /// Makes a change off the async workers (it syncs the change log).
 async fn change(state: &AdminState, c: Change) -> Result<(), ApiError> {
-    let by = super::access::caller_name();
+    let by = super::caller::caller_name();
     off_workers(state, move |e| e.change_by(&c, unix_now(), by.as_deref()))
         .await?
         .map(|_| ())
@@ -619,7 +619,7 @@ async fn set_policy(
     let tenant = path_param(tenant)?;
     let patch = body(b)?;
     let name = tenant.clone();
-    let by = super::access::caller_name();
+    let by = super::caller::caller_name();
     off_workers(&s, move |e| {
         e.patch_policy(&name, &patch, unix_now(), by.as_deref())
     })

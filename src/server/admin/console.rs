@@ -15,7 +15,7 @@ use axum::routing::get;
 use bytes::Bytes;
 
 use super::api::{PageQuery, event_stream, off_workers, path_param};
-use super::{AdminState, ApiError, access};
+use super::{AdminState, ApiError, caller};
 use crate::server::clock::unix_now;
 
 const INDEX: &str = include_str!("ui/index.html");
@@ -63,7 +63,7 @@ pub(super) fn routes() -> Router<AdminState> {
 }
 
 async fn whoami() -> Response {
-    match access::CALLER.try_with(Clone::clone) {
+    match caller::CALLER.try_with(Clone::clone) {
         Ok(c) => axum::Json(c).into_response(),
         Err(_) => ApiError(StatusCode::UNAUTHORIZED, "no caller".into()).into_response(),
     }

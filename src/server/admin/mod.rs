@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod api;
+pub mod caller;
 mod console;
 mod explain;
 pub mod metrics;
