@@ -72,14 +72,12 @@ pub(crate) fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
             .to_u64()
             .ok_or_else(|| format!("'{text}' is too large"));
     }
+    // A whole number or a decimal one ("1.5 GiB"), then the unit.
     let (num, suffix) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
+        text.find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len()),
     );
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number"))?;
-    let mult = match suffix.trim() {
+    let mult: u64 = match suffix.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -95,12 +93,26 @@ pub(crate) fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
             ));
         }
     };
-    n.checked_mul(mult)
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("'{text}' is too large"));
+    }
+    let d: Decimal = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    let whole = d
+        .checked_mul(Decimal::from(mult))
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if whole.is_sign_negative() || whole.fract() != Decimal::ZERO {
+        return Err(format!("'{text}' is not a whole number of units"));
+    }
+    use rust_decimal::prelude::ToPrimitive;
+    whole
+        .to_u64()
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-/// Builds one tenant from its spec, checking everything about it; errors name the tenant and
-/// the node. `devices_total` counts devices across a whole import, against [`MAX_DEVICES`].
 /// The longest name of a tenant or node, in octets of UTF-8.
 pub(crate) const MAX_NAME_BYTES: usize = 128;
 
@@ -121,4 +133,26 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn octets(text: &str) -> Result<u64, String> {
+        parse_amount(&Amount::Text(text.into()), Unit::Octets)
+    }
+
+    #[test]
+    fn amounts_take_whole_and_decimal_numbers_with_a_unit() {
+        assert_eq!(octets("10 MiB"), Ok(10 << 20));
+        assert_eq!(octets("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(octets("2.5GB"), Ok(2_500_000_000));
+        assert_eq!(octets("0.5 KiB"), Ok(512));
+        assert_eq!(octets("7"), Ok(7));
+        for bad in ["0.3 KiB", "1.5", "1..5 GiB", ".", "-1 GiB", "1 PiB", "", "99999999999 TiB"] {
+            assert!(octets(bad).is_err(), "{bad}");
+        }
+        assert!(octets("0.3 KiB").unwrap_err().contains("whole number"));
+    }
 }
