@@ -150,7 +150,16 @@ mod tests {
         assert_eq!(octets("2.5GB"), Ok(2_500_000_000));
         assert_eq!(octets("0.5 KiB"), Ok(512));
         assert_eq!(octets("7"), Ok(7));
-        for bad in ["0.3 KiB", "1.5", "1..5 GiB", ".", "-1 GiB", "1 PiB", "", "99999999999 TiB"] {
+        for bad in [
+            "0.3 KiB",
+            "1.5",
+            "1..5 GiB",
+            ".",
+            "-1 GiB",
+            "1 PiB",
+            "",
+            "99999999999 TiB",
+        ] {
             assert!(octets(bad).is_err(), "{bad}");
         }
         assert!(octets("0.3 KiB").unwrap_err().contains("whole number"));

@@ -31,6 +31,8 @@ const MAX_LIVE: usize = 256;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// The console's files (no token needed: they hold no data; every call they make needs one).
+/// Only its own script and style run, and no other site may frame it: a token in the page is
+/// worth guarding.
 pub(super) fn assets() -> Router<AdminState> {
     let file = |body: &'static str, kind: &'static str| {
         move || async move {
@@ -39,6 +41,11 @@ pub(super) fn assets() -> Router<AdminState> {
                     (header::CONTENT_TYPE, kind),
                     (header::CACHE_CONTROL, "no-cache"),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                    ),
+                    (header::REFERRER_POLICY, "no-referrer"),
                 ],
                 body,
             )
