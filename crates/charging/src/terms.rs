@@ -77,6 +77,9 @@ pub(crate) fn parse_amount(a: &Amount, unit: Unit) -> Result<u64, String> {
         text.find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len()),
     );
+    if num.is_empty() {
+        return Err(format!("'{text}' is not a number"));
+    }
     let mult: u64 = match suffix.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
