@@ -1,8 +1,9 @@
 //! The console (`/ui`) in a real headless Chromium from Debian's packages, driven through
-//! ChromeDriver by fantoccini (WebDriver): an operator signs in, sees acme's tree with its
-//! bars, watches a device's bar move while the load tool charges it, moves an allowance and
-//! sees both bars change, blocks a device and its gateway gets the ASR; a 3,000-device cost
-//! centre shows a page at a time; on a phone-sized screen nothing scrolls sideways; a viewer's
+//! ChromeDriver by fantoccini (WebDriver): an operator signs in and sees the tenants; acme's
+//! manager (a token scoped to acme) sees acme's tree with its bars, watches a device's bar move while the load tool charges it, moves an allowance and
+//! sees both bars change, changes a limit, blocks a device and its gateway gets the ASR, reads
+//! the statement and the event feed naming who did what; a 3,000-device cost centre shows a
+//! page at a time; on a phone-sized screen nothing scrolls sideways; a viewer's
 //! token changes nothing. Every wait is for the page to change (a MutationObserver in the
 //! page), bounded. A failing step leaves a screenshot in `target/console-artifacts/`.
 
@@ -224,7 +225,7 @@ fn loadtest() -> PathBuf {
         .unwrap_or_default();
     assert!(
         bin.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        "{} is missing: cargo build -p ocf-loadtest (cargo test --workspace builds it)",
         bin.display()
     );
     bin
@@ -266,6 +267,26 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         b.see(
             "the tenant acme",
             "document.body.innerText.includes('acme') && document.body.innerText.includes('alice')",
+        )
+        .await
+    })
+    .await;
+
+    // From here on acme's telecoms manager: a token scoped to acme, which starts there.
+    let (status, v) = api.call(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name":"acme-manager","role":"manager","scope":"acme"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let manager = v["token"].as_str().unwrap().to_owned();
+    b.step("manager", async {
+        b.click("#signout").await?;
+        sign_in(&b, &ui, &manager).await?;
+        b.see(
+            "the manager's own tenant, first",
+            "location.hash === '#/node/acme' \
+             && document.querySelector('#whoami')?.textContent.includes('acme-manager')",
         )
         .await
     })
@@ -475,17 +496,18 @@ async fn a_manager_works_the_console_in_a_real_browser() {
     })
     .await;
 
-    // The event feed, newest first: the move and the block, each naming who made it.
+    // The event feed, newest first: the move and the block, each naming who made it (the
+    // manager's token sees acme's events only).
     b.step(
         "events",
         async {
             b.goto(&format!("{ui}#/events")).await?;
             b.see(
-                "the move and the block, by admin",
+                "the move and the block, by acme-manager",
                 "(() => { const items = [...document.querySelectorAll('#event-feed li.event')]; \
                const text = (k) => items.find(i => i.dataset.kind === k)?.innerText ?? ''; \
-               return text('allowance_moved').includes('by: admin') \
-                 && text('blocked').includes('by: admin') \
+               return text('allowance_moved').includes('by: acme-manager') \
+                 && text('blocked').includes('by: acme-manager') \
                  && Number(items[0].dataset.id) === Math.max(...items.map(i => Number(i.dataset.id))) \
                  || null; })()",
             )
