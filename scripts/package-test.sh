@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Debian package (cargo deb) and proves it on a fresh Debian 12 (docs/packaging.md):
 #   1. lintian: no errors;
-#   2. a new root from debootstrap (bookworm, minbase + systemd): dpkg -i installs it cleanly;
+#   2. a new root from debootstrap (bookworm, minbase + systemd and procps, which any Debian 12
+#      server has and the package depends on): dpkg -i installs it cleanly;
 #      the binaries, unit, sysusers and tmpfiles entries, dictionaries, alert rules, dashboard
 #      and docs are in place, /etc/ocfd/ocfd.toml is a conffile, the user ocfd exists, the unit
-#      is enabled;
+#      is enabled; systemd-analyze verify finds nothing wrong with the installed unit;
 #   3. ocfd, run as ocfd with the packaged configuration (in a network namespace of its own),
 #      answers /health and ocfctl; SIGTERM stops it cleanly;
 #   4. dpkg -r keeps the conffile, dpkg -P removes it.
@@ -34,11 +35,11 @@ step "lintian"
 # Errors fail; warnings are shown.
 lintian --fail-on error --display-level '>=warning' "$deb" >&2 || fail "lintian reports errors"
 
-tarball="$work/bookworm-minbase-systemd.tgz"
+tarball="$work/bookworm-minbase-systemd-procps.tgz"
 if [ ! -f "$tarball" ]; then
     step "debootstrap: fetching Debian 12 (once)"
     rm -rf "$work/bootstrap"
-    debootstrap --variant=minbase --include=systemd --make-tarball="$tarball.part" \
+    debootstrap --variant=minbase --include=systemd,procps --make-tarball="$tarball.part" \
         bookworm "$work/bootstrap" http://deb.debian.org/debian >&2
     mv "$tarball.part" "$tarball"
     rm -rf "$work/bootstrap"
@@ -51,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 step "debootstrap: a fresh Debian 12 root in $fresh"
-debootstrap --variant=minbase --include=systemd --unpack-tarball="$tarball" \
+debootstrap --variant=minbase --include=systemd,procps --unpack-tarball="$tarball" \
     bookworm "$fresh" http://deb.debian.org/debian >&2
 grep -q '^12' "$fresh/etc/debian_version" || fail "the root is not Debian 12"
 mount -t proc proc "$fresh/proc"
@@ -78,6 +79,10 @@ in_root getent passwd ocfd >/dev/null || fail "no user ocfd"
 [ "$(in_root stat -c %U /var/lib/ocfd)" = ocfd ] || fail "/var/lib/ocfd is not ocfd's"
 [ -L "$fresh/etc/systemd/system/multi-user.target.wants/ocfd.service" ] ||
     fail "the unit is not enabled"
+
+# The installed unit as systemd reads it: every command it names is there (ExecReload's
+# /bin/kill comes from procps, a dependency).
+in_root systemd-analyze verify "$unit" >&2 || fail "systemd-analyze verify $unit"
 
 step "ocfd runs as ocfd with the packaged configuration"
 # A network namespace of its own: the packaged listeners (127.0.0.1:3868, :8868) are free.
