@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::api::{PageQuery, event_stream, off_workers, path_param};
 use super::{AdminState, ApiError, caller};
 use crate::server::clock::unix_now;
+use ocf_charging::accounts::views::PageIndex;
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -104,19 +105,22 @@ async fn live(
 ) -> Result<Response, ApiError> {
     let path = path_param(path)?;
     let page = PageQuery::page(q)?;
-    let render = move |s: AdminState, path: String| async move {
+    // One view; the index of what the tree walk found goes in and comes back out, so that
+    // the stream's later looks copy only the page's counters.
+    let render = move |s: AdminState, path: String, mut index: PageIndex| async move {
         off_workers(&s, move |st| {
-            st.engine()
+            let view = st
+                .engine()
                 .accounts()
-                .usage_page(&path, unix_now(), page)
-                .map(|v| serde_json::to_string(&v).unwrap_or_default())
+                .usage_page_indexed(&path, unix_now(), page, &mut index)
+                .map(|v| serde_json::to_string(&v).unwrap_or_default());
+            (view, index)
         })
         .await
     };
     // The first view answers errors (no such node) as a plain error, before the stream.
-    let first = render(s.clone(), path.clone())
-        .await?
-        .map_err(super::api::error)?;
+    let (first, index) = render(s.clone(), path.clone(), PageIndex::default()).await?;
+    let first = first.map_err(super::api::error)?;
     let slot = LiveSlot::take().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +130,7 @@ async fn live(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let _slot = slot;
+        let mut index = index;
         let mut last = String::new();
         let mut next = Some(first);
         let mut quiet = tokio::time::Instant::now();
@@ -139,9 +144,12 @@ async fn live(
             }
             let view = match next.take() {
                 Some(v) => v,
-                None => match render(s.clone(), path.clone()).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
+                None => match render(s.clone(), path.clone(), std::mem::take(&mut index)).await {
+                    Ok((Ok(v), i)) => {
+                        index = i;
+                        v
+                    }
+                    Ok((Err(e), _)) => {
                         let msg = serde_json::json!({ "error": e.to_string() });
                         let _ = tx
                             .send(Ok(Bytes::from(format!("event: error\ndata: {msg}\n\n"))))

@@ -110,6 +110,24 @@ impl Page {
     };
 }
 
+/// What a walk of a tree found for a page of a node's children (see
+/// [`Accounts::usage_page_indexed`]); empty until the first look.
+#[derive(Clone, Debug, Default)]
+pub struct PageIndex {
+    found: Option<Found>,
+    children: Vec<u32>,
+    total: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Found {
+    tree: u32,
+    node: u32,
+    /// The tree's shape when it was found.
+    shape: u64,
+    page: Page,
+}
+
 /// A threshold as the API shows it: a percentage of the limits it applies to, or an amount.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ThresholdView {
@@ -154,11 +172,7 @@ pub struct TenantView {
 }
 
 /// The page of `items` asked for, mapped, and how many items there are in all.
-fn paged<'a, N: 'a, T>(
-    items: impl Iterator<Item = &'a N>,
-    page: Page,
-    map: impl Fn(&N) -> T,
-) -> (Vec<T>, usize) {
+fn paged<I: Iterator, T>(items: I, page: Page, map: impl Fn(I::Item) -> T) -> (Vec<T>, usize) {
     let mut total = 0;
     let mut out = Vec::new();
     for n in items {
@@ -362,23 +376,70 @@ impl Accounts {
 
     /// [`Self::usage_view`] with a page of the children.
     pub fn usage_page(&self, path: &str, now: i64, page: Page) -> Result<UsageView, ChangeError> {
-        let at = self.find_node(path)?;
-        let (tz, own, (children, children_total)) = {
-            let t = self
+        self.usage_page_indexed(path, now, page, &mut PageIndex::default())
+    }
+
+    /// [`Self::usage_page`] for a view looked at again and again (a console's live bars):
+    /// finding the node by its path and its children takes a walk of the whole tree under its
+    /// lock, so `index` keeps what the walk found while the tree's shape stays the same, and
+    /// each look after the first copies only the page's counters, however large the tree.
+    pub fn usage_page_indexed(
+        &self,
+        path: &str,
+        now: i64,
+        page: Page,
+        index: &mut PageIndex,
+    ) -> Result<UsageView, ChangeError> {
+        let parts = path_parts(path)?;
+        let no_node = || ChangeError::NotFound(format!("no node '{path}'"));
+        let tree = match index.found {
+            Some(f) => f.tree,
+            None => self
                 .ledger()
-                .lock(at.tree)
-                .ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))?;
-            let own = t.nodes[at.node as usize].counters.clone();
-            let children = paged(
-                t.nodes
-                    .iter()
-                    .filter(|c| !c.removed && c.parent == Some(at.node)),
-                page,
-                |c| (c.name.clone(), c.counters.clone()),
-            );
-            (t.tz.clone(), own, children)
+                .find_tree(parts[0])
+                .ok_or_else(|| ChangeError::NotFound(format!("no tenant '{}'", parts[0])))?,
         };
-        let policy = self.policy_of(at.tree);
+        let (tz, own, children, children_total) = {
+            let t = self.ledger().lock(tree).ok_or_else(no_node)?;
+            let fresh = index
+                .found
+                .is_some_and(|f| f.tree == tree && f.shape == t.shape && f.page == page);
+            if !fresh {
+                let node = t.find(&parts).ok_or_else(no_node)?;
+                let (children, total) = paged(
+                    t.nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| !c.removed && c.parent == Some(node)),
+                    page,
+                    |(i, _)| i as u32,
+                );
+                *index = PageIndex {
+                    found: Some(Found {
+                        tree,
+                        node,
+                        shape: t.shape,
+                        page,
+                    }),
+                    children,
+                    total,
+                };
+            }
+            let node = index.found.map_or(0, |f| f.node);
+            let own = t
+                .nodes
+                .get(node as usize)
+                .map(|n| n.counters.clone())
+                .ok_or_else(no_node)?;
+            let children: Vec<(String, Vec<Counter>)> = index
+                .children
+                .iter()
+                .filter_map(|&c| t.nodes.get(c as usize))
+                .map(|c| (c.name.clone(), c.counters.clone()))
+                .collect();
+            (t.tz.clone(), own, children, index.total)
+        };
+        let policy = self.policy_of(tree);
         let limits = |counters: &[Counter]| {
             counters
                 .iter()

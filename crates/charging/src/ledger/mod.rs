@@ -234,6 +234,9 @@ pub struct Tree {
     pub default_levels: Arc<[Level]>,
     /// Nodes a manager blocked: nothing under them is granted (most trees have none).
     pub blocked: std::collections::HashSet<u32>,
+    /// Changes whenever a node is added or removed: what a view found by walking the tree
+    /// (a node by its path, its children) holds while this stays the same.
+    pub shape: u64,
 }
 
 /// The outcome of a reservation.
@@ -259,6 +262,7 @@ impl Tree {
             thresholds: HashMap::new(),
             default_levels: Arc::from([]),
             blocked: std::collections::HashSet::new(),
+            shape: 0,
         }
     }
 
@@ -480,6 +484,7 @@ impl Tree {
         parent: Option<u32>,
         counters: Vec<Counter>,
     ) -> u32 {
+        self.shape = self.shape.wrapping_add(1);
         self.nodes.push(Node {
             name: name.into(),
             parent,

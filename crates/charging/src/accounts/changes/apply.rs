@@ -77,6 +77,7 @@ impl Accounts {
                 Step::RemoveTree(tree) => {
                     if let Some(mut t) = self.ledger.lock(tree) {
                         t.removed = true;
+                        t.shape = t.shape.wrapping_add(1);
                         for n in &mut t.nodes {
                             n.removed = true;
                         }
@@ -137,6 +138,7 @@ impl Accounts {
                 Step::RemoveNode(at) => {
                     let mut gone = HashSet::new();
                     if let Some(mut t) = self.ledger.lock(at.tree) {
+                        t.shape = t.shape.wrapping_add(1);
                         for n in t.subtree(at.node) {
                             t.nodes[n as usize].removed = true;
                             gone.insert(n);

@@ -720,3 +720,58 @@ fn a_nodes_policy_at_its_limit_comes_from_files_and_survives_a_tenant_policy_cha
         "{err}"
     );
 }
+
+#[test]
+fn a_kept_page_index_follows_nodes_added_and_removed() {
+    use crate::accounts::views::{Page, PageIndex};
+    let e = engine();
+    import(
+        &e,
+        "[[tenant]]\nname = \"g\"\n[[tenant.node]]\npath = \"g\"\n\
+         [[tenant.node]]\npath = \"g/a\"\n[[tenant.node]]\npath = \"g/b\"\n\
+         [[tenant.node]]\npath = \"g/c\"\n",
+    )
+    .unwrap();
+    let page = Page {
+        offset: 1,
+        limit: 1,
+    };
+    let mut index = PageIndex::default();
+    let names = |index: &mut PageIndex| {
+        let v = e.usage_page_indexed("g", NOW, page, index).unwrap();
+        let paths: Vec<String> = v.children.iter().map(|c| c.path.clone()).collect();
+        (paths, v.children_total)
+    };
+    assert_eq!(names(&mut index), (vec!["g/b".to_owned()], 3));
+    // Kept while nothing is added or removed; the same as a fresh walk.
+    assert_eq!(names(&mut index), (vec!["g/b".to_owned()], 3));
+    let add = |path: &str| Change::AddNode {
+        path: path.into(),
+        limits: vec![],
+        msisdn: None,
+        imsi: None,
+        nai: None,
+        sip_uri: None,
+    };
+    e.change(&add("g/d"), NOW).unwrap();
+    assert_eq!(names(&mut index), (vec!["g/b".to_owned()], 4));
+    e.change(&Change::Remove { path: "g/a".into() }, NOW)
+        .unwrap();
+    assert_eq!(names(&mut index), (vec!["g/c".to_owned()], 3));
+    assert_eq!(
+        e.usage_page("g", NOW, page).unwrap().children[0].path,
+        "g/c",
+        "a fresh walk agrees"
+    );
+    // The node itself removed: the kept index does not keep it alive.
+    e.change(&Change::Remove { path: "g/b".into() }, NOW)
+        .unwrap();
+    let mut on_b = PageIndex::default();
+    e.change(&add("g/b"), NOW).unwrap();
+    e.usage_page_indexed("g/b", NOW, Page::ALL, &mut on_b)
+        .unwrap();
+    e.change(&Change::Remove { path: "g/b".into() }, NOW)
+        .unwrap();
+    let gone = e.usage_page_indexed("g/b", NOW, Page::ALL, &mut on_b);
+    assert!(matches!(gone, Err(ChangeError::NotFound(_))), "{gone:?}");
+}
