@@ -112,15 +112,16 @@ async fn live(
             let view = st
                 .engine()
                 .accounts()
-                .usage_page_indexed(&path, unix_now(), page, &mut index)
-                .map(|v| serde_json::to_string(&v).unwrap_or_default());
+                .usage_page_if_changed(&path, unix_now(), page, &mut index)
+                .map(|v| v.map(|v| serde_json::to_string(&v).unwrap_or_default()));
             (view, index)
         })
         .await
     };
     // The first view answers errors (no such node) as a plain error, before the stream.
     let (first, index) = render(s.clone(), path.clone(), PageIndex::default()).await?;
-    let first = first.map_err(super::api::error)?;
+    // A fresh index always has a view to show.
+    let first = first.map_err(super::api::error)?.unwrap_or_default();
     let slot = LiveSlot::take().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -131,7 +132,6 @@ async fn live(
     tokio::spawn(async move {
         let _slot = slot;
         let mut index = index;
-        let mut last = String::new();
         let mut next = Some(first);
         let mut quiet = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(LIVE_EVERY);
@@ -142,8 +142,9 @@ async fn live(
                 _ = tick.tick() => {}
                 () = tx.closed() => return,
             }
-            let view = match next.take() {
-                Some(v) => v,
+            // None: nothing the view shows moved since the last look.
+            let changed = match next.take() {
+                Some(v) => Some(v),
                 None => match render(s.clone(), path.clone(), std::mem::take(&mut index)).await {
                     Ok((Ok(v), i)) => {
                         index = i;
@@ -159,14 +160,10 @@ async fn live(
                     Err(_) => return,
                 },
             };
-            let chunk = if view != last {
-                let c = format!("event: usage\ndata: {view}\n\n");
-                last = view;
-                Some(c)
-            } else if quiet.elapsed() >= KEEP_ALIVE {
-                Some(": keep-alive\n\n".to_owned())
-            } else {
-                None
+            let chunk = match changed {
+                Some(view) => Some(format!("event: usage\ndata: {view}\n\n")),
+                None if quiet.elapsed() >= KEEP_ALIVE => Some(": keep-alive\n\n".to_owned()),
+                None => None,
             };
             if let Some(c) = chunk {
                 if tx.send(Ok(Bytes::from(c))).await.is_err() {

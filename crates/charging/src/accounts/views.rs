@@ -110,13 +110,15 @@ impl Page {
     };
 }
 
-/// What a walk of a tree found for a page of a node's children (see
-/// [`Accounts::usage_page_indexed`]); empty until the first look.
+/// What a walk of a tree found for a page of a node's children, and what the last view of
+/// them showed (see [`Accounts::usage_page_if_changed`]); empty until the first look.
 #[derive(Clone, Debug, Default)]
 pub struct PageIndex {
     found: Option<Found>,
     children: Vec<u32>,
     total: usize,
+    /// A hash of the figures the last view showed.
+    seen: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -376,20 +378,23 @@ impl Accounts {
 
     /// [`Self::usage_view`] with a page of the children.
     pub fn usage_page(&self, path: &str, now: i64, page: Page) -> Result<UsageView, ChangeError> {
-        self.usage_page_indexed(path, now, page, &mut PageIndex::default())
+        let view = self.usage_page_if_changed(path, now, page, &mut PageIndex::default())?;
+        view.ok_or_else(|| ChangeError::NotFound(format!("no node '{path}'")))
     }
 
-    /// [`Self::usage_page`] for a view looked at again and again (a console's live bars):
-    /// finding the node by its path and its children takes a walk of the whole tree under its
-    /// lock, so `index` keeps what the walk found while the tree's shape stays the same, and
-    /// each look after the first copies only the page's counters, however large the tree.
-    pub fn usage_page_indexed(
+    /// [`Self::usage_page`] for a view looked at again and again (a console's live bars), or
+    /// none if nothing it shows changed since the last look with this `index`. Finding the
+    /// node by its path and its children takes a walk of the whole tree under its lock, so
+    /// `index` keeps what the walk found while the tree's shape stays the same: each look
+    /// after the first copies only the page's counters, however large the tree, and builds
+    /// the view only if they moved.
+    pub fn usage_page_if_changed(
         &self,
         path: &str,
         now: i64,
         page: Page,
         index: &mut PageIndex,
-    ) -> Result<UsageView, ChangeError> {
+    ) -> Result<Option<UsageView>, ChangeError> {
         let parts = path_parts(path)?;
         let no_node = || ChangeError::NotFound(format!("no node '{path}'"));
         let tree = match index.found {
@@ -423,6 +428,7 @@ impl Accounts {
                     }),
                     children,
                     total,
+                    seen: None,
                 };
             }
             let node = index.found.map_or(0, |f| f.node);
@@ -437,6 +443,26 @@ impl Accounts {
                 .filter_map(|&c| t.nodes.get(c as usize))
                 .map(|c| (c.name.clone(), c.counters.clone()))
                 .collect();
+            // What the view shows of each counter, as of now (a period that ended shows 0).
+            let seen = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for c in own.iter().chain(children.iter().flat_map(|(_, c)| c)) {
+                    (
+                        c.limit,
+                        c.used,
+                        c.reserved,
+                        c.period_end,
+                        now >= c.period_end,
+                    )
+                        .hash(&mut h);
+                }
+                h.finish()
+            };
+            if index.seen == Some(seen) {
+                return Ok(None);
+            }
+            index.seen = Some(seen);
             (t.tz.clone(), own, children, index.total)
         };
         let policy = self.policy_of(tree);
@@ -453,14 +479,14 @@ impl Accounts {
                 limits: limits(counters),
             })
             .collect();
-        Ok(UsageView {
+        Ok(Some(UsageView {
             node: NodeUsage {
                 path: path.to_owned(),
                 limits: limits(&own),
             },
             children,
             children_total,
-        })
+        }))
     }
 
     /// A node's rules over the request and its personal account, with the rules it inherits
