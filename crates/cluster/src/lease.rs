@@ -1,0 +1,235 @@
+//! Partition ownership. Tenants are assigned to partitions ([`partition_of`]); each partition
+//! has one lease, a key in a JetStream key-value bucket holding who owns it and until when.
+//! A lease is taken and renewed only by compare-and-set on the key's revision, so of two nodes
+//! racing for it one wins; the revision of the owner's last write is its epoch. Anyone else's
+//! write moves the revision, so a deposed owner's next renewal is refused by the server, not
+//! judged by the owner.
+//!
+//! Times are milliseconds of the callers' clocks (`now_ms`): a lease compares the wall clocks
+//! of different nodes, so an owner stops granting a margin before its lease ends (fencing by
+//! lease time) and the timers are set well above the clocks' skew.
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+/// The bucket of partition leases.
+pub const BUCKET: &str = "ocfd_partitions";
+
+/// A partition's lease as the bucket holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holder {
+    /// The node's name (its Diameter Origin-Host).
+    pub node: String,
+    /// Until when it is held (milliseconds since 1970, the holder's clock).
+    pub until_ms: i64,
+}
+
+/// The revision of a lease its owner last wrote: the owner's epoch. A later owner always has
+/// a higher one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Epoch(pub u64);
+
+/// What a claim found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the partition now, at this epoch.
+    Taken(Epoch),
+    /// Another node holds it (or won the race for it).
+    Held(Holder),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("the lease bucket: {0}")]
+    Bucket(String),
+    #[error("lease of partition {partition}: {reason}")]
+    Nats { partition: u32, reason: String },
+    #[error("lease of partition {partition}: its value is not a lease ({reason})")]
+    Damaged { partition: u32, reason: String },
+}
+
+/// The leases of one node.
+pub struct Leases {
+    kv: kv::Store,
+    node: String,
+    ttl_ms: i64,
+}
+
+/// The partition a tenant belongs to, of `partitions` (FNV-1a of its name: stable across
+/// nodes, versions and restarts).
+pub fn partition_of(tenant: &str, partitions: u32) -> u32 {
+    let hash = tenant.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % partitions.max(1)
+}
+
+fn key(partition: u32) -> String {
+    format!("p{partition}")
+}
+
+impl Leases {
+    /// Opens (or makes) the bucket, kept on `replicas` servers, for `node`, whose leases last
+    /// `ttl_ms` from each claim or renewal.
+    pub async fn open(
+        js: &jetstream::Context,
+        node: &str,
+        ttl_ms: i64,
+        replicas: usize,
+    ) -> Result<Leases, LeaseError> {
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    history: 1,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| LeaseError::Bucket(e.to_string()))?,
+        };
+        Ok(Leases {
+            kv,
+            node: node.to_owned(),
+            ttl_ms,
+        })
+    }
+
+    fn value(&self, now_ms: i64) -> bytes::Bytes {
+        let h = Holder {
+            node: self.node.clone(),
+            until_ms: now_ms.saturating_add(self.ttl_ms),
+        };
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_vec(&h).unwrap_or_default().into()
+    }
+
+    /// The lease of `partition` as the bucket holds it now, with its revision (none: never
+    /// taken).
+    pub async fn holder(&self, partition: u32) -> Result<Option<(Holder, Epoch)>, LeaseError> {
+        let nats = |e: String| LeaseError::Nats {
+            partition,
+            reason: e,
+        };
+        let Some(entry) = self
+            .kv
+            .entry(key(partition))
+            .await
+            .map_err(|e| nats(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let h: Holder = serde_json::from_slice(&entry.value).map_err(|e| LeaseError::Damaged {
+            partition,
+            reason: e.to_string(),
+        })?;
+        Ok(Some((h, Epoch(entry.revision))))
+    }
+
+    /// Takes `partition` if no one holds it or its holder's lease has ended by `now_ms`.
+    pub async fn claim(&self, partition: u32, now_ms: i64) -> Result<Claim, LeaseError> {
+        let nats = |e: String| LeaseError::Nats {
+            partition,
+            reason: e,
+        };
+        match self.holder(partition).await? {
+            None => match self.kv.create(key(partition), self.value(now_ms)).await {
+                Ok(revision) => Ok(Claim::Taken(Epoch(revision))),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    self.lost(partition).await
+                }
+                Err(e) => Err(nats(e.to_string())),
+            },
+            Some((h, _)) if h.until_ms > now_ms => Ok(Claim::Held(h)),
+            Some((_, Epoch(revision))) => {
+                match self
+                    .kv
+                    .update(key(partition), self.value(now_ms), revision)
+                    .await
+                {
+                    Ok(revision) => Ok(Claim::Taken(Epoch(revision))),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        self.lost(partition).await
+                    }
+                    Err(e) => Err(nats(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Another node wrote the lease between our read and our write: who holds it now.
+    async fn lost(&self, partition: u32) -> Result<Claim, LeaseError> {
+        match self.holder(partition).await? {
+            Some((h, _)) => Ok(Claim::Held(h)),
+            None => Err(LeaseError::Nats {
+                partition,
+                reason: "the lease changed and then vanished".into(),
+            }),
+        }
+    }
+
+    /// Extends the lease held at `epoch` to `now_ms` + the lease time: the new epoch, or none
+    /// if someone else wrote the lease since (this node is deposed and must stop serving the
+    /// partition).
+    pub async fn renew(
+        &self,
+        partition: u32,
+        epoch: Epoch,
+        now_ms: i64,
+    ) -> Result<Option<Epoch>, LeaseError> {
+        match self
+            .kv
+            .update(key(partition), self.value(now_ms), epoch.0)
+            .await
+        {
+            Ok(revision) => Ok(Some(Epoch(revision))),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(LeaseError::Nats {
+                partition,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Gives the lease held at `epoch` up at once (a drain): it reads as ended, so another
+    /// node may claim it without waiting out the lease time. False if this node no longer
+    /// held it.
+    pub async fn release(&self, partition: u32, epoch: Epoch) -> Result<bool, LeaseError> {
+        let ended = Holder {
+            node: self.node.clone(),
+            until_ms: 0,
+        };
+        let value = serde_json::to_vec(&ended).unwrap_or_default();
+        match self.kv.update(key(partition), value.into(), epoch.0).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(LeaseError::Nats {
+                partition,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        assert_eq!(partition_of("acme", 16), partition_of("acme", 16));
+        assert_eq!(partition_of("acme", 1), 0);
+        assert_eq!(partition_of("acme", 0), 0, "no partitions: one");
+        let mut used = [0u32; 8];
+        for i in 0..800 {
+            used[partition_of(&format!("ent{i:05}"), 8) as usize] += 1;
+        }
+        assert!(used.iter().all(|&n| (60..=140).contains(&n)), "{used:?}");
+    }
+}
