@@ -1,0 +1,195 @@
+//! A partition's replicated log: one JetStream stream per partition (`OCFD_P<n>`, subject
+//! `ocfd.p.<n>`), kept on `replicas` servers. Its owner appends what the local journal and
+//! change log hold (the same frozen bytes), each publish naming the stream's last sequence it
+//! expects. A new owner first appends a takeover entry with its epoch; from then on the deposed
+//! owner, whose expected sequence is behind, is refused by the server: two owners can never both
+//! append. Standbys and a new owner read the entries from any sequence.
+
+use async_nats::jetstream;
+use async_nats::jetstream::context::{Publish, PublishErrorKind};
+use bytes::Bytes;
+
+/// What an entry holds; its first octet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A batch of ledger journal records, as the group commit wrote them.
+    Records,
+    /// An account change, as the change log holds it.
+    Change,
+    /// A new owner took the partition: its epoch (u64, little-endian).
+    Takeover,
+}
+
+impl Kind {
+    fn octet(self) -> u8 {
+        match self {
+            Kind::Records => b'R',
+            Kind::Change => b'C',
+            Kind::Takeover => b'T',
+        }
+    }
+
+    fn of(octet: u8) -> Option<Kind> {
+        match octet {
+            b'R' => Some(Kind::Records),
+            b'C' => Some(Kind::Change),
+            b'T' => Some(Kind::Takeover),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Someone else appended since this node's last entry: it no longer owns the partition.
+    #[error("partition {0}: another owner appended; this node is fenced off")]
+    Fenced(u32),
+    #[error("partition {partition}: {reason}")]
+    Nats { partition: u32, reason: String },
+    #[error("partition {partition}, entry {sequence}: not an entry of ocfd's ({reason})")]
+    Damaged {
+        partition: u32,
+        sequence: u64,
+        reason: String,
+    },
+}
+
+/// One entry read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub sequence: u64,
+    pub kind: Kind,
+    pub body: Bytes,
+}
+
+/// A partition's log as one node appends to it and reads it.
+pub struct PartitionLog {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    partition: u32,
+    subject: String,
+    /// The stream's last sequence as this node last saw or wrote it.
+    last: u64,
+}
+
+impl PartitionLog {
+    /// Opens (or makes) the partition's stream, kept on `replicas` servers.
+    pub async fn open(
+        js: &jetstream::Context,
+        partition: u32,
+        replicas: usize,
+    ) -> Result<PartitionLog, LogError> {
+        let nats = |e: String| LogError::Nats {
+            partition,
+            reason: e,
+        };
+        let subject = format!("ocfd.p.{partition}");
+        let mut stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("OCFD_P{partition}"),
+                subjects: vec![subject.clone()],
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(e.to_string()))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| nats(e.to_string()))?
+            .state
+            .last_sequence;
+        Ok(PartitionLog {
+            js: js.clone(),
+            stream,
+            partition,
+            subject,
+            last,
+        })
+    }
+
+    /// The stream's last sequence as this node last saw or wrote it.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Appends an entry if nothing was appended since this node's last look: its sequence,
+    /// once the stream's servers have it. [`LogError::Fenced`] if another owner appended.
+    pub async fn append(&mut self, kind: Kind, body: &[u8]) -> Result<u64, LogError> {
+        let nats = |e: String| LogError::Nats {
+            partition: self.partition,
+            reason: e,
+        };
+        let mut payload = Vec::with_capacity(1 + body.len());
+        payload.push(kind.octet());
+        payload.extend_from_slice(body);
+        let publish = Publish::build()
+            .payload(payload.into())
+            .expected_last_sequence(self.last);
+        let ack = self
+            .js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| nats(e.to_string()))?
+            .await;
+        match ack {
+            Ok(ack) => {
+                self.last = ack.sequence;
+                Ok(ack.sequence)
+            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(LogError::Fenced(self.partition))
+            }
+            Err(e) => Err(nats(e.to_string())),
+        }
+    }
+
+    /// Takes the partition's log over at `epoch`: reads to its end (the caller replays what it
+    /// has not yet), then appends the takeover entry that fences off the previous owner.
+    pub async fn take_over(&mut self, epoch: u64) -> Result<u64, LogError> {
+        self.last = self
+            .stream
+            .info()
+            .await
+            .map_err(|e| LogError::Nats {
+                partition: self.partition,
+                reason: e.to_string(),
+            })?
+            .state
+            .last_sequence;
+        self.append(Kind::Takeover, &epoch.to_le_bytes()).await
+    }
+
+    /// The entries from `from` on, at most `limit`, oldest first.
+    pub async fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+        let mut out = Vec::new();
+        let mut sequence = from.max(1);
+        while out.len() < limit {
+            let message = match self.stream.get_raw_message(sequence).await {
+                Ok(m) => m,
+                // Past the end (or never written): done.
+                Err(_) => break,
+            };
+            let payload = message.payload;
+            let Some((&first, _)) = payload.split_first() else {
+                return Err(self.damaged(sequence, "empty"));
+            };
+            let kind = Kind::of(first).ok_or_else(|| self.damaged(sequence, "unknown kind"))?;
+            out.push(Entry {
+                sequence,
+                kind,
+                body: payload.slice(1..),
+            });
+            sequence += 1;
+        }
+        Ok(out)
+    }
+
+    fn damaged(&self, sequence: u64, reason: &str) -> LogError {
+        LogError::Damaged {
+            partition: self.partition,
+            sequence,
+            reason: reason.to_owned(),
+        }
+    }
+}
