@@ -7,6 +7,7 @@
 
 use async_nats::jetstream;
 use async_nats::jetstream::context::{Publish, PublishErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 
 /// What an entry holds; its first octet.
@@ -70,7 +71,13 @@ pub struct PartitionLog {
     subject: String,
     /// The stream's last sequence as this node last saw or wrote it.
     last: u64,
+    /// The epoch this node took the log over at (0: it has not): with `last`, the id that
+    /// makes a repeated publish idempotent.
+    epoch: u64,
 }
+
+/// How long an append goes on trying through a lost server or a leader election.
+const APPEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl PartitionLog {
     /// Opens (or makes) the partition's stream, kept on `replicas` servers.
@@ -105,6 +112,7 @@ impl PartitionLog {
             partition,
             subject,
             last,
+            epoch: 0,
         })
     }
 
@@ -115,32 +123,47 @@ impl PartitionLog {
 
     /// Appends an entry if nothing was appended since this node's last look: its sequence,
     /// once the stream's servers have it. [`LogError::Fenced`] if another owner appended.
+    ///
+    /// A publish whose answer was lost (a server died, the stream's leader moved) is sent
+    /// again with the same message id, which the stream keeps once: the entry is stored once
+    /// whatever the retries. The id names the owner's epoch, so two owners' entries never pass
+    /// for each other.
     pub async fn append(&mut self, kind: Kind, body: &[u8]) -> Result<u64, LogError> {
-        let nats = |e: String| LogError::Nats {
-            partition: self.partition,
-            reason: e,
-        };
         let mut payload = Vec::with_capacity(1 + body.len());
         payload.push(kind.octet());
         payload.extend_from_slice(body);
-        let publish = Publish::build()
-            .payload(payload.into())
-            .expected_last_sequence(self.last);
-        let ack = self
-            .js
-            .send_publish(self.subject.clone(), publish)
-            .await
-            .map_err(|e| nats(e.to_string()))?
-            .await;
-        match ack {
-            Ok(ack) => {
-                self.last = ack.sequence;
-                Ok(ack.sequence)
+        let payload = Bytes::from(payload);
+        let id = format!("{}-{}", self.epoch, self.last);
+        let deadline = tokio::time::Instant::now() + APPEND_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            let publish = Publish::build()
+                .payload(payload.clone())
+                .message_id(&id)
+                .expected_last_sequence(self.last);
+            let ack = match self.js.send_publish(self.subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            let error = match ack {
+                Ok(ack) => {
+                    self.last = ack.sequence;
+                    return Ok(ack.sequence);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(LogError::Fenced(self.partition));
+                }
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(LogError::Nats {
+                    partition: self.partition,
+                    reason: error.to_string(),
+                });
             }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(LogError::Fenced(self.partition))
-            }
-            Err(e) => Err(nats(e.to_string())),
+            // Through an election: again in a moment, with the same id.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
         }
     }
 
@@ -157,6 +180,7 @@ impl PartitionLog {
             })?
             .state
             .last_sequence;
+        self.epoch = epoch;
         self.append(Kind::Takeover, &epoch.to_le_bytes()).await
     }
 
@@ -167,8 +191,14 @@ impl PartitionLog {
         while out.len() < limit {
             let message = match self.stream.get_raw_message(sequence).await {
                 Ok(m) => m,
-                // Past the end (or never written): done.
-                Err(_) => break,
+                // Past the end: done.
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => break,
+                Err(e) => {
+                    return Err(LogError::Nats {
+                        partition: self.partition,
+                        reason: e.to_string(),
+                    });
+                }
             };
             let payload = message.payload;
             let Some((&first, _)) = payload.split_first() else {
