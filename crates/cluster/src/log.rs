@@ -215,11 +215,76 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// The entries from `from` on as they come, for a standby that keeps up with the owner.
+    pub async fn follow(&self, from: u64) -> Result<Follower, LogError> {
+        let nats = |e: String| LogError::Nats {
+            partition: self.partition,
+            reason: e,
+        };
+        let messages = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(e.to_string()))?
+            .messages()
+            .await
+            .map_err(|e| nats(e.to_string()))?;
+        Ok(Follower {
+            messages,
+            partition: self.partition,
+        })
+    }
+
     fn damaged(&self, sequence: u64, reason: &str) -> LogError {
         LogError::Damaged {
             partition: self.partition,
             sequence,
             reason: reason.to_owned(),
         }
+    }
+}
+
+/// A partition's entries as they are appended (an ordered consumer: it starts again where it
+/// was if its server goes).
+pub struct Follower {
+    messages: jetstream::consumer::pull::Ordered,
+    partition: u32,
+}
+
+impl Follower {
+    /// The next entry, waiting for it to be appended.
+    pub async fn next(&mut self) -> Result<Entry, LogError> {
+        let nats = |e: String| LogError::Nats {
+            partition: self.partition,
+            reason: e,
+        };
+        let message = std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut self.messages), cx)
+        })
+        .await
+        .ok_or_else(|| nats("the stream's consumer ended".into()))?
+        .map_err(|e| nats(e.to_string()))?;
+        let sequence = message
+            .info()
+            .map_err(|e| nats(e.to_string()))?
+            .stream_sequence;
+        let damaged = |reason: &str| LogError::Damaged {
+            partition: self.partition,
+            sequence,
+            reason: reason.to_owned(),
+        };
+        let payload = message.payload.clone();
+        let (&first, _) = payload.split_first().ok_or_else(|| damaged("empty"))?;
+        let kind = Kind::of(first).ok_or_else(|| damaged("unknown kind"))?;
+        Ok(Entry {
+            sequence,
+            kind,
+            body: payload.slice(1..),
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! A partition's replicated log against a real `nats-server`: entries read back in order with
 //! their kinds; a second owner's takeover fences the first, whose next append is refused by the
-//! server (no split brain can append); a node reading from any sequence sees the same entries.
+//! server (no split brain can append); a node reading from any sequence sees the same entries;
+//! a standby follows the owner entry by entry and resumes from where it left.
 
 mod common;
 
@@ -72,4 +73,30 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
         .await
         .unwrap();
     assert_eq!(other.last(), 0);
+}
+
+#[tokio::test]
+async fn a_standby_follows_the_owner_as_it_appends_and_resumes_where_it_left() {
+    let nats = Nats::start();
+    let mut owner = PartitionLog::open(&nats.jetstream().await, 2, 1)
+        .await
+        .unwrap();
+    owner.take_over(1).await.unwrap();
+    owner.append(Kind::Records, b"before").await.unwrap();
+    let standby = PartitionLog::open(&nats.jetstream().await, 2, 1)
+        .await
+        .unwrap();
+    let mut follower = standby.follow(1).await.unwrap();
+    assert_eq!(follower.next().await.unwrap().kind, Kind::Takeover);
+    assert_eq!(&follower.next().await.unwrap().body[..], b"before");
+    // Appended after the standby caught up: it sees each as it comes.
+    for i in 0..50u32 {
+        let body = format!("live {i}");
+        let sequence = owner.append(Kind::Records, body.as_bytes()).await.unwrap();
+        let seen = follower.next().await.unwrap();
+        assert_eq!((seen.sequence, &seen.body[..]), (sequence, body.as_bytes()));
+    }
+    // A standby that restarts resumes from the entry after the last it applied.
+    let mut again = standby.follow(40).await.unwrap();
+    assert_eq!(again.next().await.unwrap().sequence, 40);
 }
