@@ -146,25 +146,19 @@ impl Browser {
     /// A number the page holds in a bar's data attribute (`used`, `reserved`, `limit`) for a
     /// node's row, once the row is shown.
     async fn bar(&self, path: &str, field: &str) -> Result<u64, String> {
-        let css = format!(
-            ".node-row[data-path=\"{path}\"] .bar[data-unit=\"octets\"][data-period=\"month\"]"
-        );
+        let css = bar_css(path);
         let v = self
             .until(
                 &format!("the bar of {path}"),
                 &format!("document.querySelector({css:?})?.dataset.{field}"),
             )
             .await?;
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{path}'s bar {field} is {v}"))
+        bar_figure(path, field, &v)
     }
 
     /// Waits until a bar's figure differs from `before`; the new figure.
     async fn bar_moves(&self, path: &str, field: &str, before: u64) -> Result<u64, String> {
-        let css = format!(
-            ".node-row[data-path=\"{path}\"] .bar[data-unit=\"octets\"][data-period=\"month\"]"
-        );
+        let css = bar_css(path);
         let v = self
             .until(
                 &format!("{path}'s {field} move from {before}"),
@@ -174,9 +168,7 @@ impl Browser {
                 ),
             )
             .await?;
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{path}'s bar {field} is {v}"))
+        bar_figure(path, field, &v)
     }
 
     /// Waits until `predicate` holds in the page.
@@ -204,6 +196,34 @@ impl Browser {
             text.as_str().unwrap_or_default()
         );
     }
+}
+
+/// The octets-per-month bar of a node's row.
+fn bar_css(path: &str) -> String {
+    format!(".node-row[data-path=\"{path}\"] .bar[data-unit=\"octets\"][data-period=\"month\"]")
+}
+
+/// A bar's figure as the page gave it (a data attribute's text).
+fn bar_figure(path: &str, field: &str, v: &Value) -> Result<u64, String> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{path}'s bar {field} is {v}"))
+}
+
+/// The ledger's octets-per-month limit of a node, through the API.
+fn ledger_limit(api: &Http, path: &str) -> (Option<u64>, Value) {
+    let (_, usage) = api.call("GET", &format!("/v1/usage/{path}?limit=0"), None);
+    (usage["node"]["limits"][0]["limit"].as_u64(), usage)
+}
+
+/// Opens a session for a device (a CCR-I asking `octets`), granted.
+fn open_session(gw: &mut Gw, sid: &str, msisdn: &str, octets: u64) {
+    let i = gw.ask(
+        &CcrSpec::new(sid, INITIAL, 0)
+            .msisdn(msisdn)
+            .mscc(MsccSpec::ask(10, octets)),
+    );
+    assert_eq!(i.result_code, 2001, "{i:?}");
 }
 
 /// `target/console-artifacts`, beside the test binaries' `debug` directory.
@@ -379,23 +399,14 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         Ok(())
     })
     .await;
-    let (_, sales) = api.call("GET", "/v1/usage/acme/sales?limit=0", None);
-    assert_eq!(
-        sales["node"]["limits"][0]["limit"].as_u64(),
-        Some(102 * GIB),
-        "the ledger has the move: {sales}"
-    );
+    let (limit, sales) = ledger_limit(&api, "acme/sales");
+    assert_eq!(limit, Some(102 * GIB), "the ledger has the move: {sales}");
 
     // Block a device with an open session: its gateway gets the ASR, the page says blocked.
     let device = "15551005007";
     let mut gw = Gw::open(&d, GW);
     let sid = "pgw.localdomain;console;1";
-    let i = gw.ask(
-        &CcrSpec::new(sid, INITIAL, 0)
-            .msisdn(device)
-            .mscc(MsccSpec::ask(10, 1 << 20)),
-    );
-    assert_eq!(i.result_code, 2001, "{i:?}");
+    open_session(&mut gw, sid, device, 1 << 20);
     b.step("block", async {
         b.goto(&format!("{ui}#/device/acme/sales/{device}")).await?;
         b.see(
@@ -445,21 +456,12 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         .await
     })
     .await;
-    let (_, iot) = api.call("GET", "/v1/usage/acme/iot?limit=0", None);
-    assert_eq!(
-        iot["node"]["limits"][0]["limit"].as_u64(),
-        Some(2 * GIB),
-        "{iot}"
-    );
+    let (limit, iot) = ledger_limit(&api, "acme/iot");
+    assert_eq!(limit, Some(2 * GIB), "{iot}");
 
     // The printable statement: a session that ended with 3 MiB shows, as the API sums it.
     let sid = "pgw.localdomain;console;2";
-    let i = gw.ask(
-        &CcrSpec::new(sid, INITIAL, 0)
-            .msisdn("15551005020")
-            .mscc(MsccSpec::ask(10, 4 << 20)),
-    );
-    assert_eq!(i.result_code, 2001, "{i:?}");
+    open_session(&mut gw, sid, "15551005020", 4 << 20);
     let t = gw.ask(&CcrSpec::new(sid, TERMINATION, 1).mscc(MsccSpec::report(10, 3 << 20, false)));
     assert_eq!(t.result_code, 2001);
     let statement = |path: &str| {
@@ -568,9 +570,9 @@ async fn a_manager_works_the_console_in_a_real_browser() {
         .await
     })
     .await;
-    let (_, after) = api.call("GET", "/v1/usage/acme/sales?limit=0", None);
+    let (limit, after) = ledger_limit(&api, "acme/sales");
     assert_eq!(
-        after["node"]["limits"][0]["limit"].as_u64(),
+        limit,
         Some(102 * GIB),
         "nothing changed under the viewer: {after}"
     );

@@ -264,10 +264,7 @@ impl Store {
             }
             _ => changed_event(change, now),
         };
-        if let Some(by) = by {
-            event["by"] = by.into();
-        }
-        self.event(now, &event);
+        self.change_event(now, &mut event, by);
         Ok(s)
     }
 
@@ -360,6 +357,14 @@ impl Store {
         }
     }
 
+    /// Hands the event of a change to the outbox, naming who made it.
+    fn change_event(&self, now: i64, event: &mut serde_json::Value, by: Option<&str>) {
+        if let Some(by) = by {
+            event["by"] = by.into();
+        }
+        self.event(now, event);
+    }
+
     /// Changes the keys of a tenant's policy that `patch` names (a JSON merge patch).
     pub fn patch_policy(
         &self,
@@ -372,13 +377,9 @@ impl Store {
             .engine
             .accounts()
             .prepare_policy_patch(tenant, patch, now)?;
-        let event = changed_event(pending.change(), now);
+        let mut event = changed_event(pending.change(), now);
         let s = self.log_and_carry_out(pending, by)?;
-        let mut event = event;
-        if let Some(by) = by {
-            event["by"] = by.into();
-        }
-        self.event(now, &event);
+        self.change_event(now, &mut event, by);
         Ok(s)
     }
 
