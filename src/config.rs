@@ -25,6 +25,57 @@ pub struct Config {
     pub events: EventsSection,
     /// Endpoints that get the events of the outbox by HTTP POST (docs/thresholds.md).
     pub webhooks: Vec<WebhookSection>,
+    /// Running as one node of several over NATS JetStream (docs/cluster.md).
+    pub cluster: ClusterSection,
+}
+
+/// A cluster of ocfd nodes over NATS JetStream: the partition is owned by one node under a
+/// lease, its journal and account changes replicated in a JetStream stream that standbys
+/// follow and take over from.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Run as a cluster node (the state directory then holds a copy of the partition kept
+    /// from its log, under `partition/`).
+    pub enabled: bool,
+    /// This node's name in leases and the node table, unique in the cluster; default: the
+    /// Origin-Host.
+    pub node_name: Option<String>,
+    /// NATS server URLs, e.g. `nats://10.0.0.1:4222` (every server of the NATS cluster, so
+    /// the node moves to another when one goes).
+    pub nats_servers: Vec<String>,
+    /// A NATS credentials file (user JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates (PEM) for the NATS servers' certificates; set, TLS is required.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS servers that verify clients, with `tls_private_key`.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    /// NATS servers each partition's log and the lease bucket are kept on (1, 3 or 5).
+    pub replicas: usize,
+    /// How long a lease lasts from its last renewal, milliseconds; renewed at a third of it.
+    /// A standby takes over a dead owner's partition about this long after its last renewal.
+    pub lease_ttl_ms: u64,
+    /// How long before its lease ends an owner stops charging, milliseconds: the clock skew
+    /// between nodes plus the longest pause of a process it tolerates.
+    pub grant_margin_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            enabled: false,
+            node_name: None,
+            nats_servers: vec!["nats://127.0.0.1:4222".into()],
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_certificate: None,
+            tls_private_key: None,
+            replicas: 3,
+            lease_ttl_ms: 3000,
+            grant_margin_ms: 500,
+        }
+    }
 }
 
 /// How long the event outbox keeps events, and how large it may grow.
@@ -290,8 +341,9 @@ pub struct JournalSection {
     /// Keep a journal (without it, balances start from zero at every start).
     pub enabled: bool,
     /// When answers leave: `async` (at once; synced every sync_interval_ms), `write` (after the
-    /// write reached the file: survives a crash of ocfd) or `fsync` (after it is on disk:
-    /// survives power loss).
+    /// write reached the file: survives a crash of ocfd), `fsync` (after it is on disk:
+    /// survives power loss) or, in a cluster, `replicated` (after the partition's stream
+    /// acknowledged it: survives the loss of the machine).
     pub durability: ocf_store::writer::Durability,
     /// In async mode, how often written records are synced to disk, milliseconds.
     pub sync_interval_ms: u64,
@@ -382,6 +434,7 @@ impl Default for Config {
             log: LogConfig::default(),
             events: EventsSection::default(),
             webhooks: Vec::new(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -511,6 +564,97 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Where the partition's state (journal, change log, snapshot, usage, events) lives: the
+    /// state directory, or in a cluster its `partition/` (a copy kept from the log, made
+    /// afresh at each start).
+    pub fn partition_dir(&self) -> PathBuf {
+        if self.cluster.enabled {
+            self.state_dir.join("partition")
+        } else {
+            self.state_dir.clone()
+        }
+    }
+
+    /// This node's name in the cluster.
+    pub fn node_name(&self) -> String {
+        self.cluster
+            .node_name
+            .clone()
+            .unwrap_or_else(|| self.diameter.origin_host.clone())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let replicated = self.journal.durability == ocf_store::writer::Durability::Replicated;
+        if !c.enabled {
+            if replicated {
+                return Err(invalid(
+                    "journal.durability",
+                    "replicated needs a cluster (cluster.enabled)",
+                ));
+            }
+            return Ok(());
+        }
+        if !self.journal.enabled {
+            return Err(invalid(
+                "cluster.enabled",
+                "a cluster node needs the journal (journal.enabled): it is what is replicated",
+            ));
+        }
+        if c.nats_servers.is_empty() {
+            return Err(invalid("cluster.nats_servers", "name at least one server"));
+        }
+        for url in &c.nats_servers {
+            if url.parse::<async_nats::ServerAddr>().is_err() {
+                return Err(invalid(
+                    "cluster.nats_servers",
+                    format!("'{url}' is not a NATS URL (nats://host:port)"),
+                ));
+            }
+        }
+        let name = self.node_name();
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            return Err(invalid(
+                "cluster.node_name",
+                format!("'{name}': 1 to 128 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if !matches!(c.replicas, 1 | 3 | 5) {
+            return Err(invalid("cluster.replicas", "must be 1, 3 or 5"));
+        }
+        if c.tls_certificate.is_some() != c.tls_private_key.is_some() {
+            return Err(invalid(
+                "cluster.tls_certificate",
+                "a client certificate needs its tls_private_key, and the other way round",
+            ));
+        }
+        for (field, f) in [
+            ("cluster.credentials_file", &c.credentials_file),
+            ("cluster.tls_ca_file", &c.tls_ca_file),
+            ("cluster.tls_certificate", &c.tls_certificate),
+            ("cluster.tls_private_key", &c.tls_private_key),
+        ] {
+            if let Some(f) = f {
+                if std::fs::metadata(f).is_err() {
+                    return Err(invalid(field, format!("{} cannot be read", f.display())));
+                }
+            }
+        }
+        if c.lease_ttl_ms < 300 || c.grant_margin_ms == 0 || c.grant_margin_ms * 3 > c.lease_ttl_ms
+        {
+            return Err(invalid(
+                "cluster.lease_ttl_ms",
+                "at least 300, with grant_margin_ms at least 1 and at most a third of it",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks everything that can be checked without binding a port.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.diameter;
@@ -604,6 +748,7 @@ impl Config {
         {
             return Err(invalid("charging.device_thresholds", &e));
         }
+        self.validate_cluster()?;
         if self.events.max_mib == 0 {
             return Err(invalid("events.max_mib", "must be at least 1"));
         }
@@ -754,6 +899,11 @@ mod tests {
         all.diameter.tls.certificate = Some("/c".into());
         all.diameter.tls.private_key = Some("/k".into());
         all.diameter.tls.peer_ca = Some("/a".into());
+        all.cluster.node_name = Some("n".into());
+        all.cluster.credentials_file = Some("/n".into());
+        all.cluster.tls_ca_file = Some("/n".into());
+        all.cluster.tls_certificate = Some("/n".into());
+        all.cluster.tls_private_key = Some("/n".into());
         let mut fields = std::collections::BTreeSet::new();
         keys(&toml::Table::try_from(&all).unwrap(), "", &mut fields);
         let missing: Vec<_> = fields.difference(&documented).collect();

@@ -4,6 +4,7 @@
 pub mod abort;
 pub mod admin;
 pub mod clock;
+pub mod cluster;
 mod connection;
 pub mod dispatch;
 pub mod meter;
@@ -39,6 +40,9 @@ use ocf_transport::tcp;
 
 /// EX_CONFIG from sysexits.h: the configuration or command line is wrong.
 pub const EXIT_CONFIG: u8 = 64;
+/// The exit status of a cluster node another node took the partition from (EX_TEMPFAIL: the
+/// unit restarts it, as a standby).
+pub const EXIT_DEPOSED: u8 = 75;
 
 /// Reads the configuration for a reload: the file with the command line's overrides, or why it
 /// cannot be used.
@@ -54,6 +58,9 @@ pub async fn serve(
     reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
     set_log_level: Option<reload::SetLogLevel>,
 ) -> Result<(), ServerError> {
+    if config.cluster.enabled {
+        return cluster::serve(config, shutdown, reloads, set_log_level).await;
+    }
     Server::bind(config)?
         .serve(shutdown, reloads, set_log_level)
         .await;
@@ -83,6 +90,12 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// Another node took the partition this one owned: it stopped charging and exits, to
+    /// start again as a standby.
+    #[error("another node took the partition over; this node stopped charging for it")]
+    Deposed,
 }
 
 impl ServerError {
@@ -97,7 +110,10 @@ impl ServerError {
             | ServerError::Tls(_)
             | ServerError::Webhook(_) => true,
             ServerError::Store(e) => e.is_config_error(),
-            ServerError::Admin(_) | ServerError::Listen { .. } => false,
+            ServerError::Admin(_)
+            | ServerError::Listen { .. }
+            | ServerError::Cluster(_)
+            | ServerError::Deposed => false,
         }
     }
 
@@ -106,6 +122,8 @@ impl ServerError {
     pub fn exit_code(&self) -> u8 {
         if self.is_config_error() {
             EXIT_CONFIG
+        } else if matches!(self, ServerError::Deposed) {
+            EXIT_DEPOSED
         } else {
             1
         }
@@ -323,6 +341,14 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
 impl Server {
     /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
+        Server::bind_partition(config, None)
+    }
+
+    /// [`Server::bind`], the store being a cluster partition's (`replication`).
+    pub(crate) fn bind_partition(
+        config: &Config,
+        replication: Option<ocf_store::Replication>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         // The metrics recorder first: the meters' and the journal writer's handles are built
         // from it below.
@@ -340,7 +366,7 @@ impl Server {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServerError::Webhook)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        let store = Arc::new(recovery::build(config, durable_tx)?);
+        let store = Arc::new(recovery::build(config, durable_tx, replication)?);
         let mut tcp_listeners = Vec::new();
         for addr in config.tcp_listeners()? {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
@@ -370,8 +396,8 @@ impl Server {
         }
         let persistence = config.journal.enabled.then(|| {
             (
-                config.state_dir.join("snapshot"),
-                config.state_dir.join("journal"),
+                config.partition_dir().join("snapshot"),
+                config.partition_dir().join("journal"),
                 Duration::from_secs(config.journal.snapshot_interval_s),
             )
         });
@@ -555,8 +581,8 @@ impl Server {
                 store: self.shared.store.clone(),
                 token: token.into(),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-                events_dir: self.config.state_dir.join("events").into(),
-                usage_dir: self.config.state_dir.join("usage").into(),
+                events_dir: self.config.partition_dir().join("events").into(),
+                usage_dir: self.config.partition_dir().join("usage").into(),
                 tokens,
                 peers: self.shared.peers.clone(),
             };
@@ -575,6 +601,7 @@ impl Server {
         let hooks = match webhooks::start(
             std::mem::take(&mut self.webhooks),
             &self.config.state_dir,
+            &self.config.partition_dir().join("events"),
             written,
         ) {
             Ok(h) => h,
@@ -586,7 +613,7 @@ impl Server {
         // The outbox stays bounded: a pass a minute removes what is old and taken by every
         // webhook, or past the size bound.
         let outbox = {
-            let dir = self.config.state_dir.join("events");
+            let dir = self.config.partition_dir().join("events");
             let events = self.config.events.clone();
             let cursors: Vec<Arc<webhooks::Progress>> =
                 hooks.iter().map(|(_, p)| p.clone()).collect();
@@ -809,13 +836,17 @@ impl Server {
 /// Takes a snapshot and removes the journal segments it covers.
 fn snapshot_now(store: &Store, path: &std::path::Path, journal: &std::path::Path) {
     match store.snapshot(path) {
-        // Segments go once the snapshot covers them and their usage records and events are in
-        // their files.
+        // Segments go once the snapshot covers them, their usage records and events are in
+        // their files and (a cluster node) the partition's log has them.
         Ok(sequence) => match snapshot::remove_covered_segments(
             journal,
             sequence
                 .min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence()))
-                .min(store.event_log().map_or(u64::MAX, |u| u.synced_sequence())),
+                .min(store.event_log().map_or(u64::MAX, |u| u.synced_sequence()))
+                .min(match (store.fence(), store.journal()) {
+                    (Some(_), Some(j)) => j.progress().replicated.load(Ordering::Acquire),
+                    _ => u64::MAX,
+                }),
         ) {
             Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
             Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),

@@ -57,7 +57,7 @@ fn charging_config(config: &Config) -> ChargingConfig {
 pub fn store_config(config: &Config) -> StoreConfig {
     let j = &config.journal;
     StoreConfig {
-        state_dir: config.state_dir.clone(),
+        state_dir: config.partition_dir(),
         journal: j.enabled.then(|| JournalSettings {
             durability: j.durability,
             sync_interval: Duration::from_millis(j.sync_interval_ms),
@@ -83,8 +83,12 @@ pub fn check_provisioning(config: &Config) -> Result<(), ServerError> {
 }
 
 /// Opens the store: accounts, journal and usage records. `durable_tx` hears the journal
-/// sequence each time more is durable.
-pub(super) fn build(config: &Config, durable_tx: watch::Sender<u64>) -> Result<Store, ServerError> {
+/// sequence each time more is durable; in a cluster, `replication` is the partition's.
+pub(super) fn build(
+    config: &Config,
+    durable_tx: watch::Sender<u64>,
+    replication: Option<ocf_store::Replication>,
+) -> Result<Store, ServerError> {
     let sources = sources(config)?;
     if config.journal.enabled {
         // Recovery reads the snapshot and replays the journal: tell systemd it may take longer
@@ -96,8 +100,9 @@ pub(super) fn build(config: &Config, durable_tx: watch::Sender<u64>) -> Result<S
         charging_config(config),
         sources,
         dispatch::unix_now(),
-        Box::new(move |durable| {
+        std::sync::Arc::new(move |durable| {
             durable_tx.send_replace(durable);
         }),
+        replication,
     )?)
 }

@@ -138,14 +138,16 @@ fn write_cursor(path: &Path, id: u64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Starts delivering to every endpoint; each task runs until the process stops. `written`
-/// says how many events the outbox's follower has written (it changes when there is more).
+/// Starts delivering to every endpoint the events of the outbox in `events`; each task runs
+/// until the process stops; the cursors are kept in `state_dir`. `written` says how many
+/// events the outbox's follower has written (it changes when there is more).
 pub fn start(
     endpoints: Vec<Endpoint>,
     state_dir: &Path,
+    events: &Path,
     written: Arc<dyn Fn() -> u64 + Send + Sync>,
 ) -> Result<Vec<(String, Arc<Progress>)>, String> {
-    let events = state_dir.join("events");
+    let events = events.to_path_buf();
     let mut out = Vec::new();
     for ep in endpoints {
         let cursor = cursor_path(state_dir, &ep.name);

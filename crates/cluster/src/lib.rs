@@ -1,7 +1,10 @@
 //! ocfd nodes over NATS JetStream (issue 17, in progress): which partition a tenant is in and
-//! who owns it ([`lease`]), when an owner may grant ([`ownership`]), and each partition's
-//! replicated log ([`log`]). The daemon does not use it yet.
+//! who owns it ([`lease`]), when an owner may grant ([`ownership`]), each partition's
+//! replicated log ([`log`]), an owner's [`replicator`] of its journal and changes into it, and a
+//! [`node`]'s life: standby (a copy of the partition kept from the log), takeover, owner.
 
 pub mod lease;
 pub mod log;
+pub mod node;
 pub mod ownership;
+pub mod replicator;

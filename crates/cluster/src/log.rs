@@ -15,8 +15,12 @@ use bytes::Bytes;
 pub enum Kind {
     /// A batch of ledger journal records, as the group commit wrote them.
     Records,
-    /// An account change, as the change log holds it.
+    /// An account change, as the change log holds it (or the last piece of one too large
+    /// for one message).
     Change,
+    /// A piece of an account change too large for one message; the pieces and the `Change`
+    /// entry that ends them are the change (a takeover between them drops the pieces).
+    ChangePart,
     /// A new owner took the partition: its epoch (u64, little-endian).
     Takeover,
 }
@@ -26,6 +30,7 @@ impl Kind {
         match self {
             Kind::Records => b'R',
             Kind::Change => b'C',
+            Kind::ChangePart => b'c',
             Kind::Takeover => b'T',
         }
     }
@@ -34,6 +39,7 @@ impl Kind {
         match octet {
             b'R' => Some(Kind::Records),
             b'C' => Some(Kind::Change),
+            b'c' => Some(Kind::ChangePart),
             b'T' => Some(Kind::Takeover),
             _ => None,
         }
@@ -74,6 +80,8 @@ pub struct PartitionLog {
     /// The epoch this node took the log over at (0: it has not): with `last`, the id that
     /// makes a repeated publish idempotent.
     epoch: u64,
+    /// The server's largest message.
+    max_payload: usize,
 }
 
 /// How long an append goes on trying through a lost server or a leader election.
@@ -85,6 +93,7 @@ impl PartitionLog {
         js: &jetstream::Context,
         partition: u32,
         replicas: usize,
+        max_payload: usize,
     ) -> Result<PartitionLog, LogError> {
         let nats = |e: String| LogError::Nats {
             partition,
@@ -113,7 +122,18 @@ impl PartitionLog {
             subject,
             last,
             epoch: 0,
+            max_payload,
         })
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The most octets an entry's body may hold: what the server takes in one message
+    /// (`max_payload`, 1 MiB by default), less room for the headers.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_payload.saturating_sub(4096).max(64 << 10)
     }
 
     /// The stream's last sequence as this node last saw or wrote it.

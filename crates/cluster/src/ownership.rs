@@ -51,12 +51,22 @@ impl Ownership {
 
     /// Whether it may grant from the partition at `now_ms`.
     pub fn may_grant(&self, now_ms: i64) -> bool {
-        now_ms < self.until_ms().saturating_sub(self.timers.margin_ms)
+        now_ms < self.grant_until_ms()
+    }
+
+    /// Until when it may grant (the lease's end less the margin).
+    pub fn grant_until_ms(&self) -> i64 {
+        self.until_ms().saturating_sub(self.timers.margin_ms)
+    }
+
+    /// When the next renewal is due.
+    pub fn renew_at_ms(&self) -> i64 {
+        self.sent_at_ms.saturating_add(self.timers.renew_every_ms())
     }
 
     /// Whether a renewal is due at `now_ms`.
     pub fn renew_due(&self, now_ms: i64) -> bool {
-        now_ms >= self.sent_at_ms.saturating_add(self.timers.renew_every_ms())
+        now_ms >= self.renew_at_ms()
     }
 
     /// A renewal sent at `sent_at_ms` succeeded at `epoch`.

@@ -11,7 +11,7 @@ use ocf_cluster::log::{Kind, LogError, PartitionLog};
 #[tokio::test]
 async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() {
     let nats = Nats::start();
-    let mut a = PartitionLog::open(&nats.jetstream().await, 5, 1)
+    let mut a = PartitionLog::open(&nats.jetstream().await, 5, 1, 1 << 20)
         .await
         .unwrap();
     assert_eq!(a.last(), 0);
@@ -25,7 +25,7 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
     assert_eq!(a.append(Kind::Records, b"batch 1").await.unwrap(), 3);
 
     // b takes over (a's lease ended): reads to the end, then fences a off.
-    let mut b = PartitionLog::open(&nats.jetstream().await, 5, 1)
+    let mut b = PartitionLog::open(&nats.jetstream().await, 5, 1, 1 << 20)
         .await
         .unwrap();
     assert_eq!(b.last(), 3);
@@ -41,7 +41,7 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
     assert_eq!(b.append(Kind::Records, b"batch 2").await.unwrap(), 5);
 
     // Any node reads the same entries, from any point.
-    let c = PartitionLog::open(&nats.jetstream().await, 5, 1)
+    let c = PartitionLog::open(&nats.jetstream().await, 5, 1, 1 << 20)
         .await
         .unwrap();
     let all = c.read(1, 100).await.unwrap();
@@ -69,7 +69,7 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
         "nothing past the end"
     );
     // Other partitions are other streams.
-    let other = PartitionLog::open(&nats.jetstream().await, 6, 1)
+    let other = PartitionLog::open(&nats.jetstream().await, 6, 1, 1 << 20)
         .await
         .unwrap();
     assert_eq!(other.last(), 0);
@@ -78,12 +78,12 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
 #[tokio::test]
 async fn a_standby_follows_the_owner_as_it_appends_and_resumes_where_it_left() {
     let nats = Nats::start();
-    let mut owner = PartitionLog::open(&nats.jetstream().await, 2, 1)
+    let mut owner = PartitionLog::open(&nats.jetstream().await, 2, 1, 1 << 20)
         .await
         .unwrap();
     owner.take_over(1).await.unwrap();
     owner.append(Kind::Records, b"before").await.unwrap();
-    let standby = PartitionLog::open(&nats.jetstream().await, 2, 1)
+    let standby = PartitionLog::open(&nats.jetstream().await, 2, 1, 1 << 20)
         .await
         .unwrap();
     let mut follower = standby.follow(1).await.unwrap();

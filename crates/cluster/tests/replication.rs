@@ -17,7 +17,7 @@ async fn appends_survive_the_loss_of_the_stream_leader() {
     let Claim::Taken(epoch) = leases.claim(9, 1_000).await.unwrap() else {
         panic!("a free partition is taken")
     };
-    let mut log = PartitionLog::open(&js, 9, 3).await.unwrap();
+    let mut log = PartitionLog::open(&js, 9, 3, 1 << 20).await.unwrap();
     log.take_over(epoch.0).await.unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..20u32 {

@@ -15,6 +15,7 @@ mod mailbox;
 pub mod record;
 pub mod recovery;
 pub mod replay;
+pub mod replication;
 pub mod segment;
 pub mod snapshot;
 pub mod statement;
@@ -23,7 +24,7 @@ pub mod usage;
 pub mod writer;
 
 pub use recovery::{JournalSettings, StoreConfig, StoreError, UsageSettings};
-pub use store::Store;
+pub use store::{Replication, Store};
 
 // The core bounds what one op may carry by what one record holds.
 const _: () = assert!(ocf_charging::ops::MAX_DATA + record::BODY_HEADER == record::MAX_BODY_V2);

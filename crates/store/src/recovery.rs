@@ -12,10 +12,13 @@ use ocf_charging::accounts::changes::{Change, ChangeError, Source, log_summary};
 use ocf_charging::engine::{ChargingConfig, Engine};
 use ocf_charging::ledger::Ledger;
 
+use std::sync::Arc;
+
 use crate::Store;
 use crate::changes::{ChangeLog, ChangeLogError, ChangeRecord};
 use crate::segment::ReadError;
 use crate::snapshot;
+use crate::store::Replication;
 use crate::writer::{Durability, JournalConfig, OnProgress};
 
 /// Where the state lives and what is persisted.
@@ -96,7 +99,8 @@ pub fn open(
     charging: ChargingConfig,
     sources: Vec<Source>,
     now: i64,
-    on_durable: Box<dyn Fn(u64) + Send>,
+    on_durable: Arc<dyn Fn(u64) + Send + Sync>,
+    replication: Option<Replication>,
 ) -> Result<Store, StoreError> {
     let mut engine = Engine::new(Ledger::new(), Default::default(), charging);
     if let Some(u) = &config.usage {
@@ -189,8 +193,11 @@ pub fn open(
         // The import below writes change 0: the snapshot is checked whole before that.
         snap.check()?;
     }
-    // Changes are logged from here on; the journal joins once replay is done.
-    let store = Store::new(engine).with_change_log(log);
+    // Changes are logged (and in a cluster replicated) from here on; the journal joins once
+    // replay is done.
+    let store = Store::new(engine)
+        .with_change_log(log)
+        .with_replication(replication);
     let engine = store.engine();
     if first_start {
         // Change 0: the provisioning as it is, before any ledger record.
@@ -298,15 +305,23 @@ pub fn open(
     let wake_usage = wake.clone();
     let wake_events = std::sync::Arc::new(crate::mailbox::Signal::default());
     let wake_events_too = wake_events.clone();
+    let written = Arc::new(crate::mailbox::Signal::default());
+    let wake_replica = written.clone();
+    let durable_to = on_durable.clone();
     let on_progress: OnProgress = Box::new(move |p| {
         use std::sync::atomic::Ordering;
         let durable = match durability {
-            Durability::Fsync => p.synced.load(Ordering::Acquire),
-            _ => p.written.load(Ordering::Acquire),
+            Durability::Fsync => Some(p.synced.load(Ordering::Acquire)),
+            // The replicator says when the log has them (`Store::replicated`).
+            Durability::Replicated => None,
+            Durability::Async | Durability::Write => Some(p.written.load(Ordering::Acquire)),
         };
-        on_durable(durable);
+        if let Some(d) = durable {
+            durable_to(d);
+        }
         wake_usage.notify();
         wake_events_too.notify();
+        wake_replica.notify();
     });
     let last = s.last_sequence.unwrap_or(0);
     let journal = crate::writer::Journal::start(
@@ -328,7 +343,7 @@ pub fn open(
         })
     })?;
     let progress = journal.progress_handle();
-    let store = store.resume(recovered, now, journal);
+    let store = store.resume(recovered, now, (journal, dir.clone(), written), on_durable);
     // The files as they are now: whatever they changed since the last import.
     if !first_start
         && !store

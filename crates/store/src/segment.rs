@@ -595,6 +595,20 @@ impl Follower {
         kinds: &[u8],
         mut f: impl FnMut(&Record),
     ) -> Result<(), ReadError> {
+        self.read_while(upto, kinds, |r| {
+            f(r);
+            true
+        })
+    }
+
+    /// [`Self::read_up_to`], stopping before the first record `f` refuses (returns false
+    /// for): that record is the next one read.
+    pub(crate) fn read_while(
+        &mut self,
+        upto: u64,
+        kinds: &[u8],
+        mut f: impl FnMut(&Record) -> bool,
+    ) -> Result<(), ReadError> {
         if self.buf.len() < FOLLOW_CHUNK {
             self.buf.resize(FOLLOW_CHUNK, 0);
         }
@@ -633,7 +647,12 @@ impl Follower {
                 }
                 if sequence >= self.next && kinds.contains(&k) {
                     match record::next(&data[pos..], *version) {
-                        Next::Record(r, _) => f(&r),
+                        Next::Record(r, _) => {
+                            if !f(&r) {
+                                *offset += pos as u64;
+                                return Ok(());
+                            }
+                        }
                         Next::Incomplete => break,
                         Next::Corrupt(why) => {
                             return Err(ReadError::Corrupt {

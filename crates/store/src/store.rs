@@ -4,9 +4,9 @@
 //! snapshots with requests stopped.
 
 use std::io;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use ocf_charging::accounts::changes::{Change, ChangeError, Summary};
@@ -19,8 +19,11 @@ use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
 
 use crate::changes::{ChangeLog, ChangeRecord};
+use crate::mailbox::Signal;
+use crate::replication::{ChangeSink, Fence, Outgoing};
 use crate::snapshot::{self, SnapshotInfo};
 use crate::usage::UsageLog;
+use crate::writer::Durability;
 use crate::writer::Journal;
 
 /// The engine, the journal its ops go to, the usage records and the change log.
@@ -40,6 +43,20 @@ pub struct Store {
     refused: std::sync::atomic::AtomicU64,
     /// Events made since start, by kind (for metrics).
     events_by_kind: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// In a cluster: the partition's lease as the hot path sees it, and where changes are
+    /// replicated before they take effect.
+    replication: Option<Replication>,
+    /// Hears the journal sequence each time more is as durable as answers need.
+    on_durable: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// The journal's directory and the wake-up its writer gives (for [`Store::outgoing`]).
+    journal_dir: Option<PathBuf>,
+    written: Arc<Signal>,
+}
+
+/// A partition's store in a cluster: its fence and where its changes go first.
+pub struct Replication {
+    pub fence: Arc<Fence>,
+    pub changes: ChangeSink,
 }
 
 impl Store {
@@ -54,6 +71,48 @@ impl Store {
             changes: None,
             refused: Default::default(),
             events_by_kind: Default::default(),
+            replication: None,
+            on_durable: None,
+            journal_dir: None,
+            written: Default::default(),
+        }
+    }
+
+    /// Makes this the store of a partition in a cluster (see [`Replication`]).
+    pub(crate) fn with_replication(mut self, r: Option<Replication>) -> Store {
+        self.replication = r;
+        self
+    }
+
+    /// The partition's fence, in a cluster.
+    pub fn fence(&self) -> Option<&Arc<Fence>> {
+        self.replication.as_ref().map(|r| &r.fence)
+    }
+
+    /// Reads the journal as it is written, after what the replicated log already holds (in a
+    /// cluster; `None` without a journal).
+    pub fn outgoing(&self) -> Option<Outgoing> {
+        let (j, dir) = (self.journal.as_ref()?, self.journal_dir.as_ref()?);
+        let after = j.progress().replicated.load(Ordering::Acquire);
+        Some(Outgoing::new(
+            dir,
+            after,
+            j.progress_handle(),
+            self.written.clone(),
+        ))
+    }
+
+    /// The replicated log has acknowledged the journal up to `sequence`: in `replicated`
+    /// durability, the answers waiting for it may leave.
+    pub fn replicated(&self, sequence: u64) {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        j.replicated(sequence);
+        if j.durability() == Durability::Replicated {
+            if let Some(f) = &self.on_durable {
+                f(j.progress().replicated.load(Ordering::Acquire));
+            }
         }
     }
 
@@ -90,11 +149,20 @@ impl Store {
     }
 
     /// Resumes the engine after replay (see [`Engine::resume`]), its ops going to `journal`
-    /// from now on.
-    pub(crate) fn resume(self, recovered: Recovered, now: i64, journal: Journal) -> Store {
+    /// (in `dir`, its writer waking `written`) from now on; `on_durable` hears what is durable.
+    pub(crate) fn resume(
+        self,
+        recovered: Recovered,
+        now: i64,
+        journal: (Journal, PathBuf, Arc<Signal>),
+        on_durable: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Store {
         Store {
             engine: self.engine.resume(recovered, now),
-            journal: Some(journal),
+            journal: Some(journal.0),
+            journal_dir: Some(journal.1),
+            written: journal.2,
+            on_durable: Some(on_durable),
             ..self
         }
     }
@@ -138,6 +206,17 @@ impl Store {
         req: &Message,
         out: &mut BytesMut,
     ) {
+        if let Some(fence) = self.fence() {
+            if !fence.may_grant(crate::replication::now_ms()) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let e = DiameterError::new(
+                    ResultCode::UnableToDeliver,
+                    "this node does not hold the lease of the subscriber's partition now",
+                );
+                identity.write_error_answer(out, req, &e);
+                return;
+            }
+        }
         if self.admit() {
             batch.credit_control(identity, req, out);
         } else {
@@ -395,13 +474,19 @@ impl Store {
                 .journal
                 .as_ref()
                 .map_or(0, |j| j.progress().queued.load(Ordering::Acquire));
+            let record = ChangeRecord {
+                after_sequence,
+                time: pending.time(),
+                change: crate::change_record::encode_by(pending.change(), by),
+            };
+            // In a cluster the partition's log has it first: a change it refused (this node
+            // was deposed, or NATS is out of reach) never takes effect anywhere.
+            if let Some(r) = &self.replication {
+                (r.changes)(&record).map_err(ChangeError::Log)?;
+            }
             log.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .append(&ChangeRecord {
-                    after_sequence,
-                    time: pending.time(),
-                    change: crate::change_record::encode_by(pending.change(), by),
-                })
+                .append(&record)
                 .map_err(|e| ChangeError::Log(e.to_string()))?;
         }
         Ok(pending.carry_out())

@@ -51,6 +51,10 @@ pub enum Durability {
     Write,
     /// Answer once the records are on disk (survives power loss).
     Fsync,
+    /// Answer once the records are in the partition's replicated log (a cluster: the
+    /// stream's acknowledgement, from a quorum of NATS servers, survives the loss of this
+    /// machine). Locally the records are written as in `write` and synced every sync interval.
+    Replicated,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +82,9 @@ pub struct Progress {
     pub errors: AtomicU64,
     /// The last write or sync failed and has not yet succeeded on a retry.
     pub failing: AtomicBool,
+    /// Highest sequence the partition's replicated log has acknowledged (a cluster's
+    /// replicator sets it: [`Journal::replicated`]).
+    pub replicated: AtomicU64,
 }
 
 /// Where the writer thread records how long its writes and syncs take.
@@ -134,7 +141,12 @@ impl Journal {
         let mailbox = Arc::new(Mailbox::new());
         let rx = mailbox.clone();
         let progress = Arc::new(Progress::default());
-        for p in [&progress.queued, &progress.written, &progress.synced] {
+        for p in [
+            &progress.queued,
+            &progress.written,
+            &progress.synced,
+            &progress.replicated,
+        ] {
             p.store(last_sequence, Ordering::Relaxed);
         }
         let p = progress.clone();
@@ -170,12 +182,24 @@ impl Journal {
         self.durability
     }
 
-    /// Records queued but not yet written.
+    /// Records queued but not yet written (in `replicated` durability: not yet acknowledged
+    /// by the replicated log).
     pub fn lag(&self) -> u64 {
         let p = &self.progress;
+        let done = match self.durability {
+            Durability::Replicated => &p.replicated,
+            _ => &p.written,
+        };
         p.queued
             .load(Ordering::Relaxed)
-            .saturating_sub(p.written.load(Ordering::Relaxed))
+            .saturating_sub(done.load(Ordering::Relaxed))
+    }
+
+    /// The replicated log has acknowledged every record up to `sequence`.
+    pub fn replicated(&self, sequence: u64) {
+        self.progress
+            .replicated
+            .fetch_max(sequence, Ordering::AcqRel);
     }
 
     /// Whether a request may start: fewer than three quarters of the capacity are queued and
@@ -236,6 +260,7 @@ impl Journal {
             Durability::Async => true,
             Durability::Write => self.progress.written.load(Ordering::Acquire) >= sequence,
             Durability::Fsync => self.progress.synced.load(Ordering::Acquire) >= sequence,
+            Durability::Replicated => self.progress.replicated.load(Ordering::Acquire) >= sequence,
         }
     }
 

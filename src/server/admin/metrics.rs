@@ -180,6 +180,22 @@ fn describe() {
         "ocfd_events_dropped_total",
         "Events removed from the outbox past events.max_mib before every webhook had taken them"
     );
+    metrics::describe_gauge!(
+        "ocfd_cluster_lease_granting",
+        "1 while this node holds its partition's lease and may charge (a cluster node only)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_cluster_lease_grant_until_timestamp_seconds",
+        "When this node stops charging unless its lease is renewed (its end less the margin)"
+    );
+    metrics::describe_gauge!(
+        "ocfd_cluster_replicated_sequence",
+        "Journal sequence up to which the partition's replicated log has the records"
+    );
+    metrics::describe_gauge!(
+        "ocfd_cluster_replication_lag_records",
+        "Journal records written here and not yet acknowledged by the replicated log"
+    );
     metrics::describe_counter!(
         "ocfd_events_total",
         "Events written to the outbox (state_dir/events) since start"
@@ -359,6 +375,20 @@ impl Gauges {
                 } else {
                     0.0
                 });
+        }
+        if let (Some(fence), Some(j)) = (store.fence(), store.journal()) {
+            let label = [("partition", fence.partition().to_string())];
+            let until = fence.until_ms();
+            let granting = fence.may_grant(ocf_store::replication::now_ms());
+            metrics::gauge!("ocfd_cluster_lease_granting", &label)
+                .set(f64::from(u8::from(granting)));
+            metrics::gauge!("ocfd_cluster_lease_grant_until_timestamp_seconds", &label)
+                .set(until as f64 / 1000.0);
+            let p = j.progress();
+            let replicated = p.replicated.load(Ordering::Relaxed);
+            metrics::gauge!("ocfd_cluster_replicated_sequence", &label).set(replicated as f64);
+            metrics::gauge!("ocfd_cluster_replication_lag_records", &label)
+                .set(p.written.load(Ordering::Relaxed).saturating_sub(replicated) as f64);
         }
         self.sessions.set(engine.session_count() as f64);
         self.last_pass

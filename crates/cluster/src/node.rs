@@ -1,0 +1,357 @@
+//! One ocfd node in a cluster: connected to NATS, a standby of a partition until it takes the
+//! partition's lease, then its owner until it stops or is deposed.
+//!
+//! - [`Node::stand_by`] follows the partition's log into a [`Mirror`] of its state directory
+//!   and tries for the lease each time a renewal of it would be due. Once it has the lease it
+//!   takes the log over (its takeover entry fences the previous owner off), copies what is left
+//!   up to that entry, and hands back a [`Takeover`]: the directory then opens like any state
+//!   directory (`ocf_store::recovery::open`), replaying the dead owner's journal.
+//! - [`keep_lease`] renews the lease at a third of its time and keeps the store's [`Fence`]
+//!   open until the lease's end less the margin, counted from when each renewal was sent; it
+//!   returns when another node holds the lease.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use ocf_store::replication::{Fence, Mirror, MirrorError, now_ms};
+
+use crate::lease::{Claim, Epoch, Holder, LeaseError, Leases};
+use crate::log::{Entry, Kind, LogError, PartitionLog};
+use crate::ownership::{Ownership, Timers};
+
+/// How a node reaches NATS and what it is called.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's name (in leases and the node table): unique in the cluster.
+    pub node: String,
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`).
+    pub servers: Vec<String>,
+    /// A NATS credentials file (a user JWT and its NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates (PEM) that NATS servers' certificates must chain to: TLS required.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Servers each stream and bucket is kept on.
+    pub replicas: usize,
+    pub timers: Timers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("NATS ({servers}): {reason}")]
+    Connect { servers: String, reason: String },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the partition's copy: {0}")]
+    Mirror(#[from] MirrorError),
+}
+
+/// A node connected to the cluster.
+pub struct Node {
+    config: NodeConfig,
+    js: jetstream::Context,
+    leases: Arc<Leases>,
+    max_payload: usize,
+}
+
+/// What a node holds once it owns a partition.
+pub struct Takeover {
+    pub log: PartitionLog,
+    pub ownership: Ownership,
+    pub fence: Arc<Fence>,
+    /// The last journal sequence the log holds (the store's journal continues after it).
+    pub journal_last: u64,
+    /// The log's entries copied while standing by and at the takeover.
+    pub entries: u64,
+}
+
+/// What a standby tells about itself while it waits (for logs, systemd's status and metrics).
+#[derive(Clone, Debug, Default)]
+pub struct Standing {
+    /// The log's last entry copied.
+    pub entry: u64,
+    /// The owner as the lease names it, and until when.
+    pub owner: Option<Holder>,
+}
+
+impl Node {
+    /// Connects (retrying in the background if no server answers yet) and opens the lease
+    /// bucket.
+    pub async fn connect(config: NodeConfig) -> Result<Node, ClusterError> {
+        let servers = config.servers.join(",");
+        let err = |reason: String| ClusterError::Connect {
+            servers: servers.clone(),
+            reason,
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("ocfd {}", config.node))
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect();
+        if let Some(f) = &config.credentials_file {
+            options = options
+                .credentials_file(f)
+                .await
+                .map_err(|e| err(format!("credentials file {}: {e}", f.display())))?;
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let urls: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .map(|s| s.parse().map_err(|e| err(format!("{s}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let client = options
+            .connect(urls)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let max_payload = client.server_info().max_payload.max(64 << 10);
+        let js = jetstream::new(client);
+        let leases = Leases::open(&js, &config.node, config.timers.ttl_ms, config.replicas).await?;
+        Ok(Node {
+            config,
+            js,
+            leases: Arc::new(leases),
+            max_payload,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.node
+    }
+
+    pub fn leases(&self) -> Arc<Leases> {
+        self.leases.clone()
+    }
+
+    /// Opens a partition's log.
+    pub async fn log(&self, partition: u32) -> Result<PartitionLog, LogError> {
+        PartitionLog::open(&self.js, partition, self.config.replicas, self.max_payload).await
+    }
+
+    /// Stands by for `partition`: copies its log into a fresh mirror in `dir` as it grows and
+    /// takes the partition once its lease has ended. `standing` hears where it is.
+    pub async fn stand_by(
+        &self,
+        partition: u32,
+        dir: &Path,
+        segment_bytes: u64,
+        standing: impl Fn(&Standing),
+    ) -> Result<Takeover, ClusterError> {
+        let mut log = self.log(partition).await?;
+        let mut mirror = Copy {
+            mirror: Mirror::create(dir, segment_bytes)?,
+            pieces: Vec::new(),
+        };
+        let mut state = Standing::default();
+        let every = Duration::from_millis(self.config.timers.renew_every_ms().max(50) as u64);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut follower = None;
+        let (epoch, sent_at) = loop {
+            if follower.is_none() {
+                match log.follow(state.entry + 1).await {
+                    Ok(f) => follower = Some(f),
+                    Err(e) => {
+                        tracing::warn!(error = %e, partition, "standby: cannot follow the log yet")
+                    }
+                }
+            }
+            tokio::select! {
+                entry = async {
+                    match follower.as_mut() {
+                        Some(f) => f.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => match entry {
+                    Ok(e) => {
+                        mirror.apply(&e)?;
+                        state.entry = e.sequence;
+                    }
+                    Err(e @ LogError::Damaged { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, partition, "standby: following the log again");
+                        follower = None;
+                    }
+                },
+                _ = tick.tick() => {
+                    let sent_at = now_ms();
+                    match self.leases.claim(partition, sent_at).await {
+                        Ok(Claim::Taken(epoch)) => break (epoch, sent_at),
+                        Ok(Claim::Held(h)) => {
+                            state.owner = Some(h);
+                            standing(&state);
+                        }
+                        Err(e) => tracing::warn!(error = %e, partition, "standby: cannot read the lease"),
+                    }
+                }
+            }
+        };
+        drop(follower);
+        let ownership = Ownership::taken(epoch, sent_at, self.config.timers);
+        // The takeover entry fences the previous owner off; its appends that land before it
+        // are copied below. (It may append between our look at the log's end and our entry:
+        // look again.)
+        let mut attempts = 0;
+        let taken_at = loop {
+            match log.take_over(epoch.0).await {
+                Ok(s) => break s,
+                Err(LogError::Fenced(_)) if attempts < 50 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut from = state.entry + 1;
+        while from < taken_at {
+            let entries = log.read(from, 256).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries.iter().filter(|e| e.sequence < taken_at) {
+                mirror.apply(e)?;
+                state.entry = e.sequence;
+            }
+            from = entries.last().map_or(taken_at, |e| e.sequence + 1);
+        }
+        let mut mirror = mirror.mirror;
+        mirror.sync()?;
+        let fence = Arc::new(Fence::new(partition));
+        fence.open_until(ownership.grant_until_ms());
+        tracing::info!(
+            partition,
+            epoch = epoch.0,
+            entries = state.entry,
+            journal_last = mirror.last_sequence(),
+            changes = mirror.changes(),
+            "took the partition over"
+        );
+        Ok(Takeover {
+            log,
+            ownership,
+            fence,
+            journal_last: mirror.last_sequence(),
+            entries: state.entry,
+        })
+    }
+}
+
+/// The most octets the pieces of one change may add up to (a change record's frame).
+const MAX_CHANGE_PIECES: usize = (64 << 20) + 64;
+
+/// A standby's copy being written, with the pieces of a large change read so far.
+struct Copy {
+    mirror: Mirror,
+    pieces: Vec<u8>,
+}
+
+impl Copy {
+    /// Copies one entry of the log.
+    fn apply(&mut self, e: &Entry) -> Result<(), MirrorError> {
+        match e.kind {
+            Kind::Records => self.mirror.records(&e.body).map(|_| ()),
+            Kind::ChangePart => {
+                // A change is at most 64 MiB (the change log's bound): pieces beyond are not
+                // ocfd's.
+                if self.pieces.len() + e.body.len() > MAX_CHANGE_PIECES {
+                    return Err(MirrorError::Damaged(format!(
+                        "entry {}: the pieces of a change exceed what a change may hold",
+                        e.sequence
+                    )));
+                }
+                self.pieces.extend_from_slice(&e.body);
+                Ok(())
+            }
+            Kind::Change if self.pieces.is_empty() => self.mirror.change(&e.body),
+            Kind::Change => {
+                self.pieces.extend_from_slice(&e.body);
+                let whole = std::mem::take(&mut self.pieces);
+                self.mirror.change(&whole)
+            }
+            // A change whose owner was deposed half way never took effect.
+            Kind::Takeover => {
+                self.pieces.clear();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How a kept lease ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// Another node holds it.
+    Deposed,
+    /// Given up on purpose (a stop or a drain): a standby may take it at once.
+    Released,
+}
+
+/// Keeps the lease of `partition`, held as `ownership`, for as long as it can: renewed at a
+/// third of its time, the fence open until its end less the margin. Returns once another node
+/// holds it, or once `release` fires (it is then given up); the fence is closed either way.
+/// While NATS cannot be reached it keeps trying; the fence closes by time meanwhile and opens
+/// again if a renewal gets through first.
+pub async fn keep_lease(
+    leases: Arc<Leases>,
+    partition: u32,
+    mut ownership: Ownership,
+    fence: Arc<Fence>,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> LeaseEnd {
+    let mut release = std::pin::pin!(release);
+    let mut due = ownership.renew_at_ms();
+    loop {
+        let wait = due.saturating_sub(now_ms()).max(0) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = &mut release => {
+                fence.close();
+                match leases.release(partition, ownership.epoch).await {
+                    Ok(true) => tracing::info!(partition, "lease given up"),
+                    Ok(false) => tracing::warn!(partition, "the lease was already another node's"),
+                    Err(e) => tracing::warn!(error = %e, partition, "cannot give the lease up; it ends by itself"),
+                }
+                return LeaseEnd::Released;
+            }
+        }
+        let sent_at = now_ms();
+        match leases.renew(partition, ownership.epoch, sent_at).await {
+            Ok(Some(epoch)) => {
+                ownership.renewed(epoch, sent_at);
+                fence.open_until(ownership.grant_until_ms());
+                due = ownership.renew_at_ms();
+            }
+            Ok(None) => {
+                fence.close();
+                tracing::warn!(
+                    partition,
+                    "the lease was taken by another node: this node stops charging for the partition"
+                );
+                return LeaseEnd::Deposed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, partition, "cannot renew the lease; trying again");
+                if !fence.may_grant(now_ms()) {
+                    tracing::warn!(
+                        partition,
+                        "the lease runs out: not charging until it is renewed"
+                    );
+                }
+                // Tried again soon, not a third of a lease later.
+                due = now_ms() + 200;
+            }
+        }
+    }
+}
+
+impl Takeover {
+    pub fn epoch(&self) -> Epoch {
+        self.ownership.epoch
+    }
+}

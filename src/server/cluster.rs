@@ -1,0 +1,146 @@
+//! The daemon as one node of a cluster (docs/cluster.md): it connects to NATS, stands by for
+//! the partition (a copy of its state kept from its replicated log) until the partition's lease
+//! is free, takes it over, opens the copy as its store (replaying the previous owner's
+//! journal, so its sessions and reservations carry on), and serves as any ocfd does, its
+//! journal and account changes replicated and its lease kept. Deposed (another node holds the
+//! lease), it stops charging at once and exits with [`super::EXIT_DEPOSED`], for systemd to
+//! start it again as a standby.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ocf_cluster::node::{Node, NodeConfig, keep_lease};
+use ocf_cluster::ownership::Timers;
+use ocf_cluster::replicator::{self, Replicator};
+use tracing::info;
+
+use super::{LoadConfig, Server, ServerError, reload, systemd};
+use crate::config::Config;
+
+/// The one partition this version serves (all tenants).
+const PARTITION: u32 = 0;
+
+/// The node's settings from the configuration.
+pub fn node_config(config: &Config) -> NodeConfig {
+    let c = &config.cluster;
+    NodeConfig {
+        node: config.node_name(),
+        servers: c.nats_servers.clone(),
+        credentials_file: c.credentials_file.clone(),
+        tls_ca_file: c.tls_ca_file.clone(),
+        tls_client: c.tls_certificate.clone().zip(c.tls_private_key.clone()),
+        replicas: c.replicas,
+        timers: Timers {
+            ttl_ms: c.lease_ttl_ms as i64,
+            margin_ms: c.grant_margin_ms as i64,
+        },
+    }
+}
+
+/// Stands by, takes over, serves (see the module's documentation).
+pub(super) async fn serve(
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
+    set_log_level: Option<reload::SetLogLevel>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let _ = super::admin::prometheus();
+    let cluster = |e: String| ServerError::Cluster(e);
+    let node = Node::connect(node_config(config))
+        .await
+        .map_err(|e| cluster(e.to_string()))?;
+    let name = node.name().to_owned();
+    info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
+    systemd::ready(&format!("standby ({name})"));
+    let watchdog = systemd::watchdog_interval().is_some();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let dir = config.partition_dir();
+    let segment_bytes = config.journal.segment_mib << 20;
+    let standing = |s: &ocf_cluster::node::Standing| {
+        if watchdog {
+            systemd::watchdog();
+        }
+        let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
+        systemd::status(&format!(
+            "standby ({name}): log entry {}, owner {owner}",
+            s.entry
+        ));
+    };
+    let takeover = tokio::select! {
+        t = node.stand_by(PARTITION, &dir, segment_bytes, standing) => {
+            t.map_err(|e| cluster(e.to_string()))?
+        }
+        _ = &mut shutdown => {
+            info!(node = %name, "stopped while standing by");
+            return Ok(());
+        }
+    };
+    let (sink, changes) = replicator::changes();
+    let fence = takeover.fence.clone();
+    let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)
+        .map_err(|e| cluster(e.to_string()))?;
+    // Keep the lease while the store opens: replay may take a while.
+    let (release, released) = tokio::sync::oneshot::channel();
+    let mut lease = tokio::spawn(keep_lease(
+        node.leases(),
+        PARTITION,
+        takeover.ownership,
+        fence.clone(),
+        released,
+    ));
+    let replication = ocf_store::Replication {
+        fence: fence.clone(),
+        changes: sink,
+    };
+    // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
+    // replicator's task.
+    let cfg = config.clone();
+    let server =
+        tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(replication)))
+            .await
+            .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    let store = server.shared.store.clone();
+    replicator
+        .attach(store.clone())
+        .map_err(|e| cluster(e.to_string()))?;
+    info!(node = %name, partition = PARTITION, "serving the partition");
+    let deposed = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let deposed = deposed.clone();
+        let lease = &mut lease;
+        async move {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = replicator.deposed() => deposed.store(true, Ordering::Release),
+                _ = lease => deposed.store(true, Ordering::Release),
+            }
+        }
+    };
+    server.serve(stop, reloads, set_log_level).await;
+    if deposed.load(Ordering::Acquire) {
+        // The lease is someone else's: nothing more goes to the log.
+        return Err(ServerError::Deposed);
+    }
+    // A clean stop: the log gets what the stop wrote, then the lease is given up so that a
+    // standby takes over at once.
+    let written = store
+        .journal()
+        .map_or(0, |j| j.progress().written.load(Ordering::Acquire));
+    let deadline = tokio::time::Instant::now() + STOP_PATIENCE;
+    while store
+        .journal()
+        .is_some_and(|j| j.progress().replicated.load(Ordering::Acquire) < written)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = release.send(());
+    let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
+    Ok(())
+}
+
+/// How long a stopping owner waits for the log to take its last records.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);

@@ -1,0 +1,597 @@
+//! ocfd nodes over NATS JetStream, end to end: real `nats-server`s in a cluster of three on
+//! loopback, real ocfd processes, real Diameter. One node owns the partition, the others stand
+//! by with a copy kept from its log; when the owner is killed (SIGKILL) or stops, a standby
+//! takes over from an empty disk, and sessions opened on the dead owner carry on, charged once.
+
+mod common;
+#[path = "../crates/cluster/tests/common/mod.rs"]
+mod nats;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ocf_loadtest::gy::{CcaResult, CcrSpec, INITIAL, MsccSpec, TERMINATION, UPDATE};
+
+const MIB: u64 = 1024 * 1024;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One ocfd node of the cluster: a real process with its own state directory.
+struct Node {
+    proc: Watched,
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts node `name` against `nats` with `extra` TOML appended (e.g. a [journal] table).
+    fn start(name: &str, nats: &nats::Nats, extra: &str) -> Node {
+        let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+        Node::start_via(name, &urls, extra)
+    }
+
+    /// Starts node `name` reaching NATS at `urls` (through a proxy the test can cut).
+    fn start_via(name: &str, urls: &[String], extra: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        let cfg = dir.path().join("ocfd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\norigin_host = \"{name}.localdomain\"\n[cluster]\nenabled = true\nnode_name = \"{name}\"\nnats_servers = [{}]\n{extra}\n",
+                dir.path().join("state").display(),
+                servers.join(", ")
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocfd"));
+        cmd.arg("--config").arg(&cfg);
+        let mut proc = Watched::spawn(name, cmd);
+        proc.wait_for("standing by", WAIT);
+        Node {
+            proc,
+            name: name.to_owned(),
+            dir,
+        }
+    }
+
+    /// Waits until it serves the partition; its Diameter address.
+    fn serving(&mut self) -> SocketAddr {
+        logged_addr(&self.proc.wait_for("listening transport=\"tcp\"", WAIT))
+    }
+
+    fn admin(&mut self) -> Http {
+        let addr = logged_addr(&self.proc.wait_for("listening transport=\"http\"", WAIT));
+        let token = std::fs::read_to_string(self.dir.path().join("state/admin-token")).unwrap();
+        Http {
+            addr,
+            token: Some(token.trim().to_owned()),
+        }
+    }
+}
+
+fn device(n: u64) -> String {
+    format!("{}", 15_551_000_000 + n)
+}
+
+fn ask(octets: u64) -> MsccSpec {
+    MsccSpec::ask(1, octets)
+}
+
+fn report(used: u64, more: bool) -> MsccSpec {
+    MsccSpec::report(1, used, more)
+}
+
+/// The used and reserved octets of a node of the tree.
+fn usage(api: &Http, path: &str) -> (u64, u64) {
+    let (status, v) = api.call("GET", &format!("/v1/usage/{path}"), None);
+    assert_eq!(status, 200, "{v}");
+    let l = &v["node"]["limits"][0];
+    (l["used"].as_u64().unwrap(), l["reserved"].as_u64().unwrap())
+}
+
+/// Asks until the node answers (the first CCRs after a takeover may find it still opening).
+fn first_answer(addr: SocketAddr, spec: &CcrSpec, deadline: Instant) -> (Gw, CcaResult) {
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            drop(s);
+            let mut gw = Gw::open_at(addr, "pgw.localdomain");
+            let r = gw.ask(spec);
+            return (gw, r);
+        }
+        assert!(Instant::now() < deadline, "{addr} never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL of the owner with sessions open, in `replicated` durability: a standby takes the
+/// partition over from an empty disk within a bounded time, every acknowledged report is in
+/// its ledger, the dead owner's reservations stay counted, and the sessions carry on there,
+/// a retransmission answered from the stored answer and charged once.
+#[test]
+fn a_standby_takes_over_a_killed_owner_and_its_sessions_carry_on() {
+    let nats = nats::Nats::cluster(3);
+    let replicated = "[journal]\ndurability = \"replicated\"\n[charging]\nvalidity_time_s = 600\n";
+    // (The default timers: a lease of 3 s, granting stopped 0.5 s before its end.)
+    let mut a = Node::start("node-a", &nats, replicated);
+    let a_addr = a.serving();
+    let mut b = Node::start("node-b", &nats, replicated);
+    let mut c = Node::start("node-c", &nats, replicated);
+    // Both stand by: neither serves while node-a holds the lease.
+    assert!(
+        !b.proc
+            .saw_within("listening transport=\"tcp\"", Duration::from_secs(2))
+    );
+    assert!(
+        !c.proc
+            .saw_within("listening transport=\"tcp\"", Duration::ZERO)
+    );
+
+    // Ten sessions on node-a (iot devices: 10 MiB a month each), each reporting 3 MiB and
+    // holding a fresh reservation.
+    let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+    let mut last_update = Vec::new();
+    for i in 0..10u64 {
+        let sid = format!("pgw;{i}");
+        let r = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&device(8100 + i))
+                .mscc(ask(MIB)),
+        );
+        assert_eq!(r.result_code, 2001, "{r:?}");
+        let u = CcrSpec::new(&sid, UPDATE, 1).mscc(report(3 * MIB, true));
+        let r = gw.ask(&u);
+        assert_eq!(r.result_code, 2001, "{r:?}");
+        last_update.push((u, r));
+    }
+    let api_a = a.admin();
+    let (used, reserved) = usage(&api_a, "acme/iot");
+    assert_eq!(used, 30 * MIB);
+    assert!(reserved > 0);
+
+    // SIGKILL: no stop, no flush, the lease left to run out.
+    a.proc.signal("KILL");
+    let killed = Instant::now();
+    a.proc.wait_exit(WAIT);
+    // Whichever standby wins the lease serves; the other stays a standby.
+    let (mut new, mut other) = loop {
+        if b.proc
+            .saw_within("took the partition over", Duration::from_millis(50))
+        {
+            break (b, c);
+        }
+        if c.proc
+            .saw_within("took the partition over", Duration::from_millis(50))
+        {
+            break (c, b);
+        }
+        assert!(killed.elapsed() < WAIT, "no standby took over");
+    };
+    let addr = new.serving();
+    // The sessions carry on: the retransmitted last UPDATE gets its stored answer.
+    let (u0, r0) = &last_update[0];
+    let (mut gw, again) = first_answer(addr, u0, killed + WAIT);
+    let failover = killed.elapsed();
+    eprintln!(
+        "failover: {} served {:?} after the owner's SIGKILL",
+        new.name, failover
+    );
+    assert_eq!(again.result_code, r0.result_code, "{again:?}");
+    assert_eq!(
+        again.mscc[0].granted_octets, r0.mscc[0].granted_octets,
+        "the stored answer: {again:?} vs {r0:?}"
+    );
+    let api = new.admin();
+    let (used, reserved_after) = usage(&api, "acme/iot");
+    assert_eq!(used, 30 * MIB, "every acknowledged report, once");
+    assert_eq!(
+        reserved_after, reserved,
+        "the dead owner's reservations stay counted until they expire"
+    );
+    for i in 0..10u64 {
+        let sid = format!("pgw;{i}");
+        let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
+        assert_eq!(r.result_code, 2001, "session {sid} on the new owner: {r:?}");
+        let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 3).mscc(report(0, false)));
+        assert_eq!(r.result_code, 2001, "{r:?}");
+    }
+    let (used, reserved) = usage(&api, "acme/iot");
+    assert_eq!(used, 40 * MIB);
+    assert_eq!(reserved, 0, "every session ended: nothing held");
+    // Its metrics say it holds the lease and the log is up to date.
+    let metrics = || {
+        ocf::ctl::http::Client {
+            addr: api.addr,
+            token: None,
+            timeout: WAIT,
+        }
+        .call("GET", "/metrics", None)
+        .unwrap()
+        .body
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = metrics();
+        if m.contains("ocfd_cluster_lease_granting{partition=\"0\"} 1")
+            && m.contains("ocfd_cluster_replication_lag_records{partition=\"0\"} 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The other node still stands by.
+    assert!(
+        !other
+            .proc
+            .saw_within("took the partition over", Duration::ZERO)
+    );
+    new.proc.signal("TERM");
+    assert!(new.proc.wait_exit(WAIT).success(), "{}", new.proc.output());
+}
+
+/// A clean stop hands the partition over at once: the lease is given up after the log has
+/// the stop's records, so a standby serves well before the lease would have run out, with
+/// every report (in `async` durability too). The provisioning is larger than a NATS message
+/// (3 MiB of tenant file): its import reaches the standby in pieces.
+#[test]
+fn a_clean_stop_hands_the_partition_over_with_nothing_lost() {
+    let nats = nats::Nats::cluster(3);
+    let files = tempfile::tempdir().unwrap();
+    let big = files.path().join("big.toml");
+    let mut text = String::new();
+    for i in 0..60_000 {
+        text.push_str(&format!(
+            "# {i:08} padding that makes this file larger than one NATS message\n"
+        ));
+    }
+    text.push_str(include_str!("common/roamers.toml"));
+    assert!(text.len() > 3 << 20);
+    std::fs::write(&big, text).unwrap();
+    let extra = format!("[charging]\ntenant_files = [\"{}\"]\n", big.display());
+    let mut a = Node::start("node-a", &nats, &extra);
+    let a_addr = a.serving();
+    let mut b = Node::start("node-b", &nats, &extra);
+    let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+    for i in 0..20u64 {
+        let sid = format!("s;{i}");
+        gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&device(8200 + i))
+                .mscc(ask(MIB)),
+        );
+        let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(2 * MIB, false)));
+        assert_eq!(r.result_code, 2001, "{r:?}");
+    }
+    // And a device of the large file's tenant.
+    let r = gw.ask(
+        &CcrSpec::new("t;1", INITIAL, 0)
+            .msisdn("15558000001")
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    let r = gw.ask(&CcrSpec::new("t;1", TERMINATION, 1).mscc(report(MIB, false)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    drop(gw);
+    let status = {
+        a.proc.signal("TERM");
+        a.proc.wait_exit(WAIT)
+    };
+    assert!(status.success(), "{}", a.proc.output());
+    let stopped = Instant::now();
+    b.proc.wait_for("took the partition over", WAIT);
+    let addr = b.serving();
+    eprintln!("hand-over after a clean stop: {:?}", stopped.elapsed());
+    // The start was no first start: the copy held the import, so nothing was imported again.
+    assert!(
+        !b.proc.output().contains("first start"),
+        "{}",
+        b.proc.output()
+    );
+    let api = b.admin();
+    assert_eq!(usage(&api, "acme/iot"), (40 * MIB, 0));
+    assert_eq!(usage(&api, "travel").0, MIB);
+    let mut gw = Gw::open_at(addr, "pgw.localdomain");
+    let r = gw.ask(
+        &CcrSpec::new("after", INITIAL, 0)
+            .msisdn(&device(8300))
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+}
+
+/// A TCP proxy to one NATS server that the test can cut: every connection through it is shut
+/// down and new ones are closed at once, as if the network between a node and NATS failed,
+/// while the node's gateways still reach it.
+struct Proxy {
+    url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(upstream: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let target: SocketAddr = upstream.trim_start_matches("nats://").parse().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        // Ends with the test process (its threads block in accept and read).
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::Acquire) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut o = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    o.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { url, cut, open }
+    }
+
+    /// Cuts every connection through it, and refuses new ones until [`Proxy::heal`].
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// What a gateway saw: a grant or a report, by which node, at which moment of the run.
+#[derive(Debug)]
+enum Seen {
+    Granted { node: &'static str, octets: u64 },
+    Reported { node: &'static str, octets: u64 },
+}
+
+/// The history checker (in the spirit of Jepsen's): replays every grant and acknowledged
+/// report of the run in the order the gateways saw them and checks that the pool never had
+/// more granted than its limit allows: used + held ≤ limit at every step, where a grant is
+/// held until its session reports it. Returns the octets granted by each node.
+fn check_history(history: &[Seen], limit: u64) -> std::collections::BTreeMap<&'static str, u64> {
+    let (mut held, mut used) = (0u64, 0u64);
+    let mut granted = std::collections::BTreeMap::new();
+    for (i, s) in history.iter().enumerate() {
+        match s {
+            Seen::Granted { octets, node } => {
+                held += octets;
+                *granted.entry(*node).or_insert(0) += octets;
+            }
+            Seen::Reported { octets, node } => {
+                assert!(
+                    granted.contains_key(node),
+                    "{node} settled what it never granted"
+                );
+                held = held.saturating_sub(*octets);
+                used += octets;
+            }
+        }
+        assert!(
+            used + held <= limit,
+            "step {i} ({s:?}): used {used} + held {held} > limit {limit}: a unit was granted twice\n{history:#?}"
+        );
+    }
+    granted
+}
+
+/// An owner cut off from NATS while its gateway still reaches it (`replicated` durability):
+/// it grants nothing it could not replicate and stops charging before its lease can be taken;
+/// the standby takes over; no unit of the device's pool is granted twice (history checker);
+/// every acknowledged report is in the new owner's ledger; healed, the old owner finds itself
+/// deposed and exits 75 for systemd to restart it as a standby.
+#[test]
+fn an_owner_cut_off_from_nats_grants_nothing_twice() {
+    let nats = nats::Nats::cluster(3);
+    let proxies: Vec<Proxy> = nats.servers.iter().map(|s| Proxy::to(&s.url())).collect();
+    let urls: Vec<String> = proxies.iter().map(|p| p.url.clone()).collect();
+    let replicated = "[journal]\ndurability = \"replicated\"\n";
+    let mut a = Node::start_via("node-a", &urls, replicated);
+    let a_addr = a.serving();
+    let mut b = Node::start("node-b", &nats, replicated);
+    // One pool: iot device 8400, 10 MiB a month; every session asks 256 KiB and uses it all.
+    const LIMIT: u64 = 10 * MIB;
+    const ASK: u64 = 256 * 1024;
+    let msisdn = device(8400);
+    let mut history = Vec::new();
+    let mut n = 0u32;
+    // One session on `gw`: CCR-I, then CCR-T reporting what was granted. The grant's result.
+    let mut session = |gw: &mut Gw, node: &'static str, history: &mut Vec<Seen>| -> u32 {
+        n += 1;
+        let sid = format!("pool;{n}");
+        let r = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&msisdn)
+                .mscc(ask(ASK)),
+        );
+        let granted = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
+        if r.result_code != 2001 || granted == 0 {
+            return if r.result_code == 2001 {
+                r.mscc[0].result_code.unwrap_or(0)
+            } else {
+                r.result_code
+            };
+        }
+        history.push(Seen::Granted {
+            node,
+            octets: granted,
+        });
+        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(granted, false)));
+        if t.result_code == 2001 {
+            history.push(Seen::Reported {
+                node,
+                octets: granted,
+            });
+        }
+        2001
+    };
+    let mut gw_a = Gw::open_at(a_addr, "pgw-a.localdomain");
+    for _ in 0..8 {
+        assert_eq!(session(&mut gw_a, "node-a", &mut history), 2001);
+    }
+    // The cut: node-a's gateway still reaches it, NATS does not.
+    for p in &proxies {
+        p.cut();
+    }
+    let cut = Instant::now();
+    let mut refused_by_a = Vec::new();
+    while !b
+        .proc
+        .saw_within("took the partition over", Duration::from_millis(10))
+    {
+        let code = session(&mut gw_a, "node-a", &mut history);
+        assert_ne!(code, 2001, "node-a granted after it was cut off from NATS");
+        refused_by_a.push(code);
+        assert!(cut.elapsed() < WAIT, "no takeover");
+    }
+    eprintln!(
+        "node-a answered {refused_by_a:?} while cut off; node-b took over after {:?}",
+        cut.elapsed()
+    );
+    let mut gw_b = Gw::open_at(b.serving(), "pgw-b.localdomain");
+    // Both gateways go on until the pool is empty; node-a grants nothing.
+    let mut exhausted = false;
+    for _ in 0..200 {
+        let code = session(&mut gw_b, "node-b", &mut history);
+        assert_ne!(
+            session(&mut gw_a, "node-a", &mut history),
+            2001,
+            "node-a granted after the takeover"
+        );
+        if code == 4012 {
+            exhausted = true;
+            break;
+        }
+        assert_eq!(code, 2001);
+    }
+    assert!(exhausted, "the pool never ran out");
+    let granted = check_history(&history, LIMIT);
+    eprintln!("granted by node: {granted:?}");
+    assert_eq!(
+        granted["node-a"],
+        8 * ASK,
+        "node-a granted only before the cut"
+    );
+    let total: u64 = granted.values().sum();
+    assert!(total > LIMIT - ASK, "the pool was used up: {total}");
+    // Every acknowledged report is in the new owner's ledger.
+    let reported: u64 = history
+        .iter()
+        .map(|s| match s {
+            Seen::Reported { octets, .. } => *octets,
+            Seen::Granted { .. } => 0,
+        })
+        .sum();
+    let api = b.admin();
+    let (used, _) = usage(&api, &format!("acme/iot/{msisdn}"));
+    assert_eq!(
+        used, reported,
+        "acknowledged reports in the new owner's ledger"
+    );
+    // Healed: node-a learns it was deposed and exits 75.
+    for p in &proxies {
+        p.heal();
+    }
+    let status = a.proc.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(75), "{}", a.proc.output());
+}
+
+/// A NATS server killed (SIGKILL) and restarted, twice, under load on the owner
+/// (`replicated` durability): answers may slow down while the servers elect a new leader,
+/// but every report the owner acknowledged is in the log: after the owner is killed too, the
+/// standby's ledger holds them all.
+#[test]
+fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
+    let mut nats = nats::Nats::cluster(3);
+    // A lease long enough to ride out an election; answers may wait for the log as long.
+    let extra = "lease_ttl_ms = 10000\ngrant_margin_ms = 1000\n[journal]\ndurability = \"replicated\"\ndurable_timeout_ms = 15000\n";
+    let mut a = Node::start("node-a", &nats, extra);
+    let a_addr = a.serving();
+    let mut b = Node::start("node-b", &nats, extra);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (stop_too, done_too) = (stop.clone(), done.clone());
+    // The load: engineering devices (50 GiB a month: never refused for their limit), one
+    // session after another, each reporting 100 KiB at its end.
+    let load = std::thread::spawn(move || {
+        let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+        let (mut acknowledged, mut sent, mut sessions) = (0u64, 0u64, 0u64);
+        for i in 0..100_000u64 {
+            if stop_too.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            let sid = format!("load;{i}");
+            let r = gw.ask(
+                &CcrSpec::new(&sid, INITIAL, 0)
+                    .msisdn(&device(i % 5000))
+                    .mscc(ask(MIB)),
+            );
+            if r.result_code != 2001 {
+                continue;
+            }
+            sent += 100 * 1024;
+            let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(100 * 1024, false)));
+            if t.result_code == 2001 {
+                acknowledged += 100 * 1024;
+            }
+            sessions += 1;
+            done_too.store(sessions, std::sync::atomic::Ordering::Release);
+        }
+        (acknowledged, sent, sessions)
+    });
+    // Faults between stretches of load: each waits (bounded) for 100 more sessions.
+    let more_sessions = || {
+        let from = done.load(std::sync::atomic::Ordering::Acquire);
+        let deadline = Instant::now() + WAIT;
+        while done.load(std::sync::atomic::Ordering::Acquire) < from + 100 {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled at {from} sessions"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    for victim in [1usize, 2] {
+        more_sessions();
+        nats.servers[victim].kill();
+        more_sessions();
+        nats.servers[victim].restart();
+    }
+    more_sessions();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (acknowledged, sent, sessions) = load.join().unwrap();
+    eprintln!("{sessions} sessions; {acknowledged} octets acknowledged of {sent} reported");
+    assert!(sessions >= 500, "the load ran: {sessions} sessions");
+    a.proc.signal("KILL");
+    a.proc.wait_exit(WAIT);
+    b.proc.wait_for("took the partition over", WAIT);
+    b.serving();
+    let api = b.admin();
+    let (used, _) = usage(&api, "acme/engineering");
+    assert!(
+        used >= acknowledged && used <= sent,
+        "acknowledged {acknowledged} <= used {used} <= reported {sent}"
+    );
+}
