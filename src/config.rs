@@ -53,6 +53,9 @@ pub struct ClusterSection {
     pub tls_private_key: Option<PathBuf>,
     /// NATS servers each partition's log and the lease bucket are kept on (1, 3 or 5).
     pub replicas: usize,
+    /// `ip:port` other nodes relay Diameter requests to while this node owns the partition;
+    /// default: the first TCP listener's address (which must then not be a wildcard).
+    pub advertise_diameter: Option<String>,
     /// How long a lease lasts from its last renewal, milliseconds; renewed at a third of it.
     /// A standby takes over a dead owner's partition about this long after its last renewal.
     pub lease_ttl_ms: u64,
@@ -72,6 +75,7 @@ impl Default for ClusterSection {
             tls_certificate: None,
             tls_private_key: None,
             replicas: 3,
+            advertise_diameter: None,
             lease_ttl_ms: 3000,
             grant_margin_ms: 500,
         }
@@ -624,6 +628,25 @@ impl Config {
                 format!("'{name}': 1 to 128 letters, digits, '-', '_' or '.'"),
             ));
         }
+        match &c.advertise_diameter {
+            Some(a) => {
+                if a.parse::<SocketAddr>().is_err() {
+                    return Err(invalid(
+                        "cluster.advertise_diameter",
+                        format!("'{a}' is not ip:port"),
+                    ));
+                }
+            }
+            None => {
+                let first = self.tcp_listeners()?.into_iter().next();
+                if first.is_none_or(|a| a.ip().is_unspecified()) {
+                    return Err(invalid(
+                        "cluster.advertise_diameter",
+                        "needed when the first diameter.listen_tcp address is a wildcard (or there is none): other nodes relay to it",
+                    ));
+                }
+            }
+        }
         if !matches!(c.replicas, 1 | 3 | 5) {
             return Err(invalid("cluster.replicas", "must be 1, 3 or 5"));
         }
@@ -900,6 +923,7 @@ mod tests {
         all.diameter.tls.private_key = Some("/k".into());
         all.diameter.tls.peer_ca = Some("/a".into());
         all.cluster.node_name = Some("n".into());
+        all.cluster.advertise_diameter = Some("n".into());
         all.cluster.credentials_file = Some("/n".into());
         all.cluster.tls_ca_file = Some("/n".into());
         all.cluster.tls_certificate = Some("/n".into());
@@ -908,6 +932,68 @@ mod tests {
         keys(&toml::Table::try_from(&all).unwrap(), "", &mut fields);
         let missing: Vec<_> = fields.difference(&documented).collect();
         assert!(missing.is_empty(), "not in systemd/ocfd.toml: {missing:?}");
+    }
+
+    /// Every cluster setting that cannot work is refused by name before anything starts.
+    #[test]
+    fn cluster_settings_are_checked() {
+        let refused = |toml: &str| -> String {
+            let c: Config = toml::from_str(toml).unwrap();
+            match c.validate() {
+                Err(ConfigError::Invalid { field, .. }) => field.to_string(),
+                other => panic!("{toml}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            refused("[journal]\ndurability = \"replicated\""),
+            "journal.durability"
+        );
+        let on = "[cluster]\nenabled = true\n";
+        let ok: Config = toml::from_str(on).unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.node_name(), "ocfd.localdomain");
+        assert_eq!(ok.partition_dir(), ok.state_dir.join("partition"));
+        assert_eq!(
+            refused(&format!("{on}[journal]\nenabled = false")),
+            "cluster.enabled"
+        );
+        for (bad, field) in [
+            ("nats_servers = []", "cluster.nats_servers"),
+            (
+                "nats_servers = [\"not a url at all\"]",
+                "cluster.nats_servers",
+            ),
+            ("node_name = \"a b\"", "cluster.node_name"),
+            ("replicas = 2", "cluster.replicas"),
+            (
+                "lease_ttl_ms = 3000\ngrant_margin_ms = 1001",
+                "cluster.lease_ttl_ms",
+            ),
+            ("lease_ttl_ms = 100", "cluster.lease_ttl_ms"),
+            (
+                "tls_certificate = \"/etc/passwd\"",
+                "cluster.tls_certificate",
+            ),
+            (
+                "credentials_file = \"/no/such/file\"",
+                "cluster.credentials_file",
+            ),
+            (
+                "advertise_diameter = \"somewhere\"",
+                "cluster.advertise_diameter",
+            ),
+        ] {
+            assert_eq!(refused(&format!("{on}{bad}")), field, "{bad}");
+        }
+        // A wildcard listener cannot be relayed to: the address must be said.
+        let wild = format!("{on}[diameter]\nlisten_tcp = [\"0.0.0.0:3868\"]");
+        assert_eq!(refused(&wild), "cluster.advertise_diameter");
+        let said: Config = toml::from_str(&wild.replace(
+            "[diameter]",
+            "advertise_diameter = \"10.0.0.5:3868\"\n[diameter]",
+        ))
+        .unwrap();
+        said.validate().unwrap();
     }
 
     #[test]

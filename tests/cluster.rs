@@ -595,3 +595,195 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
         "acknowledged {acknowledged} <= used {used} <= reported {sent}"
     );
 }
+
+/// A gateway may connect to any node: a standby relays its requests to the owner (the
+/// owner's address read from the lease), Route-Record added, and returns the answers; a
+/// request that already passed the standby is answered 3005; with the owner dead, 3002 from
+/// the standby itself; once the standby has taken over, the gateway is served there.
+#[test]
+fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
+    let nats = nats::Nats::cluster(3);
+    let replicated = "[journal]\ndurability = \"replicated\"\n";
+    let mut a = Node::start("node-a", &nats, replicated);
+    a.serving();
+    let mut b = Node::start("node-b", &nats, replicated);
+    let relay = logged_addr(&b.proc.wait_for("relaying to the partition's owner", WAIT));
+    let mut gw = Gw::open_at(relay, "pgw.localdomain");
+    // The standby learns the owner's address at its next look at the lease: 3002 until then.
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    let sid = loop {
+        n += 1;
+        let sid = format!("relayed;{n}");
+        let r = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&device(8500))
+                .mscc(ask(MIB)),
+        );
+        if r.result_code == 2001 {
+            break sid;
+        }
+        assert_eq!(r.result_code, 3002, "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the relay never reached the owner"
+        );
+    };
+    let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 1).mscc(report(3 * MIB, true)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    // The rest of the device's 10 MiB, as the owner sized it.
+    assert_eq!(r.mscc[0].granted_octets, Some(7 * MIB), "{r:?}");
+    let api_a = a.admin();
+    assert_eq!(
+        usage(&api_a, &format!("acme/iot/{}", device(8500))).0,
+        3 * MIB
+    );
+    assert!(
+        a.proc.output().contains("node-b.localdomain"),
+        "the owner saw the relay's CER"
+    );
+    // A request whose Route-Record names the standby has been there: a loop.
+    let mut looped = bytes::BytesMut::new();
+    CcrSpec::new("looped;1", INITIAL, 0)
+        .msisdn(&device(8501))
+        .mscc(ask(MIB))
+        .write(&mut looped, 77, 77);
+    ocf_protocol::avp::Avp::new(282, 0x40, 0, b"node-b.localdomain").encode(&mut looped);
+    let len = (looped.len() as u32).to_be_bytes();
+    looped[1..4].copy_from_slice(&len[1..4]);
+    gw.conn.send(&looped);
+    let answer = gw.conn.expect_frame();
+    assert_eq!(answer.header.hop_by_hop, 77);
+    assert_eq!(result_code(&answer), 3005);
+    // The owner killed: the standby answers 3002 itself until it serves.
+    a.proc.signal("KILL");
+    a.proc.wait_exit(WAIT);
+    let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
+    assert_eq!(r.result_code, 3002, "{r:?}");
+    b.proc.wait_for("took the partition over", WAIT);
+    let addr = b.serving();
+    assert!(
+        b.proc.output().contains("relay stopped"),
+        "{}",
+        b.proc.output()
+    );
+    // The gateway connects again, to the new owner: its session goes on (the 3002 charged
+    // nothing; the same request number is asked again).
+    let mut gw = Gw::open_at(addr, "pgw.localdomain");
+    let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 3).mscc(report(0, false)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    let api = b.admin();
+    assert_eq!(
+        usage(&api, &format!("acme/iot/{}", device(8500))),
+        (4 * MIB, 0)
+    );
+}
+
+/// `ocf-loadtest`, built beside the test binaries by the workspace's test build.
+fn loadtest() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .map(|d| d.join("ocf-loadtest"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: cargo build -p ocf-loadtest (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// The load tool drives gateways at all three nodes at once, the owner directly and the two
+/// standbys through their relays: every request is answered 2001, and the owner's ledger holds
+/// the sessions of all three.
+#[test]
+fn the_load_tool_at_all_three_nodes_is_served() {
+    let nats = nats::Nats::cluster(3);
+    let mut a = Node::start("node-a", &nats, "");
+    let owner = a.serving();
+    let mut b = Node::start("node-b", &nats, "");
+    let mut c = Node::start("node-c", &nats, "");
+    let relays = [
+        logged_addr(&b.proc.wait_for("relaying to the partition's owner", WAIT)),
+        logged_addr(&c.proc.wait_for("relaying to the partition's owner", WAIT)),
+    ];
+    // The standbys know the owner once they have read its lease: a CCR through each says so.
+    for (i, r) in relays.iter().enumerate() {
+        let deadline = Instant::now() + WAIT;
+        let mut gw = Gw::open_at(*r, "probe.localdomain");
+        let mut n = 0;
+        loop {
+            n += 1;
+            let spec = CcrSpec::new(format!("probe{i};{n}"), INITIAL, 0)
+                .msisdn(&device(9000 + i as u64))
+                .mscc(ask(MIB));
+            if gw.ask(&spec).result_code == 2001 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay {r} never reached the owner"
+            );
+        }
+    }
+    let targets = [
+        ("owner", owner),
+        ("relay-b", relays[0]),
+        ("relay-c", relays[1]),
+    ];
+    let runs: Vec<(&str, Watched)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (name, addr))| {
+            let mut cmd = Command::new(loadtest());
+            cmd.args(["run", "--server", &addr.to_string()])
+                .args(["--origin-host", &format!("lt{i}.localdomain")])
+                .args([
+                    "--subscribers",
+                    &format!("{}:1000", 15_551_000_000u64 + 1000 * i as u64),
+                ])
+                .args([
+                    "--sessions",
+                    "8",
+                    "--connections",
+                    "1",
+                    "--requests",
+                    "3000",
+                ])
+                .args([
+                    "--duration-s",
+                    "60",
+                    "--json",
+                    "--quiet",
+                    "--max-error-rate",
+                    "0",
+                ]);
+            (*name, Watched::spawn(name, cmd))
+        })
+        .collect();
+    for (name, mut p) in runs {
+        let status = p.wait_exit(WAIT * 2);
+        let out = p.output();
+        assert!(status.success(), "{name}: {out}");
+        // The report: pretty JSON, from its first line on.
+        let json = out.find("\n{").map_or(out.as_str(), |i| &out[i + 1..]);
+        let report: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{name}: no JSON report ({e}):\n{out}"));
+        assert_eq!(report["median"]["error_rate"], 0.0, "{name}: {report}");
+        eprintln!("{name}: {} answers/s", report["median"]["answers_per_s"]);
+    }
+    // Sessions from all three gateways reached the one ledger.
+    let api = a.admin();
+    let (used, _) = usage(&api, "acme/engineering");
+    assert!(used > 0, "the owner's ledger has the load's usage");
+    assert!(
+        a.proc.output().contains("node-b.localdomain")
+            && a.proc.output().contains("node-c.localdomain"),
+        "both relays connected to the owner:\n{}",
+        a.proc.output()
+    );
+}

@@ -16,6 +16,7 @@ use ocf_cluster::ownership::Timers;
 use ocf_cluster::replicator::{self, Replicator};
 use tracing::info;
 
+use super::relay::Relay;
 use super::{LoadConfig, Server, ServerError, reload, systemd};
 use crate::config::Config;
 
@@ -53,6 +54,16 @@ pub(super) async fn serve(
         .await
         .map_err(|e| cluster(e.to_string()))?;
     let name = node.name().to_owned();
+    // Gateways may connect to a standby: it relays their requests to the owner the lease
+    // names.
+    let live = super::live_settings(config, super::dispatch::unix_now() as u32)?;
+    let (owner_tx, owner_rx) = tokio::sync::watch::channel(None);
+    let (relay, _) = Relay::start(
+        &config.tcp_listeners()?,
+        live.peer.clone(),
+        live.max_message_bytes,
+        owner_rx,
+    )?;
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
@@ -63,6 +74,12 @@ pub(super) async fn serve(
         if watchdog {
             systemd::watchdog();
         }
+        let addr = s
+            .owner
+            .as_ref()
+            .and_then(|h| h.diameter.as_deref())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        owner_tx.send_if_modified(|o| std::mem::replace(o, addr) != addr);
         let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
         systemd::status(&format!(
             "standby ({name}): log entry {}, owner {owner}",
@@ -75,9 +92,17 @@ pub(super) async fn serve(
         }
         _ = &mut shutdown => {
             info!(node = %name, "stopped while standing by");
+            relay.stop(RELAY_GRACE).await;
             return Ok(());
         }
     };
+    // The gateways connected here reconnect, to this node as the owner.
+    let relayed = relay
+        .counts
+        .forwarded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    relay.stop(RELAY_GRACE).await;
+    info!(node = %name, relayed, "relay stopped: serving the partition here");
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)
@@ -102,6 +127,16 @@ pub(super) async fn serve(
         tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(replication)))
             .await
             .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    let advertised = config.cluster.advertise_diameter.clone().or_else(|| {
+        server
+            .local_addrs()
+            .into_iter()
+            .find(|(t, _)| *t == "tcp")
+            .map(|(_, a)| a.to_string())
+    });
+    if let Some(a) = &advertised {
+        node.leases().advertise(a);
+    }
     let store = server.shared.store.clone();
     replicator
         .attach(store.clone())
@@ -141,6 +176,9 @@ pub(super) async fn serve(
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
     Ok(())
 }
+
+/// How long a relay's gateways get to answer its DPR when it stops.
+const RELAY_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a stopping owner waits for the log to take its last records.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);

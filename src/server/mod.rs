@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod meter;
 mod overload;
 pub mod recovery;
+mod relay;
 pub mod reload;
 pub mod sy;
 mod systemd;

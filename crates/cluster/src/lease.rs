@@ -24,6 +24,10 @@ pub struct Holder {
     pub node: String,
     /// Until when it is held (milliseconds since 1970, the holder's clock).
     pub until_ms: i64,
+    /// Where the owner takes Diameter connections (`ip:port`), for other nodes that relay
+    /// requests to it; absent until it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diameter: Option<String>,
 }
 
 /// The revision of a lease its owner last wrote: the owner's epoch. A later owner always has
@@ -55,6 +59,8 @@ pub struct Leases {
     kv: kv::Store,
     node: String,
     ttl_ms: i64,
+    /// The Diameter address its leases name, once it serves.
+    diameter: std::sync::Mutex<Option<String>>,
 }
 
 /// The partition a tenant belongs to, of `partitions` (FNV-1a of its name: stable across
@@ -95,13 +101,25 @@ impl Leases {
             kv,
             node: node.to_owned(),
             ttl_ms,
+            diameter: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Names `addr` as where this node takes Diameter connections, from its next claim or
+    /// renewal on.
+    pub fn advertise(&self, addr: &str) {
+        *self.diameter.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     }
 
     fn value(&self, now_ms: i64) -> bytes::Bytes {
         let h = Holder {
             node: self.node.clone(),
             until_ms: now_ms.saturating_add(self.ttl_ms),
+            diameter: self
+                .diameter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         // Plain data with string keys: serialising cannot fail.
         serde_json::to_vec(&h).unwrap_or_default().into()
@@ -204,6 +222,7 @@ impl Leases {
         let ended = Holder {
             node: self.node.clone(),
             until_ms: 0,
+            diameter: None,
         };
         let value = serde_json::to_vec(&ended).unwrap_or_default();
         match self.kv.update(key(partition), value.into(), epoch.0).await {

@@ -1,0 +1,486 @@
+//! A standby's Diameter side: gateways may connect to any node of a cluster. A standby accepts
+//! them as any ocfd does (CER/CEA, DWR/DWA, DPR through the peer state machine) and relays
+//! their requests to the partition's owner over one connection of its own (RFC 6733 §6.1.9):
+//! Route-Record naming the gateway added, Hop-by-Hop replaced on the way up and restored on the
+//! way down, End-to-End left alone. A request that already passed this node (its Route-Record
+//! names it) is answered 3005 DIAMETER_LOOP_DETECTED; one that cannot reach an owner (none
+//! yet, or its connection is down) is answered 3002 DIAMETER_UNABLE_TO_DELIVER by this node.
+//! The owner is found in the partition's lease, which names its Diameter address. When this
+//! node takes the partition over, the relay stops and its gateways connect again, to it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ocf_protocol::avp::Avp;
+use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as code};
+use ocf_protocol::error::DiameterError;
+use ocf_protocol::message::Message;
+use ocf_protocol::peer::{Event, Peer, PeerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::ServerError;
+
+/// Requests on their way to the owner; past this, gateways get 3002 at once.
+const QUEUE: usize = 4096;
+/// How long connecting to the owner may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes asked of a socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request on its way to the owner, and where its answer goes.
+struct Forward {
+    /// The request as it goes up: Route-Record added; its Hop-by-Hop is set by the upstream.
+    frame: BytesMut,
+    /// The request as the gateway sent it (for an answer made here).
+    request: Message,
+    reply: mpsc::UnboundedSender<Bytes>,
+}
+
+/// Requests relayed, by what became of them (for metrics and tests).
+#[derive(Default)]
+pub(super) struct RelayCounts {
+    pub(super) forwarded: AtomicU64,
+    pub(super) unable_to_deliver: AtomicU64,
+    pub(super) loops: AtomicU64,
+}
+
+/// A running relay.
+pub(super) struct Relay {
+    stop: watch::Sender<bool>,
+    tracker: TaskTracker,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) counts: Arc<RelayCounts>,
+}
+
+/// Writes `req`'s error answer with `code` (this node's own answer).
+fn error_answer(peer: &PeerConfig, req: &Message, result: ResultCode, why: &'static str) -> Bytes {
+    let mut out = BytesMut::new();
+    peer.identity
+        .write_error_answer(&mut out, req, &DiameterError::new(result, why));
+    out.freeze()
+}
+
+/// Sets a message's Hop-by-Hop Identifier.
+fn set_hop_by_hop(frame: &mut [u8], hbh: u32) {
+    if frame.len() >= 16 {
+        frame[12..16].copy_from_slice(&hbh.to_be_bytes());
+    }
+}
+
+/// The request with a Route-Record naming `peer` appended, its length fixed.
+fn with_route_record(req: &Message, peer: &str) -> BytesMut {
+    let mut f = BytesMut::from(&req.to_bytes()[..]);
+    Avp::new(code::ROUTE_RECORD.code, 0x40, 0, peer.as_bytes()).encode(&mut f);
+    let len = (f.len() as u32).to_be_bytes();
+    f[1..4].copy_from_slice(&len[1..4]);
+    f
+}
+
+impl Relay {
+    /// Binds `addrs` and relays what comes in to the owner `owner` names (none: 3002).
+    pub(super) fn start(
+        addrs: &[SocketAddr],
+        peer: Arc<PeerConfig>,
+        max_message_bytes: usize,
+        owner: watch::Receiver<Option<SocketAddr>>,
+    ) -> Result<(Relay, Vec<SocketAddr>), ServerError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (up_tx, up_rx) = mpsc::channel::<Forward>(QUEUE);
+        let counts = Arc::new(RelayCounts::default());
+        let tracker = TaskTracker::new();
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        let seed = Arc::new(AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+        ));
+        for addr in addrs {
+            let l = ocf_transport::tcp::listen(*addr).map_err(|source| ServerError::Listen {
+                transport: "tcp",
+                addr: addr.to_string(),
+                source,
+            })?;
+            let local = l.local_addr().map_err(|source| ServerError::Listen {
+                transport: "tcp",
+                addr: addr.to_string(),
+                source,
+            })?;
+            info!(transport = "tcp", addr = %local, "relaying to the partition's owner");
+            bound.push(local);
+            let (peer, up, stop, tracker2, counts, seed) = (
+                peer.clone(),
+                up_tx.clone(),
+                stop_rx.clone(),
+                tracker.clone(),
+                counts.clone(),
+                seed.clone(),
+            );
+            tasks.push(tokio::spawn(accept(
+                l,
+                peer,
+                max_message_bytes,
+                up,
+                stop,
+                tracker2,
+                counts,
+                seed,
+            )));
+        }
+        tasks.push(tokio::spawn(upstream(
+            up_rx,
+            owner,
+            peer,
+            max_message_bytes,
+            counts.clone(),
+            stop_rx,
+        )));
+        Ok((
+            Relay {
+                stop,
+                tracker,
+                tasks,
+                counts,
+            },
+            bound,
+        ))
+    }
+
+    /// Stops: the listeners close, every gateway is sent DPR (bounded), the owner's
+    /// connection ends.
+    pub(super) async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    l: TcpListener,
+    peer: Arc<PeerConfig>,
+    max_message_bytes: usize,
+    up: mpsc::Sender<Forward>,
+    mut stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    counts: Arc<RelayCounts>,
+    seed: Arc<AtomicU64>,
+) {
+    loop {
+        tokio::select! {
+            a = l.accept() => match a {
+                Ok((stream, remote)) => {
+                    let _ = ocf_transport::tcp::configure(&stream);
+                    let local: Vec<IpAddr> = stream.local_addr().map(|a| vec![a.ip()]).unwrap_or_default();
+                    let s = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                    tracker.spawn(downstream(stream, remote, local, s, peer.clone(), max_message_bytes, up.clone(), stop.clone(), counts.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "relay: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Whether the message's Route-Records name `host` (it passed this node before).
+fn routed_through(req: &Message, host: &str) -> bool {
+    req.find_all(code::ROUTE_RECORD)
+        .any(|a| a.identity().is_ok_and(|h| h.eq_ignore_ascii_case(host)))
+}
+
+/// One gateway's connection to this standby.
+#[allow(clippy::too_many_arguments)]
+async fn downstream(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    local: Vec<IpAddr>,
+    seed: u64,
+    config: Arc<PeerConfig>,
+    max_message_bytes: usize,
+    up: mpsc::Sender<Forward>,
+    mut stop: watch::Receiver<bool>,
+    counts: Arc<RelayCounts>,
+) {
+    let mut peer = Peer::responder(config.clone(), &local, Instant::now(), seed);
+    let (answers_tx, mut answers) = mpsc::unbounded_channel::<Bytes>();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        return;
+    }
+    loop {
+        while let Some(ev) = peer.poll_event() {
+            match ev {
+                Event::Opened { origin_host, .. } => {
+                    debug!(%remote, %origin_host, "relay: gateway open")
+                }
+                Event::Request(req) => {
+                    let own = &config.identity.origin_host;
+                    let answer = if routed_through(&req, own) {
+                        counts.loops.fetch_add(1, Ordering::Relaxed);
+                        Some(error_answer(
+                            &config,
+                            &req,
+                            ResultCode::LoopDetected,
+                            "the request already passed this node",
+                        ))
+                    } else {
+                        let from = peer.remote_host().unwrap_or_default().to_owned();
+                        let f = Forward {
+                            frame: with_route_record(&req, &from),
+                            request: req,
+                            reply: answers_tx.clone(),
+                        };
+                        match up.try_send(f) {
+                            Ok(()) => None,
+                            Err(e) => {
+                                counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
+                                let f = match e {
+                                    mpsc::error::TrySendError::Full(f)
+                                    | mpsc::error::TrySendError::Closed(f) => f,
+                                };
+                                Some(error_answer(
+                                    &config,
+                                    &f.request,
+                                    ResultCode::UnableToDeliver,
+                                    "the partition's owner cannot be reached now",
+                                ))
+                            }
+                        }
+                    };
+                    if let Some(a) = answer {
+                        peer.transmit().extend_from_slice(&a);
+                    }
+                }
+                Event::Answer(_) => {}
+                Event::Closed(reason) => debug!(%remote, ?reason, "relay: gateway closed"),
+            }
+        }
+        if !peer.transmit().is_empty() {
+            let out = peer.transmit().split();
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        if peer.is_closed() {
+            let _ = stream.shutdown().await;
+            break;
+        }
+        let deadline = peer.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        rbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = stream.read_buf(&mut rbuf) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let now = Instant::now();
+                loop {
+                    match ocf_protocol::frame::check(&rbuf, max_message_bytes) {
+                        Ok(Some(len)) if rbuf.len() >= len => {
+                            let f = rbuf.split_to(len).freeze();
+                            peer.handle_frame(now, f);
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            let mut head = [0u8; ocf_protocol::header::HEADER_LEN];
+                            let n = head.len().min(rbuf.len());
+                            head[..n].copy_from_slice(&rbuf[..n]);
+                            peer.handle_frame_error(&head, e);
+                            // A stream that cannot be delimited is closed (RFC 6733 §3).
+                            rbuf.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(a) = answers.recv() => {
+                peer.transmit().extend_from_slice(&a);
+                while let Ok(a) = answers.try_recv() {
+                    peer.transmit().extend_from_slice(&a);
+                }
+            }
+            _ = sleep => peer.handle_timeout(Instant::now()),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
+            }
+        }
+    }
+}
+
+/// The connection to the owner: requests go up, answers come down to whoever waits.
+async fn upstream(
+    mut requests: mpsc::Receiver<Forward>,
+    mut owner: watch::Receiver<Option<SocketAddr>>,
+    config: Arc<PeerConfig>,
+    max_message_bytes: usize,
+    counts: Arc<RelayCounts>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let unable = |f: &Forward, why: &'static str| {
+        counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
+        let _ = f.reply.send(error_answer(
+            &config,
+            &f.request,
+            ResultCode::UnableToDeliver,
+            why,
+        ));
+    };
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let addr = *owner.borrow_and_update();
+        let connected = match addr {
+            Some(a) => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a))
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        let Some(mut stream) = connected else {
+            // No owner to reach: every request now is answered here, until one can be.
+            let wait = tokio::time::sleep(pause);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    Some(f) = requests.recv() => unable(&f, "no owner of the partition can be reached now"),
+                    _ = &mut wait => break,
+                    _ = owner.changed() => break,
+                    _ = stop.changed() => return,
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        pause = Duration::from_millis(50);
+        let _ = ocf_transport::tcp::configure(&stream);
+        let local: Vec<IpAddr> = stream
+            .local_addr()
+            .map(|a| vec![a.ip()])
+            .unwrap_or_default();
+        let mut peer = Peer::initiator(config.clone(), &local, Instant::now(), 1);
+        let mut open = false;
+        // Hop-by-Hop up → (the request, the gateway's Hop-by-Hop, where its answer goes).
+        let mut pending: HashMap<u32, Forward> = HashMap::new();
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            while let Some(ev) = peer.poll_event() {
+                match ev {
+                    Event::Opened { origin_host, .. } => {
+                        info!(owner = %origin_host, addr = ?addr, "relay: connected to the partition's owner");
+                        open = true;
+                    }
+                    Event::Answer(msg) => {
+                        if let Some(f) = pending.remove(&msg.header.hop_by_hop) {
+                            let mut a = BytesMut::from(&msg.to_bytes()[..]);
+                            set_hop_by_hop(&mut a, f.request.header.hop_by_hop);
+                            counts.forwarded.fetch_add(1, Ordering::Relaxed);
+                            let _ = f.reply.send(a.freeze());
+                        }
+                    }
+                    Event::Request(req) => {
+                        // Requests the owner sends gateways (RAR, ASR) are not relayed yet.
+                        let a = error_answer(
+                            &config,
+                            &req,
+                            ResultCode::UnableToDeliver,
+                            "this node does not relay requests to gateways",
+                        );
+                        peer.transmit().extend_from_slice(&a);
+                    }
+                    Event::Closed(reason) => {
+                        info!(?reason, "relay: the owner's connection closed")
+                    }
+                }
+            }
+            if !peer.transmit().is_empty() {
+                let out = peer.transmit().split();
+                if stream.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            if peer.is_closed() {
+                break;
+            }
+            let deadline = peer.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            rbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                read = stream.read_buf(&mut rbuf) => {
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let now = Instant::now();
+                    loop {
+                        match ocf_protocol::frame::check(&rbuf, max_message_bytes) {
+                            Ok(Some(len)) if rbuf.len() >= len => {
+                                let f = rbuf.split_to(len).freeze();
+                                peer.handle_frame(now, f);
+                            }
+                            Ok(_) => break,
+                            Err(_) => {
+                                rbuf.clear();
+                                peer.disconnect(now, DisconnectCause::DoNotWantToTalkToYou);
+                                break;
+                            }
+                        }
+                    }
+                }
+                f = requests.recv() => {
+                    let Some(mut f) = f else { return };
+                    if !open {
+                        unable(&f, "the connection to the partition's owner is not open yet");
+                        continue;
+                    }
+                    let (hbh, _) = peer.send_request(f.request.header.command_code);
+                    set_hop_by_hop(&mut f.frame, hbh);
+                    peer.transmit().extend_from_slice(&f.frame);
+                    pending.insert(hbh, f);
+                }
+                _ = sleep => peer.handle_timeout(Instant::now()),
+                _ = owner.changed() => {
+                    // Another owner: this connection ends, the next goes to it.
+                    if *owner.borrow() != addr {
+                        peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
+                    }
+                }
+                _ = stop.changed() => {
+                    for (_, f) in pending.drain() {
+                        unable(&f, "this node stopped relaying");
+                    }
+                    return;
+                }
+            }
+        }
+        // What was sent up and not answered will not be: the gateways hear it now.
+        for (_, f) in pending.drain() {
+            unable(&f, "the connection to the partition's owner was lost");
+        }
+    }
+}
