@@ -60,6 +60,9 @@ enum TokenCmd {
 enum Cmd {
     /// The tenants (enterprises and consumers).
     Tenants,
+    /// The cluster: the partition's owner and lease, and each node with how far behind the
+    /// partition's log it is (docs/cluster.md).
+    Cluster,
     /// The tree under a node, with each node's usage.
     Tree {
         path: String,
@@ -271,6 +274,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     let json = cli.json;
     match &cli.command {
         Cmd::Tenants => ctl::tenants(&c, json),
+        Cmd::Cluster => ctl::cluster(&c, json),
         Cmd::Tree { path, depth } => ctl::tree(&c, path, *depth, json),
         Cmd::Usage { path } => ctl::usage(&c, path, json),
         Cmd::Node { path } => ctl::node(&c, path, json),

@@ -816,6 +816,45 @@ pub fn tenants(c: &Client, json: bool) -> Result<String, CtlError> {
     Ok(table(&["TENANT", "TIME ZONE", "NODES"], &rows))
 }
 
+/// `cluster`: the partition's owner and lease, the log's end, and every node with its lag.
+pub fn cluster(c: &Client, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/v1/cluster", None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    if v["enabled"] != true {
+        return Ok("not a cluster node (cluster.enabled is false)\n".into());
+    }
+    let mut out = format!(
+        "partition {}: owner {} (epoch {}, lease until {} ms), log at entry {}\n",
+        v["partition"],
+        v["owner"]["node"].as_str().unwrap_or("none"),
+        v["epoch"],
+        v["owner"]["until_ms"],
+        v["log_end"]
+    );
+    let rows: Vec<Vec<String>> = v["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                n["node"].as_str().unwrap_or("").to_owned(),
+                n["role"].as_str().unwrap_or("").to_owned(),
+                n["diameter"].as_str().unwrap_or("-").to_owned(),
+                n["entry"].to_string(),
+                n["lag_entries"].to_string(),
+                format!("{:.1} s", n["age_ms"].as_f64().unwrap_or(0.0) / 1000.0),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NODE", "ROLE", "DIAMETER", "ENTRY", "LAG", "SEEN"],
+        &rows,
+    ));
+    Ok(out)
+}
+
 /// `sessions PATH`.
 pub fn sessions(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
     let v = call(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ocf_cluster::node::{Node, NodeConfig, keep_lease};
 use ocf_cluster::ownership::Timers;
 use ocf_cluster::replicator::{self, Replicator};
+use ocf_cluster::status::Role;
 use tracing::info;
 
 use super::relay::Relay;
@@ -50,20 +51,25 @@ pub(super) async fn serve(
     config.validate()?;
     let _ = super::admin::prometheus();
     let cluster = |e: String| ServerError::Cluster(e);
-    let node = Node::connect(node_config(config))
-        .await
-        .map_err(|e| cluster(e.to_string()))?;
+    let node = Arc::new(
+        Node::connect(node_config(config))
+            .await
+            .map_err(|e| cluster(e.to_string()))?,
+    );
     let name = node.name().to_owned();
     // Gateways may connect to a standby: it relays their requests to the owner the lease
     // names.
     let live = super::live_settings(config, super::dispatch::unix_now() as u32)?;
     let (owner_tx, owner_rx) = tokio::sync::watch::channel(None);
-    let (relay, _) = Relay::start(
+    let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
         live.peer.clone(),
         live.max_message_bytes,
         owner_rx,
     )?;
+    if let Some(a) = relaying.first() {
+        node.set_diameter(&a.to_string());
+    }
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
@@ -136,12 +142,24 @@ pub(super) async fn serve(
     });
     if let Some(a) = &advertised {
         node.leases().advertise(a);
+        node.set_diameter(a);
     }
     let store = server.shared.store.clone();
     replicator
         .attach(store.clone())
         .map_err(|e| cluster(e.to_string()))?;
     info!(node = %name, partition = PARTITION, "serving the partition");
+    // The node table says who owns the partition and how far the log is.
+    let reporter = {
+        let (node, appended) = (node.clone(), replicator.appended_handle());
+        tokio::spawn(async move {
+            loop {
+                node.report(PARTITION, Role::Owner, appended.load(Ordering::Acquire))
+                    .await;
+                tokio::time::sleep(REPORT_EVERY).await;
+            }
+        })
+    };
     let deposed = Arc::new(AtomicBool::new(false));
     let stop = {
         let deposed = deposed.clone();
@@ -155,6 +173,7 @@ pub(super) async fn serve(
         }
     };
     server.serve(stop, reloads, set_log_level).await;
+    reporter.abort();
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
         return Err(ServerError::Deposed);
@@ -176,6 +195,9 @@ pub(super) async fn serve(
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
     Ok(())
 }
+
+/// How often the owner writes its entry in the node table.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a relay's gateways get to answer its DPR when it stops.
 const RELAY_GRACE: Duration = Duration::from_secs(1);

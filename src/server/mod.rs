@@ -225,6 +225,8 @@ pub struct Server {
     config: Config,
     /// Webhook endpoints, started with the server.
     webhooks: Vec<webhooks::Endpoint>,
+    /// In a cluster: this node and its partition (for `/v1/cluster`).
+    cluster: Option<(Arc<ocf_cluster::node::Node>, u32)>,
 }
 
 /// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the
@@ -452,6 +454,7 @@ impl Server {
             shutdown_grace: Duration::from_secs(d.dpa_timeout_s + 1),
             config: config.clone(),
             webhooks: hooks,
+            cluster: None,
         })
     }
 
@@ -586,6 +589,7 @@ impl Server {
                 usage_dir: self.config.partition_dir().join("usage").into(),
                 tokens,
                 peers: self.shared.peers.clone(),
+                cluster: self.cluster.clone(),
             };
             tokio::spawn(admin::serve(l, state))
         });

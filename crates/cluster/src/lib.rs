@@ -8,3 +8,4 @@ pub mod log;
 pub mod node;
 pub mod ownership;
 pub mod replicator;
+pub mod status;

@@ -20,6 +20,7 @@ use ocf_store::replication::{Fence, Mirror, MirrorError, now_ms};
 use crate::lease::{Claim, Epoch, Holder, LeaseError, Leases};
 use crate::log::{Entry, Kind, LogError, PartitionLog};
 use crate::ownership::{Ownership, Timers};
+use crate::status::{NodeStatus, NodeTable, Role};
 
 /// How a node reaches NATS and what it is called.
 #[derive(Clone, Debug)]
@@ -56,7 +57,31 @@ pub struct Node {
     config: NodeConfig,
     js: jetstream::Context,
     leases: Arc<Leases>,
+    table: NodeTable,
     max_payload: usize,
+    /// Where this node takes Diameter connections (told in its entry of the node table).
+    diameter: std::sync::Mutex<Option<String>>,
+}
+
+/// The cluster as `GET /v1/cluster` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterStatus {
+    pub partition: u32,
+    /// The lease as the bucket holds it, and its revision (the owner's epoch).
+    pub owner: Option<Holder>,
+    pub epoch: Option<u64>,
+    /// The last entry of the partition's log.
+    pub log_end: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+/// A node's entry, with how far behind the log's end it is and how old the entry is.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub status: NodeStatus,
+    pub lag_entries: u64,
+    pub age_ms: i64,
 }
 
 /// What a node holds once it owns a partition.
@@ -116,11 +141,65 @@ impl Node {
         let max_payload = client.server_info().max_payload.max(64 << 10);
         let js = jetstream::new(client);
         let leases = Leases::open(&js, &config.node, config.timers.ttl_ms, config.replicas).await?;
+        let table = NodeTable::open(&js, config.replicas).await?;
         Ok(Node {
             config,
             js,
             leases: Arc::new(leases),
+            table,
             max_payload,
+            diameter: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Names where this node takes Diameter connections, in its entry of the node table.
+    pub fn set_diameter(&self, addr: &str) {
+        *self.diameter.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+    }
+
+    /// Writes this node's entry in the node table (a failure is only logged: the table is
+    /// for people, nothing decides by it).
+    pub async fn report(&self, partition: u32, role: Role, entry: u64) {
+        let status = NodeStatus {
+            node: self.config.node.clone(),
+            role,
+            partition,
+            entry,
+            diameter: self
+                .diameter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.table.put(&status).await {
+            tracing::debug!(error = %e, "cannot write the node table");
+        }
+    }
+
+    /// The cluster now: the lease, the log's end, and every node's entry with its lag.
+    pub async fn status(&self, partition: u32) -> Result<ClusterStatus, ClusterError> {
+        let holder = self.leases.holder(partition).await?;
+        let log_end = self.log(partition).await?.last();
+        let now = now_ms();
+        let nodes = self
+            .table
+            .list()
+            .await?
+            .into_iter()
+            .filter(|n| n.partition == partition)
+            .map(|status| NodeView {
+                lag_entries: log_end.saturating_sub(status.entry),
+                age_ms: now.saturating_sub(status.at_ms),
+                status,
+            })
+            .collect();
+        Ok(ClusterStatus {
+            partition,
+            epoch: holder.as_ref().map(|(_, e)| e.0),
+            owner: holder.map(|(h, _)| h),
+            log_end,
+            nodes,
         })
     }
 
@@ -183,6 +262,7 @@ impl Node {
                     }
                 },
                 _ = tick.tick() => {
+                    self.report(partition, Role::Standby, state.entry).await;
                     let sent_at = now_ms();
                     match self.leases.claim(partition, sent_at).await {
                         Ok(Claim::Taken(epoch)) => break (epoch, sent_at),

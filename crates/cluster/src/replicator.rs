@@ -75,6 +75,8 @@ pub fn changes() -> (ChangeSink, Changes) {
 /// A running replicator.
 pub struct Replicator {
     deposed: watch::Receiver<bool>,
+    /// The log's last entry as this owner appended it.
+    appended: Arc<std::sync::atomic::AtomicU64>,
     attach: crossbeam_channel::Sender<(Outgoing, Arc<Store>)>,
 }
 
@@ -94,6 +96,7 @@ impl Replicator {
         let max_bytes = log.max_entry_bytes();
         let partition = log.partition();
         let store: Arc<OnceLock<Arc<Store>>> = Arc::default();
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(log.last()));
         let store_too = store.clone();
         std::thread::Builder::new()
             .name(format!("ocfd-replica-{partition}"))
@@ -107,8 +110,19 @@ impl Replicator {
                     journal_last,
                 )
             })?;
-        tokio::spawn(append(store, fence, log, work_rx, deposed_tx));
-        Ok(Replicator { deposed, attach })
+        tokio::spawn(append(
+            store,
+            fence,
+            log,
+            work_rx,
+            deposed_tx,
+            appended.clone(),
+        ));
+        Ok(Replicator {
+            deposed,
+            attach,
+            appended,
+        })
     }
 
     /// Replicates `store`'s journal from now on (it continues the log's `journal_last`).
@@ -119,6 +133,11 @@ impl Replicator {
         self.attach
             .send((outgoing, store))
             .map_err(|_| std::io::Error::other("the partition's replicator has stopped"))
+    }
+
+    /// The log's last entry as this owner appended it, as it moves.
+    pub fn appended_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended.clone()
     }
 
     /// Completes once another node has taken the partition (this one's appends are refused).
@@ -223,6 +242,7 @@ async fn append(
     mut log: PartitionLog,
     mut work: mpsc::Receiver<Work>,
     deposed: watch::Sender<bool>,
+    appended: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let max_bytes = log.max_entry_bytes();
     let mut held: Option<Work> = None;
@@ -274,6 +294,7 @@ async fn append(
                 r
             }
         };
+        appended.store(log.last(), std::sync::atomic::Ordering::Release);
         if let Err(LogError::Fenced(p)) = result {
             // (Also after an append whose answer was lost past the log's patience but which
             // landed: the next append finds the log moved on. Standing down is then safe.)

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod api;
 pub mod caller;
+mod cluster;
 mod console;
 mod explain;
 pub mod metrics;
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub peers: Arc<crate::server::abort::Peers>,
     /// Named tokens with a role and a scope (`state_dir/tokens.json`).
     pub tokens: Arc<access::Tokens>,
+    /// In a cluster: this node and its partition (for `/v1/cluster`).
+    pub cluster: Option<(Arc<ocf_cluster::node::Node>, u32)>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
@@ -266,6 +269,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(explain::routes())
         .merge(access::routes())
         .merge(console::routes())
+        .merge(cluster::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

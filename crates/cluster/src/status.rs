@@ -1,0 +1,104 @@
+//! The node table: what each node says of itself, a key per node in the JetStream key-value
+//! bucket `ocfd_nodes`, written every few seconds and gone a while after the node stops
+//! writing (the bucket's age limit). With the lease and the log's end it is the cluster as
+//! `ocfctl cluster` shows it: who owns the partition, who stands by, how far behind each is.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+use crate::lease::LeaseError;
+
+/// The bucket of node statuses.
+pub const BUCKET: &str = "ocfd_nodes";
+
+/// How long a node's entry stays once it stops writing.
+const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// What a node is to the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Standby,
+}
+
+/// One node's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub role: Role,
+    pub partition: u32,
+    /// The last entry of the partition's log it has (a standby: copied; the owner: appended).
+    pub entry: u64,
+    /// Where it takes Diameter connections (the owner serves them, a standby relays them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diameter: Option<String>,
+    /// When it wrote this (milliseconds since 1970, its clock).
+    pub at_ms: i64,
+}
+
+/// The node table.
+pub struct NodeTable {
+    kv: kv::Store,
+}
+
+impl NodeTable {
+    /// Opens (or makes) the bucket, kept on `replicas` servers.
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<NodeTable, LeaseError> {
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    history: 1,
+                    max_age: MAX_AGE,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| LeaseError::Bucket(e.to_string()))?,
+        };
+        Ok(NodeTable { kv })
+    }
+
+    /// Writes a node's entry.
+    pub async fn put(&self, status: &NodeStatus) -> Result<(), LeaseError> {
+        let value = serde_json::to_vec(status).unwrap_or_default();
+        self.kv
+            .put(status.node.clone(), value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| LeaseError::Bucket(e.to_string()))
+    }
+
+    /// Every node's entry, by name (an entry that does not read as one is left out).
+    pub async fn list(&self) -> Result<Vec<NodeStatus>, LeaseError> {
+        use futures_core::Stream;
+        let bucket = |e: String| LeaseError::Bucket(e);
+        let mut keys = self.kv.keys().await.map_err(|e| bucket(e.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(k) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut keys).poll_next(cx)).await
+        {
+            names.push(k.map_err(|e| bucket(e.to_string()))?);
+        }
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(v) = self
+                .kv
+                .get(&name)
+                .await
+                .map_err(|e| bucket(e.to_string()))?
+            {
+                if let Ok(s) = serde_json::from_slice::<NodeStatus>(&v) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(out)
+    }
+}
