@@ -681,22 +681,6 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
     );
 }
 
-/// `ocf-loadtest`, built beside the test binaries by the workspace's test build.
-fn loadtest() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let bin = exe
-        .ancestors()
-        .nth(2)
-        .map(|d| d.join("ocf-loadtest"))
-        .unwrap_or_default();
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build -p ocf-loadtest (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
 /// The load tool drives gateways at all three nodes at once, the owner directly and the two
 /// standbys through their relays: every request is answered 2001, and the owner's ledger holds
 /// the sessions of all three.

@@ -235,22 +235,6 @@ fn artifacts() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/console-artifacts"))
 }
 
-/// `ocf-loadtest`, built beside the test binaries by the workspace's test build.
-fn loadtest() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let bin = exe
-        .ancestors()
-        .nth(2)
-        .map(|d| d.join("ocf-loadtest"))
-        .unwrap_or_default();
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build -p ocf-loadtest (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
 async fn sign_in(b: &Browser, ui: &str, token: &str) -> Step {
     b.goto(ui).await?;
     b.type_into("#token", token).await?;

@@ -244,6 +244,14 @@ impl Drop for Counted {
     }
 }
 
+/// Sleeps until `deadline` (for ever without one).
+pub(super) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn drive<S>(
     mut stream: S,
     remote: SocketAddr,
@@ -363,12 +371,7 @@ pub(crate) async fn drive<S>(
             .into_iter()
             .flatten()
             .min();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = until(deadline);
         rbuf.reserve(READ_CHUNK);
         tokio::select! {
             read = stream.read_buf(&mut rbuf) => {

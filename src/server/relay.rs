@@ -18,6 +18,8 @@ use bytes::{Bytes, BytesMut};
 use ocf_protocol::avp::Avp;
 use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as code};
 use ocf_protocol::error::DiameterError;
+use ocf_protocol::frame::FrameError;
+use ocf_protocol::header::HEADER_LEN;
 use ocf_protocol::message::Message;
 use ocf_protocol::peer::{Event, Peer, PeerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,6 +198,31 @@ async fn accept(
     }
 }
 
+/// Hands every whole frame read to `peer`. A stream that cannot be delimited any more is an
+/// error, with the header it stopped at; what is left of it is dropped.
+fn take_frames(
+    rbuf: &mut BytesMut,
+    max_message_bytes: usize,
+    peer: &mut Peer,
+) -> Result<(), (FrameError, [u8; HEADER_LEN])> {
+    let now = Instant::now();
+    loop {
+        match ocf_protocol::frame::check(rbuf, max_message_bytes) {
+            Ok(Some(len)) if rbuf.len() >= len => {
+                peer.handle_frame(now, rbuf.split_to(len).freeze())
+            }
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let mut head = [0u8; HEADER_LEN];
+                let n = head.len().min(rbuf.len());
+                head[..n].copy_from_slice(&rbuf[..n]);
+                rbuf.clear();
+                return Err((e, head));
+            }
+        }
+    }
+}
+
 /// Whether the message's Route-Records name `host` (it passed this node before).
 fn routed_through(req: &Message, host: &str) -> bool {
     req.find_all(code::ROUTE_RECORD)
@@ -280,38 +307,15 @@ async fn downstream(
             let _ = stream.shutdown().await;
             break;
         }
-        let deadline = peer.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         rbuf.reserve(READ_CHUNK);
         tokio::select! {
             read = stream.read_buf(&mut rbuf) => {
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                if !matches!(read, Ok(n) if n > 0) {
+                    break;
                 }
-                let now = Instant::now();
-                loop {
-                    match ocf_protocol::frame::check(&rbuf, max_message_bytes) {
-                        Ok(Some(len)) if rbuf.len() >= len => {
-                            let f = rbuf.split_to(len).freeze();
-                            peer.handle_frame(now, f);
-                        }
-                        Ok(_) => break,
-                        Err(e) => {
-                            let mut head = [0u8; ocf_protocol::header::HEADER_LEN];
-                            let n = head.len().min(rbuf.len());
-                            head[..n].copy_from_slice(&rbuf[..n]);
-                            peer.handle_frame_error(&head, e);
-                            // A stream that cannot be delimited is closed (RFC 6733 §3).
-                            rbuf.clear();
-                            break;
-                        }
-                    }
+                if let Err((e, head)) = take_frames(&mut rbuf, max_message_bytes, &mut peer) {
+                    // A stream that cannot be delimited is closed (RFC 6733 §3).
+                    peer.handle_frame_error(&head, e);
                 }
             }
             Some(a) = answers.recv() => {
@@ -320,7 +324,7 @@ async fn downstream(
                     peer.transmit().extend_from_slice(&a);
                 }
             }
-            _ = sleep => peer.handle_timeout(Instant::now()),
+            _ = super::connection::until(peer.poll_timeout()) => peer.handle_timeout(Instant::now()),
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
@@ -422,34 +426,14 @@ async fn upstream(
             if peer.is_closed() {
                 break;
             }
-            let deadline = peer.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             rbuf.reserve(READ_CHUNK);
             tokio::select! {
                 read = stream.read_buf(&mut rbuf) => {
-                    match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
+                    if !matches!(read, Ok(n) if n > 0) {
+                        break;
                     }
-                    let now = Instant::now();
-                    loop {
-                        match ocf_protocol::frame::check(&rbuf, max_message_bytes) {
-                            Ok(Some(len)) if rbuf.len() >= len => {
-                                let f = rbuf.split_to(len).freeze();
-                                peer.handle_frame(now, f);
-                            }
-                            Ok(_) => break,
-                            Err(_) => {
-                                rbuf.clear();
-                                peer.disconnect(now, DisconnectCause::DoNotWantToTalkToYou);
-                                break;
-                            }
-                        }
+                    if take_frames(&mut rbuf, max_message_bytes, &mut peer).is_err() {
+                        peer.disconnect(Instant::now(), DisconnectCause::DoNotWantToTalkToYou);
                     }
                 }
                 f = requests.recv() => {
@@ -463,7 +447,7 @@ async fn upstream(
                     peer.transmit().extend_from_slice(&f.frame);
                     pending.insert(hbh, f);
                 }
-                _ = sleep => peer.handle_timeout(Instant::now()),
+                _ = super::connection::until(peer.poll_timeout()) => peer.handle_timeout(Instant::now()),
                 _ = owner.changed() => {
                     // Another owner: this connection ends, the next goes to it.
                     if *owner.borrow() != addr {

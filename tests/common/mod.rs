@@ -666,3 +666,20 @@ pub(crate) fn answer_of(req: &Message, host: &str, result: u32) -> BytesMut {
     w.finish();
     out
 }
+
+/// `ocf-loadtest`, built beside the test binaries by the workspace's test build.
+#[allow(dead_code)]
+pub(crate) fn loadtest() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .map(|d| d.join("ocf-loadtest"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: cargo build -p ocf-loadtest (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}

@@ -72,6 +72,29 @@ pub fn partition_of(tenant: &str, partitions: u32) -> u32 {
     hash % partitions.max(1)
 }
 
+/// Opens (or makes) a key-value bucket of one value per key, kept on `replicas` servers,
+/// entries lasting `max_age` from their last write (none: for ever).
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Option<std::time::Duration>,
+) -> Result<kv::Store, LeaseError> {
+    match js.get_key_value(name).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                history: 1,
+                max_age: max_age.unwrap_or_default(),
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LeaseError::Bucket(e.to_string())),
+    }
+}
+
 fn key(partition: u32) -> String {
     format!("p{partition}")
 }
@@ -85,18 +108,7 @@ impl Leases {
         ttl_ms: i64,
         replicas: usize,
     ) -> Result<Leases, LeaseError> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LeaseError::Bucket(e.to_string()))?,
-        };
+        let kv = bucket(js, BUCKET, replicas, None).await?;
         Ok(Leases {
             kv,
             node: node.to_owned(),

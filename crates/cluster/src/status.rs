@@ -48,19 +48,7 @@ pub struct NodeTable {
 impl NodeTable {
     /// Opens (or makes) the bucket, kept on `replicas` servers.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<NodeTable, LeaseError> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: MAX_AGE,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LeaseError::Bucket(e.to_string()))?,
-        };
+        let kv = crate::lease::bucket(js, BUCKET, replicas, Some(MAX_AGE)).await?;
         Ok(NodeTable { kv })
     }
 
