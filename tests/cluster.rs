@@ -770,4 +770,180 @@ fn the_load_tool_at_all_three_nodes_is_served() {
         "both relays connected to the owner:\n{}",
         a.proc.output()
     );
+    // The cluster as the owner shows it: itself the owner, both standbys caught up with the
+    // log (they write their entry at each look at the lease).
+    let view = cluster_view(&api, 3);
+    assert_eq!(view["owner"]["node"], "node-a", "{view:#}");
+    assert_eq!(view["owner"]["diameter"], owner.to_string(), "{view:#}");
+    assert_eq!(
+        roles(&view),
+        ["node-a owner", "node-b standby", "node-c standby"]
+    );
+    assert!(view["log_end"].as_u64().unwrap() > 0);
+    // And as ocfctl prints it.
+    let text = ocfctl(&a, &api, &["cluster"]);
+    assert!(text.contains("owner node-a"), "{text}");
+    for n in ["node-b", "node-c"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(n) && l.contains("standby")),
+            "{text}"
+        );
+    }
+}
+
+/// `GET /v1/cluster` once `nodes` nodes are in the table and every one has the log's end.
+fn cluster_view(api: &Http, nodes: usize) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, v) = api.call("GET", "/v1/cluster", None);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["enabled"], true, "{v}");
+        let caught_up = v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == nodes && n.iter().all(|n| n["lag_entries"] == 0));
+        if caught_up {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each node's name and role, as `/v1/cluster` lists them ("node-a owner").
+fn roles(view: &serde_json::Value) -> Vec<String> {
+    view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            format!(
+                "{} {}",
+                n["node"].as_str().unwrap_or(""),
+                n["role"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Runs ocfctl against `node`'s admin API with its token; its standard output.
+fn ocfctl(node: &Node, api: &Http, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ocfctl"))
+        .args(["--url", &format!("http://{}", api.addr)])
+        .arg("--token-file")
+        .arg(node.dir.path().join("state/admin-token"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ocfctl {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A drain hands the partition to the node named, with nothing lost and nothing granted twice:
+/// the owner stops, its log takes the stop's records, the lease goes to that node at once (the
+/// other standby must wait), and the old owner exits 75 to start again as a standby. A drain
+/// to a node that is not a standby is refused.
+#[test]
+fn a_drain_hands_the_partition_to_the_node_named() {
+    let nats = nats::Nats::cluster(3);
+    let replicated = "[journal]\ndurability = \"replicated\"\n";
+    let mut a = Node::start("node-a", &nats, replicated);
+    let a_addr = a.serving();
+    let b = Node::start("node-b", &nats, replicated);
+    let mut c = Node::start("node-c", &nats, replicated);
+    let api_a = a.admin();
+    cluster_view(&api_a, 3);
+    const LIMIT: u64 = 10 * MIB;
+    const ASK: u64 = 512 * 1024;
+    let msisdn = device(8600);
+    let mut history = Vec::new();
+    let mut n = 0u32;
+    let mut session = |gw: &mut Gw, node: &'static str, history: &mut Vec<Seen>| -> u32 {
+        n += 1;
+        let sid = format!("drain;{n}");
+        let r = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&msisdn)
+                .mscc(ask(ASK)),
+        );
+        let granted = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
+        if r.result_code != 2001 || granted == 0 {
+            return if r.result_code == 2001 {
+                r.mscc[0].result_code.unwrap_or(0)
+            } else {
+                r.result_code
+            };
+        }
+        history.push(Seen::Granted {
+            node,
+            octets: granted,
+        });
+        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(granted, false)));
+        if t.result_code == 2001 {
+            history.push(Seen::Reported {
+                node,
+                octets: granted,
+            });
+        }
+        2001
+    };
+    let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+    for _ in 0..6 {
+        assert_eq!(session(&mut gw, "node-a", &mut history), 2001);
+    }
+    drop(gw);
+    // Refused: the owner itself, a node that is not there.
+    for (to, status) in [("node-a", 400), ("node-x", 409)] {
+        let body = format!("{{\"to\": \"{to}\"}}");
+        let (s, v) = api_a.call("POST", "/v1/cluster/drain", Some(&body));
+        assert_eq!(s, status, "{to}: {v}");
+    }
+    let said = ocfctl(&a, &api_a, &["cluster", "drain", "--to", "node-c"]);
+    assert!(said.contains("node-c"), "{said}");
+    let drained = Instant::now();
+    assert_eq!(
+        a.proc.wait_exit(WAIT).code(),
+        Some(75),
+        "{}",
+        a.proc.output()
+    );
+    c.proc.wait_for("took the partition over", WAIT);
+    let addr = c.serving();
+    eprintln!(
+        "drain: node-c serves {:?} after the request",
+        drained.elapsed()
+    );
+    let mut gw = Gw::open_at(addr, "pgw.localdomain");
+    let mut exhausted = false;
+    for _ in 0..100 {
+        match session(&mut gw, "node-c", &mut history) {
+            2001 => {}
+            4012 => {
+                exhausted = true;
+                break;
+            }
+            other => panic!("node-c answered {other}"),
+        }
+    }
+    assert!(exhausted, "the pool never ran out");
+    let granted = check_history(&history, LIMIT);
+    assert_eq!(granted["node-a"], 6 * ASK);
+    assert_eq!(
+        granted.values().sum::<u64>(),
+        LIMIT,
+        "every unit granted once: {granted:?}"
+    );
+    let api_c = c.admin();
+    assert_eq!(usage(&api_c, &format!("acme/iot/{msisdn}")), (LIMIT, 0));
+    // node-b waited: the lease was node-c's to take.
+    assert!(!b.proc.output().contains("took the partition over"));
+    // The old owner took itself out of the node table as it stopped.
+    let view = cluster_view(&api_c, 2);
+    assert_eq!(view["owner"]["node"], "node-c", "{view:#}");
+    assert_eq!(roles(&view), ["node-b standby", "node-c owner"]);
 }

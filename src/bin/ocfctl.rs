@@ -57,12 +57,27 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+enum ClusterCmd {
+    /// Hand the partition over: the owner (the node whose admin API this is) stops, its log
+    /// takes its last records, and the node named (or any standby) takes over; the owner
+    /// starts again as a standby.
+    Drain {
+        /// The standby to hand it to (default: whichever claims it first).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// The tenants (enterprises and consumers).
     Tenants,
     /// The cluster: the partition's owner and lease, and each node with how far behind the
-    /// partition's log it is (docs/cluster.md).
-    Cluster,
+    /// partition's log it is (docs/cluster.md); `cluster drain` hands the partition over.
+    Cluster {
+        #[command(subcommand)]
+        cmd: Option<ClusterCmd>,
+    },
     /// The tree under a node, with each node's usage.
     Tree {
         path: String,
@@ -274,7 +289,10 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     let json = cli.json;
     match &cli.command {
         Cmd::Tenants => ctl::tenants(&c, json),
-        Cmd::Cluster => ctl::cluster(&c, json),
+        Cmd::Cluster { cmd: None } => ctl::cluster(&c, json),
+        Cmd::Cluster {
+            cmd: Some(ClusterCmd::Drain { to }),
+        } => ctl::drain(&c, to.as_deref(), json),
         Cmd::Tree { path, depth } => ctl::tree(&c, path, *depth, json),
         Cmd::Usage { path } => ctl::usage(&c, path, json),
         Cmd::Node { path } => ctl::node(&c, path, json),

@@ -855,6 +855,19 @@ pub fn cluster(c: &Client, json: bool) -> Result<String, CtlError> {
     Ok(out)
 }
 
+/// `cluster drain [--to NODE]`.
+pub fn drain(c: &Client, to: Option<&str>, json: bool) -> Result<String, CtlError> {
+    let body = serde_json::json!({ "to": to });
+    let v = call(c, "POST", "/v1/cluster/drain", Some(&body))?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    Ok(format!(
+        "draining: the partition goes to {}; this node starts again as a standby\n",
+        to.unwrap_or("whichever standby claims it first")
+    ))
+}
+
 /// `sessions PATH`.
 pub fn sessions(c: &Client, path: &str, json: bool) -> Result<String, CtlError> {
     let v = call(

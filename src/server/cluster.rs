@@ -24,6 +24,14 @@ use crate::config::Config;
 /// The one partition this version serves (all tenants).
 const PARTITION: u32 = 0;
 
+/// What the admin API reaches of a cluster node.
+pub struct ClusterHandle {
+    pub node: Arc<Node>,
+    pub partition: u32,
+    /// Asks the owner to hand the partition over (to the named node, or to any standby).
+    pub drain: tokio::sync::mpsc::Sender<Option<String>>,
+}
+
 /// The node's settings from the configuration.
 pub fn node_config(config: &Config) -> NodeConfig {
     let c = &config.cluster;
@@ -99,6 +107,7 @@ pub(super) async fn serve(
         _ = &mut shutdown => {
             info!(node = %name, "stopped while standing by");
             relay.stop(RELAY_GRACE).await;
+            node.forget().await;
             return Ok(());
         }
     };
@@ -129,10 +138,16 @@ pub(super) async fn serve(
     // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
     // replicator's task.
     let cfg = config.clone();
-    let server =
+    let mut server =
         tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(replication)))
             .await
             .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
+    server.cluster = Some(Arc::new(ClusterHandle {
+        node: node.clone(),
+        partition: PARTITION,
+        drain,
+    }));
     let advertised = config.cluster.advertise_diameter.clone().or_else(|| {
         server
             .local_addrs()
@@ -161,14 +176,20 @@ pub(super) async fn serve(
         })
     };
     let deposed = Arc::new(AtomicBool::new(false));
+    // A drain asked for through the admin API: to whom (None: any standby).
+    let drained: Arc<std::sync::Mutex<Option<Option<String>>>> = Arc::default();
     let stop = {
-        let deposed = deposed.clone();
+        let (deposed, drained) = (deposed.clone(), drained.clone());
         let lease = &mut lease;
         async move {
             tokio::select! {
                 _ = &mut shutdown => {}
                 _ = replicator.deposed() => deposed.store(true, Ordering::Release),
                 _ = lease => deposed.store(true, Ordering::Release),
+                Some(to) = drains.recv() => {
+                    info!(to = ?to, "draining: handing the partition over");
+                    *drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
+                }
             }
         }
     };
@@ -176,6 +197,7 @@ pub(super) async fn serve(
     reporter.abort();
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
+        node.forget().await;
         return Err(ServerError::Deposed);
     }
     // A clean stop: the log gets what the stop wrote, then the lease is given up so that a
@@ -191,9 +213,19 @@ pub(super) async fn serve(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = release.send(());
+    let drained = drained.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let _ = release.send(drained.clone().flatten());
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
-    Ok(())
+    node.forget().await;
+    match drained {
+        // Handed over on purpose: the unit restarts this node, as a standby.
+        Some(to) => {
+            Err(ServerError::HandedOver(to.unwrap_or_else(|| {
+                "whichever standby claims it first".into()
+            })))
+        }
+        None => Ok(()),
+    }
 }
 
 /// How often the owner writes its entry in the node table.

@@ -41,8 +41,8 @@ use ocf_transport::tcp;
 
 /// EX_CONFIG from sysexits.h: the configuration or command line is wrong.
 pub const EXIT_CONFIG: u8 = 64;
-/// The exit status of a cluster node another node took the partition from (EX_TEMPFAIL: the
-/// unit restarts it, as a standby).
+/// The exit status of a cluster node another node took the partition from, or that handed it
+/// over on purpose (EX_TEMPFAIL: the unit restarts it, as a standby).
 pub const EXIT_DEPOSED: u8 = 75;
 
 /// Reads the configuration for a reload: the file with the command line's overrides, or why it
@@ -97,6 +97,10 @@ pub enum ServerError {
     /// start again as a standby.
     #[error("another node took the partition over; this node stopped charging for it")]
     Deposed,
+    /// The partition was handed over on purpose (a drain): the node exits to start again as
+    /// a standby.
+    #[error("the partition was handed over to {0} (a drain); this node starts again as a standby")]
+    HandedOver(String),
 }
 
 impl ServerError {
@@ -114,7 +118,8 @@ impl ServerError {
             ServerError::Admin(_)
             | ServerError::Listen { .. }
             | ServerError::Cluster(_)
-            | ServerError::Deposed => false,
+            | ServerError::Deposed
+            | ServerError::HandedOver(_) => false,
         }
     }
 
@@ -123,7 +128,7 @@ impl ServerError {
     pub fn exit_code(&self) -> u8 {
         if self.is_config_error() {
             EXIT_CONFIG
-        } else if matches!(self, ServerError::Deposed) {
+        } else if matches!(self, ServerError::Deposed | ServerError::HandedOver(_)) {
             EXIT_DEPOSED
         } else {
             1
@@ -226,7 +231,7 @@ pub struct Server {
     /// Webhook endpoints, started with the server.
     webhooks: Vec<webhooks::Endpoint>,
     /// In a cluster: this node and its partition (for `/v1/cluster`).
-    cluster: Option<(Arc<ocf_cluster::node::Node>, u32)>,
+    cluster: Option<Arc<cluster::ClusterHandle>>,
 }
 
 /// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the

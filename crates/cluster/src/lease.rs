@@ -28,6 +28,10 @@ pub struct Holder {
     /// requests to it; absent until it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diameter: Option<String>,
+    /// A lease handed over on purpose (a drain): the node that may take it at once; any
+    /// other waits until `until_ms` (in case that node never does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The revision of a lease its owner last wrote: the owner's epoch. A later owner always has
@@ -132,6 +136,7 @@ impl Leases {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            next: None,
         };
         // Plain data with string keys: serialising cannot fail.
         serde_json::to_vec(&h).unwrap_or_default().into()
@@ -176,7 +181,9 @@ impl Leases {
                 }
                 Err(e) => Err(nats(e.to_string())),
             },
-            Some((h, _)) if h.until_ms > now_ms => Ok(Claim::Held(h)),
+            Some((h, _)) if h.until_ms > now_ms && h.next.as_deref() != Some(&self.node) => {
+                Ok(Claim::Held(h))
+            }
             Some((_, Epoch(revision))) => {
                 match self
                     .kv
@@ -231,10 +238,29 @@ impl Leases {
     /// node may claim it without waiting out the lease time. False if this node no longer
     /// held it.
     pub async fn release(&self, partition: u32, epoch: Epoch) -> Result<bool, LeaseError> {
+        self.hand_over(partition, epoch, None, 0).await
+    }
+
+    /// Gives the lease held at `epoch` up to `next` (a drain to a chosen node): `next` may
+    /// take it at once, any other node once the lease time has passed from `now_ms` (in case
+    /// `next` never does). Without `next`, as [`Leases::release`]. False if this node no
+    /// longer held it.
+    pub async fn hand_over(
+        &self,
+        partition: u32,
+        epoch: Epoch,
+        next: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, LeaseError> {
         let ended = Holder {
             node: self.node.clone(),
-            until_ms: 0,
+            until_ms: if next.is_some() {
+                now_ms.saturating_add(self.ttl_ms)
+            } else {
+                0
+            },
             diameter: None,
+            next: next.map(str::to_owned),
         };
         let value = serde_json::to_vec(&ended).unwrap_or_default();
         match self.kv.update(key(partition), value.into(), epoch.0).await {

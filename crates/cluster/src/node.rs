@@ -177,6 +177,14 @@ impl Node {
         }
     }
 
+    /// Takes this node's entry out of the node table (it stops; an entry left by a node that
+    /// dies goes by itself after a while).
+    pub async fn forget(&self) {
+        if let Err(e) = self.table.remove(&self.config.node).await {
+            tracing::debug!(error = %e, "cannot remove this node from the node table");
+        }
+    }
+
     /// The cluster now: the lease, the log's end, and every node's entry with its lag.
     pub async fn status(&self, partition: u32) -> Result<ClusterStatus, ClusterError> {
         let holder = self.leases.holder(partition).await?;
@@ -374,7 +382,8 @@ pub enum LeaseEnd {
 
 /// Keeps the lease of `partition`, held as `ownership`, for as long as it can: renewed at a
 /// third of its time, the fence open until its end less the margin. Returns once another node
-/// holds it, or once `release` fires (it is then given up); the fence is closed either way.
+/// holds it, or once `release` fires (it is then given up, to the node it names if any); the
+/// fence is closed either way.
 /// While NATS cannot be reached it keeps trying; the fence closes by time meanwhile and opens
 /// again if a renewal gets through first.
 pub async fn keep_lease(
@@ -382,7 +391,7 @@ pub async fn keep_lease(
     partition: u32,
     mut ownership: Ownership,
     fence: Arc<Fence>,
-    release: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::oneshot::Receiver<Option<String>>,
 ) -> LeaseEnd {
     let mut release = std::pin::pin!(release);
     let mut due = ownership.renew_at_ms();
@@ -390,10 +399,11 @@ pub async fn keep_lease(
         let wait = due.saturating_sub(now_ms()).max(0) as u64;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = &mut release => {
+            next = &mut release => {
                 fence.close();
-                match leases.release(partition, ownership.epoch).await {
-                    Ok(true) => tracing::info!(partition, "lease given up"),
+                let next = next.ok().flatten();
+                match leases.hand_over(partition, ownership.epoch, next.as_deref(), now_ms()).await {
+                    Ok(true) => tracing::info!(partition, next = ?next, "lease given up"),
                     Ok(false) => tracing::warn!(partition, "the lease was already another node's"),
                     Err(e) => tracing::warn!(error = %e, partition, "cannot give the lease up; it ends by itself"),
                 }

@@ -62,6 +62,14 @@ impl NodeTable {
             .map_err(|e| LeaseError::Bucket(e.to_string()))
     }
 
+    /// Removes a node's entry (it stops).
+    pub async fn remove(&self, node: &str) -> Result<(), LeaseError> {
+        self.kv
+            .delete(node)
+            .await
+            .map_err(|e| LeaseError::Bucket(e.to_string()))
+    }
+
     /// Every node's entry, by name (an entry that does not read as one is left out).
     pub async fn list(&self) -> Result<Vec<NodeStatus>, LeaseError> {
         use futures_core::Stream;

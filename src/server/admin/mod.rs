@@ -43,7 +43,7 @@ pub struct AdminState {
     /// Named tokens with a role and a scope (`state_dir/tokens.json`).
     pub tokens: Arc<access::Tokens>,
     /// In a cluster: this node and its partition (for `/v1/cluster`).
-    pub cluster: Option<(Arc<ocf_cluster::node::Node>, u32)>,
+    pub cluster: Option<Arc<crate::server::cluster::ClusterHandle>>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
