@@ -56,7 +56,13 @@ for line in sys.stdin:
 ird="$work/initramfs"
 rm -rf "$ird" && mkdir -p "$ird"/{bin,proc,sys,dev,tmp,modules}
 cp /bin/busybox "$ird/bin/busybox"
-cp "$bin" "$ird/sctp-test"
+# Without its debug information (most of a debug build's size): the guest unpacks the
+# initramfs into its memory.
+if command -v strip >/dev/null; then
+    strip --strip-debug -o "$ird/sctp-test" "$bin"
+else
+    cp "$bin" "$ird/sctp-test"
+fi
 mods="crypto/crc32c_generic.ko lib/libcrc32c.ko net/ipv4/udp_tunnel.ko net/ipv6/ip6_udp_tunnel.ko net/sctp/sctp.ko"
 for m in $mods; do
     if [ -f "$moddir/$m" ]; then cp "$moddir/$m" "$ird/modules/"; fi
@@ -83,7 +89,7 @@ chmod +x "$ird/init"
 # 4. Boot (bounded), read the result line.
 echo "sctp-vm-test: booting $(basename "$(ls "$kdir"/root/boot/vmlinuz-*)") under qemu" >&2
 log="$work/console.log"
-timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp 2 -nographic -no-reboot \
+timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
     -kernel "$kdir/vmlinuz" -initrd "$work/initramfs.gz" \
     -append "console=ttyS0 quiet panic=-1" >"$log" 2>&1 || true
 grep -E "^(test |running|test result)" "$log" || true
