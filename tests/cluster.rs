@@ -191,7 +191,13 @@ fn a_standby_takes_over_a_killed_owner_and_its_sessions_carry_on() {
     );
     for i in 0..10u64 {
         let sid = format!("pgw;{i}");
-        let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
+        // As a gateway does within a session: addressed to the host that answered so far (the
+        // dead owner). Any node of the cluster answers for it.
+        let r = gw.ask(
+            &CcrSpec::new(&sid, UPDATE, 2)
+                .destination_host("node-a.localdomain")
+                .mscc(report(MIB, true)),
+        );
         assert_eq!(r.result_code, 2001, "session {sid} on the new owner: {r:?}");
         let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 3).mscc(report(0, false)));
         assert_eq!(r.result_code, 2001, "{r:?}");
@@ -642,6 +648,33 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
         a.proc.output().contains("node-b.localdomain"),
         "the owner saw the relay's CER"
     );
+    // A manager blocks another device: the owner's ASR for its session comes down through the
+    // relay, and the gateway's answer goes back up (the session is aborted, not left to
+    // expire).
+    let r = gw.ask(
+        &CcrSpec::new("relayed;asr", INITIAL, 0)
+            .msisdn(&device(8502))
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    let (status, v) = api_a.call(
+        "PUT",
+        &format!("/v1/blocked/acme/iot/{}", device(8502)),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let asr = gw.conn.expect_frame();
+    assert!(
+        asr.header.is_request() && asr.header.command_code == 274,
+        "{asr:?}"
+    );
+    assert_eq!(
+        asr.session_id().and_then(|s| s.utf8().ok()),
+        Some("relayed;asr")
+    );
+    gw.conn.send(&answer_of(&asr, "pgw.localdomain", 2001));
+    let aborted = events_of(&api_a, "kind=session_aborted", 1);
+    assert_eq!(aborted[0]["session_id"], "relayed;asr", "{aborted:?}");
     // A request whose Route-Record names the standby has been there: a loop.
     let mut looped = bytes::BytesMut::new();
     CcrSpec::new("looped;1", INITIAL, 0)

@@ -65,6 +65,8 @@ pub struct CcrSpec {
     pub origin_host: String,
     pub origin_realm: String,
     pub destination_realm: String,
+    /// Destination-Host (none: left out, as in a session's first request).
+    pub destination_host: Option<String>,
     pub request_type: u32,
     pub request_number: u32,
     /// (Subscription-Id-Type, data): 0 E.164, 1 IMSI, 2 SIP URI, 3 NAI.
@@ -88,6 +90,7 @@ impl CcrSpec {
             origin_host: "pgw.localdomain".into(),
             origin_realm: "localdomain".into(),
             destination_realm: "localdomain".into(),
+            destination_host: None,
             request_type,
             request_number,
             subscriptions: Vec::new(),
@@ -115,6 +118,12 @@ impl CcrSpec {
     /// Sends the RAT type (3GPP-RAT-Type).
     pub fn rat_type(mut self, rat: u8) -> Self {
         self.rat_type = Some(rat);
+        self
+    }
+
+    /// Names the server the request is for (Destination-Host).
+    pub fn destination_host(mut self, host: &str) -> Self {
+        self.destination_host = Some(host.to_owned());
         self
     }
 
@@ -149,6 +158,9 @@ impl CcrSpec {
         w.identity(c::ORIGIN_HOST, &self.origin_host);
         w.identity(c::ORIGIN_REALM, &self.origin_realm);
         w.identity(c::DESTINATION_REALM, &self.destination_realm);
+        if let Some(h) = &self.destination_host {
+            w.identity(c::DESTINATION_HOST, h);
+        }
         w.u32(c::AUTH_APPLICATION_ID, application::CREDIT_CONTROL);
         w.utf8(c::SERVICE_CONTEXT_ID, "32251@3gpp.org");
         w.u32(c::CC_REQUEST_TYPE, self.request_type);

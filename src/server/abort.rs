@@ -34,6 +34,9 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 const TRIES: u32 = 2;
 /// DIAMETER_UNKNOWN_SESSION_ID in an RAA or ASA: the gateway has no such session.
 const UNKNOWN_SESSION_ID: u32 = 5002;
+/// Gateways behind relays remembered at most (past it the table starts again: they are
+/// learned again from their next requests).
+const MAX_LEARNED: usize = 65536;
 /// Requests of one storm (a block, a re-authorisation) awaiting answers at once.
 const IN_FLIGHT: usize = 256;
 
@@ -43,11 +46,14 @@ struct Entry {
     tx: mpsc::Sender<Outbound>,
 }
 
-/// Open connections by their peer's Origin-Host (the newest, if a host has several).
+/// Open connections by their peer's Origin-Host (the newest, if a host has several), and the
+/// gateways reached through a relay (a cluster's standby): learned from their requests, whose
+/// Origin-Host is not the peer's that brought them (RFC 6733 §6.1.8).
 #[derive(Default)]
 pub struct Peers {
     by_host: Mutex<HashMap<String, Entry>>,
     next: AtomicU64,
+    via: Mutex<HashMap<String, String>>,
 }
 
 /// A connection's place in [`Peers`], and the requests for it.
@@ -88,18 +94,36 @@ impl Peers {
         }
     }
 
+    /// Notes that requests from `host` came through the peer `relay`: requests for `host`
+    /// go that way while it is not connected itself.
+    pub fn learn(&self, host: &str, relay: &str) {
+        let mut via = self.via.lock().unwrap_or_else(|p| p.into_inner());
+        if via.get(host).is_none_or(|r| r != relay) {
+            if via.len() >= MAX_LEARNED && !via.contains_key(host) {
+                via.clear();
+            }
+            via.insert(host.to_owned(), relay.to_owned());
+        }
+    }
+
     /// The way to `host`, if it is connected.
     pub fn sender(&self, host: &str) -> Option<mpsc::Sender<Outbound>> {
         self.route(host).map(|(tx, _)| tx)
     }
 
-    /// The way to `host`, and its realm, if it is connected.
+    /// The way to `host` (itself, or the relay its requests came through), and its realm, if
+    /// connected.
     fn route(&self, host: &str) -> Option<(mpsc::Sender<Outbound>, String)> {
-        self.by_host
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(host)
-            .map(|e| (e.tx.clone(), e.realm.clone()))
+        let by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        let direct = by_host.get(host);
+        let entry = match direct {
+            Some(e) => Some(e),
+            None => {
+                let via = self.via.lock().unwrap_or_else(|p| p.into_inner());
+                via.get(host).and_then(|r| by_host.get(r))
+            }
+        };
+        entry.map(|e| (e.tx.clone(), e.realm.clone()))
     }
 }
 

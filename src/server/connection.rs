@@ -73,6 +73,7 @@ fn answer_events<'e>(
     tracked: &mut Option<Vec<Tracked>>,
     reports: &mut Doic,
     ours: &mut Ours,
+    peers: &super::abort::Peers,
 ) -> u64 {
     let mut answered = 0;
     while let Some(ev) = peer.poll_event() {
@@ -85,6 +86,17 @@ fn answer_events<'e>(
                 ours.opened = Some((origin_host, origin_realm));
             }
             Event::Request(msg) => {
+                // A request relayed for another node (a cluster's standby): requests for that
+                // node go back the same way.
+                if let (Some(via), Some(origin)) = (
+                    peer.remote_host(),
+                    msg.find(ocf_protocol::codes::avp::ORIGIN_HOST)
+                        .and_then(|a| a.identity().ok()),
+                ) {
+                    if !origin.eq_ignore_ascii_case(via) {
+                        peers.learn(origin, via);
+                    }
+                }
                 let (identity, out) = peer.identity_and_transmit();
                 let start = out.len();
                 dispatch::answer(store, sy, batch, identity, out, &msg);
@@ -266,6 +278,9 @@ pub(crate) async fn drive<S>(
     // Settings a reload may change; checked once per read.
     let mut live = shared.live.load_full();
     let mut peer = Peer::responder(live.peer.clone(), &local, Instant::now(), seed);
+    if live.any_host {
+        peer.accept_any_host();
+    }
     if let Some(check) = identity {
         peer.require_identity(check);
     }
@@ -308,6 +323,7 @@ pub(crate) async fn drive<S>(
                 &mut tracked,
                 &mut reports,
                 &mut ours,
+                &shared.peers,
             );
             reports.finish(&shared);
             if let Some(b) = batch.take() {
@@ -418,7 +434,7 @@ pub(crate) async fn drive<S>(
                                 }
                             }
                             peer.handle_frame(now, f);
-                            answered += answer_events(&mut peer, &shared.store, &shared.sy, &mut batch, remote, &mut tracked, &mut reports, &mut ours);
+                            answered += answer_events(&mut peer, &shared.store, &shared.sy, &mut batch, remote, &mut tracked, &mut reports, &mut ours, &shared.peers);
                         }
                         Cut::Error(e, head) => {
                             debug!(%remote, error = ?e, "bad message header");

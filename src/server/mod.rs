@@ -155,6 +155,9 @@ pub(crate) struct Live {
     /// In `write` and `fsync` durability, how long answers wait for their records before they
     /// are answered 3004 instead (`journal.durable_timeout_ms`).
     pub durable_timeout: Duration,
+    /// A cluster node answers requests addressed to any node of its realm (the owner before a
+    /// takeover, a standby that relayed them).
+    pub any_host: bool,
 }
 
 /// Settings every connection driver reads.
@@ -343,6 +346,7 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
             .then(|| Duration::from_micros(d.overload_queue_us)),
         doic_validity_s: d.doic_validity_s,
         durable_timeout: Duration::from_millis(config.journal.durable_timeout_ms),
+        any_host: config.cluster.enabled,
     })
 }
 

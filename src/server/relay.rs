@@ -5,6 +5,8 @@
 //! way down, End-to-End left alone. A request that already passed this node (its Route-Record
 //! names it) is answered 3005 DIAMETER_LOOP_DETECTED; one that cannot reach an owner (none
 //! yet, or its connection is down) is answered 3002 DIAMETER_UNABLE_TO_DELIVER by this node.
+//! Requests the owner sends gateways (RAR, ASR) come down the same way, to the gateway their
+//! Destination-Host names, and their answers go back up.
 //! The owner is found in the partition's lease, which names its Diameter address. When this
 //! node takes the partition over, the relay stops and its gateways connect again, to it.
 
@@ -45,6 +47,16 @@ struct Forward {
     request: Message,
     reply: mpsc::UnboundedSender<Bytes>,
 }
+
+/// A request the owner sends a gateway (RAR, ASR), on its way down, and where its answer goes
+/// (with the Hop-by-Hop the owner gave it).
+struct Down {
+    request: Message,
+    reply: mpsc::UnboundedSender<Bytes>,
+}
+
+/// The gateways connected here, by Origin-Host: where the owner's requests for them go.
+type Gateways = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Down>>>>;
 
 /// Requests relayed, by what became of them (for metrics and tests).
 #[derive(Default)]
@@ -97,6 +109,7 @@ impl Relay {
         let (stop, stop_rx) = watch::channel(false);
         let (up_tx, up_rx) = mpsc::channel::<Forward>(QUEUE);
         let counts = Arc::new(RelayCounts::default());
+        let gateways: Gateways = Arc::default();
         let tracker = TaskTracker::new();
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
@@ -118,22 +131,26 @@ impl Relay {
             })?;
             info!(transport = "tcp", addr = %local, "relaying to the partition's owner");
             bound.push(local);
-            let (peer, up, stop, tracker2, counts, seed) = (
+            let (peer, up, stop, tracker2, counts, seed, gateways) = (
                 peer.clone(),
                 up_tx.clone(),
                 stop_rx.clone(),
                 tracker.clone(),
                 counts.clone(),
                 seed.clone(),
+                gateways.clone(),
             );
             tasks.push(tokio::spawn(accept(
                 l,
-                peer,
-                max_message_bytes,
-                up,
+                Link {
+                    config: peer,
+                    max_message_bytes,
+                    up,
+                    counts,
+                    gateways,
+                },
                 stop,
                 tracker2,
-                counts,
                 seed,
             )));
         }
@@ -143,6 +160,7 @@ impl Relay {
             peer,
             max_message_bytes,
             counts.clone(),
+            gateways,
             stop_rx,
         )));
         Ok((
@@ -168,15 +186,21 @@ impl Relay {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn accept(
-    l: TcpListener,
-    peer: Arc<PeerConfig>,
+/// What a gateway's connection to this standby shares with the others.
+#[derive(Clone)]
+struct Link {
+    config: Arc<PeerConfig>,
     max_message_bytes: usize,
     up: mpsc::Sender<Forward>,
+    counts: Arc<RelayCounts>,
+    gateways: Gateways,
+}
+
+async fn accept(
+    l: TcpListener,
+    link: Link,
     mut stop: watch::Receiver<bool>,
     tracker: TaskTracker,
-    counts: Arc<RelayCounts>,
     seed: Arc<AtomicU64>,
 ) {
     loop {
@@ -186,7 +210,7 @@ async fn accept(
                     let _ = ocf_transport::tcp::configure(&stream);
                     let local: Vec<IpAddr> = stream.local_addr().map(|a| vec![a.ip()]).unwrap_or_default();
                     let s = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                    tracker.spawn(downstream(stream, remote, local, s, peer.clone(), max_message_bytes, up.clone(), stop.clone(), counts.clone()));
+                    tracker.spawn(downstream(stream, remote, local, s, link.clone(), stop.clone()));
                 }
                 Err(e) => {
                     warn!(error = %e, "relay: accept failed");
@@ -230,20 +254,29 @@ fn routed_through(req: &Message, host: &str) -> bool {
 }
 
 /// One gateway's connection to this standby.
-#[allow(clippy::too_many_arguments)]
 async fn downstream(
     mut stream: TcpStream,
     remote: SocketAddr,
     local: Vec<IpAddr>,
     seed: u64,
-    config: Arc<PeerConfig>,
-    max_message_bytes: usize,
-    up: mpsc::Sender<Forward>,
+    link: Link,
     mut stop: watch::Receiver<bool>,
-    counts: Arc<RelayCounts>,
 ) {
+    let Link {
+        config,
+        max_message_bytes,
+        up,
+        counts,
+        gateways,
+    } = link;
     let mut peer = Peer::responder(config.clone(), &local, Instant::now(), seed);
+    peer.accept_any_host();
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Bytes>();
+    // The owner's requests for this gateway, and those sent and not yet answered, by the
+    // Hop-by-Hop used here.
+    let (downs_tx, mut downs) = mpsc::unbounded_channel::<Down>();
+    let mut sent_down: HashMap<u32, Down> = HashMap::new();
+    let mut registered: Option<String> = None;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = *stop.borrow();
     if stopping {
@@ -253,7 +286,12 @@ async fn downstream(
         while let Some(ev) = peer.poll_event() {
             match ev {
                 Event::Opened { origin_host, .. } => {
-                    debug!(%remote, %origin_host, "relay: gateway open")
+                    debug!(%remote, %origin_host, "relay: gateway open");
+                    gateways
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(origin_host.clone(), downs_tx.clone());
+                    registered = Some(origin_host);
                 }
                 Event::Request(req) => {
                     let own = &config.identity.origin_host;
@@ -293,7 +331,15 @@ async fn downstream(
                         peer.transmit().extend_from_slice(&a);
                     }
                 }
-                Event::Answer(_) => {}
+                Event::Answer(msg) => {
+                    // A gateway's answer to the owner's request: up, with the owner's
+                    // Hop-by-Hop.
+                    if let Some(d) = sent_down.remove(&msg.header.hop_by_hop) {
+                        let mut a = BytesMut::from(&msg.to_bytes()[..]);
+                        set_hop_by_hop(&mut a, d.request.header.hop_by_hop);
+                        let _ = d.reply.send(a.freeze());
+                    }
+                }
                 Event::Closed(reason) => debug!(%remote, ?reason, "relay: gateway closed"),
             }
         }
@@ -324,12 +370,34 @@ async fn downstream(
                     peer.transmit().extend_from_slice(&a);
                 }
             }
+            Some(d) = downs.recv(), if peer.is_open() => {
+                let (hbh, _) = peer.send_request(d.request.header.command_code);
+                let mut f = BytesMut::from(&d.request.to_bytes()[..]);
+                set_hop_by_hop(&mut f, hbh);
+                peer.transmit().extend_from_slice(&f);
+                sent_down.insert(hbh, d);
+            }
             _ = super::connection::until(peer.poll_timeout()) => peer.handle_timeout(Instant::now()),
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
             }
         }
+    }
+    // Requests for this gateway now go nowhere: the owner hears 3002 from the upstream.
+    if let Some(h) = registered {
+        let mut g = gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if g.get(&h).is_some_and(|tx| tx.same_channel(&downs_tx)) {
+            g.remove(&h);
+        }
+    }
+    for (_, d) in sent_down {
+        let _ = d.reply.send(error_answer(
+            &config,
+            &d.request,
+            ResultCode::UnableToDeliver,
+            "the gateway's connection to the relay ended",
+        ));
     }
 }
 
@@ -340,6 +408,7 @@ async fn upstream(
     config: Arc<PeerConfig>,
     max_message_bytes: usize,
     counts: Arc<RelayCounts>,
+    gateways: Gateways,
     mut stop: watch::Receiver<bool>,
 ) {
     let unable = |f: &Forward, why: &'static str| {
@@ -383,9 +452,12 @@ async fn upstream(
             .map(|a| vec![a.ip()])
             .unwrap_or_default();
         let mut peer = Peer::initiator(config.clone(), &local, Instant::now(), 1);
+        peer.accept_any_host();
         let mut open = false;
         // Hop-by-Hop up → (the request, the gateway's Hop-by-Hop, where its answer goes).
         let mut pending: HashMap<u32, Forward> = HashMap::new();
+        // Gateways' answers to the owner's requests, on their way up.
+        let (owner_answers_tx, mut owner_answers) = mpsc::unbounded_channel::<Bytes>();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         loop {
             while let Some(ev) = peer.poll_event() {
@@ -403,14 +475,35 @@ async fn upstream(
                         }
                     }
                     Event::Request(req) => {
-                        // Requests the owner sends gateways (RAR, ASR) are not relayed yet.
-                        let a = error_answer(
-                            &config,
-                            &req,
-                            ResultCode::UnableToDeliver,
-                            "this node does not relay requests to gateways",
-                        );
-                        peer.transmit().extend_from_slice(&a);
+                        // A request the owner sends a gateway (RAR, ASR): down to it by its
+                        // Destination-Host, if it is connected here.
+                        let to = req
+                            .find(code::DESTINATION_HOST)
+                            .and_then(|a| a.identity().ok())
+                            .and_then(|h| {
+                                gateways
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .get(h)
+                                    .cloned()
+                            });
+                        let down = Down {
+                            request: req,
+                            reply: owner_answers_tx.clone(),
+                        };
+                        let refused = match to {
+                            Some(tx) => tx.send(down).err().map(|e| e.0),
+                            None => Some(down),
+                        };
+                        if let Some(d) = refused {
+                            let a = error_answer(
+                                &config,
+                                &d.request,
+                                ResultCode::UnableToDeliver,
+                                "the gateway is not connected to this relay",
+                            );
+                            peer.transmit().extend_from_slice(&a);
+                        }
                     }
                     Event::Closed(reason) => {
                         info!(?reason, "relay: the owner's connection closed")
@@ -435,6 +528,9 @@ async fn upstream(
                     if take_frames(&mut rbuf, max_message_bytes, &mut peer).is_err() {
                         peer.disconnect(Instant::now(), DisconnectCause::DoNotWantToTalkToYou);
                     }
+                }
+                Some(a) = owner_answers.recv() => {
+                    peer.transmit().extend_from_slice(&a);
                 }
                 f = requests.recv() => {
                     let Some(mut f) = f else { return };

@@ -417,3 +417,41 @@ fn frame_errors_answer_then_close_when_fatal() {
     assert!(!ans.header.flags.is_error());
     assert!(s.is_closed());
 }
+
+/// A request for another host of our realm is answered 3002 (with the Destination-Host as
+/// Failed-AVP), unless the peer accepts any host (a relay, a cluster node): then it is handed
+/// up like one for us. Another realm stays 3003 either way.
+#[test]
+fn requests_for_another_host_are_refused_unless_any_host_is_accepted() {
+    let for_host = |b: &mut BytesMut, realm: &str, host: &str| {
+        let mut w = MessageWriter::new(b, &Header::request(272, 4, 9, 9));
+        w.utf8(c::SESSION_ID, "gw;1;3");
+        w.identity(c::ORIGIN_HOST, "gw.localdomain");
+        w.identity(c::ORIGIN_REALM, "localdomain");
+        w.identity(c::DESTINATION_REALM, realm);
+        w.identity(c::DESTINATION_HOST, host);
+        w.u32(c::AUTH_APPLICATION_ID, 4);
+        w.utf8(c::SERVICE_CONTEXT_ID, "32251@3gpp.org");
+        w.u32(c::CC_REQUEST_TYPE, 1);
+        w.u32(c::CC_REQUEST_NUMBER, 0);
+        w.finish();
+    };
+    let mut p = Pair::open();
+    events(&mut p.server);
+    let now = p.now;
+    let s = &mut p.server;
+    let refused = ask(s, now, |b| for_host(b, "localdomain", "other.localdomain")).unwrap();
+    assert_eq!(result_code(&refused), 3002);
+    assert!(refused.find(c::FAILED_AVP).is_some());
+    s.accept_any_host();
+    assert!(ask(s, now, |b| for_host(b, "localdomain", "other.localdomain")).is_none());
+    match events(s).as_slice() {
+        [Event::Request(m)] => assert_eq!(m.header.command_code, 272),
+        other => panic!("{other:?}"),
+    }
+    let elsewhere = ask(s, now, |b| {
+        for_host(b, "elsewhere.net", "other.elsewhere.net")
+    })
+    .unwrap();
+    assert_eq!(result_code(&elsewhere), 3003);
+}
