@@ -17,20 +17,13 @@ use ocf_cluster::replicator::{self, Replicator};
 use ocf_cluster::status::Role;
 use tracing::info;
 
+use super::admin::cluster::ClusterHandle;
 use super::relay::Relay;
 use super::{LoadConfig, Server, ServerError, reload, systemd};
 use crate::config::Config;
 
 /// The one partition this version serves (all tenants).
 const PARTITION: u32 = 0;
-
-/// What the admin API reaches of a cluster node.
-pub struct ClusterHandle {
-    pub node: Arc<Node>,
-    pub partition: u32,
-    /// Asks the owner to hand the partition over (to the named node, or to any standby).
-    pub drain: tokio::sync::mpsc::Sender<Option<String>>,
-}
 
 /// The node's settings from the configuration.
 pub fn node_config(config: &Config) -> NodeConfig {

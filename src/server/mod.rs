@@ -234,7 +234,7 @@ pub struct Server {
     /// Webhook endpoints, started with the server.
     webhooks: Vec<webhooks::Endpoint>,
     /// In a cluster: this node and its partition (for `/v1/cluster`).
-    cluster: Option<Arc<cluster::ClusterHandle>>,
+    cluster: Option<Arc<admin::cluster::ClusterHandle>>,
 }
 
 /// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the

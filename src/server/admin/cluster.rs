@@ -11,6 +11,14 @@ use axum::routing::get;
 
 use super::{AdminState, ApiError};
 
+/// What the admin API reaches of a cluster node (the daemon's cluster side makes it).
+pub struct ClusterHandle {
+    pub node: std::sync::Arc<ocf_cluster::node::Node>,
+    pub partition: u32,
+    /// Asks the owner to hand the partition over (to the named node, or to any standby).
+    pub drain: tokio::sync::mpsc::Sender<Option<String>>,
+}
+
 /// How long a look at NATS may take before the caller is told it is out of reach.
 const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -27,9 +35,7 @@ async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
 }
 
 /// The cluster now, bounded in time.
-async fn look(
-    c: &crate::server::cluster::ClusterHandle,
-) -> Result<ocf_cluster::node::ClusterStatus, ApiError> {
+async fn look(c: &ClusterHandle) -> Result<ocf_cluster::node::ClusterStatus, ApiError> {
     tokio::time::timeout(LOOK_TIMEOUT, c.node.status(c.partition))
         .await
         .map_err(|_| {

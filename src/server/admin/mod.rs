@@ -8,7 +8,7 @@
 pub mod access;
 pub mod api;
 pub mod caller;
-mod cluster;
+pub mod cluster;
 mod console;
 mod explain;
 pub mod metrics;
@@ -43,7 +43,7 @@ pub struct AdminState {
     /// Named tokens with a role and a scope (`state_dir/tokens.json`).
     pub tokens: Arc<access::Tokens>,
     /// In a cluster: this node and its partition (for `/v1/cluster`).
-    pub cluster: Option<Arc<crate::server::cluster::ClusterHandle>>,
+    pub cluster: Option<Arc<cluster::ClusterHandle>>,
 }
 
 /// An error answer: a status and a reason, as `{"error": "..."}`.
