@@ -373,6 +373,61 @@ enum Seen {
     Reported { node: &'static str, octets: u64 },
 }
 
+/// One device's pool drawn by sessions, with the history of what the gateways saw.
+struct Pool {
+    /// Session-Ids are this and a number.
+    name: &'static str,
+    msisdn: String,
+    /// Octets each session asks for.
+    ask: u64,
+    sessions: u32,
+    history: Vec<Seen>,
+}
+
+impl Pool {
+    fn new(name: &'static str, msisdn: String, ask: u64) -> Pool {
+        Pool {
+            name,
+            msisdn,
+            ask,
+            sessions: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// One session on `gw`, served by `node`: CCR-I, then CCR-T reporting all it was granted,
+    /// each noted. The grant's result (the MSCC's when the request succeeded without units).
+    fn session(&mut self, gw: &mut Gw, node: &'static str) -> u32 {
+        self.sessions += 1;
+        let sid = format!("{};{}", self.name, self.sessions);
+        let r = gw.ask(
+            &CcrSpec::new(&sid, INITIAL, 0)
+                .msisdn(&self.msisdn)
+                .mscc(ask(self.ask)),
+        );
+        let granted = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
+        if r.result_code != 2001 || granted == 0 {
+            return if r.result_code == 2001 {
+                r.mscc[0].result_code.unwrap_or(0)
+            } else {
+                r.result_code
+            };
+        }
+        self.history.push(Seen::Granted {
+            node,
+            octets: granted,
+        });
+        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(granted, false)));
+        if t.result_code == 2001 {
+            self.history.push(Seen::Reported {
+                node,
+                octets: granted,
+            });
+        }
+        2001
+    }
+}
+
 /// The history checker (in the spirit of Jepsen's): replays every grant and acknowledged
 /// report of the run in the order the gateways saw them and checks that the pool never had
 /// more granted than its limit allows: used + held ≤ limit at every step, where a grant is
@@ -420,42 +475,10 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
     // One pool: iot device 8400, 10 MiB a month; every session asks 256 KiB and uses it all.
     const LIMIT: u64 = 10 * MIB;
     const ASK: u64 = 256 * 1024;
-    let msisdn = device(8400);
-    let mut history = Vec::new();
-    let mut n = 0u32;
-    // One session on `gw`: CCR-I, then CCR-T reporting what was granted. The grant's result.
-    let mut session = |gw: &mut Gw, node: &'static str, history: &mut Vec<Seen>| -> u32 {
-        n += 1;
-        let sid = format!("pool;{n}");
-        let r = gw.ask(
-            &CcrSpec::new(&sid, INITIAL, 0)
-                .msisdn(&msisdn)
-                .mscc(ask(ASK)),
-        );
-        let granted = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
-        if r.result_code != 2001 || granted == 0 {
-            return if r.result_code == 2001 {
-                r.mscc[0].result_code.unwrap_or(0)
-            } else {
-                r.result_code
-            };
-        }
-        history.push(Seen::Granted {
-            node,
-            octets: granted,
-        });
-        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(granted, false)));
-        if t.result_code == 2001 {
-            history.push(Seen::Reported {
-                node,
-                octets: granted,
-            });
-        }
-        2001
-    };
+    let mut pool = Pool::new("pool", device(8400), ASK);
     let mut gw_a = Gw::open_at(a_addr, "pgw-a.localdomain");
     for _ in 0..8 {
-        assert_eq!(session(&mut gw_a, "node-a", &mut history), 2001);
+        assert_eq!(pool.session(&mut gw_a, "node-a"), 2001);
     }
     // The cut: node-a's gateway still reaches it, NATS does not.
     for p in &proxies {
@@ -467,7 +490,7 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
         .proc
         .saw_within("took the partition over", Duration::from_millis(10))
     {
-        let code = session(&mut gw_a, "node-a", &mut history);
+        let code = pool.session(&mut gw_a, "node-a");
         assert_ne!(code, 2001, "node-a granted after it was cut off from NATS");
         refused_by_a.push(code);
         assert!(cut.elapsed() < WAIT, "no takeover");
@@ -480,9 +503,9 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
     // Both gateways go on until the pool is empty; node-a grants nothing.
     let mut exhausted = false;
     for _ in 0..200 {
-        let code = session(&mut gw_b, "node-b", &mut history);
+        let code = pool.session(&mut gw_b, "node-b");
         assert_ne!(
-            session(&mut gw_a, "node-a", &mut history),
+            pool.session(&mut gw_a, "node-a"),
             2001,
             "node-a granted after the takeover"
         );
@@ -493,7 +516,7 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
         assert_eq!(code, 2001);
     }
     assert!(exhausted, "the pool never ran out");
-    let granted = check_history(&history, LIMIT);
+    let granted = check_history(&pool.history, LIMIT);
     eprintln!("granted by node: {granted:?}");
     assert_eq!(
         granted["node-a"],
@@ -503,7 +526,8 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
     let total: u64 = granted.values().sum();
     assert!(total > LIMIT - ASK, "the pool was used up: {total}");
     // Every acknowledged report is in the new owner's ledger.
-    let reported: u64 = history
+    let reported: u64 = pool
+        .history
         .iter()
         .map(|s| match s {
             Seen::Reported { octets, .. } => *octets,
@@ -511,7 +535,7 @@ fn an_owner_cut_off_from_nats_grants_nothing_twice() {
         })
         .sum();
     let api = b.admin();
-    let (used, _) = usage(&api, &format!("acme/iot/{msisdn}"));
+    let (used, _) = usage(&api, &format!("acme/iot/{}", pool.msisdn));
     assert_eq!(
         used, reported,
         "acknowledged reports in the new owner's ledger"
@@ -675,6 +699,16 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
     gw.conn.send(&answer_of(&asr, "pgw.localdomain", 2001));
     let aborted = events_of(&api_a, "kind=session_aborted", 1);
     assert_eq!(aborted[0]["session_id"], "relayed;asr", "{aborted:?}");
+    // Bad bytes at the relay get what ocfd answers them anywhere: a version 2 header, 5011
+    // and the connection closed; the relay goes on serving others.
+    let mut bad = Conn::connect(relay);
+    bad.send(&[
+        2, 0, 0, 20, 0x80, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78,
+    ]);
+    let m = bad.expect_frame();
+    assert_eq!(result_code(&m), 5011);
+    assert_eq!(m.header.hop_by_hop, 0x1234);
+    bad.expect_closed();
     // A request whose Route-Record names the standby has been there: a loop.
     let mut looped = bytes::BytesMut::new();
     CcrSpec::new("looped;1", INITIAL, 0)
@@ -893,41 +927,10 @@ fn a_drain_hands_the_partition_to_the_node_named() {
     cluster_view(&api_a, 3);
     const LIMIT: u64 = 10 * MIB;
     const ASK: u64 = 512 * 1024;
-    let msisdn = device(8600);
-    let mut history = Vec::new();
-    let mut n = 0u32;
-    let mut session = |gw: &mut Gw, node: &'static str, history: &mut Vec<Seen>| -> u32 {
-        n += 1;
-        let sid = format!("drain;{n}");
-        let r = gw.ask(
-            &CcrSpec::new(&sid, INITIAL, 0)
-                .msisdn(&msisdn)
-                .mscc(ask(ASK)),
-        );
-        let granted = r.mscc.first().and_then(|m| m.granted_octets).unwrap_or(0);
-        if r.result_code != 2001 || granted == 0 {
-            return if r.result_code == 2001 {
-                r.mscc[0].result_code.unwrap_or(0)
-            } else {
-                r.result_code
-            };
-        }
-        history.push(Seen::Granted {
-            node,
-            octets: granted,
-        });
-        let t = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(granted, false)));
-        if t.result_code == 2001 {
-            history.push(Seen::Reported {
-                node,
-                octets: granted,
-            });
-        }
-        2001
-    };
+    let mut pool = Pool::new("drain", device(8600), ASK);
     let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
     for _ in 0..6 {
-        assert_eq!(session(&mut gw, "node-a", &mut history), 2001);
+        assert_eq!(pool.session(&mut gw, "node-a"), 2001);
     }
     drop(gw);
     // Refused: the owner itself, a node that is not there.
@@ -954,7 +957,7 @@ fn a_drain_hands_the_partition_to_the_node_named() {
     let mut gw = Gw::open_at(addr, "pgw.localdomain");
     let mut exhausted = false;
     for _ in 0..100 {
-        match session(&mut gw, "node-c", &mut history) {
+        match pool.session(&mut gw, "node-c") {
             2001 => {}
             4012 => {
                 exhausted = true;
@@ -964,7 +967,7 @@ fn a_drain_hands_the_partition_to_the_node_named() {
         }
     }
     assert!(exhausted, "the pool never ran out");
-    let granted = check_history(&history, LIMIT);
+    let granted = check_history(&pool.history, LIMIT);
     assert_eq!(granted["node-a"], 6 * ASK);
     assert_eq!(
         granted.values().sum::<u64>(),
@@ -972,7 +975,10 @@ fn a_drain_hands_the_partition_to_the_node_named() {
         "every unit granted once: {granted:?}"
     );
     let api_c = c.admin();
-    assert_eq!(usage(&api_c, &format!("acme/iot/{msisdn}")), (LIMIT, 0));
+    assert_eq!(
+        usage(&api_c, &format!("acme/iot/{}", pool.msisdn)),
+        (LIMIT, 0)
+    );
     // node-b waited: the lease was node-c's to take.
     assert!(!b.proc.output().contains("took the partition over"));
     // The old owner took itself out of the node table as it stopped.

@@ -105,12 +105,16 @@ pub(super) async fn serve(
         }
     };
     // The gateways connected here reconnect, to this node as the owner.
-    let relayed = relay
-        .counts
-        .forwarded
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let counts = relay.counts.clone();
     relay.stop(RELAY_GRACE).await;
-    info!(node = %name, relayed, "relay stopped: serving the partition here");
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    info!(
+        node = %name,
+        relayed = n(&counts.forwarded),
+        unable_to_deliver = n(&counts.unable_to_deliver),
+        loops = n(&counts.loops),
+        "relay stopped: serving the partition here"
+    );
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)

@@ -27,13 +27,13 @@ const READ_CHUNK: usize = 256 * 1024;
 const SHED_CHECK_EVERY: u32 = 16;
 
 /// What the front of the read buffer holds.
-enum Cut {
+pub(super) enum Cut {
     Frame(Bytes),
     Error(FrameError, [u8; HEADER_LEN]),
     Incomplete,
 }
 
-fn cut(buf: &mut BytesMut, max: usize) -> Cut {
+pub(super) fn cut(buf: &mut BytesMut, max: usize) -> Cut {
     let mut head = [0u8; HEADER_LEN];
     match frame::check(buf, max) {
         Ok(Some(len)) if buf.len() >= len => Cut::Frame(buf.split_to(len).freeze()),

@@ -20,8 +20,6 @@ use bytes::{Bytes, BytesMut};
 use ocf_protocol::avp::Avp;
 use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as code};
 use ocf_protocol::error::DiameterError;
-use ocf_protocol::frame::FrameError;
-use ocf_protocol::header::HEADER_LEN;
 use ocf_protocol::message::Message;
 use ocf_protocol::peer::{Event, Peer, PeerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::ServerError;
+use super::connection::{Cut, cut};
 
 /// Requests on their way to the owner; past this, gateways get 3002 at once.
 const QUEUE: usize = 4096;
@@ -58,7 +57,7 @@ struct Down {
 /// The gateways connected here, by Origin-Host: where the owner's requests for them go.
 type Gateways = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Down>>>>;
 
-/// Requests relayed, by what became of them (for metrics and tests).
+/// Requests relayed, by what became of them (told when the relay stops).
 #[derive(Default)]
 pub(super) struct RelayCounts {
     pub(super) forwarded: AtomicU64,
@@ -222,29 +221,33 @@ async fn accept(
     }
 }
 
-/// Hands every whole frame read to `peer`. A stream that cannot be delimited any more is an
-/// error, with the header it stopped at; what is left of it is dropped.
-fn take_frames(
-    rbuf: &mut BytesMut,
-    max_message_bytes: usize,
-    peer: &mut Peer,
-) -> Result<(), (FrameError, [u8; HEADER_LEN])> {
+/// Hands every whole frame read to `peer`, cut as this server's connections cut them: a bad
+/// header goes to the peer state machine, which answers or closes as RFC 6733 says.
+fn take_frames(rbuf: &mut BytesMut, max_message_bytes: usize, peer: &mut Peer) {
     let now = Instant::now();
     loop {
-        match ocf_protocol::frame::check(rbuf, max_message_bytes) {
-            Ok(Some(len)) if rbuf.len() >= len => {
-                peer.handle_frame(now, rbuf.split_to(len).freeze())
+        match cut(rbuf, max_message_bytes) {
+            Cut::Frame(f) => peer.handle_frame(now, f),
+            Cut::Error(e, head) => {
+                peer.handle_frame_error(&head, e);
+                if e.is_fatal() {
+                    // The stream cannot be delimited any more: nothing after it is read.
+                    rbuf.clear();
+                    return;
+                }
             }
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let mut head = [0u8; HEADER_LEN];
-                let n = head.len().min(rbuf.len());
-                head[..n].copy_from_slice(&rbuf[..n]);
-                rbuf.clear();
-                return Err((e, head));
-            }
+            Cut::Incomplete => return,
         }
     }
+}
+
+/// Writes what the peer state machine has to send; false if the socket failed.
+async fn send_out(stream: &mut TcpStream, peer: &mut Peer) -> bool {
+    if peer.transmit().is_empty() {
+        return true;
+    }
+    let out = peer.transmit().split();
+    stream.write_all(&out).await.is_ok()
 }
 
 /// Whether the message's Route-Records name `host` (it passed this node before).
@@ -343,11 +346,8 @@ async fn downstream(
                 Event::Closed(reason) => debug!(%remote, ?reason, "relay: gateway closed"),
             }
         }
-        if !peer.transmit().is_empty() {
-            let out = peer.transmit().split();
-            if stream.write_all(&out).await.is_err() {
-                break;
-            }
+        if !send_out(&mut stream, &mut peer).await {
+            break;
         }
         if peer.is_closed() {
             let _ = stream.shutdown().await;
@@ -359,10 +359,7 @@ async fn downstream(
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }
-                if let Err((e, head)) = take_frames(&mut rbuf, max_message_bytes, &mut peer) {
-                    // A stream that cannot be delimited is closed (RFC 6733 §3).
-                    peer.handle_frame_error(&head, e);
-                }
+                take_frames(&mut rbuf, max_message_bytes, &mut peer);
             }
             Some(a) = answers.recv() => {
                 peer.transmit().extend_from_slice(&a);
@@ -510,11 +507,8 @@ async fn upstream(
                     }
                 }
             }
-            if !peer.transmit().is_empty() {
-                let out = peer.transmit().split();
-                if stream.write_all(&out).await.is_err() {
-                    break;
-                }
+            if !send_out(&mut stream, &mut peer).await {
+                break;
             }
             if peer.is_closed() {
                 break;
@@ -525,9 +519,7 @@ async fn upstream(
                     if !matches!(read, Ok(n) if n > 0) {
                         break;
                     }
-                    if take_frames(&mut rbuf, max_message_bytes, &mut peer).is_err() {
-                        peer.disconnect(Instant::now(), DisconnectCause::DoNotWantToTalkToYou);
-                    }
+                    take_frames(&mut rbuf, max_message_bytes, &mut peer);
                 }
                 Some(a) = owner_answers.recv() => {
                     peer.transmit().extend_from_slice(&a);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use ocf_store::replication::{Fence, Mirror, MirrorError, now_ms};
 
-use crate::lease::{Claim, Epoch, Holder, LeaseError, Leases};
+use crate::lease::{Claim, Holder, LeaseError, Leases};
 use crate::log::{Entry, Kind, LogError, PartitionLog};
 use crate::ownership::{Ownership, Timers};
 use crate::status::{NodeStatus, NodeTable, Role};
@@ -91,8 +91,6 @@ pub struct Takeover {
     pub fence: Arc<Fence>,
     /// The last journal sequence the log holds (the store's journal continues after it).
     pub journal_last: u64,
-    /// The log's entries copied while standing by and at the takeover.
-    pub entries: u64,
 }
 
 /// What a standby tells about itself while it waits (for logs, systemd's status and metrics).
@@ -325,7 +323,6 @@ impl Node {
             ownership,
             fence,
             journal_last: mirror.last_sequence(),
-            entries: state.entry,
         })
     }
 }
@@ -437,11 +434,5 @@ pub async fn keep_lease(
                 due = now_ms() + 200;
             }
         }
-    }
-}
-
-impl Takeover {
-    pub fn epoch(&self) -> Epoch {
-        self.ownership.epoch
     }
 }

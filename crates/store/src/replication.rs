@@ -134,15 +134,6 @@ impl Outgoing {
         self.progress.written.load(Ordering::Acquire)
     }
 
-    /// The next records written after the last handed out, up to about `max_bytes`; if there
-    /// are none yet, waits for the writer at most `limit` first.
-    pub fn next(&mut self, max_bytes: usize, limit: Duration) -> Result<Option<Batch>, ReadError> {
-        if self.written() <= self.last {
-            self.wake.wait(limit);
-        }
-        self.read(self.written(), max_bytes)
-    }
-
     /// The last sequence handed out.
     pub fn last(&self) -> u64 {
         self.last
@@ -241,10 +232,6 @@ impl Mirror {
             last: 0,
             changes_written: 0,
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The last journal sequence the copy holds.
@@ -388,8 +375,11 @@ mod tests {
                     std::time::Instant::now() < deadline,
                     "the writer never wrote {last}"
                 );
+                if out.written() <= out.last() {
+                    out.wait(Duration::from_millis(100));
+                }
                 // Entries of at most 300 octets: several per round.
-                if let Some(b) = out.next(300, Duration::from_millis(100)).unwrap() {
+                if let Some(b) = out.read(out.written(), 300).unwrap() {
                     assert_eq!(b.first, sent.last().map_or(1, |(_, l): &(u64, u64)| l + 1));
                     sent.push((b.first, b.last));
                     m.records(&b.encoded).unwrap();
