@@ -27,6 +27,10 @@ pub struct Config {
     pub webhooks: Vec<WebhookSection>,
     /// Running as one node of several over NATS JetStream (docs/cluster.md).
     pub cluster: ClusterSection,
+    /// In a cluster, the partition this configuration's store serves (set by the node when it
+    /// takes one over; never in the file).
+    #[serde(skip)]
+    pub serving: Option<u32>,
 }
 
 /// A cluster of ocfd nodes over NATS JetStream: the partition is owned by one node under a
@@ -53,8 +57,15 @@ pub struct ClusterSection {
     pub tls_private_key: Option<PathBuf>,
     /// NATS servers each partition's log and the lease bucket are kept on (1, 3 or 5).
     pub replicas: usize,
-    /// `ip:port` other nodes relay Diameter requests to while this node owns the partition;
-    /// default: the first TCP listener's address (which must then not be a wildcard).
+    /// Partitions the tenants are spread over (by a hash of their names), 1 to 1024; every
+    /// node of a cluster must say the same. A node owns at most one at a time.
+    pub partitions: u32,
+    /// `ip:port` where this node's engine takes the requests the nodes' routers send it while
+    /// it owns a partition; default: the first TCP listener's address with a port the system
+    /// picks.
+    pub engine_listen: Option<String>,
+    /// `ip:port` other nodes reach the engine at (`engine_listen` as they see it); default:
+    /// the engine's bound address (which must then not be a wildcard).
     pub advertise_diameter: Option<String>,
     /// How long a lease lasts from its last renewal, milliseconds; renewed at a third of it.
     /// A standby takes over a dead owner's partition about this long after its last renewal.
@@ -75,6 +86,8 @@ impl Default for ClusterSection {
             tls_certificate: None,
             tls_private_key: None,
             replicas: 3,
+            partitions: 1,
+            engine_listen: None,
             advertise_diameter: None,
             lease_ttl_ms: 3000,
             grant_margin_ms: 500,
@@ -439,6 +452,7 @@ impl Default for Config {
             events: EventsSection::default(),
             webhooks: Vec::new(),
             cluster: ClusterSection::default(),
+            serving: None,
         }
     }
 }
@@ -568,14 +582,40 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Where the partition's state (journal, change log, snapshot, usage, events) lives: the
-    /// state directory, or in a cluster its `partition/` (a copy kept from the log, made
-    /// afresh at each start).
+    /// Where the store's state (journal, change log, snapshot, usage, events) lives: the
+    /// state directory, or in a cluster the served partition's copy
+    /// ([`Config::partition_copy`]).
     pub fn partition_dir(&self) -> PathBuf {
         if self.cluster.enabled {
-            self.state_dir.join("partition")
+            self.partition_copy(self.serving.unwrap_or(0))
         } else {
             self.state_dir.clone()
+        }
+    }
+
+    /// Where a cluster node keeps its copy of a partition: `partitions/<n>` under the state
+    /// directory (kept from the partition's log, made afresh at each start).
+    pub fn partition_copy(&self, partition: u32) -> PathBuf {
+        self.state_dir
+            .join("partitions")
+            .join(partition.to_string())
+    }
+
+    /// Where the engine listens in a cluster (see [`ClusterSection::engine_listen`]).
+    pub fn engine_listen(&self) -> Result<SocketAddr, ConfigError> {
+        match &self.cluster.engine_listen {
+            Some(a) => a
+                .parse::<SocketAddr>()
+                .map_err(|_| invalid("cluster.engine_listen", format!("'{a}' is not ip:port"))),
+            None => {
+                let first = self.tcp_listeners()?.into_iter().next().ok_or_else(|| {
+                    invalid(
+                        "cluster.engine_listen",
+                        "needed when there is no diameter.listen_tcp address",
+                    )
+                })?;
+                Ok(SocketAddr::new(first.ip(), 0))
+            }
         }
     }
 
@@ -628,6 +668,17 @@ impl Config {
                 format!("'{name}': 1 to 128 letters, digits, '-', '_' or '.'"),
             ));
         }
+        if !(1..=1024).contains(&c.partitions) {
+            return Err(invalid("cluster.partitions", "1 to 1024"));
+        }
+        // Gateways reach a node through its router, which takes TCP only for now.
+        if !self.diameter.listen_sctp.is_empty() || !self.diameter.tls.listen.is_empty() {
+            return Err(invalid(
+                "diameter.listen_sctp",
+                "a cluster node takes gateways over TCP only (listen_tcp); SCTP and TLS are not relayed yet",
+            ));
+        }
+        let engine = self.engine_listen()?;
         match &c.advertise_diameter {
             Some(a) => {
                 if a.parse::<SocketAddr>().is_err() {
@@ -638,11 +689,10 @@ impl Config {
                 }
             }
             None => {
-                let first = self.tcp_listeners()?.into_iter().next();
-                if first.is_none_or(|a| a.ip().is_unspecified()) {
+                if engine.ip().is_unspecified() {
                     return Err(invalid(
                         "cluster.advertise_diameter",
-                        "needed when the first diameter.listen_tcp address is a wildcard (or there is none): other nodes relay to it",
+                        "needed when the engine listens on a wildcard address: other nodes relay to it",
                     ));
                 }
             }
@@ -924,6 +974,7 @@ mod tests {
         all.diameter.tls.peer_ca = Some("/a".into());
         all.cluster.node_name = Some("n".into());
         all.cluster.advertise_diameter = Some("n".into());
+        all.cluster.engine_listen = Some("n".into());
         all.cluster.credentials_file = Some("/n".into());
         all.cluster.tls_ca_file = Some("/n".into());
         all.cluster.tls_certificate = Some("/n".into());
@@ -952,7 +1003,8 @@ mod tests {
         let ok: Config = toml::from_str(on).unwrap();
         ok.validate().unwrap();
         assert_eq!(ok.node_name(), "ocfd.localdomain");
-        assert_eq!(ok.partition_dir(), ok.state_dir.join("partition"));
+        assert_eq!(ok.partition_dir(), ok.state_dir.join("partitions/0"));
+        assert_eq!(ok.engine_listen().unwrap().to_string(), "127.0.0.1:0");
         assert_eq!(
             refused(&format!("{on}[journal]\nenabled = false")),
             "cluster.enabled"
@@ -982,10 +1034,17 @@ mod tests {
                 "advertise_diameter = \"somewhere\"",
                 "cluster.advertise_diameter",
             ),
+            ("partitions = 0", "cluster.partitions"),
+            ("partitions = 1025", "cluster.partitions"),
+            ("engine_listen = \"here\"", "cluster.engine_listen"),
+            (
+                "[diameter]\nlisten_sctp = [\"127.0.0.1:3868\"]",
+                "diameter.listen_sctp",
+            ),
         ] {
             assert_eq!(refused(&format!("{on}{bad}")), field, "{bad}");
         }
-        // A wildcard listener cannot be relayed to: the address must be said.
+        // An engine on a wildcard address cannot be relayed to: the address must be said.
         let wild = format!("{on}[diameter]\nlisten_tcp = [\"0.0.0.0:3868\"]");
         assert_eq!(refused(&wild), "cluster.advertise_diameter");
         let said: Config = toml::from_str(&wild.replace(

@@ -22,6 +22,8 @@ struct Node {
     proc: Watched,
     name: String,
     dir: tempfile::TempDir,
+    /// Where its router takes gateways.
+    gateways: SocketAddr,
 }
 
 impl Node {
@@ -48,17 +50,21 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocfd"));
         cmd.arg("--config").arg(&cfg);
         let mut proc = Watched::spawn(name, cmd);
+        let gateways = logged_addr(&proc.wait_for("routing gateways", WAIT));
         proc.wait_for("standing by", WAIT);
         Node {
             proc,
             name: name.to_owned(),
             dir,
+            gateways,
         }
     }
 
-    /// Waits until it serves the partition; its Diameter address.
+    /// Waits until its engine serves a partition; the address gateways connect to (its
+    /// router's).
     fn serving(&mut self) -> SocketAddr {
-        logged_addr(&self.proc.wait_for("listening transport=\"tcp\"", WAIT))
+        self.proc.wait_for("listening transport=\"tcp\"", WAIT);
+        self.gateways
     }
 
     fn admin(&mut self) -> Http {
@@ -637,7 +643,7 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
     let mut a = Node::start("node-a", &nats, replicated);
     a.serving();
     let mut b = Node::start("node-b", &nats, replicated);
-    let relay = logged_addr(&b.proc.wait_for("relaying to the partition's owner", WAIT));
+    let relay = b.gateways;
     let mut gw = Gw::open_at(relay, "pgw.localdomain");
     // The standby learns the owner's address at its next look at the lease: 3002 until then.
     let deadline = Instant::now() + WAIT;
@@ -728,15 +734,9 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
     let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
     assert_eq!(r.result_code, 3002, "{r:?}");
     b.proc.wait_for("took the partition over", WAIT);
-    let addr = b.serving();
-    assert!(
-        b.proc.output().contains("relay stopped"),
-        "{}",
-        b.proc.output()
-    );
-    // The gateway connects again, to the new owner: its session goes on (the 3002 charged
-    // nothing; the same request number is asked again).
-    let mut gw = Gw::open_at(addr, "pgw.localdomain");
+    b.serving();
+    // The gateway's connection stays: its router now reaches its own node's engine, and the
+    // session goes on (the 3002 charged nothing; the same request number is asked again).
     let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
     assert_eq!(r.result_code, 2001, "{r:?}");
     let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 3).mscc(report(0, false)));
@@ -756,12 +756,9 @@ fn the_load_tool_at_all_three_nodes_is_served() {
     let nats = nats::Nats::cluster(3);
     let mut a = Node::start("node-a", &nats, "");
     let owner = a.serving();
-    let mut b = Node::start("node-b", &nats, "");
-    let mut c = Node::start("node-c", &nats, "");
-    let relays = [
-        logged_addr(&b.proc.wait_for("relaying to the partition's owner", WAIT)),
-        logged_addr(&c.proc.wait_for("relaying to the partition's owner", WAIT)),
-    ];
+    let b = Node::start("node-b", &nats, "");
+    let c = Node::start("node-c", &nats, "");
+    let relays = [b.gateways, c.gateways];
     // The standbys know the owner once they have read its lease: a CCR through each says so.
     for (i, r) in relays.iter().enumerate() {
         let deadline = Instant::now() + WAIT;
@@ -841,7 +838,10 @@ fn the_load_tool_at_all_three_nodes_is_served() {
     // log (they write their entry at each look at the lease).
     let view = cluster_view(&api, 3);
     assert_eq!(view["owner"]["node"], "node-a", "{view:#}");
-    assert_eq!(view["owner"]["diameter"], owner.to_string(), "{view:#}");
+    // The lease names the owner's engine, which routers reach; the table, its router.
+    let engine = logged_addr(&a.proc.wait_for("listening transport=\"tcp\"", WAIT));
+    assert_eq!(view["owner"]["diameter"], engine.to_string(), "{view:#}");
+    assert_eq!(view["nodes"][0]["diameter"], owner.to_string(), "{view:#}");
     assert_eq!(
         roles(&view),
         ["node-a owner", "node-b standby", "node-c standby"]
@@ -985,4 +985,155 @@ fn a_drain_hands_the_partition_to_the_node_named() {
     let view = cluster_view(&api_c, 2);
     assert_eq!(view["owner"]["node"], "node-c", "{view:#}");
     assert_eq!(roles(&view), ["node-b standby", "node-c owner"]);
+}
+
+/// The partition a node took over, as its log says.
+fn partition_taken(node: &mut Node) -> u32 {
+    let line = node.proc.wait_for("took the partition over", WAIT);
+    line.split("partition=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no partition in {line}"))
+}
+
+/// Two partitions over three nodes: tenants hashed apart (acme in 1, globex in 0), each
+/// partition owned by one node, the third standing by for both. A gateway on any node reaches
+/// both tenants; each engine holds only its own tenants; requests without a Subscription-Id
+/// follow their session. The owner of acme's partition is killed: the standby takes that
+/// partition over while globex's is served throughout, and acme's sessions go on there with
+/// every acknowledged report.
+#[test]
+fn tenants_are_partitioned_over_the_nodes() {
+    let nats = nats::Nats::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let globex = dir.path().join("globex.toml");
+    std::fs::write(
+        &globex,
+        "[[tenant]]\nname = \"globex\"\nnode = [\n  { path = \"globex\", limits = [{ unit = \"octets\", amount = \"1 GiB\" }] },\n  { path = \"globex/hank\", msisdn = \"4470000001\", limits = [{ unit = \"octets\", amount = \"100 MiB\" }] },\n]\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
+        globex.display()
+    );
+    let mut a = Node::start("node-a", &nats, &extra);
+    let pa = partition_taken(&mut a);
+    a.serving();
+    let mut b = Node::start("node-b", &nats, &extra);
+    let pb = partition_taken(&mut b);
+    b.serving();
+    assert_ne!(pa, pb, "one partition per node");
+    let mut c = Node::start("node-c", &nats, &extra);
+    let (mut acme_owner, globex_owner) = if pa == 1 { (a, b) } else { (b, a) };
+    // Each engine holds its partition's tenants only.
+    let (status, _) = acme_owner.admin().call("GET", "/v1/usage/acme", None);
+    assert_eq!(status, 200);
+    let (status, _) = acme_owner.admin().call("GET", "/v1/usage/globex", None);
+    assert_eq!(status, 404, "globex is not in partition 1");
+    let mut g_api = globex_owner_api(&globex_owner);
+    let (status, _) = g_api.call("GET", "/v1/usage/acme", None);
+    assert_eq!(status, 404, "acme is not in partition 0");
+    // A gateway on the standby reaches both partitions' owners (once its router has read both
+    // leases).
+    let mut gw = Gw::open_at(c.gateways, "pgw.localdomain");
+    let hank = "4470000001";
+    let acme_dev = device(8600);
+    let open = |gw: &mut Gw, sid: &str, msisdn: &str| {
+        let deadline = Instant::now() + WAIT;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let r = gw.ask(
+                &CcrSpec::new(format!("{sid};{n}"), INITIAL, 0)
+                    .msisdn(msisdn)
+                    .mscc(ask(MIB)),
+            );
+            if r.result_code == 2001 {
+                return format!("{sid};{n}");
+            }
+            assert_eq!(r.result_code, 3002, "{r:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{msisdn} never reached its owner"
+            );
+        }
+    };
+    let s_acme = open(&mut gw, "acme", &acme_dev);
+    let s_globex = open(&mut gw, "globex", hank);
+    // Updates without a Subscription-Id go where their session is.
+    for (sid, n) in [(&s_acme, 1), (&s_globex, 1)] {
+        let r = gw.ask(&CcrSpec::new(sid, UPDATE, n).mscc(report(MIB, true)));
+        assert_eq!(r.result_code, 2001, "{sid}: {r:?}");
+    }
+    assert_eq!(usage(&g_api, "globex/hank").0, MIB);
+    assert_eq!(
+        usage(&acme_owner.admin(), &format!("acme/iot/{acme_dev}")).0,
+        MIB
+    );
+    // A gateway on one owner reaches the other partition's owner through its router.
+    let mut gw2 = Gw::open_at(globex_owner.gateways, "pgw2.localdomain");
+    let s2 = open(&mut gw2, "acme-via-globex-owner", &device(8601));
+    // Nobody's subscriber, and an update for a session no router knows: refused by the router.
+    let r = gw.ask(
+        &CcrSpec::new("nobody", INITIAL, 0)
+            .msisdn("4499999999")
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 5030, "{r:?}");
+    let r = gw.ask(&CcrSpec::new("unknown;1", UPDATE, 1).mscc(report(MIB, true)));
+    assert_eq!(r.result_code, 5002, "{r:?}");
+    // acme's owner is killed: the standby takes partition 1 over; globex is served throughout.
+    acme_owner.proc.signal("KILL");
+    let killed = Instant::now();
+    acme_owner.proc.wait_exit(WAIT);
+    let mut globex_n = 1;
+    let mut acme_n = 1;
+    let failover = loop {
+        globex_n += 1;
+        let r = gw.ask(&CcrSpec::new(&s_globex, UPDATE, globex_n).mscc(report(0, true)));
+        assert_eq!(r.result_code, 2001, "globex during acme's failover: {r:?}");
+        let r = gw.ask(&CcrSpec::new(&s_acme, UPDATE, acme_n + 1).mscc(report(MIB, true)));
+        if r.result_code == 2001 {
+            acme_n += 1;
+            break killed.elapsed();
+        }
+        assert_eq!(r.result_code, 3002, "{r:?}");
+        assert!(killed.elapsed() < WAIT, "partition 1 was never taken over");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("partition 1 served again {failover:?} after its owner's SIGKILL");
+    assert_eq!(partition_taken(&mut c), 1);
+    c.serving();
+    let api = c.admin();
+    // Both acknowledged reports (the one before the kill and the one after).
+    assert_eq!(
+        usage(&api, &format!("acme/iot/{acme_dev}")).0,
+        2 * MIB
+    );
+    let r = gw2.ask(&CcrSpec::new(&s2, TERMINATION, 1).mscc(report(MIB, false)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    assert_eq!(
+        usage(&api, &format!("acme/iot/{}", device(8601))).0,
+        MIB
+    );
+    let r = gw.ask(&CcrSpec::new(&s_acme, TERMINATION, acme_n + 1).mscc(report(0, false)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    g_api = globex_owner_api(&globex_owner);
+    assert_eq!(usage(&g_api, "globex/hank").0, MIB);
+}
+
+fn globex_owner_api(n: &Node) -> Http {
+    let line = n
+        .proc
+        .output()
+        .lines()
+        .find(|l| l.contains("listening transport=\"http\""))
+        .map(str::to_owned)
+        .expect("the owner's admin API");
+    let token = std::fs::read_to_string(n.dir.path().join("state/admin-token")).unwrap();
+    Http {
+        addr: logged_addr(&line),
+        token: Some(token.trim().to_owned()),
+    }
 }

@@ -1,10 +1,12 @@
-//! The daemon as one node of a cluster (docs/cluster.md): it connects to NATS, stands by for
-//! the partition (a copy of its state kept from its replicated log) until the partition's lease
-//! is free, takes it over, opens the copy as its store (replaying the previous owner's
-//! journal, so its sessions and reservations carry on), and serves as any ocfd does, its
-//! journal and account changes replicated and its lease kept. Deposed (another node holds the
-//! lease), it stops charging at once and exits with [`super::EXIT_DEPOSED`], for systemd to
-//! start it again as a standby.
+//! The daemon as one node of a cluster (docs/cluster.md). It connects to NATS and takes
+//! gateways on its Diameter listeners through its router ([`super::relay`]), which sends each
+//! request to the engine of its tenant's partition, on this node or another, as the leases
+//! say. It stands by for every partition (a copy of each kept from its replicated log) until
+//! one's lease is free, takes that one over, opens the copy as its engine's store (replaying
+//! the previous owner's journal, so its sessions and reservations carry on), and serves it as
+//! any ocfd does, on the engine's own listener, its journal and account changes replicated and
+//! its lease kept. Deposed (another node holds the lease), it stops charging at once and exits
+//! with [`super::EXIT_DEPOSED`], for systemd to start it again as a standby.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,11 +21,9 @@ use tracing::info;
 
 use super::admin::cluster::ClusterHandle;
 use super::relay::Relay;
+use super::route::Router;
 use super::{LoadConfig, Server, ServerError, reload, systemd};
 use crate::config::Config;
-
-/// The one partition this version serves (all tenants).
-const PARTITION: u32 = 0;
 
 /// The node's settings from the configuration.
 pub fn node_config(config: &Config) -> NodeConfig {
@@ -58,63 +58,110 @@ pub(super) async fn serve(
             .map_err(|e| cluster(e.to_string()))?,
     );
     let name = node.name().to_owned();
-    // Gateways may connect to a standby: it relays their requests to the owner the lease
-    // names.
+    let partitions = config.cluster.partitions.max(1);
+    // Gateways connect to the router: it relays their requests to the owner of each one's
+    // partition, as the leases name it.
     let live = super::live_settings(config, super::dispatch::unix_now() as u32)?;
-    let (owner_tx, owner_rx) = tokio::sync::watch::channel(None);
+    let (holders_tx, mut holders) = tokio::sync::watch::channel(vec![None; partitions as usize]);
+    let (owners_tx, owners_rx) = tokio::sync::watch::channel(vec![None; partitions as usize]);
+    let follow = {
+        let (leases, pause) = (node.leases(), Duration::from_millis(200));
+        tokio::spawn(async move { leases.follow_holders(holders_tx, pause).await })
+    };
+    // This node's own engine, once it serves: its router reaches it at once, without
+    // waiting for the lease to name it.
+    let (engine_tx, mut engine) =
+        tokio::sync::watch::channel::<Option<(u32, std::net::SocketAddr)>>(None);
+    let owners = tokio::spawn(async move {
+        loop {
+            let mut now: Vec<Option<std::net::SocketAddr>> = holders
+                .borrow_and_update()
+                .iter()
+                .map(|h| {
+                    h.as_ref()
+                        .and_then(|h| h.diameter.as_deref())
+                        .and_then(|a| a.parse().ok())
+                })
+                .collect();
+            if let Some((p, a)) = *engine.borrow_and_update() {
+                if let Some(o) = now.get_mut(p as usize) {
+                    *o = Some(a);
+                }
+            }
+            owners_tx.send_if_modified(|o| std::mem::replace(o, now.clone()) != now);
+            tokio::select! {
+                r = holders.changed() => if r.is_err() { return },
+                r = engine.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    let directory = if partitions > 1 {
+        Some(super::recovery::directory(config)?)
+    } else {
+        None
+    };
+    let router = Router::new(partitions, directory);
     let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
         live.peer.clone(),
         live.max_message_bytes,
-        owner_rx,
+        owners_rx,
+        router.clone(),
     )?;
     if let Some(a) = relaying.first() {
         node.set_diameter(&a.to_string());
     }
+    let reloads = route_reloads(reloads, router);
+    // The engine's listener is bound now, so that the lease names it from the claim on: other
+    // nodes' routers reach the new owner as soon as they read the lease. Connections wait in
+    // its backlog until the engine serves.
+    let engine_addr = config.engine_listen()?;
+    let engine = ocf_transport::tcp::listen(engine_addr).map_err(|source| ServerError::Listen {
+        transport: "tcp",
+        addr: engine_addr.to_string(),
+        source,
+    })?;
+    let engine_addr = engine.local_addr().map_err(|source| ServerError::Listen {
+        transport: "tcp",
+        addr: engine_addr.to_string(),
+        source,
+    })?;
+    let advertised = config
+        .cluster
+        .advertise_diameter
+        .clone()
+        .unwrap_or_else(|| engine_addr.to_string());
+    node.leases().advertise(&advertised);
+    let background = [follow, owners];
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
     let mut shutdown = std::pin::pin!(shutdown);
-    let dir = config.partition_dir();
     let segment_bytes = config.journal.segment_mib << 20;
-    let standing = |s: &ocf_cluster::node::Standing| {
+    let standing = |p: u32, s: &ocf_cluster::node::Standing| {
         if watchdog {
             systemd::watchdog();
         }
-        let addr = s
-            .owner
-            .as_ref()
-            .and_then(|h| h.diameter.as_deref())
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
-        owner_tx.send_if_modified(|o| std::mem::replace(o, addr) != addr);
         let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
         systemd::status(&format!(
-            "standby ({name}): log entry {}, owner {owner}",
+            "standby ({name}): partition {p}: log entry {}, owner {owner}",
             s.entry
         ));
     };
-    let takeover = tokio::select! {
-        t = node.stand_by(PARTITION, &dir, segment_bytes, standing) => {
-            t.map_err(|e| cluster(e.to_string()))?
-        }
+    let all: Vec<u32> = (0..partitions).collect();
+    let stand_by = node.stand_by_any(&all, |p| config.partition_copy(p), segment_bytes, standing);
+    let (partition, takeover) = tokio::select! {
+        t = stand_by => t.map_err(|e| cluster(e.to_string()))?,
         _ = &mut shutdown => {
             info!(node = %name, "stopped while standing by");
-            relay.stop(RELAY_GRACE).await;
+            stop_relay(relay).await;
             node.forget().await;
+            background.iter().for_each(|t| t.abort());
             return Ok(());
         }
     };
-    // The gateways connected here reconnect, to this node as the owner.
-    let counts = relay.counts.clone();
-    relay.stop(RELAY_GRACE).await;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    info!(
-        node = %name,
-        relayed = n(&counts.forwarded),
-        unable_to_deliver = n(&counts.unable_to_deliver),
-        loops = n(&counts.loops),
-        "relay stopped: serving the partition here"
-    );
+    // It stands by for the others no more.
+    node.forget_all_but(Some(partition)).await;
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)
@@ -123,7 +170,7 @@ pub(super) async fn serve(
     let (release, released) = tokio::sync::oneshot::channel();
     let mut lease = tokio::spawn(keep_lease(
         node.leases(),
-        PARTITION,
+        partition,
         takeover.ownership,
         fence.clone(),
         released,
@@ -134,39 +181,30 @@ pub(super) async fn serve(
     };
     // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
     // replicator's task.
-    let cfg = config.clone();
-    let mut server =
-        tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(replication)))
+    let cfg = engine_config(config, partition, engine_addr);
+    let mut server = tokio::task::spawn_blocking(move || {
+        Server::bind_partition(&cfg, Some(replication), Some(engine))
+    })
             .await
             .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
-        partition: PARTITION,
+        partition,
         drain,
     }));
-    let advertised = config.cluster.advertise_diameter.clone().or_else(|| {
-        server
-            .local_addrs()
-            .into_iter()
-            .find(|(t, _)| *t == "tcp")
-            .map(|(_, a)| a.to_string())
-    });
-    if let Some(a) = &advertised {
-        node.leases().advertise(a);
-        node.set_diameter(a);
-    }
+    let _ = engine_tx.send(Some((partition, engine_addr)));
     let store = server.shared.store.clone();
     replicator
         .attach(store.clone())
         .map_err(|e| cluster(e.to_string()))?;
-    info!(node = %name, partition = PARTITION, "serving the partition");
+    info!(node = %name, partition, engine = %advertised, "serving the partition");
     // The node table says who owns the partition and how far the log is.
     let reporter = {
         let (node, appended) = (node.clone(), replicator.appended_handle());
         tokio::spawn(async move {
             loop {
-                node.report(PARTITION, Role::Owner, appended.load(Ordering::Acquire))
+                node.report(partition, Role::Owner, appended.load(Ordering::Acquire))
                     .await;
                 tokio::time::sleep(REPORT_EVERY).await;
             }
@@ -188,10 +226,14 @@ pub(super) async fn serve(
                     *drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
                 }
             }
+            // The router's gateways go to other nodes first: theirs reach this engine while
+            // it still holds the lease.
+            stop_relay(relay).await;
         }
     };
     server.serve(stop, reloads, set_log_level).await;
     reporter.abort();
+    background.iter().for_each(|t| t.abort());
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
         node.forget().await;
@@ -223,6 +265,58 @@ pub(super) async fn serve(
         }
         None => Ok(()),
     }
+}
+
+/// The configuration of this node's engine for `partition`: its store is the partition's
+/// copy, with the partition's tenants only; it takes Diameter on the engine's listener alone
+/// (the routers', this node's and the others').
+fn engine_config(config: &Config, partition: u32, engine: std::net::SocketAddr) -> Config {
+    let mut c = config.clone();
+    c.serving = Some(partition);
+    c.diameter.listen_tcp = vec![engine.to_string()];
+    c.diameter.listen_sctp.clear();
+    c.diameter.tls.listen.clear();
+    c
+}
+
+/// Stops the router: its gateways are sent DPR, and connect again (to another node, or to
+/// this one when it starts again).
+async fn stop_relay(relay: Relay) {
+    let counts = relay.counts.clone();
+    relay.stop(RELAY_GRACE).await;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    info!(
+        relayed = n(&counts.forwarded),
+        unable_to_deliver = n(&counts.unable_to_deliver),
+        loops = n(&counts.loops),
+        "router stopped"
+    );
+}
+
+/// The reloads the engine gets, the router's directory read again from each one's
+/// provisioning first (a reload the engine then refuses leaves the router's directory new: it
+/// only names tenants, which the engine's refusal does not change).
+fn route_reloads(
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
+    router: Arc<Router>,
+) -> tokio::sync::mpsc::UnboundedReceiver<LoadConfig> {
+    if router.partitions() == 1 {
+        return reloads;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
+    tokio::spawn(async move {
+        while let Some(load) = reloads.recv().await {
+            let loaded = load();
+            if let Ok(c) = &loaded {
+                match super::recovery::directory(c) {
+                    Ok(d) => router.set_directory(d),
+                    Err(e) => tracing::warn!(error = %e, "the router's directory stays as it was"),
+                }
+            }
+            let _ = tx.send(Box::new(move || loaded));
+        }
+    });
+    rx
 }
 
 /// How often the owner writes its entry in the node table.

@@ -12,6 +12,7 @@ mod overload;
 pub mod recovery;
 mod relay;
 pub mod reload;
+mod route;
 pub mod sy;
 mod systemd;
 pub mod webhooks;
@@ -353,13 +354,16 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
 impl Server {
     /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        Server::bind_partition(config, None)
+        Server::bind_partition(config, None, None)
     }
 
-    /// [`Server::bind`], the store being a cluster partition's (`replication`).
+    /// [`Server::bind`], the store being a cluster partition's (`replication`), taking
+    /// Diameter on `engine` (bound before: the lease named it already) instead of the
+    /// configuration's TCP listeners.
     pub(crate) fn bind_partition(
         config: &Config,
         replication: Option<ocf_store::Replication>,
+        engine: Option<TcpListener>,
     ) -> Result<Server, ServerError> {
         config.validate()?;
         // The metrics recorder first: the meters' and the journal writer's handles are built
@@ -379,8 +383,13 @@ impl Server {
             .map_err(ServerError::Webhook)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let store = Arc::new(recovery::build(config, durable_tx, replication)?);
-        let mut tcp_listeners = Vec::new();
-        for addr in config.tcp_listeners()? {
+        let mut tcp_listeners: Vec<TcpListener> = engine.into_iter().collect();
+        let configured = if tcp_listeners.is_empty() {
+            config.tcp_listeners()?
+        } else {
+            Vec::new()
+        };
+        for addr in configured {
             let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
                 transport: "tcp",
                 addr: addr.to_string(),

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use ocf_charging::accounts::Accounts;
 use ocf_charging::accounts::changes::{Change, Source};
-use ocf_charging::accounts::provisioning::ProvisioningError;
+use ocf_charging::accounts::provisioning::{self, ProvisioningError};
 use ocf_charging::engine::ChargingConfig;
 use ocf_charging::ledger::Ledger;
 use ocf_store::{JournalSettings, Store, StoreConfig, StoreError, UsageSettings};
@@ -18,8 +18,26 @@ use crate::config::Config;
 use super::{ServerError, dispatch, systemd};
 
 /// What the provisioning is made of now: the embedded tenant (unless switched off) and the
-/// configured files, in order.
+/// configured files, in order; for a cluster partition's store, only its own tenants.
 pub fn sources(config: &Config) -> Result<Vec<Source>, ServerError> {
+    let all = all_sources(config)?;
+    let c = &config.cluster;
+    match config.serving {
+        Some(p) if c.enabled && c.partitions > 1 => all
+            .into_iter()
+            .map(|s| {
+                let text = provisioning::select_tenants(&s.name, &s.text, |t| {
+                    ocf_cluster::lease::partition_of(t, c.partitions) == p
+                })?;
+                Ok(Source { text, ..s })
+            })
+            .collect(),
+        _ => Ok(all),
+    }
+}
+
+/// Every tenant's provisioning, whatever partition it is in (what a cluster's routers read).
+pub fn all_sources(config: &Config) -> Result<Vec<Source>, ServerError> {
     let mut out = Vec::new();
     if config.charging.embedded_tenant {
         out.push(Source {
@@ -105,4 +123,19 @@ pub(super) fn build(
         }),
         replication,
     )?)
+}
+
+/// Every tenant's subscription ids, from the whole provisioning: what a cluster node's router
+/// looks subscribers up in.
+pub fn directory(config: &Config) -> Result<Accounts, ServerError> {
+    let accounts = Accounts::new(Ledger::new(), Default::default());
+    accounts
+        .change(
+            &Change::Import {
+                sources: all_sources(config)?,
+            },
+            dispatch::unix_now(),
+        )
+        .map_err(|e| StoreError::Import(e.to_string()))?;
+    Ok(accounts)
 }

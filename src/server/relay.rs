@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::ServerError;
 use super::connection::{Cut, cut};
+use super::route::Router;
 
 /// Requests on their way to the owner; past this, gateways get 3002 at once.
 const QUEUE: usize = 4096;
@@ -98,15 +99,24 @@ fn with_route_record(req: &Message, peer: &str) -> BytesMut {
 }
 
 impl Relay {
-    /// Binds `addrs` and relays what comes in to the owner `owner` names (none: 3002).
+    /// Binds `addrs` and relays each request that comes in to the owner of its partition
+    /// (`router` says which partition; `owners` holds each one's owner, none: 3002).
     pub(super) fn start(
         addrs: &[SocketAddr],
         peer: Arc<PeerConfig>,
         max_message_bytes: usize,
-        owner: watch::Receiver<Option<SocketAddr>>,
+        owners: watch::Receiver<Vec<Option<SocketAddr>>>,
+        router: Arc<Router>,
     ) -> Result<(Relay, Vec<SocketAddr>), ServerError> {
         let (stop, stop_rx) = watch::channel(false);
-        let (up_tx, up_rx) = mpsc::channel::<Forward>(QUEUE);
+        let mut ups = Vec::new();
+        let mut up_rxs = Vec::new();
+        for _ in 0..router.partitions() {
+            let (tx, rx) = mpsc::channel::<Forward>(QUEUE);
+            ups.push(tx);
+            up_rxs.push(rx);
+        }
+        let ups: Arc<[mpsc::Sender<Forward>]> = ups.into();
         let counts = Arc::new(RelayCounts::default());
         let gateways: Gateways = Arc::default();
         let tracker = TaskTracker::new();
@@ -128,11 +138,12 @@ impl Relay {
                 addr: addr.to_string(),
                 source,
             })?;
-            info!(transport = "tcp", addr = %local, "relaying to the partition's owner");
+            info!(transport = "tcp", addr = %local, "routing gateways to the partitions' owners");
             bound.push(local);
-            let (peer, up, stop, tracker2, counts, seed, gateways) = (
+            let (peer, ups, router, stop, tracker2, counts, seed, gateways) = (
                 peer.clone(),
-                up_tx.clone(),
+                ups.clone(),
+                router.clone(),
                 stop_rx.clone(),
                 tracker.clone(),
                 counts.clone(),
@@ -144,7 +155,8 @@ impl Relay {
                 Link {
                     config: peer,
                     max_message_bytes,
-                    up,
+                    ups,
+                    router,
                     counts,
                     gateways,
                 },
@@ -153,15 +165,20 @@ impl Relay {
                 seed,
             )));
         }
-        tasks.push(tokio::spawn(upstream(
-            up_rx,
-            owner,
-            peer,
-            max_message_bytes,
-            counts.clone(),
-            gateways,
-            stop_rx,
-        )));
+        for (partition, up_rx) in (0u32..).zip(up_rxs) {
+            tasks.push(tokio::spawn(upstream(
+                up_rx,
+                Owner {
+                    owners: owners.clone(),
+                    partition,
+                },
+                peer.clone(),
+                max_message_bytes,
+                counts.clone(),
+                gateways.clone(),
+                stop_rx.clone(),
+            )));
+        }
         Ok((
             Relay {
                 stop,
@@ -190,9 +207,27 @@ impl Relay {
 struct Link {
     config: Arc<PeerConfig>,
     max_message_bytes: usize,
-    up: mpsc::Sender<Forward>,
+    /// Each partition's way to its owner.
+    ups: Arc<[mpsc::Sender<Forward>]>,
+    router: Arc<Router>,
     counts: Arc<RelayCounts>,
     gateways: Gateways,
+}
+
+/// Where one partition's owner takes requests, as the leases say.
+struct Owner {
+    owners: watch::Receiver<Vec<Option<SocketAddr>>>,
+    partition: u32,
+}
+
+impl Owner {
+    fn now(&self) -> Option<SocketAddr> {
+        self.owners
+            .borrow()
+            .get(self.partition as usize)
+            .copied()
+            .flatten()
+    }
 }
 
 async fn accept(
@@ -268,7 +303,8 @@ async fn downstream(
     let Link {
         config,
         max_message_bytes,
-        up,
+        ups,
+        router,
         counts,
         gateways,
     } = link;
@@ -307,26 +343,35 @@ async fn downstream(
                             "the request already passed this node",
                         ))
                     } else {
-                        let from = peer.remote_host().unwrap_or_default().to_owned();
-                        let f = Forward {
-                            frame: with_route_record(&req, &from),
-                            request: req,
-                            reply: answers_tx.clone(),
-                        };
-                        match up.try_send(f) {
-                            Ok(()) => None,
+                        match router.partition(&req) {
                             Err(e) => {
-                                counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
-                                let f = match e {
-                                    mpsc::error::TrySendError::Full(f)
-                                    | mpsc::error::TrySendError::Closed(f) => f,
+                                let mut out = BytesMut::new();
+                                config.identity.write_error_answer(&mut out, &req, &e);
+                                Some(out.freeze())
+                            }
+                            Ok(p) => {
+                                let from = peer.remote_host().unwrap_or_default().to_owned();
+                                let f = Forward {
+                                    frame: with_route_record(&req, &from),
+                                    request: req,
+                                    reply: answers_tx.clone(),
                                 };
-                                Some(error_answer(
-                                    &config,
-                                    &f.request,
-                                    ResultCode::UnableToDeliver,
-                                    "the partition's owner cannot be reached now",
-                                ))
+                                match ups[p as usize].try_send(f) {
+                                    Ok(()) => None,
+                                    Err(e) => {
+                                        counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
+                                        let f = match e {
+                                            mpsc::error::TrySendError::Full(f)
+                                            | mpsc::error::TrySendError::Closed(f) => f,
+                                        };
+                                        Some(error_answer(
+                                            &config,
+                                            &f.request,
+                                            ResultCode::UnableToDeliver,
+                                            "the partition's owner cannot be reached now",
+                                        ))
+                                    }
+                                }
                             }
                         }
                     };
@@ -401,7 +446,7 @@ async fn downstream(
 /// The connection to the owner: requests go up, answers come down to whoever waits.
 async fn upstream(
     mut requests: mpsc::Receiver<Forward>,
-    mut owner: watch::Receiver<Option<SocketAddr>>,
+    mut owner: Owner,
     config: Arc<PeerConfig>,
     max_message_bytes: usize,
     counts: Arc<RelayCounts>,
@@ -419,7 +464,8 @@ async fn upstream(
     };
     let mut pause = Duration::from_millis(50);
     loop {
-        let addr = *owner.borrow_and_update();
+        owner.owners.mark_unchanged();
+        let addr = owner.now();
         let connected = match addr {
             Some(a) => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a))
                 .await
@@ -435,7 +481,7 @@ async fn upstream(
                 tokio::select! {
                     Some(f) = requests.recv() => unable(&f, "no owner of the partition can be reached now"),
                     _ = &mut wait => break,
-                    _ = owner.changed() => break,
+                    _ = owner.owners.changed() => break,
                     _ = stop.changed() => return,
                 }
             }
@@ -524,21 +570,19 @@ async fn upstream(
                 Some(a) = owner_answers.recv() => {
                     peer.transmit().extend_from_slice(&a);
                 }
-                f = requests.recv() => {
+                // Until the owner's CEA, requests wait in the queue (the capabilities exchange
+                // is bounded by the peer state machine's timer; the queue by its size).
+                f = requests.recv(), if open => {
                     let Some(mut f) = f else { return };
-                    if !open {
-                        unable(&f, "the connection to the partition's owner is not open yet");
-                        continue;
-                    }
                     let (hbh, _) = peer.send_request(f.request.header.command_code);
                     set_hop_by_hop(&mut f.frame, hbh);
                     peer.transmit().extend_from_slice(&f.frame);
                     pending.insert(hbh, f);
                 }
                 _ = super::connection::until(peer.poll_timeout()) => peer.handle_timeout(Instant::now()),
-                _ = owner.changed() => {
+                _ = owner.owners.changed() => {
                     // Another owner: this connection ends, the next goes to it.
-                    if *owner.borrow() != addr {
+                    if owner.now() != addr {
                         peer.disconnect(Instant::now(), DisconnectCause::Rebooting);
                     }
                 }

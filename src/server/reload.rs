@@ -50,6 +50,7 @@ fn kept(old: &Config, new: &Config) -> Vec<&'static str> {
         d(old.admin == new.admin, "admin"),
         d(old.worker_threads == new.worker_threads, "worker_threads"),
         d(old.log.format == new.log.format, "log.format"),
+        d(old.cluster == new.cluster, "cluster"),
     ]
     .into_iter()
     .flatten()
@@ -85,6 +86,9 @@ impl Reloader {
         next.admin = current.admin.clone();
         next.worker_threads = current.worker_threads;
         next.log.format = current.log.format;
+        // A cluster node keeps its partition and its place in the cluster.
+        next.cluster = current.cluster.clone();
+        next.serving = current.serving;
         next.validate().map_err(|e| e.to_string())?;
         tracing_subscriber::EnvFilter::try_new(&next.log.level)
             .map_err(|e| format!("log.level '{}': {e}", next.log.level))?;

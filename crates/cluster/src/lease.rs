@@ -167,6 +167,62 @@ impl Leases {
         Ok(Some((h, Epoch(entry.revision))))
     }
 
+    /// Keeps `owners` (one entry per partition, `0..owners.len()`) at the leases' holders as
+    /// the bucket changes, until `owners` has no receiver left. A lost watch is started again
+    /// (after `pause`), reading every lease afresh.
+    pub async fn follow_holders(
+        &self,
+        owners: tokio::sync::watch::Sender<Vec<Option<Holder>>>,
+        pause: std::time::Duration,
+    ) {
+        use futures_core::Stream;
+        let partitions = owners.borrow().len() as u32;
+        loop {
+            if owners.is_closed() {
+                return;
+            }
+            // The watch first, then the values: a change between the two is not missed.
+            let watch = self.kv.watch_all().await;
+            let mut now = Vec::with_capacity(partitions as usize);
+            for p in 0..partitions {
+                match self.holder(p).await {
+                    Ok(h) => now.push(h.map(|(h, _)| h)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, partition = p, "cannot read a lease");
+                        now.push(None);
+                    }
+                }
+            }
+            owners.send_if_modified(|o| std::mem::replace(o, now.clone()) != now);
+            if let Ok(mut watch) = watch {
+                while let Some(Ok(entry)) =
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut watch).poll_next(cx)).await
+                {
+                    let Some(p) = entry
+                        .key
+                        .strip_prefix('p')
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .filter(|&p| p < partitions)
+                    else {
+                        continue;
+                    };
+                    let holder = match entry.operation {
+                        kv::Operation::Put => serde_json::from_slice::<Holder>(&entry.value).ok(),
+                        _ => None,
+                    };
+                    owners.send_if_modified(|o| {
+                        let slot = &mut o[p as usize];
+                        std::mem::replace(slot, holder.clone()) != holder
+                    });
+                    if owners.is_closed() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// Takes `partition` if no one holds it or its holder's lease has ended by `now_ms`.
     pub async fn claim(&self, partition: u32, now_ms: i64) -> Result<Claim, LeaseError> {
         let nats = |e: String| LeaseError::Nats {

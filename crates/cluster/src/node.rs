@@ -10,8 +10,10 @@
 //!   open until the lease's end less the margin, counted from when each renewal was sent; it
 //!   returns when another node holds the lease.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -178,7 +180,12 @@ impl Node {
     /// Takes this node's entry out of the node table (it stops; an entry left by a node that
     /// dies goes by itself after a while).
     pub async fn forget(&self) {
-        if let Err(e) = self.table.remove(&self.config.node).await {
+        self.forget_all_but(None).await
+    }
+
+    /// Removes this node's entries in the node table for every partition but `keep`.
+    pub async fn forget_all_but(&self, keep: Option<u32>) {
+        if let Err(e) = self.table.remove(&self.config.node, keep).await {
             tracing::debug!(error = %e, "cannot remove this node from the node table");
         }
     }
@@ -231,6 +238,60 @@ impl Node {
         segment_bytes: u64,
         standing: impl Fn(&Standing),
     ) -> Result<Takeover, ClusterError> {
+        self.stand_by_for(
+            partition,
+            dir,
+            segment_bytes,
+            standing,
+            &AtomicBool::new(false),
+        )
+        .await
+    }
+
+    /// Stands by for each of `partitions` at once, each copied into `dir_of(partition)`, and
+    /// takes over the first whose lease it wins: a node owns one partition at a time, so a
+    /// claim in flight or won keeps the others from claiming.
+    pub async fn stand_by_any(
+        &self,
+        partitions: &[u32],
+        dir_of: impl Fn(u32) -> PathBuf,
+        segment_bytes: u64,
+        standing: impl Fn(u32, &Standing),
+    ) -> Result<(u32, Takeover), ClusterError> {
+        let slot = AtomicBool::new(false);
+        let (dir_of, standing, slot) = (&dir_of, &standing, &slot);
+        let mut each: Vec<_> = partitions
+            .iter()
+            .map(|&p| {
+                Box::pin(async move {
+                    let dir = dir_of(p);
+                    let t = self
+                        .stand_by_for(p, &dir, segment_bytes, |s| standing(p, s), slot)
+                        .await;
+                    (p, t)
+                })
+            })
+            .collect();
+        let (p, taken) = std::future::poll_fn(|cx| {
+            for f in each.iter_mut() {
+                if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        Ok((p, taken?))
+    }
+
+    async fn stand_by_for(
+        &self,
+        partition: u32,
+        dir: &Path,
+        segment_bytes: u64,
+        standing: impl Fn(&Standing),
+        slot: &AtomicBool,
+    ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
         let mut mirror = Copy {
             mirror: Mirror::create(dir, segment_bytes)?,
@@ -269,14 +330,29 @@ impl Node {
                 },
                 _ = tick.tick() => {
                     self.report(partition, Role::Standby, state.entry).await;
-                    let sent_at = now_ms();
-                    match self.leases.claim(partition, sent_at).await {
-                        Ok(Claim::Taken(epoch)) => break (epoch, sent_at),
-                        Ok(Claim::Held(h)) => {
-                            state.owner = Some(h);
+                    if slot
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        // Another partition's claim is in flight: only look at this one.
+                        if let Ok(h) = self.leases.holder(partition).await {
+                            state.owner = h.map(|(h, _)| h);
                             standing(&state);
                         }
-                        Err(e) => tracing::warn!(error = %e, partition, "standby: cannot read the lease"),
+                    } else {
+                        let sent_at = now_ms();
+                        match self.leases.claim(partition, sent_at).await {
+                            Ok(Claim::Taken(epoch)) => break (epoch, sent_at),
+                            Ok(Claim::Held(h)) => {
+                                slot.store(false, Ordering::Release);
+                                state.owner = Some(h);
+                                standing(&state);
+                            }
+                            Err(e) => {
+                                slot.store(false, Ordering::Release);
+                                tracing::warn!(error = %e, partition, "standby: cannot read the lease")
+                            }
+                        }
                     }
                 }
             }

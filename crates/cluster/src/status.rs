@@ -40,6 +40,11 @@ pub struct NodeStatus {
     pub at_ms: i64,
 }
 
+/// A node's entry for a partition.
+fn key(node: &str, partition: u32) -> String {
+    format!("{node}.p{partition}")
+}
+
 /// The node table.
 pub struct NodeTable {
     kv: kv::Store,
@@ -56,18 +61,24 @@ impl NodeTable {
     pub async fn put(&self, status: &NodeStatus) -> Result<(), LeaseError> {
         let value = serde_json::to_vec(status).unwrap_or_default();
         self.kv
-            .put(status.node.clone(), value.into())
+            .put(key(&status.node, status.partition), value.into())
             .await
             .map(|_| ())
             .map_err(|e| LeaseError::Bucket(e.to_string()))
     }
 
-    /// Removes a node's entry (it stops).
-    pub async fn remove(&self, node: &str) -> Result<(), LeaseError> {
-        self.kv
-            .delete(node)
-            .await
-            .map_err(|e| LeaseError::Bucket(e.to_string()))
+    /// Removes a node's entries for every partition but `keep` (it stops, or it took one over
+    /// and stands by for the others no more).
+    pub async fn remove(&self, node: &str, keep: Option<u32>) -> Result<(), LeaseError> {
+        for s in self.list().await? {
+            if s.node == node && Some(s.partition) != keep {
+                self.kv
+                    .delete(key(node, s.partition))
+                    .await
+                    .map_err(|e| LeaseError::Bucket(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Every node's entry, by name (an entry that does not read as one is left out).
@@ -94,7 +105,7 @@ impl NodeTable {
                 }
             }
         }
-        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out.sort_by(|a, b| (a.partition, &a.node).cmp(&(b.partition, &b.node)));
         Ok(out)
     }
 }

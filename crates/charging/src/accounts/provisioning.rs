@@ -501,6 +501,30 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<TenantSpec>, ProvisioningErro
     Ok(parsed.tenant)
 }
 
+/// The provisioning text with only the tenants `keep` accepts by name (a cluster partition's
+/// share of a file), every other table as written. The tables are re-written as TOML, so the
+/// text differs from the file's but reads the same.
+pub fn select_tenants(
+    file: &str,
+    text: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<String, ProvisioningError> {
+    let err = |reason: String| ProvisioningError {
+        file: file.to_owned(),
+        reason,
+    };
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    if let Some(toml::Value::Array(tenants)) = table.get_mut("tenant") {
+        tenants.retain(|t| {
+            // A tenant without a name is kept: the import names the fault.
+            t.get("name")
+                .and_then(toml::Value::as_str)
+                .is_none_or(&keep)
+        });
+    }
+    toml::to_string(&table).map_err(|e| err(e.to_string()))
+}
+
 /// Subscription ids of one node, by kind.
 pub type Subscriptions = Vec<(SubscriptionType, String)>;
 
@@ -953,6 +977,20 @@ pub fn default_tenant() -> (Ledger, Directory) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A partition's share of a file: only the tenants asked for, each read as before.
+    #[test]
+    fn select_tenants_keeps_only_the_named() {
+        let text = embedded_text(600);
+        let acme = select_tenants("f", &text, |n| n == "acme").unwrap();
+        let specs = parse("f", &acme).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs, parse("f", &text).unwrap()[..1]);
+        let none = select_tenants("f", &text, |_| false).unwrap();
+        assert!(parse("f", &none).unwrap().is_empty());
+        let e = select_tenants("bad.toml", "[[tenant]\n", |_| true).unwrap_err();
+        assert_eq!(e.file, "bad.toml");
+    }
 
     #[test]
     fn default_tenant_is_design_section_7() {

@@ -262,6 +262,13 @@ impl Accounts {
         Ok(AccountRef { tree, node })
     }
 
+    /// The name of the tenant a subscription id belongs to.
+    pub fn tenant_of(&self, kind: SubscriptionType, id: &str) -> Option<String> {
+        let at = self.directory().lookup(kind, id)?;
+        let t = self.ledger().lock(at.tree)?;
+        (!t.removed).then(|| t.name.clone())
+    }
+
     /// The live tenants.
     pub fn tenants(&self) -> Vec<TenantView> {
         (0..self.ledger().tree_count() as u32)
