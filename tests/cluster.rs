@@ -1107,20 +1107,32 @@ fn tenants_are_partitioned_over_the_nodes() {
     c.serving();
     let api = c.admin();
     // Both acknowledged reports (the one before the kill and the one after).
-    assert_eq!(
-        usage(&api, &format!("acme/iot/{acme_dev}")).0,
-        2 * MIB
-    );
+    assert_eq!(usage(&api, &format!("acme/iot/{acme_dev}")).0, 2 * MIB);
     let r = gw2.ask(&CcrSpec::new(&s2, TERMINATION, 1).mscc(report(MIB, false)));
     assert_eq!(r.result_code, 2001, "{r:?}");
-    assert_eq!(
-        usage(&api, &format!("acme/iot/{}", device(8601))).0,
-        MIB
-    );
+    assert_eq!(usage(&api, &format!("acme/iot/{}", device(8601))).0, MIB);
     let r = gw.ask(&CcrSpec::new(&s_acme, TERMINATION, acme_n + 1).mscc(report(0, false)));
     assert_eq!(r.result_code, 2001, "{r:?}");
     g_api = globex_owner_api(&globex_owner);
     assert_eq!(usage(&g_api, "globex/hank").0, MIB);
+    // The router's counts, as the node's metrics give them once it serves: what it relayed,
+    // what it could not place (the unknown subscriber and session), the 3002s of the failover.
+    let metrics = ocf::ctl::http::Client {
+        addr: api.addr,
+        token: None,
+        timeout: WAIT,
+    }
+    .call("GET", "/metrics", None)
+    .unwrap()
+    .body;
+    for outcome in ["relayed", "unroutable", "unable_to_deliver"] {
+        let line = format!("ocfd_cluster_routed_requests_total{{outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("ocfd_cluster_routed_requests_total{outcome=\"unroutable\"} 2"),
+        "{metrics}"
+    );
 }
 
 fn globex_owner_api(n: &Node) -> Http {

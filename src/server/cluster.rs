@@ -185,8 +185,8 @@ pub(super) async fn serve(
     let mut server = tokio::task::spawn_blocking(move || {
         Server::bind_partition(&cfg, Some(replication), Some(engine))
     })
-            .await
-            .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    .await
+    .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),

@@ -74,6 +74,11 @@ pub(super) struct Relay {
     pub(super) counts: Arc<RelayCounts>,
 }
 
+/// Counts a gateway request the router handled, by what became of it.
+fn routed(outcome: &'static str) {
+    metrics::counter!("ocfd_cluster_routed_requests_total", "outcome" => outcome).increment(1);
+}
+
 /// Writes `req`'s error answer with `code` (this node's own answer).
 fn error_answer(peer: &PeerConfig, req: &Message, result: ResultCode, why: &'static str) -> Bytes {
     let mut out = BytesMut::new();
@@ -336,6 +341,7 @@ async fn downstream(
                     let own = &config.identity.origin_host;
                     let answer = if routed_through(&req, own) {
                         counts.loops.fetch_add(1, Ordering::Relaxed);
+                        routed("loop");
                         Some(error_answer(
                             &config,
                             &req,
@@ -345,6 +351,7 @@ async fn downstream(
                     } else {
                         match router.partition(&req) {
                             Err(e) => {
+                                routed("unroutable");
                                 let mut out = BytesMut::new();
                                 config.identity.write_error_answer(&mut out, &req, &e);
                                 Some(out.freeze())
@@ -360,6 +367,7 @@ async fn downstream(
                                     Ok(()) => None,
                                     Err(e) => {
                                         counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
+                                        routed("unable_to_deliver");
                                         let f = match e {
                                             mpsc::error::TrySendError::Full(f)
                                             | mpsc::error::TrySendError::Closed(f) => f,
@@ -455,6 +463,7 @@ async fn upstream(
 ) {
     let unable = |f: &Forward, why: &'static str| {
         counts.unable_to_deliver.fetch_add(1, Ordering::Relaxed);
+        routed("unable_to_deliver");
         let _ = f.reply.send(error_answer(
             &config,
             &f.request,
@@ -514,6 +523,7 @@ async fn upstream(
                             let mut a = BytesMut::from(&msg.to_bytes()[..]);
                             set_hop_by_hop(&mut a, f.request.header.hop_by_hop);
                             counts.forwarded.fetch_add(1, Ordering::Relaxed);
+                            routed("relayed");
                             let _ = f.reply.send(a.freeze());
                         }
                     }

@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -243,14 +242,16 @@ impl Node {
             dir,
             segment_bytes,
             standing,
-            &AtomicBool::new(false),
+            &tokio::sync::Mutex::new(false),
         )
         .await
     }
 
     /// Stands by for each of `partitions` at once, each copied into `dir_of(partition)`, and
-    /// takes over the first whose lease it wins: a node owns one partition at a time, so a
-    /// claim in flight or won keeps the others from claiming.
+    /// takes over the first whose lease it wins: a node owns one partition at a time, so
+    /// claims take turns (a claim in flight makes the others wait for it, not skip their
+    /// turn: each partition gets its claim at every look), and once one is won the others
+    /// only look.
     pub async fn stand_by_any(
         &self,
         partitions: &[u32],
@@ -258,7 +259,7 @@ impl Node {
         segment_bytes: u64,
         standing: impl Fn(u32, &Standing),
     ) -> Result<(u32, Takeover), ClusterError> {
-        let slot = AtomicBool::new(false);
+        let slot = tokio::sync::Mutex::new(false);
         let (dir_of, standing, slot) = (&dir_of, &standing, &slot);
         let mut each: Vec<_> = partitions
             .iter()
@@ -290,7 +291,7 @@ impl Node {
         dir: &Path,
         segment_bytes: u64,
         standing: impl Fn(&Standing),
-        slot: &AtomicBool,
+        slot: &tokio::sync::Mutex<bool>,
     ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
         let mut mirror = Copy {
@@ -330,11 +331,9 @@ impl Node {
                 },
                 _ = tick.tick() => {
                     self.report(partition, Role::Standby, state.entry).await;
-                    if slot
-                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                        .is_err()
-                    {
-                        // Another partition's claim is in flight: only look at this one.
+                    let mut taken = slot.lock().await;
+                    if *taken {
+                        // Another partition was taken here: only look at this one.
                         if let Ok(h) = self.leases.holder(partition).await {
                             state.owner = h.map(|(h, _)| h);
                             standing(&state);
@@ -342,16 +341,15 @@ impl Node {
                     } else {
                         let sent_at = now_ms();
                         match self.leases.claim(partition, sent_at).await {
-                            Ok(Claim::Taken(epoch)) => break (epoch, sent_at),
+                            Ok(Claim::Taken(epoch)) => {
+                                *taken = true;
+                                break (epoch, sent_at);
+                            }
                             Ok(Claim::Held(h)) => {
-                                slot.store(false, Ordering::Release);
                                 state.owner = Some(h);
                                 standing(&state);
                             }
-                            Err(e) => {
-                                slot.store(false, Ordering::Release);
-                                tracing::warn!(error = %e, partition, "standby: cannot read the lease")
-                            }
+                            Err(e) => tracing::warn!(error = %e, partition, "standby: cannot read the lease"),
                         }
                     }
                 }

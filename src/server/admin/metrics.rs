@@ -197,6 +197,10 @@ fn describe() {
         "Journal records written here and not yet acknowledged by the replicated log"
     );
     metrics::describe_counter!(
+        "ocfd_cluster_routed_requests_total",
+        "Gateway requests this node's router handled, by outcome: relayed (answered by a partition's engine), unable_to_deliver (3002), loop (3005), unroutable (5030/5002)"
+    );
+    metrics::describe_counter!(
         "ocfd_events_total",
         "Events written to the outbox (state_dir/events) since start"
     );
