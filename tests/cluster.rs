@@ -212,16 +212,7 @@ fn a_standby_takes_over_a_killed_owner_and_its_sessions_carry_on() {
     assert_eq!(used, 40 * MIB);
     assert_eq!(reserved, 0, "every session ended: nothing held");
     // Its metrics say it holds the lease and the log is up to date.
-    let metrics = || {
-        ocf::ctl::http::Client {
-            addr: api.addr,
-            token: None,
-            timeout: WAIT,
-        }
-        .call("GET", "/metrics", None)
-        .unwrap()
-        .body
-    };
+    let metrics = || metrics_of(&api);
     let deadline = Instant::now() + WAIT;
     loop {
         let m = metrics();
@@ -987,6 +978,18 @@ fn a_drain_hands_the_partition_to_the_node_named() {
     assert_eq!(roles(&view), ["node-b standby", "node-c owner"]);
 }
 
+/// A node's `/metrics` page.
+fn metrics_of(api: &Http) -> String {
+    ocf::ctl::http::Client {
+        addr: api.addr,
+        token: None,
+        timeout: WAIT,
+    }
+    .call("GET", "/metrics", None)
+    .unwrap()
+    .body
+}
+
 /// The partition a node took over, as its log says.
 fn partition_taken(node: &mut Node) -> u32 {
     let line = node.proc.wait_for("took the partition over", WAIT);
@@ -1117,14 +1120,7 @@ fn tenants_are_partitioned_over_the_nodes() {
     assert_eq!(usage(&g_api, "globex/hank").0, MIB);
     // The router's counts, as the node's metrics give them once it serves: what it relayed,
     // what it could not place (the unknown subscriber and session), the 3002s of the failover.
-    let metrics = ocf::ctl::http::Client {
-        addr: api.addr,
-        token: None,
-        timeout: WAIT,
-    }
-    .call("GET", "/metrics", None)
-    .unwrap()
-    .body;
+    let metrics = metrics_of(&api);
     for outcome in ["relayed", "unroutable", "unable_to_deliver"] {
         let line = format!("ocfd_cluster_routed_requests_total{{outcome=\"{outcome}\"}}");
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
