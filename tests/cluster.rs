@@ -1077,6 +1077,40 @@ fn tenants_are_partitioned_over_the_nodes() {
     // A gateway on one owner reaches the other partition's owner through its router.
     let mut gw2 = Gw::open_at(globex_owner.gateways, "pgw2.localdomain");
     let s2 = open(&mut gw2, "acme-via-globex-owner", &device(8601));
+    // A manager adds a device to globex on its owner: every router finds it (the shared
+    // directory), here the standby's. Through the other owner, the change is refused with the
+    // owner to ask.
+    let new_device =
+        r#"{"msisdn": "4470000002", "limits": [{"unit": "octets", "amount": "10 MiB"}]}"#;
+    let (status, v) = g_api.call("POST", "/v1/nodes/globex/newbie", Some(new_device));
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = acme_owner.admin().call(
+        "POST",
+        "/v1/nodes/globex/elsewhere",
+        Some(r#"{"msisdn": "4470000003"}"#),
+    );
+    assert_eq!(status, 421, "{v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("partition 0") && why.contains(&globex_owner.name),
+        "{v}"
+    );
+    let s_new = open(&mut gw, "newbie", "4470000002");
+    let r = gw.ask(&CcrSpec::new(&s_new, TERMINATION, 1).mscc(report(MIB, false)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    assert_eq!(usage(&g_api, "globex/newbie").0, MIB);
+    // ocfctl cluster shows both partitions, each with its owner and the standby.
+    let text = ocfctl(&globex_owner, &g_api, &["cluster"]);
+    for p in ["partition 0: owner", "partition 1: owner"] {
+        assert!(text.contains(p), "{text}");
+    }
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("node-c") && l.contains("standby"))
+            .count()
+            == 2,
+        "{text}"
+    );
     // Nobody's subscriber, and an update for a session no router knows: refused by the router.
     let r = gw.ask(
         &CcrSpec::new("nobody", INITIAL, 0)

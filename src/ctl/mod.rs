@@ -825,33 +825,41 @@ pub fn cluster(c: &Client, json: bool) -> Result<String, CtlError> {
     if v["enabled"] != true {
         return Ok("not a cluster node (cluster.enabled is false)\n".into());
     }
-    let mut out = format!(
-        "partition {}: owner {} (epoch {}, lease until {} ms), log at entry {}\n",
-        v["partition"],
-        v["owner"]["node"].as_str().unwrap_or("none"),
-        v["epoch"],
-        v["owner"]["until_ms"],
-        v["log_end"]
-    );
-    let rows: Vec<Vec<String>> = v["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            vec![
-                n["node"].as_str().unwrap_or("").to_owned(),
-                n["role"].as_str().unwrap_or("").to_owned(),
-                n["diameter"].as_str().unwrap_or("-").to_owned(),
-                n["entry"].to_string(),
-                n["lag_entries"].to_string(),
-                format!("{:.1} s", n["age_ms"].as_f64().unwrap_or(0.0) / 1000.0),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &["NODE", "ROLE", "DIAMETER", "ENTRY", "LAG", "SEEN"],
-        &rows,
-    ));
+    // Every partition, when the cluster has several; else the node's own.
+    let parts = match v["partitions"].as_array() {
+        Some(all) => all.clone(),
+        None => vec![v.clone()],
+    };
+    let mut out = String::new();
+    for v in &parts {
+        out.push_str(&format!(
+            "partition {}: owner {} (epoch {}, lease until {} ms), log at entry {}\n",
+            v["partition"],
+            v["owner"]["node"].as_str().unwrap_or("none"),
+            v["epoch"],
+            v["owner"]["until_ms"],
+            v["log_end"]
+        ));
+        let rows: Vec<Vec<String>> = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                vec![
+                    n["node"].as_str().unwrap_or("").to_owned(),
+                    n["role"].as_str().unwrap_or("").to_owned(),
+                    n["diameter"].as_str().unwrap_or("-").to_owned(),
+                    n["entry"].to_string(),
+                    n["lag_entries"].to_string(),
+                    format!("{:.1} s", n["age_ms"].as_f64().unwrap_or(0.0) / 1000.0),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["NODE", "ROLE", "DIAMETER", "ENTRY", "LAG", "SEEN"],
+            &rows,
+        ));
+    }
     Ok(out)
 }
 

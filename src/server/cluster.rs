@@ -100,7 +100,13 @@ pub(super) async fn serve(
     } else {
         None
     };
-    let router = Router::new(partitions, directory);
+    // The ids managers give devices through any node's admin API, for routing here.
+    let shared = Arc::new(std::sync::RwLock::new(ocf_cluster::directory::Ids::new()));
+    let sharing = {
+        let (directory, shared) = (node.directory(), shared.clone());
+        tokio::spawn(async move { directory.follow(shared, Duration::from_millis(500)).await })
+    };
+    let router = Router::new(partitions, directory, shared);
     let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
         live.peer.clone(),
@@ -132,7 +138,7 @@ pub(super) async fn serve(
         .clone()
         .unwrap_or_else(|| engine_addr.to_string());
     node.leases().advertise(&advertised);
-    let background = [follow, owners];
+    let background = [follow, owners, sharing];
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
@@ -191,6 +197,7 @@ pub(super) async fn serve(
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
         partition,
+        partitions,
         drain,
     }));
     let _ = engine_tx.send(Some((partition, engine_addr)));

@@ -5,11 +5,12 @@
 //! one partition every request goes to it and nothing is looked up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
 use ocf_charging::accounts::Accounts;
 use ocf_charging::accounts::tenant::SubscriptionType;
+use ocf_cluster::directory::Ids;
 use ocf_protocol::codes::{ResultCode, application, avp as code, command};
 use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
@@ -22,8 +23,10 @@ const SESSIONS_PER_GENERATION: usize = 1 << 20;
 /// The routing of one node.
 pub(super) struct Router {
     partitions: u32,
-    /// Every tenant's subscription ids (none with one partition).
+    /// Every tenant's subscription ids in the provisioning (none with one partition).
     directory: Option<ArcSwap<Accounts>>,
+    /// Those given through admin APIs since (`ocf_cluster::directory`): looked up first.
+    shared: Arc<RwLock<Ids>>,
     sessions: Mutex<Sessions>,
 }
 
@@ -52,12 +55,17 @@ impl Sessions {
 }
 
 impl Router {
-    /// A router over `partitions`, reading subscribers in `directory` (needed when there is
-    /// more than one).
-    pub(super) fn new(partitions: u32, directory: Option<Accounts>) -> Arc<Router> {
+    /// A router over `partitions`, reading subscribers in `shared`, then in `directory`
+    /// (needed when there is more than one).
+    pub(super) fn new(
+        partitions: u32,
+        directory: Option<Accounts>,
+        shared: Arc<RwLock<Ids>>,
+    ) -> Arc<Router> {
         Arc::new(Router {
             partitions: partitions.max(1),
             directory: directory.map(ArcSwap::from_pointee),
+            shared,
             sessions: Mutex::default(),
         })
     }
@@ -116,12 +124,22 @@ impl Router {
             let mut data = None;
             for a in sub.children() {
                 if a.is(code::SUBSCRIPTION_ID_TYPE) {
-                    kind = a.u32().ok().and_then(SubscriptionType::from_code);
+                    kind = a.u32().ok();
                 } else if a.is(code::SUBSCRIPTION_ID_DATA) {
                     data = a.utf8().ok();
                 }
             }
-            let tenant = directory.tenant_of(kind?, data?)?;
+            let (kind, data) = (kind?, data?);
+            let shared = self
+                .shared
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(kind, data.to_ascii_lowercase()))
+                .cloned();
+            let tenant = match shared {
+                Some(t) => t,
+                None => directory.tenant_of(SubscriptionType::from_code(kind)?, data)?,
+            };
             Some(ocf_cluster::lease::partition_of(&tenant, self.partitions))
         })
     }
@@ -197,7 +215,8 @@ mod tests {
     /// session until the session ends; an unknown subscriber or session is refused.
     #[test]
     fn requests_go_to_their_tenants_partition() {
-        let r = Router::new(3, Some(directory()));
+        let shared = Arc::new(RwLock::new(Ids::new()));
+        let r = Router::new(3, Some(directory()), shared.clone());
         let acme = ocf_cluster::lease::partition_of("acme", 3);
         let alice = ocf_cluster::lease::partition_of("alice", 3);
         assert_ne!(acme, alice, "the test needs the two tenants apart");
@@ -215,8 +234,22 @@ mod tests {
         assert_eq!(gone.result_code, ResultCode::UnknownSessionId);
         let unknown = r.partition(&ccr("s3", 1, Some("4400000"))).unwrap_err();
         assert_eq!(unknown.result_code, ResultCode::UserUnknown);
+        // An id given through an admin API (shared) is looked up before the files: a device
+        // moved to alice; the others still as the files say.
+        shared
+            .write()
+            .unwrap()
+            .insert((0, "15551000002".into()), "alice".into());
+        assert_eq!(
+            r.partition(&ccr("s4", 1, Some("15551000002"))).unwrap(),
+            alice
+        );
+        assert_eq!(
+            r.partition(&ccr("s5", 1, Some("15551000003"))).unwrap(),
+            acme
+        );
         // One partition: nothing is looked up.
-        let one = Router::new(1, None);
+        let one = Router::new(1, None, Arc::default());
         assert_eq!(one.partition(&ccr("s9", 2, None)).unwrap(), 0);
     }
 

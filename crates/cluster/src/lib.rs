@@ -1,8 +1,11 @@
 //! ocfd nodes over NATS JetStream (issue 17, in progress): which partition a tenant is in and
 //! who owns it ([`lease`]), when an owner may grant ([`ownership`]), each partition's
 //! replicated log ([`log`]), an owner's [`replicator`] of its journal and changes into it, and a
-//! [`node`]'s life: standby (a copy of the partition kept from the log), takeover, owner.
+//! [`node`]'s life: standby (a copy of each partition kept from its log), takeover, owner;
+//! the node table ([`status`]) and the subscription ids managers add, shared for routing
+//! ([`directory`]).
 
+pub mod directory;
 pub mod lease;
 pub mod log;
 pub mod node;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use ocf_store::replication::{Fence, Mirror, MirrorError, now_ms};
 
+use crate::directory::SharedDirectory;
 use crate::lease::{Claim, Holder, LeaseError, Leases};
 use crate::log::{Entry, Kind, LogError, PartitionLog};
 use crate::ownership::{Ownership, Timers};
@@ -59,6 +60,7 @@ pub struct Node {
     js: jetstream::Context,
     leases: Arc<Leases>,
     table: NodeTable,
+    directory: Arc<SharedDirectory>,
     max_payload: usize,
     /// Where this node takes Diameter connections (told in its entry of the node table).
     diameter: std::sync::Mutex<Option<String>>,
@@ -141,11 +143,13 @@ impl Node {
         let js = jetstream::new(client);
         let leases = Leases::open(&js, &config.node, config.timers.ttl_ms, config.replicas).await?;
         let table = NodeTable::open(&js, config.replicas).await?;
+        let directory = Arc::new(SharedDirectory::open(&js, config.replicas).await?);
         Ok(Node {
             config,
             js,
             leases: Arc::new(leases),
             table,
+            directory,
             max_payload,
             diameter: std::sync::Mutex::new(None),
         })
@@ -221,6 +225,11 @@ impl Node {
 
     pub fn leases(&self) -> Arc<Leases> {
         self.leases.clone()
+    }
+
+    /// The subscription ids given through admin APIs, shared by every node.
+    pub fn directory(&self) -> Arc<SharedDirectory> {
+        self.directory.clone()
     }
 
     /// Opens a partition's log.

@@ -95,6 +95,9 @@ pub(super) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<Strin
 
 /// Makes a change off the async workers (it syncs the change log).
 async fn change(state: &AdminState, c: Change) -> Result<(), ApiError> {
+    if let Some(cluster) = &state.cluster {
+        cluster.admit(&c).await?;
+    }
     let by = super::caller::caller_name();
     off_workers(state, move |e| e.change_by(&c, unix_now(), by.as_deref()))
         .await?

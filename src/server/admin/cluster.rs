@@ -9,12 +9,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use ocf_charging::accounts::changes::Change;
+
 use super::{AdminState, ApiError};
 
 /// What the admin API reaches of a cluster node (the daemon's cluster side makes it).
 pub struct ClusterHandle {
     pub node: std::sync::Arc<ocf_cluster::node::Node>,
     pub partition: u32,
+    /// Partitions in the cluster.
+    pub partitions: u32,
     /// Asks the owner to hand the partition over (to the named node, or to any standby).
     pub drain: tokio::sync::mpsc::Sender<Option<String>>,
 }
@@ -31,19 +35,79 @@ async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let mut body = serde_json::to_value(&status).unwrap_or_default();
     body["enabled"] = true.into();
     body["node"] = node.name().into();
+    if c.partitions > 1 {
+        // Every partition: its owner, log and nodes (this one's is the body's own).
+        let all = tokio::time::timeout(LOOK_TIMEOUT, async {
+            let mut all = Vec::new();
+            for p in 0..c.partitions {
+                all.push(node.status(p).await?);
+            }
+            Ok::<_, ocf_cluster::node::ClusterError>(all)
+        })
+        .await
+        .map_err(|_| unreachable_nats())?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        body["partitions"] = serde_json::to_value(all).unwrap_or_default();
+    }
     Ok(axum::Json(body).into_response())
+}
+
+fn unreachable_nats() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NATS did not answer in time".into(),
+    )
+}
+
+impl ClusterHandle {
+    /// Whether this node's engine may make `change`: its tenant must be in this node's
+    /// partition (421 naming the partition and its owner otherwise), and the subscription ids
+    /// it gives a device are written to the shared directory first, so that every node's
+    /// router finds them (503 if they cannot be: nothing is changed).
+    pub(super) async fn admit(&self, change: &Change) -> Result<(), ApiError> {
+        if self.partitions <= 1 {
+            return Ok(());
+        }
+        let Some(tenant) = change.tenant() else {
+            return Ok(());
+        };
+        let p = ocf_cluster::lease::partition_of(tenant, self.partitions);
+        if p != self.partition {
+            let owner = tokio::time::timeout(LOOK_TIMEOUT, self.node.leases().holder(p))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map_or_else(|| "no node yet".to_owned(), |(h, _)| h.node);
+            return Err(ApiError(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "tenant '{tenant}' is in partition {p}, owned by {owner}; this node owns partition {}: make the change through that node's admin API",
+                    self.partition
+                ),
+            ));
+        }
+        let directory = self.node.directory();
+        for (kind, id) in change.subscription_ids() {
+            tokio::time::timeout(LOOK_TIMEOUT, directory.put(kind, id, tenant))
+                .await
+                .map_err(|_| unreachable_nats())?
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the shared directory cannot take '{id}' ({e}); nothing changed"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// The cluster now, bounded in time.
 async fn look(c: &ClusterHandle) -> Result<ocf_cluster::node::ClusterStatus, ApiError> {
     tokio::time::timeout(LOOK_TIMEOUT, c.node.status(c.partition))
         .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "NATS did not answer in time".into(),
-            )
-        })?
+        .map_err(|_| unreachable_nats())?
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 

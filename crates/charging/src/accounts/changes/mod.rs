@@ -140,6 +140,56 @@ fn month() -> Period {
     Period::Month
 }
 
+impl Change {
+    /// The tenant the change is made in (the first part of its path); none for an import,
+    /// which may touch every tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        let path = match self {
+            Change::Import { .. } => return None,
+            Change::AddTenant { name, .. } => name,
+            Change::SetPolicy { tenant, .. } => tenant,
+            Change::AddNode { path, .. }
+            | Change::SetLimits { path, .. }
+            | Change::SetThresholds { path, .. }
+            | Change::SetAtLimit { path, .. }
+            | Change::Block { path }
+            | Change::Unblock { path }
+            | Change::SetSubscriptions { path, .. }
+            | Change::SetRules { path, .. }
+            | Change::SetGuards { path, .. }
+            | Change::SetPersonalAccount { path, .. }
+            | Change::Remove { path } => path,
+            Change::Move { from, .. } => from,
+        };
+        path.split('/').next()
+    }
+
+    /// The subscription ids the change gives a device, with their Subscription-Id-Type
+    /// codes (RFC 4006 §8.47).
+    pub fn subscription_ids(&self) -> Vec<(u32, &str)> {
+        match self {
+            Change::AddNode {
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+                ..
+            }
+            | Change::SetSubscriptions {
+                msisdn,
+                imsi,
+                nai,
+                sip_uri,
+                ..
+            } => [(0, msisdn), (1, imsi), (2, sip_uri), (3, nai)]
+                .into_iter()
+                .filter_map(|(k, id)| id.as_deref().map(|id| (k, id)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
