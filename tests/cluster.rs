@@ -21,9 +21,12 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Node {
     proc: Watched,
     name: String,
-    dir: tempfile::TempDir,
+    /// Its configuration and state, removed with it.
+    _dir: tempfile::TempDir,
     /// Where its router takes gateways.
     gateways: SocketAddr,
+    /// The operator's token.
+    token_file: std::path::PathBuf,
 }
 
 impl Node {
@@ -35,14 +38,30 @@ impl Node {
 
     /// Starts node `name` reaching NATS at `urls` (through a proxy the test can cut).
     fn start_via(name: &str, urls: &[String], extra: &str) -> Node {
+        Node::start_in(name, urls, None, extra)
+    }
+
+    /// [`Node::start_via`] with the operator's token in `token_file` (else its own, made in
+    /// its state directory).
+    fn start_in(
+        name: &str,
+        urls: &[String],
+        token_file: Option<&std::path::Path>,
+        extra: &str,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
+        let token_file = token_file.map_or_else(
+            || dir.path().join("state/admin-token"),
+            std::path::Path::to_path_buf,
+        );
         let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
         let cfg = dir.path().join("ocfd.toml");
         std::fs::write(
             &cfg,
             format!(
-                "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\norigin_host = \"{name}.localdomain\"\n[cluster]\nenabled = true\nnode_name = \"{name}\"\nnats_servers = [{}]\n{extra}\n",
+                "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\norigin_host = \"{name}.localdomain\"\n[cluster]\nenabled = true\nnode_name = \"{name}\"\nnats_servers = [{}]\n{extra}\n",
                 dir.path().join("state").display(),
+                token_file.display(),
                 servers.join(", ")
             ),
         )
@@ -55,8 +74,9 @@ impl Node {
         Node {
             proc,
             name: name.to_owned(),
-            dir,
+            _dir: dir,
             gateways,
+            token_file,
         }
     }
 
@@ -69,7 +89,7 @@ impl Node {
 
     fn admin(&mut self) -> Http {
         let addr = logged_addr(&self.proc.wait_for("listening transport=\"http\"", WAIT));
-        let token = std::fs::read_to_string(self.dir.path().join("state/admin-token")).unwrap();
+        let token = std::fs::read_to_string(&self.token_file).unwrap();
         Http {
             addr,
             token: Some(token.trim().to_owned()),
@@ -889,7 +909,7 @@ fn ocfctl(node: &Node, api: &Http, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ocfctl"))
         .args(["--url", &format!("http://{}", api.addr)])
         .arg("--token-file")
-        .arg(node.dir.path().join("state/admin-token"))
+        .arg(&node.token_file)
         .args(args)
         .output()
         .unwrap();
@@ -1020,23 +1040,48 @@ fn tenants_are_partitioned_over_the_nodes() {
         "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
         globex.display()
     );
-    let mut a = Node::start("node-a", &nats, &extra);
+    // One operator's token on every node: a manager's request goes on with it.
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
+    let mut a = start("node-a");
     let pa = partition_taken(&mut a);
     a.serving();
-    let mut b = Node::start("node-b", &nats, &extra);
+    let mut b = start("node-b");
     let pb = partition_taken(&mut b);
     b.serving();
     assert_ne!(pa, pb, "one partition per node");
-    let mut c = Node::start("node-c", &nats, &extra);
+    let mut c = start("node-c");
     let (mut acme_owner, globex_owner) = if pa == 1 { (a, b) } else { (b, a) };
-    // Each engine holds its partition's tenants only.
-    let (status, _) = acme_owner.admin().call("GET", "/v1/usage/acme", None);
-    assert_eq!(status, 200);
-    let (status, _) = acme_owner.admin().call("GET", "/v1/usage/globex", None);
-    assert_eq!(status, 404, "globex is not in partition 1");
+    // Each engine holds its partition's tenants only (asked as a forwarded request, which a
+    // node answers itself).
+    let here = |api: &Http, path: &str| {
+        ocf::ctl::http::Client {
+            addr: api.addr,
+            token: api.token.clone(),
+            timeout: WAIT,
+        }
+        .call_forwarded("GET", path, None, "test")
+        .unwrap()
+        .status
+    };
+    let acme_api = acme_owner.admin();
+    assert_eq!(here(&acme_api, "/v1/usage/acme"), 200);
+    assert_eq!(
+        here(&acme_api, "/v1/usage/globex"),
+        404,
+        "globex is not in partition 1"
+    );
     let mut g_api = globex_owner_api(&globex_owner);
-    let (status, _) = g_api.call("GET", "/v1/usage/acme", None);
-    assert_eq!(status, 404, "acme is not in partition 0");
+    assert_eq!(
+        here(&g_api, "/v1/usage/acme"),
+        404,
+        "acme is not in partition 0"
+    );
+    // Asked as a manager asks, either owner answers for both (the other's through it).
+    let (status, v) = acme_api.call("GET", "/v1/usage/globex", None);
+    assert_eq!(status, 200, "{v}");
     // A gateway on the standby reaches both partitions' owners (once its router has read both
     // leases).
     let mut gw = Gw::open_at(c.gateways, "pgw.localdomain");
@@ -1084,16 +1129,39 @@ fn tenants_are_partitioned_over_the_nodes() {
         r#"{"msisdn": "4470000002", "limits": [{"unit": "octets", "amount": "10 MiB"}]}"#;
     let (status, v) = g_api.call("POST", "/v1/nodes/globex/newbie", Some(new_device));
     assert_eq!(status, 201, "{v}");
+    // The same kind of change sent to acme's owner goes on to globex's owner, and its answer
+    // comes back.
     let (status, v) = acme_owner.admin().call(
         "POST",
         "/v1/nodes/globex/elsewhere",
         Some(r#"{"msisdn": "4470000003"}"#),
     );
-    assert_eq!(status, 421, "{v}");
-    let why = v["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        here(&g_api, "/v1/nodes/globex/elsewhere"),
+        200,
+        "made on globex's owner"
+    );
+    // A forwarded request that reaches a node not owning its tenant (the lease moved on the
+    // way) is not sent further: 421, naming the owner.
+    let wrong = ocf::ctl::http::Client {
+        addr: acme_owner.admin().addr,
+        token: std::fs::read_to_string(&token)
+            .ok()
+            .map(|t| t.trim().to_owned()),
+        timeout: WAIT,
+    }
+    .call_forwarded(
+        "POST",
+        "/v1/nodes/globex/third",
+        Some(r#"{"msisdn": "4470000004"}"#),
+        "node-x",
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 421, "{wrong:?}");
     assert!(
-        why.contains("partition 0") && why.contains(&globex_owner.name),
-        "{v}"
+        wrong.body.contains("partition 0") && wrong.body.contains(&globex_owner.name),
+        "{wrong:?}"
     );
     let s_new = open(&mut gw, "newbie", "4470000002");
     let r = gw.ask(&CcrSpec::new(&s_new, TERMINATION, 1).mscc(report(MIB, false)));
@@ -1110,6 +1178,26 @@ fn tenants_are_partitioned_over_the_nodes() {
             .count()
             == 2,
         "{text}"
+    );
+    // The standby's admin listener: the cluster view, its router's counts, nothing else.
+    let standby_api = c.admin();
+    let text = ocfctl(&c, &standby_api, &["cluster"]);
+    assert!(text.contains("partition 1: owner"), "{text}");
+    // A manager's request about a tenant goes on to its owner; the rest has no engine here.
+    let (status, v) = standby_api.call("GET", "/v1/usage/globex/hank", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["node"]["limits"][0]["used"], MIB, "{v}");
+    let (status, _) = standby_api.call("GET", "/v1/tenants", None);
+    assert_eq!(status, 503, "a standby has no engine to list tenants");
+    let (status, _) = Http {
+        addr: standby_api.addr,
+        token: None,
+    }
+    .call("GET", "/v1/cluster", None);
+    assert_eq!(status, 401);
+    assert!(
+        metrics_of(&standby_api)
+            .contains("ocfd_cluster_routed_requests_total{outcome=\"relayed\"}")
     );
     // Nobody's subscriber, and an update for a session no router knows: refused by the router.
     let r = gw.ask(
@@ -1173,7 +1261,7 @@ fn globex_owner_api(n: &Node) -> Http {
         .find(|l| l.contains("listening transport=\"http\""))
         .map(str::to_owned)
         .expect("the owner's admin API");
-    let token = std::fs::read_to_string(n.dir.path().join("state/admin-token")).unwrap();
+    let token = std::fs::read_to_string(&n.token_file).unwrap();
     Http {
         addr: logged_addr(&line),
         token: Some(token.trim().to_owned()),

@@ -21,6 +21,7 @@ pub struct Client {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    pub content_type: Option<String>,
 }
 
 impl Answer {
@@ -79,6 +80,28 @@ impl Client {
     /// Sends one request; `body` is JSON. Errors are those of reaching the API, or an
     /// answer that is not HTTP or is larger than `MAX_ANSWER`.
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Answer> {
+        self.send(method, path, body, None)
+    }
+
+    /// [`Client::call`] for a cluster node sending a manager's request on to the node that
+    /// owns its tenant (`by`: the node it comes from; the owner sends it no further).
+    pub fn call_forwarded(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        by: &str,
+    ) -> std::io::Result<Answer> {
+        self.send(method, path, body, Some(by))
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        forwarded_by: Option<&str>,
+    ) -> std::io::Result<Answer> {
         let invalid =
             |e: ureq::http::Error| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let mut req = ureq::http::Request::builder()
@@ -90,6 +113,9 @@ impl Client {
         if body.is_some() {
             req = req.header("Content-Type", "application/json");
         }
+        if let Some(by) = forwarded_by {
+            req = req.header("X-Ocfd-Forwarded", by);
+        }
         let req = req.body(body.unwrap_or("").as_bytes()).map_err(invalid)?;
         let mut resp = self.agent().run(req).map_err(ureq::Error::into_io)?;
         let bytes = resp
@@ -98,9 +124,15 @@ impl Client {
             .limit(MAX_ANSWER)
             .read_to_vec()
             .map_err(ureq::Error::into_io)?;
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Ok(Answer {
             status: resp.status().as_u16(),
             body: String::from_utf8_lossy(&bytes).into_owned(),
+            content_type,
         })
     }
 }

@@ -58,11 +58,20 @@ pub(super) async fn serve(
             .map_err(|e| cluster(e.to_string()))?,
     );
     let name = node.name().to_owned();
+    let name_of = name.clone();
     let partitions = config.cluster.partitions.max(1);
     // Gateways connect to the router: it relays their requests to the owner of each one's
     // partition, as the leases name it.
     let live = super::live_settings(config, super::dispatch::unix_now() as u32)?;
     let (holders_tx, mut holders) = tokio::sync::watch::channel(vec![None; partitions as usize]);
+    let view = holders.clone();
+    let owners_of = move |own: Option<u32>| super::admin::forward::Owners {
+        node: name_of.clone(),
+        partitions,
+        own,
+        holders: view.clone(),
+    };
+    let standby_owners = owners_of(None);
     let (owners_tx, owners_rx) = tokio::sync::watch::channel(vec![None; partitions as usize]);
     let follow = {
         let (leases, pause) = (node.leases(), Duration::from_millis(200));
@@ -118,6 +127,17 @@ pub(super) async fn serve(
         node.set_diameter(&a.to_string());
     }
     let reloads = route_reloads(reloads, router);
+    // The admin listener is the node's: a standby's routes until its engine's take over.
+    let admin = match &config.admin.listen {
+        Some(addr) => {
+            let (listener, slot) = standby_admin(config, addr, node.clone(), standby_owners)?;
+            Some((
+                tokio::spawn(super::admin::standby::serve(listener, slot.clone())),
+                slot,
+            ))
+        }
+        None => None,
+    };
     // The engine's listener is bound now, so that the lease names it from the claim on: other
     // nodes' routers reach the new owner as soon as they read the lease. Connections wait in
     // its backlog until the engine serves.
@@ -139,6 +159,11 @@ pub(super) async fn serve(
         .unwrap_or_else(|| engine_addr.to_string());
     node.leases().advertise(&advertised);
     let background = [follow, owners, sharing];
+    let stop_admin = || {
+        if let Some((task, _)) = &admin {
+            task.abort();
+        }
+    };
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
@@ -163,6 +188,7 @@ pub(super) async fn serve(
             stop_relay(relay).await;
             node.forget().await;
             background.iter().for_each(|t| t.abort());
+            stop_admin();
             return Ok(());
         }
     };
@@ -194,10 +220,12 @@ pub(super) async fn serve(
     .await
     .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
+    server.admin_slot = admin.as_ref().map(|(_, slot)| slot.clone());
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
         partition,
         partitions,
+        owners: owners_of(Some(partition)),
         drain,
     }));
     let _ = engine_tx.send(Some((partition, engine_addr)));
@@ -241,6 +269,7 @@ pub(super) async fn serve(
     server.serve(stop, reloads, set_log_level).await;
     reporter.abort();
     background.iter().for_each(|t| t.abort());
+    stop_admin();
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
         node.forget().await;
@@ -284,6 +313,47 @@ fn engine_config(config: &Config, partition: u32, engine: std::net::SocketAddr) 
     c.diameter.listen_sctp.clear();
     c.diameter.tls.listen.clear();
     c
+}
+
+/// Binds the node's admin listener with a standby's routes in it (health, metrics, the
+/// cluster view), the operator's token and the named tokens read as the engine reads them.
+fn standby_admin(
+    config: &Config,
+    addr: &str,
+    node: Arc<Node>,
+    owners: super::admin::forward::Owners,
+) -> Result<(tokio::net::TcpListener, super::admin::Slot), ServerError> {
+    let listen = |source| ServerError::Listen {
+        transport: "http",
+        addr: addr.to_owned(),
+        source,
+    };
+    let at: std::net::SocketAddr = addr.parse().map_err(|_| {
+        listen(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not ip:port",
+        ))
+    })?;
+    let token_file = config
+        .admin
+        .token_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("admin-token"));
+    let token = super::admin::load_or_create_token(&token_file)
+        .map_err(|e| ServerError::Admin(format!("token file {}: {e}", token_file.display())))?;
+    let tokens = super::admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
+        .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
+    let listener = ocf_transport::tcp::listen(at).map_err(listen)?;
+    if let Ok(a) = listener.local_addr() {
+        info!(transport = "http", addr = %a, "listening");
+        // Other nodes send managers' requests about this node's tenants here (not to a
+        // wildcard, which names no address they could reach).
+        if !a.ip().is_unspecified() {
+            node.leases().advertise_admin(&a.to_string());
+        }
+    }
+    let slot = super::admin::standby::slot(node, owners, token, Arc::new(tokens));
+    Ok((listener, slot))
 }
 
 /// Stops the router: its gateways are sent DPR, and connect again (to another node, or to

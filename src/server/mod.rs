@@ -220,8 +220,16 @@ impl Shared {
 
 /// A bound, not yet running server.
 pub struct Server {
-    /// The admin listener and the API's bearer token.
-    admin: Option<(TcpListener, String, usize, Arc<admin::access::Tokens>)>,
+    /// The admin listener (none: a cluster node's, which serves the routes `admin_slot` is
+    /// given) and the API's bearer token.
+    admin: Option<(
+        Option<TcpListener>,
+        String,
+        usize,
+        Arc<admin::access::Tokens>,
+    )>,
+    /// In a cluster: where the engine's admin routes go, served by the node's admin listener.
+    pub(crate) admin_slot: Option<admin::Slot>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -383,6 +391,7 @@ impl Server {
             .map_err(ServerError::Webhook)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let store = Arc::new(recovery::build(config, durable_tx, replication)?);
+        let engine_bound = engine.is_some();
         let mut tcp_listeners: Vec<TcpListener> = engine.into_iter().collect();
         let configured = if tcp_listeners.is_empty() {
             config.tcp_listeners()?
@@ -439,11 +448,15 @@ impl Server {
                 })?;
                 let tokens = admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
                     .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
-                let l = tcp::listen(addr).map_err(|source| ServerError::Listen {
-                    transport: "http",
-                    addr: addr.to_string(),
-                    source,
-                })?;
+                // A cluster's engine (bound to `engine`): the node serves its admin listener.
+                let l = match engine_bound {
+                    true => None,
+                    false => Some(tcp::listen(addr).map_err(|source| ServerError::Listen {
+                        transport: "http",
+                        addr: addr.to_string(),
+                        source,
+                    })?),
+                };
                 Some((l, token, config.admin.max_concurrent, Arc::new(tokens)))
             }
             None => None,
@@ -473,6 +486,7 @@ impl Server {
             config: config.clone(),
             webhooks: hooks,
             cluster: None,
+            admin_slot: None,
         })
     }
 
@@ -490,7 +504,8 @@ impl Server {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
             .as_ref()
-            .and_then(|(l, _, _, _)| l.local_addr().ok())
+            .and_then(|(l, _, _, _)| l.as_ref())
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -595,10 +610,8 @@ impl Server {
                 }
             }));
         }
-        let admin = self.admin.map(|(l, token, max_concurrent, tokens)| {
-            if let Ok(addr) = l.local_addr() {
-                info!(transport = "http", %addr, "listening");
-            }
+        let admin_slot = self.admin_slot.take();
+        let admin = self.admin.and_then(|(l, token, max_concurrent, tokens)| {
             let state = admin::AdminState {
                 store: self.shared.store.clone(),
                 token: token.into(),
@@ -609,7 +622,15 @@ impl Server {
                 peers: self.shared.peers.clone(),
                 cluster: self.cluster.clone(),
             };
-            tokio::spawn(admin::serve(l, state))
+            if let Some(slot) = admin_slot {
+                slot.store(Arc::new(admin::router(state)));
+                return None;
+            }
+            let l = l?;
+            if let Ok(addr) = l.local_addr() {
+                info!(transport = "http", %addr, "listening");
+            }
+            Some(tokio::spawn(admin::serve(l, state)))
         });
         // Webhooks: each endpoint reads the outbox on a task of its own; the outbox's follower
         // says when there is more (without a journal, the clock does, once a second).

@@ -28,6 +28,10 @@ pub struct Holder {
     /// requests to it; absent until it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diameter: Option<String>,
+    /// Where the owner's admin API is (`ip:port`), for other nodes that forward a manager's
+    /// request about one of its tenants to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
     /// A lease handed over on purpose (a drain): the node that may take it at once; any
     /// other waits until `until_ms` (in case that node never does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +69,8 @@ pub struct Leases {
     ttl_ms: i64,
     /// The Diameter address its leases name, once it serves.
     diameter: std::sync::Mutex<Option<String>>,
+    /// The admin API address its leases name.
+    admin: std::sync::Mutex<Option<String>>,
 }
 
 /// The partition a tenant belongs to, of `partitions` (FNV-1a of its name: stable across
@@ -118,6 +124,7 @@ impl Leases {
             node: node.to_owned(),
             ttl_ms,
             diameter: std::sync::Mutex::new(None),
+            admin: std::sync::Mutex::new(None),
         })
     }
 
@@ -125,6 +132,11 @@ impl Leases {
     /// renewal on.
     pub fn advertise(&self, addr: &str) {
         *self.diameter.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+    }
+
+    /// Names `addr` as this node's admin API, from its next claim or renewal on.
+    pub fn advertise_admin(&self, addr: &str) {
+        *self.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     }
 
     fn value(&self, now_ms: i64) -> bytes::Bytes {
@@ -136,6 +148,7 @@ impl Leases {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            admin: self.admin.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             next: None,
         };
         // Plain data with string keys: serialising cannot fail.
@@ -316,6 +329,7 @@ impl Leases {
                 0
             },
             diameter: None,
+            admin: None,
             next: next.map(str::to_owned),
         };
         let value = serde_json::to_vec(&ended).unwrap_or_default();

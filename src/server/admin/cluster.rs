@@ -19,12 +19,14 @@ pub struct ClusterHandle {
     pub partition: u32,
     /// Partitions in the cluster.
     pub partitions: u32,
+    /// Who owns the others, for the manager's requests about their tenants.
+    pub owners: super::forward::Owners,
     /// Asks the owner to hand the partition over (to the named node, or to any standby).
     pub drain: tokio::sync::mpsc::Sender<Option<String>>,
 }
 
 /// How long a look at NATS may take before the caller is told it is out of reach.
-const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let Some(c) = s.cluster.clone() else {
@@ -52,7 +54,7 @@ async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
     Ok(axum::Json(body).into_response())
 }
 
-fn unreachable_nats() -> ApiError {
+pub(super) fn unreachable_nats() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
         "NATS did not answer in time".into(),

@@ -11,7 +11,9 @@ pub mod caller;
 pub mod cluster;
 mod console;
 mod explain;
+pub mod forward;
 pub mod metrics;
+pub mod standby;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use self::metrics::{Gauges, OverloadFigures, prometheus};
+pub use self::standby::Slot;
 
 /// What the admin routes need.
 #[derive(Clone)]
@@ -101,6 +104,18 @@ pub(crate) fn random_token() -> std::io::Result<String> {
 /// Equal in time independent of where they differ.
 fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// In a cluster, sends a request about a tenant of another partition on to its owner
+/// ([`forward`]).
+async fn to_owner(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    match &state.cluster {
+        Some(c) => match c.owners.route(req).await {
+            Ok(req) => next.run(req).await,
+            Err(answer) => answer,
+        },
+        None => next.run(req).await,
+    }
 }
 
 async fn authorize(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
@@ -273,6 +288,11 @@ pub fn router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
+        ))
+        // Before anything here: a request about another partition's tenant is its owner's.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            to_owner,
         ));
     Router::new()
         .route("/metrics", get(render_metrics))

@@ -1,0 +1,206 @@
+//! A manager may ask any cluster node: a request about a tenant of a partition this node does
+//! not own goes on to the admin API of that partition's owner (its address is in the lease),
+//! with the caller's own `Authorization`, and its answer comes back as it is. The owner
+//! decides who may do what: the operator's token must be the same on every node
+//! (`admin.token_file`). A forwarded request carries `X-Ocfd-Forwarded` and is never
+//! forwarded again.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ocf_cluster::lease::{Holder, partition_of};
+use tokio::sync::watch;
+
+use super::ApiError;
+
+/// The header a forwarded request carries: the node that sent it on.
+pub(super) const FORWARDED: &str = "x-ocfd-forwarded";
+/// The largest request body forwarded (the admin API's bodies are small JSON).
+const MAX_BODY: usize = 4 << 20;
+/// How long the owner may take to answer.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Which node owns each partition, as this node follows the leases.
+#[derive(Clone)]
+pub struct Owners {
+    pub node: String,
+    pub partitions: u32,
+    /// The partition this node's engine owns (none: a standby).
+    pub own: Option<u32>,
+    pub holders: watch::Receiver<Vec<Option<Holder>>>,
+}
+
+/// Percent-decodes a path segment (an undecodable one is taken as it is).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// The tenant a request to the admin API is about: the first part of its path for the routes
+/// under a node's path, the body's `name` for a new tenant and `from` for a move. Streams
+/// (`/v1/live`, `/v1/events/stream`) are not forwarded: ask the owner.
+pub(super) fn tenant_of(path: &str, body: &[u8]) -> Option<String> {
+    let mut parts = path.strip_prefix("/v1/")?.split('/');
+    let resource = parts.next()?;
+    let from_body = |field: &str| {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let s = v.get(field)?.as_str()?;
+        s.split('/').next().map(str::to_owned)
+    };
+    match resource {
+        "tenants" => from_body("name"),
+        "moves" => from_body("from"),
+        "nodes" | "limits" | "thresholds" | "blocked" | "at-limit" | "rules" | "guards"
+        | "personal-account" | "reauth" | "subscriptions" | "usage" | "sessions" | "policy"
+        | "statements" => parts.next().filter(|t| !t.is_empty()).map(decode),
+        _ => None,
+    }
+}
+
+impl Owners {
+    /// Where a request about `tenant` goes: none if this node owns its partition (or there is
+    /// one partition); else the partition and its owner's admin address, if known.
+    fn elsewhere(&self, tenant: &str) -> Option<(u32, Option<(String, String)>)> {
+        let p = partition_of(tenant, self.partitions);
+        if self.partitions <= 1 || self.own == Some(p) {
+            return None;
+        }
+        let owner = self
+            .holders
+            .borrow()
+            .get(p as usize)
+            .cloned()
+            .flatten()
+            .and_then(|h| Some((h.node, h.admin?)));
+        Some((p, owner))
+    }
+
+    /// The request, answered here (`Ok`, given back with its body read) or by the owner of
+    /// its tenant's partition (`Err`, that owner's answer, or why it could not be asked).
+    pub(super) async fn route(&self, req: Request) -> Result<Request, Response> {
+        if req.headers().contains_key(FORWARDED) || self.partitions <= 1 {
+            return Ok(req);
+        }
+        let (head, body) = req.into_parts();
+        let body = to_bytes(body, MAX_BODY).await.map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request body is at most {MAX_BODY} octets"),
+            )
+            .into_response()
+        })?;
+        // Nested under /v1, the engine's routes see the path without it: the owner is asked
+        // the whole path.
+        let path = match head.uri.path_and_query() {
+            Some(p) if p.as_str().starts_with("/v1/") => p.as_str().to_owned(),
+            Some(p) => format!("/v1{}", p.as_str()),
+            None => format!("/v1{}", head.uri.path()),
+        };
+        let Some(tenant) = tenant_of(path.split('?').next().unwrap_or_default(), &body) else {
+            return Ok(Request::from_parts(head, Body::from(body)));
+        };
+        let Some((partition, owner)) = self.elsewhere(&tenant) else {
+            return Ok(Request::from_parts(head, Body::from(body)));
+        };
+        let Some((owner, admin)) = owner else {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("tenant '{tenant}' is in partition {partition}, whose owner's admin API is not known now (ocfctl cluster)"),
+            )
+            .into_response());
+        };
+        let addr = admin.parse().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("partition {partition}'s owner {owner} names no usable admin address ('{admin}')"),
+            )
+            .into_response()
+        })?;
+        let token = head
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        let method = head.method.as_str().to_owned();
+        let text = String::from_utf8(body.to_vec()).ok();
+        let by = self.node.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let client = crate::ctl::http::Client {
+                addr,
+                token,
+                timeout: TIMEOUT,
+            };
+            client.call_forwarded(&method, &path, text.as_deref(), &by)
+        })
+        .await;
+        match asked {
+            Ok(Ok(a)) => {
+                let mut r = (
+                    StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    a.body,
+                )
+                    .into_response();
+                let kind = a.content_type.as_deref().unwrap_or("application/json");
+                if let Ok(v) = HeaderValue::from_str(kind) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                Err(r)
+            }
+            Ok(Err(e)) => Err(ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("partition {partition}'s owner {owner} ({admin}) could not be asked: {e}"),
+            )
+            .into_response()),
+            Err(e) => {
+                Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_name_their_tenants() {
+        assert_eq!(
+            tenant_of("/v1/usage/acme/iot/1555", b""),
+            Some("acme".into())
+        );
+        assert_eq!(tenant_of("/v1/policy/glo%62ex", b""), Some("globex".into()));
+        assert_eq!(
+            tenant_of("/v1/tenants", br#"{"name": "hooli", "limits": []}"#),
+            Some("hooli".into())
+        );
+        assert_eq!(
+            tenant_of("/v1/moves", br#"{"from": "acme/sales", "to": "acme/iot"}"#),
+            Some("acme".into())
+        );
+        assert_eq!(tenant_of("/v1/tenants", b""), None);
+        assert_eq!(tenant_of("/v1/events", b""), None);
+        assert_eq!(tenant_of("/v1/cluster", b""), None);
+        assert_eq!(tenant_of("/metrics", b""), None);
+        assert_eq!(decode("a%2"), "a%2");
+    }
+}
