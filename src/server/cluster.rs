@@ -334,15 +334,7 @@ fn standby_admin(
             "not ip:port",
         ))
     })?;
-    let token_file = config
-        .admin
-        .token_file
-        .clone()
-        .unwrap_or_else(|| config.state_dir.join("admin-token"));
-    let token = super::admin::load_or_create_token(&token_file)
-        .map_err(|e| ServerError::Admin(format!("token file {}: {e}", token_file.display())))?;
-    let tokens = super::admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
-        .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
+    let (token, tokens) = super::admin_credentials(config)?;
     let listener = ocf_transport::tcp::listen(at).map_err(listen)?;
     if let Ok(a) = listener.local_addr() {
         info!(transport = "http", addr = %a, "listening");

@@ -69,6 +69,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// The admin API's operator token (`admin.token_file`, made if absent) and named tokens.
+fn admin_credentials(config: &Config) -> Result<(String, admin::access::Tokens), ServerError> {
+    let token_file = config
+        .admin
+        .token_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("admin-token"));
+    let token = admin::load_or_create_token(&token_file)
+        .map_err(|e| ServerError::Admin(format!("token file {}: {e}", token_file.display())))?;
+    let tokens = admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
+        .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
+    Ok((token, tokens))
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -438,16 +452,7 @@ impl Server {
                     addr: addr.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
                 })?;
-                let token_file = config
-                    .admin
-                    .token_file
-                    .clone()
-                    .unwrap_or_else(|| config.state_dir.join("admin-token"));
-                let token = admin::load_or_create_token(&token_file).map_err(|e| {
-                    ServerError::Admin(format!("token file {}: {e}", token_file.display()))
-                })?;
-                let tokens = admin::access::Tokens::load(&config.state_dir.join("tokens.json"))
-                    .map_err(|e| ServerError::Admin(format!("tokens: {e}")))?;
+                let (token, tokens) = admin_credentials(config)?;
                 // A cluster's engine (bound to `engine`): the node serves its admin listener.
                 let l = match engine_bound {
                     true => None,
