@@ -38,6 +38,8 @@ const QUEUE: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes asked of a socket per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Requests written to the owner in one write, at most.
+const MAX_BATCH: usize = 256;
 
 /// A request on its way to the owner, and where its answer goes.
 struct Forward {
@@ -511,6 +513,9 @@ async fn upstream(
         // Gateways' answers to the owner's requests, on their way up.
         let (owner_answers_tx, mut owner_answers) = mpsc::unbounded_channel::<Bytes>();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        // The answers of one read, gathered per gateway connection: one send (and one write
+        // there) each, not one per answer.
+        let mut answered: Vec<(mpsc::UnboundedSender<Bytes>, BytesMut)> = Vec::new();
         loop {
             while let Some(ev) = peer.poll_event() {
                 match ev {
@@ -520,11 +525,20 @@ async fn upstream(
                     }
                     Event::Answer(msg) => {
                         if let Some(f) = pending.remove(&msg.header.hop_by_hop) {
-                            let mut a = BytesMut::from(&msg.to_bytes()[..]);
-                            set_hop_by_hop(&mut a, f.request.header.hop_by_hop);
+                            let start =
+                                match answered.iter().position(|(r, _)| r.same_channel(&f.reply)) {
+                                    Some(i) => i,
+                                    None => {
+                                        answered.push((f.reply.clone(), BytesMut::new()));
+                                        answered.len() - 1
+                                    }
+                                };
+                            let out = &mut answered[start].1;
+                            let at = out.len();
+                            msg.encode(out);
+                            set_hop_by_hop(&mut out[at..], f.request.header.hop_by_hop);
                             counts.forwarded.fetch_add(1, Ordering::Relaxed);
                             routed("relayed");
-                            let _ = f.reply.send(a.freeze());
                         }
                     }
                     Event::Request(req) => {
@@ -563,6 +577,9 @@ async fn upstream(
                     }
                 }
             }
+            for (reply, out) in answered.drain(..) {
+                let _ = reply.send(out.freeze());
+            }
             if !send_out(&mut stream, &mut peer).await {
                 break;
             }
@@ -583,11 +600,21 @@ async fn upstream(
                 // Until the owner's CEA, requests wait in the queue (the capabilities exchange
                 // is bounded by the peer state machine's timer; the queue by its size).
                 f = requests.recv(), if open => {
-                    let Some(mut f) = f else { return };
-                    let (hbh, _) = peer.send_request(f.request.header.command_code);
-                    set_hop_by_hop(&mut f.frame, hbh);
-                    peer.transmit().extend_from_slice(&f.frame);
-                    pending.insert(hbh, f);
+                    let Some(f) = f else { return };
+                    // Every request waiting goes in the same write (a write per request
+                    // would cost a system call each).
+                    let mut next = Some(f);
+                    let mut n = 0;
+                    while let Some(mut f) = next.take() {
+                        let (hbh, _) = peer.send_request(f.request.header.command_code);
+                        set_hop_by_hop(&mut f.frame, hbh);
+                        peer.transmit().extend_from_slice(&f.frame);
+                        pending.insert(hbh, f);
+                        n += 1;
+                        if n < MAX_BATCH {
+                            next = requests.try_recv().ok();
+                        }
+                    }
                 }
                 _ = super::connection::until(peer.poll_timeout()) => peer.handle_timeout(Instant::now()),
                 _ = owner.owners.changed() => {
