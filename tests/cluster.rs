@@ -1010,6 +1010,102 @@ fn metrics_of(api: &Http) -> String {
     .body
 }
 
+/// A tenant file with globex (partition 0 of 2; the embedded acme and alice are in 1), its
+/// device hank on 4470000001.
+fn globex_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let globex = dir.join("globex.toml");
+    std::fs::write(
+        &globex,
+        "[[tenant]]\nname = \"globex\"\nnode = [\n  { path = \"globex\", limits = [{ unit = \"octets\", amount = \"1 GiB\" }] },\n  { path = \"globex/hank\", msisdn = \"4470000001\", limits = [{ unit = \"octets\", amount = \"100 MiB\" }] },\n]\n",
+    )
+    .unwrap();
+    globex
+}
+
+/// An owner stopped (SIGTERM) while its router has a gateway with sessions in both partitions:
+/// its router sends the gateway DPR first, the stop's records reach the stream, the lease is
+/// given up and the standby takes the partition over; the gateway goes on at the other owner's
+/// router, both sessions carrying on with every report counted once.
+#[test]
+fn a_stopping_owner_sends_its_gateways_away_and_hands_its_partition_over() {
+    let nats = nats::Nats::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "partitions = 2\n[charging]\ntenant_files = [\"{}\"]\n",
+        globex_file(dir.path()).display()
+    );
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
+    let mut a = start("node-a");
+    let pa = partition_taken(&mut a);
+    a.serving();
+    let mut b = start("node-b");
+    partition_taken(&mut b);
+    b.serving();
+    let mut c = start("node-c");
+    let (mut stopping, other) = if pa == 1 { (a, b) } else { (b, a) };
+    // A gateway on the owner of acme's partition, a session in each partition.
+    let mut gw = Gw::open_at(stopping.gateways, "pgw.localdomain");
+    let acme_dev = device(8700);
+    let hank = "4470000001";
+    let mut opened = Vec::new();
+    for (sid, msisdn) in [("stop;acme", acme_dev.as_str()), ("stop;globex", hank)] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = gw.ask(&CcrSpec::new(sid, INITIAL, 0).msisdn(msisdn).mscc(ask(MIB)));
+            if r.result_code == 2001 {
+                break;
+            }
+            assert_eq!(r.result_code, 3002, "{r:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{msisdn} never reached its owner"
+            );
+        }
+        let r = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(report(MIB, true)));
+        assert_eq!(r.result_code, 2001, "{r:?}");
+        opened.push((sid, msisdn));
+    }
+    stopping.proc.signal("TERM");
+    // The router's DPR comes first; answered, the connection ends.
+    let dpr = gw.conn.expect_frame();
+    assert!(
+        dpr.header.is_request() && dpr.header.command_code == 282,
+        "{dpr:?}"
+    );
+    gw.conn.send(&answer_of(&dpr, "pgw.localdomain", 2001));
+    gw.conn.expect_closed();
+    assert!(stopping.proc.wait_exit(WAIT).success(), "a clean stop");
+    assert_eq!(partition_taken(&mut c), 1);
+    c.serving();
+    // The gateway goes on at the other owner's router: each session's next report, with its
+    // Subscription-Id (that router never saw the sessions), is charged where its partition is.
+    let mut gw = Gw::open_at(other.gateways, "pgw.localdomain");
+    for (sid, msisdn) in &opened {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = gw.ask(
+                &CcrSpec::new(*sid, UPDATE, 2)
+                    .msisdn(msisdn)
+                    .mscc(report(MIB, true)),
+            );
+            if r.result_code == 2001 {
+                break;
+            }
+            assert_eq!(r.result_code, 3002, "{sid}: {r:?}");
+            assert!(Instant::now() < deadline, "{sid} never went on");
+        }
+        let r = gw.ask(&CcrSpec::new(*sid, TERMINATION, 3).mscc(report(0, false)));
+        assert_eq!(r.result_code, 2001, "{sid}: {r:?}");
+    }
+    let api = c.admin();
+    assert_eq!(usage(&api, &format!("acme/iot/{acme_dev}")), (2 * MIB, 0));
+    // Asked through the new owner, globex's usage comes from its own owner.
+    assert_eq!(usage(&api, "globex/hank"), (2 * MIB, 0));
+}
+
 /// The partition a node took over, as its log says.
 fn partition_taken(node: &mut Node) -> u32 {
     let line = node.proc.wait_for("took the partition over", WAIT);
@@ -1030,12 +1126,7 @@ fn partition_taken(node: &mut Node) -> u32 {
 fn tenants_are_partitioned_over_the_nodes() {
     let nats = nats::Nats::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let globex = dir.path().join("globex.toml");
-    std::fs::write(
-        &globex,
-        "[[tenant]]\nname = \"globex\"\nnode = [\n  { path = \"globex\", limits = [{ unit = \"octets\", amount = \"1 GiB\" }] },\n  { path = \"globex/hank\", msisdn = \"4470000001\", limits = [{ unit = \"octets\", amount = \"100 MiB\" }] },\n]\n",
-    )
-    .unwrap();
+    let globex = globex_file(dir.path());
     let extra = format!(
         "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
         globex.display()
