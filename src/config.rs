@@ -671,14 +671,29 @@ impl Config {
         if !(1..=1024).contains(&c.partitions) {
             return Err(invalid("cluster.partitions", "1 to 1024"));
         }
-        // Gateways reach a node through its router, which takes TCP only for now.
-        if !self.diameter.listen_sctp.is_empty() || !self.diameter.tls.listen.is_empty() {
+        // With several partitions gateways reach a node through its router, which takes TCP
+        // only for now.
+        if c.partitions > 1
+            && (!self.diameter.listen_sctp.is_empty() || !self.diameter.tls.listen.is_empty())
+        {
             return Err(invalid(
                 "diameter.listen_sctp",
-                "a cluster node takes gateways over TCP only (listen_tcp); SCTP and TLS are not relayed yet",
+                "with several partitions a cluster node takes gateways over TCP only (listen_tcp); SCTP and TLS are not routed yet",
             ));
         }
-        let engine = self.engine_listen()?;
+        // Where other nodes reach the owner: its engine's listener, or with one partition its
+        // first TCP listener.
+        let engine_listen = self.engine_listen()?;
+        let engine = if c.partitions > 1 {
+            engine_listen
+        } else {
+            self.tcp_listeners()?.into_iter().next().ok_or_else(|| {
+                invalid(
+                    "cluster.advertise_diameter",
+                    "a cluster node needs a diameter.listen_tcp address: other nodes relay to it",
+                )
+            })?
+        };
         match &c.advertise_diameter {
             Some(a) => {
                 if a.parse::<SocketAddr>().is_err() {
@@ -692,7 +707,7 @@ impl Config {
                 if engine.ip().is_unspecified() {
                     return Err(invalid(
                         "cluster.advertise_diameter",
-                        "needed when the engine listens on a wildcard address: other nodes relay to it",
+                        "needed when the owner listens on a wildcard address: other nodes relay to it",
                     ));
                 }
             }
@@ -1038,7 +1053,7 @@ mod tests {
             ("partitions = 1025", "cluster.partitions"),
             ("engine_listen = \"here\"", "cluster.engine_listen"),
             (
-                "[diameter]\nlisten_sctp = [\"127.0.0.1:3868\"]",
+                "partitions = 2\n[diameter]\nlisten_sctp = [\"127.0.0.1:3868\"]",
                 "diameter.listen_sctp",
             ),
         ] {

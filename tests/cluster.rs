@@ -80,11 +80,11 @@ impl Node {
         }
     }
 
-    /// Waits until its engine serves a partition; the address gateways connect to (its
-    /// router's).
+    /// Waits until its engine serves a partition; the engine's Diameter address (with one
+    /// partition, where the node now takes gateways itself; with several, where the routers
+    /// reach it).
     fn serving(&mut self) -> SocketAddr {
-        self.proc.wait_for("listening transport=\"tcp\"", WAIT);
-        self.gateways
+        logged_addr(&self.proc.wait_for("listening transport=\"tcp\"", WAIT))
     }
 
     fn admin(&mut self) -> Http {
@@ -745,9 +745,15 @@ fn a_gateway_on_a_standby_is_relayed_to_the_owner() {
     let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
     assert_eq!(r.result_code, 3002, "{r:?}");
     b.proc.wait_for("took the partition over", WAIT);
-    b.serving();
-    // The gateway's connection stays: its router now reaches its own node's engine, and the
-    // session goes on (the 3002 charged nothing; the same request number is asked again).
+    let addr = b.serving();
+    assert!(
+        b.proc.output().contains("router stopped"),
+        "{}",
+        b.proc.output()
+    );
+    // The gateway connects again, to the new owner: its session goes on (the 3002 charged
+    // nothing; the same request number is asked again).
+    let mut gw = Gw::open_at(addr, "pgw.localdomain");
     let r = gw.ask(&CcrSpec::new(&sid, UPDATE, 2).mscc(report(MIB, true)));
     assert_eq!(r.result_code, 2001, "{r:?}");
     let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 3).mscc(report(0, false)));

@@ -138,26 +138,31 @@ pub(super) async fn serve(
         }
         None => None,
     };
-    // The engine's listener is bound now, so that the lease names it from the claim on: other
-    // nodes' routers reach the new owner as soon as they read the lease. Connections wait in
-    // its backlog until the engine serves.
-    let engine_addr = config.engine_listen()?;
-    let engine = ocf_transport::tcp::listen(engine_addr).map_err(|source| ServerError::Listen {
-        transport: "tcp",
-        addr: engine_addr.to_string(),
-        source,
-    })?;
-    let engine_addr = engine.local_addr().map_err(|source| ServerError::Listen {
-        transport: "tcp",
-        addr: engine_addr.to_string(),
-        source,
-    })?;
-    let advertised = config
-        .cluster
-        .advertise_diameter
-        .clone()
-        .unwrap_or_else(|| engine_addr.to_string());
-    node.leases().advertise(&advertised);
+    // With one partition, the owner's engine takes gateways on the node's own listeners (no
+    // hop through a router: its gateways connect again when it takes over). With several, the
+    // engine has a listener of its own, bound now so that the lease names it from the claim on:
+    // other nodes' routers reach the new owner as soon as they read the lease (connections wait
+    // in its backlog until the engine serves).
+    let direct = partitions == 1;
+    let engine = if direct {
+        None
+    } else {
+        let at = config.engine_listen()?;
+        let listen = |source| ServerError::Listen {
+            transport: "tcp",
+            addr: at.to_string(),
+            source,
+        };
+        let l = ocf_transport::tcp::listen(at).map_err(listen)?;
+        let bound = l.local_addr().map_err(listen)?;
+        let advertised = config
+            .cluster
+            .advertise_diameter
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        node.leases().advertise(&advertised);
+        Some((l, bound))
+    };
     let background = [follow, owners, sharing];
     let stop_admin = || {
         if let Some((task, _)) = &admin {
@@ -194,6 +199,13 @@ pub(super) async fn serve(
     };
     // It stands by for the others no more.
     node.forget_all_but(Some(partition)).await;
+    let relay = if direct {
+        // The engine takes the gateways itself, on the same listeners.
+        stop_relay(relay).await;
+        None
+    } else {
+        Some(relay)
+    };
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)
@@ -213,12 +225,15 @@ pub(super) async fn serve(
     };
     // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
     // replicator's task.
+    let (engine, engine_addr) = engine.unzip();
     let cfg = engine_config(config, partition, engine_addr);
-    let mut server = tokio::task::spawn_blocking(move || {
-        Server::bind_partition(&cfg, Some(replication), Some(engine))
-    })
-    .await
-    .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    let bind = super::PartitionBind {
+        replication,
+        engine,
+    };
+    let mut server = tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind)))
+        .await
+        .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
     server.admin_slot = admin.as_ref().map(|(_, slot)| slot.clone());
     server.cluster = Some(Arc::new(ClusterHandle {
@@ -228,7 +243,31 @@ pub(super) async fn serve(
         owners: owners_of(Some(partition)),
         drain,
     }));
-    let _ = engine_tx.send(Some((partition, engine_addr)));
+    let advertised = match engine_addr {
+        Some(a) => {
+            let _ = engine_tx.send(Some((partition, a)));
+            config
+                .cluster
+                .advertise_diameter
+                .clone()
+                .unwrap_or_else(|| a.to_string())
+        }
+        None => {
+            // Its own listeners: named in the lease from the next renewal on.
+            let a = config.cluster.advertise_diameter.clone().or_else(|| {
+                server
+                    .local_addrs()
+                    .into_iter()
+                    .find(|(t, _)| *t == "tcp")
+                    .map(|(_, a)| a.to_string())
+            });
+            if let Some(a) = &a {
+                node.leases().advertise(a);
+                node.set_diameter(a);
+            }
+            a.unwrap_or_default()
+        }
+    };
     let store = server.shared.store.clone();
     replicator
         .attach(store.clone())
@@ -263,7 +302,9 @@ pub(super) async fn serve(
             }
             // The router's gateways go to other nodes first: theirs reach this engine while
             // it still holds the lease.
-            stop_relay(relay).await;
+            if let Some(relay) = relay {
+                stop_relay(relay).await;
+            }
         }
     };
     server.serve(stop, reloads, set_log_level).await;
@@ -304,14 +345,16 @@ pub(super) async fn serve(
 }
 
 /// The configuration of this node's engine for `partition`: its store is the partition's
-/// copy, with the partition's tenants only; it takes Diameter on the engine's listener alone
-/// (the routers', this node's and the others').
-fn engine_config(config: &Config, partition: u32, engine: std::net::SocketAddr) -> Config {
+/// copy, with the partition's tenants only; with an `engine` listener, it takes Diameter there
+/// alone (the routers', this node's and the others'), else on the node's own listeners.
+fn engine_config(config: &Config, partition: u32, engine: Option<std::net::SocketAddr>) -> Config {
     let mut c = config.clone();
     c.serving = Some(partition);
-    c.diameter.listen_tcp = vec![engine.to_string()];
-    c.diameter.listen_sctp.clear();
-    c.diameter.tls.listen.clear();
+    if let Some(engine) = engine {
+        c.diameter.listen_tcp = vec![engine.to_string()];
+        c.diameter.listen_sctp.clear();
+        c.diameter.tls.listen.clear();
+    }
     c
 }
 

@@ -83,6 +83,15 @@ fn admin_credentials(config: &Config) -> Result<(String, admin::access::Tokens),
     Ok((token, tokens))
 }
 
+/// What a cluster node's engine is bound with.
+pub(crate) struct PartitionBind {
+    /// The partition's replication (its fence and the change sink).
+    pub(crate) replication: ocf_store::Replication,
+    /// Its own Diameter listener, bound before (the lease names it); none: the
+    /// configuration's listeners.
+    pub(crate) engine: Option<TcpListener>,
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -376,17 +385,20 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
 impl Server {
     /// Loads the dictionaries and binds every listener. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        Server::bind_partition(config, None, None)
+        Server::bind_partition(config, None)
     }
 
-    /// [`Server::bind`], the store being a cluster partition's (`replication`), taking
-    /// Diameter on `engine` (bound before: the lease named it already) instead of the
-    /// configuration's TCP listeners.
+    /// [`Server::bind`], as a cluster node's engine (`cluster`): its store is a partition's,
+    /// the node serves the admin listener, and it may take Diameter on a listener bound before.
     pub(crate) fn bind_partition(
         config: &Config,
-        replication: Option<ocf_store::Replication>,
-        engine: Option<TcpListener>,
+        cluster: Option<PartitionBind>,
     ) -> Result<Server, ServerError> {
+        let node_admin = cluster.is_some();
+        let (replication, engine) = match cluster {
+            Some(c) => (Some(c.replication), c.engine),
+            None => (None, None),
+        };
         config.validate()?;
         // The metrics recorder first: the meters' and the journal writer's handles are built
         // from it below.
@@ -405,7 +417,6 @@ impl Server {
             .map_err(ServerError::Webhook)?;
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let store = Arc::new(recovery::build(config, durable_tx, replication)?);
-        let engine_bound = engine.is_some();
         let mut tcp_listeners: Vec<TcpListener> = engine.into_iter().collect();
         let configured = if tcp_listeners.is_empty() {
             config.tcp_listeners()?
@@ -453,8 +464,8 @@ impl Server {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
                 })?;
                 let (token, tokens) = admin_credentials(config)?;
-                // A cluster's engine (bound to `engine`): the node serves its admin listener.
-                let l = match engine_bound {
+                // A cluster's engine: the node serves its admin listener.
+                let l = match node_admin {
                     true => None,
                     false => Some(tcp::listen(addr).map_err(|source| ServerError::Listen {
                         transport: "http",
