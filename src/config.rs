@@ -60,12 +60,14 @@ pub struct ClusterSection {
     /// Partitions the tenants are spread over (by a hash of their names), 1 to 1024; every
     /// node of a cluster must say the same. A node owns at most one at a time.
     pub partitions: u32,
-    /// `ip:port` where this node's engine takes the requests the nodes' routers send it while
-    /// it owns a partition; default: the first TCP listener's address with a port the system
-    /// picks.
+    /// With several partitions: `ip:port` where this node's engine takes the requests the
+    /// nodes' routers send it while it owns a partition; default: the first TCP listener's
+    /// address with a port the system picks. (With one partition the owner takes gateways on
+    /// its own listeners.)
     pub engine_listen: Option<String>,
-    /// `ip:port` other nodes reach the engine at (`engine_listen` as they see it); default:
-    /// the engine's bound address (which must then not be a wildcard).
+    /// `ip:port` other nodes reach the owner at: the engine's listener (several partitions) or
+    /// the first TCP listener (one); default: that address as bound (which must then not be a
+    /// wildcard).
     pub advertise_diameter: Option<String>,
     /// How long a lease lasts from its last renewal, milliseconds; renewed at a third of it.
     /// A standby takes over a dead owner's partition about this long after its last renewal.
