@@ -566,6 +566,33 @@ impl Server {
     /// Serves until `shutdown` completes, then disconnects every peer with DPR (REBOOTING) and
     /// waits for their DPAs, at most the DPA timeout.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // The admin routes first: in a cluster node they take over its admin listener, and
+        // whoever sees "listening" below may ask them at once.
+        let admin_slot = self.admin_slot.take();
+        let admin = self
+            .admin
+            .take()
+            .and_then(|(l, token, max_concurrent, tokens)| {
+                let state = admin::AdminState {
+                    store: self.shared.store.clone(),
+                    token: token.into(),
+                    permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+                    events_dir: self.config.partition_dir().join("events").into(),
+                    usage_dir: self.config.partition_dir().join("usage").into(),
+                    tokens,
+                    peers: self.shared.peers.clone(),
+                    cluster: self.cluster.clone(),
+                };
+                if let Some(slot) = admin_slot {
+                    slot.store(Arc::new(admin::router(state)));
+                    return None;
+                }
+                let l = l?;
+                if let Ok(addr) = l.local_addr() {
+                    info!(transport = "http", %addr, "listening");
+                }
+                Some(tokio::spawn(admin::serve(l, state)))
+            });
         for (transport, addr) in self.local_addrs() {
             info!(transport, %addr, "listening");
         }
@@ -626,28 +653,6 @@ impl Server {
                 }
             }));
         }
-        let admin_slot = self.admin_slot.take();
-        let admin = self.admin.and_then(|(l, token, max_concurrent, tokens)| {
-            let state = admin::AdminState {
-                store: self.shared.store.clone(),
-                token: token.into(),
-                permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-                events_dir: self.config.partition_dir().join("events").into(),
-                usage_dir: self.config.partition_dir().join("usage").into(),
-                tokens,
-                peers: self.shared.peers.clone(),
-                cluster: self.cluster.clone(),
-            };
-            if let Some(slot) = admin_slot {
-                slot.store(Arc::new(admin::router(state)));
-                return None;
-            }
-            let l = l?;
-            if let Ok(addr) = l.local_addr() {
-                info!(transport = "http", %addr, "listening");
-            }
-            Some(tokio::spawn(admin::serve(l, state)))
-        });
         // Webhooks: each endpoint reads the outbox on a task of its own; the outbox's follower
         // says when there is more (without a journal, the clock does, once a second).
         let written: Arc<dyn Fn() -> u64 + Send + Sync> = {
