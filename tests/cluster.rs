@@ -1036,22 +1036,7 @@ fn globex_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn a_stopping_owner_sends_its_gateways_away_and_hands_its_partition_over() {
     let nats = nats::Nats::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "partitions = 2\n[charging]\ntenant_files = [\"{}\"]\n",
-        globex_file(dir.path()).display()
-    );
-    let token = dir.path().join("admin-token");
-    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
-    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
-    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
-    let mut a = start("node-a");
-    let pa = partition_taken(&mut a);
-    a.serving();
-    let mut b = start("node-b");
-    partition_taken(&mut b);
-    b.serving();
-    let mut c = start("node-c");
-    let (mut stopping, other) = if pa == 1 { (a, b) } else { (b, a) };
+    let (mut stopping, other, mut c, _) = two_partitions(&nats, dir.path(), "");
     // A gateway on the owner of acme's partition, a session in each partition.
     let mut gw = Gw::open_at(stopping.gateways, "pgw.localdomain");
     let acme_dev = device(8700);
@@ -1112,6 +1097,37 @@ fn a_stopping_owner_sends_its_gateways_away_and_hands_its_partition_over() {
     assert_eq!(usage(&api, "globex/hank"), (2 * MIB, 0));
 }
 
+/// Three nodes over two partitions (acme's 1 and globex's 0, `globex_file`), one operator's
+/// token shared by all (a manager's request goes on with it), `extra` after the [cluster]
+/// table: acme's owner, globex's owner, the standby, and the token's file.
+fn two_partitions(
+    nats: &nats::Nats,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Node, Node, Node, std::path::PathBuf) {
+    let extra = format!(
+        "partitions = 2\n{extra}[charging]\ntenant_files = [\"{}\"]\n",
+        globex_file(dir).display()
+    );
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
+    let mut a = start("node-a");
+    let pa = partition_taken(&mut a);
+    a.serving();
+    let mut b = start("node-b");
+    let pb = partition_taken(&mut b);
+    b.serving();
+    assert_ne!(pa, pb, "one partition per node");
+    let c = start("node-c");
+    if pa == 1 {
+        (a, b, c, token)
+    } else {
+        (b, a, c, token)
+    }
+}
+
 /// The partition a node took over, as its log says.
 fn partition_taken(node: &mut Node) -> u32 {
     let line = node.proc.wait_for("took the partition over", WAIT);
@@ -1132,25 +1148,11 @@ fn partition_taken(node: &mut Node) -> u32 {
 fn tenants_are_partitioned_over_the_nodes() {
     let nats = nats::Nats::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let globex = globex_file(dir.path());
-    let extra = format!(
-        "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
-        globex.display()
+    let (mut acme_owner, globex_owner, mut c, token) = two_partitions(
+        &nats,
+        dir.path(),
+        "[journal]\ndurability = \"replicated\"\n",
     );
-    // One operator's token on every node: a manager's request goes on with it.
-    let token = dir.path().join("admin-token");
-    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
-    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
-    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
-    let mut a = start("node-a");
-    let pa = partition_taken(&mut a);
-    a.serving();
-    let mut b = start("node-b");
-    let pb = partition_taken(&mut b);
-    b.serving();
-    assert_ne!(pa, pb, "one partition per node");
-    let mut c = start("node-c");
-    let (mut acme_owner, globex_owner) = if pa == 1 { (a, b) } else { (b, a) };
     // Each engine holds its partition's tenants only (asked as a forwarded request, which a
     // node answers itself).
     let here = |api: &Http, path: &str| {
