@@ -26,7 +26,7 @@ pub struct ClusterHandle {
 }
 
 /// How long a look at NATS may take before the caller is told it is out of reach.
-pub(super) const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let Some(c) = s.cluster.clone() else {
@@ -39,22 +39,13 @@ async fn cluster(State(s): State<AdminState>) -> Result<Response, ApiError> {
     body["node"] = node.name().into();
     if c.partitions > 1 {
         // Every partition: its owner, log and nodes (this one's is the body's own).
-        let all = tokio::time::timeout(LOOK_TIMEOUT, async {
-            let mut all = Vec::new();
-            for p in 0..c.partitions {
-                all.push(node.status(p).await?);
-            }
-            Ok::<_, ocf_cluster::node::ClusterError>(all)
-        })
-        .await
-        .map_err(|_| unreachable_nats())?
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let all = look_all(node, c.partitions).await?;
         body["partitions"] = serde_json::to_value(all).unwrap_or_default();
     }
     Ok(axum::Json(body).into_response())
 }
 
-pub(super) fn unreachable_nats() -> ApiError {
+fn unreachable_nats() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
         "NATS did not answer in time".into(),
@@ -107,7 +98,29 @@ impl ClusterHandle {
 
 /// The cluster now, bounded in time.
 async fn look(c: &ClusterHandle) -> Result<ocf_cluster::node::ClusterStatus, ApiError> {
-    tokio::time::timeout(LOOK_TIMEOUT, c.node.status(c.partition))
+    bounded(c.node.status(c.partition)).await
+}
+
+/// Every partition as [`look`] sees one (a standby's `/v1/cluster` too), bounded as a whole.
+pub(super) async fn look_all(
+    node: &ocf_cluster::node::Node,
+    partitions: u32,
+) -> Result<Vec<ocf_cluster::node::ClusterStatus>, ApiError> {
+    bounded(async {
+        let mut all = Vec::new();
+        for p in 0..partitions {
+            all.push(node.status(p).await?);
+        }
+        Ok(all)
+    })
+    .await
+}
+
+/// A look at NATS, at most [`LOOK_TIMEOUT`]; 503 if it cannot be had.
+async fn bounded<T>(
+    look: impl std::future::Future<Output = Result<T, ocf_cluster::node::ClusterError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(LOOK_TIMEOUT, look)
         .await
         .map_err(|_| unreachable_nats())?
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))

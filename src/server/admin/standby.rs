@@ -106,16 +106,7 @@ fn operator(s: &Standby, req: &Request) -> Result<(), ApiError> {
 /// `GET /v1/cluster` on a standby: every partition, and this node's name.
 async fn cluster(State(s): State<Standby>, req: Request) -> Result<Response, ApiError> {
     operator(&s, &req)?;
-    let all = tokio::time::timeout(super::cluster::LOOK_TIMEOUT, async {
-        let mut all = Vec::new();
-        for p in 0..s.partitions {
-            all.push(s.node.status(p).await?);
-        }
-        Ok::<_, ocf_cluster::node::ClusterError>(all)
-    })
-    .await
-    .map_err(|_| super::cluster::unreachable_nats())?
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let all = super::cluster::look_all(&s.node, s.partitions).await?;
     Ok(axum::Json(serde_json::json!({
         "enabled": true,
         "node": s.node.name(),
