@@ -267,6 +267,8 @@ pub struct Server {
     webhooks: Vec<webhooks::Endpoint>,
     /// In a cluster: this node and its partition (for `/v1/cluster`).
     cluster: Option<Arc<admin::cluster::ClusterHandle>>,
+    /// In a cluster: where the owner's periodic snapshots go.
+    pub(crate) on_snapshot: Option<OnSnapshot>,
 }
 
 /// Completes the TLS handshake of an accepted TLS/TCP connection, then drives it with the
@@ -502,6 +504,7 @@ impl Server {
             config: config.clone(),
             webhooks: hooks,
             cluster: None,
+            on_snapshot: None,
             admin_slot: None,
         })
     }
@@ -843,14 +846,16 @@ impl Server {
                 .filter(|p| !p.2.is_zero())
                 .map(|(path, dir, every)| {
                     let store = self.shared.store.clone();
+                    let published = self.on_snapshot.clone();
                     tokio::spawn(async move {
                         let mut tick =
                             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                         loop {
                             tick.tick().await;
                             let (store, path, dir) = (store.clone(), path.clone(), dir.clone());
+                            let published = published.clone();
                             let _ = tokio::task::spawn_blocking(move || {
-                                snapshot_now(&store, &path, &dir)
+                                snapshot_now(&store, &path, &dir, published.as_ref())
                             })
                             .await;
                         }
@@ -889,7 +894,8 @@ impl Server {
             // follow it, then the snapshot: it can then let every covered segment go.
             store.close();
             if let Some((path, dir, _)) = &persistence {
-                snapshot_now(&store, path, dir);
+                // (Not published: a stopping owner hands its partition over at once.)
+                snapshot_now(&store, path, dir, None);
             }
         })
         .await;
@@ -898,12 +904,23 @@ impl Server {
     }
 }
 
-/// Takes a snapshot and removes the journal segments it covers.
-fn snapshot_now(store: &Store, path: &std::path::Path, journal: &std::path::Path) {
+/// Hears each periodic snapshot an engine takes (a cluster owner publishes it for its
+/// partition: `ocf_cluster::snapshots`).
+pub(crate) type OnSnapshot = Arc<dyn Fn(ocf_store::Taken) + Send + Sync>;
+
+/// Takes a snapshot and removes the journal segments it covers; `published` hears it.
+fn snapshot_now(
+    store: &Store,
+    path: &std::path::Path,
+    journal: &std::path::Path,
+    published: Option<&OnSnapshot>,
+) {
     match store.snapshot(path) {
         // Segments go once the snapshot covers them, their usage records and events are in
         // their files and (a cluster node) the partition's log has them.
-        Ok(sequence) => match snapshot::remove_covered_segments(
+        Ok(taken) => {
+            let sequence = taken.sequence;
+            match snapshot::remove_covered_segments(
             journal,
             sequence
                 .min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence()))
@@ -913,9 +930,13 @@ fn snapshot_now(store: &Store, path: &std::path::Path, journal: &std::path::Path
                     _ => u64::MAX,
                 }),
         ) {
-            Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
-            Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
-        },
+                Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
+                Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
+            }
+            if let Some(publish) = published {
+                publish(taken);
+            }
+        }
         Err(e) => warn!(error = %e, path = %path.display(), "snapshot failed"),
     }
 }

@@ -24,7 +24,7 @@ pub mod usage;
 pub mod writer;
 
 pub use recovery::{JournalSettings, StoreConfig, StoreError, UsageSettings};
-pub use store::{Replication, Store};
+pub use store::{Replication, Store, Taken};
 
 // The core bounds what one op may carry by what one record holds.
 const _: () = assert!(ocf_charging::ops::MAX_DATA + record::BODY_HEADER == record::MAX_BODY_V2);

@@ -208,6 +208,11 @@ impl Mirror {
     /// Starts an empty copy in `state_dir`, removing what was there: the log, not an earlier
     /// copy (which may hold records a deposed owner never replicated), is the truth.
     pub fn create(state_dir: &Path, segment_bytes: u64) -> Result<Mirror, MirrorError> {
+        Self::create_after(state_dir, 0, segment_bytes)
+    }
+
+    /// As [`Mirror::create`], the journal starting after sequence `last`.
+    fn create_after(state_dir: &Path, last: u64, segment_bytes: u64) -> Result<Mirror, MirrorError> {
         let io = |source| MirrorError::Io {
             dir: state_dir.into(),
             source,
@@ -218,8 +223,8 @@ impl Mirror {
             Err(e) => return Err(io(e)),
         }
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        let segments =
-            SegmentWriter::open(&state_dir.join("journal"), 1, segment_bytes).map_err(io)?;
+        let segments = SegmentWriter::open(&state_dir.join("journal"), last + 1, segment_bytes)
+            .map_err(io)?;
         let (changes, _) =
             ChangeLog::open(&state_dir.join("changes")).map_err(|e| MirrorError::Io {
                 dir: state_dir.into(),
@@ -229,9 +234,70 @@ impl Mirror {
             dir: state_dir.into(),
             segments,
             changes,
-            last: 0,
+            last,
             changes_written: 0,
         })
+    }
+
+    /// Starts a copy in `state_dir` from a partition's snapshot (removing what was there):
+    /// `snapshot` as an owner's store wrote it and `change_log` the first changes of its
+    /// change log (the ones the snapshot includes, framed as the log holds them). The copy
+    /// then takes the log's entries after the snapshot's: records it includes are skipped.
+    pub fn restore(
+        state_dir: &Path,
+        segment_bytes: u64,
+        snapshot: &[u8],
+        change_log: &[u8],
+    ) -> Result<Mirror, MirrorError> {
+        let info = crate::snapshot::header(snapshot, Path::new("the partition's snapshot"))
+            .map_err(|e| MirrorError::Damaged(e.to_string()))?
+            .info;
+        let (records, used) = crate::changes::parse_records(change_log);
+        if used != change_log.len() || records.len() as u64 != info.changes {
+            return Err(MirrorError::Damaged(format!(
+                "the snapshot includes {} changes; {} came with it{}",
+                info.changes,
+                records.len(),
+                if used == change_log.len() {
+                    ""
+                } else {
+                    ", and damaged octets"
+                }
+            )));
+        }
+        let io = |source| MirrorError::Io {
+            dir: state_dir.into(),
+            source,
+        };
+        // The journal starts after the snapshot, as on an owner whose covered segments went.
+        let mut mirror = Mirror::create_after(state_dir, info.sequence, segment_bytes)?;
+        for r in &records {
+            mirror.changes.append(r).map_err(io)?;
+        }
+        mirror.changes_written = info.changes;
+        crate::write_atomically(&state_dir.join("snapshot"), snapshot).map_err(io)?;
+        Ok(mirror)
+    }
+
+    /// Puts a newer snapshot of the partition in the copy, once the copy holds everything it
+    /// includes, and removes the journal segments it covers: a takeover then replays only
+    /// what came after it. `Ok(false)`: the copy is not there yet (nothing changed).
+    pub fn install(&mut self, snapshot: &[u8]) -> Result<bool, MirrorError> {
+        let info = crate::snapshot::header(snapshot, Path::new("the partition's snapshot"))
+            .map_err(|e| MirrorError::Damaged(e.to_string()))?
+            .info;
+        if self.last < info.sequence || self.changes_written < info.changes {
+            return Ok(false);
+        }
+        let io = |source| MirrorError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        self.segments.sync().map_err(io)?;
+        crate::write_atomically(&self.dir.join("snapshot"), snapshot).map_err(io)?;
+        crate::snapshot::remove_covered_segments(&self.dir.join("journal"), info.sequence)
+            .map_err(io)?;
+        Ok(true)
     }
 
     /// The last journal sequence the copy holds.
@@ -313,6 +379,30 @@ impl Mirror {
             source,
         })
     }
+}
+
+/// The first `count` changes of the change log at `path`, framed as the log holds them (what
+/// a partition's snapshot that includes them carries). The log may grow meanwhile: only whole
+/// records are read.
+pub fn change_log_prefix(path: &Path, count: u64) -> io::Result<Vec<u8>> {
+    let data = std::fs::read(path)?;
+    let bad = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    if data.len() < 8 || &data[..4] != b"OCFC" {
+        return Err(bad(format!("{}: not a change log", path.display())));
+    }
+    let (records, _) = crate::changes::parse_records(&data[8..]);
+    if (records.len() as u64) < count {
+        return Err(bad(format!(
+            "{}: {} changes, {count} asked for",
+            path.display(),
+            records.len()
+        )));
+    }
+    Ok(records
+        .iter()
+        .take(count as usize)
+        .flat_map(|r| r.frame())
+        .collect())
 }
 
 #[cfg(test)]
@@ -440,6 +530,77 @@ mod tests {
         assert!(m.change(&change.frame()[..12]).is_err());
         let (_, read) = crate::changes::ChangeLog::open(&standby.path().join("changes")).unwrap();
         assert_eq!(read, vec![change]);
+    }
+
+    /// A copy restored from a partition's snapshot starts after it: the log's records it
+    /// includes are skipped, a hole after it refused; a snapshot whose changes did not all
+    /// come with it is refused; a newer one is installed only once the copy holds what it
+    /// includes, and the segments it covers go.
+    #[test]
+    fn a_copy_starts_from_a_snapshot_and_takes_newer_ones() {
+        use crate::snapshot::{SnapshotInfo, encode};
+        let ledger = ocf_charging::ledger::Ledger::new();
+        let snap = |sequence: u64, changes: u64| {
+            let info = SnapshotInfo {
+                sequence,
+                changes,
+                ..SnapshotInfo::default()
+            };
+            encode(&ledger, &info, 0, |_| {})
+        };
+        let enc = |seq: u64| {
+            let mut v = Vec::new();
+            Record {
+                sequence: seq,
+                time: 0,
+                op: op(seq),
+            }
+            .encode(&mut v);
+            v
+        };
+        let change = crate::changes::ChangeRecord {
+            after_sequence: 0,
+            time: 5,
+            change: br#"{"op":"block","path":"acme"}"#.to_vec(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy");
+        let e = Mirror::restore(&copy, 64, &snap(5, 2), &change.frame())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("includes 2 changes; 1 came"), "{e}");
+        let mut damaged = snap(5, 1);
+        damaged[20] ^= 1;
+        assert!(Mirror::restore(&copy, 64, &damaged, &change.frame()).is_err());
+        let mut m = Mirror::restore(&copy, 64, &snap(5, 1), &change.frame()).unwrap();
+        assert_eq!((m.last_sequence(), m.changes()), (5, 1));
+        let run: Vec<u8> = (3..=7).flat_map(enc).collect();
+        assert_eq!(m.records(&run).unwrap(), 2, "records 6 and 7 only");
+        assert!(m.records(&enc(9)).is_err());
+        // Segments of 64 octets: one per record or two.
+        for seq in 8..=12 {
+            m.records(&enc(seq)).unwrap();
+        }
+        let before = crate::segment::list(&copy.join("journal")).unwrap().len();
+        assert!(!m.install(&snap(13, 1)).unwrap(), "record 13 is not there yet");
+        assert!(!m.install(&snap(10, 2)).unwrap(), "the second change is not there yet");
+        assert!(m.install(&snap(10, 1)).unwrap());
+        let after = crate::segment::list(&copy.join("journal")).unwrap();
+        assert!(after.len() < before, "{before} segments, then {after:?}");
+        assert!(after.first().unwrap().0 <= 11, "records after the snapshot stay");
+        assert_eq!(std::fs::read(copy.join("snapshot")).unwrap(), snap(10, 1));
+        m.sync().unwrap();
+        let mut journal = Vec::new();
+        read_all(&copy.join("journal"), 10, false, |r| {
+            journal.push(r.sequence)
+        })
+        .unwrap();
+        assert_eq!(journal, vec![11, 12]);
+        // What a snapshot carries of the change log: its first changes, whole.
+        let path = copy.join("changes");
+        assert_eq!(change_log_prefix(&path, 1).unwrap(), change.frame());
+        assert!(change_log_prefix(&path, 0).unwrap().is_empty());
+        assert!(change_log_prefix(&path, 2).is_err());
     }
 
     /// A fence is closed until opened, and closes by time.

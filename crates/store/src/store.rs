@@ -493,9 +493,10 @@ impl Store {
     }
 
     /// Takes a snapshot of the ledger and its sessions and writes it to `path` (atomically).
-    /// Returns the journal sequence it includes; segments wholly at or below it may go.
-    pub fn snapshot(&self, path: &Path) -> io::Result<u64> {
-        let (data, sequence) = self.engine.frozen(|mut f| {
+    /// Returns what it includes (segments wholly at or below its sequence may go) and its
+    /// octets, as the file holds them.
+    pub fn snapshot(&self, path: &Path) -> io::Result<Taken> {
+        let (data, sequence, changes) = self.engine.frozen(|mut f| {
             let sequence = self
                 .journal
                 .as_ref()
@@ -510,10 +511,14 @@ impl Store {
             let data = snapshot::encode(f.ledger, &info, f.session_count(), |put| {
                 f.each_session(put)
             });
-            (data, sequence)
+            (data, sequence, info.changes)
         });
         crate::write_atomically(path, &data)?;
-        Ok(sequence)
+        Ok(Taken {
+            sequence,
+            changes,
+            data,
+        })
     }
 
     /// Writes and syncs everything queued and stops the writer threads: the journal first,
@@ -529,6 +534,17 @@ impl Store {
             e.close();
         }
     }
+}
+
+/// A snapshot as [`Store::snapshot`] took it.
+#[derive(Debug)]
+pub struct Taken {
+    /// The last journal sequence whose effect it includes.
+    pub sequence: u64,
+    /// The account changes it includes: the first `changes` of the change log.
+    pub changes: u64,
+    /// The snapshot's octets, as written.
+    pub data: Vec<u8>,
 }
 
 /// The `account_changed` event of a change without an event of its own: which change (the
