@@ -1366,3 +1366,158 @@ fn globex_owner_api(n: &Node) -> Http {
         token: Some(token.trim().to_owned()),
     }
 }
+
+/// How many of a node's output lines so far contain `needle`.
+fn count_lines(node: &Node, needle: &str) -> usize {
+    node.proc
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Snapshots in JetStream's object store and the log cut behind them. The owner publishes a
+/// snapshot a second (`snapshot_interval_s = 1`) and cuts its log below the one before. A
+/// standby frozen (SIGSTOP) while the log is cut past it starts its copy again from the
+/// snapshot when it runs again; a node started on an empty disk after the cut starts from the
+/// snapshot too. The owner is killed, then its successor: each time the node taking over
+/// has every acknowledged report and the dead owner's reservations, and the sessions go on.
+#[test]
+fn a_cut_log_is_taken_over_from_the_partitions_snapshot() {
+    let nats = nats::Nats::cluster(3);
+    let cfg = "[journal]\ndurability = \"replicated\"\nsnapshot_interval_s = 1\n[charging]\nvalidity_time_s = 600\n";
+    let mut a = Node::start("node-a", &nats, cfg);
+    let a_addr = a.serving();
+    let api_a = a.admin();
+    let mut b = Node::start("node-b", &nats, cfg);
+    let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+    let sessions: Vec<String> = (0..5).map(|i| format!("pgw;cut;{i}")).collect();
+    let mut numbers = vec![0u32; sessions.len()];
+    for (i, sid) in sessions.iter().enumerate() {
+        let r = gw.ask(
+            &CcrSpec::new(sid, INITIAL, 0)
+                .msisdn(&device(8600 + i as u64))
+                .mscc(ask(MIB)),
+        );
+        assert_eq!(r.result_code, 2001, "{r:?}");
+    }
+    // A manager's change, so that the snapshots carry changes beyond the start's import.
+    let (status, v) = api_a.call(
+        "PUT",
+        &format!("/v1/blocked/acme/iot/{}", device(8699)),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let mut used = 0u64;
+    // Every session reports 1 KiB, `times` times, acknowledged.
+    fn rounds(gw: &mut Gw, sessions: &[String], numbers: &mut [u32], used: &mut u64, times: u32) {
+        for _ in 0..times {
+            for (i, sid) in sessions.iter().enumerate() {
+                numbers[i] += 1;
+                let r = gw.ask(&CcrSpec::new(sid, UPDATE, numbers[i]).mscc(report(1024, true)));
+                assert_eq!(r.result_code, 2001, "{r:?}");
+                *used += 1024;
+            }
+        }
+    }
+    rounds(&mut gw, &sessions, &mut numbers, &mut used, 1);
+    a.proc.wait_for("partition snapshot published", WAIT);
+
+    // node-b frozen; the owner goes on, publishing and cutting, until the log is cut past it
+    // (past the 500 entries its consumer may have been sent before it froze, too).
+    b.proc.signal("STOP");
+    let cuts = count_lines(&a, "the partition's log cut");
+    for _ in 0..20 {
+        if count_lines(&a, "the partition's log cut") >= cuts + 3 {
+            break;
+        }
+        let published = count_lines(&a, "partition snapshot published");
+        rounds(&mut gw, &sessions, &mut numbers, &mut used, 120);
+        a.proc
+            .wait_count("partition snapshot published", published + 1, WAIT);
+    }
+    a.proc
+        .wait_count("the partition's log cut", cuts + 3, Duration::ZERO);
+    // (node-b's entry in the node table stands still meanwhile.)
+    let (status, view) = api_a.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{view}");
+    let (first, snapshot) = (
+        view["log_first"].as_u64().unwrap(),
+        view["snapshot_entry"].as_u64().unwrap(),
+    );
+    assert!(1 < first && first <= snapshot + 1, "{view:#}");
+    assert!(
+        ocfctl(&a, &api_a, &["cluster"]).contains(&format!("log from entry {first} to")),
+        "ocfctl cluster names the log's first entry"
+    );
+
+    // A node on an empty disk starts from the snapshot, and the frozen one again from it.
+    let mut c = Node::start("node-c", &nats, cfg);
+    c.proc
+        .wait_for("copy started from the partition's snapshot", WAIT);
+    b.proc.signal("CONT");
+    b.proc.wait_for("entries were cut from the log", WAIT);
+    b.proc
+        .wait_for("copy started from the partition's snapshot", WAIT);
+    rounds(&mut gw, &sessions, &mut numbers, &mut used, 1);
+    let (used_a, mut reserved) = usage(&api_a, "acme/iot");
+    assert_eq!(used_a, used);
+    // A standby puts each newer snapshot in its copy (a takeover then replays from it).
+    c.proc
+        .wait_for("the partition's snapshot is in the copy", WAIT);
+    // Both copies up to date before the owner dies.
+    cluster_view(&api_a, 3);
+
+    // The owner killed, then its successor: each time the next one has it all.
+    let mut owner = a;
+    let mut standbys = vec![b, c];
+    for _ in 0..2 {
+        owner.proc.signal("KILL");
+        let killed = Instant::now();
+        owner.proc.wait_exit(WAIT);
+        let next = loop {
+            if let Some(i) = standbys.iter_mut().position(|n| {
+                n.proc
+                    .saw_within("took the partition over", Duration::from_millis(50))
+            }) {
+                break i;
+            }
+            assert!(killed.elapsed() < WAIT, "no standby took over");
+        };
+        let mut new = standbys.remove(next);
+        let addr = new.serving();
+        let api = new.admin();
+        let (u, held) = usage(&api, "acme/iot");
+        assert_eq!(u, used, "{}: every acknowledged report, once", new.name);
+        assert_eq!(
+            held, reserved,
+            "{}: the reservations stay counted",
+            new.name
+        );
+        let probe = CcrSpec::new(&sessions[0], UPDATE, numbers[0] + 1).mscc(report(0, true));
+        let (g, r) = first_answer(addr, &probe, killed + WAIT);
+        assert_eq!(r.result_code, 2001, "{} after the kill: {r:?}", new.name);
+        numbers[0] += 1;
+        gw = g;
+        rounds(&mut gw, &sessions, &mut numbers, &mut used, 1);
+        reserved = usage(&api, "acme/iot").1;
+        if !standbys.is_empty() {
+            cluster_view(&api, 2);
+        }
+        owner = new;
+    }
+    for (i, sid) in sessions.iter().enumerate() {
+        let r = gw.ask(&CcrSpec::new(sid, TERMINATION, numbers[i] + 1).mscc(report(0, false)));
+        assert_eq!(r.result_code, 2001, "{r:?}");
+    }
+    let api = owner.admin();
+    assert_eq!(usage(&api, "acme/iot"), (used, 0), "every session ended");
+    owner.proc.signal("TERM");
+    assert!(
+        owner.proc.wait_exit(WAIT).success(),
+        "{}",
+        owner.proc.output()
+    );
+}

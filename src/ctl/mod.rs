@@ -832,12 +832,17 @@ pub fn cluster(c: &Client, json: bool) -> Result<String, CtlError> {
     };
     let mut out = String::new();
     for v in &parts {
+        let snapshot = match v["snapshot_entry"].as_u64() {
+            Some(e) => format!("snapshot at entry {e}"),
+            None => "no snapshot".into(),
+        };
         out.push_str(&format!(
-            "partition {}: owner {} (epoch {}, lease until {} ms), log at entry {}\n",
+            "partition {}: owner {} (epoch {}, lease until {} ms), log from entry {} to {}, {snapshot}\n",
             v["partition"],
             v["owner"]["node"].as_str().unwrap_or("none"),
             v["epoch"],
             v["owner"]["until_ms"],
+            v["log_first"],
             v["log_end"]
         ));
         let rows: Vec<Vec<String>> = v["nodes"]

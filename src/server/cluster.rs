@@ -16,6 +16,7 @@ use std::time::Duration;
 use ocf_cluster::node::{Node, NodeConfig, keep_lease};
 use ocf_cluster::ownership::Timers;
 use ocf_cluster::replicator::{self, Replicator};
+use ocf_cluster::snapshots::Publisher;
 use ocf_cluster::status::Role;
 use tracing::info;
 
@@ -208,8 +209,26 @@ pub(super) async fn serve(
     };
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
-    let replicator = Replicator::start(takeover.log, changes, fence.clone(), takeover.journal_last)
-        .map_err(|e| cluster(e.to_string()))?;
+    let epoch = takeover.ownership.epoch.0;
+    let replicator = Replicator::start(
+        takeover.log,
+        changes,
+        fence.clone(),
+        takeover.journal_last,
+        takeover.changes_last,
+    )
+    .map_err(|e| cluster(e.to_string()))?;
+    // Its periodic snapshots go to the object store, and the log is cut behind them.
+    let publisher = Publisher::start(
+        node.snapshots(),
+        node.log(partition)
+            .await
+            .map_err(|e| cluster(e.to_string()))?,
+        replicator.cuts(),
+        fence.clone(),
+        epoch,
+        config.partition_copy(partition).join("changes"),
+    );
     // Keep the lease while the store opens: replay may take a while.
     let (release, released) = tokio::sync::oneshot::channel();
     let mut lease = tokio::spawn(keep_lease(
@@ -236,6 +255,7 @@ pub(super) async fn serve(
         .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
     server.admin_slot = admin.as_ref().map(|(_, slot)| slot.clone());
+    server.on_snapshot = Some(Arc::new(move |t| publisher.taken(t)));
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
         partition,

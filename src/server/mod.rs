@@ -921,15 +921,15 @@ fn snapshot_now(
         Ok(taken) => {
             let sequence = taken.sequence;
             match snapshot::remove_covered_segments(
-            journal,
-            sequence
-                .min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence()))
-                .min(store.event_log().map_or(u64::MAX, |u| u.synced_sequence()))
-                .min(match (store.fence(), store.journal()) {
-                    (Some(_), Some(j)) => j.progress().replicated.load(Ordering::Acquire),
-                    _ => u64::MAX,
-                }),
-        ) {
+                journal,
+                sequence
+                    .min(store.usage_log().map_or(u64::MAX, |u| u.synced_sequence()))
+                    .min(store.event_log().map_or(u64::MAX, |u| u.synced_sequence()))
+                    .min(match (store.fence(), store.journal()) {
+                        (Some(_), Some(j)) => j.progress().replicated.load(Ordering::Acquire),
+                        _ => u64::MAX,
+                    }),
+            ) {
                 Ok(removed) => info!(sequence, removed_segments = removed, "snapshot written"),
                 Err(e) => warn!(error = %e, "snapshot written, old segments not removed"),
             }

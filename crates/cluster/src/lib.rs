@@ -3,7 +3,8 @@
 //! replicated log ([`log`]), an owner's [`replicator`] of its journal and changes into it, and a
 //! [`node`]'s life: standby (a copy of each partition kept from its log), takeover, owner;
 //! the node table ([`status`]) and the subscription ids managers add, shared for routing
-//! ([`directory`]).
+//! ([`directory`]); each partition's latest snapshot, so that its log can be cut
+//! ([`snapshots`]).
 
 pub mod directory;
 pub mod lease;
@@ -11,4 +12,5 @@ pub mod log;
 pub mod node;
 pub mod ownership;
 pub mod replicator;
+pub mod snapshots;
 pub mod status;

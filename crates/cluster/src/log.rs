@@ -53,6 +53,15 @@ pub enum LogError {
     Fenced(u32),
     #[error("partition {partition}: {reason}")]
     Nats { partition: u32, reason: String },
+    /// The entries wanted were cut from the log: a copy starts again from the snapshot.
+    #[error(
+        "partition {partition}: entry {wanted} was cut from the log (it starts at {first}); the copy starts again from the partition's snapshot"
+    )]
+    Cut {
+        partition: u32,
+        wanted: u64,
+        first: u64,
+    },
     #[error("partition {partition}, entry {sequence}: not an entry of ocfd's ({reason})")]
     Damaged {
         partition: u32,
@@ -204,15 +213,52 @@ impl PartitionLog {
         self.append(Kind::Takeover, &epoch.to_le_bytes()).await
     }
 
-    /// The entries from `from` on, at most `limit`, oldest first.
-    pub async fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+    /// Removes the entries before `entry` (a snapshot includes them): the stream keeps
+    /// `entry` and what follows.
+    pub async fn cut(&self, entry: u64) -> Result<(), LogError> {
+        self.stream
+            .purge()
+            .sequence(entry)
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::Nats {
+                partition: self.partition,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The stream's first entry now (entries before it were cut; past its last if empty).
+    pub async fn first(&mut self) -> Result<u64, LogError> {
+        self.stream
+            .info()
+            .await
+            .map(|i| i.state.first_sequence)
+            .map_err(|e| LogError::Nats {
+                partition: self.partition,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The entries from `from` on, at most `limit`, oldest first. [`LogError::Cut`] if the
+    /// log no longer holds `from` (a snapshot includes it).
+    pub async fn read(&mut self, from: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut sequence = from.max(1);
         while out.len() < limit {
             let message = match self.stream.get_raw_message(sequence).await {
                 Ok(m) => m,
-                // Past the end: done.
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => break,
+                // Cut before it, or past the end (done).
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    let first = self.first().await?;
+                    if sequence < first {
+                        return Err(LogError::Cut {
+                            partition: self.partition,
+                            wanted: sequence,
+                            first,
+                        });
+                    }
+                    break;
+                }
                 Err(e) => {
                     return Err(LogError::Nats {
                         partition: self.partition,

@@ -22,6 +22,7 @@ use crate::directory::SharedDirectory;
 use crate::lease::{Claim, Holder, LeaseError, Leases};
 use crate::log::{Entry, Kind, LogError, PartitionLog};
 use crate::ownership::{Ownership, Timers};
+use crate::snapshots::{SnapshotError, Snapshots};
 use crate::status::{NodeStatus, NodeTable, Role};
 
 /// How a node reaches NATS and what it is called.
@@ -52,6 +53,8 @@ pub enum ClusterError {
     Log(#[from] LogError),
     #[error("the partition's copy: {0}")]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A node connected to the cluster.
@@ -61,6 +64,7 @@ pub struct Node {
     leases: Arc<Leases>,
     table: NodeTable,
     directory: Arc<SharedDirectory>,
+    snapshots: Arc<Snapshots>,
     max_payload: usize,
     /// Where this node takes Diameter connections (told in its entry of the node table).
     diameter: std::sync::Mutex<Option<String>>,
@@ -75,6 +79,10 @@ pub struct ClusterStatus {
     pub epoch: Option<u64>,
     /// The last entry of the partition's log.
     pub log_end: u64,
+    /// Its first entry (those before were cut: its latest snapshot includes them).
+    pub log_first: u64,
+    /// The last entry its latest snapshot includes.
+    pub snapshot_entry: Option<u64>,
     pub nodes: Vec<NodeView>,
 }
 
@@ -94,6 +102,8 @@ pub struct Takeover {
     pub fence: Arc<Fence>,
     /// The last journal sequence the log holds (the store's journal continues after it).
     pub journal_last: u64,
+    /// The account changes the log holds.
+    pub changes_last: u64,
 }
 
 /// What a standby tells about itself while it waits (for logs, systemd's status and metrics).
@@ -144,12 +154,14 @@ impl Node {
         let leases = Leases::open(&js, &config.node, config.timers.ttl_ms, config.replicas).await?;
         let table = NodeTable::open(&js, config.replicas).await?;
         let directory = Arc::new(SharedDirectory::open(&js, config.replicas).await?);
+        let snapshots = Arc::new(Snapshots::open(&js, config.replicas).await?);
         Ok(Node {
             config,
             js,
             leases: Arc::new(leases),
             table,
             directory,
+            snapshots,
             max_payload,
             diameter: std::sync::Mutex::new(None),
         })
@@ -196,7 +208,10 @@ impl Node {
     /// The cluster now: the lease, the log's end, and every node's entry with its lag.
     pub async fn status(&self, partition: u32) -> Result<ClusterStatus, ClusterError> {
         let holder = self.leases.holder(partition).await?;
-        let log_end = self.log(partition).await?.last();
+        let mut log = self.log(partition).await?;
+        let log_end = log.last();
+        let log_first = log.first().await?;
+        let snapshot_entry = self.snapshots.latest_entry(partition).await?;
         let now = now_ms();
         let nodes = self
             .table
@@ -215,6 +230,8 @@ impl Node {
             epoch: holder.as_ref().map(|(_, e)| e.0),
             owner: holder.map(|(h, _)| h),
             log_end,
+            log_first,
+            snapshot_entry,
             nodes,
         })
     }
@@ -225,6 +242,11 @@ impl Node {
 
     pub fn leases(&self) -> Arc<Leases> {
         self.leases.clone()
+    }
+
+    /// Every partition's latest snapshot.
+    pub fn snapshots(&self) -> Arc<Snapshots> {
+        self.snapshots.clone()
     }
 
     /// The subscription ids given through admin APIs, shared by every node.
@@ -303,11 +325,10 @@ impl Node {
         slot: &tokio::sync::Mutex<bool>,
     ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
-        let mut mirror = Copy {
-            mirror: Mirror::create(dir, segment_bytes)?,
-            pieces: Vec::new(),
-        };
         let mut state = Standing::default();
+        let (mut mirror, mut installed) = self.seed(partition, dir, segment_bytes, 0).await?;
+        state.entry = installed;
+        let mut looked = tokio::time::Instant::now();
         let every = Duration::from_millis(self.config.timers.renew_every_ms().max(50) as u64);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -328,6 +349,14 @@ impl Node {
                         None => std::future::pending().await,
                     }
                 } => match entry {
+                    Ok(e) if e.sequence <= state.entry => {}
+                    Ok(e) if e.sequence > state.entry + 1 => {
+                        // The entries between were cut from the log: its snapshot has them.
+                        tracing::info!(partition, from = state.entry + 1, next = e.sequence, "standby: entries were cut from the log; starting the copy again from the partition's snapshot");
+                        (mirror, installed) = self.seed(partition, dir, segment_bytes, state.entry).await?;
+                        state.entry = installed;
+                        follower = None;
+                    }
                     Ok(e) => {
                         mirror.apply(&e)?;
                         state.entry = e.sequence;
@@ -340,6 +369,10 @@ impl Node {
                 },
                 _ = tick.tick() => {
                     self.report(partition, Role::Standby, state.entry).await;
+                    if looked.elapsed() >= INSTALL_EVERY {
+                        looked = tokio::time::Instant::now();
+                        installed = self.install(partition, &mut mirror.mirror, installed, state.entry).await;
+                    }
                     let mut taken = slot.lock().await;
                     if *taken {
                         // Another partition was taken here: only look at this one.
@@ -379,7 +412,17 @@ impl Node {
         };
         let mut from = state.entry + 1;
         while from < taken_at {
-            let entries = log.read(from, 256).await?;
+            let entries = match log.read(from, 256).await {
+                Ok(entries) => entries,
+                Err(LogError::Cut { .. }) => {
+                    (mirror, state.entry) = self
+                        .seed(partition, dir, segment_bytes, state.entry)
+                        .await?;
+                    from = state.entry + 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if entries.is_empty() {
                 break;
             }
@@ -406,9 +449,96 @@ impl Node {
             ownership,
             fence,
             journal_last: mirror.last_sequence(),
+            changes_last: mirror.changes(),
         })
     }
+
+    /// A fresh copy of `partition` in `dir`: from its latest snapshot if it has one (the
+    /// log's entries it includes may be cut), else empty; and the log's entry it starts
+    /// after. `was`: the entry the copy being replaced had reached (a snapshot not past it
+    /// means the log was cut beyond every snapshot: looked at again after a pause).
+    async fn seed(
+        &self,
+        partition: u32,
+        dir: &Path,
+        segment_bytes: u64,
+        was: u64,
+    ) -> Result<(Copy, u64), ClusterError> {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.snapshots.latest(partition).await {
+                Ok(Some(s)) if was == 0 || s.entry > was => {
+                    let mirror = Mirror::restore(dir, segment_bytes, &s.snapshot, &s.change_log)?;
+                    tracing::info!(
+                        partition,
+                        entry = s.entry,
+                        journal = mirror.last_sequence(),
+                        changes = mirror.changes(),
+                        "copy started from the partition's snapshot"
+                    );
+                    return Ok((Copy::new(mirror), s.entry));
+                }
+                Ok(None) if was == 0 => {
+                    return Ok((Copy::new(Mirror::create(dir, segment_bytes)?), 0));
+                }
+                Ok(_) => tracing::warn!(
+                    partition,
+                    was,
+                    "the log was cut past this copy, and no snapshot includes the cut entries yet"
+                ),
+                Err(e @ SnapshotError::Damaged { .. }) => return Err(e.into()),
+                Err(e) if was == 0 => {
+                    // Started empty, the copy follows the log from its start; if that was
+                    // cut, the snapshot is looked for again then.
+                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot; copying the log from its start");
+                    return Ok((Copy::new(Mirror::create(dir, segment_bytes)?), 0));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot")
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Puts `partition`'s latest snapshot in the copy if it is newer than `installed` and the
+    /// copy holds what it includes, so that a takeover replays only what came after it.
+    /// Returns the entry the copy's snapshot now includes. A failure is only logged: the
+    /// copy is whole without it.
+    async fn install(&self, partition: u32, mirror: &mut Mirror, installed: u64, at: u64) -> u64 {
+        match self.snapshots.latest_entry(partition).await {
+            Ok(Some(e)) if e > installed && e <= at => {}
+            _ => return installed,
+        }
+        let snapshot = match self.snapshots.latest(partition).await {
+            Ok(Some(s)) if s.entry > installed && s.entry <= at => s,
+            Ok(_) => return installed,
+            Err(e) => {
+                tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot");
+                return installed;
+            }
+        };
+        match mirror.install(&snapshot.snapshot) {
+            Ok(true) => {
+                tracing::info!(
+                    partition,
+                    entry = snapshot.entry,
+                    "standby: the partition's snapshot is in the copy"
+                );
+                snapshot.entry
+            }
+            Ok(false) => installed,
+            Err(e) => {
+                tracing::warn!(error = %e, partition, "standby: the partition's snapshot is not in the copy");
+                installed
+            }
+        }
+    }
 }
+
+/// How often a standby looks for a newer snapshot of a partition for its copy.
+const INSTALL_EVERY: Duration = Duration::from_secs(10);
 
 /// The most octets the pieces of one change may add up to (a change record's frame).
 const MAX_CHANGE_PIECES: usize = (64 << 20) + 64;
@@ -420,6 +550,13 @@ struct Copy {
 }
 
 impl Copy {
+    fn new(mirror: Mirror) -> Copy {
+        Copy {
+            mirror,
+            pieces: Vec::new(),
+        }
+    }
+
     /// Copies one entry of the log.
     fn apply(&mut self, e: &Entry) -> Result<(), MirrorError> {
         match e.kind {

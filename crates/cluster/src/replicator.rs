@@ -16,6 +16,7 @@ use ocf_store::replication::{Batch, ChangeSink, Fence, Outgoing};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::{Kind, LogError, PartitionLog};
+use crate::snapshots::Cuts;
 
 /// How long after it was made an account change may still start its append (which itself
 /// tries for at most the log's patience, 20 s); the change waits a little longer than both for
@@ -78,17 +79,20 @@ pub struct Replicator {
     /// The log's last entry as this owner appended it.
     appended: Arc<std::sync::atomic::AtomicU64>,
     attach: crossbeam_channel::Sender<(Outgoing, Arc<Store>)>,
+    cuts: Arc<Cuts>,
 }
 
 impl Replicator {
     /// Starts the reader thread and the appender task for a partition whose log holds the
-    /// journal up to `journal_last`. Until [`Replicator::attach`] gives it the store, only
-    /// account changes (recovery's) go to the log. Must run inside a tokio runtime.
+    /// journal up to `journal_last` and `changes_last` account changes. Until
+    /// [`Replicator::attach`] gives it the store, only account changes (recovery's) go to the
+    /// log. Must run inside a tokio runtime.
     pub fn start(
         log: PartitionLog,
         changes: Changes,
         fence: Arc<Fence>,
         journal_last: u64,
+        changes_last: u64,
     ) -> std::io::Result<Self> {
         let (work_tx, work_rx) = mpsc::channel::<Work>(QUEUE);
         let (deposed_tx, deposed) = watch::channel(false);
@@ -97,6 +101,9 @@ impl Replicator {
         let partition = log.partition();
         let store: Arc<OnceLock<Arc<Store>>> = Arc::default();
         let appended = Arc::new(std::sync::atomic::AtomicU64::new(log.last()));
+        // The log as it stands at the takeover is a cut: its last entry is the takeover's.
+        let cuts = Arc::new(Cuts::default());
+        cuts.appended(log.last(), journal_last, changes_last);
         let store_too = store.clone();
         std::thread::Builder::new()
             .name(format!("ocfd-replica-{partition}"))
@@ -117,11 +124,13 @@ impl Replicator {
             work_rx,
             deposed_tx,
             appended.clone(),
+            (cuts.clone(), journal_last, changes_last),
         ));
         Ok(Replicator {
             deposed,
             attach,
             appended,
+            cuts,
         })
     }
 
@@ -138,6 +147,11 @@ impl Replicator {
     /// The log's last entry as this owner appended it, as it moves.
     pub fn appended_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.appended.clone()
+    }
+
+    /// Where the log could be cut for a snapshot, as entries are appended.
+    pub fn cuts(&self) -> Arc<Cuts> {
+        self.cuts.clone()
     }
 
     /// Completes once another node has taken the partition (this one's appends are refused).
@@ -243,6 +257,7 @@ async fn append(
     mut work: mpsc::Receiver<Work>,
     deposed: watch::Sender<bool>,
     appended: Arc<std::sync::atomic::AtomicU64>,
+    (cuts, mut journal, mut changes): (Arc<Cuts>, u64, u64),
 ) {
     let max_bytes = log.max_entry_bytes();
     let mut held: Option<Work> = None;
@@ -273,6 +288,10 @@ async fn append(
                     }
                 }
                 let r = append_patiently(&mut log, Kind::Records, &batch.encoded).await;
+                if let Ok(entry) = r {
+                    journal = batch.last;
+                    cuts.appended(entry, journal, changes);
+                }
                 if let (Ok(_), Some(store)) = (&r, store.get()) {
                     store.replicated(batch.last);
                 }
@@ -288,6 +307,10 @@ async fn append(
                     continue;
                 }
                 let r = append_change(&mut log, &c.record.frame(), max_bytes).await;
+                if let Ok(entry) = r {
+                    changes += 1;
+                    cuts.appended(entry, journal, changes);
+                }
                 let _ = c
                     .reply
                     .send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));

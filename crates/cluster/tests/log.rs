@@ -41,7 +41,7 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
     assert_eq!(b.append(Kind::Records, b"batch 2").await.unwrap(), 5);
 
     // Any node reads the same entries, from any point.
-    let c = PartitionLog::open(&nats.jetstream().await, 5, 1, 1 << 20)
+    let mut c = PartitionLog::open(&nats.jetstream().await, 5, 1, 1 << 20)
         .await
         .unwrap();
     let all = c.read(1, 100).await.unwrap();
@@ -68,6 +68,29 @@ async fn a_takeover_fences_the_previous_owner_and_everyone_reads_the_same_log() 
         c.read(6, 10).await.unwrap().is_empty(),
         "nothing past the end"
     );
+    // Cut below entry 3 (a snapshot includes 1 and 2): reading before it says so, by name;
+    // a follower from before it is given entry 3 first, and the owner appends on.
+    assert_eq!(c.first().await.unwrap(), 1);
+    c.cut(3).await.unwrap();
+    assert_eq!(c.first().await.unwrap(), 3);
+    match c.read(1, 10).await {
+        Err(LogError::Cut {
+            partition: 5,
+            wanted: 1,
+            first: 3,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let rest: Vec<u64> = c
+        .read(3, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(rest, [3, 4, 5]);
+    assert_eq!(c.follow(1).await.unwrap().next().await.unwrap().sequence, 3);
+    assert_eq!(b.append(Kind::Records, b"batch 3").await.unwrap(), 6);
     // Other partitions are other streams.
     let other = PartitionLog::open(&nats.jetstream().await, 6, 1, 1 << 20)
         .await
@@ -99,4 +122,37 @@ async fn a_standby_follows_the_owner_as_it_appends_and_resumes_where_it_left() {
     // A standby that restarts resumes from the entry after the last it applied.
     let mut again = standby.follow(40).await.unwrap();
     assert_eq!(again.next().await.unwrap().sequence, 40);
+}
+
+/// A partition's snapshot in the object store: none at first, then the latest one put, read
+/// back whole; its entry from the metadata alone; each partition its own.
+#[tokio::test]
+async fn a_partitions_latest_snapshot_is_kept_in_the_object_store() {
+    use ocf_cluster::snapshots::{PartitionSnapshot, Snapshots};
+    let nats = Nats::start();
+    let js = nats.jetstream().await;
+    let store = Snapshots::open(&js, 1).await.unwrap();
+    assert_eq!(store.latest(0).await.unwrap(), None);
+    assert_eq!(store.latest_entry(0).await.unwrap(), None);
+    let snapshot = |entry: u64, octets: usize| PartitionSnapshot {
+        partition: 0,
+        entry,
+        epoch: 7,
+        // Larger than an object's chunk (128 KiB) and a NATS message.
+        snapshot: (0..octets)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
+        change_log: bytes::Bytes::from_static(b"the changes"),
+    };
+    store.put(&snapshot(10, 3 << 20)).await.unwrap();
+    store.put(&snapshot(25, 300 << 10)).await.unwrap();
+    // Another node's handle sees the latest.
+    let other = Snapshots::open(&js, 1).await.unwrap();
+    assert_eq!(other.latest_entry(0).await.unwrap(), Some(25));
+    assert_eq!(
+        other.latest(0).await.unwrap(),
+        Some(snapshot(25, 300 << 10))
+    );
+    assert_eq!(other.latest(1).await.unwrap(), None);
 }

@@ -212,7 +212,11 @@ impl Mirror {
     }
 
     /// As [`Mirror::create`], the journal starting after sequence `last`.
-    fn create_after(state_dir: &Path, last: u64, segment_bytes: u64) -> Result<Mirror, MirrorError> {
+    fn create_after(
+        state_dir: &Path,
+        last: u64,
+        segment_bytes: u64,
+    ) -> Result<Mirror, MirrorError> {
         let io = |source| MirrorError::Io {
             dir: state_dir.into(),
             source,
@@ -223,8 +227,8 @@ impl Mirror {
             Err(e) => return Err(io(e)),
         }
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        let segments = SegmentWriter::open(&state_dir.join("journal"), last + 1, segment_bytes)
-            .map_err(io)?;
+        let segments =
+            SegmentWriter::open(&state_dir.join("journal"), last + 1, segment_bytes).map_err(io)?;
         let (changes, _) =
             ChangeLog::open(&state_dir.join("changes")).map_err(|e| MirrorError::Io {
                 dir: state_dir.into(),
@@ -582,12 +586,21 @@ mod tests {
             m.records(&enc(seq)).unwrap();
         }
         let before = crate::segment::list(&copy.join("journal")).unwrap().len();
-        assert!(!m.install(&snap(13, 1)).unwrap(), "record 13 is not there yet");
-        assert!(!m.install(&snap(10, 2)).unwrap(), "the second change is not there yet");
+        assert!(
+            !m.install(&snap(13, 1)).unwrap(),
+            "record 13 is not there yet"
+        );
+        assert!(
+            !m.install(&snap(10, 2)).unwrap(),
+            "the second change is not there yet"
+        );
         assert!(m.install(&snap(10, 1)).unwrap());
         let after = crate::segment::list(&copy.join("journal")).unwrap();
         assert!(after.len() < before, "{before} segments, then {after:?}");
-        assert!(after.first().unwrap().0 <= 11, "records after the snapshot stay");
+        assert!(
+            after.first().unwrap().0 <= 11,
+            "records after the snapshot stay"
+        );
         assert_eq!(std::fs::read(copy.join("snapshot")).unwrap(), snap(10, 1));
         m.sync().unwrap();
         let mut journal = Vec::new();
