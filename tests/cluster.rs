@@ -1521,3 +1521,134 @@ fn a_cut_log_is_taken_over_from_the_partitions_snapshot() {
         owner.proc.output()
     );
 }
+
+/// freeDiameter's library folder (Debian's `freediameter-extensions`).
+const FD_LIB: &str = "/usr/lib/freeDiameter";
+
+/// freeDiameter as a DRA in front of the cluster, its peer table made by `ocfctl cluster peers
+/// --freediameter`: a gateway connected to it reaches the partition's owner directly when it
+/// addresses the owner (Destination-Host), and through the standby's router when it
+/// addresses the standby; both are charged on the owner.
+#[test]
+fn a_dra_routes_by_destination_host_with_the_peer_table_the_nodes_advertise() {
+    require_tool("freeDiameterd", "freediameterd freediameter-extensions");
+    assert!(
+        std::path::Path::new(FD_LIB)
+            .join("dict_dcca_3gpp.fdx")
+            .exists(),
+        "apt-get install freediameter-extensions"
+    );
+    let nats = nats::Nats::start();
+    let mut a = Node::start("node-a", &nats, "replicas = 1\n");
+    let a_addr = a.serving();
+    let api_a = a.admin();
+    let mut b = Node::start("node-b", &nats, "replicas = 1\n");
+    let api_b = b.admin();
+    // node-b's router relays once the lease names where the owner serves (from its first
+    // renewal on).
+    let deadline = Instant::now() + WAIT;
+    while cluster_view(&api_a, 2)["owner"]["diameter"] != a_addr.to_string() {
+        assert!(Instant::now() < deadline, "the lease never named {a_addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Both nodes in the peer table (each writes its entry every lease look).
+    let deadline = Instant::now() + WAIT;
+    let peers = loop {
+        let out = ocfctl(&a, &api_a, &["cluster", "peers", "--freediameter"]);
+        if out.lines().count() == 2 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        peers.contains(&format!(
+            "ConnectPeer = \"node-a.localdomain\" {{ ConnectTo = \"127.0.0.1\"; Port = {}; No_TLS; No_SCTP; }};",
+            a_addr.port()
+        )),
+        "{peers}"
+    );
+    assert!(
+        peers.contains(&format!(
+            "ConnectPeer = \"node-b.localdomain\" {{ ConnectTo = \"127.0.0.1\"; Port = {};",
+            b.gateways.port()
+        )),
+        "{peers}"
+    );
+    let table = ocfctl(&b, &api_b, &["cluster", "peers"]);
+    assert!(
+        table.contains("node-a.localdomain") && table.contains("localdomain"),
+        "{table}"
+    );
+
+    // The DRA: the nodes as its peers, the gateway let in by its whitelist.
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.conf");
+    std::fs::write(&acl, "ALLOW_IPSEC pgw.localdomain\n").unwrap();
+    let dra_port = free_port();
+    let conf = dir.path().join("dra.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Identity = \"dra.localdomain\";\nRealm = \"localdomain\";\nPort = {dra_port};\nSecPort = 0;\nNo_SCTP;\nNo_IPv6;\nTcTimer = 6;\nLoadExtension = \"{FD_LIB}/dict_nasreq.fdx\";\nLoadExtension = \"{FD_LIB}/dict_dcca.fdx\";\nLoadExtension = \"{FD_LIB}/dict_dcca_3gpp.fdx\";\nLoadExtension = \"{FD_LIB}/acl_wl.fdx\" : \"{}\";\n{peers}",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("freeDiameterd");
+    cmd.arg("-c").arg(&conf).arg("-dd");
+    let mut dra = Watched::spawn("freeDiameterd", cmd);
+    for host in ["node-a.localdomain", "node-b.localdomain"] {
+        dra.wait_for(&format!("'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'{host}'"), WAIT);
+    }
+    let mut gw = Gw::open_at(
+        SocketAddr::from(([127, 0, 0, 1], dra_port)),
+        "pgw.localdomain",
+    );
+    let relayed = |api: &Http| {
+        metrics_of(api)
+            .lines()
+            .find(|l| l.starts_with("ocfd_cluster_routed_requests_total{outcome=\"relayed\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = relayed(&api_b);
+    // Addressed to the standby: the DRA hands it to node-b, whose router relays it.
+    let r = gw.ask(
+        &CcrSpec::new("dra;1", INITIAL, 0)
+            .destination_host("node-b.localdomain")
+            .msisdn(&device(8700))
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    assert_eq!(relayed(&api_b), before + 1, "through node-b's router");
+    // Addressed to the owner: straight to it.
+    let r = gw.ask(
+        &CcrSpec::new("dra;2", INITIAL, 0)
+            .destination_host("node-a.localdomain")
+            .msisdn(&device(8701))
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    assert_eq!(relayed(&api_b), before + 1, "not through node-b");
+    // The DRA's own account: one CCR to each node.
+    let out = dra.output();
+    for host in ["node-a.localdomain", "node-b.localdomain"] {
+        // (It relays what it does not serve without reading it: "no model".)
+        let sent = format!("SENT to '{host}': (no model)4/272 f:R");
+        assert_eq!(out.matches(&sent).count(), 1, "{sent}:\n{out}");
+    }
+    for (sid, n) in [("dra;1", 8700u64), ("dra;2", 8701)] {
+        let (_, held) = usage(&api_a, &format!("acme/iot/{}", device(n)));
+        assert!(held > 0, "{sid}: charged on the owner");
+        let r = gw.ask(&CcrSpec::new(sid, TERMINATION, 1).mscc(report(1024, false)));
+        assert_eq!(r.result_code, 2001, "{r:?}");
+    }
+    assert_eq!(usage(&api_a, "acme/iot").0, 2048);
+    dra.signal("TERM");
+    assert!(dra.wait_exit(WAIT).success(), "freeDiameterd");
+    for n in [&mut a, &mut b] {
+        n.proc.signal("TERM");
+        assert!(n.proc.wait_exit(WAIT).success(), "{}", n.proc.output());
+    }
+}

@@ -66,6 +66,12 @@ enum ClusterCmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Every node as a Diameter peer (Origin-Host, realm, address), for a DRA's peer table.
+    Peers {
+        /// As freeDiameter `ConnectPeer` lines (over TCP, without TLS).
+        #[arg(long)]
+        freediameter: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +299,9 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Cluster {
             cmd: Some(ClusterCmd::Drain { to }),
         } => ctl::drain(&c, to.as_deref(), json),
+        Cmd::Cluster {
+            cmd: Some(ClusterCmd::Peers { freediameter }),
+        } => ctl::peers(&c, *freediameter, json),
         Cmd::Tree { path, depth } => ctl::tree(&c, path, *depth, json),
         Cmd::Usage { path } => ctl::usage(&c, path, json),
         Cmd::Node { path } => ctl::node(&c, path, json),

@@ -868,6 +868,44 @@ pub fn cluster(c: &Client, json: bool) -> Result<String, CtlError> {
     Ok(out)
 }
 
+/// `cluster peers [--freediameter]`: every node as a Diameter peer; with `freediameter`, as
+/// `ConnectPeer` lines of a freeDiameter DRA's configuration.
+pub fn peers(c: &Client, freediameter: bool, json: bool) -> Result<String, CtlError> {
+    let v = call(c, "GET", "/v1/cluster/peers", None)?;
+    if json {
+        return Ok(format!("{v:#}\n"));
+    }
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    let text = |p: &serde_json::Value, k: &str| p[k].as_str().unwrap_or_default().to_owned();
+    if freediameter {
+        let mut out = String::new();
+        for p in &peers {
+            let Ok(addr) = text(p, "diameter").parse::<std::net::SocketAddr>() else {
+                continue;
+            };
+            out.push_str(&format!(
+                "ConnectPeer = \"{}\" {{ ConnectTo = \"{}\"; Port = {}; No_TLS; No_SCTP; }};\n",
+                text(p, "host"),
+                addr.ip(),
+                addr.port()
+            ));
+        }
+        return Ok(out);
+    }
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                text(p, "host"),
+                text(p, "realm"),
+                text(p, "diameter"),
+                text(p, "node"),
+            ]
+        })
+        .collect();
+    Ok(table(&["HOST", "REALM", "DIAMETER", "NODE"], &rows))
+}
+
 /// `cluster drain [--to NODE]`.
 pub fn drain(c: &Client, to: Option<&str>, json: bool) -> Result<String, CtlError> {
     let body = serde_json::json!({ "to": to });

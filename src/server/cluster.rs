@@ -31,6 +31,8 @@ pub fn node_config(config: &Config) -> NodeConfig {
     let c = &config.cluster;
     NodeConfig {
         node: config.node_name(),
+        host: config.diameter.origin_host.clone(),
+        realm: config.diameter.origin_realm.clone(),
         servers: c.nats_servers.clone(),
         credentials_file: c.credentials_file.clone(),
         tls_ca_file: c.tls_ca_file.clone(),

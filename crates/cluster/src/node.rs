@@ -30,6 +30,9 @@ use crate::status::{NodeStatus, NodeTable, Role};
 pub struct NodeConfig {
     /// This node's name (in leases and the node table): unique in the cluster.
     pub node: String,
+    /// Its Diameter identity (Origin-Host, Origin-Realm), told in the node table for DRAs.
+    pub host: String,
+    pub realm: String,
     /// NATS server URLs (`nats://host:port`, `tls://host:port`).
     pub servers: Vec<String>,
     /// A NATS credentials file (a user JWT and its NKey seed).
@@ -185,6 +188,8 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            host: Some(self.config.host.clone()),
+            realm: Some(self.config.realm.clone()),
             at_ms: now_ms(),
         };
         if let Err(e) = self.table.put(&status).await {
@@ -203,6 +208,11 @@ impl Node {
         if let Err(e) = self.table.remove(&self.config.node, keep).await {
             tracing::debug!(error = %e, "cannot remove this node from the node table");
         }
+    }
+
+    /// Every node as a Diameter peer (from the node table), for a DRA's peer table.
+    pub async fn peers(&self) -> Result<Vec<crate::status::Peer>, ClusterError> {
+        Ok(crate::status::peers(&self.table.list().await?))
     }
 
     /// The cluster now: the lease, the log's end, and every node's entry with its lag.

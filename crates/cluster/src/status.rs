@@ -36,8 +36,56 @@ pub struct NodeStatus {
     /// Where it takes Diameter connections (the owner serves them, a standby relays them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diameter: Option<String>,
+    /// Its Diameter identity (Origin-Host and Origin-Realm): the peer a DRA reaches at
+    /// `diameter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
     /// When it wrote this (milliseconds since 1970, its clock).
     pub at_ms: i64,
+}
+
+/// A node as a Diameter peer, for a DRA's peer table: its identity and where it takes
+/// connections (gateways' requests reaching any node are routed to their partition's owner).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub node: String,
+    pub host: String,
+    pub realm: String,
+    pub diameter: String,
+    /// When it last wrote its entry (milliseconds since 1970, its clock).
+    pub at_ms: i64,
+}
+
+/// Every node that names its Diameter identity and address, once each (its latest entry),
+/// by host.
+pub fn peers(entries: &[NodeStatus]) -> Vec<Peer> {
+    let mut by_node: std::collections::BTreeMap<&str, Peer> = Default::default();
+    for s in entries {
+        let (Some(host), Some(realm), Some(diameter)) = (&s.host, &s.realm, &s.diameter) else {
+            continue;
+        };
+        if by_node
+            .get(s.node.as_str())
+            .is_some_and(|p| p.at_ms >= s.at_ms)
+        {
+            continue;
+        }
+        by_node.insert(
+            &s.node,
+            Peer {
+                node: s.node.clone(),
+                host: host.clone(),
+                realm: realm.clone(),
+                diameter: diameter.clone(),
+                at_ms: s.at_ms,
+            },
+        );
+    }
+    let mut out: Vec<Peer> = by_node.into_values().collect();
+    out.sort_by(|a, b| a.host.cmp(&b.host));
+    out
 }
 
 /// A node's entry for a partition.
@@ -107,5 +155,46 @@ impl NodeTable {
         }
         out.sort_by(|a, b| (a.partition, &a.node).cmp(&(b.partition, &b.node)));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(node: &str, partition: u32, at_ms: i64, diameter: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            node: node.into(),
+            role: Role::Standby,
+            partition,
+            entry: 1,
+            diameter: diameter.map(str::to_owned),
+            host: Some(format!("{node}.example.net")),
+            realm: Some("example.net".into()),
+            at_ms,
+        }
+    }
+
+    /// A node is one peer whatever the partitions it has entries for, at its latest address;
+    /// a node naming no address is none.
+    #[test]
+    fn each_node_is_one_peer_at_its_latest_address() {
+        let peers = peers(&[
+            entry("b", 0, 10, Some("10.0.0.2:3868")),
+            entry("b", 1, 20, Some("10.0.0.9:3868")),
+            entry("a", 0, 5, Some("10.0.0.1:3868")),
+            entry("c", 0, 30, None),
+        ]);
+        let seen: Vec<(&str, &str)> = peers
+            .iter()
+            .map(|p| (p.host.as_str(), p.diameter.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a.example.net", "10.0.0.1:3868"),
+                ("b.example.net", "10.0.0.9:3868")
+            ]
+        );
     }
 }

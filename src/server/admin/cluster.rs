@@ -195,8 +195,27 @@ async fn drain(State(s): State<AdminState>, body: axum::body::Bytes) -> Result<R
         .into_response())
 }
 
+/// `GET /v1/cluster/peers`: every node as a Diameter peer (its Origin-Host, realm and
+/// address), for a DRA's peer table.
+async fn peers(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let Some(c) = s.cluster.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "not a cluster node (cluster.enabled is false)".into(),
+        ));
+    };
+    peers_of(&c.node).await
+}
+
+/// The peer table as [`peers`] answers it (on an owner and on a standby).
+pub(super) async fn peers_of(node: &ocf_cluster::node::Node) -> Result<Response, ApiError> {
+    let peers = bounded(node.peers()).await?;
+    Ok(axum::Json(serde_json::json!({ "peers": peers })).into_response())
+}
+
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/cluster", get(cluster))
+        .route("/cluster/peers", get(peers))
         .route("/cluster/drain", axum::routing::post(drain))
 }

@@ -49,6 +49,7 @@ pub fn slot(
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(not_ready))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/peers", get(peers))
         .fallback(elsewhere)
         .with_state(state);
     Arc::new(ArcSwap::from_pointee(routes))
@@ -113,6 +114,12 @@ async fn cluster(State(s): State<Standby>, req: Request) -> Result<Response, Api
         "partitions": all,
     }))
     .into_response())
+}
+
+/// `GET /v1/cluster/peers` on a standby.
+async fn peers(State(s): State<Standby>, req: Request) -> Result<Response, ApiError> {
+    operator(&s, &req)?;
+    super::cluster::peers_of(&s.node).await
 }
 
 /// Anything else: a request about a tenant goes to the owner of its partition; this node has
