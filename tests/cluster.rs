@@ -38,29 +38,29 @@ impl Node {
 
     /// Starts node `name` reaching NATS at `urls` (through a proxy the test can cut).
     fn start_via(name: &str, urls: &[String], extra: &str) -> Node {
-        Node::start_in(name, urls, None, extra)
+        Node::start_in(name, urls, None, extra, None)
     }
 
     /// [`Node::start_via`] with the operator's token in `token_file` (else its own, made in
-    /// its state directory).
+    /// its state directory) and its state in `state` (else its own directory's `state`).
     fn start_in(
         name: &str,
         urls: &[String],
         token_file: Option<&std::path::Path>,
         extra: &str,
+        state: Option<&std::path::Path>,
     ) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let token_file = token_file.map_or_else(
-            || dir.path().join("state/admin-token"),
-            std::path::Path::to_path_buf,
-        );
+        let state = state.map_or_else(|| dir.path().join("state"), std::path::Path::to_path_buf);
+        let token_file =
+            token_file.map_or_else(|| state.join("admin-token"), std::path::Path::to_path_buf);
         let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
         let cfg = dir.path().join("ocfd.toml");
         std::fs::write(
             &cfg,
             format!(
                 "state_dir = \"{}\"\nworker_threads = 2\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:0\"]\norigin_host = \"{name}.localdomain\"\n[cluster]\nenabled = true\nnode_name = \"{name}\"\nnats_servers = [{}]\n{extra}\n",
-                dir.path().join("state").display(),
+                state.display(),
                 token_file.display(),
                 servers.join(", ")
             ),
@@ -1112,7 +1112,7 @@ fn two_partitions(
     let token = dir.join("admin-token");
     std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
     let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
-    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra);
+    let start = |name: &str| Node::start_in(name, &urls, Some(&token), &extra, None);
     let mut a = start("node-a");
     let pa = partition_taken(&mut a);
     a.serving();
@@ -1651,4 +1651,68 @@ fn a_dra_routes_by_destination_host_with_the_peer_table_the_nodes_advertise() {
         n.proc.signal("TERM");
         assert!(n.proc.wait_exit(WAIT).success(), "{}", n.proc.output());
     }
+}
+
+/// The owner's disk is full when a manager makes a change (a policy of 5 KiB, more than the
+/// change log's last page holds): the partition's log takes it but the owner's own change log
+/// cannot, so the owner charges no more, gives its lease up and exits 75; the standby takes
+/// over with the change made and every acknowledged report, and the manager was told where
+/// the change stands (503).
+#[test]
+fn an_owner_whose_disk_is_full_hands_its_partition_over_with_the_change() {
+    let fs = Tmpfs::mount(16);
+    let nats = nats::Nats::start();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let mut a = Node::start_in("node-a", &urls, None, "replicas = 1\n", Some(&fs.point));
+    let a_addr = a.serving();
+    let api_a = a.admin();
+    let mut b = Node::start("node-b", &nats, "replicas = 1\n");
+    let mut gw = Gw::open_at(a_addr, "pgw.localdomain");
+    let r = gw.ask(
+        &CcrSpec::new("full;1", INITIAL, 0)
+            .msisdn(&device(8800))
+            .mscc(ask(MIB)),
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    let r = gw.ask(&CcrSpec::new("full;1", UPDATE, 1).mscc(report(MIB, true)));
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    cluster_view(&api_a, 2);
+
+    fill(&fs.point.join("filler"));
+    let filters: Vec<String> = (0..300)
+        .map(|i| format!("\"walled-garden-{i:04}\""))
+        .collect();
+    let policy = format!(
+        "{{\"final_unit_action\":\"restrict\",\"filter_ids\":[{}]}}",
+        filters.join(",")
+    );
+    let (status, v) = api_a.call("PUT", "/v1/policy/acme", Some(&policy));
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("takes effect on the node taking the partition over")),
+        "{v}"
+    );
+    a.proc.wait_for("cannot be logged here", WAIT);
+    let code = a.proc.wait_exit(WAIT);
+    assert_eq!(code.code(), Some(75), "{}", a.proc.output());
+    b.proc.wait_for("took the partition over", WAIT);
+    let b_addr = b.serving();
+    let api_b = b.admin();
+    let (_, p) = api_b.call("GET", "/v1/policy/acme", None);
+    assert_eq!(
+        p["final_unit_action"], "restrict",
+        "the change the log took: {p}"
+    );
+    assert_eq!(p["filter_ids"].as_array().map(Vec::len), Some(300), "{p}");
+    assert_eq!(usage(&api_b, "acme/iot").0, MIB, "the acknowledged report");
+    let (_gw, r) = first_answer(
+        b_addr,
+        &CcrSpec::new("full;1", TERMINATION, 2).mscc(report(0, false)),
+        Instant::now() + WAIT,
+    );
+    assert_eq!(r.result_code, 2001, "{r:?}");
+    b.proc.signal("TERM");
+    assert!(b.proc.wait_exit(WAIT).success(), "{}", b.proc.output());
 }

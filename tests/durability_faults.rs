@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,69 +53,6 @@ fn report(used: u64, more: bool) -> MsccSpec {
         requested_octets: if more { Some(Some(256 * KIB)) } else { None },
         ..Default::default()
     }
-}
-
-/// Fails clearly unless the tests run as root (mounting a tmpfs needs it).
-fn require_root() {
-    let out = Command::new("id").arg("-u").output().expect("run id -u");
-    let uid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        uid == "0",
-        "this test needs root to mount a tmpfs (id -u says {uid:?}); run it as root"
-    );
-}
-
-/// A small tmpfs mounted on a fresh directory; unmounted (lazily) when dropped.
-struct Tmpfs {
-    point: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(mib: u64) -> Tmpfs {
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let point = dir.path().join("state");
-        std::fs::create_dir(&point).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "ocfd-test"])
-            .arg(&point)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs on {} failed ({status}); this test needs root to mount a tmpfs",
-            point.display()
-        );
-        Tmpfs { point, _dir: dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.point).status();
-    }
-}
-
-/// Appends to `path` until the file system is full (ENOSPC); returns the octets written.
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let chunk = vec![0xa5u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => total += n as u64,
-            Err(e) if e.raw_os_error() == Some(28) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-        assert!(total < 64 * MIB, "{} did not fill up", path.display());
-    }
-    total
 }
 
 /// A gateway sending one CCR at a time; every request must be answered within [`WAIT`].

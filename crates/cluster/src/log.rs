@@ -239,6 +239,11 @@ impl PartitionLog {
             })
     }
 
+    /// The epoch this node took the log over at (0: it has not).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The entries from `from` on, at most `limit`, oldest first. [`LogError::Cut`] if the
     /// log no longer holds `from` (a snapshot includes it).
     pub async fn read(&mut self, from: u64, limit: usize) -> Result<Vec<Entry>, LogError> {

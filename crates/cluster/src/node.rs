@@ -221,7 +221,7 @@ impl Node {
         let mut log = self.log(partition).await?;
         let log_end = log.last();
         let log_first = log.first().await?;
-        let snapshot_entry = self.snapshots.latest_entry(partition).await?;
+        let snapshot_entry = self.snapshots.latest_entry(partition).await.ok().flatten();
         let now = now_ms();
         let nodes = self
             .table
@@ -336,9 +336,13 @@ impl Node {
     ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
         let mut state = Standing::default();
-        let (mut mirror, mut installed) = self.seed(partition, dir, segment_bytes, 0).await?;
+        let (mut mirror, mut installed) = self.seed(partition, dir, segment_bytes, None).await?;
         state.entry = installed;
         let mut looked = tokio::time::Instant::now();
+        // A newer snapshot being read for the copy (off the loop: following goes on).
+        let mut fetching: Option<
+            tokio::task::JoinHandle<Option<crate::snapshots::PartitionSnapshot>>,
+        > = None;
         let every = Duration::from_millis(self.config.timers.renew_every_ms().max(50) as u64);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -363,7 +367,7 @@ impl Node {
                     Ok(e) if e.sequence > state.entry + 1 => {
                         // The entries between were cut from the log: its snapshot has them.
                         tracing::info!(partition, from = state.entry + 1, next = e.sequence, "standby: entries were cut from the log; starting the copy again from the partition's snapshot");
-                        (mirror, installed) = self.seed(partition, dir, segment_bytes, state.entry).await?;
+                        (mirror, installed) = self.seed(partition, dir, segment_bytes, Some(state.entry)).await?;
                         state.entry = installed;
                         follower = None;
                     }
@@ -377,11 +381,29 @@ impl Node {
                         follower = None;
                     }
                 },
+                fetched = async {
+                    match fetching.as_mut() {
+                        Some(f) => f.await.ok().flatten(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    fetching = None;
+                    if let Some(s) = fetched.filter(|s| s.entry > installed && s.entry <= state.entry) {
+                        match mirror.mirror.install(&s.snapshot) {
+                            Ok(true) => {
+                                tracing::info!(partition, entry = s.entry, "standby: the partition's snapshot is in the copy");
+                                installed = s.entry;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, partition, "standby: the partition's snapshot is not in the copy"),
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     self.report(partition, Role::Standby, state.entry).await;
-                    if looked.elapsed() >= INSTALL_EVERY {
+                    if looked.elapsed() >= INSTALL_EVERY && fetching.is_none() {
                         looked = tokio::time::Instant::now();
-                        installed = self.install(partition, &mut mirror.mirror, installed, state.entry).await;
+                        fetching = self.fetch_newer(partition, installed, state.entry).await;
                     }
                     let mut taken = slot.lock().await;
                     if *taken {
@@ -408,6 +430,9 @@ impl Node {
             }
         };
         drop(follower);
+        if let Some(f) = fetching.take() {
+            f.abort();
+        }
         let ownership = Ownership::taken(epoch, sent_at, self.config.timers);
         // The takeover entry fences the previous owner off; its appends that land before it
         // are copied below. (It may append between our look at the log's end and our entry:
@@ -426,7 +451,7 @@ impl Node {
                 Ok(entries) => entries,
                 Err(LogError::Cut { .. }) => {
                     (mirror, state.entry) = self
-                        .seed(partition, dir, segment_bytes, state.entry)
+                        .seed(partition, dir, segment_bytes, Some(state.entry))
                         .await?;
                     from = state.entry + 1;
                     continue;
@@ -463,21 +488,23 @@ impl Node {
         })
     }
 
-    /// A fresh copy of `partition` in `dir`: from its latest snapshot if it has one (the
-    /// log's entries it includes may be cut), else empty; and the log's entry it starts
-    /// after. `was`: the entry the copy being replaced had reached (a snapshot not past it
-    /// means the log was cut beyond every snapshot: looked at again after a pause).
+    /// A fresh copy of `partition` in `dir` and the log's entry it starts after: from the
+    /// partition's latest snapshot if it has one (the log's entries it includes may be cut).
+    /// `past`: the copy being replaced had reached that entry and found the entries after it
+    /// cut, so only a snapshot past it will do (looked for again, with pauses, until one is
+    /// there); `None` (a start): no snapshot yet means an empty copy. The snapshot is looked
+    /// for again, with pauses, while it cannot be read.
     async fn seed(
         &self,
         partition: u32,
         dir: &Path,
         segment_bytes: u64,
-        was: u64,
+        past: Option<u64>,
     ) -> Result<(Copy, u64), ClusterError> {
         let mut pause = Duration::from_millis(200);
         loop {
             match self.snapshots.latest(partition).await {
-                Ok(Some(s)) if was == 0 || s.entry > was => {
+                Ok(Some(s)) if past.is_none_or(|p| s.entry > p) => {
                     let mirror = Mirror::restore(dir, segment_bytes, &s.snapshot, &s.change_log)?;
                     tracing::info!(
                         partition,
@@ -488,23 +515,17 @@ impl Node {
                     );
                     return Ok((Copy::new(mirror), s.entry));
                 }
-                Ok(None) if was == 0 => {
+                Ok(None) if past.is_none() => {
                     return Ok((Copy::new(Mirror::create(dir, segment_bytes)?), 0));
                 }
                 Ok(_) => tracing::warn!(
                     partition,
-                    was,
+                    past,
                     "the log was cut past this copy, and no snapshot includes the cut entries yet"
                 ),
                 Err(e @ SnapshotError::Damaged { .. }) => return Err(e.into()),
-                Err(e) if was == 0 => {
-                    // Started empty, the copy follows the log from its start; if that was
-                    // cut, the snapshot is looked for again then.
-                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot; copying the log from its start");
-                    return Ok((Copy::new(Mirror::create(dir, segment_bytes)?), 0));
-                }
                 Err(e) => {
-                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot")
+                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot yet")
                 }
             }
             tokio::time::sleep(pause).await;
@@ -512,38 +533,29 @@ impl Node {
         }
     }
 
-    /// Puts `partition`'s latest snapshot in the copy if it is newer than `installed` and the
-    /// copy holds what it includes, so that a takeover replays only what came after it.
-    /// Returns the entry the copy's snapshot now includes. A failure is only logged: the
-    /// copy is whole without it.
-    async fn install(&self, partition: u32, mirror: &mut Mirror, installed: u64, at: u64) -> u64 {
+    /// Starts reading `partition`'s latest snapshot if it is newer than `installed` and the
+    /// copy, at entry `at`, holds what it includes (None: nothing to read). A failure is only
+    /// logged: the copy is whole without it.
+    async fn fetch_newer(
+        &self,
+        partition: u32,
+        installed: u64,
+        at: u64,
+    ) -> Option<tokio::task::JoinHandle<Option<crate::snapshots::PartitionSnapshot>>> {
         match self.snapshots.latest_entry(partition).await {
             Ok(Some(e)) if e > installed && e <= at => {}
-            _ => return installed,
+            _ => return None,
         }
-        let snapshot = match self.snapshots.latest(partition).await {
-            Ok(Some(s)) if s.entry > installed && s.entry <= at => s,
-            Ok(_) => return installed,
-            Err(e) => {
-                tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot");
-                return installed;
+        let snapshots = self.snapshots.clone();
+        Some(tokio::spawn(async move {
+            match snapshots.latest(partition).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "standby: cannot read the partition's snapshot");
+                    None
+                }
             }
-        };
-        match mirror.install(&snapshot.snapshot) {
-            Ok(true) => {
-                tracing::info!(
-                    partition,
-                    entry = snapshot.entry,
-                    "standby: the partition's snapshot is in the copy"
-                );
-                snapshot.entry
-            }
-            Ok(false) => installed,
-            Err(e) => {
-                tracing::warn!(error = %e, partition, "standby: the partition's snapshot is not in the copy");
-                installed
-            }
-        }
+        }))
     }
 }
 
@@ -636,6 +648,22 @@ pub async fn keep_lease(
                 }
                 return LeaseEnd::Released;
             }
+        }
+        if fence.is_poisoned() {
+            // This node's state no longer follows the log: another node takes over at once.
+            match leases
+                .hand_over(partition, ownership.epoch, None, now_ms())
+                .await
+            {
+                Ok(_) => tracing::warn!(
+                    partition,
+                    "lease given up: this node's state left the partition's log"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "cannot give the lease up; it ends by itself")
+                }
+            }
+            return LeaseEnd::Deposed;
         }
         let sent_at = now_ms();
         match leases.renew(partition, ownership.epoch, sent_at).await {

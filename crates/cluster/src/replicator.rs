@@ -261,6 +261,8 @@ async fn append(
 ) {
     let max_bytes = log.max_entry_bytes();
     let mut held: Option<Work> = None;
+    // Pieces of a change that was refused after some landed: dropped before anything else.
+    let mut orphans = false;
     loop {
         let next = match held.take() {
             Some(w) => w,
@@ -269,6 +271,23 @@ async fn append(
                 None => return,
             },
         };
+        if orphans {
+            // Readers drop the pieces of a change read so far at a takeover entry: this
+            // owner's again.
+            let epoch = log.epoch().to_le_bytes();
+            if let Err(LogError::Fenced(p)) =
+                append_patiently(&mut log, Kind::Takeover, &epoch).await
+            {
+                tracing::warn!(
+                    partition = p,
+                    "another node took the partition: this node stops charging for it"
+                );
+                fence.close();
+                let _ = deposed.send(true);
+                return;
+            }
+            orphans = false;
+        }
         let result = match next {
             Work::Records(mut batch) => {
                 // Coalesce what queued meanwhile, up to an entry's size.
@@ -306,7 +325,9 @@ async fn append(
                         .send(Err("the partition's log was not reachable in time".into()));
                     continue;
                 }
+                let before = log.last();
                 let r = append_change(&mut log, &c.record.frame(), max_bytes).await;
+                orphans = r.is_err() && log.last() != before;
                 if let Ok(entry) = r {
                     changes += 1;
                     cuts.appended(entry, journal, changes);

@@ -1,12 +1,16 @@
-//! Partitions' snapshots, in the JetStream object store `ocfd_snapshots` (object `p<n>`, kept on
-//! `replicas` servers), so that a partition's log can be cut and a node with an empty disk
-//! still takes the partition over: it starts its copy from the snapshot and follows the log
-//! from the entry after the one the snapshot includes.
+//! Partitions' snapshots, in the JetStream object store `ocfd_snapshots` (object
+//! `p<n>.<entry>`, kept on `replicas` servers), so that a partition's log can be cut and a node
+//! with an empty disk still takes the partition over: it starts its copy from the snapshot and
+//! follows the log from the entry after the one the snapshot includes.
 //!
 //! The owner publishes one after each of its periodic snapshots, once the log holds every
-//! record and change the snapshot includes ([`Cuts`] says up to which entry), and then cuts
-//! the log below the entry of its previous snapshot: a standby less than a snapshot interval
-//! behind never needs the snapshot, one further behind starts its copy again from it.
+//! record and change the snapshot includes ([`Cuts`] says up to which entry): the object
+//! first, then the partition's pointer to it (key `p<n>` of the key-value bucket
+//! `ocfd_snapshots_latest`), moved only forward and only by compare-and-set on its revision, so
+//! that a deposed owner's late publish can never put an older snapshot in place of a newer
+//! one. Only then is the log cut, below the entry of the previous snapshot: a standby less
+//! than a snapshot interval behind never needs the snapshot, one further behind starts its
+//! copy again from it. The object the pointer left is removed.
 //!
 //! An object, format version 1, FROZEN like the journal's records:
 //!
@@ -34,8 +38,13 @@ use crate::log::PartitionLog;
 const MAGIC: &[u8; 4] = b"OCFP";
 const VERSION: u32 = 1;
 const BUCKET: &str = "ocfd_snapshots";
+const LATEST: &str = "ocfd_snapshots_latest";
 /// The largest object read back: what a store of ten million sessions writes, with room.
 const MAX_OBJECT: u64 = 16 << 30;
+/// How long a read of a snapshot may take: a base, and a second per 8 MiB.
+fn read_patience(octets: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(20 + octets / (8 << 20))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -123,13 +132,26 @@ impl PartitionSnapshot {
     }
 }
 
-/// The object store of every partition's snapshot.
+/// The object store of every partition's snapshot, and the pointers to the latest ones.
 pub struct Snapshots {
     store: ObjectStore,
+    latest: async_nats::jetstream::kv::Store,
 }
 
-fn object(partition: u32) -> String {
+/// The partition's pointer: its latest snapshot's object and the entry it includes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Latest {
+    object: String,
+    entry: u64,
+    epoch: u64,
+}
+
+fn key(partition: u32) -> String {
     format!("p{partition}")
+}
+
+fn object(partition: u32, entry: u64) -> String {
+    format!("p{partition}.{entry}")
 }
 
 impl Snapshots {
@@ -157,29 +179,65 @@ impl Snapshots {
                     .map_err(|_| SnapshotError::Nats(e.to_string()))?,
             },
         };
-        Ok(Snapshots { store })
+        let latest = crate::lease::bucket(js, LATEST, replicas, None)
+            .await
+            .map_err(|e| SnapshotError::Nats(e.to_string()))?;
+        Ok(Snapshots { store, latest })
     }
 
-    /// The log entry `partition`'s latest snapshot includes (None: it has none), from its
-    /// metadata alone.
-    pub async fn latest_entry(&self, partition: u32) -> Result<Option<u64>, SnapshotError> {
-        use async_nats::jetstream::object_store::InfoErrorKind;
-        match self.store.info(object(partition)).await {
-            Ok(info) if info.deleted => Ok(None),
-            Ok(info) => Ok(info.metadata.get("entry").and_then(|e| e.parse().ok())),
-            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SnapshotError::Nats(e.to_string())),
+    /// The partition's pointer and its revision (None: it has no snapshot).
+    async fn pointer(&self, partition: u32) -> Result<Option<(Latest, u64)>, SnapshotError> {
+        use async_nats::jetstream::kv::Operation;
+        let entry = self
+            .latest
+            .entry(key(partition))
+            .await
+            .map_err(|e| SnapshotError::Nats(e.to_string()))?;
+        match entry {
+            Some(e) if e.operation == Operation::Put => serde_json::from_slice(&e.value)
+                .map(|l| Some((l, e.revision)))
+                .map_err(|e| SnapshotError::Damaged {
+                    partition,
+                    reason: format!("its pointer: {e}"),
+                }),
+            _ => Ok(None),
         }
     }
 
-    /// `partition`'s latest snapshot, read whole and checked (None: it has none).
+    /// The log entry `partition`'s latest snapshot includes (None: it has none), from its
+    /// pointer alone.
+    pub async fn latest_entry(&self, partition: u32) -> Result<Option<u64>, SnapshotError> {
+        Ok(self.pointer(partition).await?.map(|(l, _)| l.entry))
+    }
+
+    /// `partition`'s latest snapshot, read whole and checked (None: it has none). Bounded in
+    /// time (a snapshot replaced while it is read is read again, once).
     pub async fn latest(&self, partition: u32) -> Result<Option<PartitionSnapshot>, SnapshotError> {
-        use async_nats::jetstream::object_store::GetErrorKind;
-        let mut object = match self.store.get(object(partition)).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(SnapshotError::Nats(e.to_string())),
-        };
+        let mut tries = 0;
+        loop {
+            let Some((latest, _)) = self.pointer(partition).await? else {
+                return Ok(None);
+            };
+            match self.read(partition, &latest).await {
+                Ok(s) => return Ok(Some(s)),
+                // Replaced meanwhile: its object went after the pointer moved on.
+                Err(SnapshotError::Nats(_)) if tries == 0 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the object the pointer names.
+    async fn read(
+        &self,
+        partition: u32,
+        latest: &Latest,
+    ) -> Result<PartitionSnapshot, SnapshotError> {
+        let nats = |e: String| SnapshotError::Nats(format!("{}: {e}", latest.object));
+        let mut object = tokio::time::timeout(read_patience(0), self.store.get(&latest.object))
+            .await
+            .map_err(|_| nats("not read in time".into()))?
+            .map_err(|e| nats(e.to_string()))?;
         let size = object.info().size as u64;
         if size > MAX_OBJECT {
             return Err(SnapshotError::Damaged {
@@ -187,21 +245,45 @@ impl Snapshots {
                 reason: format!("{size} octets, more than a snapshot may hold"),
             });
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // Grown as it comes, the size the metadata claims trusted only so far.
+        let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
         // (The object store checks the octets against the digest it stored with them.)
-        (&mut object)
-            .take(MAX_OBJECT)
-            .read_to_end(&mut data)
-            .await
-            .map_err(|e| SnapshotError::Nats(e.to_string()))?;
-        PartitionSnapshot::decode(partition, data.into()).map(Some)
+        tokio::time::timeout(
+            read_patience(size),
+            (&mut object).take(MAX_OBJECT).read_to_end(&mut data),
+        )
+        .await
+        .map_err(|_| nats("not read in time".into()))?
+        .map_err(|e| nats(e.to_string()))?;
+        let s = PartitionSnapshot::decode(partition, data.into())?;
+        if s.entry != latest.entry {
+            return Err(SnapshotError::Damaged {
+                partition,
+                reason: format!(
+                    "{} holds entry {}, its pointer says {}",
+                    latest.object, s.entry, latest.entry
+                ),
+            });
+        }
+        Ok(s)
     }
 
-    /// Stores `snapshot` as its partition's latest, in place of the one before.
-    pub async fn put(&self, snapshot: &PartitionSnapshot) -> Result<(), SnapshotError> {
+    /// Stores `snapshot` and makes it its partition's latest, if it is newer than the latest
+    /// (`Ok(false)` otherwise: nothing changed). The object it replaces is removed.
+    pub async fn put(&self, snapshot: &PartitionSnapshot) -> Result<bool, SnapshotError> {
+        let nats = |e: String| SnapshotError::Nats(e);
+        let partition = snapshot.partition;
+        let before = self.pointer(partition).await?;
+        if before
+            .as_ref()
+            .is_some_and(|(l, _)| l.entry >= snapshot.entry)
+        {
+            return Ok(false);
+        }
+        let name = object(partition, snapshot.entry);
         let data = snapshot.encode();
         let meta = ObjectMetadata {
-            name: object(snapshot.partition),
+            name: name.clone(),
             description: Some(format!(
                 "partition {} up to log entry {}",
                 snapshot.partition, snapshot.entry
@@ -216,8 +298,45 @@ impl Snapshots {
         self.store
             .put(meta, &mut data.as_slice())
             .await
-            .map(|_| ())
-            .map_err(|e| SnapshotError::Nats(e.to_string()))
+            .map_err(|e| nats(e.to_string()))?;
+        let latest = Latest {
+            object: name.clone(),
+            entry: snapshot.entry,
+            epoch: snapshot.epoch,
+        };
+        let value = serde_json::to_vec(&latest).unwrap_or_default();
+        // Only forward: the pointer is moved only if no one moved it since it was read. (A
+        // write whose answer was lost may have landed: then both objects stay.)
+        use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
+        let moved = match &before {
+            None => match self.latest.create(key(partition), value.into()).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => false,
+                Err(e) => return Err(nats(e.to_string())),
+            },
+            Some((_, revision)) => {
+                match self
+                    .latest
+                    .update(key(partition), value.into(), *revision)
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) => return Err(nats(e.to_string())),
+                }
+            }
+        };
+        let gone = if moved {
+            before.map(|(l, _)| l.object)
+        } else {
+            Some(name)
+        };
+        if let Some(old) = gone {
+            if let Err(e) = self.store.delete(&old).await {
+                tracing::debug!(error = %e, object = %old, "a replaced partition snapshot is not removed");
+            }
+        }
+        Ok(moved)
     }
 }
 
@@ -390,9 +509,20 @@ async fn publish(
             snapshot: t.data.into(),
             change_log: frames.into(),
         };
-        if let Err(e) = snapshots.put(&s).await {
-            tracing::warn!(error = %e, partition, "the partition's snapshot is not published");
-            continue;
+        match snapshots.put(&s).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    partition,
+                    entry,
+                    "a newer snapshot of the partition is there: this one is not published"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, partition, "the partition's snapshot is not published");
+                continue;
+            }
         }
         tracing::info!(
             partition,

@@ -125,7 +125,8 @@ async fn a_standby_follows_the_owner_as_it_appends_and_resumes_where_it_left() {
 }
 
 /// A partition's snapshot in the object store: none at first, then the latest one put, read
-/// back whole; its entry from the metadata alone; each partition its own.
+/// back whole, an older one refused; its entry from the pointer alone; each partition its
+/// own.
 #[tokio::test]
 async fn a_partitions_latest_snapshot_is_kept_in_the_object_store() {
     use ocf_cluster::snapshots::{PartitionSnapshot, Snapshots};
@@ -145,8 +146,10 @@ async fn a_partitions_latest_snapshot_is_kept_in_the_object_store() {
             .into(),
         change_log: bytes::Bytes::from_static(b"the changes"),
     };
-    store.put(&snapshot(10, 3 << 20)).await.unwrap();
-    store.put(&snapshot(25, 300 << 10)).await.unwrap();
+    assert!(store.put(&snapshot(10, 3 << 20)).await.unwrap());
+    assert!(store.put(&snapshot(25, 300 << 10)).await.unwrap());
+    // An older one (a deposed owner's, late) does not replace it.
+    assert!(!store.put(&snapshot(20, 1 << 10)).await.unwrap());
     // Another node's handle sees the latest.
     let other = Snapshots::open(&js, 1).await.unwrap();
     assert_eq!(other.latest_entry(0).await.unwrap(), Some(25));

@@ -33,6 +33,8 @@ pub struct Fence {
     partition: u32,
     /// Milliseconds since the epoch until which granting is allowed (0: closed).
     grant_until_ms: AtomicI64,
+    /// Closed for good: this node's state no longer follows the partition's log.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl Fence {
@@ -41,7 +43,21 @@ impl Fence {
         Fence {
             partition,
             grant_until_ms: AtomicI64::new(0),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Closes for good: something the partition's log holds did not take effect here (a
+    /// change its local log refused), so this node must not charge for the partition again;
+    /// it hands the partition over (`ocf_cluster::node::keep_lease`).
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// Whether [`Fence::poison`] closed it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 
     pub fn partition(&self) -> u32 {
@@ -51,6 +67,10 @@ impl Fence {
     /// Allows granting until `until_ms` (a renewed lease).
     pub fn open_until(&self, until_ms: i64) {
         self.grant_until_ms.store(until_ms, Ordering::Release);
+        // (Poisoned meanwhile: closed again, for good.)
+        if self.is_poisoned() {
+            self.close();
+        }
     }
 
     /// Stops granting now (the lease was lost or given up).
@@ -627,5 +647,10 @@ mod tests {
         f.close();
         assert!(!f.may_grant(0));
         assert_eq!(f.partition(), 3);
+        // Poisoned, it stays closed whatever renewal comes.
+        f.open_until(1_000);
+        f.poison();
+        f.open_until(2_000);
+        assert!(!f.may_grant(0) && f.is_poisoned());
     }
 }

@@ -479,15 +479,34 @@ impl Store {
                 time: pending.time(),
                 change: crate::change_record::encode_by(pending.change(), by),
             };
+            if record.change.len() + 16 > crate::changes::MAX_CHANGE {
+                return Err(ChangeError::Log(
+                    "the change is larger than the change log takes (64 MiB)".into(),
+                ));
+            }
             // In a cluster the partition's log has it first: a change it refused (this node
             // was deposed, or NATS is out of reach) never takes effect anywhere.
             if let Some(r) = &self.replication {
                 (r.changes)(&record).map_err(ChangeError::Log)?;
             }
-            log.lock()
+            let logged = log
+                .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .append(&record)
-                .map_err(|e| ChangeError::Log(e.to_string()))?;
+                .append(&record);
+            if let Err(e) = logged {
+                if let Some(r) = &self.replication {
+                    // The partition's log has a change this node cannot carry out: its state
+                    // and the log's part ways, so it charges no more and hands over.
+                    r.fence.poison();
+                    tracing::error!(error = %e, partition = r.fence.partition(), "a change the partition's log holds cannot be logged here: this node stops charging for the partition and hands it over");
+                }
+                if self.replication.is_some() {
+                    return Err(ChangeError::Log(format!(
+                        "{e}: the change is in the partition's log, and takes effect on the node taking the partition over"
+                    )));
+                }
+                return Err(ChangeError::Log(e.to_string()));
+            }
         }
         Ok(pending.carry_out())
     }
