@@ -175,6 +175,23 @@ fn a_standby_takes_over_a_killed_owner_and_its_sessions_carry_on() {
     let (used, reserved) = usage(&api_a, "acme/iot");
     assert_eq!(used, 30 * MIB);
     assert!(reserved > 0);
+    // A manager's named token, made on the owner: the cluster's, not the node's.
+    let (status, v) = api_a.call(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name":"acme-ops","role":"manager","scope":"acme"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let manager = |addr| Http {
+        addr,
+        token: v["token"].as_str().map(str::to_owned),
+    };
+    assert_eq!(
+        manager(api_a.addr)
+            .call("GET", "/v1/usage/acme/iot", None)
+            .0,
+        200
+    );
 
     // SIGKILL: no stop, no flush, the lease left to run out.
     a.proc.signal("KILL");
@@ -211,6 +228,23 @@ fn a_standby_takes_over_a_killed_owner_and_its_sessions_carry_on() {
     let api = new.admin();
     let (used, reserved_after) = usage(&api, "acme/iot");
     assert_eq!(used, 30 * MIB, "every acknowledged report, once");
+    // The manager's token works on the new owner, its name is taken there, and revoked
+    // there it is gone.
+    assert_eq!(
+        manager(api.addr).call("GET", "/v1/usage/acme/iot", None).0,
+        200
+    );
+    let (status, _) = api.call(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name":"acme-ops","role":"viewer","scope":"acme"}"#),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(api.call("DELETE", "/v1/tokens/acme-ops", None).0, 204);
+    assert_eq!(
+        manager(api.addr).call("GET", "/v1/usage/acme/iot", None).0,
+        401
+    );
     assert_eq!(
         reserved_after, reserved,
         "the dead owner's reservations stay counted until they expire"

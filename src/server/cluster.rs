@@ -133,11 +133,38 @@ pub(super) async fn serve(
     // The admin listener is the node's: a standby's routes until its engine's take over.
     let admin = match &config.admin.listen {
         Some(addr) => {
-            let (listener, slot) = standby_admin(config, addr, node.clone(), standby_owners)?;
+            let (listener, slot, credentials) =
+                standby_admin(config, addr, node.clone(), standby_owners)?;
             Some((
                 tokio::spawn(super::admin::standby::serve(listener, slot.clone())),
                 slot,
+                credentials,
             ))
+        }
+        None => None,
+    };
+    // The named tokens are the cluster's: a manager's goes on working after a takeover.
+    let tokens_follow = match &admin {
+        Some((_, _, (_, tokens))) => {
+            tokens
+                .share(node.tokens())
+                .await
+                .map_err(|e| cluster(format!("the shared tokens: {e}")))?;
+            let (shared, tokens) = (node.tokens(), Arc::downgrade(tokens));
+            Some(tokio::spawn(async move {
+                shared
+                    .follow(
+                        |name, value| match tokens.upgrade() {
+                            Some(t) => {
+                                t.changed(name, value);
+                                true
+                            }
+                            None => false,
+                        },
+                        Duration::from_millis(500),
+                    )
+                    .await
+            }))
         }
         None => None,
     };
@@ -168,8 +195,11 @@ pub(super) async fn serve(
     };
     let background = [follow, owners, sharing];
     let stop_admin = || {
-        if let Some((task, _)) = &admin {
+        if let Some((task, _, _)) = &admin {
             task.abort();
+        }
+        if let Some(t) = &tokens_follow {
+            t.abort();
         }
     };
     info!(node = %name, servers = ?config.cluster.nats_servers, "cluster node connected; standing by");
@@ -251,12 +281,15 @@ pub(super) async fn serve(
     let bind = super::PartitionBind {
         replication,
         engine,
+        credentials: admin
+            .as_ref()
+            .map(|(_, _, (token, tokens))| (token.clone(), tokens.clone())),
     };
     let mut server = tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind)))
         .await
         .map_err(|e| cluster(format!("opening the partition: {e}")))??;
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
-    server.admin_slot = admin.as_ref().map(|(_, slot)| slot.clone());
+    server.admin_slot = admin.as_ref().map(|(_, slot, _)| slot.clone());
     server.on_snapshot = Some(Arc::new(move |t| publisher.taken(t)));
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
@@ -380,14 +413,17 @@ fn engine_config(config: &Config, partition: u32, engine: Option<std::net::Socke
     c
 }
 
+/// The operator's token and the named tokens.
+type Credentials = (String, Arc<super::admin::access::Tokens>);
+
 /// Binds the node's admin listener with a standby's routes in it (health, metrics, the
-/// cluster view), the operator's token and the named tokens read as the engine reads them.
+/// cluster view); the operator's token and the named tokens, which the engine takes too.
 fn standby_admin(
     config: &Config,
     addr: &str,
     node: Arc<Node>,
     owners: super::admin::forward::Owners,
-) -> Result<(tokio::net::TcpListener, super::admin::Slot), ServerError> {
+) -> Result<(tokio::net::TcpListener, super::admin::Slot, Credentials), ServerError> {
     let listen = |source| ServerError::Listen {
         transport: "http",
         addr: addr.to_owned(),
@@ -409,8 +445,9 @@ fn standby_admin(
             node.leases().advertise_admin(&a.to_string());
         }
     }
-    let slot = super::admin::standby::slot(node, owners, token, Arc::new(tokens));
-    Ok((listener, slot))
+    let tokens = Arc::new(tokens);
+    let slot = super::admin::standby::slot(node, owners, token.clone(), tokens.clone());
+    Ok((listener, slot, (token, tokens)))
 }
 
 /// Stops the router: its gateways are sent DPR, and connect again (to another node, or to

@@ -90,6 +90,9 @@ pub(crate) struct PartitionBind {
     /// Its own Diameter listener, bound before (the lease names it); none: the
     /// configuration's listeners.
     pub(crate) engine: Option<TcpListener>,
+    /// The node's admin credentials (the operator's token, the named tokens it shares with
+    /// the cluster), as its admin listener already checks them.
+    pub(crate) credentials: Option<(String, Arc<admin::access::Tokens>)>,
 }
 
 /// Why the server could not start.
@@ -397,9 +400,9 @@ impl Server {
         cluster: Option<PartitionBind>,
     ) -> Result<Server, ServerError> {
         let node_admin = cluster.is_some();
-        let (replication, engine) = match cluster {
-            Some(c) => (Some(c.replication), c.engine),
-            None => (None, None),
+        let (replication, engine, credentials) = match cluster {
+            Some(c) => (Some(c.replication), c.engine, c.credentials),
+            None => (None, None, None),
         };
         config.validate()?;
         // The metrics recorder first: the meters' and the journal writer's handles are built
@@ -465,7 +468,10 @@ impl Server {
                     addr: addr.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
                 })?;
-                let (token, tokens) = admin_credentials(config)?;
+                let (token, tokens) = match credentials {
+                    Some(c) => c,
+                    None => admin_credentials(config).map(|(t, ts)| (t, Arc::new(ts)))?,
+                };
                 // A cluster's engine: the node serves its admin listener.
                 let l = match node_admin {
                     true => None,
@@ -475,7 +481,7 @@ impl Server {
                         source,
                     })?),
                 };
-                Some((l, token, config.admin.max_concurrent, Arc::new(tokens)))
+                Some((l, token, config.admin.max_concurrent, tokens))
             }
             None => None,
         };

@@ -4,7 +4,7 @@
 //! [`node`]'s life: standby (a copy of each partition kept from its log), takeover, owner;
 //! the node table ([`status`]) and the subscription ids managers add, shared for routing
 //! ([`directory`]); each partition's latest snapshot, so that its log can be cut
-//! ([`snapshots`]).
+//! ([`snapshots`]); the admin API's named tokens, shared ([`tokens`]).
 
 pub mod directory;
 pub mod lease;
@@ -14,3 +14,4 @@ pub mod ownership;
 pub mod replicator;
 pub mod snapshots;
 pub mod status;
+pub mod tokens;

@@ -68,6 +68,7 @@ pub struct Node {
     table: NodeTable,
     directory: Arc<SharedDirectory>,
     snapshots: Arc<Snapshots>,
+    tokens: Arc<crate::tokens::SharedTokens>,
     max_payload: usize,
     /// Where this node takes Diameter connections (told in its entry of the node table).
     diameter: std::sync::Mutex<Option<String>>,
@@ -158,6 +159,7 @@ impl Node {
         let table = NodeTable::open(&js, config.replicas).await?;
         let directory = Arc::new(SharedDirectory::open(&js, config.replicas).await?);
         let snapshots = Arc::new(Snapshots::open(&js, config.replicas).await?);
+        let tokens = Arc::new(crate::tokens::SharedTokens::open(&js, config.replicas).await?);
         Ok(Node {
             config,
             js,
@@ -165,6 +167,7 @@ impl Node {
             table,
             directory,
             snapshots,
+            tokens,
             max_payload,
             diameter: std::sync::Mutex::new(None),
         })
@@ -252,6 +255,11 @@ impl Node {
 
     pub fn leases(&self) -> Arc<Leases> {
         self.leases.clone()
+    }
+
+    /// The admin API's named tokens, shared by every node.
+    pub fn tokens(&self) -> Arc<crate::tokens::SharedTokens> {
+        self.tokens.clone()
     }
 
     /// Every partition's latest snapshot.

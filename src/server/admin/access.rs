@@ -1,5 +1,6 @@
 //! Scoped access to the admin API: besides the operator's token (`admin.token_file`), named
-//! tokens with a role and a scope, kept hashed (SHA-256) in `state_dir/tokens.json`:
+//! tokens with a role and a scope, kept hashed (SHA-256) in `state_dir/tokens.json`, or in a
+//! cluster in the JetStream bucket every node shares (`ocf_cluster::tokens`):
 //!
 //! - `operator`: everything;
 //! - `manager`: read and change within its scope (a tenant, or a node and what is under it);
@@ -43,10 +44,12 @@ pub struct TokenView {
     pub created: i64,
 }
 
-/// The named tokens, in memory and in their file.
+/// The named tokens, in memory and in their file (or, in a cluster, the bucket every node
+/// shares).
 pub struct Tokens {
     file: PathBuf,
     entries: RwLock<Vec<Entry>>,
+    shared: std::sync::OnceLock<std::sync::Arc<ocf_cluster::tokens::SharedTokens>>,
 }
 
 /// Named tokens at most.
@@ -69,7 +72,56 @@ impl Tokens {
         Ok(Tokens {
             file: file.to_owned(),
             entries: RwLock::new(entries),
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on the tokens are the cluster's: made and revoked in `shared` first, and
+    /// kept as it holds them ([`Tokens::changed`]); the file is left as it was. The tokens of
+    /// the file go to the bucket if no node put its own there before.
+    pub async fn share(
+        &self,
+        shared: std::sync::Arc<ocf_cluster::tokens::SharedTokens>,
+    ) -> Result<(), String> {
+        let mine: Vec<(String, bytes::Bytes)> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| {
+                let value = serde_json::to_vec(e).unwrap_or_default();
+                (e.name.clone(), value.into())
+            })
+            .collect();
+        shared.seed(mine).await.map_err(|e| e.to_string())?;
+        let _ = self.shared.set(shared);
+        Ok(())
+    }
+
+    /// The bucket's token `name` as it is now (`None`: revoked). One that does not read as a
+    /// token is left out, and said.
+    pub fn changed(&self, name: &str, value: Option<&[u8]>) {
+        let entry = match value.map(serde_json::from_slice::<Entry>) {
+            Some(Ok(e)) if e.name == name => Some(e),
+            Some(_) => {
+                tracing::warn!(
+                    token = name,
+                    "a shared token does not read as one: left out"
+                );
+                None
+            }
+            None => None,
+        };
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.name != name);
+        if let Some(e) = entry {
+            entries.push(e);
+        }
+    }
+
+    /// The bucket the tokens are shared in, in a cluster.
+    pub fn shared(&self) -> Option<std::sync::Arc<ocf_cluster::tokens::SharedTokens>> {
+        self.shared.get().cloned()
     }
 
     /// The caller a token names, if it is one of these.
@@ -107,6 +159,72 @@ impl Tokens {
         scope: Option<String>,
         now: i64,
     ) -> Result<String, ApiError> {
+        let (entry, token) = self.make(name, role, scope, now)?;
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.iter().any(|e| e.name == name) {
+            return Err(taken(name));
+        }
+        let mut next = entries.clone();
+        next.push(entry);
+        self.write(&next)?;
+        *entries = next;
+        Ok(token)
+    }
+
+    /// [`Tokens::create`] in a cluster: made in the shared bucket first (refused if any node
+    /// has a token of that name), then here.
+    pub async fn create_shared(
+        &self,
+        shared: &ocf_cluster::tokens::SharedTokens,
+        name: &str,
+        role: Role,
+        scope: Option<String>,
+        now: i64,
+    ) -> Result<String, ApiError> {
+        use ocf_cluster::tokens::Created;
+        let (entry, token) = self.make(name, role, scope, now)?;
+        let value = serde_json::to_vec(&entry).unwrap_or_default();
+        match shared.create(name, value.into()).await {
+            Ok(Created::Made) => {}
+            Ok(Created::Taken) => return Err(taken(name)),
+            Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+        self.changed(name, serde_json::to_vec(&entry).ok().as_deref());
+        Ok(token)
+    }
+
+    /// [`Tokens::revoke`] in a cluster: revoked in the shared bucket first, then here.
+    pub async fn revoke_shared(
+        &self,
+        shared: &ocf_cluster::tokens::SharedTokens,
+        name: &str,
+    ) -> Result<bool, ApiError> {
+        let known = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|e| e.name == name);
+        if !known {
+            return Ok(false);
+        }
+        shared
+            .revoke(name)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        self.changed(name, None);
+        Ok(true)
+    }
+
+    /// Checks a new token's name, role and scope and makes it: what is kept of it, and the
+    /// token itself.
+    fn make(
+        &self,
+        name: &str,
+        role: Role,
+        scope: Option<String>,
+        now: i64,
+    ) -> Result<(Entry, String), ApiError> {
         let bad = |r: String| ApiError(StatusCode::BAD_REQUEST, r);
         if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
             return Err(bad("a token's name has 1 to 64 characters, no '/'".into()));
@@ -128,12 +246,9 @@ impl Tokens {
         let scope = scope
             .map(|s| s.trim_matches('/').to_owned())
             .filter(|s| !s.is_empty());
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if entries.iter().any(|e| e.name == name) {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("a token named '{name}' exists already"),
-            ));
+            return Err(taken(name));
         }
         if entries.len() >= MAX_TOKENS {
             return Err(ApiError(
@@ -147,17 +262,14 @@ impl Tokens {
                 format!("no randomness: {e}"),
             )
         })?;
-        let mut next = entries.clone();
-        next.push(Entry {
+        let entry = Entry {
             name: name.to_owned(),
             role,
             scope,
             sha256: sha256_hex(&token),
             created: now,
-        });
-        self.write(&next)?;
-        *entries = next;
-        Ok(token)
+        };
+        Ok((entry, token))
     }
 
     /// Forgets a token; false if there is none of that name.
@@ -203,6 +315,13 @@ impl Tokens {
         }
         Ok(())
     }
+}
+
+fn taken(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::CONFLICT,
+        format!("a token named '{name}' exists already"),
+    )
 }
 
 /// Whether `path` is `scope` or under it (`scope` none: everything).
@@ -353,10 +472,17 @@ async fn create_token(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let tokens = s.tokens.clone();
     let (name, role, scope) = (t.name.clone(), t.role, t.scope.clone());
-    let token = super::api::off_workers(&s, move |_| {
-        tokens.create(&name, role, scope, crate::server::clock::unix_now())
-    })
-    .await??;
+    let now = crate::server::clock::unix_now();
+    let token = match tokens.shared() {
+        Some(shared) => {
+            tokens
+                .create_shared(&shared, &name, role, scope, now)
+                .await?
+        }
+        None => {
+            super::api::off_workers(&s, move |_| tokens.create(&name, role, scope, now)).await??
+        }
+    };
     let scope = t.scope.map(|s| s.trim_matches('/').to_owned());
     token_event(
         &s,
@@ -388,7 +514,11 @@ async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let tokens = s.tokens.clone();
     let n = name.0.clone();
-    match super::api::off_workers(&s, move |_| tokens.revoke(&n)).await?? {
+    let revoked = match tokens.shared() {
+        Some(shared) => tokens.revoke_shared(&shared, &n).await?,
+        None => super::api::off_workers(&s, move |_| tokens.revoke(&n)).await??,
+    };
+    match revoked {
         true => {
             token_event(&s, "token_revoked", &name.0, None);
             Ok(StatusCode::NO_CONTENT)
@@ -424,4 +554,37 @@ pub(super) fn routes() -> axum::Router<super::AdminState> {
     axum::Router::new()
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name}", delete(revoke_token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the shared bucket says of a token is what this node knows of it: made, changed,
+    /// revoked; a value that is not a token (or another's) is left out.
+    #[test]
+    fn a_shared_token_is_known_as_the_bucket_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::load(&dir.path().join("tokens.json")).unwrap();
+        let entry = |role: &str| {
+            format!(
+                r#"{{"name":"ops","role":"{role}","scope":"acme","sha256":"{}","created":5}}"#,
+                sha256_hex("secret")
+            )
+        };
+        tokens.changed("ops", Some(entry("manager").as_bytes()));
+        let c = tokens.caller("secret").unwrap();
+        assert_eq!((c.name.as_str(), c.role), ("ops", Role::Manager));
+        tokens.changed("ops", Some(entry("viewer").as_bytes()));
+        assert_eq!(tokens.list().len(), 1);
+        assert_eq!(tokens.caller("secret").unwrap().role, Role::Viewer);
+        tokens.changed("other", Some(entry("viewer").as_bytes()));
+        tokens.changed("ops", Some(b"not a token"));
+        assert!(tokens.caller("secret").is_none());
+        tokens.changed("ops", Some(entry("manager").as_bytes()));
+        tokens.changed("ops", None);
+        assert!(tokens.list().is_empty());
+        // Nothing of it went to this node's file.
+        assert!(!dir.path().join("tokens.json").exists());
+    }
 }
