@@ -73,7 +73,7 @@ fn the_admin_api_matches_its_openapi_document() {
     let status = run.wait_exit(Duration::from_secs(600));
     assert!(status.success(), "{}", run.output());
     // It found operations to test, and ocfd is still up and answering.
-    assert!(run.output().contains("Tested: 40"), "{}", run.output());
+    assert!(run.output().contains("Tested: 41"), "{}", run.output());
     d.assert_serving();
     assert!(!d.proc.output().contains("panicked"), "{}", d.proc.output());
 }

@@ -1401,17 +1401,6 @@ fn globex_owner_api(n: &Node) -> Http {
     }
 }
 
-/// How many of a node's output lines so far contain `needle`.
-fn count_lines(node: &Node, needle: &str) -> usize {
-    node.proc
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 /// Snapshots in JetStream's object store and the log cut behind them. The owner publishes a
 /// snapshot a second (`snapshot_interval_s = 1`) and cuts its log below the one before. A
 /// standby frozen (SIGSTOP) while the log is cut past it starts its copy again from the
@@ -1462,12 +1451,12 @@ fn a_cut_log_is_taken_over_from_the_partitions_snapshot() {
     // node-b frozen; the owner goes on, publishing and cutting, until the log is cut past it
     // (past the 500 entries its consumer may have been sent before it froze, too).
     b.proc.signal("STOP");
-    let cuts = count_lines(&a, "the partition's log cut");
+    let cuts = a.proc.count("the partition's log cut");
     for _ in 0..20 {
-        if count_lines(&a, "the partition's log cut") >= cuts + 3 {
+        if a.proc.count("the partition's log cut") >= cuts + 3 {
             break;
         }
-        let published = count_lines(&a, "partition snapshot published");
+        let published = a.proc.count("partition snapshot published");
         rounds(&mut gw, &sessions, &mut numbers, &mut used, 120);
         a.proc
             .wait_count("partition snapshot published", published + 1, WAIT);

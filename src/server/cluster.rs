@@ -16,7 +16,7 @@ use std::time::Duration;
 use ocf_cluster::node::{Node, NodeConfig, keep_lease};
 use ocf_cluster::ownership::Timers;
 use ocf_cluster::replicator::{self, Replicator};
-use ocf_cluster::snapshots::Publisher;
+use ocf_cluster::snapshots::{Publisher, Publishing};
 use ocf_cluster::status::Role;
 use tracing::info;
 
@@ -251,16 +251,17 @@ pub(super) async fn serve(
     )
     .map_err(|e| cluster(e.to_string()))?;
     // Its periodic snapshots go to the object store, and the log is cut behind them.
-    let publisher = Publisher::start(
-        node.snapshots(),
-        node.log(partition)
+    let publisher = Publisher::start(Publishing {
+        snapshots: node.snapshots(),
+        log: node
+            .log(partition)
             .await
             .map_err(|e| cluster(e.to_string()))?,
-        replicator.cuts(),
-        fence.clone(),
+        cuts: replicator.cuts(),
+        fence: fence.clone(),
         epoch,
-        config.partition_copy(partition).join("changes"),
-    );
+        change_log: config.partition_copy(partition).join("changes"),
+    });
     // Keep the lease while the store opens: replay may take a while.
     let (release, released) = tokio::sync::oneshot::channel();
     let mut lease = tokio::spawn(keep_lease(

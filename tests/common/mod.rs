@@ -103,18 +103,20 @@ impl Watched {
         }
     }
 
-    /// Waits (bounded) until `n` output lines contain `needle`.
-    pub(crate) fn wait_count(&mut self, needle: &str, n: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self
-            .logs
+    /// How many output lines so far contain `needle`.
+    pub(crate) fn count(&self, needle: &str) -> usize {
+        self.logs
             .lock()
             .unwrap()
             .iter()
             .filter(|l| l.contains(needle))
             .count()
-            < n
-        {
+    }
+
+    /// Waits (bounded) until `n` output lines contain `needle`.
+    pub(crate) fn wait_count(&mut self, needle: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.count(needle) < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.lines.recv_timeout(left).is_err() {
                 panic!(

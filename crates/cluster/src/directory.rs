@@ -23,25 +23,17 @@ pub type Ids = HashMap<(u32, String), String>;
 /// The key of an id: its type and its octets in hex (ids may hold any character; keys may
 /// not).
 fn key(kind: u32, id: &str) -> String {
-    let mut k = format!("{kind}.");
-    for b in id.to_ascii_lowercase().bytes() {
-        k.push_str(&format!("{b:02x}"));
-    }
-    k
+    format!(
+        "{kind}.{}",
+        crate::keys::hex(id.to_ascii_lowercase().as_bytes())
+    )
 }
 
 /// The id a key names.
 fn id_of(key: &str) -> Option<(u32, String)> {
     let (kind, hex) = key.split_once('.')?;
     let kind = kind.parse().ok()?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some((kind, String::from_utf8(bytes).ok()?))
+    Some((kind, String::from_utf8(crate::keys::unhex(hex)?).ok()?))
 }
 
 /// The bucket, opened.
@@ -72,35 +64,25 @@ impl SharedDirectory {
     /// watching again after `pause` when the watch is lost; returns when `ids` is the only
     /// reference left.
     pub async fn follow(&self, ids: Arc<RwLock<Ids>>, pause: std::time::Duration) {
-        use futures_core::Stream;
-        loop {
+        crate::keys::follow(&self.kv, ">", "the shared directory", pause, |entry| {
             if Arc::strong_count(&ids) == 1 {
-                return;
+                return false;
             }
-            match self.kv.watch_with_history(">").await {
-                Ok(mut watch) => {
-                    while let Some(Ok(entry)) =
-                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut watch).poll_next(cx))
-                            .await
-                    {
-                        let Some(id) = id_of(&entry.key) else {
-                            continue;
-                        };
-                        let mut ids = ids.write().unwrap_or_else(|p| p.into_inner());
-                        match (entry.operation, std::str::from_utf8(&entry.value)) {
-                            (kv::Operation::Put, Ok(tenant)) => {
-                                ids.insert(id, tenant.to_owned());
-                            }
-                            _ => {
-                                ids.remove(&id);
-                            }
-                        }
-                    }
+            let Some(id) = id_of(&entry.key) else {
+                return true;
+            };
+            let mut ids = ids.write().unwrap_or_else(|p| p.into_inner());
+            match (entry.operation, std::str::from_utf8(&entry.value)) {
+                (kv::Operation::Put, Ok(tenant)) => {
+                    ids.insert(id, tenant.to_owned());
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot watch the shared directory"),
+                _ => {
+                    ids.remove(&id);
+                }
             }
-            tokio::time::sleep(pause).await;
-        }
+            true
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@
 //! ([`snapshots`]); the admin API's named tokens, shared ([`tokens`]).
 
 pub mod directory;
+mod keys;
 pub mod lease;
 pub mod log;
 pub mod node;

@@ -278,13 +278,7 @@ async fn append(
             if let Err(LogError::Fenced(p)) =
                 append_patiently(&mut log, Kind::Takeover, &epoch).await
             {
-                tracing::warn!(
-                    partition = p,
-                    "another node took the partition: this node stops charging for it"
-                );
-                fence.close();
-                let _ = deposed.send(true);
-                return;
+                return stand_down(p, &fence, &deposed);
             }
             orphans = false;
         }
@@ -342,15 +336,19 @@ async fn append(
         if let Err(LogError::Fenced(p)) = result {
             // (Also after an append whose answer was lost past the log's patience but which
             // landed: the next append finds the log moved on. Standing down is then safe.)
-            tracing::warn!(
-                partition = p,
-                "another node took the partition: this node stops charging for it"
-            );
-            fence.close();
-            let _ = deposed.send(true);
-            return;
+            return stand_down(p, &fence, &deposed);
         }
     }
+}
+
+/// Another node took the partition: this one charges for it no more.
+fn stand_down(partition: u32, fence: &Fence, deposed: &watch::Sender<bool>) {
+    tracing::warn!(
+        partition,
+        "another node took the partition: this node stops charging for it"
+    );
+    fence.close();
+    let _ = deposed.send(true);
 }
 
 /// Appends a change: in pieces if it is larger than an entry may be (a provisioning import

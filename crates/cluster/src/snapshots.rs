@@ -430,21 +430,28 @@ pub struct Publisher {
     tx: tokio::sync::mpsc::Sender<ocf_store::Taken>,
 }
 
+/// What an owner publishes its snapshots with.
+pub struct Publishing {
+    pub snapshots: Arc<Snapshots>,
+    /// The partition's log (cut behind each snapshot).
+    pub log: PartitionLog,
+    /// Where the log may be cut.
+    pub cuts: Arc<Cuts>,
+    /// While it is closed nothing is published (a deposed owner's snapshot must not replace
+    /// the new owner's).
+    pub fence: Arc<ocf_store::replication::Fence>,
+    /// The owner's epoch.
+    pub epoch: u64,
+    /// The owner's change log.
+    pub change_log: PathBuf,
+}
+
 impl Publisher {
-    /// Starts publishing `log`'s partition's snapshots, taken by the owner of `epoch` whose
-    /// change log is at `change_log`; `cuts` says where its log may be cut. While the fence
-    /// is closed nothing is published (a deposed owner's snapshot must not replace the new
-    /// owner's). Must run inside a tokio runtime.
-    pub fn start(
-        snapshots: Arc<Snapshots>,
-        log: PartitionLog,
-        cuts: Arc<Cuts>,
-        fence: Arc<ocf_store::replication::Fence>,
-        epoch: u64,
-        change_log: PathBuf,
-    ) -> Publisher {
+    /// Starts publishing the snapshots of the partition of `p.log`. Must run inside a tokio
+    /// runtime.
+    pub fn start(p: Publishing) -> Publisher {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(publish(snapshots, log, cuts, fence, epoch, change_log, rx));
+        tokio::spawn(publish(p, rx));
         Publisher { tx }
     }
 
@@ -456,15 +463,15 @@ impl Publisher {
     }
 }
 
-async fn publish(
-    snapshots: Arc<Snapshots>,
-    log: PartitionLog,
-    cuts: Arc<Cuts>,
-    fence: Arc<ocf_store::replication::Fence>,
-    epoch: u64,
-    change_log: PathBuf,
-    mut taken: tokio::sync::mpsc::Receiver<ocf_store::Taken>,
-) {
+async fn publish(p: Publishing, mut taken: tokio::sync::mpsc::Receiver<ocf_store::Taken>) {
+    let Publishing {
+        snapshots,
+        log,
+        cuts,
+        fence,
+        epoch,
+        change_log,
+    } = p;
     let partition = log.partition();
     // The log is cut below the previous snapshot (the previous owner's, to begin with):
     // standbys less than an interval behind go on from the log.

@@ -19,23 +19,11 @@ pub const BUCKET: &str = "ocfd_tokens";
 const SEEDED: &str = "seeded";
 
 fn key(name: &str) -> String {
-    let mut k = String::from("t.");
-    for b in name.bytes() {
-        k.push_str(&format!("{b:02x}"));
-    }
-    k
+    format!("t.{}", crate::keys::hex(name.as_bytes()))
 }
 
 fn name_of(key: &str) -> Option<String> {
-    let hex = key.strip_prefix("t.")?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    String::from_utf8(crate::keys::unhex(key.strip_prefix("t.")?)?).ok()
 }
 
 /// What [`SharedTokens::create`] found.
@@ -78,7 +66,7 @@ impl SharedTokens {
             .map_err(|e| LeaseError::Bucket(e.to_string()))
     }
 
-    /// Puts `tokens` (name, value) in the bucket if no node did so before (see [`SEEDED`]);
+    /// Puts `tokens` (name, value) in the bucket if no node did so before (see `SEEDED`);
     /// whether it did.
     pub async fn seed(&self, tokens: Vec<(String, Bytes)>) -> Result<bool, LeaseError> {
         let bucket = |e: String| LeaseError::Bucket(e);
@@ -105,30 +93,17 @@ impl SharedTokens {
         changed: impl Fn(&str, Option<&[u8]>) -> bool,
         pause: std::time::Duration,
     ) {
-        use futures_core::Stream;
-        loop {
-            match self.kv.watch_with_history("t.>").await {
-                Ok(mut watch) => {
-                    while let Some(Ok(entry)) =
-                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut watch).poll_next(cx))
-                            .await
-                    {
-                        let Some(name) = name_of(&entry.key) else {
-                            continue;
-                        };
-                        let value = match entry.operation {
-                            kv::Operation::Put => Some(&entry.value[..]),
-                            _ => None,
-                        };
-                        if !changed(&name, value) {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot watch the shared tokens"),
-            }
-            tokio::time::sleep(pause).await;
-        }
+        crate::keys::follow(&self.kv, "t.>", "the shared tokens", pause, |entry| {
+            let Some(name) = name_of(&entry.key) else {
+                return true;
+            };
+            let value = match entry.operation {
+                kv::Operation::Put => Some(&entry.value[..]),
+                _ => None,
+            };
+            changed(&name, value)
+        })
+        .await
     }
 }
 

@@ -446,6 +446,18 @@ mod tests {
         }
     }
 
+    /// Record `seq`, encoded as the journal holds it.
+    fn enc(seq: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        Record {
+            sequence: seq,
+            time: 0,
+            op: op(seq),
+        }
+        .encode(&mut v);
+        v
+    }
+
     fn records(dir: &Path) -> Vec<Record> {
         let mut out = Vec::new();
         read_all(dir, 0, false, |r| out.push(r.clone())).unwrap();
@@ -521,16 +533,6 @@ mod tests {
     fn the_mirror_refuses_holes_and_damage() {
         let standby = tempfile::tempdir().unwrap();
         let mut m = Mirror::create(standby.path(), 1 << 20).unwrap();
-        let enc = |seq: u64| {
-            let mut v = Vec::new();
-            Record {
-                sequence: seq,
-                time: 0,
-                op: op(seq),
-            }
-            .encode(&mut v);
-            v
-        };
         assert_eq!(m.records(&enc(1)).unwrap(), 1);
         let e = m.records(&enc(3)).unwrap_err();
         assert!(e.to_string().contains("record 3 follows 1"), "{e}");
@@ -571,16 +573,6 @@ mod tests {
                 ..SnapshotInfo::default()
             };
             encode(&ledger, &info, 0, |_| {})
-        };
-        let enc = |seq: u64| {
-            let mut v = Vec::new();
-            Record {
-                sequence: seq,
-                time: 0,
-                op: op(seq),
-            }
-            .encode(&mut v);
-            v
         };
         let change = crate::changes::ChangeRecord {
             after_sequence: 0,
