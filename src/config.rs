@@ -674,13 +674,11 @@ impl Config {
             return Err(invalid("cluster.partitions", "1 to 1024"));
         }
         // With several partitions gateways reach a node through its router, which takes TCP
-        // only for now.
-        if c.partitions > 1
-            && (!self.diameter.listen_sctp.is_empty() || !self.diameter.tls.listen.is_empty())
-        {
+        // and TLS/TCP.
+        if c.partitions > 1 && !self.diameter.listen_sctp.is_empty() {
             return Err(invalid(
                 "diameter.listen_sctp",
-                "with several partitions a cluster node takes gateways over TCP only (listen_tcp); SCTP and TLS are not routed yet",
+                "with several partitions a cluster node takes gateways over TCP and TLS (listen_tcp, tls.listen); SCTP is not routed yet",
             ));
         }
         // Where other nodes reach the owner: its engine's listener, or with one partition its

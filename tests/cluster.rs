@@ -1739,3 +1739,61 @@ fn an_owner_whose_disk_is_full_hands_its_partition_over_with_the_change() {
     b.proc.signal("TERM");
     assert!(b.proc.wait_exit(WAIT).success(), "{}", b.proc.output());
 }
+
+/// Gateways over TLS with several partitions: every node's router takes TLS/TCP as an engine
+/// would (the gateway's certificate from the operator's CA, naming the Origin-Host its CER
+/// gives) and relays to both partitions; a certificate naming another host gets 3010.
+#[test]
+fn a_gateway_over_tls_reaches_every_partition_through_any_node() {
+    let nats = nats::Nats::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("operator peering CA");
+    let nodes = [
+        "node-a.localdomain",
+        "node-b.localdomain",
+        "node-c.localdomain",
+    ];
+    let server = ca.issue(dir.path(), "nodes", &nodes);
+    let pgw = ca.issue(dir.path(), "pgw", &["pgw.localdomain"]);
+    let sgw = ca.issue(dir.path(), "sgw", &["sgw.localdomain"]);
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let tls = format!(
+        "[diameter.tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\npeer_ca = \"{}\"\n",
+        server.cert.display(),
+        server.key.display(),
+        ca_file.display()
+    );
+    let (mut acme_owner, mut globex_owner, mut standby, _token) =
+        two_partitions(&nats, dir.path(), &tls);
+    let tls13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    for node in [&mut standby, &mut acme_owner] {
+        let addr = logged_addr(&node.proc.wait_for(
+            "routing gateways to the partitions' owners transport=\"tls\"",
+            WAIT,
+        ));
+        let host = format!("{}.localdomain", node.name);
+        let mut conn =
+            Conn::connect_tls(addr, tls_client(&ca_file, Some(&pgw), tls13), &host).unwrap();
+        assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);
+        let mut gw = Gw::over(conn);
+        for (sid, subscriber) in [("acme", device(8950)), ("globex", "4470000001".to_owned())] {
+            let sid = format!("tls;{};{sid}", node.name);
+            let r = gw.ask(
+                &CcrSpec::new(&sid, INITIAL, 0)
+                    .msisdn(&subscriber)
+                    .mscc(ask(MIB)),
+            );
+            assert_eq!(r.result_code, 2001, "{sid} through {}: {r:?}", node.name);
+            let r = gw.ask(&CcrSpec::new(&sid, TERMINATION, 1).mscc(report(1024, false)));
+            assert_eq!(r.result_code, 2001, "{r:?}");
+        }
+        // A certificate for another host: its CER for pgw is refused by the router.
+        let mut conn =
+            Conn::connect_tls(addr, tls_client(&ca_file, Some(&sgw), tls13), &host).unwrap();
+        assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 3010);
+    }
+    for node in [&mut standby, &mut acme_owner, &mut globex_owner] {
+        node.proc.signal("TERM");
+        node.proc.wait_exit(WAIT);
+    }
+}

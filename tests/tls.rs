@@ -48,25 +48,7 @@ fn client(
     who: Option<&pki::Files>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ocf_transport::tls::certificates(&p.ca).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots);
-    Arc::new(match who {
-        Some(f) => b
-            .with_client_auth_cert(
-                ocf_transport::tls::certificates(&f.cert).unwrap(),
-                ocf_transport::tls::private_key(&f.key).unwrap(),
-            )
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    })
+    tls_client(&p.ca, who, versions)
 }
 
 fn tls_addr(d: &mut Daemon) -> std::net::SocketAddr {

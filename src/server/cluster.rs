@@ -21,7 +21,7 @@ use ocf_cluster::status::Role;
 use tracing::info;
 
 use super::admin::cluster::ClusterHandle;
-use super::relay::Relay;
+use super::relay::{Relay, RelayTls};
 use super::route::Router;
 use super::{LoadConfig, Server, ServerError, reload, systemd};
 use crate::config::Config;
@@ -119,8 +119,14 @@ pub(super) async fn serve(
         tokio::spawn(async move { directory.follow(shared, Duration::from_millis(500)).await })
     };
     let router = Router::new(partitions, directory, shared);
+    let tls = live.tls.clone().map(|config| RelayTls {
+        config,
+        timeout: live.peer.handshake_timeout,
+        origin_host_in_certificate: live.tls_origin_host_in_certificate,
+    });
     let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
+        (&config.tls_listeners()?, tls),
         live.peer.clone(),
         live.max_message_bytes,
         owners_rx,

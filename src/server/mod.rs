@@ -291,21 +291,44 @@ async fn tls_accept(
         .local_addr()
         .map(|a| vec![a.ip()])
         .unwrap_or_default();
+    if let Some((tls, identity)) = tls_handshake(
+        config,
+        stream,
+        remote,
+        live.peer.handshake_timeout,
+        live.tls_origin_host_in_certificate,
+    )
+    .await
+    {
+        shared.spawn(&conns, tls, remote, local, &stop, identity);
+    }
+}
+
+/// A TLS/TCP connection once its handshake is done.
+pub(crate) type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Completes the TLS handshake of an accepted TLS/TCP connection (within `timeout`): the stream
+/// and, if a peer's Origin-Host must be a name in its certificate, the check of it.
+pub(crate) async fn tls_handshake(
+    config: Arc<rustls::ServerConfig>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    timeout: Duration,
+    origin_host_in_certificate: bool,
+) -> Option<(TlsStream, Option<ocf_protocol::peer::IdentityCheck>)> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let handshake = tokio::time::timeout(live.peer.handshake_timeout, acceptor.accept(stream));
-    let tls = match handshake.await {
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             info!(%remote, error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             info!(%remote, "TLS handshake timed out");
-            return;
+            return None;
         }
     };
-    let identity: Option<ocf_protocol::peer::IdentityCheck> = if live.tls_origin_host_in_certificate
-    {
+    let identity: Option<ocf_protocol::peer::IdentityCheck> = if origin_host_in_certificate {
         let cert = tls
             .get_ref()
             .1
@@ -319,7 +342,7 @@ async fn tls_accept(
     } else {
         None
     };
-    shared.spawn(&conns, tls, remote, local, &stop, identity);
+    Some((tls, identity))
 }
 
 /// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.

@@ -21,8 +21,8 @@ use ocf_protocol::avp::Avp;
 use ocf_protocol::codes::{DisconnectCause, ResultCode, avp as code};
 use ocf_protocol::error::DiameterError;
 use ocf_protocol::message::Message;
-use ocf_protocol::peer::{Event, Peer, PeerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ocf_protocol::peer::{Event, IdentityCheck, Peer, PeerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
@@ -106,10 +106,12 @@ fn with_route_record(req: &Message, peer: &str) -> BytesMut {
 }
 
 impl Relay {
-    /// Binds `addrs` and relays each request that comes in to the owner of its partition
-    /// (`router` says which partition; `owners` holds each one's owner, none: 3002).
+    /// Binds `addrs` (TCP) and `tls.0` (TLS/TCP) and relays each request that comes in to the
+    /// owner of its partition (`router` says which partition; `owners` holds each one's owner,
+    /// none: 3002).
     pub(super) fn start(
         addrs: &[SocketAddr],
+        tls: (&[SocketAddr], Option<RelayTls>),
         peer: Arc<PeerConfig>,
         max_message_bytes: usize,
         owners: watch::Receiver<Vec<Option<SocketAddr>>>,
@@ -134,18 +136,23 @@ impl Relay {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
         ));
-        for addr in addrs {
+        let plain = addrs.iter().map(|a| (a, None, "tcp"));
+        let secured = tls
+            .1
+            .iter()
+            .flat_map(|t| tls.0.iter().map(move |a| (a, Some(t.clone()), "tls")));
+        for (addr, tls, transport) in plain.chain(secured) {
             let l = ocf_transport::tcp::listen(*addr).map_err(|source| ServerError::Listen {
-                transport: "tcp",
+                transport,
                 addr: addr.to_string(),
                 source,
             })?;
             let local = l.local_addr().map_err(|source| ServerError::Listen {
-                transport: "tcp",
+                transport,
                 addr: addr.to_string(),
                 source,
             })?;
-            info!(transport = "tcp", addr = %local, "routing gateways to the partitions' owners");
+            info!(transport, addr = %local, "routing gateways to the partitions' owners");
             bound.push(local);
             let (peer, ups, router, stop, tracker2, counts, seed, gateways) = (
                 peer.clone(),
@@ -159,6 +166,7 @@ impl Relay {
             );
             tasks.push(tokio::spawn(accept(
                 l,
+                tls,
                 Link {
                     config: peer,
                     max_message_bytes,
@@ -237,8 +245,18 @@ impl Owner {
     }
 }
 
+/// A TLS listener's settings (see `diameter.tls`).
+#[derive(Clone)]
+pub(super) struct RelayTls {
+    pub(super) config: Arc<rustls::ServerConfig>,
+    /// How long a handshake may take.
+    pub(super) timeout: Duration,
+    pub(super) origin_host_in_certificate: bool,
+}
+
 async fn accept(
     l: TcpListener,
+    tls: Option<RelayTls>,
     link: Link,
     mut stop: watch::Receiver<bool>,
     tracker: TaskTracker,
@@ -251,7 +269,20 @@ async fn accept(
                     let _ = ocf_transport::tcp::configure(&stream);
                     let local: Vec<IpAddr> = stream.local_addr().map(|a| vec![a.ip()]).unwrap_or_default();
                     let s = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                    tracker.spawn(downstream(stream, remote, local, s, link.clone(), stop.clone()));
+                    match &tls {
+                        None => {
+                            tracker.spawn(downstream(stream, remote, local, s, link.clone(), stop.clone(), None));
+                        }
+                        Some(t) => {
+                            // The handshake in the connection's own task: accepting goes on.
+                            let (t, link, stop) = (t.clone(), link.clone(), stop.clone());
+                            tracker.spawn(async move {
+                                if let Some((tls, identity)) = super::tls_handshake(t.config, stream, remote, t.timeout, t.origin_host_in_certificate).await {
+                                    downstream(tls, remote, local, s, link, stop, identity).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "relay: accept failed");
@@ -284,7 +315,7 @@ fn take_frames(rbuf: &mut BytesMut, max_message_bytes: usize, peer: &mut Peer) {
 }
 
 /// Writes what the peer state machine has to send; false if the socket failed.
-async fn send_out(stream: &mut TcpStream, peer: &mut Peer) -> bool {
+async fn send_out<S: AsyncWrite + Unpin>(stream: &mut S, peer: &mut Peer) -> bool {
     if peer.transmit().is_empty() {
         return true;
     }
@@ -298,14 +329,16 @@ fn routed_through(req: &Message, host: &str) -> bool {
         .any(|a| a.identity().is_ok_and(|h| h.eq_ignore_ascii_case(host)))
 }
 
-/// One gateway's connection to this standby.
-async fn downstream(
-    mut stream: TcpStream,
+/// One gateway's connection to this node's router (over TCP, or TLS with the check of the
+/// Origin-Host its certificate names).
+async fn downstream<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     remote: SocketAddr,
     local: Vec<IpAddr>,
     seed: u64,
     link: Link,
     mut stop: watch::Receiver<bool>,
+    identity: Option<IdentityCheck>,
 ) {
     let Link {
         config,
@@ -317,6 +350,9 @@ async fn downstream(
     } = link;
     let mut peer = Peer::responder(config.clone(), &local, Instant::now(), seed);
     peer.accept_any_host();
+    if let Some(check) = identity {
+        peer.require_identity(check);
+    }
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Bytes>();
     // The owner's requests for this gateway, and those sent and not yet answered, by the
     // Hop-by-Hop used here.

@@ -749,3 +749,31 @@ pub(crate) fn fill(path: &Path) -> u64 {
     }
     total
 }
+
+/// A client's TLS settings: servers' certificates checked against the CA in `ca`, `who`'s
+/// certificate presented (none: no client certificate), only `versions` spoken.
+pub(crate) fn tls_client(
+    ca: &Path,
+    who: Option<&pki::Files>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ocf_transport::tls::certificates(ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots);
+    std::sync::Arc::new(match who {
+        Some(f) => b
+            .with_client_auth_cert(
+                ocf_transport::tls::certificates(&f.cert).unwrap(),
+                ocf_transport::tls::private_key(&f.key).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    })
+}
