@@ -1471,6 +1471,13 @@ fn a_cut_log_is_taken_over_from_the_partitions_snapshot() {
         view["snapshot_entry"].as_u64().unwrap(),
     );
     assert!(1 < first && first <= snapshot + 1, "{view:#}");
+    // Its metrics say which snapshot it published last (the alert's clock is beside it).
+    let m = metrics_of(&api_a);
+    assert!(
+        m.contains("ocfd_cluster_snapshot_entry{partition=\"0\"}")
+            && m.contains("ocfd_cluster_snapshot_timestamp_seconds{partition=\"0\"}"),
+        "{m}"
+    );
     assert!(
         ocfctl(&a, &api_a, &["cluster"]).contains(&format!("log from entry {first} to")),
         "ocfctl cluster names the log's first entry"

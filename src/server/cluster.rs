@@ -267,7 +267,10 @@ pub(super) async fn serve(
         fence: fence.clone(),
         epoch,
         change_log: config.partition_copy(partition).join("changes"),
+        published: Box::new(move |entry| snapshot_published(partition, Some(entry))),
     });
+    // Counted from the takeover until the first one.
+    snapshot_published(partition, None);
     // Keep the lease while the store opens: replay may take a while.
     let (release, released) = tokio::sync::oneshot::channel();
     let mut lease = tokio::spawn(keep_lease(
@@ -495,6 +498,17 @@ fn route_reloads(
         }
     });
     rx
+}
+
+/// The gauges of the partition's latest snapshot this owner published (`entry` none: none yet,
+/// counted from now).
+fn snapshot_published(partition: u32, entry: Option<u64>) {
+    let label = [("partition", partition.to_string())];
+    let now = ocf_store::replication::now_ms() as f64 / 1000.0;
+    metrics::gauge!("ocfd_cluster_snapshot_timestamp_seconds", &label).set(now);
+    if let Some(e) = entry {
+        metrics::gauge!("ocfd_cluster_snapshot_entry", &label).set(e as f64);
+    }
 }
 
 /// How often the owner writes its entry in the node table.

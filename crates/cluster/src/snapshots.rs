@@ -444,6 +444,8 @@ pub struct Publishing {
     pub epoch: u64,
     /// The owner's change log.
     pub change_log: PathBuf,
+    /// Hears the log entry of each snapshot published (for metrics).
+    pub published: Box<dyn Fn(u64) + Send + Sync>,
 }
 
 impl Publisher {
@@ -471,6 +473,7 @@ async fn publish(p: Publishing, mut taken: tokio::sync::mpsc::Receiver<ocf_store
         fence,
         epoch,
         change_log,
+        published,
     } = p;
     let partition = log.partition();
     // The log is cut below the previous snapshot (the previous owner's, to begin with):
@@ -537,6 +540,7 @@ async fn publish(p: Publishing, mut taken: tokio::sync::mpsc::Receiver<ocf_store
             octets = s.snapshot.len() + s.change_log.len(),
             "partition snapshot published"
         );
+        published(entry);
         if let Some(p) = previous.filter(|&p| p < entry) {
             match log.cut(p + 1).await {
                 Ok(()) => tracing::info!(partition, first = p + 1, "the partition's log cut"),

@@ -196,6 +196,14 @@ fn describe() {
         "ocfd_cluster_replication_lag_records",
         "Journal records written here and not yet acknowledged by the replicated log"
     );
+    metrics::describe_gauge!(
+        "ocfd_cluster_snapshot_timestamp_seconds",
+        "When this owner last published its partition's snapshot to the object store (or took the partition over, before its first): the stream is cut behind each"
+    );
+    metrics::describe_gauge!(
+        "ocfd_cluster_snapshot_entry",
+        "The partition's log entry the last snapshot this owner published includes"
+    );
     metrics::describe_counter!(
         "ocfd_cluster_routed_requests_total",
         "Gateway requests this node's router handled, by outcome: relayed (answered by a partition's engine), unable_to_deliver (3002), loop (3005), unroutable (5030/5002)"
