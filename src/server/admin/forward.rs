@@ -76,6 +76,23 @@ pub(super) fn tenant_of(path: &str, body: &[u8]) -> Option<String> {
     }
 }
 
+/// The bearer token a request carries.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+}
+
+/// Whether `req` asks for the tenants' list (which a cluster of several partitions gathers),
+/// and was not sent on by another node.
+pub(super) fn lists_tenants(req: &Request) -> bool {
+    req.method() == axum::http::Method::GET
+        && matches!(req.uri().path(), "/v1/tenants" | "/tenants")
+        && !req.headers().contains_key(FORWARDED)
+}
+
 impl Owners {
     /// Where a request about `tenant` goes: none if this node owns its partition (or there is
     /// one partition); else the partition and its owner's admin address, if known.
@@ -121,10 +138,87 @@ impl Owners {
         let Some((partition, owner)) = self.elsewhere(&tenant) else {
             return Ok(Request::from_parts(head, Body::from(body)));
         };
+        let token = bearer(&head.headers);
+        let method = head.method.as_str().to_owned();
+        let text = String::from_utf8(body.to_vec()).ok();
+        let a = self
+            .ask(partition, owner, &tenant, (method, path, text), token)
+            .await?;
+        let mut r = (
+            StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            a.body,
+        )
+            .into_response();
+        let kind = a.content_type.as_deref().unwrap_or("application/json");
+        if let Ok(v) = HeaderValue::from_str(kind) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        Err(r)
+    }
+
+    /// `GET /v1/tenants` with several partitions: `own` (this node's engine's list; none on a
+    /// standby) and every other partition's, asked of its owner with the caller's `token`, as
+    /// one list by name. 503 if an owner cannot be asked: a list missing a partition would
+    /// pass for the whole.
+    pub(super) async fn all_tenants(
+        &self,
+        token: Option<String>,
+        own: Option<Vec<serde_json::Value>>,
+    ) -> Response {
+        let holders = self.holders.borrow().clone();
+        let mut asks = tokio::task::JoinSet::new();
+        for p in (0..self.partitions).filter(|p| Some(*p) != self.own) {
+            let owner = holders
+                .get(p as usize)
+                .cloned()
+                .flatten()
+                .and_then(|h| Some((h.node, h.admin?)));
+            let (me, token) = (self.clone(), token.clone());
+            asks.spawn(async move {
+                let what = ("GET".to_owned(), "/v1/tenants".to_owned(), None);
+                me.ask(p, owner, "its tenants", what, token).await
+            });
+        }
+        let mut all = own.unwrap_or_default();
+        while let Some(asked) = asks.join_next().await {
+            let a = match asked {
+                Ok(Ok(a)) => a,
+                Ok(Err(r)) => return r,
+                Err(e) => {
+                    return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response();
+                }
+            };
+            match a.json() {
+                serde_json::Value::Array(list) if a.status == 200 => all.extend(list),
+                _ => {
+                    return (
+                        StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        a.body,
+                    )
+                        .into_response();
+                }
+            }
+        }
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        axum::Json(all).into_response()
+    }
+
+    /// Asks the owner of `partition` (`owner`: its node and admin address, as the lease names
+    /// them) `what` (method, path, body) about `about`, with the caller's `token`; its answer, or
+    /// why it could not be asked.
+    async fn ask(
+        &self,
+        partition: u32,
+        owner: Option<(String, String)>,
+        about: &str,
+        what: (String, String, Option<String>),
+        token: Option<String>,
+    ) -> Result<crate::ctl::http::Answer, Response> {
         let Some((owner, admin)) = owner else {
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("tenant '{tenant}' is in partition {partition}, whose owner's admin API is not known now (ocfctl cluster)"),
+                format!("partition {partition} ({about}): its owner's admin API is not known now (ocfctl cluster)"),
             )
             .into_response());
         };
@@ -135,14 +229,7 @@ impl Owners {
             )
             .into_response()
         })?;
-        let token = head
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
-        let method = head.method.as_str().to_owned();
-        let text = String::from_utf8(body.to_vec()).ok();
+        let (method, path, text) = what;
         let by = self.node.clone();
         let asked = tokio::task::spawn_blocking(move || {
             let client = crate::ctl::http::Client {
@@ -154,18 +241,7 @@ impl Owners {
         })
         .await;
         match asked {
-            Ok(Ok(a)) => {
-                let mut r = (
-                    StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    a.body,
-                )
-                    .into_response();
-                let kind = a.content_type.as_deref().unwrap_or("application/json");
-                if let Ok(v) = HeaderValue::from_str(kind) {
-                    r.headers_mut().insert(header::CONTENT_TYPE, v);
-                }
-                Err(r)
-            }
+            Ok(Ok(a)) => Ok(a),
             Ok(Err(e)) => Err(ApiError(
                 StatusCode::BAD_GATEWAY,
                 format!("partition {partition}'s owner {owner} ({admin}) could not be asked: {e}"),

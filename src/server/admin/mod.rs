@@ -110,6 +110,23 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
 /// ([`forward`]).
 async fn to_owner(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     match &state.cluster {
+        // The tenants' list of every partition: this engine's, and the other owners'.
+        Some(c) if c.partitions > 1 && forward::lists_tenants(&req) => {
+            let token = forward::bearer(req.headers());
+            let own = next.run(req).await;
+            if !own.status().is_success() {
+                return own;
+            }
+            let own = axum::body::to_bytes(own.into_body(), 64 << 20).await;
+            match own.ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(list) => c.owners.all_tenants(token, Some(list)).await,
+                None => ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this node's tenants could not be listed".into(),
+                )
+                .into_response(),
+            }
+        }
         Some(c) => match c.owners.route(req).await {
             Ok(req) => next.run(req).await,
             Err(answer) => answer,

@@ -125,6 +125,13 @@ async fn peers(State(s): State<Standby>, req: Request) -> Result<Response, ApiEr
 /// Anything else: a request about a tenant goes to the owner of its partition; this node has
 /// no engine to answer the rest.
 async fn elsewhere(State(s): State<Standby>, req: Request) -> Result<Response, ApiError> {
+    if s.partitions > 1 && super::forward::lists_tenants(&req) {
+        operator(&s, &req)?;
+        return Ok(s
+            .owners
+            .all_tenants(super::forward::bearer(req.headers()), None)
+            .await);
+    }
     let req = match s.owners.route(req).await {
         Ok(req) => req,
         Err(answer) => return Ok(answer),
