@@ -137,32 +137,24 @@ pub(super) async fn serve(
     }
     let reloads = route_reloads(reloads, router);
     // The admin listener is the node's: a standby's routes until its engine's take over.
-    let admin = match &config.admin.listen {
+    // The named tokens are the cluster's (a manager's goes on working after a takeover):
+    // taken from the shared bucket before the listener serves, and followed.
+    let (admin, tokens_follow) = match &config.admin.listen {
         Some(addr) => {
             let (listener, slot, credentials) =
                 standby_admin(config, addr, node.clone(), standby_owners)?;
-            Some((
-                tokio::spawn(super::admin::standby::serve(listener, slot.clone())),
-                slot,
-                credentials,
-            ))
-        }
-        None => None,
-    };
-    // The named tokens are the cluster's: a manager's goes on working after a takeover.
-    let tokens_follow = match &admin {
-        Some((_, _, (_, tokens))) => {
+            let tokens = credentials.1.clone();
             tokens
                 .share(node.tokens())
                 .await
                 .map_err(|e| cluster(format!("the shared tokens: {e}")))?;
-            let (shared, tokens) = (node.tokens(), Arc::downgrade(tokens));
-            Some(tokio::spawn(async move {
+            let (shared, tokens) = (node.tokens(), Arc::downgrade(&tokens));
+            let follow = tokio::spawn(async move {
                 shared
                     .follow(
-                        |name, value| match tokens.upgrade() {
-                            Some(t) => {
-                                t.changed(name, value);
+                        |t| match tokens.upgrade() {
+                            Some(tokens) => {
+                                tokens.changed(t);
                                 true
                             }
                             None => false,
@@ -170,9 +162,17 @@ pub(super) async fn serve(
                         Duration::from_millis(500),
                     )
                     .await
-            }))
+            });
+            (
+                Some((
+                    tokio::spawn(super::admin::standby::serve(listener, slot.clone())),
+                    slot,
+                    credentials,
+                )),
+                Some(follow),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     // With one partition, the owner's engine takes gateways on the node's own listeners (no
     // hop through a router: its gateways connect again when it takes over). With several, the

@@ -44,8 +44,9 @@ pub(crate) async fn follow(
                         return;
                     }
                 }
+                tracing::warn!("the watch of {what} ended; watching again");
             }
-            Err(e) => tracing::debug!(error = %e, "cannot watch {what}"),
+            Err(e) => tracing::warn!(error = %e, "cannot watch {what}; trying again"),
         }
         tokio::time::sleep(pause).await;
     }

@@ -65,6 +65,9 @@ pub enum ClusterError {
     Snapshot(#[from] SnapshotError),
 }
 
+/// How long a node tries to open the cluster's buckets at its start.
+const FORMING: Duration = Duration::from_secs(30);
+
 /// A node connected to the cluster.
 pub struct Node {
     config: NodeConfig,
@@ -140,11 +143,32 @@ impl Node {
             .map_err(|e| err(e.to_string()))?;
         let max_payload = client.server_info().max_payload.max(64 << 10);
         let js = jetstream::new(client);
-        let leases = Leases::open(&js, &config.node, config.timers.ttl_ms, config.replicas).await?;
-        let table = NodeTable::open(&js, config.replicas).await?;
-        let directory = Arc::new(SharedDirectory::open(&js, config.replicas).await?);
-        let snapshots = Arc::new(Snapshots::open(&js, config.replicas).await?);
-        let tokens = Arc::new(crate::tokens::SharedTokens::open(&js, config.replicas).await?);
+        // A JetStream cluster that is still forming (its servers starting together with this
+        // node) refuses to place the buckets for a while: tried again, for a bounded time.
+        let deadline = tokio::time::Instant::now() + FORMING;
+        let mut pause = Duration::from_millis(200);
+        let (leases, table, directory, snapshots, tokens) = loop {
+            let opened = async {
+                let r = config.replicas;
+                Ok::<_, ClusterError>((
+                    Leases::open(&js, &config.node, config.timers.ttl_ms, r).await?,
+                    NodeTable::open(&js, r).await?,
+                    Arc::new(SharedDirectory::open(&js, r).await?),
+                    Arc::new(Snapshots::open(&js, r).await?),
+                    Arc::new(crate::tokens::SharedTokens::open(&js, r).await?),
+                ))
+            }
+            .await;
+            match opened {
+                Ok(o) => break o,
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, "the cluster's buckets cannot be opened yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Node {
             config,
             js,
@@ -287,10 +311,15 @@ pub async fn keep_lease(
 ) -> LeaseEnd {
     let mut release = std::pin::pin!(release);
     let mut due = ownership.renew_at_ms();
+    // A poisoned fence is handed over at once, not at the next renewal.
+    let poisoned = Arc::new(tokio::sync::Notify::new());
+    let wake = poisoned.clone();
+    fence.when_poisoned(Box::new(move || wake.notify_one()));
     loop {
         let wait = due.saturating_sub(now_ms()).max(0) as u64;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = poisoned.notified() => {}
             next = &mut release => {
                 fence.close();
                 let next = next.ok().flatten();

@@ -29,9 +29,19 @@ fn name_of(key: &str) -> Option<String> {
 /// What [`SharedTokens::create`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Created {
-    Made,
+    /// Made, at this revision of the bucket.
+    Made(u64),
     /// A token of that name exists already.
     Taken,
+}
+
+/// A token as the bucket holds it: its value (`None`: revoked) and the bucket's revision of it
+/// (later changes have higher ones).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shared {
+    pub name: String,
+    pub value: Option<Bytes>,
+    pub revision: u64,
 }
 
 /// The bucket, opened.
@@ -52,18 +62,63 @@ impl SharedTokens {
     /// Creates token `name`, unless one of that name exists.
     pub async fn create(&self, name: &str, value: Bytes) -> Result<Created, LeaseError> {
         match self.kv.create(key(name), value).await {
-            Ok(_) => Ok(Created::Made),
+            Ok(revision) => Ok(Created::Made(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Taken),
             Err(e) => Err(LeaseError::Bucket(e.to_string())),
         }
     }
 
-    /// Revokes token `name` (whether or not there is one).
-    pub async fn revoke(&self, name: &str) -> Result<(), LeaseError> {
+    /// Revokes token `name`; false if the bucket has none of that name.
+    pub async fn revoke(&self, name: &str) -> Result<bool, LeaseError> {
+        let bucket = |e: String| LeaseError::Bucket(e);
+        let held = self
+            .kv
+            .entry(key(name))
+            .await
+            .map_err(|e| bucket(e.to_string()))?
+            .is_some_and(|e| e.operation == kv::Operation::Put);
+        if !held {
+            return Ok(false);
+        }
         self.kv
             .delete(key(name))
             .await
-            .map_err(|e| LeaseError::Bucket(e.to_string()))
+            .map_err(|e| bucket(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Every token the bucket holds now.
+    pub async fn all(&self) -> Result<Vec<Shared>, LeaseError> {
+        use futures_core::Stream;
+        let bucket = |e: String| LeaseError::Bucket(e);
+        let mut keys = match self.kv.keys().await {
+            Ok(k) => k,
+            Err(e) => return Err(bucket(e.to_string())),
+        };
+        let mut names = Vec::new();
+        while let Some(k) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut keys).poll_next(cx)).await
+        {
+            if let Some(name) = name_of(&k.map_err(|e| bucket(e.to_string()))?) {
+                names.push(name);
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(e) = self
+                .kv
+                .entry(key(&name))
+                .await
+                .map_err(|e| bucket(e.to_string()))?
+            {
+                out.push(Shared {
+                    value: (e.operation == kv::Operation::Put).then_some(e.value),
+                    revision: e.revision,
+                    name,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Puts `tokens` (name, value) in the bucket if no node did so before (see `SEEDED`);
@@ -85,23 +140,19 @@ impl SharedTokens {
         Ok(true)
     }
 
-    /// Hands `changed` every token as the bucket holds it (its value, or `None` once revoked),
-    /// first all of them, then each change; watches again after `pause` when the watch is
-    /// lost, until `changed` says to stop (returns false).
-    pub async fn follow(
-        &self,
-        changed: impl Fn(&str, Option<&[u8]>) -> bool,
-        pause: std::time::Duration,
-    ) {
+    /// Hands `changed` every token as the bucket holds it, first all of them, then each
+    /// change; watches again after `pause` when the watch is lost, until `changed` says to
+    /// stop (returns false).
+    pub async fn follow(&self, changed: impl Fn(Shared) -> bool, pause: std::time::Duration) {
         crate::keys::follow(&self.kv, "t.>", "the shared tokens", pause, |entry| {
             let Some(name) = name_of(&entry.key) else {
                 return true;
             };
-            let value = match entry.operation {
-                kv::Operation::Put => Some(&entry.value[..]),
-                _ => None,
-            };
-            changed(&name, value)
+            changed(Shared {
+                name,
+                value: (entry.operation == kv::Operation::Put).then(|| entry.value.clone()),
+                revision: entry.revision,
+            })
         })
         .await
     }

@@ -28,13 +28,24 @@ pub type ChangeSink = Box<dyn Fn(&ChangeRecord) -> Result<(), String> + Send + S
 
 /// Whether this node may charge for its partition now: until the lease it holds, less a
 /// margin, has run out (`ocf_cluster::ownership`). Closed, requests are answered 3002.
-#[derive(Debug)]
 pub struct Fence {
     partition: u32,
     /// Milliseconds since the epoch until which granting is allowed (0: closed).
     grant_until_ms: AtomicI64,
     /// Closed for good: this node's state no longer follows the partition's log.
     poisoned: std::sync::atomic::AtomicBool,
+    /// Told when it is poisoned (the lease's keeper, which hands the partition over).
+    on_poison: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("partition", &self.partition)
+            .field("grant_until_ms", &self.until_ms())
+            .field("poisoned", &self.is_poisoned())
+            .finish()
+    }
 }
 
 impl Fence {
@@ -44,20 +55,29 @@ impl Fence {
             partition,
             grant_until_ms: AtomicI64::new(0),
             poisoned: std::sync::atomic::AtomicBool::new(false),
+            on_poison: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `f` is called when the fence is poisoned (set once).
+    pub fn when_poisoned(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_poison.set(f);
     }
 
     /// Closes for good: something the partition's log holds did not take effect here (a
     /// change its local log refused), so this node must not charge for the partition again;
     /// it hands the partition over (`ocf_cluster::node::keep_lease`).
     pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
+        self.poisoned.store(true, Ordering::SeqCst);
         self.close();
+        if let Some(f) = self.on_poison.get() {
+            f();
+        }
     }
 
     /// Whether [`Fence::poison`] closed it.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.poisoned.load(Ordering::SeqCst)
     }
 
     pub fn partition(&self) -> u32 {
@@ -85,7 +105,7 @@ impl Fence {
 
     /// Whether granting is allowed at `now_ms`.
     pub fn may_grant(&self, now_ms: i64) -> bool {
-        now_ms < self.until_ms()
+        !self.is_poisoned() && now_ms < self.until_ms()
     }
 }
 

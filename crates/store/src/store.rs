@@ -487,6 +487,12 @@ impl Store {
             // In a cluster the partition's log has it first: a change it refused (this node
             // was deposed, or NATS is out of reach) never takes effect anywhere.
             if let Some(r) = &self.replication {
+                if r.fence.is_poisoned() {
+                    // Its state left the log: a change checked against it must not go there.
+                    return Err(ChangeError::Log(
+                        "this node no longer serves the partition (its state left the partition's log); it hands it over".into(),
+                    ));
+                }
                 (r.changes)(&record).map_err(ChangeError::Log)?;
             }
             let logged = log

@@ -50,6 +50,9 @@ pub struct Tokens {
     file: PathBuf,
     entries: RwLock<Vec<Entry>>,
     shared: std::sync::OnceLock<std::sync::Arc<ocf_cluster::tokens::SharedTokens>>,
+    /// In a cluster: the bucket's revision of each token as last applied here (an older
+    /// change that arrives late is not applied over a newer one).
+    revisions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Named tokens at most.
@@ -73,12 +76,14 @@ impl Tokens {
             file: file.to_owned(),
             entries: RwLock::new(entries),
             shared: std::sync::OnceLock::new(),
+            revisions: Default::default(),
         })
     }
 
     /// From now on the tokens are the cluster's: made and revoked in `shared` first, and
     /// kept as it holds them ([`Tokens::changed`]); the file is left as it was. The tokens of
-    /// the file go to the bucket if no node put its own there before.
+    /// the file go to the bucket if no node put its own there before; then the bucket's
+    /// replace them all (a token only this node's file has does not work here either).
     pub async fn share(
         &self,
         shared: std::sync::Arc<ocf_cluster::tokens::SharedTokens>,
@@ -94,14 +99,29 @@ impl Tokens {
             })
             .collect();
         shared.seed(mine).await.map_err(|e| e.to_string())?;
+        let all = shared.all().await.map_err(|e| e.to_string())?;
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for t in all {
+            self.changed(t);
+        }
         let _ = self.shared.set(shared);
         Ok(())
     }
 
-    /// The bucket's token `name` as it is now (`None`: revoked). One that does not read as a
-    /// token is left out, and said.
-    pub fn changed(&self, name: &str, value: Option<&[u8]>) {
-        let entry = match value.map(serde_json::from_slice::<Entry>) {
+    /// The bucket's token as it is now (its value `None`: revoked), unless a newer revision
+    /// of it was applied here. One that does not read as a token is left out, and said; past
+    /// [`MAX_TOKENS`] a new one is left out too.
+    pub fn changed(&self, t: ocf_cluster::tokens::Shared) {
+        let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        if revisions.get(&t.name).is_some_and(|&r| r >= t.revision) {
+            return;
+        }
+        revisions.insert(t.name.clone(), t.revision);
+        let name = t.name.as_str();
+        let entry = match t.value.as_deref().map(serde_json::from_slice::<Entry>) {
             Some(Ok(e)) if e.name == name => Some(e),
             Some(_) => {
                 tracing::warn!(
@@ -115,6 +135,13 @@ impl Tokens {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         entries.retain(|e| e.name != name);
         if let Some(e) = entry {
+            if entries.len() >= MAX_TOKENS {
+                tracing::warn!(
+                    token = name,
+                    "more than {MAX_TOKENS} shared tokens: left out"
+                );
+                return;
+            }
             entries.push(e);
         }
     }
@@ -183,13 +210,17 @@ impl Tokens {
     ) -> Result<String, ApiError> {
         use ocf_cluster::tokens::Created;
         let (entry, token) = self.make(name, role, scope, now)?;
-        let value = serde_json::to_vec(&entry).unwrap_or_default();
-        match shared.create(name, value.into()).await {
-            Ok(Created::Made) => {}
+        let value = bytes::Bytes::from(serde_json::to_vec(&entry).unwrap_or_default());
+        let revision = match shared.create(name, value.clone()).await {
+            Ok(Created::Made(r)) => r,
             Ok(Created::Taken) => return Err(taken(name)),
             Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        }
-        self.changed(name, serde_json::to_vec(&entry).ok().as_deref());
+        };
+        self.changed(ocf_cluster::tokens::Shared {
+            name: name.to_owned(),
+            value: Some(value),
+            revision,
+        });
         Ok(token)
     }
 
@@ -199,21 +230,27 @@ impl Tokens {
         shared: &ocf_cluster::tokens::SharedTokens,
         name: &str,
     ) -> Result<bool, ApiError> {
-        let known = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|e| e.name == name);
-        if !known {
-            return Ok(false);
-        }
-        shared
+        let seen = |t: &Self| {
+            t.revisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .copied()
+        };
+        let before = seen(self);
+        let revoked = shared
             .revoke(name)
             .await
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        self.changed(name, None);
-        Ok(true)
+        // Gone here at once, unless the bucket's watch brought a newer change of it meanwhile
+        // (the revoke itself comes that way too).
+        if revoked && seen(self) == before {
+            self.entries
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|e| e.name != name);
+        }
+        Ok(revoked)
     }
 
     /// Checks a new token's name, role and scope and makes it: what is kept of it, and the
@@ -561,28 +598,47 @@ mod tests {
     use super::*;
 
     /// What the shared bucket says of a token is what this node knows of it: made, changed,
-    /// revoked; a value that is not a token (or another's) is left out.
+    /// revoked; a change older than one applied is not applied; a value that is not a token
+    /// (or another's) is left out.
     #[test]
     fn a_shared_token_is_known_as_the_bucket_says() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::load(&dir.path().join("tokens.json")).unwrap();
-        let entry = |role: &str| {
-            format!(
-                r#"{{"name":"ops","role":"{role}","scope":"acme","sha256":"{}","created":5}}"#,
-                sha256_hex("secret")
-            )
+        let shared = |name: &str, role: Option<&str>, revision: u64| {
+            let value = role.map(|role| {
+                format!(
+                    r#"{{"name":"ops","role":"{role}","scope":"acme","sha256":"{}","created":5}}"#,
+                    sha256_hex("secret")
+                )
+                .into_bytes()
+                .into()
+            });
+            ocf_cluster::tokens::Shared {
+                name: name.into(),
+                value,
+                revision,
+            }
         };
-        tokens.changed("ops", Some(entry("manager").as_bytes()));
+        tokens.changed(shared("ops", Some("manager"), 3));
         let c = tokens.caller("secret").unwrap();
         assert_eq!((c.name.as_str(), c.role), ("ops", Role::Manager));
-        tokens.changed("ops", Some(entry("viewer").as_bytes()));
+        tokens.changed(shared("ops", Some("viewer"), 4));
         assert_eq!(tokens.list().len(), 1);
         assert_eq!(tokens.caller("secret").unwrap().role, Role::Viewer);
-        tokens.changed("other", Some(entry("viewer").as_bytes()));
-        tokens.changed("ops", Some(b"not a token"));
+        // A revoke older than what was applied (it came late): not applied.
+        tokens.changed(shared("ops", None, 2));
+        assert_eq!(tokens.caller("secret").unwrap().role, Role::Viewer);
+        // Another name's value, or no token at all: left out.
+        tokens.changed(shared("other", Some("viewer"), 5));
+        assert_eq!(tokens.list().len(), 1);
+        tokens.changed(ocf_cluster::tokens::Shared {
+            name: "ops".into(),
+            value: Some(bytes::Bytes::from_static(b"not a token")),
+            revision: 6,
+        });
         assert!(tokens.caller("secret").is_none());
-        tokens.changed("ops", Some(entry("manager").as_bytes()));
-        tokens.changed("ops", None);
+        tokens.changed(shared("ops", Some("manager"), 7));
+        tokens.changed(shared("ops", None, 8));
         assert!(tokens.list().is_empty());
         // Nothing of it went to this node's file.
         assert!(!dir.path().join("tokens.json").exists());

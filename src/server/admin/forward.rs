@@ -18,6 +18,8 @@ use super::ApiError;
 pub(super) const FORWARDED: &str = "x-ocfd-forwarded";
 /// The largest request body forwarded (the admin API's bodies are small JSON).
 const MAX_BODY: usize = 4 << 20;
+/// Owners asked at once for a gathered list.
+const ASK_AT_ONCE: usize = 16;
 /// How long the owner may take to answer.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -167,29 +169,48 @@ impl Owners {
     ) -> Response {
         let holders = self.holders.borrow().clone();
         let mut asks = tokio::task::JoinSet::new();
+        // A few owners asked at a time.
+        let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(ASK_AT_ONCE));
         for p in (0..self.partitions).filter(|p| Some(*p) != self.own) {
             let owner = holders
                 .get(p as usize)
                 .cloned()
                 .flatten()
                 .and_then(|h| Some((h.node, h.admin?)));
-            let (me, token) = (self.clone(), token.clone());
+            let (me, token, turns) = (self.clone(), token.clone(), turns.clone());
             asks.spawn(async move {
+                let _turn = turns.acquire_owned().await;
                 let what = ("GET".to_owned(), "/v1/tenants".to_owned(), None);
-                me.ask(p, owner, "its tenants", what, token).await
+                (p, me.ask(p, owner, "its tenants", what, token).await)
             });
         }
         let mut all = own.unwrap_or_default();
         while let Some(asked) = asks.join_next().await {
-            let a = match asked {
-                Ok(Ok(a)) => a,
-                Ok(Err(r)) => return r,
+            let (p, a) = match asked {
+                Ok((p, Ok(a))) => (p, a),
+                Ok((_, Err(r))) => return r,
                 Err(e) => {
                     return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                         .into_response();
                 }
             };
             match a.json() {
+                // Only the partition's own tenants: a node the lease named may have taken
+                // another partition meanwhile.
+                serde_json::Value::Array(list)
+                    if a.status == 200
+                        && !list.iter().all(|t| {
+                            t["name"]
+                                .as_str()
+                                .is_some_and(|n| partition_of(n, self.partitions) == p)
+                        }) =>
+                {
+                    return ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("partition {p}'s owner changed meanwhile: ask again"),
+                    )
+                    .into_response();
+                }
                 serde_json::Value::Array(list) if a.status == 200 => all.extend(list),
                 _ => {
                     return (
