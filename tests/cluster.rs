@@ -1777,7 +1777,8 @@ fn an_owner_whose_disk_is_full_hands_its_partition_over_with_the_change() {
 
 /// Gateways over TLS with several partitions: every node's router takes TLS/TCP as an engine
 /// would (the gateway's certificate from the operator's CA, naming the Origin-Host its CER
-/// gives) and relays to both partitions; a certificate naming another host gets 3010.
+/// gives) and relays to both partitions; a certificate naming another host gets 3010, until a
+/// reload stops that check.
 #[test]
 fn a_gateway_over_tls_reaches_every_partition_through_any_node() {
     let nats = nats::Nats::cluster(3);
@@ -1827,6 +1828,35 @@ fn a_gateway_over_tls_reaches_every_partition_through_any_node() {
             Conn::connect_tls(addr, tls_client(&ca_file, Some(&sgw), tls13), &host).unwrap();
         assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 3010);
     }
+    // A reload reads the router's TLS settings again: with the Origin-Host no longer checked
+    // against the certificate, the same CER is taken.
+    let file = standby._dir.path().join("ocfd.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = format!("peer_ca = \"{}\"\n", ca_file.display());
+    assert!(text.contains(&line), "{text}");
+    std::fs::write(
+        &file,
+        text.replace(
+            &line,
+            &format!("{line}origin_host_in_certificate = false\n"),
+        ),
+    )
+    .unwrap();
+    standby.proc.signal("HUP");
+    standby
+        .proc
+        .wait_for("the router's TLS settings read again", WAIT);
+    let addr = logged_addr(&standby.proc.wait_for(
+        "routing gateways to the partitions' owners transport=\"tls\"",
+        WAIT,
+    ));
+    let mut conn = Conn::connect_tls(
+        addr,
+        tls_client(&ca_file, Some(&sgw), tls13),
+        "node-c.localdomain",
+    )
+    .unwrap();
+    assert_eq!(result_code(&conn.handshake("pgw.localdomain")), 2001);
     for node in [&mut standby, &mut acme_owner, &mut globex_owner] {
         node.proc.signal("TERM");
         node.proc.wait_exit(WAIT);

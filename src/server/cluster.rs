@@ -119,14 +119,16 @@ pub(super) async fn serve(
         tokio::spawn(async move { directory.follow(shared, Duration::from_millis(500)).await })
     };
     let router = Router::new(partitions, directory, shared);
-    let tls = live.tls.clone().map(|config| RelayTls {
-        config,
-        timeout: live.peer.handshake_timeout,
-        origin_host_in_certificate: live.tls_origin_host_in_certificate,
+    let tls = live.tls.clone().map(|config| {
+        Arc::new(arc_swap::ArcSwap::from_pointee(RelayTls {
+            config,
+            timeout: live.peer.handshake_timeout,
+            origin_host_in_certificate: live.tls_origin_host_in_certificate,
+        }))
     });
     let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
-        (&config.tls_listeners()?, tls),
+        (&config.tls_listeners()?, tls.clone()),
         live.peer.clone(),
         live.max_message_bytes,
         owners_rx,
@@ -135,7 +137,7 @@ pub(super) async fn serve(
     if let Some(a) = relaying.first() {
         node.set_diameter(&a.to_string());
     }
-    let reloads = route_reloads(reloads, router);
+    let reloads = route_reloads(reloads, router, tls);
     // The admin listener is the node's: a standby's routes until its engine's take over.
     // The named tokens are the cluster's (a manager's goes on working after a takeover):
     // taken from the shared bucket before the listener serves, and followed.
@@ -476,22 +478,40 @@ async fn stop_relay(relay: Relay) {
 
 /// The reloads the engine gets, the router's directory read again from each one's
 /// provisioning first (a reload the engine then refuses leaves the router's directory new: it
-/// only names tenants, which the engine's refusal does not change).
+/// only names tenants, which the engine's refusal does not change), and its TLS listeners'
+/// certificates, CA and checks read again (kept as they were if they are refused).
 fn route_reloads(
     mut reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
     router: Arc<Router>,
+    tls: Option<super::relay::LiveTls>,
 ) -> tokio::sync::mpsc::UnboundedReceiver<LoadConfig> {
-    if router.partitions() == 1 {
+    if router.partitions() == 1 && tls.is_none() {
         return reloads;
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<LoadConfig>();
     tokio::spawn(async move {
         while let Some(load) = reloads.recv().await {
             let loaded = load();
-            if let Ok(c) = &loaded {
+            if let (Ok(c), true) = (&loaded, router.partitions() > 1) {
                 match super::recovery::directory(c) {
                     Ok(d) => router.set_directory(d),
                     Err(e) => tracing::warn!(error = %e, "the router's directory stays as it was"),
+                }
+            }
+            if let (Ok(c), Some(tls)) = (&loaded, &tls) {
+                match super::tls_settings(c) {
+                    Ok(Some(config)) => {
+                        tls.store(Arc::new(RelayTls {
+                            config,
+                            timeout: std::time::Duration::from_secs(c.diameter.handshake_timeout_s),
+                            origin_host_in_certificate: c.diameter.tls.origin_host_in_certificate,
+                        }));
+                        info!("the router's TLS settings read again");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the router's TLS settings stay as they were")
+                    }
                 }
             }
             let _ = tx.send(Box::new(move || loaded));

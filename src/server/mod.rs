@@ -345,6 +345,23 @@ pub(crate) async fn tls_handshake(
     Some((tls, identity))
 }
 
+/// The TLS listeners' settings (`diameter.tls`; none without a TLS listener), their
+/// certificates' expiry put in the metrics.
+pub(crate) fn tls_settings(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    let t = &config.diameter.tls;
+    Ok(match (&t.certificate, &t.private_key, &t.peer_ca) {
+        (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => {
+            let c = ocf_transport::tls::server_config(cert, key, ca, &t.min_version)
+                .map_err(ServerError::Tls)?;
+            admin::metrics::certificate_expiry(&[cert, ca]);
+            Some(c)
+        }
+        _ => None,
+    })
+}
+
 /// Firmware-Revision from the crate version: major*10000 + minor*100 + patch.
 fn firmware_revision() -> u32 {
     let v: Vec<u32> = env!("CARGO_PKG_VERSION")
@@ -387,15 +404,7 @@ pub(crate) fn live_settings(config: &Config, origin_state_id: u32) -> Result<Liv
         },
     });
     let t = &d.tls;
-    let tls = match (&t.certificate, &t.private_key, &t.peer_ca) {
-        (Some(cert), Some(key), Some(ca)) if !t.listen.is_empty() => {
-            let c = ocf_transport::tls::server_config(cert, key, ca, &t.min_version)
-                .map_err(ServerError::Tls)?;
-            admin::metrics::certificate_expiry(&[cert, ca]);
-            Some(c)
-        }
-        _ => None,
-    };
+    let tls = tls_settings(config)?;
     Ok(Live {
         tls,
         tls_origin_host_in_certificate: t.origin_host_in_certificate,

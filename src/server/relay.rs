@@ -111,7 +111,7 @@ impl Relay {
     /// none: 3002).
     pub(super) fn start(
         addrs: &[SocketAddr],
-        tls: (&[SocketAddr], Option<RelayTls>),
+        tls: (&[SocketAddr], Option<LiveTls>),
         peer: Arc<PeerConfig>,
         max_message_bytes: usize,
         owners: watch::Receiver<Vec<Option<SocketAddr>>>,
@@ -254,9 +254,12 @@ pub(super) struct RelayTls {
     pub(super) origin_host_in_certificate: bool,
 }
 
+/// A TLS listener's settings as they are now (a reload replaces them).
+pub(super) type LiveTls = Arc<arc_swap::ArcSwap<RelayTls>>;
+
 async fn accept(
     l: TcpListener,
-    tls: Option<RelayTls>,
+    tls: Option<LiveTls>,
     link: Link,
     mut stop: watch::Receiver<bool>,
     tracker: TaskTracker,
@@ -275,9 +278,9 @@ async fn accept(
                         }
                         Some(t) => {
                             // The handshake in the connection's own task: accepting goes on.
-                            let (t, link, stop) = (t.clone(), link.clone(), stop.clone());
+                            let (t, link, stop) = (t.load_full(), link.clone(), stop.clone());
                             tracker.spawn(async move {
-                                if let Some((tls, identity)) = super::tls_handshake(t.config, stream, remote, t.timeout, t.origin_host_in_certificate).await {
+                                if let Some((tls, identity)) = super::tls_handshake(t.config.clone(), stream, remote, t.timeout, t.origin_host_in_certificate).await {
                                     downstream(tls, remote, local, s, link, stop, identity).await;
                                 }
                             });
