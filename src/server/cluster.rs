@@ -119,13 +119,8 @@ pub(super) async fn serve(
         tokio::spawn(async move { directory.follow(shared, Duration::from_millis(500)).await })
     };
     let router = Router::new(partitions, directory, shared);
-    let tls = live.tls.clone().map(|config| {
-        Arc::new(arc_swap::ArcSwap::from_pointee(RelayTls {
-            config,
-            timeout: live.peer.handshake_timeout,
-            origin_host_in_certificate: live.tls_origin_host_in_certificate,
-        }))
-    });
+    let tls =
+        relay_tls(config, live.tls.clone()).map(|t| Arc::new(arc_swap::ArcSwap::from_pointee(t)));
     let (relay, relaying) = Relay::start(
         &config.tcp_listeners()?,
         (&config.tls_listeners()?, tls.clone()),
@@ -499,13 +494,9 @@ fn route_reloads(
                 }
             }
             if let (Ok(c), Some(tls)) = (&loaded, &tls) {
-                match super::tls_settings(c) {
-                    Ok(Some(config)) => {
-                        tls.store(Arc::new(RelayTls {
-                            config,
-                            timeout: std::time::Duration::from_secs(c.diameter.handshake_timeout_s),
-                            origin_host_in_certificate: c.diameter.tls.origin_host_in_certificate,
-                        }));
+                match super::tls_settings(c).map(|t| relay_tls(c, t)) {
+                    Ok(Some(t)) => {
+                        tls.store(Arc::new(t));
                         info!("the router's TLS settings read again");
                     }
                     Ok(None) => {}
@@ -518,6 +509,16 @@ fn route_reloads(
         }
     });
     rx
+}
+
+/// The router's TLS listeners' settings from `config`, with its TLS settings `tls` (none: no
+/// TLS listener), as the engine's listeners take them.
+fn relay_tls(config: &Config, tls: Option<Arc<rustls::ServerConfig>>) -> Option<RelayTls> {
+    tls.map(|config_tls| RelayTls {
+        config: config_tls,
+        timeout: Duration::from_secs(config.diameter.handshake_timeout_s),
+        origin_host_in_certificate: config.diameter.tls.origin_host_in_certificate,
+    })
 }
 
 /// The gauges of the partition's latest snapshot this owner published (`entry` none: none yet,

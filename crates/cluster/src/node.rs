@@ -1,10 +1,10 @@
 //! One ocfd node in a cluster: connected to NATS, a standby of a partition until it takes the
 //! partition's lease, then its owner until it stops or is deposed.
 //!
-//! - [`Node::stand_by`] (in `standby`) follows the partition's log into a copy of its state
-//!   directory (`ocf_store::replication::Mirror`) and tries for the lease each time a renewal
-//!   of it would be due. Once it has the lease it takes the log over (its takeover entry fences
-//!   the previous owner off), copies what is left up to that entry, and hands back a
+//! - [`Node::stand_by_any`] (in `standby`) follows each partition's log into a copy of its
+//!   state directory (`ocf_store::replication::Mirror`) and tries for a lease each time a
+//!   renewal of it would be due. Once it has one it takes that log over (its takeover entry
+//!   fences the previous owner off), copies what is left up to that entry, and hands back a
 //!   [`Takeover`]: the directory then opens like any state directory
 //!   (`ocf_store::recovery::open`), replaying the dead owner's journal.
 //! - [`keep_lease`] renews the lease at a third of its time and keeps the store's [`Fence`]

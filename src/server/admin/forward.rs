@@ -95,6 +95,20 @@ pub(super) fn lists_tenants(req: &Request) -> bool {
         && !req.headers().contains_key(FORWARDED)
 }
 
+/// An owner's answer, as this node gives it back: its status, body and content type.
+fn answered(a: crate::ctl::http::Answer) -> Response {
+    let mut r = (
+        StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        a.body,
+    )
+        .into_response();
+    let kind = a.content_type.as_deref().unwrap_or("application/json");
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
 impl Owners {
     /// Where a request about `tenant` goes: none if this node owns its partition (or there is
     /// one partition); else the partition and its owner's admin address, if known.
@@ -146,16 +160,7 @@ impl Owners {
         let a = self
             .ask(partition, owner, &tenant, (method, path, text), token)
             .await?;
-        let mut r = (
-            StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            a.body,
-        )
-            .into_response();
-        let kind = a.content_type.as_deref().unwrap_or("application/json");
-        if let Ok(v) = HeaderValue::from_str(kind) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        Err(r)
+        Err(answered(a))
     }
 
     /// `GET /v1/tenants` with several partitions: `own` (this node's engine's list; none on a
@@ -212,13 +217,7 @@ impl Owners {
                     .into_response();
                 }
                 serde_json::Value::Array(list) if a.status == 200 => all.extend(list),
-                _ => {
-                    return (
-                        StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
-                        a.body,
-                    )
-                        .into_response();
-                }
+                _ => return answered(a),
             }
         }
         all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

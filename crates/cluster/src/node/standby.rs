@@ -38,25 +38,6 @@ pub struct Standing {
 }
 
 impl Node {
-    /// Stands by for `partition`: copies its log into a fresh mirror in `dir` as it grows and
-    /// takes the partition once its lease has ended. `standing` hears where it is.
-    pub async fn stand_by(
-        &self,
-        partition: u32,
-        dir: &Path,
-        segment_bytes: u64,
-        standing: impl Fn(&Standing),
-    ) -> Result<Takeover, ClusterError> {
-        self.stand_by_for(
-            partition,
-            dir,
-            segment_bytes,
-            standing,
-            &tokio::sync::Mutex::new(false),
-        )
-        .await
-    }
-
     /// Stands by for each of `partitions` at once, each copied into `dir_of(partition)`, and
     /// takes over the first whose lease it wins: a node owns one partition at a time, so
     /// claims take turns (a claim in flight makes the others wait for it, not skip their
