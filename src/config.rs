@@ -58,16 +58,19 @@ pub struct ClusterSection {
     /// NATS servers each partition's log and the lease bucket are kept on (1, 3 or 5).
     pub replicas: usize,
     /// Partitions the tenants are spread over (by a hash of their names), 1 to 1024; every
-    /// node of a cluster must say the same. A node owns at most one at a time.
+    /// node of a cluster must say the same.
     pub partitions: u32,
-    /// With several partitions: `ip:port` where this node's engine takes the requests the
-    /// nodes' routers send it while it owns a partition; default: the first TCP listener's
-    /// address with a port the system picks. (With one partition the owner takes gateways on
-    /// its own listeners.)
+    /// The most partitions this node owns at once (default: any number). A node that owns
+    /// more waits longer before it claims a free one, so partitions spread over the nodes.
+    pub max_partitions: Option<u32>,
+    /// With several partitions: `ip:port` where this node's engine of partition 0 takes the
+    /// requests the nodes' routers send it while it owns that partition; partition N's engine
+    /// listens at the port N above it. Default: the first TCP listener's address with ports
+    /// the system picks. (With one partition the owner takes gateways on its own listeners.)
     pub engine_listen: Option<String>,
-    /// `ip:port` other nodes reach the owner at: the engine's listener (several partitions) or
-    /// the first TCP listener (one); default: that address as bound (which must then not be a
-    /// wildcard).
+    /// `ip:port` other nodes reach the owner at: its engine's listener of partition 0 (several
+    /// partitions: partition N's at the port N above) or its first TCP listener (one
+    /// partition); default: that address as bound (which must then not be a wildcard).
     pub advertise_diameter: Option<String>,
     /// How long a lease lasts from its last renewal, milliseconds; renewed at a third of it.
     /// A standby takes over a dead owner's partition about this long after its last renewal.
@@ -89,6 +92,7 @@ impl Default for ClusterSection {
             tls_private_key: None,
             replicas: 3,
             partitions: 1,
+            max_partitions: None,
             engine_listen: None,
             advertise_diameter: None,
             lease_ttl_ms: 3000,
@@ -621,6 +625,36 @@ impl Config {
         }
     }
 
+    /// Where this node's engine of `partition` listens, and the address other nodes reach it
+    /// at (none: as bound), with several partitions: `engine_listen` and
+    /// `advertise_diameter` with their ports `partition` above (a port 0 stays 0: the system
+    /// picks one).
+    pub fn engine_of(&self, partition: u32) -> Result<(SocketAddr, Option<String>), ConfigError> {
+        let up = |mut a: SocketAddr, what: &'static str| {
+            if a.port() != 0 {
+                let port = u32::from(a.port()) + partition;
+                let port = u16::try_from(port)
+                    .map_err(|_| invalid(what, "its port plus the partitions passes 65535"))?;
+                a.set_port(port);
+            }
+            Ok::<_, ConfigError>(a)
+        };
+        let listen = up(self.engine_listen()?, "cluster.engine_listen")?;
+        let advertised = match &self.cluster.advertise_diameter {
+            Some(a) => {
+                let a = a.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "cluster.advertise_diameter",
+                        format!("'{a}' is not ip:port"),
+                    )
+                })?;
+                Some(up(a, "cluster.advertise_diameter")?.to_string())
+            }
+            None => None,
+        };
+        Ok((listen, advertised))
+    }
+
     /// This node's name in the cluster.
     pub fn node_name(&self) -> String {
         self.cluster
@@ -711,6 +745,16 @@ impl Config {
                     ));
                 }
             }
+        }
+        if c.partitions > 1 {
+            // Every partition's engine has a port.
+            self.engine_of(c.partitions - 1)?;
+        }
+        if c.max_partitions == Some(0) {
+            return Err(invalid(
+                "cluster.max_partitions",
+                "at least 1 (or left out: any number)",
+            ));
         }
         if !matches!(c.replicas, 1 | 3 | 5) {
             return Err(invalid("cluster.replicas", "must be 1, 3 or 5"));

@@ -1144,8 +1144,9 @@ fn two_partitions(
     dir: &std::path::Path,
     extra: &str,
 ) -> (Node, Node, Node, std::path::PathBuf) {
+    // One partition each: the first node would otherwise take both.
     let extra = format!(
-        "partitions = 2\n{extra}[charging]\ntenant_files = [\"{}\"]\n",
+        "partitions = 2\nmax_partitions = 1\n{extra}[charging]\ntenant_files = [\"{}\"]\n",
         globex_file(dir).display()
     );
     let token = dir.join("admin-token");
@@ -1165,6 +1166,176 @@ fn two_partitions(
     } else {
         (b, a, c, token)
     }
+}
+
+/// A session of `msisdn` opened through `gw` (3002 while its partition has no owner serving
+/// yet); its Session-Id.
+fn opened(gw: &mut Gw, sid: &str, msisdn: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = gw.ask(
+            &CcrSpec::new(format!("{sid};{n}"), INITIAL, 0)
+                .msisdn(msisdn)
+                .mscc(ask(MIB)),
+        );
+        if r.result_code == 2001 {
+            return format!("{sid};{n}");
+        }
+        assert_eq!(r.result_code, 3002, "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{msisdn} never reached its owner"
+        );
+    }
+}
+
+/// The owner of each partition, as `GET /v1/cluster` names them.
+fn owners_of(api: &Http) -> Vec<String> {
+    let (status, v) = api.call("GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{v}");
+    v["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v:#}"))
+        .iter()
+        .map(|p| p["owner"]["node"].as_str().unwrap_or("none").to_owned())
+        .collect()
+}
+
+/// One node serves both partitions of a cluster (nothing caps it: it was first), with an
+/// engine for each. A gateway on the other node reaches both; a manager on it is answered
+/// about both tenants by their engines, without a hop. A drain must name the partition; it
+/// hands acme's partition to the other node while globex's is served throughout, and the
+/// draining node goes on, its gauges of the partition it gave back no longer shown. Then it
+/// is killed: the other node takes globex's partition too and serves both, every
+/// acknowledged report in its ledgers.
+#[test]
+fn a_node_serves_several_partitions_and_hands_one_over_without_stopping() {
+    let nats = nats::Nats::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
+        globex_file(dir.path()).display()
+    );
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let mut a = Node::start_in("node-a", &urls, Some(&token), &extra, None);
+    a.proc.wait_count("serving the partition", 2, WAIT);
+    let api_a = a.admin();
+    let mut b = Node::start_in("node-b", &urls, Some(&token), &extra, None);
+    assert_eq!(owners_of(&api_a), ["node-a", "node-a"]);
+    // A gateway on node-b reaches both of node-a's engines.
+    let mut gw = Gw::open_at(b.gateways, "pgw.localdomain");
+    let acme_dev = device(8700);
+    let s_acme = opened(&mut gw, "acme", &acme_dev);
+    let s_globex = opened(&mut gw, "globex", "4470000001");
+    for sid in [&s_acme, &s_globex] {
+        let r = gw.ask(&CcrSpec::new(sid, UPDATE, 1).mscc(report(MIB, true)));
+        assert_eq!(r.result_code, 2001, "{sid}: {r:?}");
+    }
+    // A manager on node-a: each tenant answered by its partition's engine.
+    let acme_path = format!("acme/iot/{acme_dev}");
+    assert_eq!(usage(&api_a, &acme_path).0, MIB);
+    assert_eq!(usage(&api_a, "globex/hank").0, MIB);
+    let (status, v) = api_a.call("GET", "/v1/tenants", None);
+    assert_eq!(status, 200, "{v}");
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["acme", "alice", "globex"]);
+    // A change through node-b (a standby of both) reaches globex's engine on node-a.
+    let (status, v) = b.admin().call(
+        "POST",
+        "/v1/nodes/globex/newbie",
+        Some(r#"{"msisdn": "4470000002"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    // Each engine's gauges, refreshed once a second.
+    for p in ["0", "1"] {
+        let line = format!("ocfd_sessions_open{{partition=\"{p}\"}} 1");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let metrics = metrics_of(&api_a);
+            if metrics.contains(&line) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{line} in:\n{metrics}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A drain must say which partition of the two.
+    let (status, v) = api_a.call("POST", "/v1/cluster/drain", Some("{}"));
+    assert_eq!(status, 400, "{v}");
+    let said = ocfctl(
+        &a,
+        &api_a,
+        &["cluster", "drain", "--partition", "1", "--to", "node-b"],
+    );
+    assert!(
+        said.contains("partition 1") && said.contains("node-b"),
+        "{said}"
+    );
+    assert_eq!(partition_taken(&mut b), 1);
+    a.proc
+        .wait_for("handed over: standing by for the partition again", WAIT);
+    // acme's session goes on at node-b; globex's at node-a, throughout.
+    let mut acme_n = 1;
+    let mut globex_n = 1;
+    loop {
+        globex_n += 1;
+        let r = gw.ask(&CcrSpec::new(&s_globex, UPDATE, globex_n).mscc(report(0, true)));
+        assert_eq!(r.result_code, 2001, "globex during acme's handover: {r:?}");
+        let r = gw.ask(&CcrSpec::new(&s_acme, UPDATE, acme_n + 1).mscc(report(MIB, true)));
+        if r.result_code == 2001 {
+            acme_n += 1;
+            break;
+        }
+        assert_eq!(r.result_code, 3002, "{r:?}");
+        assert!(globex_n < 10_000, "acme's partition was never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        a.proc.child.try_wait().unwrap().is_none(),
+        "node-a goes on serving globex"
+    );
+    assert_eq!(owners_of(&api_a), ["node-a", "node-b"]);
+    let metrics = metrics_of(&api_a);
+    assert!(
+        metrics.contains("ocfd_sessions_open{partition=\"0\"}")
+            && !metrics.contains("partition=\"1\""),
+        "{metrics}"
+    );
+    // node-a is killed: node-b takes globex's partition too, and serves both.
+    a.proc.signal("KILL");
+    a.proc.wait_exit(WAIT);
+    loop {
+        globex_n += 1;
+        let r = gw.ask(&CcrSpec::new(&s_globex, UPDATE, globex_n).mscc(report(MIB, true)));
+        if r.result_code == 2001 {
+            break;
+        }
+        assert_eq!(r.result_code, 3002, "{r:?}");
+        assert!(globex_n < 10_000, "globex's partition was never taken over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.proc.wait_count("serving the partition", 2, WAIT);
+    let api_b = b.admin();
+    assert_eq!(owners_of(&api_b), ["node-b", "node-b"]);
+    assert_eq!(usage(&api_b, &acme_path).0, 2 * MIB);
+    assert_eq!(usage(&api_b, "globex/hank").0, 2 * MIB);
+    let (status, v) = api_b.call("GET", "/v1/nodes/globex/newbie", None);
+    assert_eq!(status, 200, "the change made through node-b: {v}");
+    for (sid, n) in [(&s_acme, acme_n + 1), (&s_globex, globex_n + 1)] {
+        let r = gw.ask(&CcrSpec::new(sid, TERMINATION, n).mscc(report(0, false)));
+        assert_eq!(r.result_code, 2001, "{sid}: {r:?}");
+    }
+    b.proc.signal("TERM");
+    assert!(b.proc.wait_exit(WAIT).success(), "{}", b.proc.output());
 }
 
 /// The partition a node took over, as its log says.

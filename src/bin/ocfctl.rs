@@ -58,13 +58,16 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Hand the partition over: the owner (the node whose admin API this is) stops, its log
-    /// takes its last records, and the node named (or any standby) takes over; the owner
-    /// starts again as a standby.
+    /// Hand a partition over: the owner (the node whose admin API this is) stops serving it,
+    /// its log takes its last records, and the node named (or any standby) takes over; the
+    /// owner stands by for it again.
     Drain {
         /// The standby to hand it to (default: whichever claims it first).
         #[arg(long)]
         to: Option<String>,
+        /// The partition (needed when the node owns several).
+        #[arg(long)]
+        partition: Option<u32>,
     },
     /// Every node as a Diameter peer (Origin-Host, realm, address), for a DRA's peer table.
     Peers {
@@ -297,8 +300,8 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Cmd::Tenants => ctl::tenants(&c, json),
         Cmd::Cluster { cmd: None } => ctl::cluster(&c, json),
         Cmd::Cluster {
-            cmd: Some(ClusterCmd::Drain { to }),
-        } => ctl::drain(&c, to.as_deref(), json),
+            cmd: Some(ClusterCmd::Drain { to, partition }),
+        } => ctl::drain(&c, to.as_deref(), *partition, json),
         Cmd::Cluster {
             cmd: Some(ClusterCmd::Peers { freediameter }),
         } => ctl::peers(&c, *freediameter, json),

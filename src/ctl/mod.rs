@@ -906,15 +906,25 @@ pub fn peers(c: &Client, freediameter: bool, json: bool) -> Result<String, CtlEr
     Ok(table(&["HOST", "REALM", "DIAMETER", "NODE"], &rows))
 }
 
-/// `cluster drain [--to NODE]`.
-pub fn drain(c: &Client, to: Option<&str>, json: bool) -> Result<String, CtlError> {
+/// `cluster drain [--to NODE] [--partition N]`.
+pub fn drain(
+    c: &Client,
+    to: Option<&str>,
+    partition: Option<u32>,
+    json: bool,
+) -> Result<String, CtlError> {
     let body = serde_json::json!({ "to": to });
-    let v = call(c, "POST", "/v1/cluster/drain", Some(&body))?;
+    let path = match partition {
+        Some(p) => format!("/v1/cluster/drain?partition={p}"),
+        None => "/v1/cluster/drain".to_owned(),
+    };
+    let v = call(c, "POST", &path, Some(&body))?;
     if json {
         return Ok(format!("{v:#}\n"));
     }
     Ok(format!(
-        "draining: the partition goes to {}; this node starts again as a standby\n",
+        "draining: partition {} goes to {}; this node stands by for it again\n",
+        v["partition"],
         to.unwrap_or("whichever standby claims it first")
     ))
 }

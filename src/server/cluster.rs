@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ocf_cluster::node::{Node, NodeConfig, keep_lease};
+use ocf_cluster::node::{Node, NodeConfig, StandBy, keep_lease};
 use ocf_cluster::ownership::Timers;
 use ocf_cluster::replicator::{self, Replicator};
 use ocf_cluster::snapshots::{Publisher, Publishing};
@@ -61,29 +61,31 @@ pub(super) async fn serve(
             .map_err(|e| cluster(e.to_string()))?,
     );
     let name = node.name().to_owned();
-    let name_of = name.clone();
     let partitions = config.cluster.partitions.max(1);
     // Gateways connect to the router: it relays their requests to the owner of each one's
     // partition, as the leases name it.
     let live = super::live_settings(config, super::dispatch::unix_now() as u32)?;
     let (holders_tx, mut holders) = tokio::sync::watch::channel(vec![None; partitions as usize]);
-    let view = holders.clone();
-    let owners_of = move |own: Option<u32>| super::admin::forward::Owners {
-        node: name_of.clone(),
-        partitions,
-        own,
-        holders: view.clone(),
+    let local: super::admin::forward::Local = Arc::default();
+    let owners_of = {
+        let (name, view, local) = (name.clone(), holders.clone(), local.clone());
+        move |own: Option<u32>| super::admin::forward::Owners {
+            node: name.clone(),
+            partitions,
+            own,
+            local: local.clone(),
+            holders: view.clone(),
+        }
     };
-    let standby_owners = owners_of(None);
     let (owners_tx, owners_rx) = tokio::sync::watch::channel(vec![None; partitions as usize]);
     let follow = {
         let (leases, pause) = (node.leases(), Duration::from_millis(200));
         tokio::spawn(async move { leases.follow_holders(holders_tx, pause).await })
     };
-    // This node's own engine, once it serves: its router reaches it at once, without
-    // waiting for the lease to name it.
-    let (engine_tx, mut engine) =
-        tokio::sync::watch::channel::<Option<(u32, std::net::SocketAddr)>>(None);
+    // This node's own engines, once they serve: its router reaches them at once, without
+    // waiting for the leases to name them.
+    let (engine_tx, mut engines_here) =
+        tokio::sync::watch::channel(std::collections::BTreeMap::<u32, std::net::SocketAddr>::new());
     let owners = tokio::spawn(async move {
         loop {
             let mut now: Vec<Option<std::net::SocketAddr>> = holders
@@ -95,15 +97,15 @@ pub(super) async fn serve(
                         .and_then(|a| a.parse().ok())
                 })
                 .collect();
-            if let Some((p, a)) = *engine.borrow_and_update() {
-                if let Some(o) = now.get_mut(p as usize) {
-                    *o = Some(a);
+            for (p, a) in engines_here.borrow_and_update().iter() {
+                if let Some(o) = now.get_mut(*p as usize) {
+                    *o = Some(*a);
                 }
             }
             owners_tx.send_if_modified(|o| std::mem::replace(o, now.clone()) != now);
             tokio::select! {
                 r = holders.changed() => if r.is_err() { return },
-                r = engine.changed() => if r.is_err() { return },
+                r = engines_here.changed() => if r.is_err() { return },
             }
         }
     });
@@ -132,14 +134,14 @@ pub(super) async fn serve(
     if let Some(a) = relaying.first() {
         node.set_diameter(&a.to_string());
     }
-    let reloads = route_reloads(reloads, router, tls);
-    // The admin listener is the node's: a standby's routes until its engine's take over.
-    // The named tokens are the cluster's (a manager's goes on working after a takeover):
-    // taken from the shared bucket before the listener serves, and followed.
+    let mut reloads = route_reloads(reloads, router, tls);
+    // The admin listener is the node's: a standby's routes while it serves no partition, its
+    // engines' while it does. The named tokens are the cluster's (a manager's goes on working
+    // after a takeover): taken from the shared bucket before the listener serves, and followed.
     let (admin, tokens_follow) = match &config.admin.listen {
         Some(addr) => {
             let (listener, slot, credentials) =
-                standby_admin(config, addr, node.clone(), standby_owners)?;
+                standby_admin(config, addr, node.clone(), owners_of(None))?;
             let tokens = credentials.1.clone();
             tokens
                 .share(node.tokens())
@@ -172,29 +174,33 @@ pub(super) async fn serve(
         None => (None, None),
     };
     // With one partition, the owner's engine takes gateways on the node's own listeners (no
-    // hop through a router: its gateways connect again when it takes over). With several, the
-    // engine has a listener of its own, bound now so that the lease names it from the claim on:
-    // other nodes' routers reach the new owner as soon as they read the lease (connections wait
-    // in its backlog until the engine serves).
+    // hop through a router: its gateways connect again when it takes over). With several,
+    // each engine has a listener of its own, bound before the partition is claimed so that
+    // the lease names it from the claim on: other nodes' routers reach the new owner as soon
+    // as they read the lease (connections wait in its backlog until the engine serves).
     let direct = partitions == 1;
-    let engine = if direct {
-        None
-    } else {
-        let at = config.engine_listen()?;
-        let listen = |source| ServerError::Listen {
-            transport: "tcp",
-            addr: at.to_string(),
-            source,
-        };
-        let l = ocf_transport::tcp::listen(at).map_err(listen)?;
-        let bound = l.local_addr().map_err(listen)?;
-        let advertised = config
-            .cluster
-            .advertise_diameter
-            .clone()
-            .unwrap_or_else(|| bound.to_string());
-        node.leases().advertise(&advertised);
-        Some((l, bound))
+    let listeners: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, EngineListener>>> =
+        Arc::default();
+    let prepare: Arc<dyn Fn(u32) + Send + Sync> = {
+        let (listeners, leases, config) = (listeners.clone(), node.leases(), config.clone());
+        Arc::new(move |p| {
+            if direct {
+                return;
+            }
+            let mut l = listeners.lock().unwrap_or_else(|p| p.into_inner());
+            if l.get(&p).is_some_and(|e| e.listener.is_some()) {
+                return;
+            }
+            match bind_engine(&config, p) {
+                Ok(e) => {
+                    leases.advertise_for(p, &e.advertised);
+                    l.insert(p, e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, partition = p, "the engine's listener cannot be bound; the lease names none")
+                }
+            }
+        })
     };
     let background = [follow, owners, sharing];
     let stop_admin = || {
@@ -209,57 +215,242 @@ pub(super) async fn serve(
     systemd::ready(&format!("standby ({name})"));
     let watchdog = systemd::watchdog_interval().is_some();
     let mut shutdown = std::pin::pin!(shutdown);
-    let segment_bytes = config.journal.segment_mib << 20;
-    let standing = |p: u32, s: &ocf_cluster::node::Standing| {
-        if watchdog {
-            systemd::watchdog();
+    let serving: Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>> = Arc::default();
+    let standing: ocf_cluster::node::Telling = {
+        let (name, serving) = (name.clone(), serving.clone());
+        Arc::new(move |p, s| {
+            if watchdog {
+                systemd::watchdog();
+            }
+            let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
+            let owned = serving.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let owning = match owned.is_empty() {
+                true => "standby".to_owned(),
+                false => format!("owner of partitions {owned:?}"),
+            };
+            systemd::status(&format!(
+                "{owning} ({name}); standing by for partition {p}: log entry {}, owner {owner}",
+                s.entry
+            ));
+        })
+    };
+    let dir_of: Arc<dyn Fn(u32) -> std::path::PathBuf + Send + Sync> = {
+        let config = config.clone();
+        Arc::new(move |p| config.partition_copy(p))
+    };
+    let mut takeovers = node.stand_by_all(StandBy {
+        partitions: (0..partitions).collect(),
+        dir_of,
+        segment_bytes: config.journal.segment_mib << 20,
+        standing,
+        prepare,
+        max_owned: config.cluster.max_partitions.unwrap_or(partitions) as usize,
+    });
+    let mut relay = Some(relay);
+    // The engines serving, each with how it is stopped and reloaded.
+    let mut running: std::collections::BTreeMap<u32, Running> = Default::default();
+    let mut ended = tokio::task::JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            t = takeovers.recv() => {
+                let taken = match t {
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => break Err(cluster(e.to_string())),
+                    None => break Err(cluster("the standbys stopped".into())),
+                };
+                let p = taken.partition;
+                if direct {
+                    // The engine takes the gateways itself, on the same listeners.
+                    if let Some(r) = relay.take() {
+                        stop_relay(r).await;
+                    }
+                }
+                let listener = listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&p)
+                    .and_then(|e| e.listener.take().map(|l| (l, e.bound, e.advertised.clone())));
+                if !direct && listener.is_none() {
+                    // Bound when it was claimed; gone: refused rather than served unreachable.
+                    break Err(cluster(format!("partition {p}: the engine's listener is not bound")));
+                }
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+                let partition = Partition {
+                    config: config.clone(),
+                    node: node.clone(),
+                    taken: taken.takeover,
+                    listener,
+                    admin: admin.as_ref().map(|(_, slot, credentials)| (slot.clone(), credentials.clone())),
+                    owners: owners_of(Some(p)),
+                    engine_tx: engine_tx.clone(),
+                };
+                serving.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
+                super::admin::metrics::show_partition(p, true);
+                let set_log_level = set_log_level.clone();
+                ended.spawn(async move {
+                    let end = serve_partition(p, partition, stopped, reload_rx, set_log_level).await;
+                    (p, end)
+                });
+                running.insert(p, Running { stop, reload: reload_tx, given_back: taken.given_back });
+            }
+            Some(done) = ended.join_next() => {
+                let (p, end) = match done {
+                    Ok(d) => d,
+                    Err(e) => break Err(cluster(format!("an engine failed: {e}"))),
+                };
+                serving.lock().unwrap_or_else(|p| p.into_inner()).remove(&p);
+                super::admin::metrics::show_partition(p, false);
+                engine_tx.send_modify(|e| { e.remove(&p); });
+                let Some(r) = running.remove(&p) else { continue };
+                if direct {
+                    // The node's listeners were the engine's: it starts again, as a standby.
+                    break match end {
+                        Ended::Stopped => Ok(()),
+                        Ended::Deposed => Err(ServerError::Deposed),
+                        Ended::HandedOver(to) => Err(ServerError::HandedOver(to)),
+                        Ended::Failed(e) => Err(e),
+                    };
+                }
+                match end {
+                    Ended::Failed(e) => break Err(e),
+                    Ended::Deposed => tracing::warn!(partition = p, "deposed: standing by for the partition again"),
+                    Ended::HandedOver(to) => info!(partition = p, to, "handed over: standing by for the partition again"),
+                    Ended::Stopped => {}
+                }
+                let _ = r.given_back.send(());
+            }
+            Some(load) = reloads.recv() => {
+                // Read once; each engine takes the same configuration.
+                let loaded = load();
+                for r in running.values() {
+                    let loaded = loaded.clone();
+                    let _ = r.reload.send(Box::new(move || loaded));
+                }
+            }
         }
-        let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
-        systemd::status(&format!(
-            "standby ({name}): partition {p}: log entry {}, owner {owner}",
-            s.entry
-        ));
     };
-    let all: Vec<u32> = (0..partitions).collect();
-    let stand_by = node.stand_by_any(&all, |p| config.partition_copy(p), segment_bytes, standing);
-    let (partition, takeover) = tokio::select! {
-        t = stand_by => t.map_err(|e| cluster(e.to_string()))?,
-        _ = &mut shutdown => {
-            info!(node = %name, "stopped while standing by");
-            stop_relay(relay).await;
-            node.forget().await;
-            background.iter().for_each(|t| t.abort());
-            stop_admin();
-            return Ok(());
+    // The router's gateways go to other nodes first: theirs reach these engines while they
+    // still hold their leases.
+    if let Some(r) = relay.take() {
+        stop_relay(r).await;
+    }
+    drop(takeovers);
+    for (_, r) in std::mem::take(&mut running) {
+        let _ = r.stop.send(());
+    }
+    let mut deposed = false;
+    while let Some(done) = ended.join_next().await {
+        if let Ok((_, Ended::Deposed)) = done {
+            deposed = true;
         }
+    }
+    background.iter().for_each(|t| t.abort());
+    stop_admin();
+    node.forget().await;
+    match outcome {
+        Ok(()) if deposed && direct => Err(ServerError::Deposed),
+        Ok(()) => {
+            info!(node = %name, "stopped");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// An engine's own listener, bound when its partition is claimed.
+struct EngineListener {
+    /// Taken by the engine when it serves (bound again at the next claim after it stops).
+    listener: Option<tokio::net::TcpListener>,
+    bound: std::net::SocketAddr,
+    /// Where other nodes reach it, as the lease names it.
+    advertised: String,
+}
+
+/// Binds the listener of this node's engine of `partition`.
+fn bind_engine(config: &Config, partition: u32) -> Result<EngineListener, ServerError> {
+    let (at, advertised) = config.engine_of(partition)?;
+    let listen = |source| ServerError::Listen {
+        transport: "tcp",
+        addr: at.to_string(),
+        source,
     };
-    // It stands by for the others no more.
-    node.forget_all_but(Some(partition)).await;
-    let relay = if direct {
-        // The engine takes the gateways itself, on the same listeners.
-        stop_relay(relay).await;
-        None
-    } else {
-        Some(relay)
-    };
+    let l = ocf_transport::tcp::listen(at).map_err(listen)?;
+    let bound = l.local_addr().map_err(listen)?;
+    Ok(EngineListener {
+        listener: Some(l),
+        bound,
+        advertised: advertised.unwrap_or_else(|| bound.to_string()),
+    })
+}
+
+/// An engine serving: how it is stopped, reloaded, and how its partition is given back.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    reload: tokio::sync::mpsc::UnboundedSender<LoadConfig>,
+    given_back: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How an engine stopped serving its partition.
+enum Ended {
+    /// Asked to (the node stops): the lease was given up.
+    Stopped,
+    /// Another node took the lease.
+    Deposed,
+    /// Handed over on purpose (a drain), to the node named or any standby.
+    HandedOver(String),
+    /// It could not serve.
+    Failed(ServerError),
+}
+
+/// What an engine serves its partition with.
+struct Partition {
+    config: Config,
+    node: Arc<Node>,
+    taken: ocf_cluster::node::Takeover,
+    /// Its own listener (bound, where it is reached, as the lease names it); none: the
+    /// node's listeners (one partition).
+    listener: Option<(tokio::net::TcpListener, std::net::SocketAddr, String)>,
+    admin: Option<(super::admin::Slot, Credentials)>,
+    owners: super::admin::forward::Owners,
+    engine_tx: tokio::sync::watch::Sender<std::collections::BTreeMap<u32, std::net::SocketAddr>>,
+}
+
+/// Serves `partition` from its takeover until `stop` fires, the lease is lost or a drain
+/// hands it over: its journal and account changes replicated, its snapshots published, its
+/// lease kept, and at a clean end the log given the last records before the lease goes.
+async fn serve_partition(
+    partition: u32,
+    p: Partition,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
+    set_log_level: Option<reload::SetLogLevel>,
+) -> Ended {
+    let cluster = |e: String| Ended::Failed(ServerError::Cluster(e));
+    let (config, node, takeover) = (&p.config, p.node, p.taken);
+    let name = node.name().to_owned();
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let epoch = takeover.ownership.epoch.0;
-    let replicator = Replicator::start(
+    let replicator = match Replicator::start(
         takeover.log,
         changes,
         fence.clone(),
         takeover.journal_last,
         takeover.changes_last,
-    )
-    .map_err(|e| cluster(e.to_string()))?;
+    ) {
+        Ok(r) => r,
+        Err(e) => return cluster(e.to_string()),
+    };
     // Its periodic snapshots go to the object store, and the log is cut behind them.
+    let log = match node.log(partition).await {
+        Ok(l) => l,
+        Err(e) => return cluster(e.to_string()),
+    };
     let publisher = Publisher::start(Publishing {
         snapshots: node.snapshots(),
-        log: node
-            .log(partition)
-            .await
-            .map_err(|e| cluster(e.to_string()))?,
+        log,
         cuts: replicator.cuts(),
         fence: fence.clone(),
         epoch,
@@ -283,36 +474,48 @@ pub(super) async fn serve(
     };
     // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
     // replicator's task.
-    let (engine, engine_addr) = engine.unzip();
+    let (engine, engine_addr, advertised) = match p.listener {
+        Some((l, bound, advertised)) => (Some(l), Some(bound), Some(advertised)),
+        None => (None, None, None),
+    };
     let cfg = engine_config(config, partition, engine_addr);
     let bind = super::PartitionBind {
         replication,
         engine,
-        credentials: admin
+        credentials: p
+            .admin
             .as_ref()
-            .map(|(_, _, (token, tokens))| (token.clone(), tokens.clone())),
+            .map(|(_, (token, tokens))| (token.clone(), tokens.clone())),
     };
-    let mut server = tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind)))
-        .await
-        .map_err(|e| cluster(format!("opening the partition: {e}")))??;
+    let opened =
+        tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind))).await;
+    let mut server = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            lease.abort();
+            return Ended::Failed(e);
+        }
+        Err(e) => {
+            lease.abort();
+            return cluster(format!("opening the partition: {e}"));
+        }
+    };
     let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
-    server.admin_slot = admin.as_ref().map(|(_, slot, _)| slot.clone());
+    server.admin_slot = p.admin.as_ref().map(|(slot, _)| slot.clone());
     server.on_snapshot = Some(Arc::new(move |t| publisher.taken(t)));
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
         partition,
-        partitions,
-        owners: owners_of(Some(partition)),
+        partitions: config.cluster.partitions.max(1),
+        owners: p.owners,
         drain,
     }));
     let advertised = match engine_addr {
         Some(a) => {
-            let _ = engine_tx.send(Some((partition, a)));
-            config
-                .cluster
-                .advertise_diameter
-                .clone()
-                .unwrap_or_else(|| a.to_string())
+            p.engine_tx.send_modify(|e| {
+                e.insert(partition, a);
+            });
+            advertised.unwrap_or_else(|| a.to_string())
         }
         None => {
             // Its own listeners: named in the lease from the next renewal on.
@@ -331,9 +534,10 @@ pub(super) async fn serve(
         }
     };
     let store = server.shared.store.clone();
-    replicator
-        .attach(store.clone())
-        .map_err(|e| cluster(e.to_string()))?;
+    if let Err(e) = replicator.attach(store.clone()) {
+        lease.abort();
+        return cluster(e.to_string());
+    }
     info!(node = %name, partition, engine = %advertised, "serving the partition");
     // The node table says who owns the partition and how far the log is.
     let reporter = {
@@ -349,34 +553,28 @@ pub(super) async fn serve(
     let deposed = Arc::new(AtomicBool::new(false));
     // A drain asked for through the admin API: to whom (None: any standby).
     let drained: Arc<std::sync::Mutex<Option<Option<String>>>> = Arc::default();
-    let stop = {
+    let stopping = {
         let (deposed, drained) = (deposed.clone(), drained.clone());
-        let lease = &mut lease;
+        // Borrowed: the replicator goes on after the stop, for the stop's last records.
+        let (lease, replicator) = (&mut lease, &replicator);
         async move {
             tokio::select! {
-                _ = &mut shutdown => {}
+                _ = stop => {}
                 _ = replicator.deposed() => deposed.store(true, Ordering::Release),
                 _ = lease => deposed.store(true, Ordering::Release),
                 Some(to) = drains.recv() => {
-                    info!(to = ?to, "draining: handing the partition over");
+                    info!(partition, to = ?to, "draining: handing the partition over");
                     *drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
                 }
             }
-            // The router's gateways go to other nodes first: theirs reach this engine while
-            // it still holds the lease.
-            if let Some(relay) = relay {
-                stop_relay(relay).await;
-            }
         }
     };
-    server.serve(stop, reloads, set_log_level).await;
+    server.serve(stopping, reloads, set_log_level).await;
     reporter.abort();
-    background.iter().for_each(|t| t.abort());
-    stop_admin();
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
-        node.forget().await;
-        return Err(ServerError::Deposed);
+        lease.abort();
+        return Ended::Deposed;
     }
     // A clean stop: the log gets what the stop wrote, then the lease is given up so that a
     // standby takes over at once.
@@ -391,18 +589,15 @@ pub(super) async fn serve(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(replicator);
     let drained = drained.lock().unwrap_or_else(|p| p.into_inner()).take();
     let _ = release.send(drained.clone().flatten());
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
-    node.forget().await;
     match drained {
-        // Handed over on purpose: the unit restarts this node, as a standby.
         Some(to) => {
-            Err(ServerError::HandedOver(to.unwrap_or_else(|| {
-                "whichever standby claims it first".into()
-            })))
+            Ended::HandedOver(to.unwrap_or_else(|| "whichever standby claims it first".into()))
         }
-        None => Ok(()),
+        None => Ended::Stopped,
     }
 }
 

@@ -610,6 +610,10 @@ impl Server {
         // The admin routes first: in a cluster node they take over its admin listener, and
         // whoever sees "listening" below may ask them at once.
         let admin_slot = self.admin_slot.take();
+        let serving = self.config.serving.unwrap_or(0);
+        // One of a node's engines: the node tells systemd how it is (it may own several
+        // partitions, and goes on when one of them is handed over).
+        let notify = self.cluster.as_ref().is_none_or(|c| c.partitions <= 1);
         let admin = self
             .admin
             .take()
@@ -624,8 +628,8 @@ impl Server {
                     peers: self.shared.peers.clone(),
                     cluster: self.cluster.clone(),
                 };
-                if let Some(slot) = admin_slot {
-                    slot.store(Arc::new(admin::router(state)));
+                if let Some(slot) = &admin_slot {
+                    slot.serve_partition(serving, admin::router(state));
                     return None;
                 }
                 let l = l?;
@@ -718,6 +722,12 @@ impl Server {
         };
         // The outbox stays bounded: a pass a minute removes what is old and taken by every
         // webhook, or past the size bound.
+        // A node's engine's series are labelled with its partition (it may have several).
+        let labelled = self.config.serving.filter(|_| !notify);
+        let outbox_label: Vec<(&'static str, String)> = labelled
+            .map(|p| ("partition", p.to_string()))
+            .into_iter()
+            .collect();
         let outbox = {
             let dir = self.config.partition_dir().join("events");
             let events = self.config.events.clone();
@@ -741,7 +751,8 @@ impl Server {
                     .await;
                     match pruned {
                         Ok(Ok(p)) => {
-                            metrics::gauge!("ocfd_events_outbox_bytes").set(p.bytes as f64);
+                            metrics::gauge!("ocfd_events_outbox_bytes", &outbox_label)
+                                .set(p.bytes as f64);
                             if p.undelivered > 0 {
                                 metrics::counter!("ocfd_events_dropped_total")
                                     .increment(p.undelivered);
@@ -760,7 +771,7 @@ impl Server {
         // Supervision: expired reservations return to the pool, silent sessions are closed,
         // gauges are refreshed and the metrics recorder's upkeep runs (once a second).
         let store = self.shared.store.clone();
-        let gauges = admin::Gauges::new();
+        let gauges = admin::Gauges::new(labelled);
         let shed = self.shared.shed.clone();
         let not_durable = self.shared.not_durable.clone();
         let (connections, requests) = (
@@ -789,7 +800,9 @@ impl Server {
             shared.requests.load(Ordering::Relaxed),
             shared.shed.load(Ordering::Relaxed) + store.refused(),
         );
-        systemd::ready(&status());
+        if notify {
+            systemd::ready(&status());
+        }
         let watchdog_every = systemd::watchdog_interval();
         let peers = self.shared.peers.clone();
         let sy = self.shared.sy.clone();
@@ -865,7 +878,9 @@ impl Server {
                         false,
                     ));
                 }
-                systemd::status(&status());
+                if notify {
+                    systemd::status(&status());
+                }
                 tracing::debug!("supervision tick");
                 if sum.expired_reservations > 0 || sum.closed_sessions > 0 {
                     info!(
@@ -900,10 +915,16 @@ impl Server {
                     })
                 });
         shutdown.await;
-        systemd::stopping(&format!(
-            "stopping: DPR to {} peers",
-            connections.load(Ordering::Relaxed)
-        ));
+        if notify {
+            systemd::stopping(&format!(
+                "stopping: DPR to {} peers",
+                connections.load(Ordering::Relaxed)
+            ));
+        }
+        // The node's admin requests go to its other engines, or its standby routes.
+        if let Some(slot) = &admin_slot {
+            slot.stop_partition(serving);
+        }
         supervisor.abort();
         outbox.abort();
         if let Some(a) = &admin {

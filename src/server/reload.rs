@@ -20,7 +20,7 @@ use ocf_charging::engine::ChargingConfig;
 use super::{Shared, dispatch, live_settings, recovery, systemd};
 
 /// Applies a new log filter (e.g. "info,ocf::server=debug"); an error if it does not parse.
-pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type SetLogLevel = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Reloads a running server.
 pub struct Reloader {

@@ -67,8 +67,9 @@ pub struct Leases {
     kv: kv::Store,
     node: String,
     ttl_ms: i64,
-    /// The Diameter address its leases name, once it serves.
-    diameter: std::sync::Mutex<Option<String>>,
+    /// The Diameter address its leases name, once it serves: the node's, and each
+    /// partition's own (its engine's listener) where it has one.
+    diameter: std::sync::Mutex<(Option<String>, std::collections::BTreeMap<u32, String>)>,
     /// The admin API address its leases name.
     admin: std::sync::Mutex<Option<String>>,
 }
@@ -123,7 +124,7 @@ impl Leases {
             kv,
             node: node.to_owned(),
             ttl_ms,
-            diameter: std::sync::Mutex::new(None),
+            diameter: std::sync::Mutex::new(Default::default()),
             admin: std::sync::Mutex::new(None),
         })
     }
@@ -131,7 +132,17 @@ impl Leases {
     /// Names `addr` as where this node takes Diameter connections, from its next claim or
     /// renewal on.
     pub fn advertise(&self, addr: &str) {
-        *self.diameter.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+        self.diameter.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(addr.to_owned());
+    }
+
+    /// Names `addr` as where this node takes Diameter connections for `partition` (its
+    /// engine's own listener), from its next claim or renewal of that lease on.
+    pub fn advertise_for(&self, partition: u32, addr: &str) {
+        self.diameter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .insert(partition, addr.to_owned());
     }
 
     /// Names `addr` as this node's admin API, from its next claim or renewal on.
@@ -139,15 +150,15 @@ impl Leases {
         *self.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     }
 
-    fn value(&self, now_ms: i64) -> bytes::Bytes {
+    fn value(&self, partition: u32, now_ms: i64) -> bytes::Bytes {
+        let diameter = {
+            let d = self.diameter.lock().unwrap_or_else(|p| p.into_inner());
+            d.1.get(&partition).or(d.0.as_ref()).cloned()
+        };
         let h = Holder {
             node: self.node.clone(),
             until_ms: now_ms.saturating_add(self.ttl_ms),
-            diameter: self
-                .diameter
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            diameter,
             admin: self.admin.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             next: None,
         };
@@ -243,7 +254,11 @@ impl Leases {
             reason: e,
         };
         match self.holder(partition).await? {
-            None => match self.kv.create(key(partition), self.value(now_ms)).await {
+            None => match self
+                .kv
+                .create(key(partition), self.value(partition, now_ms))
+                .await
+            {
                 Ok(revision) => Ok(Claim::Taken(Epoch(revision))),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     self.lost(partition).await
@@ -256,7 +271,7 @@ impl Leases {
             Some((_, Epoch(revision))) => {
                 match self
                     .kv
-                    .update(key(partition), self.value(now_ms), revision)
+                    .update(key(partition), self.value(partition, now_ms), revision)
                     .await
                 {
                     Ok(revision) => Ok(Claim::Taken(Epoch(revision))),
@@ -291,7 +306,7 @@ impl Leases {
     ) -> Result<Option<Epoch>, LeaseError> {
         match self
             .kv
-            .update(key(partition), self.value(now_ms), epoch.0)
+            .update(key(partition), self.value(partition, now_ms), epoch.0)
             .await
         {
             Ok(revision) => Ok(Some(Epoch(revision))),

@@ -1,12 +1,13 @@
 //! One ocfd node in a cluster: connected to NATS, a standby of a partition until it takes the
 //! partition's lease, then its owner until it stops or is deposed.
 //!
-//! - [`Node::stand_by_any`] (in `standby`) follows each partition's log into a copy of its
-//!   state directory (`ocf_store::replication::Mirror`) and tries for a lease each time a
-//!   renewal of it would be due. Once it has one it takes that log over (its takeover entry
-//!   fences the previous owner off), copies what is left up to that entry, and hands back a
+//! - [`Node::stand_by_all`] (in `standby`) follows each partition's log into a copy of its
+//!   state directory (`ocf_store::replication::Mirror`) and looks at its lease each time a
+//!   renewal of it would be due. Once it wins one it takes that log over (its takeover entry
+//!   fences the previous owner off), copies what is left up to that entry, and hands over a
 //!   [`Takeover`]: the directory then opens like any state directory
-//!   (`ocf_store::recovery::open`), replaying the dead owner's journal.
+//!   (`ocf_store::recovery::open`), replaying the dead owner's journal. It goes on standing
+//!   by for the others, and for that one again once it is given back.
 //! - [`keep_lease`] renews the lease at a third of its time and keeps the store's [`Fence`]
 //!   open until the lease's end less the margin, counted from when each renewal was sent; it
 //!   returns when another node holds the lease, or gives it up when the fence was poisoned.
@@ -28,7 +29,7 @@ use crate::snapshots::{SnapshotError, Snapshots};
 use crate::status::{NodeStatus, NodeTable, Role};
 
 mod standby;
-pub use standby::{Standing, Takeover};
+pub use standby::{StandBy, Standing, Taken, Takeover, Telling};
 
 /// How a node reaches NATS and what it is called.
 #[derive(Clone, Debug)]

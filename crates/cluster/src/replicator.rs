@@ -80,6 +80,15 @@ pub struct Replicator {
     appended: Arc<std::sync::atomic::AtomicU64>,
     attach: crossbeam_channel::Sender<(Outgoing, Arc<Store>)>,
     cuts: Arc<Cuts>,
+    /// Set when it is dropped: the reader thread ends, then the appender task (a node that
+    /// gives a partition back goes on, and must not keep its store).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Replicator {
@@ -105,6 +114,8 @@ impl Replicator {
         let cuts = Arc::new(Cuts::default());
         cuts.appended(log.last(), journal_last, changes_last);
         let store_too = store.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         std::thread::Builder::new()
             .name(format!("ocfd-replica-{partition}"))
             .spawn(move || {
@@ -113,8 +124,8 @@ impl Replicator {
                     changes,
                     store_too,
                     work_tx,
-                    max_bytes,
-                    journal_last,
+                    (max_bytes, journal_last),
+                    &stopped,
                 )
             })?;
         tokio::spawn(append(
@@ -131,6 +142,7 @@ impl Replicator {
             attach,
             appended,
             cuts,
+            stop,
         })
     }
 
@@ -169,9 +181,10 @@ fn read(
     changes: Changes,
     store: Arc<OnceLock<Arc<Store>>>,
     work: mpsc::Sender<Work>,
-    max_bytes: usize,
-    journal_last: u64,
+    (max_bytes, journal_last): (usize, u64),
+    stop: &std::sync::atomic::AtomicBool,
 ) {
+    let stopped = || stop.load(std::sync::atomic::Ordering::Acquire);
     let Changes { rx: changes, wake } = changes;
     let mut outgoing = loop {
         crossbeam_channel::select! {
@@ -211,6 +224,9 @@ fn read(
                     if upto.is_none() {
                         return Ok(true);
                     }
+                    if stopped() {
+                        return Err(());
+                    }
                     // A change's records are queued but not yet written: wait for the writer.
                     outgoing.wait(Duration::from_millis(100));
                 }
@@ -239,7 +255,7 @@ fn read(
             Ok(true) => {}
             Ok(false) | Err(()) => return,
         }
-        if work.is_closed() {
+        if work.is_closed() || stopped() {
             return;
         }
         // Until the writer writes more or a change comes in.

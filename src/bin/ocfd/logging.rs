@@ -63,7 +63,7 @@ pub(crate) fn init(cfg: &Config) -> ocf::server::reload::SetLogLevel {
         LogFormat::Text => fmt.with_ansi(false).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(fmt).init();
-    Box::new(move |level: &str| {
+    std::sync::Arc::new(move |level: &str| {
         let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(f).map_err(|e| e.to_string())
     })

@@ -133,14 +133,48 @@ struct Drain {
     to: Option<String>,
 }
 
+/// The partition a drain names (`?partition=N`; none: the node's one).
+#[derive(Debug, Default)]
+struct DrainAt {
+    partition: Option<u32>,
+}
+
+impl DrainAt {
+    fn from_query(query: Option<&str>) -> Result<DrainAt, String> {
+        let mut at = DrainAt::default();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("partition", n)) => {
+                    at.partition = Some(
+                        n.parse()
+                            .map_err(|_| format!("partition: '{n}' is not a partition number"))?,
+                    );
+                }
+                _ => return Err(format!("'{pair}': a drain takes ?partition=N only")),
+            }
+        }
+        Ok(at)
+    }
+}
+
 /// A standby's entry older than this is not one to hand the partition to.
 const FRESH_MS: i64 = 10_000;
 
 /// `POST /v1/cluster/drain`: this node (the owner) stops, its log takes the stop's records, and
 /// the lease goes to the node named (which may take it at once; any other standby only after
-/// the lease time) or to any standby. The node then starts again as a standby (exit 75).
-async fn drain(State(s): State<AdminState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+/// the lease time) or to any standby. The node then stands by for it again (with one
+/// partition: starts again as a standby, exit 75).
+async fn drain(
+    State(s): State<AdminState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
+    let at = DrainAt::from_query(query.as_deref()).map_err(bad)?;
     let d: Drain = if body.iter().all(u8::is_ascii_whitespace) {
         Drain::default()
     } else {
@@ -152,6 +186,25 @@ async fn drain(State(s): State<AdminState>, body: axum::body::Bytes) -> Result<R
             "not a cluster node: there is no partition to hand over".into(),
         ));
     };
+    // The node's admin listener sends a request naming a partition to its engine: another
+    // answers only if the node owns that one partition.
+    let owned: Vec<u32> = c.owners.local.load().keys().copied().collect();
+    match at.partition {
+        Some(p) if p != c.partition => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "this node does not own partition {p} (it owns {owned:?}): ask its owner (ocfctl cluster)"
+                ),
+            ));
+        }
+        None if owned.len() > 1 => {
+            return Err(bad(format!(
+                "this node owns partitions {owned:?}: name the one to hand over (?partition=N, ocfctl cluster drain --partition N)"
+            )));
+        }
+        _ => {}
+    }
     let status = look(&c).await?;
     let fresh_standby = |name: &str| {
         status.nodes.iter().any(|n| {
@@ -190,7 +243,7 @@ async fn drain(State(s): State<AdminState>, body: axum::body::Bytes) -> Result<R
         .map_err(|_| ApiError(StatusCode::CONFLICT, "a drain is already under way".into()))?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "draining": true, "to": d.to })),
+        axum::Json(serde_json::json!({ "draining": true, "partition": c.partition, "to": d.to })),
     )
         .into_response())
 }

@@ -23,13 +23,19 @@ const ASK_AT_ONCE: usize = 16;
 /// How long the owner may take to answer.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The admin routes of this node's engines, by the partition each serves.
+pub type Local = std::sync::Arc<arc_swap::ArcSwap<std::collections::BTreeMap<u32, axum::Router>>>;
+
 /// Which node owns each partition, as this node follows the leases.
 #[derive(Clone)]
 pub struct Owners {
     pub node: String,
     pub partitions: u32,
-    /// The partition this node's engine owns (none: a standby).
+    /// The partition of the engine these routes are (none: the node's standby routes).
     pub own: Option<u32>,
+    /// This node's engines: a request about one of their tenants is answered here, by the
+    /// engine of its partition, without a hop over HTTP.
+    pub local: Local,
     pub holders: watch::Receiver<Vec<Option<Holder>>>,
 }
 
@@ -109,30 +115,54 @@ fn answered(a: crate::ctl::http::Answer) -> Response {
     r
 }
 
+/// Asks `routes` (an engine of this node) `req`, as a request another node forwarded: it is
+/// not sent on again.
+async fn ask_here(routes: axum::Router, mut req: Request, by: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(by) {
+        req.headers_mut().insert(FORWARDED, v);
+    }
+    match tower_service::Service::call(&mut routes.clone(), req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// An answer of this node's engine, as an owner's over HTTP reads.
+async fn here_answer(r: Response) -> crate::ctl::http::Answer {
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = to_bytes(r.into_body(), 64 << 20).await.unwrap_or_default();
+    crate::ctl::http::Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        content_type,
+    }
+}
+
 impl Owners {
-    /// Where a request about `tenant` goes: none if this node owns its partition (or there is
-    /// one partition); else the partition and its owner's admin address, if known.
-    fn elsewhere(&self, tenant: &str) -> Option<(u32, Option<(String, String)>)> {
-        let p = partition_of(tenant, self.partitions);
-        if self.partitions <= 1 || self.own == Some(p) {
-            return None;
-        }
-        let owner = self
-            .holders
+    /// The owner of `partition` as the lease names it: its node and admin address.
+    fn owner(&self, partition: u32) -> Option<(String, String)> {
+        self.holders
             .borrow()
-            .get(p as usize)
+            .get(partition as usize)
             .cloned()
             .flatten()
-            .and_then(|h| Some((h.node, h.admin?)));
-        Some((p, owner))
+            .and_then(|h| Some((h.node, h.admin?)))
     }
 
-    /// The request, answered here (`Ok`, given back with its body read) or by the owner of
-    /// its tenant's partition (`Err`, that owner's answer, or why it could not be asked).
+    /// The request, answered here (`Ok`, given back with its body read), or by the engine of
+    /// its tenant's partition on this node or the owner's elsewhere (`Err`, that answer, or
+    /// why the owner could not be asked). A request another node sent on is never sent on
+    /// again: it is answered here, by this node's engine of its partition if it has one.
     pub(super) async fn route(&self, req: Request) -> Result<Request, Response> {
-        if req.headers().contains_key(FORWARDED) || self.partitions <= 1 {
+        if self.partitions <= 1 {
             return Ok(req);
         }
+        let forwarded = req.headers().contains_key(FORWARDED);
         let (head, body) = req.into_parts();
         let body = to_bytes(body, MAX_BODY).await.map_err(|_| {
             ApiError(
@@ -151,9 +181,27 @@ impl Owners {
         let Some(tenant) = tenant_of(path.split('?').next().unwrap_or_default(), &body) else {
             return Ok(Request::from_parts(head, Body::from(body)));
         };
-        let Some((partition, owner)) = self.elsewhere(&tenant) else {
+        let partition = partition_of(&tenant, self.partitions);
+        if self.own == Some(partition) {
             return Ok(Request::from_parts(head, Body::from(body)));
-        };
+        }
+        if let Some(routes) = self.local.load().get(&partition).cloned() {
+            let mut head = head;
+            head.uri = path.parse().unwrap_or(head.uri);
+            // As a new request: the path parameters this node's routes matched are not the
+            // engine's.
+            head.extensions = Default::default();
+            return Err(ask_here(
+                routes,
+                Request::from_parts(head, Body::from(body)),
+                &self.node,
+            )
+            .await);
+        }
+        if forwarded {
+            return Ok(Request::from_parts(head, Body::from(body)));
+        }
+        let owner = self.owner(partition);
         let token = bearer(&head.headers);
         let method = head.method.as_str().to_owned();
         let text = String::from_utf8(body.to_vec()).ok();
@@ -163,29 +211,43 @@ impl Owners {
         Err(answered(a))
     }
 
-    /// `GET /v1/tenants` with several partitions: `own` (this node's engine's list; none on a
-    /// standby) and every other partition's, asked of its owner with the caller's `token`, as
-    /// one list by name. 503 if an owner cannot be asked: a list missing a partition would
-    /// pass for the whole.
+    /// `GET /v1/tenants` with several partitions: `own` (this engine's list; none on a
+    /// standby), this node's other engines' and every other partition's, asked of its owner
+    /// with the caller's `token`, as one list by name. 503 if an owner cannot be asked: a list
+    /// missing a partition would pass for the whole.
     pub(super) async fn all_tenants(
         &self,
         token: Option<String>,
         own: Option<Vec<serde_json::Value>>,
     ) -> Response {
-        let holders = self.holders.borrow().clone();
+        let local = self.local.load_full();
         let mut asks = tokio::task::JoinSet::new();
         // A few owners asked at a time.
         let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(ASK_AT_ONCE));
         for p in (0..self.partitions).filter(|p| Some(*p) != self.own) {
-            let owner = holders
-                .get(p as usize)
-                .cloned()
-                .flatten()
-                .and_then(|h| Some((h.node, h.admin?)));
             let (me, token, turns) = (self.clone(), token.clone(), turns.clone());
+            if let Some(routes) = local.get(&p).cloned() {
+                asks.spawn(async move {
+                    let mut req = Request::get("/v1/tenants")
+                        .body(Body::empty())
+                        .unwrap_or_default();
+                    if let Some(v) =
+                        token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+                    {
+                        req.headers_mut().insert(header::AUTHORIZATION, v);
+                    }
+                    (
+                        p,
+                        Ok(here_answer(ask_here(routes, req, &me.node).await).await),
+                    )
+                });
+                continue;
+            }
+            let owner = self.owner(p);
             asks.spawn(async move {
                 let _turn = turns.acquire_owned().await;
-                let what = ("GET".to_owned(), "/v1/tenants".to_owned(), None);
+                // The owner may serve several partitions: this one's list is asked for.
+                let what = ("GET".to_owned(), format!("/v1/tenants?partition={p}"), None);
                 (p, me.ask(p, owner, "its tenants", what, token).await)
             });
         }

@@ -52,6 +52,43 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Partitions this node served and gave back: their series (labelled `partition`) stay in the
+/// recorder, which cannot remove one, but are not shown (a gauge of a partition another node
+/// owns now would read as this node's, and alert).
+static GIVEN_BACK: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Shows `partition`'s series (this node serves it) or hides them (it gave it back).
+pub fn show_partition(partition: u32, shown: bool) {
+    let mut hidden = GIVEN_BACK.lock().unwrap_or_else(|p| p.into_inner());
+    if shown {
+        hidden.remove(&partition);
+    } else {
+        hidden.insert(partition);
+    }
+}
+
+/// `rendered` without the series of partitions given back.
+pub fn without_given_back(rendered: String) -> String {
+    let hidden: Vec<String> = GIVEN_BACK
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|p| format!("partition=\"{p}\""))
+        .collect();
+    if hidden.is_empty() {
+        return rendered;
+    }
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.lines() {
+        if line.starts_with('#') || !hidden.iter().any(|h| line.contains(h.as_str())) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The HELP text of every metric.
 fn describe() {
     metrics::describe_counter!(meter::REQUESTS, "Diameter requests received, by command");
@@ -284,6 +321,8 @@ pub struct Gauges {
     events_synced: Gauge,
     last_pass: Gauge,
     pub watchdog_withheld: Counter,
+    /// Every series' labels (a cluster node's engine: its partition).
+    labels: Vec<(&'static str, String)>,
 }
 
 /// Enterprises (trees of more than one node) shown with per-tenant gauges, at most: a
@@ -291,39 +330,47 @@ pub struct Gauges {
 const MAX_TENANT_SERIES: usize = 1000;
 
 impl Gauges {
-    pub fn new() -> Self {
+    /// The engine's gauges; `partition`: one of a cluster node's engines, whose series are
+    /// labelled with its partition (a node may have several).
+    pub fn new(partition: Option<u32>) -> Self {
         let _ = prometheus();
+        let labels: Vec<(&'static str, String)> = partition
+            .map(|p| ("partition", p.to_string()))
+            .into_iter()
+            .collect();
         // Shown at 0 from the start, so that an alert on its increase sees the first drop.
         metrics::counter!("ocfd_events_dropped_total").absolute(0);
         Gauges {
-            journal_lag: metrics::gauge!("ocfd_journal_lag_records"),
-            journal_written: metrics::gauge!("ocfd_journal_written_sequence"),
-            journal_synced: metrics::gauge!("ocfd_journal_synced_sequence"),
-            journal_errors: metrics::gauge!("ocfd_journal_errors"),
-            sessions: metrics::gauge!("ocfd_sessions_open"),
-            reservations: metrics::gauge!("ocfd_reservations_open"),
-            shed: metrics::counter!("ocfd_overload_shed_total"),
-            journal_refused: metrics::counter!("ocfd_overload_journal_refused_total"),
-            service: metrics::gauge!("ocfd_overload_service_seconds"),
-            reduction: metrics::gauge!("ocfd_doic_reduction_percent"),
-            olr_sent: metrics::counter!("ocfd_doic_olr_sent_total"),
-            journal_failing: metrics::gauge!("ocfd_journal_failing"),
-            not_durable: metrics::counter!("ocfd_answers_not_durable_total"),
-            reports_refused: metrics::counter!("ocfd_usage_reports_refused_total"),
-            usage_errors: metrics::gauge!("ocfd_usage_record_errors"),
-            usage_synced: metrics::gauge!("ocfd_usage_records_synced_sequence"),
-            events: metrics::counter!("ocfd_events_total"),
-            events_errors: metrics::gauge!("ocfd_events_errors"),
-            events_synced: metrics::gauge!("ocfd_events_synced_sequence"),
-            last_pass: metrics::gauge!(SUPERVISION_LAST_PASS),
-            watchdog_withheld: metrics::counter!(WATCHDOG_WITHHELD),
+            journal_lag: metrics::gauge!("ocfd_journal_lag_records", &labels),
+            journal_written: metrics::gauge!("ocfd_journal_written_sequence", &labels),
+            journal_synced: metrics::gauge!("ocfd_journal_synced_sequence", &labels),
+            journal_errors: metrics::gauge!("ocfd_journal_errors", &labels),
+            sessions: metrics::gauge!("ocfd_sessions_open", &labels),
+            reservations: metrics::gauge!("ocfd_reservations_open", &labels),
+            shed: metrics::counter!("ocfd_overload_shed_total", &labels),
+            journal_refused: metrics::counter!("ocfd_overload_journal_refused_total", &labels),
+            service: metrics::gauge!("ocfd_overload_service_seconds", &labels),
+            reduction: metrics::gauge!("ocfd_doic_reduction_percent", &labels),
+            olr_sent: metrics::counter!("ocfd_doic_olr_sent_total", &labels),
+            journal_failing: metrics::gauge!("ocfd_journal_failing", &labels),
+            not_durable: metrics::counter!("ocfd_answers_not_durable_total", &labels),
+            reports_refused: metrics::counter!("ocfd_usage_reports_refused_total", &labels),
+            usage_errors: metrics::gauge!("ocfd_usage_record_errors", &labels),
+            usage_synced: metrics::gauge!("ocfd_usage_records_synced_sequence", &labels),
+            events: metrics::counter!("ocfd_events_total", &labels),
+            events_errors: metrics::gauge!("ocfd_events_errors", &labels),
+            events_synced: metrics::gauge!("ocfd_events_synced_sequence", &labels),
+            last_pass: metrics::gauge!(SUPERVISION_LAST_PASS, &labels),
+            watchdog_withheld: metrics::counter!(WATCHDOG_WITHHELD, &labels),
+            labels,
         }
     }
 
     /// Each webhook endpoint's counters, labelled with its name.
     pub fn webhooks(&self, hooks: &[(String, Arc<crate::server::webhooks::Progress>)]) {
         for (name, p) in hooks {
-            let label = [("webhook", name.clone())];
+            let mut label = self.labels.clone();
+            label.push(("webhook", name.clone()));
             metrics::counter!("ocfd_webhook_delivered_total", &label)
                 .absolute(p.delivered.load(Ordering::Relaxed));
             metrics::counter!("ocfd_webhook_failures_total", &label)
@@ -363,7 +410,9 @@ impl Gauges {
                 .set(f.synced.load(Ordering::Relaxed) as f64);
         }
         for (kind, n) in store.events_by_kind() {
-            metrics::counter!("ocfd_events_made_total", "kind" => kind).absolute(n);
+            let mut label = self.labels.clone();
+            label.push(("kind", kind.to_owned()));
+            metrics::counter!("ocfd_events_made_total", &label).absolute(n);
         }
         if let Some(f) = store.event_log().and_then(|u| u.following()) {
             self.events.absolute(f.lines.load(Ordering::Relaxed));
@@ -451,6 +500,6 @@ impl Gauges {
 
 impl Default for Gauges {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }

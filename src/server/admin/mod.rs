@@ -284,7 +284,8 @@ async fn ready(State(state): State<AdminState>) -> Response {
 
 /// `/metrics`: everything the recorder holds (every metric goes through the `metrics` crate).
 async fn render_metrics() -> Response {
-    let out = prometheus().map(|h| h.render()).unwrap_or_default();
+    let out =
+        self::metrics::without_given_back(prometheus().map(|h| h.render()).unwrap_or_default());
     (
         [(
             header::CONTENT_TYPE,

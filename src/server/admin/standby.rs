@@ -1,11 +1,12 @@
 //! A cluster node's admin listener, which it serves for its whole life: while the node owns no
 //! partition, health, `/metrics` (its router's counts among them) and `/v1/cluster` (every
-//! partition's owner and each node's lag) for operators; once its engine serves a partition,
-//! the engine's admin routes ([`super::router`]), swapped in whole ([`Slot`]).
+//! partition's owner and each node's lag) for operators; while its engines serve partitions,
+//! their admin routes ([`super::router`]): a request naming a partition (`?partition=N`) goes
+//! to that partition's engine, any other to the engine of the lowest partition, which sends a
+//! request about a tenant on to its partition's engine, here or on its owner ([`Front`]).
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -15,8 +16,50 @@ use ocf_cluster::node::Node;
 
 use super::{ApiError, access};
 
-/// The routes the node's admin listener serves now.
-pub type Slot = Arc<ArcSwap<Router>>;
+/// The routes the node's admin listener serves now: its engines', else a standby's.
+pub struct Front {
+    standby: Router,
+    /// The node's engines' routes, by partition (shared with their [`super::forward::Owners`]).
+    pub engines: super::forward::Local,
+}
+
+pub type Slot = Arc<Front>;
+
+impl Front {
+    /// The engine serving `partition` takes the node's admin requests from now on.
+    pub fn serve_partition(&self, partition: u32, routes: Router) {
+        self.engines.rcu(|e| {
+            let mut e = (**e).clone();
+            e.insert(partition, routes.clone());
+            e
+        });
+    }
+
+    /// The engine serving `partition` stopped.
+    pub fn stop_partition(&self, partition: u32) {
+        self.engines.rcu(|e| {
+            let mut e = (**e).clone();
+            e.remove(&partition);
+            e
+        });
+    }
+
+    /// The routes for `req`: the engine of the partition it names (`?partition=N`), else the
+    /// lowest partition's, else a standby's.
+    fn routes(&self, req: &Request) -> Router {
+        let engines = self.engines.load();
+        let named = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("partition="))
+                .and_then(|n| n.parse::<u32>().ok())
+        });
+        named
+            .and_then(|p| engines.get(&p))
+            .or_else(|| engines.values().next())
+            .cloned()
+            .unwrap_or_else(|| self.standby.clone())
+    }
+}
 
 /// What a standby's routes need.
 #[derive(Clone)]
@@ -44,6 +87,7 @@ pub fn slot(
         token: token.into(),
         tokens,
     };
+    let engines = state.owners.local.clone();
     let routes = Router::new()
         .route("/metrics", get(super::render_metrics))
         .route("/health", get(|| async { "ok\n" }))
@@ -52,14 +96,17 @@ pub fn slot(
         .route("/v1/cluster/peers", get(peers))
         .fallback(elsewhere)
         .with_state(state);
-    Arc::new(ArcSwap::from_pointee(routes))
+    Arc::new(Front {
+        standby: routes,
+        engines,
+    })
 }
 
-/// Serves whatever `slot` holds on `listener` until the task is dropped.
+/// Serves what `slot` holds on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, slot: Slot) {
     let addr = listener.local_addr().ok();
     let front = Router::new().fallback(move |req: Request| {
-        let mut routes = Router::clone(&slot.load());
+        let mut routes = slot.routes(&req);
         async move {
             match tower_service::Service::call(&mut routes, req).await {
                 Ok(r) => r,

@@ -3,7 +3,6 @@
 //! newer snapshots put in it), the lease claimed when it has ended, and the takeover: the
 //! takeover entry that fences the previous owner off and the rest of the log copied.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,43 +36,124 @@ pub struct Standing {
     pub owner: Option<Holder>,
 }
 
+/// A partition this node took over: the engine serves it until it gives it back.
+pub struct Taken {
+    pub partition: u32,
+    pub takeover: Takeover,
+    /// Told once the engine has stopped and let the partition's copy go: the node stands by
+    /// for the partition again (a new copy, from its snapshot and log).
+    pub given_back: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Told how a partition's standby is doing.
+pub type Telling = Arc<dyn Fn(u32, &Standing) + Send + Sync>;
+
+/// What a node stands by with (see [`Node::stand_by_all`]).
+pub struct StandBy {
+    pub partitions: Vec<u32>,
+    /// Where the copy of each partition is kept.
+    pub dir_of: Arc<dyn Fn(u32) -> PathBuf + Send + Sync>,
+    pub segment_bytes: u64,
+    /// Told how each partition's standby is doing, at each look.
+    pub standing: Telling,
+    /// Called before each claim of a partition (its engine's listener is bound and named in
+    /// the lease from the claim on).
+    pub prepare: Arc<dyn Fn(u32) + Send + Sync>,
+    /// The most partitions this node owns at once.
+    pub max_owned: usize,
+}
+
+/// The partitions this node owns, shared by its standbys: claims take turns, and a node that
+/// owns more waits longer before it claims a free lease, so that partitions spread over the
+/// nodes (see [`Claims::wait`]).
+struct Claims {
+    max: usize,
+    /// The wait per partition already owned.
+    step: Duration,
+    /// A partition given back is not claimed again here for this long (another node takes it).
+    hold_off: Duration,
+    state: tokio::sync::Mutex<ClaimState>,
+}
+
+#[derive(Default)]
+struct ClaimState {
+    owned: std::collections::BTreeSet<u32>,
+    given_back: std::collections::HashMap<u32, tokio::time::Instant>,
+}
+
+impl Claims {
+    /// How long a lease must have been seen free before this node claims it: a step per
+    /// partition it owns (a node owning none claims at once; of two nodes owning one and two,
+    /// the first goes first), and after giving the partition back, the hold-off. None: it owns
+    /// as many as it may.
+    fn wait(&self, state: &ClaimState, partition: u32) -> Option<Duration> {
+        if state.owned.len() >= self.max {
+            return None;
+        }
+        let mut wait = self.step * state.owned.len() as u32;
+        if let Some(at) = state.given_back.get(&partition) {
+            wait = wait
+                .max((*at + self.hold_off).saturating_duration_since(tokio::time::Instant::now()));
+        }
+        Some(wait)
+    }
+}
+
 impl Node {
-    /// Stands by for each of `partitions` at once, each copied into `dir_of(partition)`, and
-    /// takes over the first whose lease it wins: a node owns one partition at a time, so
-    /// claims take turns (a claim in flight makes the others wait for it, not skip their
-    /// turn: each partition gets its claim at every look), and once one is won the others
-    /// only look.
-    pub async fn stand_by_any(
-        &self,
-        partitions: &[u32],
-        dir_of: impl Fn(u32) -> PathBuf,
-        segment_bytes: u64,
-        standing: impl Fn(u32, &Standing),
-    ) -> Result<(u32, Takeover), ClusterError> {
-        let slot = tokio::sync::Mutex::new(false);
-        let (dir_of, standing, slot) = (&dir_of, &standing, &slot);
-        let mut each: Vec<_> = partitions
-            .iter()
-            .map(|&p| {
-                Box::pin(async move {
-                    let dir = dir_of(p);
-                    let t = self
-                        .stand_by_for(p, &dir, segment_bytes, |s| standing(p, s), slot)
-                        .await;
-                    (p, t)
-                })
-            })
-            .collect();
-        let (p, taken) = std::future::poll_fn(|cx| {
-            for f in each.iter_mut() {
-                if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(r);
+    /// Stands by for each of `how.partitions` at once, each copied into its directory, and
+    /// takes over each whose lease it wins, up to `how.max_owned` at a time: each takeover is
+    /// sent on the channel this returns. A partition given back ([`Taken::given_back`]) is
+    /// stood by for again. A failure to keep a copy ends that partition's standby and is sent
+    /// too. It all stops when the channel's receiver is dropped.
+    pub fn stand_by_all(
+        self: &Arc<Self>,
+        how: StandBy,
+    ) -> tokio::sync::mpsc::Receiver<Result<Taken, ClusterError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(how.partitions.len().max(1));
+        let every = Duration::from_millis(self.config.timers.renew_every_ms().max(50) as u64);
+        let claims = Arc::new(Claims {
+            max: how.max_owned.max(1),
+            step: every,
+            hold_off: Duration::from_millis(self.config.timers.ttl_ms.max(0) as u64),
+            state: Default::default(),
+        });
+        let how = Arc::new(how);
+        for &p in &how.partitions {
+            let (node, tx, how, claims) = (self.clone(), tx.clone(), how.clone(), claims.clone());
+            tokio::spawn(async move {
+                loop {
+                    let dir = (how.dir_of)(p);
+                    let stood = tokio::select! {
+                        t = node.stand_by_for(p, &dir, how.segment_bytes, |s| (how.standing)(p, s), &claims, &*how.prepare) => t,
+                        _ = tx.closed() => return,
+                    };
+                    let takeover = match stood {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    let (given_back, back) = tokio::sync::oneshot::channel();
+                    let taken = Taken {
+                        partition: p,
+                        takeover,
+                        given_back,
+                    };
+                    if tx.send(Ok(taken)).await.is_err() {
+                        return;
+                    }
+                    // Until the engine is done with it (none: the node stops).
+                    if back.await.is_err() {
+                        return;
+                    }
+                    let mut state = claims.state.lock().await;
+                    state.owned.remove(&p);
+                    state.given_back.insert(p, tokio::time::Instant::now());
                 }
-            }
-            std::task::Poll::Pending
-        })
-        .await;
-        Ok((p, taken?))
+            });
+        }
+        rx
     }
 
     async fn stand_by_for(
@@ -82,7 +162,8 @@ impl Node {
         dir: &Path,
         segment_bytes: u64,
         standing: impl Fn(&Standing),
-        slot: &tokio::sync::Mutex<bool>,
+        claims: &Claims,
+        prepare: &(dyn Fn(u32) + Send + Sync),
     ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
         let mut state = Standing::default();
@@ -97,6 +178,8 @@ impl Node {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut follower = None;
+        // Since when the lease has been seen free (none: held).
+        let mut free_since: Option<tokio::time::Instant> = None;
         let (epoch, sent_at) = loop {
             if follower.is_none() {
                 match log.follow(state.entry + 1).await {
@@ -155,26 +238,45 @@ impl Node {
                         looked = tokio::time::Instant::now();
                         fetching = self.fetch_newer(partition, installed, state.entry).await;
                     }
-                    let mut taken = slot.lock().await;
-                    if *taken {
-                        // Another partition was taken here: only look at this one.
-                        if let Ok(h) = self.leases.holder(partition).await {
-                            state.owner = h.map(|(h, _)| h);
+                    // Claims take turns: a claim in flight makes the others wait for it.
+                    let mut claimed = claims.state.lock().await;
+                    let now = now_ms();
+                    let held = match self.leases.holder(partition).await {
+                        Ok(h) => h.map(|(h, _)| h),
+                        Err(e) => {
+                            tracing::warn!(error = %e, partition, "standby: cannot read the lease");
+                            continue;
+                        }
+                    };
+                    let handed_here = held.as_ref().is_some_and(|h| h.next.as_deref() == Some(self.name()));
+                    let free = held.as_ref().is_none_or(|h| h.until_ms <= now) || handed_here;
+                    if !free {
+                        free_since = None;
+                    }
+                    let since = *free_since.get_or_insert_with(tokio::time::Instant::now);
+                    let due = match claims.wait(&claimed, partition) {
+                        Some(_) if handed_here => true,
+                        Some(wait) => free && since.elapsed() >= wait,
+                        None => false,
+                    };
+                    if !due {
+                        state.owner = held;
+                        standing(&state);
+                        continue;
+                    }
+                    prepare(partition);
+                    let sent_at = now_ms();
+                    match self.leases.claim(partition, sent_at).await {
+                        Ok(Claim::Taken(epoch)) => {
+                            claimed.owned.insert(partition);
+                            break (epoch, sent_at);
+                        }
+                        Ok(Claim::Held(h)) => {
+                            free_since = None;
+                            state.owner = Some(h);
                             standing(&state);
                         }
-                    } else {
-                        let sent_at = now_ms();
-                        match self.leases.claim(partition, sent_at).await {
-                            Ok(Claim::Taken(epoch)) => {
-                                *taken = true;
-                                break (epoch, sent_at);
-                            }
-                            Ok(Claim::Held(h)) => {
-                                state.owner = Some(h);
-                                standing(&state);
-                            }
-                            Err(e) => tracing::warn!(error = %e, partition, "standby: cannot read the lease"),
-                        }
+                        Err(e) => tracing::warn!(error = %e, partition, "standby: cannot read the lease"),
                     }
                 }
             }
