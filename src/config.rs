@@ -63,6 +63,9 @@ pub struct ClusterSection {
     /// The most partitions this node owns at once (default: any number). A node that owns
     /// more waits longer before it claims a free one, so partitions spread over the nodes.
     pub max_partitions: Option<u32>,
+    /// Move partitions to even the spread when a node joins: a node owning at least two more
+    /// than the live node owning fewest hands one over to it (a drain), one at a time.
+    pub rebalance: bool,
     /// With several partitions: `ip:port` where this node's engine of partition 0 takes the
     /// requests the nodes' routers send it while it owns that partition; partition N's engine
     /// listens at the port N above it. Default: the first TCP listener's address with ports
@@ -93,6 +96,7 @@ impl Default for ClusterSection {
             replicas: 3,
             partitions: 1,
             max_partitions: None,
+            rebalance: true,
             engine_listen: None,
             advertise_diameter: None,
             lease_ttl_ms: 3000,
@@ -749,6 +753,34 @@ impl Config {
         if c.partitions > 1 {
             // Every partition's engine has a port.
             self.engine_of(c.partitions - 1)?;
+            let first = self.engine_listen()?;
+            if first.port() == 0 && c.advertise_diameter.is_some() {
+                return Err(invalid(
+                    "cluster.advertise_diameter",
+                    "with several partitions it names each engine's port (its port plus the partition), so cluster.engine_listen needs a port too",
+                ));
+            }
+            // The engines' ports must not be the node's own listeners'.
+            let ports = u32::from(first.port())..u32::from(first.port()) + c.partitions;
+            let own = self
+                .tcp_listeners()?
+                .into_iter()
+                .chain(self.tls_listeners()?)
+                .chain(self.admin.listen.as_deref().and_then(|a| a.parse().ok()));
+            for a in own {
+                let same_ip =
+                    a.ip() == first.ip() || a.ip().is_unspecified() || first.ip().is_unspecified();
+                if first.port() != 0 && same_ip && ports.contains(&u32::from(a.port())) {
+                    return Err(invalid(
+                        "cluster.engine_listen",
+                        format!(
+                            "its ports {}..={} (one per partition) take {a}, a listener of this node",
+                            first.port(),
+                            u32::from(first.port()) + c.partitions - 1
+                        ),
+                    ));
+                }
+            }
         }
         if c.max_partitions == Some(0) {
             return Err(invalid(
@@ -1100,6 +1132,22 @@ mod tests {
                 "partitions = 2\n[diameter]\nlisten_sctp = [\"127.0.0.1:3868\"]",
                 "diameter.listen_sctp",
             ),
+            ("max_partitions = 0", "cluster.max_partitions"),
+            // Partition 3's engine would be past the last port.
+            (
+                "partitions = 4\nengine_listen = \"127.0.0.1:65533\"",
+                "cluster.engine_listen",
+            ),
+            // Partition 1's engine would take the node's Diameter port.
+            (
+                "partitions = 2\nengine_listen = \"127.0.0.1:3867\"\n[diameter]\nlisten_tcp = [\"127.0.0.1:3868\"]",
+                "cluster.engine_listen",
+            ),
+            // Engines on ports the system picks cannot be named one by one.
+            (
+                "partitions = 2\nadvertise_diameter = \"10.0.0.5:3870\"",
+                "cluster.advertise_diameter",
+            ),
         ] {
             assert_eq!(refused(&format!("{on}{bad}")), field, "{bad}");
         }
@@ -1112,6 +1160,15 @@ mod tests {
         ))
         .unwrap();
         said.validate().unwrap();
+        // Partition N's engine: N ports up, as it listens and as it is advertised.
+        let engines: Config = toml::from_str(&format!(
+            "{on}partitions = 3\nengine_listen = \"10.0.0.5:3870\"\nadvertise_diameter = \"192.0.2.5:4870\"\n[diameter]\nlisten_tcp = [\"10.0.0.5:3868\"]"
+        ))
+        .unwrap();
+        engines.validate().unwrap();
+        let (at, named) = engines.engine_of(2).unwrap();
+        assert_eq!(at.to_string(), "10.0.0.5:3872");
+        assert_eq!(named.as_deref(), Some("192.0.2.5:4872"));
     }
 
     #[test]

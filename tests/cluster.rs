@@ -1214,8 +1214,9 @@ fn owners_of(api: &Http) -> Vec<String> {
 fn a_node_serves_several_partitions_and_hands_one_over_without_stopping() {
     let nats = nats::Nats::cluster(3);
     let dir = tempfile::tempdir().unwrap();
+    // The partitions stay where they are but for the drain (no spreading).
     let extra = format!(
-        "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
+        "partitions = 2\nrebalance = false\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
         globex_file(dir.path()).display()
     );
     let token = dir.path().join("admin-token");
@@ -1338,14 +1339,91 @@ fn a_node_serves_several_partitions_and_hands_one_over_without_stopping() {
     assert!(b.proc.wait_exit(WAIT).success(), "{}", b.proc.output());
 }
 
-/// The partition a node took over, as its log says.
-fn partition_taken(node: &mut Node) -> u32 {
-    let line = node.proc.wait_for("took the partition over", WAIT);
+/// A node owning both partitions when another joins hands one over to it by itself (the
+/// spread), once: each then owns one, and the sessions of both go on with every report.
+#[test]
+fn partitions_spread_over_a_node_that_joins() {
+    let nats = nats::Nats::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "partitions = 2\n[journal]\ndurability = \"replicated\"\n[charging]\ntenant_files = [\"{}\"]\n",
+        globex_file(dir.path()).display()
+    );
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "a-token-every-node-of-this-cluster-shares\n").unwrap();
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let mut a = Node::start_in("node-a", &urls, Some(&token), &extra, None);
+    a.proc.wait_count("serving the partition", 2, WAIT);
+    let api_a = a.admin();
+    let mut gw = Gw::open_at(a.gateways, "pgw.localdomain");
+    let acme_dev = device(8800);
+    let s_acme = opened(&mut gw, "acme", &acme_dev);
+    let s_globex = opened(&mut gw, "globex", "4470000001");
+    let mut b = Node::start_in("node-b", &urls, Some(&token), &extra, None);
+    // A node moves none of the partitions it took in the last 15 s: bounded by that, a look
+    // (5 s) and the takeover.
+    let moved = partition_taken_within(&mut b, 3 * WAIT);
+    a.proc
+        .wait_for("spreading the partitions: handing one over", WAIT);
+    a.proc
+        .wait_for("handed over: standing by for the partition again", WAIT);
+    let mut owners = owners_of(&api_a);
+    owners.sort();
+    assert_eq!(owners, ["node-a", "node-b"]);
+    // Both sessions go on (3002 while the moved one is taken over), each report counted once.
+    let mut n = [1u32, 1];
+    for (i, sid) in [&s_acme, &s_globex].into_iter().enumerate() {
+        loop {
+            let r = gw.ask(&CcrSpec::new(sid, UPDATE, n[i]).mscc(report(MIB, true)));
+            if r.result_code == 2001 {
+                break;
+            }
+            assert_eq!(r.result_code, 3002, "{sid}: {r:?}");
+            assert!(n[i] < 1000, "{sid} never served again");
+            n[i] += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let api_b = b.admin();
+    let (acme_api, globex_api) = if moved == 1 {
+        (&api_b, &api_a)
+    } else {
+        (&api_a, &api_b)
+    };
+    assert_eq!(usage(acme_api, &format!("acme/iot/{acme_dev}")).0, MIB);
+    assert_eq!(usage(globex_api, "globex/hank").0, MIB);
+    for (i, sid) in [&s_acme, &s_globex].into_iter().enumerate() {
+        let r = gw.ask(&CcrSpec::new(sid, TERMINATION, n[i] + 1).mscc(report(0, false)));
+        assert_eq!(r.result_code, 2001, "{sid}: {r:?}");
+    }
+    assert_eq!(
+        a.proc.count("spreading the partitions"),
+        1,
+        "one move evens two partitions over two nodes"
+    );
+    for node in [&mut a, &mut b] {
+        node.proc.signal("TERM");
+        assert!(
+            node.proc.wait_exit(WAIT).success(),
+            "{}",
+            node.proc.output()
+        );
+    }
+}
+
+/// The partition a node took over, as its log says, waiting at most `limit`.
+fn partition_taken_within(node: &mut Node, limit: Duration) -> u32 {
+    let line = node.proc.wait_for("took the partition over", limit);
     line.split("partition=")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no partition in {line}"))
+}
+
+/// The partition a node took over, as its log says.
+fn partition_taken(node: &mut Node) -> u32 {
+    partition_taken_within(node, WAIT)
 }
 
 /// Two partitions over three nodes: tenants hashed apart (acme in 1, globex in 0), each

@@ -181,23 +181,26 @@ pub(super) async fn serve(
     let direct = partitions == 1;
     let listeners: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, EngineListener>>> =
         Arc::default();
-    let prepare: Arc<dyn Fn(u32) + Send + Sync> = {
+    let prepare: Arc<dyn Fn(u32) -> bool + Send + Sync> = {
         let (listeners, leases, config) = (listeners.clone(), node.leases(), config.clone());
         Arc::new(move |p| {
             if direct {
-                return;
+                return true;
             }
             let mut l = listeners.lock().unwrap_or_else(|p| p.into_inner());
             if l.get(&p).is_some_and(|e| e.listener.is_some()) {
-                return;
+                return true;
             }
             match bind_engine(&config, p) {
                 Ok(e) => {
                     leases.advertise_for(p, &e.advertised);
                     l.insert(p, e);
+                    true
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, partition = p, "the engine's listener cannot be bound; the lease names none")
+                    // Not claimed: a lease naming no engine would be served by none.
+                    tracing::warn!(error = %e, partition = p, "the engine's listener cannot be bound; the partition is not claimed here");
+                    false
                 }
             }
         })
@@ -219,7 +222,8 @@ pub(super) async fn serve(
     let standing: ocf_cluster::node::Telling = {
         let (name, serving) = (name.clone(), serving.clone());
         Arc::new(move |p, s| {
-            if watchdog {
+            // With several partitions the node pings for all its engines (below).
+            if watchdog && direct {
                 systemd::watchdog();
             }
             let owner = s.owner.as_ref().map_or("none", |h| h.node.as_str());
@@ -247,6 +251,20 @@ pub(super) async fn serve(
         max_owned: config.cluster.max_partitions.unwrap_or(partitions) as usize,
     });
     let mut relay = Some(relay);
+    // With several partitions systemd's watchdog hears the node while every engine's own
+    // check (journal writer, supervision) has passed lately.
+    let watchdog_every = systemd::watchdog_interval().filter(|_| !direct);
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    let alive: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, tokio::time::Instant>>> =
+        Arc::default();
+    // The configuration as the last reload left it: an engine starting later takes it.
+    let mut current = config.clone();
+    // The spread looked at now and then; one move at a time, none of a partition just taken.
+    let mut spread = tokio::time::interval(SPREAD_LOOK);
+    spread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut moved_at: Option<tokio::time::Instant> = None;
+    let rebalance = config.cluster.rebalance && !direct;
     // The engines serving, each with how it is stopped and reloaded.
     let mut running: std::collections::BTreeMap<u32, Running> = Default::default();
     let mut ended = tokio::task::JoinSet::new();
@@ -276,15 +294,26 @@ pub(super) async fn serve(
                     break Err(cluster(format!("partition {p}: the engine's listener is not bound")));
                 }
                 let (stop, stopped) = tokio::sync::oneshot::channel();
+                let (drain, drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
                 let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
                 let partition = Partition {
-                    config: config.clone(),
+                    config: current.clone(),
                     node: node.clone(),
                     taken: taken.takeover,
                     listener,
                     admin: admin.as_ref().map(|(_, slot, credentials)| (slot.clone(), credentials.clone())),
                     owners: owners_of(Some(p)),
                     engine_tx: engine_tx.clone(),
+                    drains: (drain.clone(), drains),
+                    alive: watchdog_every.map(|_| {
+                        let alive = alive.clone();
+                        Arc::new(move || {
+                            alive
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(p, tokio::time::Instant::now());
+                        }) as Arc<dyn Fn() + Send + Sync>
+                    }),
                 };
                 serving.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
                 super::admin::metrics::show_partition(p, true);
@@ -293,7 +322,13 @@ pub(super) async fn serve(
                     let end = serve_partition(p, partition, stopped, reload_rx, set_log_level).await;
                     (p, end)
                 });
-                running.insert(p, Running { stop, reload: reload_tx, given_back: taken.given_back });
+                running.insert(p, Running {
+                    stop,
+                    reload: reload_tx,
+                    given_back: taken.given_back,
+                    drain,
+                    since: tokio::time::Instant::now(),
+                });
             }
             Some(done) = ended.join_next() => {
                 let (p, end) = match done {
@@ -301,6 +336,7 @@ pub(super) async fn serve(
                     Err(e) => break Err(cluster(format!("an engine failed: {e}"))),
                 };
                 serving.lock().unwrap_or_else(|p| p.into_inner()).remove(&p);
+                alive.lock().unwrap_or_else(|p| p.into_inner()).remove(&p);
                 super::admin::metrics::show_partition(p, false);
                 engine_tx.send_modify(|e| { e.remove(&p); });
                 let Some(r) = running.remove(&p) else { continue };
@@ -313,17 +349,71 @@ pub(super) async fn serve(
                         Ended::Failed(e) => Err(e),
                     };
                 }
-                match end {
-                    Ended::Failed(e) => break Err(e),
-                    Ended::Deposed => tracing::warn!(partition = p, "deposed: standing by for the partition again"),
-                    Ended::HandedOver(to) => info!(partition = p, to, "handed over: standing by for the partition again"),
-                    Ended::Stopped => {}
+                let not_before = match end {
+                    Ended::Failed(e) => {
+                        // Its lease was given up: other nodes take it over, this one later.
+                        tracing::error!(error = %e, partition = p, ?FAILED_HOLD_OFF, "the engine could not serve the partition; standing by for it again");
+                        FAILED_HOLD_OFF
+                    }
+                    Ended::Deposed => {
+                        tracing::warn!(partition = p, "deposed: standing by for the partition again");
+                        Duration::ZERO
+                    }
+                    Ended::HandedOver(to) => {
+                        info!(partition = p, to, "handed over: standing by for the partition again");
+                        Duration::ZERO
+                    }
+                    Ended::Stopped => Duration::ZERO,
+                };
+                let _ = r.given_back.send(not_before);
+            }
+            _ = spread.tick(), if rebalance => {
+                let settled = |at: tokio::time::Instant| at.elapsed() >= SPREAD_SETTLE;
+                if moved_at.is_some_and(|at| !settled(at)) {
+                    continue;
                 }
-                let _ = r.given_back.send(());
+                let Ok(Ok(nodes)) = tokio::time::timeout(SPREAD_LOOK, node.spread(partitions)).await else {
+                    continue;
+                };
+                let Some(to) = ocf_cluster::balance::hand_to(&name, &nodes) else { continue };
+                // The partition held longest (of those held a while), to the node owning fewest.
+                let Some((p, r)) = running
+                    .iter()
+                    .filter(|(_, r)| settled(r.since))
+                    .min_by_key(|(_, r)| r.since)
+                else {
+                    continue;
+                };
+                let owns = |n: &str| nodes.iter().find(|s| s.node == n).map_or(0, |s| s.owns);
+                info!(partition = p, to, owned_here = owns(&name), owned_there = owns(&to), "spreading the partitions: handing one over");
+                if r.drain.try_send(Some(to)).is_ok() {
+                    moved_at = Some(tokio::time::Instant::now());
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
+                let limit = watchdog_every.unwrap_or_default() * 3;
+                let alive = alive.lock().unwrap_or_else(|p| p.into_inner());
+                let stuck: Vec<u32> = running
+                    .keys()
+                    .copied()
+                    .filter(|p| alive.get(p).is_some_and(|at| at.elapsed() > limit))
+                    .collect();
+                if stuck.is_empty() {
+                    systemd::watchdog();
+                } else {
+                    tracing::warn!(partitions = ?stuck, "withholding the systemd watchdog: these engines' checks have not passed lately");
+                }
             }
             Some(load) = reloads.recv() => {
-                // Read once; each engine takes the same configuration.
+                // Read once; each engine takes the same configuration, and one that starts
+                // later takes it too (if it is sound: an engine refuses one that is not).
                 let loaded = load();
+                if let Ok(c) = loaded.as_ref().map(|c| (c, c.validate())) {
+                    if c.1.is_ok() {
+                        current = c.0.clone();
+                        current.serving = None;
+                    }
+                }
                 for r in running.values() {
                     let loaded = loaded.clone();
                     let _ = r.reload.send(Box::new(move || loaded));
@@ -335,6 +425,16 @@ pub(super) async fn serve(
     // still hold their leases.
     if let Some(r) = relay.take() {
         stop_relay(r).await;
+    }
+    // Partitions taken over but not yet served: their leases are given up at once.
+    takeovers.close();
+    while let Ok(t) = takeovers.try_recv() {
+        if let Ok(t) = t {
+            let _ = node
+                .leases()
+                .release(t.partition, t.takeover.ownership.epoch)
+                .await;
+        }
     }
     drop(takeovers);
     for (_, r) in std::mem::take(&mut running) {
@@ -389,7 +489,11 @@ fn bind_engine(config: &Config, partition: u32) -> Result<EngineListener, Server
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     reload: tokio::sync::mpsc::UnboundedSender<LoadConfig>,
-    given_back: tokio::sync::oneshot::Sender<()>,
+    given_back: tokio::sync::oneshot::Sender<Duration>,
+    /// Hands the partition over (to the node named, or any standby).
+    drain: tokio::sync::mpsc::Sender<Option<String>>,
+    /// When it began serving.
+    since: tokio::time::Instant,
 }
 
 /// How an engine stopped serving its partition.
@@ -415,7 +519,17 @@ struct Partition {
     admin: Option<(super::admin::Slot, Credentials)>,
     owners: super::admin::forward::Owners,
     engine_tx: tokio::sync::watch::Sender<std::collections::BTreeMap<u32, std::net::SocketAddr>>,
+    /// The drains asked for (through the admin API, or by the spread).
+    drains: Drain,
+    /// Told each time the engine's own liveness check passes (none: it tells systemd).
+    alive: Option<Arc<dyn Fn() + Send + Sync>>,
 }
+
+/// How a drain is asked for, and heard.
+type Drain = (
+    tokio::sync::mpsc::Sender<Option<String>>,
+    tokio::sync::mpsc::Receiver<Option<String>>,
+);
 
 /// Serves `partition` from its takeover until `stop` fires, the lease is lost or a drain
 /// hands it over: its journal and account changes replicated, its snapshots published, its
@@ -448,7 +562,7 @@ async fn serve_partition(
         Ok(l) => l,
         Err(e) => return cluster(e.to_string()),
     };
-    let publisher = Publisher::start(Publishing {
+    let (publisher, publishing) = Publisher::start(Publishing {
         snapshots: node.snapshots(),
         log,
         cuts: replicator.cuts(),
@@ -461,7 +575,7 @@ async fn serve_partition(
     snapshot_published(partition, None);
     // Keep the lease while the store opens: replay may take a while.
     let (release, released) = tokio::sync::oneshot::channel();
-    let mut lease = tokio::spawn(keep_lease(
+    let lease = tokio::spawn(keep_lease(
         node.leases(),
         partition,
         takeover.ownership,
@@ -489,20 +603,37 @@ async fn serve_partition(
     };
     let opened =
         tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind))).await;
+    let winding = Winding {
+        partition,
+        release,
+        lease,
+        replicator,
+        publishing,
+    };
     let mut server = match opened {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            lease.abort();
-            return Ended::Failed(e);
+            drop(publisher);
+            return winding.give_up(Ended::Failed(e)).await;
         }
         Err(e) => {
-            lease.abort();
-            return cluster(format!("opening the partition: {e}"));
+            drop(publisher);
+            return winding
+                .give_up(cluster(format!("opening the partition: {e}")))
+                .await;
         }
     };
-    let (drain, mut drains) = tokio::sync::mpsc::channel::<Option<String>>(1);
+    let Winding {
+        partition: _,
+        release,
+        mut lease,
+        replicator,
+        publishing,
+    } = winding;
+    let (drain, mut drains) = p.drains;
     server.admin_slot = p.admin.as_ref().map(|(slot, _)| slot.clone());
     server.on_snapshot = Some(Arc::new(move |t| publisher.taken(t)));
+    server.alive = p.alive.clone();
     server.cluster = Some(Arc::new(ClusterHandle {
         node: node.clone(),
         partition,
@@ -535,8 +666,15 @@ async fn serve_partition(
     };
     let store = server.shared.store.clone();
     if let Err(e) = replicator.attach(store.clone()) {
-        lease.abort();
-        return cluster(e.to_string());
+        drop(server);
+        let winding = Winding {
+            partition,
+            release,
+            lease,
+            replicator,
+            publishing,
+        };
+        return winding.give_up(cluster(e.to_string())).await;
     }
     info!(node = %name, partition, engine = %advertised, "serving the partition");
     // The node table says who owns the partition and how far the log is.
@@ -574,6 +712,7 @@ async fn serve_partition(
     if deposed.load(Ordering::Acquire) {
         // The lease is someone else's: nothing more goes to the log.
         lease.abort();
+        wound_down(partition, replicator, publishing).await;
         return Ended::Deposed;
     }
     // A clean stop: the log gets what the stop wrote, then the lease is given up so that a
@@ -589,7 +728,7 @@ async fn serve_partition(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop(replicator);
+    wound_down(partition, replicator, publishing).await;
     let drained = drained.lock().unwrap_or_else(|p| p.into_inner()).take();
     let _ = release.send(drained.clone().flatten());
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
@@ -598,6 +737,45 @@ async fn serve_partition(
             Ended::HandedOver(to.unwrap_or_else(|| "whichever standby claims it first".into()))
         }
         None => Ended::Stopped,
+    }
+}
+
+/// What an engine holds of its partition besides its store, until it is done with it.
+struct Winding {
+    partition: u32,
+    release: tokio::sync::oneshot::Sender<Option<String>>,
+    lease: tokio::task::JoinHandle<ocf_cluster::node::LeaseEnd>,
+    replicator: Replicator,
+    publishing: tokio::task::JoinHandle<()>,
+}
+
+impl Winding {
+    /// The engine could not serve the partition: its lease is given up at once (another
+    /// node takes it over), and nothing of it is left running.
+    async fn give_up(self, why: Ended) -> Ended {
+        let _ = self.release.send(None);
+        let _ = tokio::time::timeout(STOP_PATIENCE, self.lease).await;
+        wound_down(self.partition, self.replicator, self.publishing).await;
+        why
+    }
+}
+
+/// Waits (bounded) until the replicator and the snapshot publisher of a partition have ended:
+/// its copy may then be made afresh, nothing else reading or writing it.
+async fn wound_down(
+    partition: u32,
+    replicator: Replicator,
+    publishing: tokio::task::JoinHandle<()>,
+) {
+    let stopped = replicator.stop(STOP_PATIENCE).await;
+    let published = tokio::time::timeout(STOP_PATIENCE, publishing)
+        .await
+        .is_ok();
+    if !(stopped && published) {
+        tracing::warn!(
+            partition,
+            "the partition's replication did not end in time; its copy is made afresh anyway"
+        );
     }
 }
 
@@ -726,6 +904,16 @@ fn snapshot_published(partition: u32, entry: Option<u64>) {
         metrics::gauge!("ocfd_cluster_snapshot_entry", &label).set(e as f64);
     }
 }
+
+/// How long an engine that could not serve its partition leaves it to other nodes.
+const FAILED_HOLD_OFF: Duration = Duration::from_secs(60);
+
+/// How often a node looks at the spread of partitions over the nodes.
+const SPREAD_LOOK: Duration = Duration::from_secs(5);
+
+/// How long after a move (or a takeover of its own) a node moves no partition (the spread
+/// settles: the node taking it over writes its lease and entry).
+const SPREAD_SETTLE: Duration = Duration::from_secs(15);
 
 /// How often the owner writes its entry in the node table.
 const REPORT_EVERY: Duration = Duration::from_secs(2);

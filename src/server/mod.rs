@@ -256,6 +256,9 @@ pub struct Server {
     )>,
     /// In a cluster: where the engine's admin routes go, served by the node's admin listener.
     pub(crate) admin_slot: Option<admin::Slot>,
+    /// In a cluster node of several partitions: told each time the liveness check passes,
+    /// for the node's watchdog (none: systemd is told directly).
+    pub(crate) alive: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -544,6 +547,7 @@ impl Server {
             cluster: None,
             on_snapshot: None,
             admin_slot: None,
+            alive: None,
         })
     }
 
@@ -708,16 +712,25 @@ impl Server {
                     .unwrap_or_else(|| dispatch::unix_now() as u64)
             })
         };
-        let hooks = match webhooks::start(
+        // A cluster node of several partitions keeps each one's cursors apart.
+        let cursors = match self.config.serving {
+            Some(p) if !notify => self
+                .config
+                .state_dir
+                .join("webhooks")
+                .join(format!("partition-{p}")),
+            _ => self.config.state_dir.join("webhooks"),
+        };
+        let (hooks, webhook_tasks) = match webhooks::start(
             std::mem::take(&mut self.webhooks),
-            &self.config.state_dir,
+            &cursors,
             &self.config.partition_dir().join("events"),
             written,
         ) {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "webhooks not started");
-                Vec::new()
+                Default::default()
             }
         };
         // The outbox stays bounded: a pass a minute removes what is old and taken by every
@@ -806,6 +819,7 @@ impl Server {
         let watchdog_every = systemd::watchdog_interval();
         let peers = self.shared.peers.clone();
         let sy = self.shared.sy.clone();
+        let alive = self.alive.take();
         let supervisor = tokio::spawn(async move {
             let mut live = Liveness::default();
             // Shared pools that ran dry while units were held under them: when their holders
@@ -829,7 +843,10 @@ impl Server {
                 if let Some(every) = watchdog_every {
                     if last_ping.elapsed() >= every {
                         match live.check(&store, every) {
-                            Ok(()) => systemd::watchdog(),
+                            Ok(()) => match &alive {
+                                Some(alive) => alive(),
+                                None => systemd::watchdog(),
+                            },
                             Err(why) => {
                                 warn!(why, "withholding the systemd watchdog");
                                 gauges.watchdog_withheld.increment(1);
@@ -900,11 +917,18 @@ impl Server {
                 .map(|(path, dir, every)| {
                     let store = self.shared.store.clone();
                     let published = self.on_snapshot.clone();
+                    let mut stop = stop_rx.clone();
                     tokio::spawn(async move {
                         let mut tick =
                             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                         loop {
-                            tick.tick().await;
+                            // Stopped between snapshots, never during one (the stop's own
+                            // snapshot follows, and a cluster node's copy may be made
+                            // afresh after it).
+                            tokio::select! {
+                                _ = tick.tick() => {}
+                                _ = stop.wait_for(|s| *s) => return,
+                            }
                             let (store, path, dir) = (store.clone(), path.clone(), dir.clone());
                             let published = published.clone();
                             let _ = tokio::task::spawn_blocking(move || {
@@ -930,14 +954,17 @@ impl Server {
         if let Some(a) = &admin {
             a.abort();
         }
-        if let Some(s) = &snapshots {
-            s.abort();
-        }
         info!("shutting down: no new connections, DPR to every peer");
         for t in &accept_tasks {
             t.abort();
         }
         let _ = stop_tx.send(true);
+        if let Some(s) = snapshots {
+            let _ = s.await;
+        }
+        for w in &webhook_tasks {
+            w.abort();
+        }
         tracker.close();
         if tokio::time::timeout(self.shutdown_grace, tracker.wait())
             .await

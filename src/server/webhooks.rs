@@ -3,7 +3,8 @@
 //! as JSON, one at a time and in order, signed with HMAC-SHA256. A failed POST is tried again
 //! after a backoff that doubles (with jitter) up to a ceiling; an event older than the
 //! endpoint's `max_age_s` is given up (counted and logged). The cursor
-//! (`state_dir/webhooks/<name>.cursor`) is written after each delivery, so after any stop
+//! (`state_dir/webhooks/<name>.cursor`; a cluster node of several partitions keeps one per
+//! partition, under `partition-<n>/`) is written after each delivery, so after any stop
 //! delivery goes on where it was: an event may be delivered again after a crash (at least
 //! once; the receiver deduplicates by `id`), never skipped. Nothing here is on the path of an
 //! answer: a slow or dead endpoint only makes its own cursor lag.
@@ -113,8 +114,8 @@ pub struct Progress {
 }
 
 /// The file that holds an endpoint's cursor.
-fn cursor_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("webhooks").join(format!("{name}.cursor"))
+fn cursor_path(cursors: &Path, name: &str) -> PathBuf {
+    cursors.join(format!("{name}.cursor"))
 }
 
 fn read_cursor(path: &Path) -> Result<u64, String> {
@@ -139,18 +140,19 @@ fn write_cursor(path: &Path, id: u64) -> std::io::Result<()> {
 }
 
 /// Starts delivering to every endpoint the events of the outbox in `events`; each task runs
-/// until the process stops; the cursors are kept in `state_dir`. `written` says how many
+/// until it is ended (the server's stop); the cursors are kept in `cursors`. `written` says how many
 /// events the outbox's follower has written (it changes when there is more).
 pub fn start(
     endpoints: Vec<Endpoint>,
-    state_dir: &Path,
+    cursors: &Path,
     events: &Path,
     written: Arc<dyn Fn() -> u64 + Send + Sync>,
-) -> Result<Vec<(String, Arc<Progress>)>, String> {
+) -> Result<Started, String> {
     let events = events.to_path_buf();
     let mut out = Vec::new();
+    let mut tasks = Vec::new();
     for ep in endpoints {
-        let cursor = cursor_path(state_dir, &ep.name);
+        let cursor = cursor_path(cursors, &ep.name);
         let after = read_cursor(&cursor)?;
         let progress = Arc::new(Progress::default());
         progress
@@ -158,10 +160,18 @@ pub fn start(
             .store(after, std::sync::atomic::Ordering::Relaxed);
         out.push((ep.name.clone(), progress.clone()));
         let (events, written) = (events.clone(), written.clone());
-        tokio::spawn(async move { run(ep, events, cursor, progress, written).await });
+        tasks.push(tokio::spawn(async move {
+            run(ep, events, cursor, progress, written).await
+        }));
     }
-    Ok(out)
+    Ok((out, tasks))
 }
+
+/// Each endpoint's progress, by name, and the tasks delivering to them (to end at the stop).
+pub type Started = (
+    Vec<(String, Arc<Progress>)>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
 
 /// Events read from the outbox at a time.
 const PAGE: usize = 100;

@@ -4,8 +4,10 @@
 //! [`node`]'s life: standby (a copy of each partition kept from its log), takeover, owner;
 //! the node table ([`status`]) and the subscription ids managers add, shared for routing
 //! ([`directory`]); each partition's latest snapshot, so that its log can be cut
-//! ([`snapshots`]); the admin API's named tokens, shared ([`tokens`]).
+//! ([`snapshots`]); the admin API's named tokens, shared ([`tokens`]); partitions spread over
+//! the nodes ([`balance`]).
 
+pub mod balance;
 pub mod directory;
 mod keys;
 pub mod lease;

@@ -66,6 +66,20 @@ pub enum ClusterError {
     Snapshot(#[from] SnapshotError),
 }
 
+impl ClusterError {
+    /// Whether what the cluster holds is damaged (a log entry, a snapshot, a lease that does
+    /// not read as ocfd's): trying again cannot help.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Log(LogError::Damaged { .. })
+                | ClusterError::Snapshot(SnapshotError::Damaged { .. })
+                | ClusterError::Lease(LeaseError::Damaged { .. })
+                | ClusterError::Mirror(MirrorError::Damaged(_))
+        )
+    }
+}
+
 /// How long a node tries to open the cluster's buckets at its start.
 const FORMING: Duration = Duration::from_secs(30);
 
@@ -81,6 +95,8 @@ pub struct Node {
     max_payload: usize,
     /// Where this node takes Diameter connections (told in its entry of the node table).
     diameter: std::sync::Mutex<Option<String>>,
+    /// It owns as many partitions as it may (told in its entries of the node table).
+    full: std::sync::atomic::AtomicBool,
 }
 
 /// The cluster as `GET /v1/cluster` shows it.
@@ -180,6 +196,7 @@ impl Node {
             tokens,
             max_payload,
             diameter: std::sync::Mutex::new(None),
+            full: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -189,7 +206,7 @@ impl Node {
     }
 
     /// Writes this node's entry in the node table (a failure is only logged: the table is
-    /// for people, nothing decides by it).
+    /// for people, and for the spread of partitions, which waits for the next look).
     pub async fn report(&self, partition: u32, role: Role, entry: u64) {
         let status = NodeStatus {
             node: self.config.node.clone(),
@@ -203,6 +220,7 @@ impl Node {
                 .clone(),
             host: Some(self.config.host.clone()),
             realm: Some(self.config.realm.clone()),
+            full: self.full.load(std::sync::atomic::Ordering::Relaxed),
             at_ms: now_ms(),
         };
         if let Err(e) = self.table.put(&status).await {
@@ -221,6 +239,17 @@ impl Node {
         if let Err(e) = self.table.remove(&self.config.node, keep).await {
             tracing::debug!(error = %e, "cannot remove this node from the node table");
         }
+    }
+
+    /// Every live node with the partitions it owns, for the spread
+    /// ([`crate::balance::hand_to`]).
+    pub async fn spread(&self, partitions: u32) -> Result<Vec<crate::balance::Seen>, ClusterError> {
+        let entries = self.table.list().await?;
+        let mut holders = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            holders.push(self.leases.holder(p).await?.map(|(h, _)| h));
+        }
+        Ok(crate::balance::seen(&entries, &holders, now_ms()))
     }
 
     /// Every node as a Diameter peer (from the node table), for a DRA's peer table.

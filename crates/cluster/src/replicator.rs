@@ -83,6 +83,9 @@ pub struct Replicator {
     /// Set when it is dropped: the reader thread ends, then the appender task (a node that
     /// gives a partition back goes on, and must not keep its store).
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The reader thread and the appender task, for [`Replicator::stop`] to wait for.
+    reader: Option<std::thread::JoinHandle<()>>,
+    appender: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Replicator {
@@ -116,7 +119,7 @@ impl Replicator {
         let store_too = store.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name(format!("ocfd-replica-{partition}"))
             .spawn(move || {
                 read(
@@ -128,7 +131,7 @@ impl Replicator {
                     &stopped,
                 )
             })?;
-        tokio::spawn(append(
+        let appender = tokio::spawn(append(
             store,
             fence,
             log,
@@ -143,6 +146,8 @@ impl Replicator {
             appended,
             cuts,
             stop,
+            reader: Some(reader),
+            appender: Some(appender),
         })
     }
 
@@ -164,6 +169,24 @@ impl Replicator {
     /// Where the log could be cut for a snapshot, as entries are appended.
     pub fn cuts(&self) -> Arc<Cuts> {
         self.cuts.clone()
+    }
+
+    /// Stops replicating and waits, at most `patience`, for its thread and task to end (then
+    /// nothing of the store is held here): false if they had not ended by then.
+    pub async fn stop(mut self, patience: Duration) -> bool {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        // A reader still waiting for the store hears that none will come.
+        self.attach = crossbeam_channel::bounded(0).0;
+        let (reader, appender) = (self.reader.take(), self.appender.take());
+        let ended = async move {
+            if let Some(r) = reader {
+                let _ = tokio::task::spawn_blocking(move || r.join()).await;
+            }
+            if let Some(a) = appender {
+                let _ = a.await;
+            }
+        };
+        tokio::time::timeout(patience, ended).await.is_ok()
     }
 
     /// Completes once another node has taken the partition (this one's appends are refused).

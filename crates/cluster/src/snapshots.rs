@@ -449,12 +449,13 @@ pub struct Publishing {
 }
 
 impl Publisher {
-    /// Starts publishing the snapshots of the partition of `p.log`. Must run inside a tokio
-    /// runtime.
-    pub fn start(p: Publishing) -> Publisher {
+    /// Starts publishing the snapshots of the partition of `p.log`; the task ends once the
+    /// publisher is dropped and the snapshot being published, if any, is. Must run inside a
+    /// tokio runtime.
+    pub fn start(p: Publishing) -> (Publisher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(publish(p, rx));
-        Publisher { tx }
+        let task = tokio::spawn(publish(p, rx));
+        (Publisher { tx }, task)
     }
 
     /// A snapshot the store took (skipped if the one before is still being published).

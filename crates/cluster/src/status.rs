@@ -42,6 +42,9 @@ pub struct NodeStatus {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// It owns as many partitions as it may (`max_partitions`): none is handed to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
     /// When it wrote this (milliseconds since 1970, its clock).
     pub at_ms: i64,
 }
@@ -171,6 +174,7 @@ mod tests {
             diameter: diameter.map(str::to_owned),
             host: Some(format!("{node}.example.net")),
             realm: Some("example.net".into()),
+            full: false,
             at_ms,
         }
     }

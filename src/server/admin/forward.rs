@@ -127,7 +127,8 @@ async fn ask_here(routes: axum::Router, mut req: Request, by: &str) -> Response 
     }
 }
 
-/// An answer of this node's engine, as an owner's over HTTP reads.
+/// An answer of this node's engine, as an owner's over HTTP reads (502 if its body is past
+/// what a gathered list takes).
 async fn here_answer(r: Response) -> crate::ctl::http::Answer {
     let status = r.status().as_u16();
     let content_type = r
@@ -135,13 +136,25 @@ async fn here_answer(r: Response) -> crate::ctl::http::Answer {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = to_bytes(r.into_body(), 64 << 20).await.unwrap_or_default();
-    crate::ctl::http::Answer {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        content_type,
+    match to_bytes(r.into_body(), MAX_LIST).await {
+        Ok(body) => crate::ctl::http::Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            content_type,
+        },
+        Err(_) => crate::ctl::http::Answer {
+            status: StatusCode::BAD_GATEWAY.as_u16(),
+            body: serde_json::json!({
+                "error": format!("an engine's answer is larger than {MAX_LIST} octets")
+            })
+            .to_string(),
+            content_type: Some("application/json".into()),
+        },
     }
 }
+
+/// The largest answer of one of this node's engines taken into a gathered list.
+const MAX_LIST: usize = 64 << 20;
 
 impl Owners {
     /// The owner of `partition` as the lease names it: its node and admin address.

@@ -339,7 +339,8 @@ impl Gauges {
             .into_iter()
             .collect();
         // Shown at 0 from the start, so that an alert on its increase sees the first drop.
-        metrics::counter!("ocfd_events_dropped_total").absolute(0);
+        // (Not reset: a node's later engines find it counting.)
+        metrics::counter!("ocfd_events_dropped_total").increment(0);
         Gauges {
             journal_lag: metrics::gauge!("ocfd_journal_lag_records", &labels),
             journal_written: metrics::gauge!("ocfd_journal_written_sequence", &labels),
@@ -485,11 +486,14 @@ impl Gauges {
                     1.0
                 };
                 let used = if now >= c.period_end { 0 } else { c.used };
-                let labels = [
+                // A cluster node's engine: its partition too, so that the series of a
+                // partition given back are hidden with the rest.
+                let mut labels = self.labels.clone();
+                labels.extend([
                     ("tenant", tree.name.clone()),
                     ("unit", format!("{:?}", c.unit).to_lowercase()),
                     ("period", format!("{:?}", c.period).to_lowercase()),
-                ];
+                ]);
                 metrics::gauge!("ocfd_enterprise_used", &labels).set(used as f64 * scale);
                 metrics::gauge!("ocfd_enterprise_reserved", &labels).set(c.reserved as f64 * scale);
                 metrics::gauge!("ocfd_enterprise_limit", &labels).set(c.limit as f64 * scale);

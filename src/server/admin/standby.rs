@@ -44,8 +44,8 @@ impl Front {
         });
     }
 
-    /// The routes for `req`: the engine of the partition it names (`?partition=N`), else the
-    /// lowest partition's, else a standby's.
+    /// The routes for `req`: the engine of the partition it names (`?partition=N`; 409 if
+    /// this node does not serve it), else the lowest partition's, else a standby's.
     fn routes(&self, req: &Request) -> Router {
         let engines = self.engines.load();
         let named = req.uri().query().and_then(|q| {
@@ -53,11 +53,22 @@ impl Front {
                 .find_map(|kv| kv.strip_prefix("partition="))
                 .and_then(|n| n.parse::<u32>().ok())
         });
-        named
-            .and_then(|p| engines.get(&p))
-            .or_else(|| engines.values().next())
-            .cloned()
-            .unwrap_or_else(|| self.standby.clone())
+        match named {
+            Some(p) if req.uri().path().starts_with("/v1/") && !engines.contains_key(&p) => {
+                let here: Vec<u32> = engines.keys().copied().collect();
+                Router::new().fallback(move || async move {
+                    ApiError(
+                        StatusCode::CONFLICT,
+                        format!("this node does not serve partition {p} (it serves {here:?}): ask its owner (ocfctl cluster)"),
+                    )
+                })
+            }
+            _ => named
+                .and_then(|p| engines.get(&p))
+                .or_else(|| engines.values().next())
+                .cloned()
+                .unwrap_or_else(|| self.standby.clone()),
+        }
     }
 }
 

@@ -41,8 +41,10 @@ pub struct Taken {
     pub partition: u32,
     pub takeover: Takeover,
     /// Told once the engine has stopped and let the partition's copy go: the node stands by
-    /// for the partition again (a new copy, from its snapshot and log).
-    pub given_back: tokio::sync::oneshot::Sender<()>,
+    /// for the partition again (a new copy, from its snapshot and log), and claims it again no
+    /// sooner than the lease time or the time given, whichever is longer (an engine that
+    /// could not serve it leaves it to other nodes for a while).
+    pub given_back: tokio::sync::oneshot::Sender<Duration>,
 }
 
 /// Told how a partition's standby is doing.
@@ -57,8 +59,8 @@ pub struct StandBy {
     /// Told how each partition's standby is doing, at each look.
     pub standing: Telling,
     /// Called before each claim of a partition (its engine's listener is bound and named in
-    /// the lease from the claim on).
-    pub prepare: Arc<dyn Fn(u32) + Send + Sync>,
+    /// the lease from the claim on); false: not ready to serve it, no claim.
+    pub prepare: Arc<dyn Fn(u32) -> bool + Send + Sync>,
     /// The most partitions this node owns at once.
     pub max_owned: usize,
 }
@@ -78,10 +80,24 @@ struct Claims {
 #[derive(Default)]
 struct ClaimState {
     owned: std::collections::BTreeSet<u32>,
+    /// Partitions given back: not claimed again here before then.
     given_back: std::collections::HashMap<u32, tokio::time::Instant>,
 }
 
 impl Claims {
+    /// `partition` is not (or no longer) this node's: not claimed again here for the hold-off
+    /// or `not_before`, whichever is longer.
+    async fn give_back(&self, node: &Node, partition: u32, not_before: Duration) {
+        let mut state = self.state.lock().await;
+        state.owned.remove(&partition);
+        node.full.store(
+            state.owned.len() >= self.max,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let until = tokio::time::Instant::now() + self.hold_off.max(not_before);
+        state.given_back.insert(partition, until);
+    }
+
     /// How long a lease must have been seen free before this node claims it: a step per
     /// partition it owns (a node owning none claims at once; of two nodes owning one and two,
     /// the first goes first), and after giving the partition back, the hold-off. None: it owns
@@ -91,9 +107,8 @@ impl Claims {
             return None;
         }
         let mut wait = self.step * state.owned.len() as u32;
-        if let Some(at) = state.given_back.get(&partition) {
-            wait = wait
-                .max((*at + self.hold_off).saturating_duration_since(tokio::time::Instant::now()));
+        if let Some(until) = state.given_back.get(&partition) {
+            wait = wait.max(until.saturating_duration_since(tokio::time::Instant::now()));
         }
         Some(wait)
     }
@@ -121,6 +136,7 @@ impl Node {
         for &p in &how.partitions {
             let (node, tx, how, claims) = (self.clone(), tx.clone(), how.clone(), claims.clone());
             tokio::spawn(async move {
+                let mut pause = Duration::from_secs(1);
                 loop {
                     let dir = (how.dir_of)(p);
                     let stood = tokio::select! {
@@ -129,11 +145,25 @@ impl Node {
                     };
                     let takeover = match stood {
                         Ok(t) => t,
-                        Err(e) => {
+                        // A damaged log or snapshot is not this node's to mend.
+                        Err(e) if e.is_damage() => {
                             let _ = tx.send(Err(e)).await;
                             return;
                         }
+                        Err(e) => {
+                            // NATS out of reach, a disk error: this partition's standby starts
+                            // again after a pause; the node's others go on.
+                            tracing::warn!(error = %e, partition = p, ?pause, "standby: starting again after a pause");
+                            claims.give_back(&node, p, pause).await;
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = tx.closed() => return,
+                            }
+                            pause = (pause * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
                     };
+                    pause = Duration::from_secs(1);
                     let (given_back, back) = tokio::sync::oneshot::channel();
                     let taken = Taken {
                         partition: p,
@@ -144,12 +174,8 @@ impl Node {
                         return;
                     }
                     // Until the engine is done with it (none: the node stops).
-                    if back.await.is_err() {
-                        return;
-                    }
-                    let mut state = claims.state.lock().await;
-                    state.owned.remove(&p);
-                    state.given_back.insert(p, tokio::time::Instant::now());
+                    let Ok(not_before) = back.await else { return };
+                    claims.give_back(&node, p, not_before).await;
                 }
             });
         }
@@ -163,7 +189,7 @@ impl Node {
         segment_bytes: u64,
         standing: impl Fn(&Standing),
         claims: &Claims,
-        prepare: &(dyn Fn(u32) + Send + Sync),
+        prepare: &(dyn Fn(u32) -> bool + Send + Sync),
     ) -> Result<Takeover, ClusterError> {
         let mut log = self.log(partition).await?;
         let mut state = Standing::default();
@@ -250,10 +276,14 @@ impl Node {
                     };
                     let handed_here = held.as_ref().is_some_and(|h| h.next.as_deref() == Some(self.name()));
                     let free = held.as_ref().is_none_or(|h| h.until_ms <= now) || handed_here;
-                    if !free {
-                        free_since = None;
-                    }
-                    let since = *free_since.get_or_insert_with(tokio::time::Instant::now);
+                    // Counted from the first look that found it free.
+                    let since = match free {
+                        true => *free_since.get_or_insert_with(tokio::time::Instant::now),
+                        false => {
+                            free_since = None;
+                            tokio::time::Instant::now()
+                        }
+                    };
                     let due = match claims.wait(&claimed, partition) {
                         Some(_) if handed_here => true,
                         Some(wait) => free && since.elapsed() >= wait,
@@ -264,11 +294,16 @@ impl Node {
                         standing(&state);
                         continue;
                     }
-                    prepare(partition);
+                    if !prepare(partition) {
+                        state.owner = held;
+                        standing(&state);
+                        continue;
+                    }
                     let sent_at = now_ms();
                     match self.leases.claim(partition, sent_at).await {
                         Ok(Claim::Taken(epoch)) => {
                             claimed.owned.insert(partition);
+                            self.full.store(claimed.owned.len() >= claims.max, std::sync::atomic::Ordering::Relaxed);
                             break (epoch, sent_at);
                         }
                         Ok(Claim::Held(h)) => {
