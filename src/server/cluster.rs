@@ -256,14 +256,22 @@ pub(super) async fn serve(
     let watchdog_every = systemd::watchdog_interval().filter(|_| !direct);
     let mut watchdog_tick =
         tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
-    let alive: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, tokio::time::Instant>>> =
-        Arc::default();
+    // Each engine's last passed check (none: it is stopping, and is not waited for).
+    let alive: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<u32, Option<tokio::time::Instant>>>,
+    > = Arc::default();
     // The configuration as the last reload left it: an engine starting later takes it.
     let mut current = config.clone();
     // The spread looked at now and then; one move at a time, none of a partition just taken.
     let mut spread = tokio::time::interval(SPREAD_LOOK);
     spread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut moved_at: Option<tokio::time::Instant> = None;
+    // A look in flight (off the loop: it reads every lease), and the last move, checked at
+    // the next look: a node that did not take what it was handed is handed nothing for a while.
+    let mut looking: Option<tokio::task::JoinHandle<Option<Looked>>> = None;
+    let mut last_move: Option<(u32, String)> = None;
+    let mut refused: std::collections::HashMap<String, (tokio::time::Instant, Duration)> =
+        Default::default();
     let rebalance = config.cluster.rebalance && !direct;
     // The engines serving, each with how it is stopped and reloaded.
     let mut running: std::collections::BTreeMap<u32, Running> = Default::default();
@@ -307,12 +315,22 @@ pub(super) async fn serve(
                     drains: (drain.clone(), drains),
                     alive: watchdog_every.map(|_| {
                         let alive = alive.clone();
-                        Arc::new(move || {
-                            alive
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(p, tokio::time::Instant::now());
-                        }) as Arc<dyn Fn() + Send + Sync>
+                        Arc::new(move |passed: bool| {
+                            let mut alive = alive.lock().unwrap_or_else(|p| p.into_inner());
+                            match passed {
+                                true => match alive.get_mut(&p) {
+                                    // Stopping: no longer waited for.
+                                    Some(None) => {}
+                                    Some(Some(at)) => *at = tokio::time::Instant::now(),
+                                    None => {
+                                        alive.insert(p, Some(tokio::time::Instant::now()));
+                                    }
+                                },
+                                false => {
+                                    alive.insert(p, None);
+                                }
+                            }
+                        }) as Alive
                     }),
                 };
                 serving.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
@@ -367,14 +385,46 @@ pub(super) async fn serve(
                 };
                 let _ = r.given_back.send(not_before);
             }
-            _ = spread.tick(), if rebalance => {
-                let settled = |at: tokio::time::Instant| at.elapsed() >= SPREAD_SETTLE;
-                if moved_at.is_some_and(|at| !settled(at)) {
+            _ = spread.tick(), if rebalance && looking.is_none() => {
+                if moved_at.is_some_and(|at| at.elapsed() < SPREAD_SETTLE) {
                     continue;
                 }
-                let Ok(Ok(nodes)) = tokio::time::timeout(SPREAD_LOOK, node.spread(partitions)).await else {
-                    continue;
-                };
+                let (node, moved) = (node.clone(), last_move.as_ref().map(|(p, _)| *p));
+                looking = Some(tokio::spawn(async move {
+                    let look = async {
+                        let nodes = node.spread(partitions).await.ok()?;
+                        let holder = match moved {
+                            Some(p) => Some(node.leases().holder(p).await.ok()?.map(|(h, _)| h.node)),
+                            None => None,
+                        };
+                        Some(Looked { nodes, holder })
+                    };
+                    tokio::time::timeout(SPREAD_LOOK, look).await.ok().flatten()
+                }));
+            }
+            looked = async {
+                match looking.as_mut() {
+                    Some(l) => l.await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            }, if looking.is_some() => {
+                looking = None;
+                let Some(Looked { mut nodes, holder }) = looked else { continue };
+                let settled = |at: tokio::time::Instant| at.elapsed() >= SPREAD_SETTLE;
+                if let (Some((p, to)), Some(holder)) = (last_move.take(), holder) {
+                    if holder.as_deref() != Some(to.as_str()) {
+                        let backoff = refused.get(&to).map_or(REFUSED_FIRST, |(_, b)| (*b * 2).min(REFUSED_MOST));
+                        tracing::warn!(partition = p, to, ?backoff, "the node handed a partition did not take it: it is handed none for a while");
+                        refused.insert(to, (tokio::time::Instant::now() + backoff, backoff));
+                    } else {
+                        refused.remove(&to);
+                    }
+                }
+                for n in nodes.iter_mut() {
+                    if refused.get(&n.node).is_some_and(|(until, _)| *until > tokio::time::Instant::now()) {
+                        n.may_take = false;
+                    }
+                }
                 let Some(to) = ocf_cluster::balance::hand_to(&name, &nodes) else { continue };
                 // The partition held longest (of those held a while), to the node owning fewest.
                 let Some((p, r)) = running
@@ -386,8 +436,9 @@ pub(super) async fn serve(
                 };
                 let owns = |n: &str| nodes.iter().find(|s| s.node == n).map_or(0, |s| s.owns);
                 info!(partition = p, to, owned_here = owns(&name), owned_there = owns(&to), "spreading the partitions: handing one over");
-                if r.drain.try_send(Some(to)).is_ok() {
+                if r.drain.try_send(Some(to.clone())).is_ok() {
                     moved_at = Some(tokio::time::Instant::now());
+                    last_move = Some((*p, to));
                 }
             }
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
@@ -396,7 +447,7 @@ pub(super) async fn serve(
                 let stuck: Vec<u32> = running
                     .keys()
                     .copied()
-                    .filter(|p| alive.get(p).is_some_and(|at| at.elapsed() > limit))
+                    .filter(|p| alive.get(p).is_some_and(|at| at.is_some_and(|at| at.elapsed() > limit)))
                     .collect();
                 if stuck.is_empty() {
                     systemd::watchdog();
@@ -408,10 +459,12 @@ pub(super) async fn serve(
                 // Read once; each engine takes the same configuration, and one that starts
                 // later takes it too (if it is sound: an engine refuses one that is not).
                 let loaded = load();
-                if let Ok(c) = loaded.as_ref().map(|c| (c, c.validate())) {
-                    if c.1.is_ok() {
-                        current = c.0.clone();
-                        current.serving = None;
+                if let Ok(c) = &loaded {
+                    // As an engine takes it: what only a restart changes stays.
+                    let mut next = c.clone();
+                    reload::keep_restart_only(&current, &mut next);
+                    if next.validate().is_ok() {
+                        current = next;
                     }
                 }
                 for r in running.values() {
@@ -522,7 +575,16 @@ struct Partition {
     /// The drains asked for (through the admin API, or by the spread).
     drains: Drain,
     /// Told each time the engine's own liveness check passes (none: it tells systemd).
-    alive: Option<Arc<dyn Fn() + Send + Sync>>,
+    alive: Option<Alive>,
+}
+
+/// Told each time an engine's liveness check passes (true), and that it is stopping (false).
+pub(crate) type Alive = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// A look at the spread: every live node, and who holds the partition last moved (if one was).
+struct Looked {
+    nodes: Vec<ocf_cluster::balance::Seen>,
+    holder: Option<Option<String>>,
 }
 
 /// How a drain is asked for, and heard.
@@ -547,6 +609,18 @@ async fn serve_partition(
     let (sink, changes) = replicator::changes();
     let fence = takeover.fence.clone();
     let epoch = takeover.ownership.epoch.0;
+    // Before its lease is kept: a failure gives it up at once (another node takes over).
+    let give_up = |e: String| {
+        let (leases, epoch) = (node.leases(), takeover.ownership.epoch);
+        async move {
+            let _ = leases.release(partition, epoch).await;
+            cluster(e)
+        }
+    };
+    let log = match node.log(partition).await {
+        Ok(l) => l,
+        Err(e) => return give_up(e.to_string()).await,
+    };
     let replicator = match Replicator::start(
         takeover.log,
         changes,
@@ -555,13 +629,9 @@ async fn serve_partition(
         takeover.changes_last,
     ) {
         Ok(r) => r,
-        Err(e) => return cluster(e.to_string()),
+        Err(e) => return give_up(e.to_string()).await,
     };
     // Its periodic snapshots go to the object store, and the log is cut behind them.
-    let log = match node.log(partition).await {
-        Ok(l) => l,
-        Err(e) => return cluster(e.to_string()),
-    };
     let (publisher, publishing) = Publisher::start(Publishing {
         snapshots: node.snapshots(),
         log,
@@ -728,10 +798,12 @@ async fn serve_partition(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wound_down(partition, replicator, publishing).await;
+    // The lease first (its fence closes: nothing more is published), then what is left of
+    // the replication ends.
     let drained = drained.lock().unwrap_or_else(|p| p.into_inner()).take();
     let _ = release.send(drained.clone().flatten());
     let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
+    wound_down(partition, replicator, publishing).await;
     match drained {
         Some(to) => {
             Ended::HandedOver(to.unwrap_or_else(|| "whichever standby claims it first".into()))
@@ -904,6 +976,11 @@ fn snapshot_published(partition: u32, entry: Option<u64>) {
         metrics::gauge!("ocfd_cluster_snapshot_entry", &label).set(e as f64);
     }
 }
+
+/// How long a node that did not take a partition it was handed is handed none, at first and
+/// at most (doubling in between).
+const REFUSED_FIRST: Duration = Duration::from_secs(60);
+const REFUSED_MOST: Duration = Duration::from_secs(1800);
 
 /// How long an engine that could not serve its partition leaves it to other nodes.
 const FAILED_HOLD_OFF: Duration = Duration::from_secs(60);

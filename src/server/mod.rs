@@ -258,7 +258,7 @@ pub struct Server {
     pub(crate) admin_slot: Option<admin::Slot>,
     /// In a cluster node of several partitions: told each time the liveness check passes,
     /// for the node's watchdog (none: systemd is told directly).
-    pub(crate) alive: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) alive: Option<cluster::Alive>,
     /// Where snapshots go and the journal lives (None: no journal).
     persistence: Option<(std::path::PathBuf, std::path::PathBuf, Duration)>,
     tcp: Vec<TcpListener>,
@@ -820,6 +820,7 @@ impl Server {
         let peers = self.shared.peers.clone();
         let sy = self.shared.sy.clone();
         let alive = self.alive.take();
+        let stopping_alive = alive.clone();
         let supervisor = tokio::spawn(async move {
             let mut live = Liveness::default();
             // Shared pools that ran dry while units were held under them: when their holders
@@ -844,7 +845,7 @@ impl Server {
                     if last_ping.elapsed() >= every {
                         match live.check(&store, every) {
                             Ok(()) => match &alive {
-                                Some(alive) => alive(),
+                                Some(alive) => alive(true),
                                 None => systemd::watchdog(),
                             },
                             Err(why) => {
@@ -950,6 +951,10 @@ impl Server {
             slot.stop_partition(serving);
         }
         supervisor.abort();
+        // The node's watchdog no longer waits for this engine's checks: it is stopping.
+        if let Some(alive) = &stopping_alive {
+            alive(false);
+        }
         outbox.abort();
         if let Some(a) = &admin {
             a.abort();

@@ -57,6 +57,22 @@ fn kept(old: &Config, new: &Config) -> Vec<&'static str> {
     .collect()
 }
 
+/// `next` with what only a restart changes as it is in `current`: listeners, state and
+/// journal, the admin listener, threads, the log's format, and a cluster node's partition and
+/// place in the cluster.
+pub(crate) fn keep_restart_only(current: &Config, next: &mut Config) {
+    next.diameter.listen_tcp = current.diameter.listen_tcp.clone();
+    next.diameter.listen_sctp = current.diameter.listen_sctp.clone();
+    next.diameter.tls.listen = current.diameter.tls.listen.clone();
+    next.state_dir = current.state_dir.clone();
+    next.journal = current.journal.clone();
+    next.admin = current.admin.clone();
+    next.worker_threads = current.worker_threads;
+    next.log.format = current.log.format;
+    next.cluster = current.cluster.clone();
+    next.serving = current.serving;
+}
+
 impl Reloader {
     /// Reloads with the configuration `load` reads (the file, with the command line's
     /// overrides). Returns what was refused, if anything.
@@ -78,17 +94,7 @@ impl Reloader {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         // What only a restart changes stays as it runs (and is checked and compared so).
         let changed_but_kept = kept(&current, &next);
-        next.diameter.listen_tcp = current.diameter.listen_tcp.clone();
-        next.diameter.listen_sctp = current.diameter.listen_sctp.clone();
-        next.diameter.tls.listen = current.diameter.tls.listen.clone();
-        next.state_dir = current.state_dir.clone();
-        next.journal = current.journal.clone();
-        next.admin = current.admin.clone();
-        next.worker_threads = current.worker_threads;
-        next.log.format = current.log.format;
-        // A cluster node keeps its partition and its place in the cluster.
-        next.cluster = current.cluster.clone();
-        next.serving = current.serving;
+        keep_restart_only(&current, &mut next);
         next.validate().map_err(|e| e.to_string())?;
         tracing_subscriber::EnvFilter::try_new(&next.log.level)
             .map_err(|e| format!("log.level '{}': {e}", next.log.level))?;

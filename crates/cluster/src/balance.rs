@@ -50,9 +50,14 @@ pub fn seen(entries: &[NodeStatus], holders: &[Option<Holder>], now_ms: i64) -> 
 }
 
 /// The node `me` should hand one of its partitions to, if that evens the spread: the live node
-/// that may take one and owns fewest (by name among equals), when `me` owns at least two more.
+/// that may take one and owns fewest (by name among equals), when `me` owns at least two more
+/// and no node owns more than `me` (the nodes owning most move first: a newcomer is not handed
+/// partitions by every node at once).
 pub fn hand_to(me: &str, nodes: &[Seen]) -> Option<String> {
     let mine = nodes.iter().find(|n| n.node == me)?.owns;
+    if nodes.iter().any(|n| n.owns > mine) {
+        return None;
+    }
     nodes
         .iter()
         .filter(|n| n.node != me && n.may_take)
@@ -139,5 +144,23 @@ mod tests {
             entry("c", now, false),
         ];
         assert_eq!(hand_to("a", &seen(&both, &holders, now)), Some("c".into()));
+    }
+
+    /// Of two nodes that could hand one over, only the one owning most does.
+    #[test]
+    fn the_node_owning_most_moves_first() {
+        let now = 100_000;
+        let entries = [
+            entry("a", now, false),
+            entry("b", now, false),
+            entry("c", now, false),
+        ];
+        let holders: Vec<Option<Holder>> = ["a", "a", "a", "b", "b"]
+            .iter()
+            .map(|n| held(n, now + 1))
+            .collect();
+        let nodes = seen(&entries, &holders, now);
+        assert_eq!(hand_to("a", &nodes), Some("c".into()));
+        assert_eq!(hand_to("b", &nodes), None, "a owns more");
     }
 }

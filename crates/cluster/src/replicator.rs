@@ -178,6 +178,7 @@ impl Replicator {
         // A reader still waiting for the store hears that none will come.
         self.attach = crossbeam_channel::bounded(0).0;
         let (reader, appender) = (self.reader.take(), self.appender.take());
+        let abort = appender.as_ref().map(|a| a.abort_handle());
         let ended = async move {
             if let Some(r) = reader {
                 let _ = tokio::task::spawn_blocking(move || r.join()).await;
@@ -186,7 +187,15 @@ impl Replicator {
                 let _ = a.await;
             }
         };
-        tokio::time::timeout(patience, ended).await.is_ok()
+        let in_time = tokio::time::timeout(patience, ended).await.is_ok();
+        if !in_time {
+            // An append that cannot get through (NATS out of reach) is given up: whatever it
+            // held is dropped, and the reader waiting on its queue ends.
+            if let Some(a) = abort {
+                a.abort();
+            }
+        }
+        in_time
     }
 
     /// Completes once another node has taken the partition (this one's appends are refused).

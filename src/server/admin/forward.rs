@@ -292,6 +292,14 @@ impl Owners {
                     .into_response();
                 }
                 serde_json::Value::Array(list) if a.status == 200 => all.extend(list),
+                // The lease named a node that serves the partition no more.
+                _ if a.status == 409 || a.status == 421 => {
+                    return ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("partition {p}'s owner changed meanwhile: ask again"),
+                    )
+                    .into_response();
+                }
                 _ => return answered(a),
             }
         }

@@ -80,8 +80,9 @@ struct Claims {
 #[derive(Default)]
 struct ClaimState {
     owned: std::collections::BTreeSet<u32>,
-    /// Partitions given back: not claimed again here before then.
-    given_back: std::collections::HashMap<u32, tokio::time::Instant>,
+    /// Partitions given back: not claimed again here before then, and whether their engine
+    /// failed (then not even when a drain hands them here).
+    given_back: std::collections::HashMap<u32, (tokio::time::Instant, bool)>,
 }
 
 impl Claims {
@@ -95,7 +96,9 @@ impl Claims {
             std::sync::atomic::Ordering::Relaxed,
         );
         let until = tokio::time::Instant::now() + self.hold_off.max(not_before);
-        state.given_back.insert(partition, until);
+        state
+            .given_back
+            .insert(partition, (until, not_before > self.hold_off));
     }
 
     /// How long a lease must have been seen free before this node claims it: a step per
@@ -107,7 +110,7 @@ impl Claims {
             return None;
         }
         let mut wait = self.step * state.owned.len() as u32;
-        if let Some(until) = state.given_back.get(&partition) {
+        if let Some((until, _)) = state.given_back.get(&partition) {
             wait = wait.max(until.saturating_duration_since(tokio::time::Instant::now()));
         }
         Some(wait)
@@ -285,7 +288,8 @@ impl Node {
                         }
                     };
                     let due = match claims.wait(&claimed, partition) {
-                        Some(_) if handed_here => true,
+                        // Handed here by a drain: at once, unless its engine failed here lately.
+                        Some(_) if handed_here => !claimed.given_back.get(&partition).is_some_and(|(until, failed)| *failed && *until > tokio::time::Instant::now()),
                         Some(wait) => free && since.elapsed() >= wait,
                         None => false,
                     };
