@@ -1474,28 +1474,8 @@ fn tenants_are_partitioned_over_the_nodes() {
     let mut gw = Gw::open_at(c.gateways, "pgw.localdomain");
     let hank = "4470000001";
     let acme_dev = device(8600);
-    let open = |gw: &mut Gw, sid: &str, msisdn: &str| {
-        let deadline = Instant::now() + WAIT;
-        let mut n = 0;
-        loop {
-            n += 1;
-            let r = gw.ask(
-                &CcrSpec::new(format!("{sid};{n}"), INITIAL, 0)
-                    .msisdn(msisdn)
-                    .mscc(ask(MIB)),
-            );
-            if r.result_code == 2001 {
-                return format!("{sid};{n}");
-            }
-            assert_eq!(r.result_code, 3002, "{r:?}");
-            assert!(
-                Instant::now() < deadline,
-                "{msisdn} never reached its owner"
-            );
-        }
-    };
-    let s_acme = open(&mut gw, "acme", &acme_dev);
-    let s_globex = open(&mut gw, "globex", hank);
+    let s_acme = opened(&mut gw, "acme", &acme_dev);
+    let s_globex = opened(&mut gw, "globex", hank);
     // Updates without a Subscription-Id go where their session is.
     for (sid, n) in [(&s_acme, 1), (&s_globex, 1)] {
         let r = gw.ask(&CcrSpec::new(sid, UPDATE, n).mscc(report(MIB, true)));
@@ -1508,7 +1488,7 @@ fn tenants_are_partitioned_over_the_nodes() {
     );
     // A gateway on one owner reaches the other partition's owner through its router.
     let mut gw2 = Gw::open_at(globex_owner.gateways, "pgw2.localdomain");
-    let s2 = open(&mut gw2, "acme-via-globex-owner", &device(8601));
+    let s2 = opened(&mut gw2, "acme-via-globex-owner", &device(8601));
     // A manager adds a device to globex on its owner: every router finds it (the shared
     // directory), here the standby's. Through the other owner, the change is refused with the
     // owner to ask.
@@ -1550,7 +1530,7 @@ fn tenants_are_partitioned_over_the_nodes() {
         wrong.body.contains("partition 0") && wrong.body.contains(&globex_owner.name),
         "{wrong:?}"
     );
-    let s_new = open(&mut gw, "newbie", "4470000002");
+    let s_new = opened(&mut gw, "newbie", "4470000002");
     let r = gw.ask(&CcrSpec::new(&s_new, TERMINATION, 1).mscc(report(MIB, false)));
     assert_eq!(r.result_code, 2001, "{r:?}");
     assert_eq!(usage(&g_api, "globex/newbie").0, MIB);

@@ -693,6 +693,11 @@ async fn serve_partition(
                 .await;
         }
     };
+    // Its journal replicated from now on.
+    if let Err(e) = winding.replicator.attach(server.shared.store.clone()) {
+        drop((server, publisher));
+        return winding.give_up(cluster(e.to_string())).await;
+    }
     let Winding {
         partition: _,
         release,
@@ -735,17 +740,6 @@ async fn serve_partition(
         }
     };
     let store = server.shared.store.clone();
-    if let Err(e) = replicator.attach(store.clone()) {
-        drop(server);
-        let winding = Winding {
-            partition,
-            release,
-            lease,
-            replicator,
-            publishing,
-        };
-        return winding.give_up(cluster(e.to_string())).await;
-    }
     info!(node = %name, partition, engine = %advertised, "serving the partition");
     // The node table says who owns the partition and how far the log is.
     let reporter = {

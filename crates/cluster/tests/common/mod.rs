@@ -170,7 +170,55 @@ impl Nats {
         if n > 1 {
             servers[0].wait_for("metadata leader");
         }
-        Nats { servers }
+        let nats = Nats { servers };
+        if n > 1 {
+            nats.wait_for_placement(n);
+        }
+        nats
+    }
+
+    /// Waits (bounded) until the cluster places a stream on all `n` servers: a metadata
+    /// leader may be elected before every peer has joined, and a bucket made then is refused
+    /// ("no suitable peers for placement"). On a thread of its own, so that async tests may
+    /// call it too.
+    fn wait_for_placement(&self, n: usize) {
+        let urls: Vec<String> = self.servers.iter().map(Server::url).collect();
+        let placed = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the probe");
+            rt.block_on(async move {
+                let client = async_nats::connect(urls)
+                    .await
+                    .expect("connect to nats-server");
+                let js = async_nats::jetstream::new(client);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let probe = async_nats::jetstream::stream::Config {
+                        name: "PLACEMENT_PROBE".into(),
+                        subjects: vec!["placement.probe".into()],
+                        num_replicas: n,
+                        ..Default::default()
+                    };
+                    match js.create_stream(probe).await {
+                        Ok(_) => {
+                            let _ = js.delete_stream("PLACEMENT_PROBE").await;
+                            return Ok(());
+                        }
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            })
+        })
+        .join()
+        .expect("the placement probe");
+        if let Err(e) = placed {
+            panic!("the NATS cluster never placed a stream on its {n} servers within 30 s: {e}");
+        }
     }
 
     /// A JetStream context over a connection that knows every server (it moves to another
