@@ -1,30 +1,34 @@
 //! The daemon as one node of a cluster (docs/cluster.md). It connects to NATS and takes
 //! gateways on its Diameter listeners through its router ([`super::relay`]), which sends each
 //! request to the engine of its tenant's partition, on this node or another, as the leases
-//! say. It stands by for every partition (a copy of each kept from its replicated log) until
-//! one's lease is free, takes that one over, opens the copy as its engine's store (replaying
-//! the previous owner's journal, so its sessions and reservations carry on), and serves it as
-//! any ocfd does, on the engine's own listener, its journal and account changes replicated and
-//! its lease kept. Deposed (another node holds the lease), it stops charging at once and exits
-//! with [`super::EXIT_DEPOSED`], for systemd to start it again as a standby.
+//! say. It stands by for every partition it does not own (a copy of each kept from its
+//! replicated log), takes over each whose lease it wins (claims favour the nodes owning
+//! fewest), and serves each with an engine of its own ([`partition`]): the copy opened as the
+//! engine's store, replaying the previous owner's journal, so its sessions and reservations
+//! carry on. An engine deposed or drained ends alone and the node stands by for its partition
+//! again; now and then the node hands a partition to a node owning at least two fewer (the
+//! spread).
+//! With one partition the owner's engine takes the node's own listeners, and deposed or
+//! drained the node exits with [`super::EXIT_DEPOSED`], for systemd to start it again as a
+//! standby.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ocf_cluster::node::{Node, NodeConfig, StandBy, keep_lease};
+use ocf_cluster::node::{Node, NodeConfig, StandBy};
 use ocf_cluster::ownership::Timers;
-use ocf_cluster::replicator::{self, Replicator};
-use ocf_cluster::snapshots::{Publisher, Publishing};
-use ocf_cluster::status::Role;
 use tracing::info;
 
-use super::admin::cluster::ClusterHandle;
 use super::relay::{Relay, RelayTls};
 use super::route::Router;
-use super::{LoadConfig, Server, ServerError, reload, systemd};
+use super::{LoadConfig, ServerError, reload, systemd};
 use crate::config::Config;
+
+mod partition;
+pub(crate) use partition::Alive;
+use partition::{Ended, Partition, serve_partition};
 
 /// The node's settings from the configuration.
 pub fn node_config(config: &Config) -> NodeConfig {
@@ -549,314 +553,10 @@ struct Running {
     since: tokio::time::Instant,
 }
 
-/// How an engine stopped serving its partition.
-enum Ended {
-    /// Asked to (the node stops): the lease was given up.
-    Stopped,
-    /// Another node took the lease.
-    Deposed,
-    /// Handed over on purpose (a drain), to the node named or any standby.
-    HandedOver(String),
-    /// It could not serve.
-    Failed(ServerError),
-}
-
-/// What an engine serves its partition with.
-struct Partition {
-    config: Config,
-    node: Arc<Node>,
-    taken: ocf_cluster::node::Takeover,
-    /// Its own listener (bound, where it is reached, as the lease names it); none: the
-    /// node's listeners (one partition).
-    listener: Option<(tokio::net::TcpListener, std::net::SocketAddr, String)>,
-    admin: Option<(super::admin::Slot, Credentials)>,
-    owners: super::admin::forward::Owners,
-    engine_tx: tokio::sync::watch::Sender<std::collections::BTreeMap<u32, std::net::SocketAddr>>,
-    /// The drains asked for (through the admin API, or by the spread).
-    drains: Drain,
-    /// Told each time the engine's own liveness check passes (none: it tells systemd).
-    alive: Option<Alive>,
-}
-
-/// Told each time an engine's liveness check passes (true), and that it is stopping (false).
-pub(crate) type Alive = Arc<dyn Fn(bool) + Send + Sync>;
-
 /// A look at the spread: every live node, and who holds the partition last moved (if one was).
 struct Looked {
     nodes: Vec<ocf_cluster::balance::Seen>,
     holder: Option<Option<String>>,
-}
-
-/// How a drain is asked for, and heard.
-type Drain = (
-    tokio::sync::mpsc::Sender<Option<String>>,
-    tokio::sync::mpsc::Receiver<Option<String>>,
-);
-
-/// Serves `partition` from its takeover until `stop` fires, the lease is lost or a drain
-/// hands it over: its journal and account changes replicated, its snapshots published, its
-/// lease kept, and at a clean end the log given the last records before the lease goes.
-async fn serve_partition(
-    partition: u32,
-    p: Partition,
-    stop: tokio::sync::oneshot::Receiver<()>,
-    reloads: tokio::sync::mpsc::UnboundedReceiver<LoadConfig>,
-    set_log_level: Option<reload::SetLogLevel>,
-) -> Ended {
-    let cluster = |e: String| Ended::Failed(ServerError::Cluster(e));
-    let (config, node, takeover) = (&p.config, p.node, p.taken);
-    let name = node.name().to_owned();
-    let (sink, changes) = replicator::changes();
-    let fence = takeover.fence.clone();
-    let epoch = takeover.ownership.epoch.0;
-    // Before its lease is kept: a failure gives it up at once (another node takes over).
-    let give_up = |e: String| {
-        let (leases, epoch) = (node.leases(), takeover.ownership.epoch);
-        async move {
-            let _ = leases.release(partition, epoch).await;
-            cluster(e)
-        }
-    };
-    let log = match node.log(partition).await {
-        Ok(l) => l,
-        Err(e) => return give_up(e.to_string()).await,
-    };
-    let replicator = match Replicator::start(
-        takeover.log,
-        changes,
-        fence.clone(),
-        takeover.journal_last,
-        takeover.changes_last,
-    ) {
-        Ok(r) => r,
-        Err(e) => return give_up(e.to_string()).await,
-    };
-    // Its periodic snapshots go to the object store, and the log is cut behind them.
-    let (publisher, publishing) = Publisher::start(Publishing {
-        snapshots: node.snapshots(),
-        log,
-        cuts: replicator.cuts(),
-        fence: fence.clone(),
-        epoch,
-        change_log: config.partition_copy(partition).join("changes"),
-        published: Box::new(move |entry| snapshot_published(partition, Some(entry))),
-    });
-    // Counted from the takeover until the first one.
-    snapshot_published(partition, None);
-    // Keep the lease while the store opens: replay may take a while.
-    let (release, released) = tokio::sync::oneshot::channel();
-    let lease = tokio::spawn(keep_lease(
-        node.leases(),
-        partition,
-        takeover.ownership,
-        fence.clone(),
-        released,
-    ));
-    let replication = ocf_store::Replication {
-        fence: fence.clone(),
-        changes: sink,
-    };
-    // Off the runtime's threads: recovery blocks, and the changes it makes wait for the
-    // replicator's task.
-    let (engine, engine_addr, advertised) = match p.listener {
-        Some((l, bound, advertised)) => (Some(l), Some(bound), Some(advertised)),
-        None => (None, None, None),
-    };
-    let cfg = engine_config(config, partition, engine_addr);
-    let bind = super::PartitionBind {
-        replication,
-        engine,
-        credentials: p
-            .admin
-            .as_ref()
-            .map(|(_, (token, tokens))| (token.clone(), tokens.clone())),
-    };
-    let opened =
-        tokio::task::spawn_blocking(move || Server::bind_partition(&cfg, Some(bind))).await;
-    let winding = Winding {
-        partition,
-        release,
-        lease,
-        replicator,
-        publishing,
-    };
-    let mut server = match opened {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            drop(publisher);
-            return winding.give_up(Ended::Failed(e)).await;
-        }
-        Err(e) => {
-            drop(publisher);
-            return winding
-                .give_up(cluster(format!("opening the partition: {e}")))
-                .await;
-        }
-    };
-    // Its journal replicated from now on.
-    if let Err(e) = winding.replicator.attach(server.shared.store.clone()) {
-        drop((server, publisher));
-        return winding.give_up(cluster(e.to_string())).await;
-    }
-    let Winding {
-        partition: _,
-        release,
-        mut lease,
-        replicator,
-        publishing,
-    } = winding;
-    let (drain, mut drains) = p.drains;
-    server.admin_slot = p.admin.as_ref().map(|(slot, _)| slot.clone());
-    server.on_snapshot = Some(Arc::new(move |t| publisher.taken(t)));
-    server.alive = p.alive.clone();
-    server.cluster = Some(Arc::new(ClusterHandle {
-        node: node.clone(),
-        partition,
-        partitions: config.cluster.partitions.max(1),
-        owners: p.owners,
-        drain,
-    }));
-    let advertised = match engine_addr {
-        Some(a) => {
-            p.engine_tx.send_modify(|e| {
-                e.insert(partition, a);
-            });
-            advertised.unwrap_or_else(|| a.to_string())
-        }
-        None => {
-            // Its own listeners: named in the lease from the next renewal on.
-            let a = config.cluster.advertise_diameter.clone().or_else(|| {
-                server
-                    .local_addrs()
-                    .into_iter()
-                    .find(|(t, _)| *t == "tcp")
-                    .map(|(_, a)| a.to_string())
-            });
-            if let Some(a) = &a {
-                node.leases().advertise(a);
-                node.set_diameter(a);
-            }
-            a.unwrap_or_default()
-        }
-    };
-    let store = server.shared.store.clone();
-    info!(node = %name, partition, engine = %advertised, "serving the partition");
-    // The node table says who owns the partition and how far the log is.
-    let reporter = {
-        let (node, appended) = (node.clone(), replicator.appended_handle());
-        tokio::spawn(async move {
-            loop {
-                node.report(partition, Role::Owner, appended.load(Ordering::Acquire))
-                    .await;
-                tokio::time::sleep(REPORT_EVERY).await;
-            }
-        })
-    };
-    let deposed = Arc::new(AtomicBool::new(false));
-    // A drain asked for through the admin API: to whom (None: any standby).
-    let drained: Arc<std::sync::Mutex<Option<Option<String>>>> = Arc::default();
-    let stopping = {
-        let (deposed, drained) = (deposed.clone(), drained.clone());
-        // Borrowed: the replicator goes on after the stop, for the stop's last records.
-        let (lease, replicator) = (&mut lease, &replicator);
-        async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = replicator.deposed() => deposed.store(true, Ordering::Release),
-                _ = lease => deposed.store(true, Ordering::Release),
-                Some(to) = drains.recv() => {
-                    info!(partition, to = ?to, "draining: handing the partition over");
-                    *drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
-                }
-            }
-        }
-    };
-    server.serve(stopping, reloads, set_log_level).await;
-    reporter.abort();
-    if deposed.load(Ordering::Acquire) {
-        // The lease is someone else's: nothing more goes to the log.
-        lease.abort();
-        wound_down(partition, replicator, publishing).await;
-        return Ended::Deposed;
-    }
-    // A clean stop: the log gets what the stop wrote, then the lease is given up so that a
-    // standby takes over at once.
-    let written = store
-        .journal()
-        .map_or(0, |j| j.progress().written.load(Ordering::Acquire));
-    let deadline = tokio::time::Instant::now() + STOP_PATIENCE;
-    while store
-        .journal()
-        .is_some_and(|j| j.progress().replicated.load(Ordering::Acquire) < written)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The lease first (its fence closes: nothing more is published), then what is left of
-    // the replication ends.
-    let drained = drained.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let _ = release.send(drained.clone().flatten());
-    let _ = tokio::time::timeout(STOP_PATIENCE, lease).await;
-    wound_down(partition, replicator, publishing).await;
-    match drained {
-        Some(to) => {
-            Ended::HandedOver(to.unwrap_or_else(|| "whichever standby claims it first".into()))
-        }
-        None => Ended::Stopped,
-    }
-}
-
-/// What an engine holds of its partition besides its store, until it is done with it.
-struct Winding {
-    partition: u32,
-    release: tokio::sync::oneshot::Sender<Option<String>>,
-    lease: tokio::task::JoinHandle<ocf_cluster::node::LeaseEnd>,
-    replicator: Replicator,
-    publishing: tokio::task::JoinHandle<()>,
-}
-
-impl Winding {
-    /// The engine could not serve the partition: its lease is given up at once (another
-    /// node takes it over), and nothing of it is left running.
-    async fn give_up(self, why: Ended) -> Ended {
-        let _ = self.release.send(None);
-        let _ = tokio::time::timeout(STOP_PATIENCE, self.lease).await;
-        wound_down(self.partition, self.replicator, self.publishing).await;
-        why
-    }
-}
-
-/// Waits (bounded) until the replicator and the snapshot publisher of a partition have ended:
-/// its copy may then be made afresh, nothing else reading or writing it.
-async fn wound_down(
-    partition: u32,
-    replicator: Replicator,
-    publishing: tokio::task::JoinHandle<()>,
-) {
-    let stopped = replicator.stop(STOP_PATIENCE).await;
-    let published = tokio::time::timeout(STOP_PATIENCE, publishing)
-        .await
-        .is_ok();
-    if !(stopped && published) {
-        tracing::warn!(
-            partition,
-            "the partition's replication did not end in time; its copy is made afresh anyway"
-        );
-    }
-}
-
-/// The configuration of this node's engine for `partition`: its store is the partition's
-/// copy, with the partition's tenants only; with an `engine` listener, it takes Diameter there
-/// alone (the routers', this node's and the others'), else on the node's own listeners.
-fn engine_config(config: &Config, partition: u32, engine: Option<std::net::SocketAddr>) -> Config {
-    let mut c = config.clone();
-    c.serving = Some(partition);
-    if let Some(engine) = engine {
-        c.diameter.listen_tcp = vec![engine.to_string()];
-        c.diameter.listen_sctp.clear();
-        c.diameter.tls.listen.clear();
-    }
-    c
 }
 
 /// The operator's token and the named tokens.
@@ -960,20 +660,10 @@ fn relay_tls(config: &Config, tls: Option<Arc<rustls::ServerConfig>>) -> Option<
     })
 }
 
-/// The gauges of the partition's latest snapshot this owner published (`entry` none: none yet,
-/// counted from now).
-fn snapshot_published(partition: u32, entry: Option<u64>) {
-    let label = [("partition", partition.to_string())];
-    let now = ocf_store::replication::now_ms() as f64 / 1000.0;
-    metrics::gauge!("ocfd_cluster_snapshot_timestamp_seconds", &label).set(now);
-    if let Some(e) = entry {
-        metrics::gauge!("ocfd_cluster_snapshot_entry", &label).set(e as f64);
-    }
-}
-
 /// How long a node that did not take a partition it was handed is handed none, at first and
 /// at most (doubling in between).
 const REFUSED_FIRST: Duration = Duration::from_secs(60);
+
 const REFUSED_MOST: Duration = Duration::from_secs(1800);
 
 /// How long an engine that could not serve its partition leaves it to other nodes.
@@ -986,11 +676,5 @@ const SPREAD_LOOK: Duration = Duration::from_secs(5);
 /// settles: the node taking it over writes its lease and entry).
 const SPREAD_SETTLE: Duration = Duration::from_secs(15);
 
-/// How often the owner writes its entry in the node table.
-const REPORT_EVERY: Duration = Duration::from_secs(2);
-
 /// How long a relay's gateways get to answer its DPR when it stops.
 const RELAY_GRACE: Duration = Duration::from_secs(1);
-
-/// How long a stopping owner waits for the log to take its last records.
-const STOP_PATIENCE: Duration = Duration::from_secs(10);
