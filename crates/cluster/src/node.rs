@@ -97,6 +97,8 @@ pub struct Node {
     diameter: std::sync::Mutex<Option<String>>,
     /// It owns as many partitions as it may (told in its entries of the node table).
     full: std::sync::atomic::AtomicBool,
+    /// The partitions it has entries for in the node table.
+    reported: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
 
 /// The cluster as `GET /v1/cluster` shows it.
@@ -197,6 +199,7 @@ impl Node {
             max_payload,
             diameter: std::sync::Mutex::new(None),
             full: std::sync::atomic::AtomicBool::new(false),
+            reported: Default::default(),
         })
     }
 
@@ -223,21 +226,32 @@ impl Node {
             full: self.full.load(std::sync::atomic::Ordering::Relaxed),
             at_ms: now_ms(),
         };
+        self.reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition);
         if let Err(e) = self.table.put(&status).await {
             tracing::debug!(error = %e, "cannot write the node table");
         }
     }
 
-    /// Takes this node's entry out of the node table (it stops; an entry left by a node that
-    /// dies goes by itself after a while).
+    /// Takes this node's entries out of the node table (it stops; an entry left by a node
+    /// that dies goes by itself after a while), bounded in time.
     pub async fn forget(&self) {
-        self.forget_all_but(None).await
-    }
-
-    /// Removes this node's entries in the node table for every partition but `keep`.
-    pub async fn forget_all_but(&self, keep: Option<u32>) {
-        if let Err(e) = self.table.remove(&self.config.node, keep).await {
-            tracing::debug!(error = %e, "cannot remove this node from the node table");
+        let reported: Vec<u32> = self
+            .reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let removed = self.table.remove(&self.config.node, &reported);
+        match tokio::time::timeout(Duration::from_secs(5), removed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot remove this node from the node table")
+            }
+            Err(_) => tracing::debug!("removing this node from the node table took too long"),
         }
     }
 

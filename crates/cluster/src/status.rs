@@ -14,6 +14,9 @@ use crate::lease::LeaseError;
 /// The bucket of node statuses.
 pub const BUCKET: &str = "ocfd_nodes";
 
+/// How long listing the node table may take.
+const LIST_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long a node's entry stays once it stops writing.
 const MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -118,22 +121,28 @@ impl NodeTable {
             .map_err(|e| LeaseError::Bucket(e.to_string()))
     }
 
-    /// Removes a node's entries for every partition but `keep` (it stops, or it took one over
-    /// and stands by for the others no more).
-    pub async fn remove(&self, node: &str, keep: Option<u32>) -> Result<(), LeaseError> {
-        for s in self.list().await? {
-            if s.node == node && Some(s.partition) != keep {
-                self.kv
-                    .delete(key(node, s.partition))
-                    .await
-                    .map_err(|e| LeaseError::Bucket(e.to_string()))?;
-            }
+    /// Removes a node's entries for `partitions` (it stops: no listing, which a bucket whose
+    /// last operation was a removal can leave waiting).
+    pub async fn remove(&self, node: &str, partitions: &[u32]) -> Result<(), LeaseError> {
+        for p in partitions {
+            self.kv
+                .delete(key(node, *p))
+                .await
+                .map_err(|e| LeaseError::Bucket(e.to_string()))?;
         }
         Ok(())
     }
 
     /// Every node's entry, by name (an entry that does not read as one is left out).
     pub async fn list(&self) -> Result<Vec<NodeStatus>, LeaseError> {
+        // The keys' listing may wait for ever on some buckets' histories (a removal last):
+        // bounded, as a failure.
+        tokio::time::timeout(LIST_PATIENCE, self.list_unbounded())
+            .await
+            .map_err(|_| LeaseError::Bucket("the node table's keys did not come in time".into()))?
+    }
+
+    async fn list_unbounded(&self) -> Result<Vec<NodeStatus>, LeaseError> {
         use futures_core::Stream;
         let bucket = |e: String| LeaseError::Bucket(e);
         let mut keys = self.kv.keys().await.map_err(|e| bucket(e.to_string()))?;

@@ -142,7 +142,7 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
         rt.worker_threads(cfg.worker_threads);
     }
     let rt = rt.enable_all().build()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         // Handlers are installed before the listeners announce themselves, so a SIGTERM that
         // follows readiness at once still stops the server cleanly.
@@ -168,7 +168,11 @@ fn run(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
         };
         ocf::server::serve(&cfg, shutdown, reloads, Some(set_log_level)).await?;
         Ok(())
-    })
+    });
+    // Everything the server owed was done before it returned: a blocking task still running
+    // (a thread joined that never ends) must not hold the process.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    served
 }
 
 fn main() -> ExitCode {
